@@ -1,0 +1,127 @@
+"""symgrad's exceptions.
+
+Every error a user can cause is a :class:`SymgradError`, and its message says
+what went wrong, where (line, column and a caret under the source), and how to
+fix it.  Catch ``SymgradError`` to catch them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "ArityError",
+    "DomainError",
+    "InputError",
+    "MissingVariableError",
+    "ParseError",
+    "Span",
+    "SymgradError",
+    "UnknownFunctionError",
+    "UnknownVariableError",
+    "excerpt",
+    "line_and_column",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Half-open character range ``[start, end)`` of a node in its source text."""
+
+    start: int
+    end: int
+
+
+def line_and_column(source: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset."""
+    line = source.count("\n", 0, offset) + 1
+    column = offset - (source.rfind("\n", 0, offset) + 1) + 1
+    return line, column
+
+
+def excerpt(source: str, span: Span) -> str:
+    """The source line holding ``span.start`` and a caret line under the span."""
+    line_start = source.rfind("\n", 0, span.start) + 1
+    line_end = source.find("\n", span.start)
+    if line_end == -1:
+        line_end = len(source)
+    text = source[line_start:line_end]
+    width = max(1, min(span.end, line_end) - span.start)
+    pad = "".join("\t" if ch == "\t" else " " for ch in text[: span.start - line_start])
+    return f"  {text}\n  {pad}{'^' * width}"
+
+
+class SymgradError(Exception):
+    """Base class of every error symgrad raises for bad input."""
+
+
+class ParseError(SymgradError, ValueError):
+    """The text is not a well-formed expression.
+
+    ``line`` and ``column`` are 1-based; ``excerpt`` is the offending source
+    line with a caret under the problem.
+    """
+
+    def __init__(self, message: str, source: str, span: Span, hint: str = "") -> None:
+        self.reason = message
+        self.source = source
+        self.span = span
+        self.line, self.column = line_and_column(source, span.start)
+        self.excerpt = excerpt(source, span)
+        self.hint = hint
+        text = f"line {self.line}, column {self.column}: {message}\n{self.excerpt}"
+        if hint:
+            text += f"\n{hint}"
+        super().__init__(text)
+
+
+class UnknownFunctionError(ParseError):
+    """A call to a function symgrad does not define, e.g. ``sine(x)``."""
+
+
+class ArityError(ParseError):
+    """A function called with the wrong number of arguments, e.g. ``sin(x, y)``."""
+
+
+class InputError(SymgradError, ValueError):
+    """The point to evaluate at does not fit the expression."""
+
+
+class MissingVariableError(InputError):
+    """A variable of the expression was given no value."""
+
+
+class UnknownVariableError(InputError):
+    """A value was given for a name the expression does not use."""
+
+
+class DomainError(SymgradError, ValueError):
+    """An operation was evaluated outside its domain: ``log(-1)``, ``1/0``.
+
+    ``op`` is the opcode; ``excerpt`` points at the operation in the source
+    when the tape was built from text.
+    """
+
+    def __init__(self, message: str, op: str, source: str | None = None, span: Span | None = None) -> None:
+        self.op = op
+        self.source = source
+        self.span = span
+        self.line: int | None = None
+        self.column: int | None = None
+        self.excerpt = ""
+        if source is not None and span is not None:
+            self.line, self.column = line_and_column(source, span.start)
+            self.excerpt = excerpt(source, span)
+            message = f"line {self.line}, column {self.column}: {message}\n{self.excerpt}"
+        super().__init__(message)
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A 'did you mean' suffix for ``name``, or an empty string."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"

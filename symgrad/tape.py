@@ -1,0 +1,126 @@
+"""The tape: symgrad's plain-data intermediate representation (a Wengert list).
+
+A tape is a flat, topologically ordered list of slots::
+
+    tape (x, y) -> %5
+      %0 = input x
+      %1 = input y
+      %2 = const 2.0
+      %3 = sin %1
+      %4 = mul %0 %3
+      %5 = add %4 %2
+
+Slots ``0 .. len(inputs)-1`` hold the inputs, the next ``len(consts)`` slots the
+constants, and then one slot per :class:`Instr`, in evaluation order.  Because
+every instruction only reads earlier slots, the forward sweep is a loop
+forwards and the reverse sweep a loop backwards: no graph walk, no recursion.
+Both front ends (strings via :mod:`symgrad.lower`, ``Value`` graphs via
+:mod:`symgrad.value`) produce this same structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import Span
+from .ops import OPS, Op
+
+__all__ = ["Instr", "Tape", "TapeError"]
+
+
+class TapeError(ValueError):
+    """A tape is malformed (a bug in whoever built it, not a user error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Instr:
+    """One record: apply ``op`` to the values in slots ``args``."""
+
+    op: Op
+    args: tuple[int, ...]
+    span: Span | None = None
+    """Where the operation sits in the source text, if it came from text."""
+
+
+@dataclass(frozen=True, eq=False)
+class Tape:
+    """Inputs, constants and instructions; see the module docstring for the layout."""
+
+    inputs: tuple[str, ...]
+    consts: tuple[float, ...]
+    instrs: tuple[Instr, ...]
+    output: int
+    source: str | None = None
+    """The text the instructions' spans point into (None for ``Value`` graphs)."""
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Artefacts derived from the tape (sweep plans, generated code), built lazily."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- layout -----------------------------------------------------------
+    @property
+    def n_inputs(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def first_instr_slot(self) -> int:
+        return len(self.inputs) + len(self.consts)
+
+    @property
+    def n_slots(self) -> int:
+        return self.first_instr_slot + len(self.instrs)
+
+    def __len__(self) -> int:
+        return len(self.instrs)
+
+    def kind(self, slot: int) -> str:
+        """``"input"``, ``"const"`` or ``"instr"``."""
+        if slot < len(self.inputs):
+            return "input"
+        if slot < self.first_instr_slot:
+            return "const"
+        return "instr"
+
+    def instr_at(self, slot: int) -> Instr:
+        return self.instrs[slot - self.first_instr_slot]
+
+    def const_at(self, slot: int) -> float:
+        return self.consts[slot - len(self.inputs)]
+
+    # -- checking ----------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`TapeError` unless every record reads only earlier slots."""
+        base = self.first_instr_slot
+        for i, instr in enumerate(self.instrs):
+            if OPS.get(instr.op.name) is not instr.op:
+                raise TapeError(f"record %{base + i}: {instr.op!r} is not in the op table")
+            if len(instr.args) != instr.op.arity:
+                raise TapeError(f"record %{base + i}: {instr.op.name} takes {instr.op.arity} args, got {instr.args}")
+            for a in instr.args:
+                if not 0 <= a < base + i:
+                    raise TapeError(f"record %{base + i} reads %{a}, which is not an earlier slot")
+        if not 0 <= self.output < self.n_slots:
+            raise TapeError(f"output %{self.output} is not a slot of this tape")
+
+    # -- printing ----------------------------------------------------------
+    def records(self) -> list[str]:
+        """One line per slot, e.g. ``%4 = mul %0 %3`` (the listing without header)."""
+        lines = [f"%{i} = input {name}" for i, name in enumerate(self.inputs)]
+        lines += [f"%{len(self.inputs) + k} = const {value!r}" for k, value in enumerate(self.consts)]
+        base = self.first_instr_slot
+        for i, instr in enumerate(self.instrs):
+            args = " ".join(f"%{a}" for a in instr.args)
+            lines.append(f"%{base + i} = {instr.op.name} {args}")
+        return lines
+
+    def __str__(self) -> str:
+        header = f"tape ({', '.join(self.inputs)}) -> %{self.output}"
+        return "\n".join([header, *("  " + line for line in self.records())])
+
+    def __repr__(self) -> str:
+        return (
+            f"<Tape {len(self.inputs)} inputs, {len(self.consts)} consts, "
+            f"{len(self.instrs)} records, output %{self.output}>"
+        )
