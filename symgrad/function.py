@@ -49,7 +49,7 @@ class Function:
             raise InputError(
                 f"{self._describe()} takes {len(self.variables)} values, got {len(args)} positional values"
             )
-        point: dict[str, Any] = dict(zip(self.variables, args))
+        point: dict[str, Any] = dict(zip(self.variables, args, strict=False))
         for name, value in kwargs.items():
             if name not in self._index:
                 raise UnknownVariableError(
@@ -74,7 +74,7 @@ class Function:
         if wrt is None:
             if len(self.variables) == 1:
                 return grads[0]
-            return dict(zip(self.variables, grads))
+            return dict(zip(self.variables, grads, strict=True))
         if isinstance(wrt, str):
             return grads[self._position(wrt)]
         return {name: grads[self._position(name)] for name in wrt}

@@ -38,7 +38,7 @@ def requires_grad(tape: Tape) -> list[bool]:
         for instr in tape.instrs:
             cached.append(any(cached[a] for a in instr.args))
         tape.cache["requires_grad"] = cached
-    return cached  # type: ignore[no-any-return]
+    return cached
 
 
 def _forward_plan(tape: Tape) -> tuple[_ForwardStep, ...]:
@@ -49,7 +49,7 @@ def _forward_plan(tape: Tape) -> tuple[_ForwardStep, ...]:
             for instr in tape.instrs
         )
         tape.cache["forward_plan"] = plan
-    return plan  # type: ignore[no-any-return]
+    return plan
 
 
 def _reverse_plan(tape: Tape) -> tuple[_ReverseStep, ...]:
@@ -70,7 +70,7 @@ def _reverse_plan(tape: Tape) -> tuple[_ReverseStep, ...]:
             steps.append((base + i, a, da, b, db))
         plan = tuple(steps)
         tape.cache["reverse_plan"] = plan
-    return plan  # type: ignore[no-any-return]
+    return plan
 
 
 def forward(tape: Tape, inputs: Sequence[float]) -> list[float]:

@@ -18,8 +18,8 @@ variables ``(x, y)`` and ∂/∂x = 0.
 from __future__ import annotations
 
 from .errors import DomainError, Span
-from .interpret import domain_message
 from .expr import Call, Const, Expr, Var, iter_postorder
+from .interpret import domain_message
 from .ops import OPS, Op
 from .tape import Instr, Tape
 
@@ -78,11 +78,11 @@ class _Builder:
         name = op.name
         if op.arity == 2:
             (a, b), (va, vb) = args, values
-            if name == "mul" and vb == 1.0 or name in ("add", "sub") and vb == 0.0:
+            if (name == "mul" and vb == 1.0) or (name in ("add", "sub") and vb == 0.0):
                 return a
-            if name == "mul" and va == 1.0 or name == "add" and va == 0.0:
+            if (name == "mul" and va == 1.0) or (name == "add" and va == 0.0):
                 return b
-            if name == "div" and vb == 1.0 or name == "pow" and vb == 1.0:
+            if (name == "div" and vb == 1.0) or (name == "pow" and vb == 1.0):
                 return a
             if name == "pow" and vb == 0.0:
                 return self.const(1.0)

@@ -32,9 +32,9 @@ __all__ = [
     "ARRAY_NAMESPACE",
     "FUNCTIONS",
     "OPS",
-    "Op",
     "SCALAR_HELPERS",
     "SCALAR_NAMESPACE",
+    "Op",
     "lookup_function",
 ]
 

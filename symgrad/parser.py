@@ -47,7 +47,7 @@ _TERMINAL_NAMES = {
 
 def grammar_text() -> str:
     """The grammar source: from the installed package, else from the repository."""
-    resource = importlib.resources.files("symgrad").joinpath("grammar", "symgrad.lark")
+    resource = importlib.resources.files("symgrad").joinpath("grammar").joinpath("symgrad.lark")
     if resource.is_file():
         return resource.read_text(encoding="utf-8")
     checkout = Path(__file__).resolve().parent.parent / "grammar" / "symgrad.lark"
@@ -93,10 +93,12 @@ class _Builder(Transformer[Token, Expr]):
         return Call(Span(sign.start_pos, operand.span.end), OPS["neg"], (operand,))
 
     def pos(self, children: list[Any]) -> Expr:
-        return children[1]  # unary plus is the identity: no node
+        operand: Expr = children[1]  # unary plus is the identity: no node
+        return operand
 
     def atom(self, children: list[Any]) -> Expr:
-        return children[1]  # "(" sum ")"
+        inner: Expr = children[1]  # "(" sum ")"
+        return inner
 
     def number(self, children: list[Any]) -> Expr:
         (token,) = children
@@ -181,12 +183,13 @@ def parse(source: str) -> Expr:
         raise ParseError("empty expression", source, Span(len(source), len(source) + 1),
                          "write a formula such as 3*x**2 - 4*x + 5")
     try:
-        result: Expr = _lark().parse(source)
+        result = _lark().parse(source)
+        assert isinstance(result, Expr)  # the embedded transformer builds Expr nodes
         return result
     except _BuildError as e:
         raise e.cls(e.message, source, e.span, e.hint) from None
     except lark.exceptions.UnexpectedCharacters as e:
-        pos = e.pos_in_stream
+        pos = e.pos_in_stream or 0
         char = source[pos] if pos < len(source) else ""
         hint = _implicit_multiplication_hint(source, pos, source[pos:pos + 8].split()[0] if char.strip() else "")
         raise ParseError(f"unexpected character {char!r}", source, Span(pos, pos + 1), hint) from None
