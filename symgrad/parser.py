@@ -11,6 +11,7 @@ table: nothing is evaluated here.  Every lark error becomes a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.resources
 import math
@@ -97,8 +98,10 @@ class _Builder(Transformer[Token, Expr]):
         return operand
 
     def atom(self, children: list[Any]) -> Expr:
-        inner: Expr = children[1]  # "(" sum ")"
-        return inner
+        # "(" sum ")": no node of its own, but the span grows to take in the
+        # parentheses so that a caret under "(-8)**(1/3)" starts at "(".
+        lpar, inner, rpar = children
+        return dataclasses.replace(inner, span=Span(lpar.start_pos, rpar.end_pos))
 
     def number(self, children: list[Any]) -> Expr:
         (token,) = children

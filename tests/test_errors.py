@@ -144,3 +144,11 @@ def test_domain_error_is_also_a_value_error() -> None:
 def test_compile_rejects_non_strings() -> None:
     with pytest.raises(TypeError, match="expression string"):
         symgrad.compile(3)  # type: ignore[arg-type]
+
+
+def test_caret_covers_a_parenthesised_operand() -> None:
+    # the pow node spans "(-8)**(1/3)", parentheses included
+    with pytest.raises(DomainError) as info:
+        symgrad.compile("y + (-8)**(1/3)")
+    assert info.value.column == 5
+    assert info.value.excerpt.splitlines()[1].strip() == "^" * len("(-8)**(1/3)")
