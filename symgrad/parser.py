@@ -101,7 +101,8 @@ class _Builder(Transformer[Token, Expr]):
         # "(" sum ")": no node of its own, but the span grows to take in the
         # parentheses so that a caret under "(-8)**(1/3)" starts at "(".
         lpar, inner, rpar = children
-        return dataclasses.replace(inner, span=Span(lpar.start_pos, rpar.end_pos))
+        widened: Expr = dataclasses.replace(inner, span=Span(lpar.start_pos, rpar.end_pos))
+        return widened
 
     def number(self, children: list[Any]) -> Expr:
         (token,) = children
