@@ -160,7 +160,9 @@ def _run_console(block: Block, session: _Session) -> str:
         elif words[:3] in (["python", "-m", "symgrad"], ["python3", "-m", "symgrad"]):
             argv = words[3:]
         else:
-            raise AssertionError(f"{block.path.name}:{line}: only 'symgrad' commands are run; use a bash fence for {command!r}")
+            raise AssertionError(
+                f"{block.path.name}:{line}: only 'symgrad' commands are run; use a bash fence for {command!r}"
+            )
         shows_error = any(re.match(r"(usage: )?symgrad( \w+)?: error:", s) for s in want.splitlines())
         expected_status = int(m.group(1)) if m else 2 if shows_error else 0
         got, status = _main(argv)
@@ -205,6 +207,30 @@ def test_example(block: Block, tmp_path_factory: pytest.TempPathFactory, monkeyp
 def test_blocks_were_found() -> None:
     names = {b.path.name for b in RUN}
     assert {"index.md", "tutorial.md", "grammar.md", "tape.md", "api.md", "cli.md", "README.md"} <= names
+
+
+def test_the_runner_fails_on_wrong_output(tmp_path: Path) -> None:
+    """The machinery above is only worth something if it can fail."""
+    session = _Session(tmp_path)
+    pycon = Block(tmp_path / "x.md", 1, "pycon", ">>> 1 + 1\n3\n")
+    assert "Expected:" in _run_pycon(pycon, session)
+    console = Block(tmp_path / "x.md", 1, "console", '$ symgrad grad "x*x" x=3\nvalue  9\nd/dx   7\n')
+    assert "--- expected" in _run_console(console, session)
+    right_output_wrong_status = '$ symgrad grad "x*x" x=3  # exit status 2\nvalue  9\nd/dx   6\n'
+    assert "exit status 0, expected 2" in _run_console(
+        Block(tmp_path / "x.md", 1, "console", right_output_wrong_status), session
+    )
+    assert (
+        _run_console(Block(tmp_path / "x.md", 1, "console", '$ symgrad grad "x*x" x=3\nvalue  9\nd/dx   6\n'), session)
+        == ""
+    )
+
+
+def test_caret_lines_must_match_exactly() -> None:
+    checker = _Checker()
+    assert checker.check_output("E: bad\n  2x\n   ^\n", "E: bad\n  2x\n   ^\n", FLAGS)
+    assert not checker.check_output("E: bad\n  2x\n  ^\n", "E: bad\n  2x\n   ^\n", FLAGS)
+    assert checker.check_output("{'a': 1,\n 'b': 2}\n", "{'a': 1, 'b': 2}\n", FLAGS)  # whitespace is normalised
 
 
 # ------------------------------------------------------ generated sections ---
