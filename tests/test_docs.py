@@ -63,11 +63,11 @@ class Block:
         return f"{self.path.name}:{self.line}"
 
 
-_FENCE = re.compile(r"^(`{3,}|~{3,})\s*([\w+-]*)")
+_FENCE = re.compile(r"^( *)(`{3,}|~{3,})\s*([\w+-]*)")
 
 
 def blocks(path: Path) -> list[Block]:
-    """The fenced blocks of a Markdown file (fences start at column 0)."""
+    """The fenced blocks of a Markdown file; a fence indented in a list item is dedented."""
     found: list[Block] = []
     lines = path.read_text(encoding="utf-8").splitlines()
     i = 0
@@ -76,11 +76,12 @@ def blocks(path: Path) -> list[Block]:
         if not m:
             i += 1
             continue
-        fence, lang, start = m.group(1), m.group(2).lower(), i
+        indent, fence, lang, start = len(m.group(1)), m.group(2), m.group(3).lower(), i
         i += 1
         body: list[str] = []
-        while i < len(lines) and not lines[i].startswith(fence):
-            body.append(lines[i])
+        while i < len(lines) and not lines[i].lstrip(" ").startswith(fence):
+            line = lines[i]
+            body.append(line[min(indent, len(line) - len(line.lstrip(" "))) :])
             i += 1
         if i == len(lines):
             raise AssertionError(f"{path.name}:{start + 1}: unclosed code fence")
@@ -207,6 +208,15 @@ def test_example(block: Block, tmp_path_factory: pytest.TempPathFactory, monkeyp
 def test_blocks_were_found() -> None:
     names = {b.path.name for b in RUN}
     assert {"index.md", "tutorial.md", "grammar.md", "tape.md", "api.md", "cli.md", "README.md"} <= names
+
+
+def test_no_example_escapes_execution() -> None:
+    """A '>>>' or '$ symgrad' line outside a pycon/console fence would silently go unchecked."""
+    for block in ALL_BLOCKS:
+        if block.lang in ("pycon", "console"):
+            continue
+        for line in block.text.splitlines():
+            assert not line.startswith((">>> ", "$ symgrad")), f"{block.id}: tag this fence pycon or console"
 
 
 def test_the_runner_fails_on_wrong_output(tmp_path: Path) -> None:
