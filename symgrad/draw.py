@@ -49,14 +49,15 @@ _OUTPUT_FILL = "#fef3c7"
 _OP_STYLE = 'width=0.3 height=0.3 margin=0.02 fillcolor="#e2e8f0" fontsize=10'
 _POSITION_STYLE = 'labelfontsize=9 labelfontcolor="#b91c1c" labeldistance=1.4'
 
-_RECORD_SPECIAL = str.maketrans({c: "\\" + c for c in '\\{}|<>" '} | {"\n": " ", "\r": " "})
+_RECORD_SPECIAL = str.maketrans({c: "\\" + c for c in '\\{}|<>"'} | {"\n": " ", "\r": " "})
 
 
 def record_escape(text: str) -> str:
     """``text`` as literal characters inside a Graphviz record label.
 
     Braces, bars and angle brackets structure record labels, and quotes and
-    backslashes end or escape DOT strings, so each gets a backslash.
+    backslashes end or escape DOT strings, so each gets a backslash.  Spaces
+    are left alone: escaping them makes Graphviz pad the fields with spaces.
     """
     return text.translate(_RECORD_SPECIAL)
 
