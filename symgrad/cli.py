@@ -104,6 +104,8 @@ def _constant(text: str) -> float:
 
 def _add_drawing_commands(sub: Any) -> None:
     """The ``draw`` and ``plot`` subcommands."""
+    from .plot import DEFAULT_POINTS  # (matplotlib itself is imported only when a plot is drawn)
+
     draw = sub.add_parser(
         "draw", help="draw the expression's graph with Graphviz",
         description="Draw the tape: one node per slot with its data and grad (when a point is given), "
@@ -130,7 +132,7 @@ def _add_drawing_commands(sub: Any) -> None:
     plot.add_argument("-o", "--output", metavar="FILE", default="plot.png",
                       help="the image to write: .png (default plot.png), .svg or .pdf")
     plot.add_argument("--var", help="the variable to plot against (needed when there are several)")
-    plot.add_argument("--points", type=int, default=401, help="number of samples (default 401)")
+    plot.add_argument("--points", type=int, default=DEFAULT_POINTS, help=f"number of samples (default {DEFAULT_POINTS})")
     plot.set_defaults(run=_cmd_plot)
 
 

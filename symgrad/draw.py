@@ -181,7 +181,7 @@ def draw(
     the ``point`` mapping instead.
 
     >>> dot = draw("a*b + c", a=2, b=-3, c=10)
-    >>> dot.source.count("grad")     # one per slot: a, b, c, a*b, the sum
+    >>> dot.source.count("| grad ")     # one per slot: a, b, c, a*b, the sum
     5
     """
     if isinstance(target, Tape):
@@ -192,7 +192,7 @@ def draw(
         raise TypeError(f"draw() takes an expression string, a Function or a Tape, got {type(target).__name__}")
     tape = function.tape
     merged = {**(point or {}), **values}
-    if not merged:
+    if not merged and function.variables:  # (an expression without variables is always at a full point)
         return draw_tape(tape, rankdir=rankdir)
     missing = [name for name in function.variables if name not in merged]
     if missing and all(name in function.variables for name in merged):

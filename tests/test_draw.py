@@ -80,6 +80,20 @@ def test_structure_only_without_a_point() -> None:
     assert labels == ["%3", "%4", "1", "2.5", "x"]  # inputs by name, constants as numbers, records by slot
 
 
+def test_expressions_without_records() -> None:
+    parsed = Parsed(symgrad.draw("x", x=2).source)
+    assert parsed.fields("s0") == ["x", "data 2.0000", "grad 1.0000"] and not parsed.edges
+    parsed = Parsed(symgrad.draw("2+3").source)  # no variables: the empty point is a full point
+    assert parsed.fields("s0") == ["5", "data 5.0000"] and not parsed.op_nodes()
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    result = doctest.testmod(sys.modules["symgrad.draw"])  # (symgrad.draw is the function)
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_op_nodes_use_the_table_symbol_and_feed_their_slot() -> None:
     tape = symgrad.compile("sigmoid(x) ** exp(y)").tape
     parsed = Parsed(draw_tape(tape).source)

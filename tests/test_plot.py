@@ -26,6 +26,13 @@ def test_samples_match_sympy() -> None:
         assert dy == pytest.approx(float(d_sym.subs(x, xv)), rel=1e-12, abs=1e-12)
 
 
+def test_docstring_examples() -> None:
+    import doctest
+
+    result = doctest.testmod(sys.modules["symgrad.plot"])  # (symgrad.plot is the function)
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_undefined_points_are_gaps() -> None:
     xs, ys, dys = sample("log(x)", -1, 1, points=5)  # -1, -0.5, 0, 0.5, 1
     assert xs == [-1.0, -0.5, 0.0, 0.5, 1.0]
