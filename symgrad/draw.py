@@ -27,7 +27,7 @@ from .errors import InputError, MissingDependencyError, MissingVariableError
 from .function import Function
 from .tape import Tape
 
-__all__ = ["FORMATS", "RANKDIRS", "draw", "draw_tape", "record_escape", "save"]
+__all__ = ["FORMATS", "RANKDIRS", "check_rankdir", "draw", "draw_tape", "record_escape", "save"]
 
 RANKDIRS = ("LR", "TB")
 """Layout directions: left to right (inputs on the left) or top to bottom."""
@@ -80,7 +80,7 @@ def _const_label(value: float) -> str:
 
 
 def _check_per_slot(name: str, seq: Sequence[Any] | None, n_slots: int) -> None:
-    if seq is not None and len(seq) < n_slots:
+    if seq is not None and len(seq) != n_slots:
         raise InputError(f"draw_tape: {name} has {len(seq)} entries but the tape has {n_slots} slots; pass one per slot")
 
 
