@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 from .api import compile, grad, value_and_grad
+from .draw import draw
 from .errors import (
     ArityError,
     DomainError,
     InputError,
+    MissingDependencyError,
     MissingVariableError,
     ParseError,
     SymgradError,
@@ -21,6 +23,7 @@ from .errors import (
 from .function import Function
 from .ops import OPS, Op
 from .parser import parse
+from .plot import plot
 from .tape import Instr, Tape
 
 __version__ = "0.1.0"
@@ -32,6 +35,7 @@ __all__ = [
     "Function",
     "InputError",
     "Instr",
+    "MissingDependencyError",
     "MissingVariableError",
     "Op",
     "ParseError",
@@ -41,7 +45,9 @@ __all__ = [
     "UnknownVariableError",
     "__version__",
     "compile",
+    "draw",
     "grad",
     "parse",
+    "plot",
     "value_and_grad",
 ]

@@ -71,6 +71,71 @@ def _cmd_grad(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_draw(args: argparse.Namespace) -> int:
+    from .draw import draw, save
+
+    graph = draw(args.expression, parse_point(args.point), rankdir=args.rankdir)
+    if args.output is None:
+        sys.stdout.write(graph.source)
+    else:
+        print(f"wrote {save(graph, args.output)}")
+    return EXIT_OK
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot
+
+    lo, hi = args.range
+    plot(args.expression, lo, hi, var=args.var, points=args.points, path=args.output, fixed=parse_point(args.point))
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _constant(text: str) -> float:
+    """An argparse type: a constant expression such as ``-5``, ``2.5`` or ``2*pi``."""
+    try:
+        f = api.compile(text)
+        if not f.variables:
+            return f()
+    except SymgradError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected a number such as -5, 2.5 or 2*pi, got {text!r}")
+
+
+def _add_drawing_commands(sub: Any) -> None:
+    """The ``draw`` and ``plot`` subcommands."""
+    from .plot import DEFAULT_POINTS  # (matplotlib itself is imported only when a plot is drawn)
+
+    draw = sub.add_parser(
+        "draw", help="draw the expression's graph with Graphviz",
+        description="Draw the tape: one node per slot with its data and grad (when a point is given), "
+                    "an op node per operation. Without -o, print the DOT source.",
+        epilog='example: symgrad draw "a*b + c" a=2 b=-3 c=10 -o graph.svg')
+    draw.add_argument("expression", help='the formula, e.g. "a*b + c"')
+    draw.add_argument("point", nargs="*", metavar="name=value",
+                      help="a value for every variable to show data and grads; none for the structure only")
+    draw.add_argument("-o", "--output", metavar="FILE",
+                      help="write FILE: .svg, .png or .pdf (need Graphviz's dot program) or .dot")
+    draw.add_argument("--rankdir", type=str.upper, choices=["LR", "TB"], default="LR",
+                      help="layout: LR (left to right, default) or TB (top to bottom)")
+    draw.set_defaults(run=_cmd_draw)
+
+    plot = sub.add_parser(
+        "plot", help="plot the expression and its derivative (needs matplotlib)",
+        description="Plot f and df/dx over a range on one figure; points where either is undefined are gaps.",
+        epilog='example: symgrad plot "tanh(x)" --range -5 5 -o tanh.png')
+    plot.add_argument("expression", help='a formula in one variable, e.g. "tanh(x)"')
+    plot.add_argument("point", nargs="*", metavar="name=value",
+                      help="values for the other variables, when --var picks one of several")
+    plot.add_argument("--range", nargs=2, type=_constant, required=True, metavar=("LO", "HI"),
+                      help="the interval of the variable, e.g. --range -5 5")
+    plot.add_argument("-o", "--output", metavar="FILE", default="plot.png",
+                      help="the image to write: .png (default plot.png), .svg or .pdf")
+    plot.add_argument("--var", help="the variable to plot against (needed when there are several)")
+    plot.add_argument("--points", type=int, default=DEFAULT_POINTS, help=f"number of samples (default {DEFAULT_POINTS})")
+    plot.set_defaults(run=_cmd_plot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symgrad",
@@ -87,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. a=2 b=-3")
     grad.add_argument("--json", action="store_true", help="print machine-readable JSON")
     grad.set_defaults(run=_cmd_grad)
+    _add_drawing_commands(sub)
     return parser
 
 
@@ -124,8 +190,8 @@ def _split_positionals(parser: argparse.ArgumentParser, argv: list[str]) -> list
             takes = 0
         flags.extend(argv[i : i + 1 + takes])
         i += 1 + takes
-    if not any(p.startswith("-") for p in positionals):
-        return argv
+    if not flags and not any(p.startswith("-") for p in positionals):
+        return argv  # also reorder when flags sit between positionals: `grad "x*y" --json x=1 y=2`
     return [argv[0], *flags, "--", *positionals]
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "ArityError",
     "DomainError",
     "InputError",
+    "MissingDependencyError",
     "MissingVariableError",
     "ParseError",
     "Span",
@@ -115,6 +116,12 @@ class DomainError(SymgradError, ValueError):
             self.excerpt = excerpt(source, span)
             message = f"line {self.line}, column {self.column}: {message}\n{self.excerpt}"
         super().__init__(message)
+
+
+class MissingDependencyError(SymgradError, RuntimeError):
+    """An optional program or package that a feature needs is not installed
+    (Graphviz's ``dot`` for rendering drawings, matplotlib for plots); the
+    message says how to install it."""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -108,6 +108,15 @@ class Function:
         value, grads = interpret.value_and_grad(self.tape, self.bind(args, kwargs))
         return value, self._select(grads, wrt)
 
+    def draw(self, point: Mapping[str, Any] | None = None, /, *, rankdir: str = "LR", **values: Any) -> Any:
+        """A graphviz drawing of the tape, with data and grads at a point if one is given.
+
+        Delegates to :func:`symgrad.draw`; returns a ``graphviz.Digraph``.
+        """
+        from .draw import draw  # deferred: draw imports this module
+
+        return draw(self, point, rankdir=rankdir, **values)
+
     def __repr__(self) -> str:
         name = f" {self.source!r}" if self.source is not None else ""
         return f"<Function{name} f:({','.join(self.variables)})->out, {len(self.tape)} records>"

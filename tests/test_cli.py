@@ -91,3 +91,8 @@ def test_python_dash_m() -> None:
     done = subprocess.run([sys.executable, "-m", "symgrad", "grad", "x*x", "x=3"], capture_output=True, text=True, check=False)
     assert done.returncode == 0
     assert done.stdout.split() == ["value", "9", "d/dx", "6"]
+
+
+def test_flags_may_sit_between_expression_and_point(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "grad", "x*y", "--json", "x=1", "y=2")
+    assert status == 0 and json.loads(out)["grad"] == {"x": 2.0, "y": 1.0}

@@ -1,0 +1,231 @@
+"""Graphviz drawings of tapes: see what the sweeps computed, slot by slot.
+
+Every slot becomes one record-shaped node ``label | data 4.0000 | grad -2.0000``
+and every computed slot gets a small op node (its symbol from the op table)
+fed by one edge per argument, in argument order.  The drawing is a function of
+the tape alone, so the string front end, compiled functions and ``Value``
+graphs (which record the same tape format) all draw the same way::
+
+    graph = draw_tape(tape, values, grads, labels={7: "loss"})   # a Value.draw() in one line
+
+The walk is a single loop over the slots (no recursion), and a reused slot is
+one node with several outgoing edges, never a copy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import graphviz
+
+from . import interpret
+from .api import compile as compile_expression
+from .errors import InputError, MissingDependencyError, MissingVariableError
+from .function import Function
+from .tape import Tape
+
+__all__ = ["FORMATS", "RANKDIRS", "check_rankdir", "draw", "draw_tape", "record_escape", "save"]
+
+RANKDIRS = ("LR", "TB")
+"""Layout directions: left to right (inputs on the left) or top to bottom."""
+
+FORMATS = (".svg", ".png", ".pdf", ".dot")
+"""Output files :func:`save` writes, by extension (``.dot`` needs no Graphviz program)."""
+
+INSTALL_GRAPHVIZ = (
+    "Graphviz's 'dot' program is needed to render {what} but was not found on PATH; install it with "
+    "'apt-get install graphviz' (Debian/Ubuntu), 'brew install graphviz' (macOS) or "
+    "'conda install graphviz' (conda), or write a .dot file, which needs no Graphviz program"
+)
+
+# Styling: inputs, constants, intermediates and the output are told apart by fill colour.
+_FONT = "Helvetica"
+_FILL = {"input": "#dbeafe", "const": "#f1f5f9", "instr": "#ffffff"}
+_OUTPUT_FILL = "#fef3c7"
+
+_OP_STYLE = 'width=0.3 height=0.3 margin=0.02 fillcolor="#e2e8f0" fontsize=10'
+_POSITION_STYLE = 'labelfontsize=9 labelfontcolor="#b91c1c" labeldistance=1.4'
+
+_RECORD_SPECIAL = str.maketrans({c: "\\" + c for c in '\\{}|<>"'} | {"\n": " ", "\r": " "})
+
+
+def record_escape(text: str) -> str:
+    """``text`` as literal characters inside a Graphviz record label.
+
+    Braces, bars and angle brackets structure record labels, and quotes and
+    backslashes end or escape DOT strings, so each gets a backslash.  Spaces
+    are left alone: escaping them makes Graphviz pad the fields with spaces.
+    """
+    return text.translate(_RECORD_SPECIAL)
+
+
+def _dot_string(text: str) -> str:
+    """``text`` as a quoted DOT string (for labels of plain, non-record nodes)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+
+
+def _number(value: float) -> str:
+    """Four decimals, as micrograd prints them, switching to exponent form when
+    fixed point would show 0.0000 for a nonzero value or run very long."""
+    if math.isfinite(value) and value != 0.0 and not 1e-3 <= abs(value) < 1e6:
+        return f"{value:.4e}"
+    return f"{value:.4f}"
+
+
+def _const_label(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _check_per_slot(name: str, seq: Sequence[Any] | None, n_slots: int) -> None:
+    if seq is not None and len(seq) != n_slots:
+        raise InputError(f"draw_tape: {name} has {len(seq)} entries but the tape has {n_slots} slots; pass one per slot")
+
+
+def check_rankdir(rankdir: str) -> str:
+    """``rankdir`` upper-cased if it is one of :data:`RANKDIRS`; else an InputError."""
+    if not isinstance(rankdir, str) or rankdir.upper() not in RANKDIRS:
+        raise InputError(f"rankdir must be 'LR' (left to right) or 'TB' (top to bottom), got {rankdir!r}")
+    return rankdir.upper()
+
+
+def draw_tape(
+    tape: Tape,
+    values: Sequence[float] | None = None,
+    grads: Sequence[float | None] | None = None,
+    *,
+    labels: Mapping[int, str] | None = None,
+    rankdir: str = "LR",
+) -> graphviz.Digraph:
+    """Draw ``tape`` as a :class:`graphviz.Digraph`.
+
+    ``values`` and ``grads`` hold one entry per slot (``interpret.forward`` and
+    ``interpret.backward`` give exactly that); leave them out to draw the
+    structure only, or put None in ``grads`` for slots whose gradient was not
+    computed.  ``labels`` names slots by number; by default inputs show their
+    variable name, constants their value and computed slots ``%k`` as in the
+    tape listing.  Non-commutative ops number their incoming edges (1, 2) so
+    ``a-b`` and ``b-a`` look different; ``a*a`` shows two edges.
+    """
+    rankdir = check_rankdir(rankdir)
+    n_slots = tape.n_slots
+    _check_per_slot("values", values, n_slots)
+    _check_per_slot("grads", grads, n_slots)
+    labels = labels or {}
+    # In LR layout a record's top-level fields stack vertically; braces flip them back to one row.
+    open_, close = ("{ ", " }") if rankdir == "LR" else ("", "")
+
+    # The body is written as DOT lines directly (graphviz's documented ``body``
+    # argument): one f-string per node or edge keeps 100,000-record tapes fast.
+    lines: list[str] = []
+    add = lines.append
+    n_inputs, first_instr = tape.n_inputs, tape.first_instr_slot
+    for slot in range(n_slots):
+        kind = "input" if slot < n_inputs else "const" if slot < first_instr else "instr"
+        if slot in labels:
+            label = labels[slot]
+        elif kind == "input":
+            label = tape.inputs[slot]
+        elif kind == "const":
+            label = _const_label(tape.const_at(slot))
+        else:
+            label = f"%{slot}"
+        fields = [record_escape(label)]
+        if values is not None:
+            fields.append(f"data {_number(values[slot])}")
+        grad = grads[slot] if grads is not None else None
+        if grad is not None:
+            fields.append(f"grad {_number(grad)}")
+        record = open_ + " | ".join(fields) + close
+        if slot == tape.output:
+            add(f'\ts{slot} [label="{record}" fillcolor="{_OUTPUT_FILL}" style="filled,bold"]\n')
+        else:
+            add(f'\ts{slot} [label="{record}" fillcolor="{_FILL[kind]}"]\n')
+        if kind != "instr":
+            continue
+        instr = tape.instr_at(slot)
+        symbol = instr.op.symbol
+        shape = "circle" if len(symbol) <= 2 else "ellipse"
+        add(f"\top{slot} [label={_dot_string(symbol)} shape={shape} {_OP_STYLE}]\n")
+        if len(instr.args) > 1 and not instr.op.commutative:
+            for position, arg in enumerate(instr.args, start=1):
+                add(f"\ts{arg} -> op{slot} [headlabel={position} {_POSITION_STYLE}]\n")
+        else:
+            for arg in instr.args:
+                add(f"\ts{arg} -> op{slot}\n")
+        add(f"\top{slot} -> s{slot}\n")
+    return graphviz.Digraph(
+        name="symgrad",
+        graph_attr={"rankdir": rankdir, "nodesep": "0.25", "ranksep": "0.35", "bgcolor": "white"},
+        node_attr={"fontname": _FONT, "fontsize": "11", "shape": "record", "style": "filled"},
+        edge_attr={"arrowsize": "0.6", "color": "#475569"},
+        body=lines,
+    )
+
+
+def draw(
+    target: str | Function | Tape,
+    point: Mapping[str, Any] | None = None,
+    /,
+    *,
+    rankdir: str = "LR",
+    **values: Any,
+) -> graphviz.Digraph:
+    """Draw an expression, a compiled function or a tape.
+
+    With a value for every variable it runs the forward and reverse sweeps and
+    shows each slot's data and grad; with no values it draws the structure
+    only.  A variable named like a keyword here (``rankdir``) can be given in
+    the ``point`` mapping instead.
+
+    >>> dot = draw("a*b + c", a=2, b=-3, c=10)
+    >>> dot.source.count("| grad ")     # one per slot: a, b, c, a*b, the sum
+    5
+    """
+    if isinstance(target, Tape):
+        function = Function(target)
+    elif isinstance(target, (str, Function)):
+        function = compile_expression(target)
+    else:
+        raise TypeError(f"draw() takes an expression string, a Function or a Tape, got {type(target).__name__}")
+    tape = function.tape
+    merged = {**(point or {}), **values}
+    if not merged and function.variables:  # (an expression without variables is always at a full point)
+        return draw_tape(tape, rankdir=rankdir)
+    missing = [name for name in function.variables if name not in merged]
+    if missing and all(name in function.variables for name in merged):
+        given = ", ".join(f"'{k}'" for k in merged)
+        lacking = ", ".join(f"'{m}'" for m in missing)
+        raise MissingVariableError(
+            f"draw() got values for {given} but not for {lacking}: give every variable a value "
+            f"to show data and grads, or none to draw the structure only"
+        )
+    inputs = function.bind((), merged)
+    slot_values = interpret.forward(tape, inputs)
+    adjoint = interpret.backward(tape, slot_values)
+    needs = interpret.requires_grad(tape)
+    grads = [g if needed else None for g, needed in zip(adjoint, needs, strict=True)]
+    return draw_tape(tape, slot_values, grads, rankdir=rankdir)
+
+
+def save(graph: graphviz.Digraph, path: str | Path) -> Path:
+    """Write ``graph`` to ``path`` in the format its extension names (:data:`FORMATS`).
+
+    ``.dot`` writes the DOT source; the others run Graphviz's ``dot`` program
+    and raise :class:`MissingDependencyError` with install hints when it is missing.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"cannot write {str(path)!r}: the file name must end in {', '.join(FORMATS)}")
+    if suffix == ".dot":
+        path.write_text(graph.source, encoding="utf-8")
+        return path
+    try:
+        data = graph.pipe(format=suffix[1:])
+    except graphviz.ExecutableNotFound:
+        raise MissingDependencyError(INSTALL_GRAPHVIZ.format(what=path.name)) from None
+    path.write_bytes(data)
+    return path
