@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import symgrad
-from symgrad.draw import save
+from symgrad.drawing import save
 
 IMG = Path(__file__).resolve().parent / "img"
 

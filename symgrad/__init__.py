@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from .api import compile, grad, value_and_grad
-from .draw import draw
+from .drawing import draw
 from .errors import (
     ArityError,
     DomainError,
@@ -23,7 +23,7 @@ from .errors import (
 from .function import Function
 from .ops import OPS, Op
 from .parser import parse
-from .plot import plot
+from .plotting import plot
 from .tape import Instr, Tape
 
 __version__ = "0.1.0"

@@ -72,7 +72,7 @@ def _cmd_grad(args: argparse.Namespace) -> int:
 
 
 def _cmd_draw(args: argparse.Namespace) -> int:
-    from .draw import draw, save
+    from .drawing import draw, save
 
     graph = draw(args.expression, parse_point(args.point), rankdir=args.rankdir)
     if args.output is None:
@@ -83,7 +83,7 @@ def _cmd_draw(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from .plot import plot
+    from .plotting import plot
 
     lo, hi = args.range
     plot(args.expression, lo, hi, var=args.var, points=args.points, path=args.output, fixed=parse_point(args.point))
@@ -104,7 +104,7 @@ def _constant(text: str) -> float:
 
 def _add_drawing_commands(sub: Any) -> None:
     """The ``draw`` and ``plot`` subcommands."""
-    from .plot import DEFAULT_POINTS  # (matplotlib itself is imported only when a plot is drawn)
+    from .plotting import DEFAULT_POINTS  # (matplotlib itself is imported only when a plot is drawn)
 
     draw = sub.add_parser(
         "draw", help="draw the expression's graph with Graphviz",

@@ -113,7 +113,7 @@ class Function:
 
         Delegates to :func:`symgrad.draw`; returns a ``graphviz.Digraph``.
         """
-        from .draw import draw  # deferred: draw imports this module
+        from .drawing import draw  # deferred: draw imports this module
 
         return draw(self, point, rankdir=rankdir, **values)
 

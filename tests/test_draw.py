@@ -13,7 +13,7 @@ import pytest
 
 import symgrad
 from symgrad.cli import main
-from symgrad.draw import draw_tape, record_escape, save
+from symgrad.drawing import draw_tape, record_escape, save
 from symgrad.errors import InputError, MissingDependencyError, MissingVariableError, UnknownVariableError
 from symgrad.ops import OPS
 from symgrad.tape import Instr, Tape
@@ -90,7 +90,7 @@ def test_expressions_without_records() -> None:
 def test_docstring_examples() -> None:
     import doctest
 
-    result = doctest.testmod(sys.modules["symgrad.draw"])  # (symgrad.draw is the function)
+    result = doctest.testmod(sys.modules["symgrad.drawing"])
     assert result.attempted > 0 and result.failed == 0
 
 

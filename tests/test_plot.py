@@ -12,7 +12,7 @@ import sympy
 import symgrad
 from symgrad.cli import main
 from symgrad.errors import DomainError, InputError, MissingDependencyError, MissingVariableError, UnknownVariableError
-from symgrad.plot import sample
+from symgrad.plotting import sample
 
 
 def test_samples_match_sympy() -> None:
@@ -29,7 +29,7 @@ def test_samples_match_sympy() -> None:
 def test_docstring_examples() -> None:
     import doctest
 
-    result = doctest.testmod(sys.modules["symgrad.plot"])  # (symgrad.plot is the function)
+    result = doctest.testmod(sys.modules["symgrad.plotting"])
     assert result.attempted > 0 and result.failed == 0
 
 
