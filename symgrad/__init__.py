@@ -22,6 +22,8 @@ from .function import Function
 from .ops import OPS, Op
 from .parser import parse
 from .tape import Instr, Tape
+from .trace import Traced, trace
+from .value import Value
 
 __version__ = "0.1.0"
 
@@ -37,11 +39,14 @@ __all__ = [
     "ParseError",
     "SymgradError",
     "Tape",
+    "Traced",
     "UnknownFunctionError",
     "UnknownVariableError",
+    "Value",
     "__version__",
     "compile",
     "grad",
     "parse",
+    "trace",
     "value_and_grad",
 ]
