@@ -25,6 +25,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -102,8 +103,8 @@ def train(
     return model, accuracy(model, X, y), elapsed / max(steps, 1)
 
 
-def plot(model: MLP, seed: int, path: str) -> None:
-    """Save the decision boundary and the points as a PNG."""
+def pyplot() -> Any:
+    """matplotlib's pyplot (drawing to files only), or exit saying how to install it."""
     try:
         import matplotlib
 
@@ -111,6 +112,12 @@ def plot(model: MLP, seed: int, path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         sys.exit("--plot needs matplotlib: pip install 'symgrad[plot]' (or pip install matplotlib)")
+    return plt
+
+
+def plot(model: MLP, seed: int, path: str) -> None:
+    """Save the decision boundary and the points as a PNG."""
+    plt = pyplot()
     X, y = make_moons(100, 0.1, seed)
     h = 0.05
     xs = np.arange(X[:, 0].min() - 1, X[:, 0].max() + 1, h)
@@ -138,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+    if args.plot:
+        pyplot()  # fail before training, not after
     model, acc, per_step = train(args.mode, args.steps, args.seed)
     if args.plot:
         plot(model, args.seed, args.plot)
