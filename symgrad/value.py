@@ -145,7 +145,7 @@ class Value:
         return self
 
     def __abs__(self) -> Value:
-        return _apply(OPS["abs"], self)
+        return _apply(_ABS, self)
 
     # -- one method per op of the table that has no operator ------------------
     # (tests/test_value.py checks that every op of the table is reachable.)
@@ -197,7 +197,7 @@ for _op in OPS.values():
     if _op.name not in _OPERATOR_OPS:
         setattr(Value, _op.name, _method(_op))
 
-_ADD, _SUB, _MUL, _DIV, _POW, _NEG = (OPS[n] for n in ("add", "sub", "mul", "div", "pow", "neg"))
+_ADD, _SUB, _MUL, _DIV, _POW, _NEG, _ABS = (OPS[n] for n in ("add", "sub", "mul", "div", "pow", "neg", "abs"))
 
 
 def _constant(data: float) -> Value:
