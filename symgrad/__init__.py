@@ -25,6 +25,8 @@ from .ops import OPS, Op
 from .parser import parse
 from .plotting import plot
 from .tape import Instr, Tape
+from .trace import Traced, trace
+from .value import Value
 
 __version__ = "0.1.0"
 
@@ -41,13 +43,16 @@ __all__ = [
     "ParseError",
     "SymgradError",
     "Tape",
+    "Traced",
     "UnknownFunctionError",
     "UnknownVariableError",
+    "Value",
     "__version__",
     "compile",
     "draw",
     "grad",
     "parse",
     "plot",
+    "trace",
     "value_and_grad",
 ]

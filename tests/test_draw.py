@@ -305,3 +305,17 @@ def test_docs_images_regenerate(tmp_path: Path) -> None:
         assert {"x1", "w1", "tanh", "data 0.7071", "grad 1.0000"} <= set(texts)
     for png in (tanh, docs / "img" / "tanh.png"):
         assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_value_graph_draws_with_labels_data_and_grads() -> None:
+    # L = (a*b + c) * f; grads by hand: dL/da = b*f = 6, dL/db = a*f = -4, dL/dc = f = -2, dL/df = a*b + c = 4
+    a, b, c, f = (symgrad.Value(v, label=n) for v, n in ((2.0, "a"), (-3.0, "b"), (10.0, "c"), (-2.0, "f")))
+    e = a * b
+    e.label = "e"
+    L = (e + c) * f
+    L.label = "L"
+    L.backward()
+    source = L.draw().source
+    for label, data, grad in (("a", 2, 6), ("b", -3, -4), ("c", 10, -2), ("f", -2, 4), ("e", -6, -2), ("L", -8, 1)):
+        assert f"{label} | data {data:.4f} | grad {grad:.4f}" in source
+    assert "rankdir=TB" in L.draw(rankdir="TB").source

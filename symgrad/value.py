@@ -1,0 +1,352 @@
+"""The micrograd-style front end: ``Value`` objects that record onto symgrad's tape.
+
+Building an expression from :class:`Value` objects with Python operators
+computes each forward value at once (with the op table's ``scalar`` column) and
+remembers, per ``Value``, its op-table :class:`~symgrad.ops.Op` and its argument
+Values (in order, duplicates kept, so ``a*a`` is right).  Nothing else is
+stored and nothing global holds the graph: it lives exactly as long as the
+Values that reference it.
+
+``backward()`` turns the graph into the same :class:`~symgrad.tape.Tape` the
+string front end produces (an iterative post-order walk, so a 100,000-deep
+chain works), runs the *same* reverse sweep (:func:`symgrad.interpret.backward`)
+and adds each slot's adjoint to the ``.grad`` of the Value at that slot.
+There is no second set of derivative rules.
+
+Every operator emits the op of the same name: ``-`` is ``sub`` (not ``add`` of
+``neg``) and ``/`` is ``div``, so ``a*b + c`` through Values and through
+``symgrad.compile("a*b + c")`` give tapes with the same records.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from . import interpret
+from .errors import DomainError, InputError
+from .ops import OPS, Op
+from .tape import Instr, Tape
+
+if TYPE_CHECKING:
+    import graphviz
+
+__all__ = ["Number", "Value", "linearise"]
+
+Number = float | int
+"""A plain Python number; it becomes a constant leaf when mixed with Values."""
+
+
+class Value:
+    """A scalar with a gradient, micrograd's way.
+
+    >>> a = Value(2.0, label="a"); b = Value(-3.0, label="b")
+    >>> L = a * b + 10
+    >>> L.backward()
+    >>> a.grad, b.grad
+    (-3.0, 2.0)
+    >>> Value(4.0)
+    Value(data=4.0, grad=0.0)
+    """
+
+    __slots__ = ("__weakref__", "_args", "_const", "_mark", "_op", "_slot", "data", "grad", "label")
+
+    data: float
+    grad: float
+    label: str
+    _op: Op | None
+    _args: tuple[Value, ...]
+    _const: bool
+    _mark: object  # scratch space for linearise()
+    _slot: int
+
+    def __init__(self, data: Number, label: str = "") -> None:
+        if isinstance(data, bool) or not isinstance(data, numbers.Real):
+            raise InputError(f"Value() takes a real number, got {type(data).__name__} {data!r}")
+        self.data = float(data)
+        self.grad = 0.0
+        self.label = label
+        self._op = None
+        self._args = ()
+        self._const = False
+        self._mark = None
+
+    # -- structure (read-only views for printing and drawing) ---------------
+    @property
+    def op(self) -> Op | None:
+        """The op-table row that made this Value, or None for a leaf."""
+        return self._op
+
+    @property
+    def args(self) -> tuple[Value, ...]:
+        """The argument Values of ``op``, in order (empty for a leaf)."""
+        return self._args
+
+    @property
+    def is_constant(self) -> bool:
+        """True for the leaves made from plain numbers (``a * 2`` makes one)."""
+        return self._const
+
+    @property
+    def tape(self) -> Tape:
+        """The graph that ends at this Value, as a symgrad :class:`Tape`."""
+        return linearise(self)[0]
+
+    def __repr__(self) -> str:
+        return f"Value(data={self.data!r}, grad={self.grad!r})"
+
+    # -- differentiation -----------------------------------------------------
+    def backward(self) -> None:
+        """Add ∂self/∂v to ``v.grad`` for every Value ``v`` in the graph.
+
+        Accumulates (``+=``), as micrograd does, so calling it twice doubles
+        every gradient (this Value's own ``grad`` included) until you zero
+        them.  The reverse sweep uses the ``data`` each Value got when it was
+        built.
+        """
+        tape, nodes = linearise(self)
+        adjoint = interpret.backward(tape, [node.data for node in nodes])
+        for node, g in zip(nodes, adjoint, strict=True):
+            node.grad += g
+
+    def draw(self, *, rankdir: str = "LR") -> graphviz.Digraph:
+        """The graph that ends at this Value, drawn with each node's ``data`` and ``grad``.
+
+        Shows the ``grad`` values as they are now (call :meth:`backward`
+        first); constants show no grad.  Returns a ``graphviz.Digraph``.
+        """
+        from .drawing import draw_tape  # deferred: drawing is optional at import time
+
+        tape, nodes = linearise(self)
+        labels = {slot: node.label for slot, node in enumerate(nodes) if node.label}
+        n_inputs = tape.n_inputs
+        grads = [None if n_inputs <= slot < tape.first_instr_slot else node.grad for slot, node in enumerate(nodes)]
+        return draw_tape(tape, [node.data for node in nodes], grads, labels=labels, rankdir=rankdir)
+
+    # -- operators (each emits the op-table op of the same name) ------------
+    def __add__(self, other: Value | Number) -> Value:
+        return _apply(_ADD, self, _lift(other))
+
+    def __radd__(self, other: Number) -> Value:
+        return _apply(_ADD, _lift(other), self)
+
+    def __sub__(self, other: Value | Number) -> Value:
+        return _apply(_SUB, self, _lift(other))
+
+    def __rsub__(self, other: Number) -> Value:
+        return _apply(_SUB, _lift(other), self)
+
+    def __mul__(self, other: Value | Number) -> Value:
+        return _apply(_MUL, self, _lift(other))
+
+    def __rmul__(self, other: Number) -> Value:
+        return _apply(_MUL, _lift(other), self)
+
+    def __truediv__(self, other: Value | Number) -> Value:
+        return _apply(_DIV, self, _lift(other))
+
+    def __rtruediv__(self, other: Number) -> Value:
+        return _apply(_DIV, _lift(other), self)
+
+    def __pow__(self, other: Value | Number) -> Value:
+        return _apply(_POW, self, _lift(other))
+
+    def __rpow__(self, other: Number) -> Value:
+        return _apply(_POW, _lift(other), self)
+
+    def __neg__(self) -> Value:
+        return _apply(_NEG, self)
+
+    def __pos__(self) -> Value:
+        return self
+
+    def __abs__(self) -> Value:
+        return _apply(_ABS, self)
+
+    # -- one method per op of the table that has no operator ------------------
+    # (tests/test_value.py checks that every op of the table is reachable.)
+    exp: ClassVar[Callable[[Value], Value]]
+    log: ClassVar[Callable[[Value], Value]]
+    sqrt: ClassVar[Callable[[Value], Value]]
+    sin: ClassVar[Callable[[Value], Value]]
+    cos: ClassVar[Callable[[Value], Value]]
+    tan: ClassVar[Callable[[Value], Value]]
+    asin: ClassVar[Callable[[Value], Value]]
+    acos: ClassVar[Callable[[Value], Value]]
+    atan: ClassVar[Callable[[Value], Value]]
+    sinh: ClassVar[Callable[[Value], Value]]
+    cosh: ClassVar[Callable[[Value], Value]]
+    tanh: ClassVar[Callable[[Value], Value]]
+    sigmoid: ClassVar[Callable[[Value], Value]]
+    relu: ClassVar[Callable[[Value], Value]]
+    abs: ClassVar[Callable[[Value], Value]]
+    pow: ClassVar[Callable[[Value, Value | Number], Value]]
+    atan2: ClassVar[Callable[[Value, Value | Number], Value]]
+    min: ClassVar[Callable[[Value, Value | Number], Value]]
+    max: ClassVar[Callable[[Value, Value | Number], Value]]
+
+
+def _method(op: Op) -> Callable[..., Value]:
+    """``Value.<op.name>``: the op applied to self (and one more operand if binary)."""
+    if op.arity == 1:
+
+        def unary(self: Value) -> Value:
+            return _apply(op, self)
+
+        fn: Callable[..., Value] = unary
+    else:
+
+        def binary(self: Value, other: Value | Number) -> Value:
+            return _apply(op, self, _lift(other))
+
+        fn = binary
+    fn.__name__ = fn.__qualname__ = op.name
+    fn.__doc__ = f"``{op.name}``: {op.doc}."
+    return fn
+
+
+# Methods are generated from the table: every op that is not spelled by an
+# operator above gets one (the ClassVar annotations in the class body tell
+# type checkers about them).
+_OPERATOR_OPS = frozenset({"add", "sub", "mul", "div", "neg"})
+for _op in OPS.values():
+    if _op.name not in _OPERATOR_OPS:
+        setattr(Value, _op.name, _method(_op))
+
+_ADD, _SUB, _MUL, _DIV, _POW, _NEG, _ABS = (OPS[n] for n in ("add", "sub", "mul", "div", "pow", "neg", "abs"))
+
+
+def _constant(data: float) -> Value:
+    v = Value.__new__(Value)
+    v.data = data
+    v.grad = 0.0
+    v.label = ""
+    v._op = None
+    v._args = ()
+    v._const = True
+    v._mark = None
+    return v
+
+
+def _lift(x: Value | Number | Any) -> Value:
+    """A Value as is; a plain number as a constant leaf."""
+    if isinstance(x, Value):
+        return x
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise InputError(
+            f"cannot combine a Value with {type(x).__name__} {x!r}; use a Value or a real number"
+        )
+    return _constant(float(x))
+
+
+def _apply(op: Op, *args: Value) -> Value:
+    """A new Value: ``op`` applied to ``args``, forward value computed now."""
+    try:
+        data = op.scalar(*[a.data for a in args])
+    except (ArithmeticError, ValueError) as e:
+        message = interpret.domain_message(op, [a.data for a in args], e, derivative=False)
+        raise DomainError(message, op.name) from None
+    v = Value.__new__(Value)
+    v.data = float(data)
+    v.grad = 0.0
+    v.label = ""
+    v._op = op
+    v._args = args
+    v._const = False
+    v._mark = None
+    return v
+
+
+# ------------------------------------------------------------ linearising ---
+
+
+def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape, list[Value]]:
+    """The tape of the graph ending at ``root``, and the Value at each of its slots.
+
+    Records come in post-order (arguments left to right, each shared Value
+    once), which is the order the string front end emits for the same
+    expression.  Inputs are the leaf Values that are not constants, in order
+    of first appearance (named by ``label``, or ``v0``, ``v1``, ... when
+    unlabelled or taken).  With ``params``, the inputs are exactly ``params``
+    in that order and every other leaf is recorded as a constant at its
+    current ``data``.  Constants with equal values share one slot, as in the
+    string front end.
+
+    The walk is iterative, so graph depth is limited only by memory.  It marks
+    the Values it visits (``_mark``/``_slot``, fresh markers per call) instead
+    of keeping dictionaries keyed by ``id``: that halves its cost, and it means
+    two threads must not linearise overlapping graphs at the same moment.
+    """
+    opened, closed = object(), object()
+    inputs: list[Value] = []
+    if params is not None:
+        for p in params:
+            if not isinstance(p, Value) or p._op is not None or p._const:
+                raise InputError(f"trace() parameters must be leaf Values (made with Value(...)), got {p!r}")
+            if p._mark is closed:
+                raise InputError(f"parameter {p!r} is listed twice; list each parameter once")
+            p._mark = closed
+            p._slot = len(inputs)
+            inputs.append(p)
+
+    consts: list[float] = []
+    const_nodes: list[Value] = []  # one representative Value per constant slot
+    const_leaves: list[Value] = []  # every constant leaf reached; _slot = its index into consts
+    const_index: dict[str, int] = {}
+    ops: list[Value] = []
+    stack = [root]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node = stack[-1]
+        mark = node._mark
+        if mark is closed:
+            pop()
+        elif mark is opened:  # all its arguments are done
+            pop()
+            node._mark = closed
+            ops.append(node)
+        elif node._op is not None:
+            node._mark = opened
+            args = node._args
+            for k in range(len(args) - 1, -1, -1):
+                if args[k]._mark is not closed:
+                    push(args[k])
+        else:
+            pop()
+            node._mark = closed
+            if node._const or params is not None:  # a non-parameter leaf under trace() is a constant
+                h = node.data.hex()  # tells 0.0 from -0.0
+                c = const_index.get(h)
+                if c is None:
+                    c = const_index[h] = len(consts)
+                    consts.append(node.data)
+                    const_nodes.append(node)
+                node._slot = c
+                const_leaves.append(node)
+            else:
+                node._slot = len(inputs)
+                inputs.append(node)
+
+    n_in = len(inputs)
+    base = n_in + len(consts)
+    for node in const_leaves:
+        node._slot += n_in
+    for j, node in enumerate(ops):
+        node._slot = base + j
+    instrs = tuple([Instr(node._op, tuple([a._slot for a in node._args])) for node in ops])  # type: ignore[arg-type]
+    tape = Tape(_names(inputs), tuple(consts), instrs, root._slot)
+    return tape, [*inputs, *const_nodes, *ops]
+
+
+def _names(inputs: list[Value]) -> tuple[str, ...]:
+    """Unique input names: each label if free, else ``v<k>``."""
+    used: set[str] = set()
+    names = []
+    for k, v in enumerate(inputs):
+        name = v.label if v.label and v.label not in used else f"v{k}"
+        while name in used:
+            name += "_"
+        used.add(name)
+        names.append(name)
+    return tuple(names)

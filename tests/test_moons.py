@@ -1,0 +1,61 @@
+"""The two-moons example trains, in both modes, to the same parameters."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "moons.py"
+
+
+@pytest.fixture(scope="module")
+def moons() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("moons_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_data(moons: ModuleType) -> None:
+    X, y = moons.make_moons(100, 0.1, seed=0)
+    assert X.shape == (100, 2) and sorted(set(y.tolist())) == [-1.0, 1.0]
+    assert (y == 1).sum() == 50
+    # Upper moon around the unit half circle, lower one around the half circle centred at (1, 0.5).
+    upper, lower = X[y == -1], X[y == 1]
+    assert np.abs(np.hypot(upper[:, 0], upper[:, 1]) - 1).mean() < 0.15
+    assert np.abs(np.hypot(lower[:, 0] - 1, lower[:, 1] - 0.5) - 1).mean() < 0.15
+
+
+@pytest.mark.slow
+def test_replay_training_reaches_97_percent(moons: ModuleType) -> None:
+    _, acc, _ = moons.train("replay", steps=100, seed=0, verbose=False)
+    assert acc >= 0.97
+
+
+@pytest.mark.slow
+def test_eager_and_replay_take_the_same_steps(moons: ModuleType) -> None:
+    eager, _, _ = moons.train("eager", steps=2, seed=3, verbose=False)
+    replay, _, _ = moons.train("replay", steps=2, seed=3, verbose=False)
+    assert [p.data for p in eager.parameters()] == [p.data for p in replay.parameters()]
+
+
+def test_command_line(moons: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    moons.main(["--mode", "replay", "--steps", "2", "--seed", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("step   0 loss ")
+    assert re.fullmatch(r"accuracy \d+\.\d% \| \d+\.\d ms/step", lines[-1])
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(
+    moons: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    with pytest.raises(SystemExit, match=r"pip install 'symgrad\[plot\]'"):
+        moons.main(["--steps", "1", "--plot", str(tmp_path / "m.png")])
