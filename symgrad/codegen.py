@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from . import interpret
-from .ops import ARRAY_NAMESPACE, SCALAR_NAMESPACE
+from .arraycode import NAMESPACE, three_address_source
+from .ops import SCALAR_NAMESPACE
 from .tape import Tape
 
 __all__ = ["forward_function", "source", "value_and_grad_function"]
@@ -111,6 +112,9 @@ class _Program:
                     continue
                 live[a] = True
                 term = _product(g, instr.op.format(template, names[slot], args))
+                if self.array:
+                    # The term has the record's shape; where the argument was broadcast, sum it down.
+                    term = f"_to({term}, {names[slot]}, {names[a]})"
                 if a in owned:
                     # Arrays: rebind rather than +=, which could write into an aliased array.
                     lines.append(f"g{a} = g{a} + {term}" if self.array else f"g{a} += {term}")
@@ -173,71 +177,46 @@ def _scalar_source(prog: _Program, with_grad: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _array_source(prog: _Program, with_grad: bool) -> str:
-    """The same sweeps over numpy values: no fallback (numpy warns instead of raising)."""
-    tape = prog.tape
-    params = _params(tape)
-    value = prog.names[tape.output]
-    lines = [f"def generated({params}):"]
-    lines += [f"    {line}" for line in prog.forward + prog.reverse]
-    if with_grad:
-        fitted = ", ".join(f"_fit({g}, v{i})" for i, g in enumerate(prog.grads))
-        lines.append(f"    return {value}, [{fitted}]")
-    else:
-        lines.append(f"    return {value}")
-    return "\n".join(lines) + "\n"
+Shapes = tuple[tuple[int, ...], ...]
 
 
-def _fit(adjoint: Any, value: Any) -> Any:
-    """The adjoint of an input, summed over the axes broadcasting added, in the input's shape."""
-    shape = np.shape(value)
-    g = np.asarray(adjoint, dtype=np.float64)
-    if g.shape == shape:
-        return g if g.ndim else np.float64(g)
-    extra = g.ndim - len(shape)
-    if extra > 0:
-        g = g.sum(axis=tuple(range(extra)))
-    elif extra < 0:
-        g = g.reshape((1,) * -extra + g.shape)
-    axes = tuple(i for i, (n, m) in enumerate(zip(g.shape, shape, strict=True)) if m == 1 and n != 1)
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    if g.shape != shape:  # the adjoint did not depend on the broadcast axes: spread it out
-        g = np.broadcast_to(g, shape).copy()
-    return g if g.ndim else np.float64(g)
+def source(tape: Tape, with_grad: bool = True, shapes: Shapes | None = None) -> str:
+    """The generated source: on floats, or on numpy arrays of the given input ``shapes``."""
+    return _program_text(tape, with_grad, shapes)[0]
 
 
-_KINDS = {
-    "scalar": (_scalar_source, SCALAR_NAMESPACE),
-    "array": (_array_source, ARRAY_NAMESPACE),
-}
-
-
-def source(tape: Tape, with_grad: bool = True, kind: str = "scalar") -> str:
-    """The generated source for ``tape``: value and gradient or value only, on floats or arrays."""
-    return _program_text(tape, with_grad, kind)[0]
-
-
-def _program_text(tape: Tape, with_grad: bool, kind: str) -> tuple[str, dict[str, Any]]:
-    key = f"codegen_source_{kind}_{'vg' if with_grad else 'f'}"
-    cached: tuple[str, dict[str, Any]] | None = tape.cache.get(key)
+def _program_text(tape: Tape, with_grad: bool, shapes: Shapes | None) -> tuple[str, dict[str, Any]]:
+    key = ("codegen_source", with_grad, shapes)
+    cached: tuple[str, dict[str, Any]] | None = tape.cache.get(key)  # type: ignore[call-overload]
     if cached is None:
-        prog = _Program(tape, with_grad, array=kind == "array")
-        cached = (_KINDS[kind][0](prog, with_grad), prog.named)
-        tape.cache[key] = cached
+        if shapes is None:
+            prog = _Program(tape, with_grad)
+            cached = (_scalar_source(prog, with_grad), {**SCALAR_NAMESPACE, **prog.named})
+        else:
+            prog = _Program(tape, with_grad, array=True)
+            named_shapes = {f"v{i}": shape for i, shape in enumerate(shapes)}
+            text = three_address_source(
+                prog.forward + prog.reverse,
+                [f"v{i}" for i in range(tape.n_inputs)],
+                named_shapes,
+                prog.names[tape.output],
+                prog.grads if with_grad else None,
+            )
+            cached = (text, {**NAMESPACE, **prog.named})
+        tape.cache[key] = cached  # type: ignore[index]
     return cached
 
 
-def _build(tape: Tape, with_grad: bool, kind: str, slow: Callable[..., Any] | None) -> Callable[..., Any]:
-    key = f"codegen_{kind}_{'vg' if with_grad else 'f'}"
-    fn: Callable[..., Any] | None = tape.cache.get(key)
+def _build(tape: Tape, with_grad: bool, shapes: Shapes | None, slow: Callable[..., Any] | None) -> Callable[..., Any]:
+    key = ("codegen", with_grad, shapes)
+    fn: Callable[..., Any] | None = tape.cache.get(key)  # type: ignore[call-overload]
     if fn is None:
-        text, named = _program_text(tape, with_grad, kind)
-        namespace: dict[str, Any] = {**_KINDS[kind][1], **named, "_CATCH": _CATCH, "_slow": slow, "_fit": _fit}
-        code = compile(text, f"<symgrad {kind} {'value_and_grad' if with_grad else 'forward'}>", "exec")
+        text, names = _program_text(tape, with_grad, shapes)
+        namespace: dict[str, Any] = {**names, "_CATCH": _CATCH, "_slow": slow}
+        code = compile(text, f"<symgrad {'value_and_grad' if with_grad else 'forward'} {shapes or ''}>", "exec")
         exec(code, namespace)  # codegen: source built from the tape only (slot names, float reprs, op templates)
         fn = namespace["generated"]
-        tape.cache[key] = fn
+        tape.cache[key] = fn  # type: ignore[index]
     return fn
 
 
@@ -247,7 +226,7 @@ def value_and_grad_function(tape: Tape) -> ValueAndGradFn:
     def slow(*point: float) -> tuple[float, list[float]]:
         return interpret.value_and_grad(tape, point)
 
-    return _build(tape, True, "scalar", slow)
+    return _build(tape, True, None, slow)
 
 
 def forward_function(tape: Tape) -> ForwardFn:
@@ -256,18 +235,19 @@ def forward_function(tape: Tape) -> ForwardFn:
     def slow(*point: float) -> float:
         return interpret.forward(tape, point)[tape.output]
 
-    return _build(tape, False, "scalar", slow)
+    return _build(tape, False, None, slow)
 
 
-def array_value_and_grad_function(tape: Tape) -> Callable[..., tuple[Any, list[Any]]]:
-    """``fn(*arrays) -> (value, [∂/∂input...])`` on float64 numpy values, broadcasting like numpy.
+def array_value_and_grad_function(tape: Tape, shapes: Shapes) -> Callable[..., tuple[Any, list[Any]]]:
+    """``fn(*arrays) -> (value, [∂/∂input...])`` on float64 numpy values of these shapes.
 
-    Each partial has its input's shape: adjoints of broadcast inputs are summed
-    over the broadcast axes (the gradient of the sum of the outputs).
+    Broadcasts like numpy; each partial has its input's shape (adjoints of
+    broadcast inputs are summed over the broadcast axes: the gradient of the
+    sum of the outputs).  Compiled once per tuple of shapes.
     """
-    return _build(tape, True, "array", None)
+    return _build(tape, True, shapes, None)
 
 
-def array_forward_function(tape: Tape) -> Callable[..., Any]:
-    """``fn(*arrays) -> value`` on float64 numpy values."""
-    return _build(tape, False, "array", None)
+def array_forward_function(tape: Tape, shapes: Shapes) -> Callable[..., Any]:
+    """``fn(*arrays) -> value`` on float64 numpy values of these shapes."""
+    return _build(tape, False, shapes, None)

@@ -143,7 +143,7 @@ class Function:
         if point is None:
             point = self.bind(args, kwargs)
             if _has_array(point):
-                return codegen.array_forward_function(self.tape)(*point)
+                return codegen.array_forward_function(self.tape, _shapes(point))(*_numpy(point))
         fn = self._fwd
         if fn is None:
             fn = self._fwd = codegen.forward_function(self.tape)
@@ -183,7 +183,7 @@ class Function:
         if point is None:
             point = self.bind(args, kwargs)
             if _has_array(point):
-                value, grads = codegen.array_value_and_grad_function(self.tape)(*point)
+                value, grads = codegen.array_value_and_grad_function(self.tape, _shapes(point))(*_numpy(point))
                 return value, self._select(grads, wrt)
         value, grads = fn(*point)
         if wrt is None and len(grads) == 1:
@@ -198,6 +198,15 @@ class Function:
     def __repr__(self) -> str:
         name = f" {self.source!r}" if self.source is not None else ""
         return f"<Function{name} f:({','.join(self.variables)})->out, {len(self.tape)} records>"
+
+
+def _shapes(point: list[Any]) -> tuple[tuple[int, ...], ...]:
+    return tuple(np.shape(v) for v in point)
+
+
+def _numpy(point: list[Any]) -> list[Any]:
+    """Floats become numpy scalars, so that float-only parts of the tape also follow numpy (no raising)."""
+    return [np.float64(v) if type(v) is float else v for v in point]
 
 
 def _has_array(point: list[Any]) -> bool:

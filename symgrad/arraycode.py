@@ -1,0 +1,245 @@
+"""Numpy code for one tape and one set of input shapes: three-address form with buffer reuse.
+
+On arrays of a million elements, a numpy expression costs far more in fresh
+8 MB temporaries (page faults) than in arithmetic.  So the array program of
+:mod:`symgrad.codegen` (the same forward and reverse lines as the scalar
+program, over the same op-table templates) is rewritten here, once per tuple
+of input shapes:
+
+1. every line is split into single numpy calls (``ast`` over our own generated
+   lines, never user text) on single-assignment temps, with common
+   subexpressions computed once (``x*x`` gives two equal adjoint terms);
+2. the shape of every intermediate is known from the input shapes
+   (elementwise ops broadcast), so each full-size result can be written with
+   ``out=`` into a buffer whose previous tenant is dead — a handful of buffers
+   per call instead of one per operation;
+3. the value and the partials are returned in fresh arrays (never a buffer
+   still in use, never a caller's input), partials summed back to the shape of
+   their input.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .ops import ARRAY_NAMESPACE
+
+__all__ = ["NAMESPACE", "copy", "fit", "three_address_source"]
+
+_BINOPS: dict[type[ast.operator], str] = {
+    ast.Add: "add",
+    ast.Sub: "subtract",
+    ast.Mult: "multiply",
+    ast.Div: "true_divide",
+}
+Operand = str  # a temp ("t3"), an input or constant name ("v0", "k4"), or a float literal
+
+
+class _Lowering:
+    """Turns ``name = expression`` lines into single calls on temps, with CSE."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        self.shapes = shapes  # shape per name (inputs, constants) and per temp
+        self.instrs: list[tuple[str, str, tuple[Operand, ...]]] = []  # (temp, function, operands)
+        self.binding: dict[str, Operand] = {}  # generated local name -> operand holding its value
+        self.memo: dict[tuple[str, tuple[Operand, ...]], str] = {}
+        self.producer: dict[str, tuple[str, tuple[Operand, Operand]]] = {}  # temp -> binary op that made it
+        self.negation_of: dict[str, Operand] = {}  # temp -> x, for temps that are negative(x)
+
+    def operand(self, name: str) -> Operand:
+        return self.binding.get(name, name)
+
+    def shape(self, operand: Operand) -> tuple[int, ...]:
+        return self.shapes.get(operand, ())
+
+    def emit(self, function: str, operands: tuple[Operand, ...], shape: tuple[int, ...] | None = None) -> Operand:
+        operands = self.move_negation(function, operands)
+        if function == "negative" and operands[0] in self.producer:
+            # -(a * s) with a scalar s is a * (-s): exact, and the full-size negation disappears.
+            inner, (a, b) = self.producer[operands[0]]
+            if inner in ("multiply", "true_divide") and not self.shape(b):
+                return self.emit(inner, (a, self.emit("negative", (b,))))
+            if inner == "multiply" and not self.shape(a):
+                return self.emit(inner, (self.emit("negative", (a,)), b))
+        key = (function, operands)
+        if key in self.memo:
+            return self.memo[key]
+        temp = f"t{len(self.instrs)}"
+        self.shapes[temp] = shape if shape is not None else np.broadcast_shapes(*(self.shape(o) for o in operands))
+        self.instrs.append((temp, function, operands))
+        self.memo[key] = temp
+        if len(operands) == 2:
+            self.producer[temp] = (function, (operands[0], operands[1]))
+        return temp
+
+    def move_negation(self, function: str, operands: tuple[Operand, ...]) -> tuple[Operand, ...]:
+        """(-a) * s → a * (-s) and (-a) / s → a / (-s) for scalar s: bit-identical, one array pass fewer."""
+        if function not in ("multiply", "true_divide") or len(operands) != 2:
+            return operands
+        a, b = operands
+        negated_a = self.negation_of.get(a)
+        if negated_a is not None and not self.shape(b) and self.shape(a):
+            return (negated_a, self.emit("negative", (b,)))
+        negated_b = self.negation_of.get(b)
+        if function == "multiply" and negated_b is not None and not self.shape(a) and self.shape(b):
+            return (self.emit("negative", (a,)), negated_b)
+        return operands
+
+    def expr(self, node: ast.expr) -> Operand:
+        # Depth is bounded by the op-table templates, not by the user's expression.
+        if isinstance(node, ast.Name):
+            return self.operand(node.id)
+        if isinstance(node, ast.Constant) and isinstance(node.value, float):
+            return repr(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            inner = self.expr(node.operand)
+            if inner in self.negation_of:
+                return self.negation_of[inner]  # --x is x
+            temp = self.emit("negative", (inner,))
+            if temp != inner and self.instrs[-1][0] == temp and self.instrs[-1][1] == "negative":
+                self.negation_of[temp] = inner
+            return temp
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_to":
+            # An adjoint term for argument a of record r: it stands for an array of r's shape, so
+            # where a was broadcast up to r's shape, sum it back down to a's shape right away.
+            term, r, a = (self.expr(arg) for arg in node.args)
+            if self.shape(r) == self.shape(a):
+                return term
+            if term in self.negation_of:  # sum(-x) is -sum(x), exactly: one array pass fewer
+                return self.emit("negative", (self.emit("_sum_to", (self.negation_of[term], r, a), self.shape(a)),))
+            return self.emit("_sum_to", (term, r, a), self.shape(a))
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            return self.emit(_BINOPS[type(node.op)], (self.expr(node.left), self.expr(node.right)))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            return self.emit(node.func.id, tuple(self.expr(a) for a in node.args))
+        raise ValueError(f"unexpected generated code: {ast.dump(node)}")  # pragma: no cover - templates are ours
+
+    def line(self, text: str) -> None:
+        stmt = ast.parse(text).body[0]
+        assert isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)
+        # Temps are single-assignment, so memoised subexpressions stay valid when a name is rebound.
+        self.binding[stmt.targets[0].id] = self.expr(stmt.value)
+
+
+def three_address_source(
+    lines: Sequence[str],
+    params: Sequence[str],
+    named_shapes: dict[str, tuple[int, ...]],
+    value: str,
+    grads: Sequence[str] | None,
+) -> str:
+    """Source of ``generated(*params)`` computing ``lines``; returns the value (and fitted grads)."""
+    low = _Lowering(dict(named_shapes))
+    for line in lines:
+        low.line(line)
+    for k, expression in enumerate([value, *(grads or ())]):
+        low.line(f"r{k} = {expression}")
+    results = [low.operand(f"r{k}") for k in range(1 + len(grads or ()))]
+    # Dead-code elimination (rewrites above may orphan temps); every call is pure.
+    needed = set(results)
+    kept = []
+    for temp, function, operands in reversed(low.instrs):
+        if temp in needed:
+            kept.append((temp, function, operands))
+            needed.update(operands)
+    low.instrs = kept[::-1]
+    # Liveness: the index of each temp's last read; results live to the end.
+    last_use: dict[str, int] = {}
+    for i, (_, _, operands) in enumerate(low.instrs):
+        for o in operands:
+            last_use[o] = i
+    for r in results:
+        last_use[r] = len(low.instrs)
+    ufuncs = {name for name, fn in ARRAY_NAMESPACE.items() if isinstance(fn, np.ufunc)}
+    ufuncs |= set(_BINOPS.values()) | {"negative"}
+    free: dict[tuple[int, ...], list[str]] = {}
+    buffer_of: dict[str, str] = {}
+    n_buffers = 0
+    body: list[str] = []
+    for i, (temp, function, operands) in enumerate(low.instrs):
+        call = f"{function}({', '.join(buffer_of.get(o, o) for o in operands)}"
+        shape = low.shapes[temp]
+        # Operands read for the last time here give their buffers back first: a ufunc may write in place.
+        for o in operands:
+            if last_use.get(o) == i and o in buffer_of and o not in results:
+                free.setdefault(low.shapes[o], []).append(buffer_of[o])
+                last_use[o] = -1  # released once, even when read twice
+        if shape and function in ufuncs:
+            pool = free.get(shape)
+            if pool:
+                buf = pool.pop()
+                body.append(f"{call}, out={buf})")
+            else:
+                buf = f"b{n_buffers}"
+                n_buffers += 1
+                body.append(f"{buf} = {call})")
+            buffer_of[temp] = buf
+        else:
+            body.append(f"{temp} = {call})")
+            if shape:  # a non-ufunc helper returned a fresh array: it may be reused as a buffer later
+                buffer_of[temp] = temp
+        if last_use.get(temp, -1) < i and temp in buffer_of and temp not in results:
+            free.setdefault(shape, []).append(buffer_of[temp])  # never read (cannot happen with CSE, but safe)
+    out_value = buffer_of.get(results[0], results[0])
+    text = [f"def generated({', '.join(params)}):"] + [f"    {line}" for line in body]
+    if grads is None:
+        text.append(f"    return {_fresh(out_value, params)}")
+    else:
+        fitted = []
+        seen: set[str] = {out_value}
+        for k, g in enumerate(results[1:]):
+            name = buffer_of.get(g, g)
+            copy = name in params or name in seen
+            seen.add(name)
+            fitted.append(f"_fit({name}, {params[k]}, {copy})")
+        text.append(f"    return {_fresh(out_value, params)}, [{', '.join(fitted)}]")
+    return "\n".join(text) + "\n"
+
+
+def _fresh(name: str, params: Sequence[str]) -> str:
+    """The value, copied if it is a caller's own input array."""
+    return f"_copy({name})" if name in params else name
+
+
+def copy(value: Any) -> Any:
+    """A copy that leaves numpy scalars as they are."""
+    return value.copy() if isinstance(value, np.ndarray) else value
+
+
+def fit(adjoint: Any, value: Any, fresh: bool) -> Any:
+    """The adjoint of an input, summed over the axes broadcasting added, in the input's shape.
+
+    ``fresh`` asks for a copy when ``adjoint`` may be shared (an input array or
+    another result).
+    """
+    shape = np.shape(value)
+    g = np.asarray(adjoint, dtype=np.float64)
+    if g.shape == shape:
+        if not g.ndim:
+            return np.float64(g)
+        return g.copy() if fresh else g
+    extra = g.ndim - len(shape)
+    if extra > 0:
+        g = g.sum(axis=tuple(range(extra)))
+    elif extra < 0:
+        g = g.reshape((1,) * -extra + g.shape)
+    axes = tuple(i for i, (n, m) in enumerate(zip(g.shape, shape, strict=True)) if m == 1 and n != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    if g.shape != shape:  # the adjoint did not vary along the broadcast axes: spread it out
+        g = np.broadcast_to(g, shape).copy()
+    return g if g.ndim else np.float64(g)
+
+
+NAMESPACE: dict[str, Any] = {
+    **ARRAY_NAMESPACE,
+    **{name: getattr(np, name) for name in (*_BINOPS.values(), "negative")},
+    "_fit": fit,
+    "_sum_to": lambda g, r, a: fit(np.broadcast_to(g, np.shape(r)), a, False),
+    "_copy": copy,
+}
+"""What three-address array code can call."""
