@@ -323,8 +323,8 @@ def w3_scaling() -> str:
         fwd = symgrad.codegen.forward_function(tape)
         fwd(*args)
         t2 = time.perf_counter()
-        t_vg = per_call(lambda: vg(*args))
-        t_f = per_call(lambda: fwd(*args))
+        t_vg = per_call(lambda vg=vg, args=args: vg(*args))  # type: ignore[misc]
+        t_f = per_call(lambda fwd=fwd, args=args: fwd(*args))  # type: ignore[misc]
         lines.append(f"| {n:,} | {len(tape):,} | {fmt(t1 - t0)} | {fmt(t2 - t1)} | {fmt(t2 - t0)} | {fmt(t_vg)} | {fmt(t_f)} | {t_vg / t_f:.2f} |")
     return "\n".join(lines) + "\n\n(The recursion limit of this process is untouched by symgrad; the 100,000-op row runs with Python's default stack use.)\n" if not QUICK else "\n".join(lines) + "\n"
 
