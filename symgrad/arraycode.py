@@ -10,12 +10,14 @@ of input shapes:
    lines, never user text) on single-assignment temps, with common
    subexpressions computed once (``x*x`` gives two equal adjoint terms);
 2. the shape of every intermediate is known from the input shapes
-   (elementwise ops broadcast), so each full-size result can be written with
-   ``out=`` into a buffer whose previous tenant is dead — a handful of buffers
-   per call instead of one per operation;
-3. the value and the partials are returned in fresh arrays (never a buffer
-   still in use, never a caller's input), partials summed back to the shape of
-   their input.
+   (elementwise ops broadcast), so each full-size intermediate is written with
+   ``out=`` into a scratch buffer whose previous tenant is dead — a handful of
+   buffers instead of one array per operation.  The scratch buffers are kept
+   for the next call (a small pool per compiled function, one set per
+   concurrent caller), so a call touches no fresh memory except its results;
+3. the value and the partials are returned in fresh arrays (never a scratch
+   buffer, never a caller's input), partials summed back to the shape of their
+   input.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ def three_address_source(
     ufuncs |= set(_BINOPS.values()) | {"negative"}
     free: dict[tuple[int, ...], list[str]] = {}
     buffer_of: dict[str, str] = {}
-    n_buffers = 0
+    buffer_shapes: list[tuple[int, ...]] = []
     body: list[str] = []
     for i, (temp, function, operands) in enumerate(low.instrs):
         call = f"{function}({', '.join(buffer_of.get(o, o) for o in operands)}"
@@ -168,15 +170,14 @@ def three_address_source(
             if last_use.get(o) == i and o in buffer_of and o not in results:
                 free.setdefault(low.shapes[o], []).append(buffer_of[o])
                 last_use[o] = -1  # released once, even when read twice
-        if shape and function in ufuncs:
+        if shape and function in ufuncs and temp not in results:
             pool = free.get(shape)
             if pool:
                 buf = pool.pop()
-                body.append(f"{call}, out={buf})")
             else:
-                buf = f"b{n_buffers}"
-                n_buffers += 1
-                body.append(f"{buf} = {call})")
+                buf = f"b{len(buffer_shapes)}"
+                buffer_shapes.append(shape)
+            body.append(f"{call}, out={buf})")
             buffer_of[temp] = buf
         else:
             body.append(f"{temp} = {call})")
@@ -185,7 +186,17 @@ def three_address_source(
         if last_use.get(temp, -1) < i and temp in buffer_of and temp not in results:
             free.setdefault(shape, []).append(buffer_of[temp])  # never read (cannot happen with CSE, but safe)
     out_value = buffer_of.get(results[0], results[0])
-    text = [f"def generated({', '.join(params)}):"] + [f"    {line}" for line in body]
+    text = [f"def generated({', '.join(params)}):"]
+    if buffer_shapes:
+        # Scratch buffers outlive the call (a fresh 8 MB array costs more in page faults than the
+        # arithmetic in it); each caller pops its own set, so concurrent calls never share one.
+        names = ", ".join(f"b{k}" for k in range(len(buffer_shapes)))
+        text.append(f"    _bufs = _pool.pop() if _pool else [_empty(s) for s in {buffer_shapes!r}]")
+        text.append(f"    {names}, = _bufs")
+    text += [f"    {line}" for line in body]
+    if buffer_shapes:
+        text.append("    if len(_pool) < 2:")
+        text.append("        _pool.append(_bufs)")
     if grads is None:
         text.append(f"    return {_fresh(out_value, params)}")
     else:
@@ -241,5 +252,6 @@ NAMESPACE: dict[str, Any] = {
     "_fit": fit,
     "_sum_to": lambda g, r, a: fit(np.broadcast_to(g, np.shape(r)), a, False),
     "_copy": copy,
+    "_empty": np.empty,
 }
 """What three-address array code can call."""

@@ -212,7 +212,7 @@ def _build(tape: Tape, with_grad: bool, shapes: Shapes | None, slow: Callable[..
     fn: Callable[..., Any] | None = tape.cache.get(key)  # type: ignore[call-overload]
     if fn is None:
         text, names = _program_text(tape, with_grad, shapes)
-        namespace: dict[str, Any] = {**names, "_CATCH": _CATCH, "_slow": slow}
+        namespace: dict[str, Any] = {**names, "_CATCH": _CATCH, "_slow": slow, "_pool": []}
         code = compile(text, f"<symgrad {'value_and_grad' if with_grad else 'forward'} {shapes or ''}>", "exec")
         exec(code, namespace)  # codegen: source built from the tape only (slot names, float reprs, op templates)
         fn = namespace["generated"]
