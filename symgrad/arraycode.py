@@ -141,14 +141,9 @@ def three_address_source(
     for k, expression in enumerate([value, *(grads or ())]):
         low.line(f"r{k} = {expression}")
     results = [low.operand(f"r{k}") for k in range(1 + len(grads or ()))]
-    # Dead-code elimination (rewrites above may orphan temps); every call is pure.
-    needed = set(results)
-    kept = []
-    for temp, function, operands in reversed(low.instrs):
-        if temp in needed:
-            kept.append((temp, function, operands))
-            needed.update(operands)
-    low.instrs = kept[::-1]
+    _drop_dead(low, results)  # before folding, so that use counts are true
+    _fold_scalar_factors(low, results)
+    _drop_dead(low, results)
     # Liveness: the index of each temp's last read; results live to the end.
     last_use: dict[str, int] = {}
     for i, (_, _, operands) in enumerate(low.instrs):
@@ -209,6 +204,91 @@ def three_address_source(
             fitted.append(f"_fit({name}, {params[k]}, {copy})")
         text.append(f"    return {_fresh(out_value, params)}, [{', '.join(fitted)}]")
     return "\n".join(text) + "\n"
+
+
+def _drop_dead(low: _Lowering, results: list[str]) -> None:
+    """Dead-code elimination (rewrites may orphan temps); every call is pure."""
+    needed = set(results)
+    kept = []
+    for temp, function, operands in reversed(low.instrs):
+        if temp in needed:
+            kept.append((temp, function, operands))
+            needed.update(operands)
+    low.instrs = kept[::-1]
+
+
+_SCALE = ("multiply", "true_divide")
+
+
+def _fold_scalar_factors(low: _Lowering, results: list[str]) -> None:
+    """Merge chains of scalings of one array into one scaling, and scale after summing.
+
+    ``(Y * r) * s`` becomes ``Y * (r * s)`` (likewise with ``/``), ``Y + Y`` is
+    ``Y * 2.0`` (exact), and ``sum(Y * s)`` becomes ``sum(Y) * s``, whenever the
+    intermediate array is used only there and ``r``, ``s`` are scalars.  Each
+    rewrite saves a pass over the array; it reassociates scalar products, so the
+    array path may differ from the scalar path in the last bits (the tests use a
+    relative tolerance there).
+    """
+    uses: dict[str, int] = {}
+    for _, _, operands in low.instrs:
+        for o in operands:
+            uses[o] = uses.get(o, 0) + 1
+    for r in results:
+        uses[r] = uses.get(r, 0) + 1
+    defs: dict[str, tuple[str, tuple[Operand, ...]]] = {}
+    out: list[tuple[str, str, tuple[Operand, ...]]] = []
+
+    def scalar(o: Operand) -> bool:
+        return not low.shape(o)
+
+    def scaled(x: Operand) -> tuple[Operand, Operand, str] | None:
+        """``x`` as (array, scalar, op) when x = array op scalar and x is read only once."""
+        if uses.get(x) != 1 or x not in defs or scalar(x):
+            return None
+        function, ops = defs[x]
+        if function in _SCALE and len(ops) == 2:
+            if scalar(ops[1]) and low.shape(ops[0]) == low.shape(x):
+                return ops[0], ops[1], function
+            if function == "multiply" and scalar(ops[0]) and low.shape(ops[1]) == low.shape(x):
+                return ops[1], ops[0], function
+        return None
+
+    def scalar_op(function: str, a: Operand, b: Operand) -> Operand:
+        temp = f"s{len(out)}"
+        low.shapes[temp] = ()
+        out.append((temp, function, (a, b)))
+        defs[temp] = (function, (a, b))
+        return temp
+
+    for temp, function, operands in low.instrs:
+        if function == "add" and len(operands) == 2 and operands[0] == operands[1] and not scalar(temp):
+            function, operands = "multiply", (operands[0], "2.0")
+        if function in _SCALE and len(operands) == 2 and not scalar(temp):
+            x, s = operands
+            if function == "multiply" and scalar(x) and not scalar(s):
+                x, s = s, x
+            inner = scaled(x) if scalar(s) else None
+            if inner is not None:
+                y, r, inner_fn = inner
+                if inner_fn == "multiply":  # (y * r) op s = y * (r op s)
+                    function, operands = "multiply", (y, scalar_op(function, r, s))
+                elif function == "multiply":  # (y / r) * s = y * (s / r)
+                    operands = (y, scalar_op("true_divide", s, r))
+                else:  # (y / r) / s = y / (r * s)
+                    operands = (y, scalar_op("multiply", r, s))
+        elif function == "_sum_to":
+            inner = scaled(operands[0])
+            if inner is not None:
+                y, r, inner_fn = inner
+                total = f"{temp}s"
+                low.shapes[total] = low.shapes[temp]
+                out.append((total, "_sum_to", (y, *operands[1:])))
+                defs[total] = ("_sum_to", (y, *operands[1:]))
+                function, operands = inner_fn, (total, r)
+        out.append((temp, function, operands))
+        defs[temp] = (function, operands)
+    low.instrs = out
 
 
 def _fresh(name: str, params: Sequence[str]) -> str:
