@@ -22,7 +22,18 @@ Agreement with :mod:`symgrad.interpret` (the reference):
   the interpreter whenever it raises or any partial comes out non-finite; the
   interpreter then returns its own result or raises the precise
   :class:`~symgrad.errors.DomainError` with the caret under the source.  The
-  only visible difference left is the sign of a zero partial.
+  only visible difference left is the sign of a zero partial (a first
+  contribution is assigned, not added to ``0.0``).
+
+The reverse lines multiply by a partial only when it is not an exact ``1.0`` or
+``-1.0`` and keep a bare name or literal as an alias instead of a new local,
+so ``add``/``sub``/``neg`` records cost nothing in reverse.
+
+The same lines, with numpy constants and ``_to(term, record, arg)`` around each
+adjoint term, are the array program; :mod:`symgrad.arraycode` turns them into
+numpy calls for one tuple of input shapes.  On arrays nothing falls back: values
+and partials follow numpy (nan or inf with a warning), including ``0 * inf``
+from a dead branch that the scalar path would skip.
 
 Huge tapes need no chunking: straight-line code has no nesting, so CPython's
 compiler does not recurse, and its time grows about linearly (measured: 400,000
@@ -32,6 +43,7 @@ lines in one function compile in 3 s; a 100,000-op expression in about 2 s).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +54,13 @@ from .arraycode import NAMESPACE, three_address_source
 from .ops import SCALAR_NAMESPACE
 from .tape import Tape
 
-__all__ = ["forward_function", "source", "value_and_grad_function"]
+__all__ = [
+    "array_forward_function",
+    "array_value_and_grad_function",
+    "forward_function",
+    "source",
+    "value_and_grad_function",
+]
 
 _CATCH = (ArithmeticError, ValueError)
 
@@ -185,9 +203,31 @@ def source(tape: Tape, with_grad: bool = True, shapes: Shapes | None = None) -> 
     return _program_text(tape, with_grad, shapes)[0]
 
 
+MAX_SHAPES = 8
+"""Array programs kept per tape (each with its scratch buffers), least recently used dropped first."""
+
+
+def _entries(tape: Tape, shapes: Shapes | None) -> dict[Any, Any]:
+    """The cache for this tape's scalar programs, or an LRU of its array programs by shapes."""
+    if shapes is None:
+        scalar: dict[Any, Any] = tape.cache.setdefault("codegen", {})
+        return scalar
+    arrays: OrderedDict[Any, Any] = tape.cache.setdefault("codegen_arrays", OrderedDict())
+    return arrays
+
+
+def _remember(tape: Tape, shapes: Shapes | None, key: Any, value: Any) -> None:
+    entries = _entries(tape, shapes)
+    entries[key] = value
+    if isinstance(entries, OrderedDict):
+        entries.move_to_end(key)
+        while len(entries) > 2 * MAX_SHAPES:  # a source and a function per shape tuple and sweep
+            entries.popitem(last=False)
+
+
 def _program_text(tape: Tape, with_grad: bool, shapes: Shapes | None) -> tuple[str, dict[str, Any]]:
-    key = ("codegen_source", with_grad, shapes)
-    cached: tuple[str, dict[str, Any]] | None = tape.cache.get(key)  # type: ignore[call-overload]
+    key = ("source", with_grad, shapes)
+    cached: tuple[str, dict[str, Any]] | None = _entries(tape, shapes).get(key)
     if cached is None:
         if shapes is None:
             prog = _Program(tape, with_grad)
@@ -203,20 +243,20 @@ def _program_text(tape: Tape, with_grad: bool, shapes: Shapes | None) -> tuple[s
                 prog.grads if with_grad else None,
             )
             cached = (text, {**NAMESPACE, **prog.named})
-        tape.cache[key] = cached  # type: ignore[index]
+        _remember(tape, shapes, key, cached)
     return cached
 
 
 def _build(tape: Tape, with_grad: bool, shapes: Shapes | None, slow: Callable[..., Any] | None) -> Callable[..., Any]:
-    key = ("codegen", with_grad, shapes)
-    fn: Callable[..., Any] | None = tape.cache.get(key)  # type: ignore[call-overload]
+    key = ("function", with_grad, shapes)
+    fn: Callable[..., Any] | None = _entries(tape, shapes).get(key)
     if fn is None:
         text, names = _program_text(tape, with_grad, shapes)
         namespace: dict[str, Any] = {**names, "_CATCH": _CATCH, "_slow": slow, "_pool": []}
         code = compile(text, f"<symgrad {'value_and_grad' if with_grad else 'forward'} {shapes or ''}>", "exec")
         exec(code, namespace)  # codegen: source built from the tape only (slot names, float reprs, op templates)
         fn = namespace["generated"]
-        tape.cache[key] = fn  # type: ignore[index]
+    _remember(tape, shapes, key, fn)  # (again: marks it recently used)
     return fn
 
 

@@ -220,10 +220,9 @@ def _as_value(name: str, value: Any) -> Any:
     if isinstance(value, bool):
         raise InputError(f"value for '{name}' must be a number, got a bool ({value})")
     if isinstance(value, np.ndarray):
-        array = np.asarray(value)
-        if array.dtype.kind not in "fiu":
+        if value.dtype.kind not in "fiu":
             raise InputError(
-                f"value for '{name}' must be an array of real numbers, got an array of dtype {array.dtype}"
+                f"value for '{name}' must be an array of real numbers, got an array of dtype {value.dtype}"
             )
-        return array.astype(np.float64, copy=False)
+        return value.astype(np.float64, copy=False)
     raise InputError(f"value for '{name}' must be a real number or an array, got {type(value).__name__} {value!r}")

@@ -287,3 +287,11 @@ def test_lowering_identities_are_exact(text: str, x: float) -> None:
     va = interpret.forward(optimised, [point[n] for n in optimised.inputs])[optimised.output]
     vb = interpret.forward(plain, [point[n] for n in plain.inputs])[plain.output]
     assert bits(va) == bits(vb), (text, x, va, vb)
+
+
+def test_array_programs_per_shape_are_bounded() -> None:
+    f = Function(lower(parse("x*y + 1"), "x*y + 1"), "x*y + 1")
+    for n in range(1, 3 * codegen.MAX_SHAPES):
+        value, grads = f.value_and_grad(x=np.ones(n), y=2.0)
+        assert value.shape == (n,) and grads["y"] == n
+    assert len(f.tape.cache["codegen_arrays"]) <= 2 * codegen.MAX_SHAPES
