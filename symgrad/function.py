@@ -130,7 +130,9 @@ class Function:
         ``f.vg(*floats)`` takes one float per variable, positionally in
         ``f.variables`` order, and returns ``(value, [∂/∂variable, ...])``.  It
         skips all checking of its arguments (pass floats); domain errors are
-        still :class:`~symgrad.errors.DomainError`.
+        still :class:`~symgrad.errors.DomainError`.  In a hot loop, bind it once
+        (``vg = f.vg``) and call ``vg(x, y)``: that is the generated function
+        itself, as fast as sympy's lambdified derivative.
         """
         fn: codegen.ValueAndGradFn | None = self._vg
         if fn is None:
