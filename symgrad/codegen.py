@@ -25,9 +25,10 @@ Agreement with :mod:`symgrad.interpret` (the reference):
   only visible difference left is the sign of a zero partial (a first
   contribution is assigned, not added to ``0.0``).
 
-The reverse lines multiply by a partial only when it is not an exact ``1.0`` or
-``-1.0`` and keep a bare name or literal as an alias instead of a new local,
-so ``add``/``sub``/``neg`` records cost nothing in reverse.
+The reverse lines multiply by a partial only when it is not an exact ``1.0``,
+keep a bare name or literal as an alias instead of a new local, and carry the
+sign of each adjoint aside (``g -= ...`` instead of ``g += -...``), so
+``add``/``sub``/``neg`` records cost nothing in reverse and no line negates.
 
 The same lines, with numpy constants and ``_to(term, record, arg)`` around each
 adjoint term, are the array program; :mod:`symgrad.arraycode` turns them into
@@ -113,9 +114,12 @@ class _Program:
         base = tape.first_instr_slot
         live = [False] * tape.n_slots
         live[tape.output] = True
-        # Adjoint per slot: the seed "1.0", a local name ("g7") once assigned, or an alias: the first
-        # contribution when it is a bare name or literal (copy propagation; no line is emitted for it).
-        adjoint: dict[int, str] = {tape.output: "1.0"}
+        # Adjoint per slot as (negated, expression): the adjoint is expression or -expression, where
+        # expression is the seed "1.0", a local ("g7") once assigned, or an alias: a bare name or
+        # literal (copy propagation; no line is emitted for it).  Keeping the sign aside removes every
+        # negation from the reverse sweep and stays bit-exact: IEEE rounding is symmetric, so
+        # (-a)*b == -(a*b) and (-a)+b == -(a-b).
+        adjoint: dict[int, tuple[bool, str]] = {tape.output: (False, "1.0")}
         owned: set[int] = set()
         lines: list[str] = []
         for i in range(len(tape.instrs) - 1, -1, -1):
@@ -123,53 +127,69 @@ class _Program:
             if not live[slot] or not needs[slot]:
                 continue
             instr = tape.instrs[i]
-            g = adjoint[slot]
+            g_negated, g = adjoint[slot]
             args = tuple(names[a] for a in instr.args)
             for a, template in zip(instr.args, instr.op.partials, strict=True):
                 if not needs[a]:
                     continue
                 live[a] = True
-                term = _product(g, instr.op.format(template, names[slot], args))
+                p_negated, p = _split_sign(instr.op.format(template, names[slot], args))
+                negated = g_negated != p_negated
+                term = _product(g, p)
                 if self.array:
                     # The term has the record's shape; where the argument was broadcast, sum it down.
                     term = f"_to({term}, {names[slot]}, {names[a]})"
-                if a in owned:
-                    # Arrays: rebind rather than +=, which could write into an aliased array.
-                    lines.append(f"g{a} = g{a} + {term}" if self.array else f"g{a} += {term}")
-                elif a in adjoint:
+                if a in adjoint:
+                    a_negated, current = adjoint[a]
+                    sign = "+" if a_negated == negated else "-"
+                    if a in owned and not self.array:
+                        lines.append(f"g{a} {sign}= {term}")
+                    else:  # arrays rebind rather than +=, which could write into an aliased array
+                        lines.append(f"g{a} = {current} {sign} {term}")
                     owned.add(a)
-                    lines.append(f"g{a} = {adjoint[a]} + {term}")
-                    adjoint[a] = f"g{a}"
+                    adjoint[a] = (a_negated, f"g{a}")
                 elif _is_atom(term):
-                    adjoint[a] = term
+                    adjoint[a] = (negated, term)
                 else:
                     owned.add(a)
-                    adjoint[a] = f"g{a}"
+                    adjoint[a] = (negated, f"g{a}")
                     lines.append(f"g{a} = {term}")
-        grads = [adjoint.get(i, "0.0") for i in range(tape.n_inputs)]
+        grads = []
+        for i in range(tape.n_inputs):
+            negated, expression = adjoint.get(i, (False, "0.0"))
+            grads.append(f"-{expression}" if negated else expression)
         return lines, grads
 
 
 def _is_atom(term: str) -> bool:
-    """A literal or a (possibly negated) name: cheap to repeat, so it need not be stored."""
-    body = term[1:] if term.startswith("-") else term
-    return body.replace(".", "").replace("_", "").isalnum()
+    """A literal or a name: cheap to repeat, so it need not be stored."""
+    return term.replace(".", "").replace("_", "").isalnum()
 
 
-def _product(g: str, partial: str) -> str:
-    """``g * partial``, without multiplying by an exact 1 or -1 (the same float result)."""
+def _split_sign(partial: str) -> tuple[bool, str]:
+    """``-x*y/z`` as (True, ``x*y/z``): a leading minus of a product or quotient chain comes out exactly."""
     p = partial.strip()
+    if not p.startswith("-"):
+        return False, p
+    rest = p[1:]
+    depth = 0
+    for ch in rest:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch in "+-" and depth == 0:
+            return False, p  # -a + b: the minus does not cover the whole partial
+    return True, rest
+
+
+def _product(g: str, p: str) -> str:
+    """``g * p`` without multiplying by an exact 1 (the same float result); ``p`` stays one factor."""
     if p == "1.0":
         return g
-    if p == "-1.0":
-        return g[1:] if g.startswith("-") else f"-{g}"
     if g == "1.0":
         return p if _is_atom(p) else f"({p})"
-    if g == "-1.0":
-        return f"-{p}" if _is_atom(p) and not p.startswith("-") else f"-({p})"
-    if _is_atom(p) and not p.startswith("-"):
-        return f"{g} * {p}"
-    return f"{g} * ({p})"
+    return f"{g} * {p}" if _is_atom(p) else f"{g} * ({p})"
 
 
 def _params(tape: Tape) -> str:
