@@ -29,6 +29,8 @@ The reverse lines multiply by a partial only when it is not an exact ``1.0``,
 keep a bare name or literal as an alias instead of a new local, and carry the
 sign of each adjoint aside (``g -= ...`` instead of ``g += -...``), so
 ``add``/``sub``/``neg`` records cost nothing in reverse and no line negates.
+Finally, a temporary assigned once and read once is folded, in parentheses, into
+the line that reads it (fewer loads and stores; the same float operations).
 
 The same lines, with numpy constants and ``_to(term, record, arg)`` around each
 adjoint term, are the array program; :mod:`symgrad.arraycode` turns them into
@@ -44,6 +46,7 @@ lines in one function compile in 3 s; a 100,000-op expression in about 2 s).
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -196,12 +199,67 @@ def _params(tape: Tape) -> str:
     return ", ".join(f"v{i}" for i in range(tape.n_inputs))
 
 
+_SLOT = re.compile(r"\b[vg]\d+\b")
+INLINE_DEPTH = 8
+"""How deeply single-use temporaries may be nested into one line (keeps the compiler shallow)."""
+
+
+def _inline_single_use(body: list[str], kept: set[str]) -> list[str]:
+    """Fold each temporary that is assigned once and read once into the line that reads it.
+
+    ``v5 = v3 * v4`` followed by ``v6 = v5 + v1`` becomes ``v6 = (v3 * v4) + v1``:
+    the same float operations in the same association (the parentheses keep it),
+    with fewer loads and stores.  Evaluation order may change, which only decides
+    which domain error is hit first — and any error hands the point to the
+    interpreter anyway.  Names in ``kept`` (read after the sweep) stay.
+    """
+    targets: list[str] = []
+    ops: list[str] = []
+    exprs: list[str] = []
+    depth = [0] * len(body)  # nesting of inlined text per line, capped so the compiler stays shallow
+    defs: dict[str, int] = {}
+    reads: dict[str, list[int]] = {}
+    for i, line in enumerate(body):
+        target, op, expr = line.split(" ", 2)
+        targets.append(target)
+        ops.append(op)
+        exprs.append(expr)
+        defs[target] = defs.get(target, 0) + 1
+        names = _SLOT.findall(expr)
+        if op != "=":
+            names.append(target)  # g += x reads g
+        for name in names:
+            reads.setdefault(name, []).append(i)
+    out: list[str] = []
+    for i, target in enumerate(targets):
+        readers = reads.get(target, ())
+        if (
+            ops[i] == "="
+            and defs[target] == 1
+            and target not in kept
+            and len(readers) == 1
+            and readers[0] > i
+            and depth[i] < INLINE_DEPTH
+        ):
+            j = readers[0]
+            text = exprs[j]
+            for m in _SLOT.finditer(text):
+                if m.group() == target:
+                    exprs[j] = f"{text[: m.start()]}({exprs[i]}){text[m.end() :]}"
+                    depth[j] = max(depth[j], depth[i] + 1)
+                    break
+            continue
+        out.append(f"{target} {ops[i]} {exprs[i]}")
+    return out
+
+
 def _scalar_source(prog: _Program, with_grad: bool) -> str:
     """One function: forward and reverse lines inside one ``try``, then the finiteness check."""
     tape = prog.tape
     params = _params(tape)
     value = prog.names[tape.output]
-    body = prog.forward + prog.reverse
+    kept = set(_SLOT.findall(" ".join([value, *prog.grads])))
+    body = _inline_single_use(prog.forward + prog.reverse, kept)
     lines = [f"def generated({params}):", "    try:"]
     lines += [f"        {line}" for line in body] or ["        pass"]
     lines += ["    except _CATCH:", f"        return _slow({params})"]
