@@ -186,7 +186,10 @@ def three_address_source(
         # Scratch buffers outlive the call (a fresh 8 MB array costs more in page faults than the
         # arithmetic in it); each caller pops its own set, so concurrent calls never share one.
         names = ", ".join(f"b{k}" for k in range(len(buffer_shapes)))
-        text.append(f"    _bufs = _pool.pop() if _pool else [_empty(s) for s in {buffer_shapes!r}]")
+        text.append("    try:")
+        text.append("        _bufs = _pool.pop()")  # atomic: no check-then-pop race between threads
+        text.append("    except IndexError:")
+        text.append(f"        _bufs = [_empty(s) for s in {buffer_shapes!r}]")
         text.append(f"    {names}, = _bufs")
     text += [f"    {line}" for line in body]
     if buffer_shapes:

@@ -295,3 +295,18 @@ def test_array_programs_per_shape_are_bounded() -> None:
         value, grads = f.value_and_grad(x=np.ones(n), y=2.0)
         assert value.shape == (n,) and grads["y"] == n
     assert len(f.tape.cache["codegen_arrays"]) <= 2 * codegen.MAX_SHAPES
+
+
+def test_array_calls_from_threads_do_not_share_scratch_buffers() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    f = symgrad.compile("exp(-((x-mu)/s)**2/2)/(sqrt(2*pi)*s)")
+    xs = [np.linspace(-3.0, 3.0, 20_000) + k for k in range(8)]
+    expected = [f.value_and_grad(x=x, mu=0.1, s=1.3) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: f.value_and_grad(x=x, mu=0.1, s=1.3), xs * 3))
+    for k, (value, grads) in enumerate(got):
+        ref_value, ref_grads = expected[k % 8]
+        np.testing.assert_array_equal(value, ref_value)
+        np.testing.assert_array_equal(grads["x"], ref_grads["x"])
+        assert grads["s"] == ref_grads["s"]
