@@ -4,8 +4,11 @@ On the way it applies the optimisations that are exact in floating point:
 
 * constant folding (``2*3`` becomes ``6.0``; a domain error such as
   ``log(-1)`` is reported here, with its position);
-* identities ``x*1``, ``1*x``, ``x+0``, ``0+x``, ``x-0``, ``x/1``, ``x**1``,
-  ``--x`` → ``x``, ``x**0`` → ``1`` and ``x**2`` → ``x*x``;
+* identities ``x*1``, ``1*x``, ``x+(-0.0)``, ``x-0``, ``x/1``, ``x**1``,
+  ``--x`` → ``x``, ``x**0`` → ``1`` and ``x**2`` → ``x*x``.  They hold for
+  every float including nan, inf and signed zeros (``x + 0`` is *not* rewritten:
+  ``-0.0 + 0.0`` is ``+0.0``), with one deliberate exception: ``x**2`` overflows
+  to inf as ``x*x`` where ``pow`` would raise a DomainError;
 * common-subexpression elimination (``sin(x)*sin(x)`` computes ``sin(x)``
   once; ``a*b`` and ``b*a`` are the same record);
 * dead-record elimination (records no longer used by the output).
@@ -16,6 +19,8 @@ variables ``(x, y)`` and ∂/∂x = 0.
 """
 
 from __future__ import annotations
+
+import math
 
 from .errors import DomainError, Span
 from .expr import Call, Const, Expr, Var, iter_postorder
@@ -78,9 +83,11 @@ class _Builder:
         name = op.name
         if op.arity == 2:
             (a, b), (va, vb) = args, values
-            if (name == "mul" and vb == 1.0) or (name in ("add", "sub") and vb == 0.0):
+            # x + 0.0 is not x when x is -0.0 (it is +0.0), so only the identities that hold for every
+            # float, signed zeros included, are applied: x + (-0.0), x - (+0.0).
+            if (name == "mul" and vb == 1.0) or (name == "add" and _is_zero(vb, -1.0)) or (name == "sub" and _is_zero(vb, 1.0)):
                 return a
-            if (name == "mul" and va == 1.0) or (name == "add" and va == 0.0):
+            if (name == "mul" and va == 1.0) or (name == "add" and _is_zero(va, -1.0)):
                 return b
             if (name == "div" and vb == 1.0) or (name == "pow" and vb == 1.0):
                 return a
@@ -124,6 +131,11 @@ class _Builder:
                     if kind == "op":
                         used[j] = True
         return [k for k, u in enumerate(used) if u]
+
+
+def _is_zero(value: float | None, sign: float) -> bool:
+    """``value`` is a zero of the given sign (+1.0 or -1.0)."""
+    return value == 0.0 and math.copysign(1.0, value) == sign
 
 
 def lower(expr: Expr, source: str | None = None, *, optimize: bool = True) -> Tape:

@@ -15,6 +15,8 @@ helpers in :data:`SCALAR_HELPERS` / :data:`ARRAY_HELPERS`.
 
 Conventions at non-differentiable points follow PyTorch: ``relu'(0) = 0``,
 ``abs'(0) = 0``, and ``min``/``max`` split the gradient evenly on a tie.
+``min``/``max`` are not marked commutative: Python's ``min(nan, 1)`` is nan but
+``min(1, nan)`` is 1 (and likewise for ±0), so CSE must not merge the two orders.
 """
 
 from __future__ import annotations
@@ -226,10 +228,10 @@ _TABLE: tuple[Op, ...] = (
         "angle of the point (x=b, y=a), as atan2(y, x)", call_names=("atan2",), domain=((-3.0, 3.0), (0.2, 3.0))),
     _op("min",   2, "min",   min,             np.minimum,    "min({0}, {1})",
         ("heaviside({1} - {0}, 0.5)", "heaviside({0} - {1}, 0.5)"),                                                                lambda a, b: _sp().Min(a, b),
-        "smaller of a and b; a tie splits the gradient evenly", call_names=("min", "Min"), commutative=True),
+        "smaller of a and b; a tie splits the gradient evenly", call_names=("min", "Min")),
     _op("max",   2, "max",   max,             np.maximum,    "max({0}, {1})",
         ("heaviside({0} - {1}, 0.5)", "heaviside({1} - {0}, 0.5)"),                                                                lambda a, b: _sp().Max(a, b),
-        "larger of a and b; a tie splits the gradient evenly", call_names=("max", "Max"), commutative=True),
+        "larger of a and b; a tie splits the gradient evenly", call_names=("max", "Max")),
 )
 # fmt: on
 
