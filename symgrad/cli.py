@@ -96,7 +96,7 @@ def _constant(text: str) -> float:
     try:
         f = api.compile(text)
         if not f.variables:
-            return f()
+            return float(f())
     except SymgradError:
         pass
     raise argparse.ArgumentTypeError(f"expected a number such as -5, 2.5 or 2*pi, got {text!r}")
