@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.setrecursionlimit(10_000)  # sympy and jax recurse over expression trees; symgrad does not need this
 
+import train_step  # noqa: E402
 import workloads as W  # noqa: E402
 
 import symgrad  # noqa: E402
@@ -473,7 +474,7 @@ def main() -> None:
     for n in (1_000, 10_000):
         print(w3(n, budget))
     print(w3_scaling())
-    print("### W4: MLP training step\n\nW4: pending Value API (the `Value`/`trace` front end is being written on another branch).\n")
+    print(train_step.w4(QUICK))
     print(w5(1_000_000))
     print(array_cheap_gradient())
 
