@@ -20,6 +20,7 @@ from .errors import (
 )
 from .function import Function
 from .ops import OPS, Op
+from .oracle import CheckReport, check
 from .parser import parse
 from .tape import Instr, Tape
 
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "OPS",
     "ArityError",
+    "CheckReport",
     "DomainError",
     "Function",
     "InputError",
@@ -40,6 +42,7 @@ __all__ = [
     "UnknownFunctionError",
     "UnknownVariableError",
     "__version__",
+    "check",
     "compile",
     "grad",
     "parse",
