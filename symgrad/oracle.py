@@ -67,6 +67,8 @@ DEFAULT_FD_ATOL = 1e-9
 """tape vs central difference: absolute tolerance."""
 
 _EPS = 2.0**-52
+_CBRT_EPS = 6.055454452393343e-06
+"""eps ** (1/3), the relative step of the central difference."""
 
 
 def _sympy() -> Any:
@@ -196,7 +198,7 @@ def fd_step(x: float) -> float:
     rounding error (∝ eps/h), giving about 10 correct digits for smooth
     functions; scaling by |x| keeps the step meaningful for large coordinates.
     """
-    return _EPS ** (1.0 / 3.0) * max(1.0, abs(x))
+    return _CBRT_EPS * max(1.0, abs(x))
 
 
 def finite_difference(f: Function | str, point: Mapping[str, Any] | None = None, /, **values: Any) -> dict[str, float]:
