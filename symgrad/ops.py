@@ -142,6 +142,8 @@ class Op:
     domain: tuple[tuple[float, float], ...] = ()
     """A safe sampling box per argument for tests, inside the op's domain."""
     commutative: bool = False
+    variadic: bool = False
+    """Associative: a call may pass more arguments, folded left (``max(a, b, c)``, as sympy prints ``Max``)."""
     infix: bool = False
     scalar_partials: tuple[Callable[..., float], ...] = field(init=False, repr=False)
     """The partial templates compiled once for the interpreter: ``(out, *args) -> float``."""
@@ -226,10 +228,12 @@ _TABLE: tuple[Op, ...] = (
         "angle of the point (x=b, y=a), as atan2(y, x)", call_names=("atan2",), domain=((-3.0, 3.0), (0.2, 3.0))),
     _op("min",   2, "min",   min,             np.minimum,    "min({0}, {1})",
         ("heaviside({1} - {0}, 0.5)", "heaviside({0} - {1}, 0.5)"),                                                                lambda a, b: _sp().Min(a, b),
-        "smaller of a and b; a tie splits the gradient evenly", call_names=("min", "Min"), commutative=True),
+        "smaller of a and b; a tie splits the gradient evenly", call_names=("min", "Min"), commutative=True,
+        variadic=True),
     _op("max",   2, "max",   max,             np.maximum,    "max({0}, {1})",
         ("heaviside({0} - {1}, 0.5)", "heaviside({1} - {0}, 0.5)"),                                                                lambda a, b: _sp().Max(a, b),
-        "larger of a and b; a tie splits the gradient evenly", call_names=("max", "Max"), commutative=True),
+        "larger of a and b; a tie splits the gradient evenly", call_names=("max", "Max"), commutative=True,
+        variadic=True),
 )
 # fmt: on
 
