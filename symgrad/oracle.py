@@ -317,11 +317,12 @@ class CheckReport:
             fd = "" if row.finite_difference is None else _fmt(row.finite_difference)
             fd_err = "" if row.fd_rel_error is None else _fmt_err(row.fd_rel_error)
             table.append([row.label, _fmt(row.tape), _fmt(row.sympy), fd, _fmt_err(row.abs_error),
-                          _fmt_err(row.rel_error), fd_err, "ok" if row.ok else "DISAGREES"])
+                          _fmt_err(row.rel_error), fd_err, _verdict(row)])
         widths = [max(len(line[i]) for line in table) for i in range(len(head))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
         at = ", ".join(f"{k}={v!r}" for k, v in self.point.items()) or "(no variables)"
-        verdict = "agrees" if self.ok else "DISAGREES"
+        verdicts = {_verdict(row) for row in (self.value, *self.rows)}
+        verdict = "DISAGREES" if "DISAGREES" in verdicts else "UNCHECKED" if "NO ORACLE" in verdicts else "agrees"
         lines.insert(0, f"{self.expression}  at  {at}")
         lines.append(
             f"{verdict}: tape vs sympy within rtol={self.rtol:g}, atol={self.atol:g}; "
@@ -329,6 +330,13 @@ class CheckReport:
         )
         lines.extend(self.notes)
         return "\n".join(lines)
+
+
+def _verdict(row: CheckRow) -> str:
+    if row.ok:
+        return "ok"
+    no_fd = row.finite_difference is None or math.isnan(row.finite_difference)
+    return "NO ORACLE" if math.isnan(row.sympy) and no_fd else "DISAGREES"
 
 
 def _fmt(x: float) -> str:

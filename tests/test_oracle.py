@@ -182,6 +182,15 @@ def test_check_at_a_kink_reports_the_convention() -> None:
     assert not report.ok
 
 
+def test_check_without_any_oracle_is_not_ok() -> None:
+    # sympy writes d/dx x**y as y*x**y/x: 0/0 at x = 0; the stencil x-h leaves the domain of pow.
+    report = symgrad.check("x**y", x=0.0, y=2.5)
+    assert not report.ok
+    assert math.isnan(report.rows[0].sympy) and math.isnan(report.rows[0].finite_difference or 0.0)
+    assert report.rows[1].ok  # d/dy = x**y * log(x) -> 0 by the central difference
+    assert "NO ORACLE" in str(report) and "UNCHECKED" in str(report)
+
+
 def test_check_tolerances_are_keywords_and_names_may_clash() -> None:
     report = symgrad.check("rtol*x", {"rtol": 2.0}, x=3.0, rtol=1e-12)
     assert report.ok and report.rtol == 1e-12
