@@ -113,13 +113,13 @@ class Function:
         """This function as a sympy expression, built from the op table (see :mod:`symgrad.oracle`)."""
         from . import oracle
 
-        return oracle.to_sympy(oracle._source_of(self))
+        return oracle.to_sympy(oracle.tree_of(self))
 
     def symbolic_grad(self) -> dict[str, Any]:
         """``{name: sympy derivative}`` for every variable, in variable order."""
         from . import oracle
 
-        return oracle.symbolic_grad(oracle._source_of(self), self.variables)
+        return oracle.symbolic_grad(oracle.tree_of(self), self.variables)
 
     def __repr__(self) -> str:
         name = f" {self.source!r}" if self.source is not None else ""

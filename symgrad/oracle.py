@@ -52,6 +52,7 @@ __all__ = [
     "symbolic_grad",
     "sympy_value",
     "to_sympy",
+    "tree_of",
 ]
 
 DIGITS = 30
@@ -140,8 +141,9 @@ def _variables(expr: Expr) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def _source_of(f: Function) -> Expr | Tape:
-    """The tree of a compiled function: re-parsed from its source (the grammar, not sympify)."""
+def tree_of(f: Function) -> Expr | Tape:
+    """What to convert for a compiled function: its source re-parsed by the grammar (not
+    sympify), or its tape when it has no source text."""
     if f.source is None:
         return f.tape
     from .parser import parse
@@ -381,7 +383,7 @@ def check(
     value, grads = fn.value_and_grad(at)
     tape_grad = grads if isinstance(grads, dict) else {fn.variables[0]: grads}
 
-    tree = _source_of(fn)
+    tree = tree_of(fn)
     sp_value = sympy_value(to_sympy(tree), at)
     sp_grad = {name: sympy_value(d, at) for name, d in symbolic_grad(tree, fn.variables).items()}
     fd = finite_difference(fn, at)

@@ -252,6 +252,15 @@ def test_hand_built_sympy_strings_round_trip(expr: sympy.Expr) -> None:
     assert report.ok, str(report)
 
 
+def test_min_max_take_more_arguments_as_sympy_prints_them() -> None:
+    # max(x, y, z, 1) at (1, 3, 2) is y: value 3, gradient (0, 1, 0); min(x, y, z) there is x.
+    assert symgrad.value_and_grad("Max(x, y, z, 1)", x=1.0, y=3.0, z=2.0) == (3.0, {"x": 0.0, "y": 1.0, "z": 0.0})
+    assert symgrad.grad("min(x, y, z)", x=1.0, y=3.0, z=2.0) == {"x": 1.0, "y": 0.0, "z": 0.0}
+    assert to_sympy(parse("Max(x, y, 2)")) == sympy.Max(x, y, 2)
+    with pytest.raises(symgrad.ArityError, match="takes at least 2 arguments, got 1"):
+        parse("max(x)")
+
+
 # -------------------------------------------------------------------- CLI ---
 
 
