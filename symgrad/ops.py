@@ -219,7 +219,9 @@ _TABLE: tuple[Op, ...] = (
         "hyperbolic tangent", call_names=("tanh",)),
     _op("sigmoid", 1, "σ",   _sigmoid,        _np_sigmoid,   "sigmoid({0})",    ("{out} * (1.0 - {out})",),                     lambda a: 1 / (1 + _sp().exp(-a)),
         "logistic function 1 / (1 + e ** -a)", call_names=("sigmoid",)),
-    _op("relu",  1, "relu",  _relu,           _np_relu,      "relu({0})",       ("heaviside({0}, 0.0)",),                       lambda a: _sp().Piecewise((a, a > 0), (0, True)),
+    # relu's sympy form is a*Heaviside(a, 0) (derivative 0 at 0, like ours), not a Piecewise: sympy
+    # folds Piecewise conditions and fails to compare them, e.g. in relu(log(relu(x))).
+    _op("relu",  1, "relu",  _relu,           _np_relu,      "relu({0})",       ("heaviside({0}, 0.0)",),                       lambda a: a * _sp().Heaviside(a, 0),
         "max(a, 0); relu'(0) = 0", call_names=("relu",)),
     _op("abs",   1, "abs",   math.fabs,       np.abs,        "abs({0})",        ("sign({0})",),                                 lambda a: _sp().Abs(a),
         "absolute value; abs'(0) = 0", call_names=("abs", "Abs")),

@@ -71,6 +71,7 @@ def _abs_reverse(tape: Tape, values: list[float]) -> list[float]:
     acc = [0.0] * tape.n_slots
     acc[tape.output] = 1.0
     base = tape.first_instr_slot
+    needs = interpret.requires_grad(tape)  # a constant's partial may be undefined (d/db x**b at x < 0)
     for i in range(len(tape.instrs) - 1, -1, -1):
         instr = tape.instrs[i]
         g = acc[base + i]
@@ -78,7 +79,8 @@ def _abs_reverse(tape: Tape, values: list[float]) -> list[float]:
             continue
         args = [values[a] for a in instr.args]
         for a, partial in zip(instr.args, instr.op.scalar_partials, strict=True):
-            acc[a] += g * abs(partial(values[base + i], *args))
+            if needs[a]:
+                acc[a] += g * abs(partial(values[base + i], *args))
     return acc
 
 

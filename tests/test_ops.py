@@ -87,7 +87,7 @@ def test_partials_match_sympy_diff_and_central_difference(op: Op, point: tuple[f
     [("relu", (0.0,)), ("abs", (0.0,)), ("min", (1.5, 1.5)), ("max", (-0.5, -0.5)), ("min", (0.0, 0.0))],
 )
 def test_conventions_at_kinks_match_sympy(name: str, point: tuple[float, ...]) -> None:
-    """relu'(0) = 0, abs'(0) = 0, a min/max tie splits evenly: sympy's Piecewise/sign/Heaviside say the same."""
+    """relu'(0) = 0, abs'(0) = 0, a min/max tie splits evenly: sympy's Heaviside(a, 0)/sign/Heaviside say the same."""
     op = OPS[name]
     syms = _symbols(op)
     subs = {s: sympy.Rational(v) for s, v in zip(syms, point, strict=True)}
