@@ -166,6 +166,23 @@ def symbolic_grad(expr: Expr | Tape, variables: Iterable[str] | None = None) -> 
     return {name: sp.diff(real_expr, sp.Symbol(name, real=True)).xreplace(back) for name in names}
 
 
+def _decide_steps(expr: Any) -> Any:
+    """Evaluate the arguments of ``Heaviside``, ``DiracDelta`` and ``sign`` numerically.
+
+    sympy leaves ``Heaviside(2 - 19*tanh(2)/20)`` unevaluated (it cannot prove
+    the sign), and ``N`` then cannot give a number; at :data:`DIGITS` digits the
+    sign is certain.  Exact arguments (``Heaviside(0)`` at a tie) are left alone.
+    """
+    sp = _sympy()
+    if not hasattr(expr, "replace"):
+        return expr
+    steps = (sp.Heaviside, sp.DiracDelta, sp.sign)
+    return expr.replace(
+        lambda e: isinstance(e, steps) and e.args[0].is_number and not e.args[0].is_Number,
+        lambda e: e.func(sp.N(e.args[0], DIGITS), *e.args[1:]),
+    )
+
+
 def sympy_value(expr: Any, point: Mapping[str, float]) -> float:
     """``expr`` at ``point``, evaluated to :data:`DIGITS` digits, as a float.
 
@@ -180,7 +197,7 @@ def sympy_value(expr: Any, point: Mapping[str, float]) -> float:
         subs[sp.Symbol(name)] = exact
         subs[sp.Symbol(name, real=True)] = exact
     try:
-        result = sp.N(expr.xreplace(subs) if hasattr(expr, "xreplace") else expr, DIGITS)
+        result = sp.N(_decide_steps(expr.xreplace(subs) if hasattr(expr, "xreplace") else expr), DIGITS)
         number = complex(result)
     except (TypeError, ValueError, ArithmeticError, AttributeError):
         return math.nan

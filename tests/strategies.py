@@ -153,7 +153,7 @@ def _guard(draw: st.DrawFn, node: Node, lo: float, hi: float) -> Node:
 
 def _near_kink(node: Node, value: float, scale: float, margin: float) -> bool:
     """Too close to a kink for rounding (or, with a wider margin, for a central difference)."""
-    if margin == KINK_MARGIN and node.leaf:
+    if node.leaf and margin <= KINK_MARGIN:
         return False  # an exact variable or literal: both sides agree on the branch, even at the kink
     return abs(value) < margin * (1.0 + scale)
 

@@ -107,6 +107,14 @@ def test_abs_and_kinks_differentiate_as_real_functions() -> None:
     assert grads["x"].free_symbols <= {x, y}  # written back in plain symbols
 
 
+def test_sympy_value_decides_steps_sympy_cannot_prove() -> None:
+    # sympy leaves Heaviside(2 - 19*tanh(2)/(20*sqrt(1 - 361*tanh(2)**2/400))) unevaluated; the inner
+    # value is 2.28 > 2, so d/dx max(x, g(x)) is g'(2) = 1.0364... (hypothesis found this one).
+    report = symgrad.check("max(x, tan(asin(0.95*tanh(x))))", x=2.0)
+    assert not math.isnan(report.rows[0].sympy)
+    assert report.ok
+
+
 def test_sympy_value_reports_nan_off_the_real_line() -> None:
     assert math.isnan(sympy_value(sympy.log(x), {"x": -1.0}))
     assert math.isnan(sympy_value(1 / x, {"x": 0.0}))
