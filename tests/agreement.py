@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import cmath
 import math
+from collections.abc import Callable
 
 import sympy
 
@@ -90,6 +91,15 @@ def _abs_reverse(tape: Tape, values: list[float]) -> list[float]:
     return acc
 
 
+def _rounded_forward(tape: Tape, x: list[float], factor: Callable[[int], float]) -> list[float]:
+    """A forward sweep in which record k's result is multiplied by ``factor(k)`` before later
+    records use it: a model of each operation's rounding, propagated."""
+    values = [*x, *tape.consts]
+    for k, instr in enumerate(tape.instrs):
+        values.append(instr.op.scalar(*(values[a] for a in instr.args)) * factor(k))
+    return values
+
+
 def magnitudes(tape: Tape, x: list[float]) -> tuple[float, list[float]]:
     """(M for the value, M for each partial), as in the module docstring."""
     values = interpret.forward(tape, x)
@@ -97,12 +107,13 @@ def magnitudes(tape: Tape, x: list[float]) -> tuple[float, list[float]]:
     m_value = sum(abs(a * v) for a, v in zip(adjoint, values, strict=True))
     paths = _abs_reverse(tape, values)[: tape.n_inputs]
     sensitivity = [0.0] * tape.n_inputs
-    for sign in (lambda k: 1.0, lambda k: 1.0 if k % 2 else -1.0):
-        wobbled = [v * (1.0 + 1e-12 * sign(k)) for k, v in enumerate(values)]
-        wobbled[: tape.n_inputs] = values[: tape.n_inputs]
+    up = lambda k: 1.0 + 1e-12  # noqa: E731 - every record rounded up
+    alternating = lambda k: 1.0 + (1e-12 if k % 2 else -1e-12)  # noqa: E731
+    for factor in (up, alternating):
         try:
+            wobbled = _rounded_forward(tape, x, factor)
             shifted = interpret.backward(tape, wobbled)[: tape.n_inputs]
-        except SymgradError:
+        except (SymgradError, ArithmeticError, ValueError):
             continue
         for j, (s, g) in enumerate(zip(shifted, adjoint[: tape.n_inputs], strict=True)):
             sensitivity[j] = max(sensitivity[j], abs(s - g) / 1e-12)
