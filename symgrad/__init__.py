@@ -22,6 +22,7 @@ from .errors import (
 )
 from .function import Function
 from .ops import OPS, Op
+from .oracle import CheckReport, check
 from .parser import parse
 from .plotting import plot
 from .tape import Instr, Tape
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "OPS",
     "ArityError",
+    "CheckReport",
     "DomainError",
     "Function",
     "InputError",
@@ -48,6 +50,7 @@ __all__ = [
     "UnknownVariableError",
     "Value",
     "__version__",
+    "check",
     "compile",
     "draw",
     "grad",

@@ -1,6 +1,7 @@
 """The ``symgrad`` command: a thin layer over the public API.
 
-Exit status: 0 on success, 2 on a user error (message on stderr).  Each
+Exit status: 0 on success, 2 on a user error (message on stderr), 1 when
+``symgrad check`` finds a disagreement.  Each
 subcommand is one ``_cmd_*`` function plus its arguments in :func:`build_parser`.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 from . import api
 from .errors import InputError, SymgradError
+from .oracle import DEFAULT_ATOL, DEFAULT_RTOL, check
 
 __all__ = ["build_parser", "main"]
 
@@ -136,6 +138,16 @@ def _add_drawing_commands(sub: Any) -> None:
     plot.set_defaults(run=_cmd_plot)
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    point = parse_point(args.point)
+    report = check(api.compile(args.expression), point, rtol=args.rtol, atol=args.atol)
+    if args.json:
+        _write_json(report.to_dict())
+    else:
+        print(report)
+    return EXIT_OK if report.ok else EXIT_DISAGREE
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symgrad",
@@ -153,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("--json", action="store_true", help="print machine-readable JSON")
     grad.set_defaults(run=_cmd_grad)
     _add_drawing_commands(sub)
+
+
+    check = sub.add_parser("check", help="cross-check value and gradient against sympy and finite differences",
+                           description="Compare the tape's value and partials with sympy's exact derivative and a "
+                                       "central difference. Exit 1 if any disagree.")
+    check.add_argument("expression", help='the formula, e.g. "x*sin(y)"')
+    check.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. x=0.7 y=1.3")
+    check.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+                       help=f"relative tolerance vs sympy (default {DEFAULT_RTOL:g})")
+    check.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                       help=f"absolute tolerance vs sympy (default {DEFAULT_ATOL:g})")
+    check.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    check.set_defaults(run=_cmd_check)
     return parser
 
 

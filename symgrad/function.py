@@ -206,6 +206,19 @@ class Function:
         """The Python source generated from the tape for value and gradient on floats."""
         return codegen.source(self.tape)
 
+    # -- the oracle (sympy, imported only when these are called) ---------------
+    def to_sympy(self) -> Any:
+        """This function as a sympy expression, built from the op table (see :mod:`symgrad.oracle`)."""
+        from . import oracle
+
+        return oracle.to_sympy(oracle.tree_of(self))
+
+    def symbolic_grad(self) -> dict[str, Any]:
+        """``{name: sympy derivative}`` for every variable, in variable order."""
+        from . import oracle
+
+        return oracle.symbolic_grad(oracle.tree_of(self), self.variables)
+
     def __repr__(self) -> str:
         name = f" {self.source!r}" if self.source is not None else ""
         return f"<Function{name} f:({','.join(self.variables)})->out, {len(self.tape)} records>"

@@ -144,6 +144,8 @@ class Op:
     domain: tuple[tuple[float, float], ...] = ()
     """A safe sampling box per argument for tests, inside the op's domain."""
     commutative: bool = False
+    variadic: bool = False
+    """Associative: a call may pass more arguments, folded left (``max(a, b, c)``, as sympy prints ``Max``)."""
     infix: bool = False
     scalar_partials: tuple[Callable[..., float], ...] = field(init=False, repr=False)
     """The partial templates compiled once for the interpreter: ``(out, *args) -> float``."""
@@ -219,7 +221,9 @@ _TABLE: tuple[Op, ...] = (
         "hyperbolic tangent", call_names=("tanh",)),
     _op("sigmoid", 1, "σ",   _sigmoid,        _np_sigmoid,   "sigmoid({0})",    ("{out} * (1.0 - {out})",),                     lambda a: 1 / (1 + _sp().exp(-a)),
         "logistic function 1 / (1 + e ** -a)", call_names=("sigmoid",)),
-    _op("relu",  1, "relu",  _relu,           _np_relu,      "relu({0})",       ("heaviside({0}, 0.0)",),                       lambda a: _sp().Piecewise((a, a > 0), (0, True)),
+    # relu's sympy form is a*Heaviside(a, 0) (derivative 0 at 0, like ours), not a Piecewise: sympy
+    # folds Piecewise conditions and fails to compare them, e.g. in relu(log(relu(x))).
+    _op("relu",  1, "relu",  _relu,           _np_relu,      "relu({0})",       ("heaviside({0}, 0.0)",),                       lambda a: a * _sp().Heaviside(a, 0),
         "max(a, 0); relu'(0) = 0", call_names=("relu",)),
     _op("abs",   1, "abs",   math.fabs,       np.abs,        "abs({0})",        ("sign({0})",),                                 lambda a: _sp().Abs(a),
         "absolute value; abs'(0) = 0", call_names=("abs", "Abs")),
@@ -228,10 +232,12 @@ _TABLE: tuple[Op, ...] = (
         "angle of the point (x=b, y=a), as atan2(y, x)", call_names=("atan2",), domain=((-3.0, 3.0), (0.2, 3.0))),
     _op("min",   2, "min",   min,             np.minimum,    "min({0}, {1})",
         ("heaviside({1} - {0}, 0.5)", "heaviside({0} - {1}, 0.5)"),                                                                lambda a, b: _sp().Min(a, b),
-        "smaller of a and b; a tie splits the gradient evenly", call_names=("min", "Min")),
+        "smaller of a and b; a tie splits the gradient evenly", call_names=("min", "Min"),
+        variadic=True),
     _op("max",   2, "max",   max,             np.maximum,    "max({0}, {1})",
         ("heaviside({0} - {1}, 0.5)", "heaviside({1} - {0}, 0.5)"),                                                                lambda a, b: _sp().Max(a, b),
-        "larger of a and b; a tie splits the gradient evenly", call_names=("max", "Max")),
+        "larger of a and b; a tie splits the gradient evenly", call_names=("max", "Max"),
+        variadic=True),
 )
 # fmt: on
 

@@ -140,9 +140,15 @@ class _Builder(Transformer[Token, Expr]):
             known = "known functions: " + ", ".join(sorted(FUNCTIONS))
             hint = f"{hint}\n{known}" if hint else f"{known}\nto multiply, write {name}*(...)"
             raise _BuildError(UnknownFunctionError, f"unknown function '{name}'", _span(token), hint)
+        if op.variadic and len(args) > op.arity:  # max(a, b, c) -> max(max(a, b), c)
+            node = Call(span, op, (args[0], args[1]))
+            for arg in args[2:]:
+                node = Call(span, op, (node, arg))
+            return node
         if len(args) != op.arity:
             plural = "argument" if op.arity == 1 else "arguments"
-            raise _BuildError(ArityError, f"{name}() takes {op.arity} {plural}, got {len(args)}", span)
+            least = "at least " if op.variadic else ""
+            raise _BuildError(ArityError, f"{name}() takes {least}{op.arity} {plural}, got {len(args)}", span)
         return Call(span, op, tuple(args))
 
 
