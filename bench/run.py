@@ -36,6 +36,7 @@ sys.setrecursionlimit(10_000)  # sympy and jax recurse over expression trees; sy
 
 import train_step  # noqa: E402
 import workloads as W  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 import symgrad  # noqa: E402
 from symgrad import interpret  # noqa: E402
@@ -49,24 +50,7 @@ QUICK = False
 # ------------------------------------------------------------------ timing ---
 def per_call(fn: Callable[[], Any]) -> float:
     """Median seconds per call over repeated runs, each long enough to time."""
-    target = 0.01 if QUICK else 0.05
-    repeats = 3 if QUICK else 7
-    number = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        elapsed = time.perf_counter() - t0
-        if elapsed >= target:
-            break
-        number = max(2 * number, int(1.2 * number * target / elapsed)) if elapsed > 0 else 10 * number
-    runs = [elapsed / number]
-    for _ in range(repeats - 1):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        runs.append((time.perf_counter() - t0) / number)
-    return statistics.median(runs)
+    return median_seconds(fn, repeats=3 if QUICK else 7, target=0.01 if QUICK else 0.05)
 
 
 def once(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:

@@ -30,7 +30,6 @@ import argparse
 import gc
 import importlib.util
 import random
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from timing import median_seconds
 
 import symgrad
 from symgrad.nn import MLP
@@ -251,22 +251,7 @@ def per_step(step: Step, repeats: int, target: float, gc_off: bool = False) -> f
         finally:
             gc.enable()
             gc.collect()
-    number = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(number):
-            step()
-        elapsed = time.perf_counter() - start
-        if elapsed >= target:
-            break
-        number = max(2 * number, int(1.2 * number * target / elapsed)) if elapsed > 0 else 10 * number
-    runs = [elapsed / number]
-    for _ in range(repeats - 1):
-        start = time.perf_counter()
-        for _ in range(number):
-            step()
-        runs.append((time.perf_counter() - start) / number)
-    return statistics.median(runs)
+    return median_seconds(step, repeats, target)
 
 
 def ms(seconds: float | None) -> str:

@@ -164,24 +164,7 @@ class Function:
         fn = self._vg
         if fn is None:
             fn = self._vg = codegen.value_and_grad_function(self.tape)
-        # The short path (plain floats, all given by name or all by position) is inlined: it is the hot one.
-        point: Any = None
-        if kwargs:
-            if not args and len(kwargs) == self._n:
-                try:
-                    point = self._getter(kwargs)
-                except KeyError:
-                    pass
-                else:
-                    if self._n == 1:
-                        point = (point,)
-        elif len(args) == self._n:
-            point = args
-        if point is not None:
-            for v in point:
-                if type(v) is not float:
-                    point = None
-                    break
+        point = self._floats(args, kwargs)  # the hot path: plain floats, all by name or all by position
         if point is None:
             point = self.bind(args, kwargs)
             if _has_array(point):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -14,7 +15,17 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "train_step.py"
 
 
 @pytest.fixture(scope="module")
-def train_step() -> ModuleType:
+def bench_on_path() -> Iterator[None]:
+    """The bench scripts import their neighbours (``timing``) as the scripts' own folder is on sys.path."""
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(BENCH.parent))
+
+
+@pytest.fixture(scope="module")
+def train_step(bench_on_path: None) -> ModuleType:
     spec = importlib.util.spec_from_file_location("train_step", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
