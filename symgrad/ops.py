@@ -77,6 +77,16 @@ def _sign(x: float) -> float:
     return x  # 0.0, -0.0 or nan
 
 
+def _pow(x: float, y: float) -> float:
+    """``math.pow``, but ``0 ** -1`` is a division by zero (math says only "domain error")."""
+    try:
+        return math.pow(x, y)
+    except ValueError:
+        if x == 0.0 and y < 0.0:
+            raise ZeroDivisionError("0 to a negative power") from None
+        raise
+
+
 def _xlogy(x: float, y: float) -> float:
     """``x * log(y)``, taken as 0 when ``x == 0`` (so d/db 0**b = 0 for b > 0)."""
     return 0.0 if x == 0.0 else x * math.log(y)
@@ -192,7 +202,7 @@ _TABLE: tuple[Op, ...] = (
         "a / b", infix=True, domain=((-3.0, 3.0), (0.2, 3.0))),
     _op("neg",   1, "-",     operator.neg,    np.negative,   "-{0}",            ("-1.0",),                                      lambda a: -a,
         "-a", infix=True),
-    _op("pow",   2, "**",    math.pow,        np.power,      "pow({0}, {1})",   ("{1} * pow({0}, {1} - 1.0)", "xlogy({out}, {0})"), lambda a, b: a ** b,
+    _op("pow",   2, "**",    _pow,            np.power,      "pow({0}, {1})",   ("{1} * pow({0}, {1} - 1.0)", "xlogy({out}, {0})"), lambda a, b: a ** b,
         "a ** b (also a ^ b); real-valued, so a negative base needs an integer exponent",
         call_names=("pow",), domain=((0.2, 3.0), (-2.5, 2.5))),
     _op("exp",   1, "exp",   math.exp,        np.exp,        "exp({0})",        ("{out}",),                                     lambda a: _sp().exp(a),

@@ -115,6 +115,7 @@ def test_non_numeric_values(bad: object) -> None:
         ("exp(x)", {"x": 1000.0}, "exp", "overflows", 1),
         ("asin(x)", {"x": 2.0}, "asin", "asin(2.0) is undefined", 1),
         ("x**0.5", {"x": -1.0}, "pow", "pow(-1.0, 0.5) is undefined", 1),
+        ("x**-2", {"x": 0.0}, "pow", "pow(0.0, -2.0) divides by zero", 1),
         ("sqrt(x)", {"x": 0.0}, "sqrt", "derivative of sqrt(0.0)", 1),
         ("x**y", {"x": -2.0, "y": 2.0}, "pow", "derivative of pow(-2.0, 2.0)", 1),
     ],
