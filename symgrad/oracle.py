@@ -15,8 +15,8 @@ Numbers.  A ``Const`` node keeps its source text, so the oracle uses the
 *exact* number the user wrote: ``0.1`` becomes ``Rational(1, 10)``, ``1e-3``
 becomes ``1/1000``, ``pi`` and ``E`` stay symbolic.  (The tape uses the nearest
 float, which differs by at most half an ulp; the tolerances absorb that.)
-Points are substituted as the exact rational value of each float, then the
-result is evaluated to :data:`DIGITS` significant digits.
+Points are substituted as the exact value of each float (a 50-digit sympy
+``Float``), then the result is evaluated to :data:`DIGITS` significant digits.
 
 Symbols.  Every variable becomes ``sympy.Symbol(name)``, a plain symbol even
 for names sympy would otherwise read specially (``I``, ``E_n``, ``gamma``,
@@ -57,6 +57,8 @@ __all__ = [
 
 DIGITS = 30
 """Significant digits of the sympy evaluation (far beyond float64's 16)."""
+_POINT_DIGITS = 50
+"""Digits of the substituted point: enough to hold any float64 exactly (it has <= 17 significant)."""
 
 DEFAULT_RTOL = 1e-9
 """tape vs sympy: relative tolerance (float64 gives ~1e-16 per operation)."""
@@ -186,14 +188,16 @@ def _decide_steps(expr: Any) -> Any:
 def sympy_value(expr: Any, point: Mapping[str, float]) -> float:
     """``expr`` at ``point``, evaluated to :data:`DIGITS` digits, as a float.
 
-    Each coordinate is substituted as the exact rational value of its float.
+    Each coordinate is substituted as the exact value of its float, held as a
+    50-digit sympy ``Float`` rather than a ``Rational``: exact rational powers such
+    as ``(3152519739159347/4503599627370496)**(2499/1000)`` can take sympy minutes.
     Returns nan when sympy's answer is not a finite real number (a pole, a
     complex result, an unevaluable form).
     """
     sp = _sympy()
     subs: dict[Any, Any] = {}
     for name, value in point.items():
-        exact = sp.Rational(float(value))
+        exact = sp.Float(float(value), _POINT_DIGITS)  # the float's exact binary value, as a number
         subs[sp.Symbol(name)] = exact
         subs[sp.Symbol(name, real=True)] = exact
     try:

@@ -51,8 +51,9 @@ def exact(expr: sympy.Expr, point: dict[str, float]) -> float:
     """``expr`` at the exact binary values of ``point``, to 30 digits (independent of symgrad.oracle)."""
     subs = {}
     for name, value in point.items():
-        subs[sympy.Symbol(name)] = sympy.Rational(value)
-        subs[sympy.Symbol(name, real=True)] = sympy.Rational(value)
+        # The float's exact value as a 50-digit Float: exact Rational powers can take sympy minutes.
+        subs[sympy.Symbol(name)] = sympy.Float(value, 50)
+        subs[sympy.Symbol(name, real=True)] = sympy.Float(value, 50)
     value = expr.xreplace(subs)
     # sympy cannot always prove the sign inside a step (Heaviside(2 - 19*tanh(2)/20)); 30 digits can.
     value = value.replace(
