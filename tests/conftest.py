@@ -1,4 +1,4 @@
-"""Hypothesis profiles for the property tests.
+"""Hypothesis profiles for the property tests, and Graphviz's ``dot`` for the rendering tests.
 
 * ``ci`` (the default): 300 examples per property, derandomized, so every CI
   run draws the same examples and the property tests finish in well under a
@@ -12,7 +12,10 @@ Whatever a run finds goes into ``tests/regressions.txt`` (see that file).
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 CI_EXAMPLES = 300
@@ -22,3 +25,35 @@ _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, Hea
 settings.register_profile("ci", max_examples=CI_EXAMPLES, derandomize=True, print_blob=True, **_COMMON)
 settings.register_profile("long", max_examples=LONG_EXAMPLES, print_blob=True, **_COMMON)
 settings.load_profile(os.environ.get("SYMGRAD_HYPOTHESIS_PROFILE", "ci"))
+
+
+# ------------------------------------------------------------ Graphviz dot ---
+# Tests marked ``needs_dot`` render with Graphviz's ``dot`` program.  If it is missing, we install it
+# from Debian's archive when we can (root with apt-get, as .ci/run does); otherwise those tests are
+# skipped with the install command as the reason -- except under CI=true, where a missing dot fails
+# the run instead of hiding the tests.
+
+DOT_MISSING = (
+    "Graphviz's dot program is not installed: apt-get install graphviz (Debian/Ubuntu), "
+    "brew install graphviz (macOS) or conda install graphviz"
+)
+
+
+def _find_or_install_dot() -> bool:
+    if shutil.which("dot"):
+        return True
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "graphviz"], env=env, capture_output=True, check=False)
+    return shutil.which("dot") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    needing = [item for item in items if item.get_closest_marker("needs_dot")]
+    if not needing or _find_or_install_dot():
+        return
+    if os.environ.get("CI"):
+        raise pytest.UsageError(f"{len(needing)} tests need Graphviz: {DOT_MISSING}")
+    for item in needing:
+        item.add_marker(pytest.mark.skip(reason=DOT_MISSING))

@@ -185,7 +185,18 @@ def _main(argv: list[str]) -> tuple[str, int]:
     return screen.getvalue(), status
 
 
-@pytest.mark.parametrize("block", RUN, ids=[b.id for b in RUN])
+_RENDERS = re.compile(r"\.render\(|\bsave\(|symgrad draw [^\n]*-o \S+\.(svg|png|pdf)\b")
+
+
+def _needs_dot(block: Block) -> bool:
+    """Does the block render a graph with Graphviz's dot program (or replay an earlier one that does)?"""
+    earlier = [b for b in RUN if b.path == block.path and b.line <= block.line]
+    return any(_RENDERS.search(b.text) for b in (earlier if block.lang == "pycon" else [block]))
+
+
+@pytest.mark.parametrize(
+    "block", [pytest.param(b, marks=[pytest.mark.needs_dot] if _needs_dot(b) else []) for b in RUN], ids=[b.id for b in RUN]
+)
 def test_example(block: Block, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     session = _SESSIONS.get(block.path)
     file_blocks = [b for b in RUN if b.path == block.path]

@@ -212,6 +212,7 @@ def svg_texts(path: Path) -> list[str]:
     return [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
 
 
+@pytest.mark.needs_dot
 def test_renders_valid_svg_with_the_labels(tmp_path: Path) -> None:
     graph = symgrad.draw(NEURON, **NEURON_POINT)
     texts = svg_texts(save(graph, tmp_path / "neuron.svg"))
@@ -219,12 +220,14 @@ def test_renders_valid_svg_with_the_labels(tmp_path: Path) -> None:
         assert expected in texts
 
 
+@pytest.mark.needs_dot
 def test_escaped_label_renders_literally(tmp_path: Path) -> None:
     nasty = 'loss {x}|<y> "q" \\n'
     graph = draw_tape(symgrad.compile("a*b").tape, labels={2: nasty})
     assert nasty in svg_texts(save(graph, tmp_path / "g.svg"))
 
 
+@pytest.mark.needs_dot
 def test_save_png_pdf_dot(tmp_path: Path) -> None:
     graph = symgrad.draw("a*b + c")
     assert save(graph, tmp_path / "g.png").read_bytes().startswith(b"\x89PNG")
@@ -249,6 +252,7 @@ def test_missing_dot_says_how_to_install(tmp_path: Path, monkeypatch: pytest.Mon
 # -- command line ------------------------------------------------------------------------------
 
 
+@pytest.mark.needs_dot
 def test_cli_draw_svg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_file = tmp_path / "graph.svg"
     status = main(["draw", "a*b + c", "a=2", "b=-3", "c=10", "-o", str(out_file)])
@@ -293,6 +297,7 @@ def test_cli_without_dot_exits_2_with_install_hint(tmp_path: Path) -> None:
     assert (tmp_path / "g.dot").read_text() == symgrad.draw("a*b", a=2, b=3).source
 
 
+@pytest.mark.needs_dot
 def test_docs_images_regenerate(tmp_path: Path) -> None:
     """docs/make_images.py writes the pictures the docs embed; the committed ones are valid too."""
     import runpy
