@@ -16,6 +16,7 @@ Example counts come from the hypothesis profile (``tests/conftest.py``).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 from strategies import Case, cases, random_text
 
 import symgrad
+from symgrad import interpret
 from symgrad.errors import SymgradError
 from symgrad.oracle import to_sympy
 from symgrad.parser import parse
@@ -43,6 +45,24 @@ def test_tape_value_and_gradient_agree_with_sympy(case: Case) -> None:
     f = symgrad.compile(case.text)
     assert set(f.variables) == set(case.point)
     assert_tape_agrees(f, case.sym, case.point)
+
+
+@given(cases())
+def test_generated_code_matches_the_reference_interpreter(case: Case) -> None:
+    """The fast path (straight-line code) against the interpreter, on the same random expressions."""
+    f = symgrad.compile(case.text)
+    point = [float(case.point[name]) for name in f.variables]
+    try:
+        expected = interpret.value_and_grad(f.tape, point)
+    except symgrad.DomainError as e:
+        with pytest.raises(symgrad.DomainError) as info:
+            f.vg(*point)
+        assert str(info.value) == str(e)
+        return
+    value, grads = f.vg(*point)
+    assert value == expected[0] or (math.isnan(value) and math.isnan(expected[0]))
+    assert len(grads) == len(expected[1])
+    assert all((math.isnan(a) and math.isnan(b)) or a == b for a, b in zip(grads, expected[1], strict=True))
 
 
 @given(random_text())
