@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .api import compile, grad, value_and_grad
+from .api import compile, diff, grad, hessian, hvp, jacobian, jvp, value_and_grad
 from .drawing import draw
 from .errors import (
     ArityError,
@@ -52,8 +52,13 @@ __all__ = [
     "__version__",
     "check",
     "compile",
+    "diff",
     "draw",
     "grad",
+    "hessian",
+    "hvp",
+    "jacobian",
+    "jvp",
     "parse",
     "plot",
     "trace",
