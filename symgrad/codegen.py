@@ -81,6 +81,10 @@ def _body(tape: Tape) -> tuple[list[str], list[str], dict[str, Any]]:
     return lines, [text[o] for o in tape.outputs], named
 
 
+def _is_input(text: str, tape: Tape) -> bool:
+    return text[0] == "v" and int(text[1:]) < tape.n_inputs
+
+
 def _is_compound(text: str) -> bool:
     """Whether an operand's text needs parentheses: anything but a name or a literal."""
     return not text.replace(".", "").replace("_", "").isalnum()
@@ -97,16 +101,19 @@ def _source(tape: Tape, returns: Returns) -> tuple[str, dict[str, Any]]:
     out_names = []
     code = [f"def generated({params}):", "    try:"]
     code += [f"        {line}" for line in lines]
-    for k, text in enumerate(outs):  # outputs that are expressions or constants get a local too
-        if text.startswith("v") and text[1:].isdigit():
-            out_names.append(text)
-        else:
+    if not lines:
+        code.append("        pass")
+    checked: list[str] = []
+    for k, text in enumerate(outs):  # an output that is an expression gets a local; records are checked
+        if _is_compound(text):
             code.append(f"        r{k} = {text}")
-            out_names.append(f"r{k}")
+            text = f"r{k}"
+        if not (_is_compound(text) or text[0] == "k" or text[0].isdigit() or text[:1] == "(" or _is_input(text, tape)):
+            checked.append(text)
+        out_names.append(text)
     code += ["    except _CATCH:", f"        return _slow({params})"]
-    checked = sorted({name for name in out_names if not name.startswith("k")})
     if checked:
-        code += [f"    _s = {' + '.join(checked)}", "    if _s - _s != 0.0:", f"        return _slow({params})"]
+        code += [f"    _s = {' + '.join(sorted(set(checked)))}", "    if _s - _s != 0.0:", f"        return _slow({params})"]
     if returns == "value":
         code.append(f"    return {out_names[0]}")
     elif returns == "value_and_grad":

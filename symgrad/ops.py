@@ -114,6 +114,12 @@ def _np_xlogy(x: Any, y: Any) -> Any:
         return np.where(np.asarray(x) == 0.0, 0.0, x * np.log(y))
 
 
+def _sympy_heaviside(a: Any, b: Any) -> Any:
+    """Heaviside with the value at 0 as a differentiable argument (sympy's own cannot be differentiated by it)."""
+    sp = _sp()
+    return sp.Piecewise((0, a < 0), (1, a > 0), (b, True))
+
+
 def _sp() -> Any:
     """sympy, imported on first use: it is the oracle, never the engine."""
     import sympy
@@ -250,7 +256,7 @@ _TABLE: tuple[Op, ...] = (
         "larger of a and b; a tie splits the gradient evenly", call_names=("max", "Max"),
         variadic=True),
     # Helpers of the derivative rules: steps and x*log(y), with derivative 0 where the step jumps.
-    _op("heaviside", 2, "H", _heaviside,      np.heaviside,  "heaviside({0}, {1})", ("0", "0"),                    lambda a, b: _sp().Heaviside(a, b),
+    _op("heaviside", 2, "H", _heaviside,      np.heaviside,  "heaviside({0}, {1})", ("0", "0"),                    _sympy_heaviside,
         "step: 0 for a < 0, 1 for a > 0, b at a = 0", call_names=("heaviside",), domain=((-3.0, 3.0), (0.0, 1.0))),
     _op("sign",  1, "sign",  _sign,           np.sign,       "sign({0})",       ("0",),                             lambda a: _sp().sign(a),
         "-1, 0 or 1 by the sign of a", call_names=("sign",)),

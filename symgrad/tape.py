@@ -47,6 +47,10 @@ class Instr:
     derivative_of: Op | None = None
     """For a record of a derivative: the op of the original formula whose derivative it computes."""
 
+    def __repr__(self) -> str:
+        extra = f", derivative_of={self.derivative_of!r}" if self.derivative_of is not None else ""
+        return f"Instr(op={self.op!r}, args={self.args!r}, span={self.span!r}{extra})"
+
 
 @dataclass(frozen=True, eq=False)
 class Tape:

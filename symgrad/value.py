@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from . import interpret
 from .errors import DomainError, InputError
-from .ops import OPS, Op
+from .ops import OPS, Op, domain_message
 from .tape import Instr, Tape
 
 if TYPE_CHECKING:
@@ -165,26 +165,17 @@ class Value:
         return _apply(_ABS, self)
 
     # -- one method per op of the table that has no operator ------------------
-    # (tests/test_value.py checks that every op of the table is reachable.)
-    exp: ClassVar[Callable[[Value], Value]]
-    log: ClassVar[Callable[[Value], Value]]
-    sqrt: ClassVar[Callable[[Value], Value]]
-    sin: ClassVar[Callable[[Value], Value]]
-    cos: ClassVar[Callable[[Value], Value]]
-    tan: ClassVar[Callable[[Value], Value]]
-    asin: ClassVar[Callable[[Value], Value]]
-    acos: ClassVar[Callable[[Value], Value]]
-    atan: ClassVar[Callable[[Value], Value]]
-    sinh: ClassVar[Callable[[Value], Value]]
-    cosh: ClassVar[Callable[[Value], Value]]
-    tanh: ClassVar[Callable[[Value], Value]]
-    sigmoid: ClassVar[Callable[[Value], Value]]
-    relu: ClassVar[Callable[[Value], Value]]
-    abs: ClassVar[Callable[[Value], Value]]
-    pow: ClassVar[Callable[[Value, Value | Number], Value]]
-    atan2: ClassVar[Callable[[Value, Value | Number], Value]]
-    min: ClassVar[Callable[[Value, Value | Number], Value]]
-    max: ClassVar[Callable[[Value, Value | Number], Value]]
+    def __getattr__(self, name: str) -> Callable[..., Value]:
+        """``v.tanh()``, ``v.max(w)``, …: every op of the table is a method (see :func:`_method`).
+
+        The methods are set on the class when this module is imported; this
+        finds rows added to the table later (so a new op needs no change here).
+        """
+        op = OPS.get(name)
+        if op is None or name.startswith("_"):
+            raise AttributeError(f"'Value' object has no attribute {name!r}")
+        method = _method(op)
+        return lambda *args: method(self, *args)
 
 
 def _method(op: Op) -> Callable[..., Value]:
@@ -245,7 +236,7 @@ def _apply(op: Op, *args: Value) -> Value:
     try:
         data = op.scalar(*[a.data for a in args])
     except (ArithmeticError, ValueError) as e:
-        message = interpret.domain_message(op, [a.data for a in args], e, derivative=False)
+        message = domain_message(op, [a.data for a in args], e)
         raise DomainError(message, op.name) from None
     v = Value.__new__(Value)
     v.data = float(data)
