@@ -384,7 +384,11 @@ def _sources(tape: Tape, labels: Mapping[int, str]) -> list[str]:
             sources.append(" ".join(text[instr.span.start : instr.span.end].split()))
             continue
         body = _record_text(instr.op, [names[a] for a in instr.args])
-        sources.append(f"{labels[slot]} = {body}" if slot in labels else body)
+        label = labels.get(slot)
+        if label is None or label.replace(" ", "") == body.replace(" ", ""):
+            sources.append(body)
+        else:
+            sources.append(f"{label} = {body}")
     return sources
 
 
