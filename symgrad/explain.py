@@ -5,12 +5,12 @@ a primal tape (:func:`symgrad.interpret.forward` for the values,
 :func:`symgrad.interpret.backward` for the adjoints) and lays out what they did,
 one row per slot, in tape order::
 
-    slot  source     op     value  local partials       adjoint
-    %0    x          input  3                           6
-                                                        += 3 from %1
-                                                        += 3 from %1
-    %1    x*x        mul    9      d/d%0 = b = 3        1
-                                   d/d%0 = a = 3
+    slot  source  op     value  local partials  adjoint
+    %0    x       input  3                      6
+                                                += 3 from %1
+                                                += 3 from %1
+    %1    x*x     mul    9      d/d%0 = b = 3   1
+                                d/d%0 = a = 3
 
 The forward sweep fills ``value`` top to bottom.  The reverse sweep goes bottom
 to top: each record evaluates its local partials (the op table's rule, and
@@ -22,8 +22,8 @@ interpreter.
 
 The contributions are recomputed here with the same partials and in the same
 order as the interpreter, so they add up to its adjoints exactly (the tests
-check that).  The two helpers :func:`rule_text` and :func:`local_partials` are
-the only places that read the op table's ``partials`` column.
+check that).  The helpers :func:`rule_text` and :func:`local_partial` are the
+only places that read the op table's partials (the rule text, and its number).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ __all__ = [
     "Row",
     "explain_tape",
     "format_number",
+    "local_partial",
     "local_partials",
     "rule_text",
 ]
@@ -78,17 +79,22 @@ def rule_text(op: Op, position: int) -> str:
     return text
 
 
-def local_partials(op: Op, out: float, args: Sequence[float]) -> list[float]:
-    """The numbers of ``op``'s local partials at one point: ``[∂out/∂a, ∂out/∂b]``.
+def local_partial(op: Op, position: int, out: float, args: Sequence[float]) -> float:
+    """The number of ``op``'s local partial ∂out/∂(argument ``position``) at one point.
 
-    Raises ``ArithmeticError``/``ValueError`` where a partial is undefined.
+    Raises ``ArithmeticError``/``ValueError`` where the partial is undefined.
     """
-    return [fn(out, *args) for fn in op.scalar_partials]
+    return float(op.scalar_partials[position](out, *args))
+
+
+def local_partials(op: Op, out: float, args: Sequence[float]) -> list[float]:
+    """All of ``op``'s local partials at one point: ``[∂out/∂a, ∂out/∂b]``."""
+    return [local_partial(op, k, out, args) for k in range(op.arity)]
 
 
 def _partial_or_nan(op: Op, position: int, out: float, args: Sequence[float]) -> float:
     try:
-        return float(op.scalar_partials[position](out, *args))
+        return local_partial(op, position, out, args)
     except (ArithmeticError, ValueError):
         return math.nan
 

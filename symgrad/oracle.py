@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import display
 from .expr import Call, Const, Expr, Var, iter_postorder
 from .tape import Tape
 
@@ -357,8 +358,6 @@ class CheckReport:
 
     def _repr_html_(self) -> str:
         """Jupyter: the three-way table; rows that disagree are highlighted."""
-        from . import display
-
         head = ["", "tape", "sympy", "finite difference", "abs error", "rel error", "fd rel error", ""]
         rows, styles = [], []
         for row in (self.value, *self.rows):
