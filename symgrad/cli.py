@@ -15,6 +15,7 @@ from typing import Any
 
 from . import api
 from .errors import InputError, SymgradError
+from .explain import DEFAULT_MAX_ROWS
 from .oracle import DEFAULT_ATOL, DEFAULT_RTOL, check
 
 __all__ = ["build_parser", "main"]
@@ -138,6 +139,32 @@ def _add_drawing_commands(sub: Any) -> None:
     plot.set_defaults(run=_cmd_plot)
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    point = parse_point(args.point)
+    explanation = api.compile(args.expression).explain(point, max_rows=None if args.all else DEFAULT_MAX_ROWS)
+    if args.json:
+        _write_json({"expression": args.expression, "point": point, **explanation.to_dict()})
+    else:
+        print(explanation)
+    return EXIT_OK
+
+
+def _add_explain_command(sub: Any) -> None:
+    explain = sub.add_parser(
+        "explain", help="show the forward and reverse sweeps slot by slot",
+        description="Print every slot of the tape with its value (forward sweep), each local partial as the "
+                    "op table's rule and its number, and its adjoint (reverse sweep); a slot read more than "
+                    "once lists every contribution added into its adjoint.",
+        epilog='example: symgrad explain "tanh(x1*w1 + x2*w2 + b)" x1=2 x2=0 w1=-3 w2=1 b=6.8813735870195432')
+    explain.add_argument("expression", help='the formula, e.g. "x*x + y"')
+    explain.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. x=3 y=2")
+    explain.add_argument("--all", action="store_true",
+                         help=f"print every slot (by default a tape of more than {DEFAULT_MAX_ROWS} slots is cut "
+                              "in the middle)")
+    explain.add_argument("--json", action="store_true", help="print machine-readable JSON (always every slot)")
+    explain.set_defaults(run=_cmd_explain)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     point = parse_point(args.point)
     report = check(api.compile(args.expression), point, rtol=args.rtol, atol=args.atol)
@@ -165,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("--json", action="store_true", help="print machine-readable JSON")
     grad.set_defaults(run=_cmd_grad)
     _add_drawing_commands(sub)
-
+    _add_explain_command(sub)
 
     check = sub.add_parser("check", help="cross-check value and gradient against sympy and finite differences",
                            description="Compare the tape's value and partials with sympy's exact derivative and a "

@@ -32,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from . import arraycode, codegen, interpret, transforms
+from . import arraycode, codegen, display, interpret, transforms
+from . import explain as explain_mod
 from .errors import InputError, MissingVariableError, UnknownVariableError
+from .explain import Explanation
 from .formula import to_formula
 from .tape import Tape
 
@@ -423,6 +425,46 @@ class Function:
         from . import oracle
 
         return oracle.symbolic_grad(oracle.tree_of(self), self.variables)
+
+    # -- for learners: the sweeps shown, and Jupyter's rich display ------------
+    def explain(self, *args: Any, max_rows: int | None = explain_mod.DEFAULT_MAX_ROWS, **kwargs: Any) -> Explanation:
+        """Both sweeps at a point, slot by slot: value, local partials, adjoint.
+
+        ``f.explain(x1=2, w1=-3, ...)`` takes a point the way ``f.grad`` does
+        (floats only).  The result prints as a table (``str()``), displays as
+        HTML in Jupyter, and has ``.rows``, ``.to_markdown()`` and
+        ``.to_dict()``; ``max_rows=None`` shows every slot of a big tape.
+        """
+        point = self.bind(args, kwargs)
+        if _has_array(point):
+            raise InputError("explain() takes one point of plain numbers, not arrays")
+        at = ", ".join(
+            f"{name}={explain_mod.format_number(v, 6)}" for name, v in zip(self.variables, point, strict=True)
+        )
+        name = self.source if self.source is not None else repr(self)
+        title = f"{name}  at  {at}" if at else name
+        return explain_mod.explain_tape(self.tape, point, title=title, max_rows=max_rows)
+
+    _LATEX_MAX_RECORDS = 200
+    """Bigger functions get no LaTeX form: the formula would fill the screen."""
+
+    def _repr_latex_(self) -> str | None:
+        """Jupyter: the formula typeset (via the oracle's sympy form; None when too big)."""
+        if len(self.tape) > self._LATEX_MAX_RECORDS:
+            return None
+        import sympy  # the oracle's library, only when a notebook asks for LaTeX
+
+        return f"$\\displaystyle {sympy.latex(self.to_sympy())}$"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the formula, its variables and the size of its tape."""
+        formula = self.source if self.source is not None else "(recorded from Value operations)"
+        rows = [
+            ["formula", formula],
+            ["variables", ", ".join(self.variables) or "(none)"],
+            ["tape", f"{len(self.tape)} records, {self.tape.n_slots} slots"],
+        ]
+        return display.html_table(["Function", ""], rows)
 
     def __repr__(self) -> str:
         name = f" {self.source!r}" if self.source is not None else ""

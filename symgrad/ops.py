@@ -195,7 +195,7 @@ _TABLE: tuple[Op, ...] = (
     #    name     n  symbol   scalar           array          python code        partials ∂/∂a, ∂/∂b                 sympy
     _op("add",   2, "+",     operator.add,    np.add,        "{0} + {1}",       ("1", "1"),                         lambda a, b: a + b,
         "a + b", infix=True, commutative=True,
-        rewrites=("a + -0.0 -> a", "a + a -> 2 * a", "a + -b -> a - b")),
+        rewrites=("a + -0.0 -> a", "a + -b -> a - b", "~ a + a -> 2 * a")),
     _op("sub",   2, "-",     operator.sub,    np.subtract,   "{0} - {1}",       ("1", "-1"),                        lambda a, b: a - b,
         "a - b", infix=True,
         rewrites=("a - 0.0 -> a", "a - -b -> a + b")),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import display
 from .errors import Span
 from .ops import OPS, Op
 
@@ -148,6 +149,22 @@ class Tape:
     def __str__(self) -> str:
         header = f"tape ({', '.join(self.inputs)}) -> {self._outputs_text()}"
         return "\n".join([header, *("  " + line for line in self.records())])
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the listing as a table, with the source text each record computes."""
+        header, *_ = str(self).split("\n", 1)
+        lines = self.records()
+        half = 30  # a big tape shows its first and last 30 slots
+        shown = range(len(lines)) if len(lines) <= 2 * half else [*range(half), *range(len(lines) - half, len(lines))]
+        rows: list[list[str]] = []
+        for slot in shown:
+            if rows and slot != int(rows[-1][0][1:]) + 1:
+                rows.append(["…", f"{slot - half} slots not shown", ""])
+            target, _, record = lines[slot].partition(" = ")
+            span = self.instr_at(slot).span if self.kind(slot) == "instr" else None
+            text = self.source[span.start : span.end] if self.source is not None and span is not None else ""
+            rows.append([target, record, text])
+        return display.html_table(["slot", "record", "source"], rows, caption=header)
 
     def __repr__(self) -> str:
         outs = f"output %{self.outputs[0]}" if len(self.outputs) == 1 else f"{len(self.outputs)} outputs"

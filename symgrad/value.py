@@ -24,8 +24,10 @@ import numbers
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import interpret
+from . import display, interpret
+from . import explain as explain_mod
 from .errors import DomainError, InputError
+from .explain import Explanation, local_partials
 from .ops import OPS, Op, domain_message
 from .tape import Instr, Tape
 
@@ -50,12 +52,12 @@ class Value:
     Value(data=4.0, grad=0.0)
     """
 
-    __slots__ = ("__weakref__", "_args", "_const", "_mark", "_op", "_slot", "data", "grad", "label")
+    __slots__ = ("__weakref__", "_args", "_const", "_mark", "_opr", "_slot", "data", "grad", "label")
 
     data: float
     grad: float
     label: str
-    _op: Op | None
+    _opr: Op | None
     _args: tuple[Value, ...]
     _const: bool
     _mark: object  # scratch space for linearise()
@@ -67,7 +69,7 @@ class Value:
         self.data = float(data)
         self.grad = 0.0
         self.label = label
-        self._op = None
+        self._opr = None
         self._args = ()
         self._const = False
         self._mark = None
@@ -76,7 +78,7 @@ class Value:
     @property
     def op(self) -> Op | None:
         """The op-table row that made this Value, or None for a leaf."""
-        return self._op
+        return self._opr
 
     @property
     def args(self) -> tuple[Value, ...]:
@@ -95,6 +97,71 @@ class Value:
 
     def __repr__(self) -> str:
         return f"Value(data={self.data!r}, grad={self.grad!r})"
+
+    # -- micrograd's private names, so the lecture's own helpers run unchanged --
+    @property
+    def _prev(self) -> set[Value]:
+        """micrograd's ``_prev``: the set of argument Values (``a*a`` has one)."""
+        return set(self._args)
+
+    @property
+    def _op(self) -> str:
+        """micrograd's ``_op``: the op's symbol (``"+"``, ``"*"``, ``"tanh"``), ``""`` for a leaf."""
+        return self._opr.symbol if self._opr is not None else ""
+
+    @property
+    def _backward(self) -> Callable[[], None]:
+        """micrograd's ``_backward``: one local step of the chain rule, by hand.
+
+        Calling it adds ``self.grad * ∂self/∂arg`` to each argument's ``grad``
+        (twice for ``a + a``), with the partials of the op table, exactly
+        what the lecture does node by node before it automates the loop.
+        """
+        op = self._opr
+        if op is None:
+            return _leaf_backward
+        node = self
+
+        def step() -> None:
+            args = node._args
+            data = [a.data for a in args]
+            try:
+                partials = local_partials(op, node.data, data)
+            except (ArithmeticError, ValueError) as e:
+                raise DomainError(domain_message(op, data, e, derivative_of=op), op.name) from None
+            for arg, partial in zip(args, partials, strict=True):
+                arg.grad += node.grad * partial
+
+        return step
+
+    # -- display ---------------------------------------------------------------
+    def explain(
+        self, *, reverse: bool | None = None, max_rows: int | None = explain_mod.DEFAULT_MAX_ROWS
+    ) -> Explanation:
+        """The sweeps over this Value's graph, slot by slot (see :mod:`symgrad.explain`).
+
+        The forward values are the ``data`` the Values already hold.  The
+        reverse sweep (adjoints, local partials, each contribution) is shown
+        once ``backward()`` has run, i.e. when ``self.grad`` is nonzero, or
+        when ``reverse=True``.
+        """
+        tape, nodes = linearise(self)
+        labels = {slot: node.label for slot, node in enumerate(nodes) if node.label}
+        run_reverse = self.grad != 0.0 if reverse is None else reverse
+        title = f"the graph of {self.label}" if self.label else "a Value graph"
+        return explain_mod.explain_tape(
+            tape,
+            values=[node.data for node in nodes],
+            reverse=run_reverse,
+            labels=labels,
+            title=title,
+            max_rows=max_rows,
+        )
+
+    def _repr_html_(self) -> str:
+        """Jupyter: label, data, grad and op in a one-row table."""
+        op = "constant" if self._const else "leaf" if self._opr is None else self._opr.symbol
+        return display.html_table(["Value", "data", "grad", "op"], [[self.label, repr(self.data), repr(self.grad), op]])
 
     # -- differentiation -----------------------------------------------------
     def backward(self) -> None:
@@ -201,11 +268,15 @@ def _method(op: Op) -> Callable[..., Value]:
 # operator above gets one (the ClassVar annotations in the class body tell
 # type checkers about them).
 _OPERATOR_OPS = frozenset({"add", "sub", "mul", "div", "neg"})
-for _op in OPS.values():
-    if _op.name not in _OPERATOR_OPS:
-        setattr(Value, _op.name, _method(_op))
+for _row in OPS.values():
+    if _row.name not in _OPERATOR_OPS:
+        setattr(Value, _row.name, _method(_row))
 
 _ADD, _SUB, _MUL, _DIV, _POW, _NEG, _ABS = (OPS[n] for n in ("add", "sub", "mul", "div", "pow", "neg", "abs"))
+
+
+def _leaf_backward() -> None:
+    """A leaf's ``_backward``: nothing to pass on."""
 
 
 def _constant(data: float) -> Value:
@@ -213,7 +284,7 @@ def _constant(data: float) -> Value:
     v.data = data
     v.grad = 0.0
     v.label = ""
-    v._op = None
+    v._opr = None
     v._args = ()
     v._const = True
     v._mark = None
@@ -225,9 +296,7 @@ def _lift(x: Value | Number | Any) -> Value:
     if isinstance(x, Value):
         return x
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise InputError(
-            f"cannot combine a Value with {type(x).__name__} {x!r}; use a Value or a real number"
-        )
+        raise InputError(f"cannot combine a Value with {type(x).__name__} {x!r}; use a Value or a real number")
     return _constant(float(x))
 
 
@@ -242,7 +311,7 @@ def _apply(op: Op, *args: Value) -> Value:
     v.data = float(data)
     v.grad = 0.0
     v.label = ""
-    v._op = op
+    v._opr = op
     v._args = args
     v._const = False
     v._mark = None
@@ -273,7 +342,7 @@ def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape,
     inputs: list[Value] = []
     if params is not None:
         for p in params:
-            if not isinstance(p, Value) or p._op is not None or p._const:
+            if not isinstance(p, Value) or p._opr is not None or p._const:
                 raise InputError(f"trace() parameters must be leaf Values (made with Value(...)), got {p!r}")
             if p._mark is closed:
                 raise InputError(f"parameter {p!r} is listed twice; list each parameter once")
@@ -297,7 +366,7 @@ def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape,
             pop()
             node._mark = closed
             ops.append(node)
-        elif node._op is not None:
+        elif node._opr is not None:
             node._mark = opened
             args = node._args
             for k in range(len(args) - 1, -1, -1):
@@ -325,7 +394,7 @@ def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape,
         node._slot += n_in
     for j, node in enumerate(ops):
         node._slot = base + j
-    instrs = tuple([Instr(node._op, tuple([a._slot for a in node._args])) for node in ops])  # type: ignore[arg-type]
+    instrs = tuple([Instr(node._opr, tuple([a._slot for a in node._args])) for node in ops])  # type: ignore[arg-type]
     tape = Tape(_names(inputs), tuple(consts), instrs, root._slot)
     return tape, [*inputs, *const_nodes, *ops]
 
