@@ -35,6 +35,12 @@ Ref = tuple[str, int]
 """An operand while building: ``("in", k)``, ``("c", k)`` or ``("op", k)``."""
 
 _NEG = OPS["neg"]
+_KIND_ORDER = {"c": 0, "op": 1, "in": 2}
+
+
+def _order(ref: Ref) -> tuple[int, int]:
+    """Canonical order of a commutative op's arguments: constants, then records, then inputs (``6*x``, ``sin(x)*y``)."""
+    return (_KIND_ORDER[ref[0]], ref[1])
 
 
 class TapeBuilder:
@@ -82,7 +88,7 @@ class TapeBuilder:
                 env: dict[str, Ref] = {}
                 if self._match_args(op, rule.args, args, env):
                     return self._instantiate(rule.rhs, env, span, derivative_of)
-            if op.commutative and args[1] < args[0]:
+            if op.commutative and _order(args[1]) < _order(args[0]):
                 args = (args[1], args[0])
             key = (op, args)
             k = self._record_index.get(key)
