@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from .errors import DomainError, Span
 from .ops import OPS, Op, domain_message
-from .rules import CALL, CONST, VAR, Pattern, Rewrite, rewrites
+from .rules import CONST, VAR, Pattern, Rewrite, rewrites
 from .tape import Instr, Tape
 
 __all__ = ["Ref", "TapeBuilder"]
@@ -35,11 +35,11 @@ Ref = tuple[str, int]
 """An operand while building: ``("in", k)``, ``("c", k)`` or ``("op", k)``."""
 
 _NEG = OPS["neg"]
-_KIND_ORDER = {"c": 0, "op": 1, "in": 2}
+_KIND_ORDER = {"c": 0, "in": 1, "op": 2}
 
 
 def _order(ref: Ref) -> tuple[int, int]:
-    """Canonical order of a commutative op's arguments: constants, then records, then inputs (``6*x``, ``sin(x)*y``)."""
+    """Canonical order of a commutative op's arguments: constants, inputs, records (``6*x``, ``x*sin(y)``)."""
     return (_KIND_ORDER[ref[0]], ref[1])
 
 

@@ -212,7 +212,8 @@ class Function:
                     return tuple(interpret.evaluate(tape, point))
 
                 fn = self._fwd = codegen.function(tape, slow_all, "tuple")
-        return fn
+        result: Callable[..., Any] = fn
+        return result
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """The value at a point: ``f(a=2, b=-3, c=10)`` or ``f(2, -3, 10)``; a tuple for several outputs."""

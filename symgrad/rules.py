@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
+from typing import Any
 
 from .expr import Call, Const, Expr, Var, iter_postorder
 from .ops import OPS, Op
@@ -29,8 +29,8 @@ from .parser import parse
 
 __all__ = ["Pattern", "Rewrite", "partial_patterns", "python_code", "rewrites", "scalar_partials"]
 
-Pattern = Union[tuple[str, str], tuple[str, float], tuple[str, Op, tuple["Pattern", ...]]]  # noqa: UP007
-"""``("var", name)``, ``("const", value)`` or ``("call", op, args)``."""
+Pattern = tuple[Any, ...]
+"""``("var", name)``, ``("const", value)`` or ``("call", op, args)`` (plain tuples: matched in hot loops)."""
 
 VAR, CONST, CALL = "var", "const", "call"
 

@@ -395,7 +395,7 @@ def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape,
     for j, node in enumerate(ops):
         node._slot = base + j
     instrs = tuple([Instr(node._opr, tuple([a._slot for a in node._args])) for node in ops])  # type: ignore[arg-type]
-    tape = Tape(_names(inputs), tuple(consts), instrs, root._slot)
+    tape = Tape(_names(inputs), tuple(consts), instrs, (root._slot,))
     return tape, [*inputs, *const_nodes, *ops]
 
 
