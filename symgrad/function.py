@@ -61,6 +61,7 @@ class Function:
     __slots__ = (
         "_arrays",
         "_derived",
+        "_derived_functions",
         "_fwd",
         "_getter",
         "_index",
@@ -84,6 +85,7 @@ class Function:
         self._vg: Any = None
         self._vg_wrt: dict[tuple[int, ...], Any] = {}
         self._derived: dict[tuple[Any, ...], Tape] = {}  # derivative tapes by what was asked
+        self._derived_functions: dict[tuple[Any, ...], Function] = {}
         self._arrays: OrderedDict[tuple[Any, ...], Callable[..., list[Any]]] = OrderedDict()
 
     # -- shape ------------------------------------------------------------------
@@ -301,16 +303,17 @@ class Function:
 
     # -- derivatives as functions ------------------------------------------------
     def _derived_function(self, key: tuple[Any, ...], build: Callable[[], Tape]) -> Function:
-        tape = self._derived.get(key)
-        if tape is None:
-            tape = self._derived[key] = build()
-        return Function(tape, self.source)
+        """The derivative Function for ``key``, built once (with its compiled code) and kept."""
+        f = self._derived_functions.get(key)
+        if f is None:
+            f = self._derived_functions[key] = Function(build(), self.source)
+        return f
 
     def gradient_function(self, wrt: Wrt = None) -> Function:
         """The value and the partials as one multi-output Function (one forward-only tape)."""
         self._one_output("gradient_function()")
         positions = self._positions(wrt) if wrt is not None else None
-        return Function(self._gradient_tape(positions), self.source)
+        return self._derived_function(("gradient", positions), lambda: self._gradient_tape(positions))
 
     def derivative(self, *wrt: str) -> Function:
         """∂ⁿf/∂wrt[0]…∂wrt[-1] as a Function: ``f.derivative("x", "x")`` is d²f/dx²."""
