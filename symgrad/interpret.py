@@ -118,14 +118,23 @@ def evaluate(tape: Tape, inputs: Sequence[float]) -> list[float]:
 
 
 def backward(
-    tape: Tape, values: Sequence[float], seed: int | None = None, wrt: Sequence[int] | None = None
+    tape: Tape,
+    values: Sequence[float],
+    seed: int | None = None,
+    wrt: Sequence[int] | None = None,
+    *,
+    keep_plan: bool = True,
 ) -> list[float]:
     """Every slot's adjoint ∂(slot ``seed``, default the output)/∂slot, in one reverse sweep.
 
     ``wrt`` (input positions) limits the sweep to what those partials need, so
     an undefined partial with respect to another input is never evaluated.
+    ``keep_plan=False`` is for a tape swept once (an eager ``Value`` graph):
+    its plan is not kept.
     """
-    if wrt is None:
+    if not keep_plan:
+        plan = _reverse_plan(tape, _depends(tape, range(tape.n_inputs) if wrt is None else wrt))
+    elif wrt is None:
         plans = _plans(tape)
         if plans.reverse is None:
             plans.reverse = _reverse_plan(tape, plans.needs)

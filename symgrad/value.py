@@ -173,7 +173,7 @@ class Value:
         built.
         """
         tape, nodes = linearise(self)
-        adjoint = interpret.backward(tape, [node.data for node in nodes])
+        adjoint = interpret.backward(tape, [node.data for node in nodes], keep_plan=False)
         for node, g in zip(nodes, adjoint, strict=True):
             node.grad += g
 
