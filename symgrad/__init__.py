@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .api import compile, diff, grad, hessian, hvp, jacobian, jvp, value_and_grad
+from .api import clear_cache, compile, diff, grad, hessian, hvp, jacobian, jvp, value_and_grad
 from .drawing import draw
 from .errors import (
     ArityError,
@@ -51,6 +51,7 @@ __all__ = [
     "Value",
     "__version__",
     "check",
+    "clear_cache",
     "compile",
     "diff",
     "draw",

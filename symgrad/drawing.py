@@ -24,7 +24,7 @@ import graphviz
 from . import interpret
 from .api import compile as compile_expression
 from .errors import InputError, MissingDependencyError, MissingVariableError
-from .function import Function
+from .function import Function, merge_point
 from .tape import Tape
 
 __all__ = ["FORMATS", "RANKDIRS", "check_rankdir", "draw", "draw_tape", "record_escape", "save"]
@@ -191,7 +191,7 @@ def draw(
     else:
         raise TypeError(f"draw() takes an expression string, a Function or a Tape, got {type(target).__name__}")
     tape = function.tape
-    merged = {**(point or {}), **values}
+    merged = merge_point(point, values)
     if not merged and function.variables:  # (an expression without variables is always at a full point)
         return draw_tape(tape, rankdir=rankdir)
     missing = [name for name in function.variables if name not in merged]

@@ -24,8 +24,11 @@ arrays, domain violations follow numpy (nan or inf plus a ``RuntimeWarning``).
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
+import sys
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -107,17 +110,18 @@ class Function:
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[Any]:
         """The point in variable order: floats, or float64 arrays; raises InputError."""
         if len(args) == 1 and isinstance(args[0], Mapping):
-            kwargs = {**args[0], **kwargs}
+            kwargs = merge_point(args[0], kwargs)
             args = ()
         if len(args) > len(self.variables):
             raise InputError(
                 f"{self._describe()} takes {len(self.variables)} values, got {len(args)} positional values"
             )
         point: dict[str, Any] = dict(zip(self.variables, args, strict=False))
-        for name, value in kwargs.items():
-            if name not in self._index:
+        for key, value in kwargs.items():
+            name = self._variable_name(key)
+            if name is None:
                 raise UnknownVariableError(
-                    f"'{name}' is not a variable of {self._describe()}; its variables are {self._names()}"
+                    f"{_quoted(key)} is not a variable of {self._describe()}; its variables are {self._names()}"
                 )
             if name in point:
                 raise InputError(f"variable '{name}' was given twice (positionally and by name)")
@@ -126,7 +130,19 @@ class Function:
         if missing:
             listed = ", ".join(f"'{m}'" for m in missing)
             raise MissingVariableError(f"no value given for {listed} in {self._describe()}")
-        return [_as_value(name, point[name]) for name in self.variables]
+        values = [_as_value(name, point[name]) for name in self.variables]
+        if _has_array(values):
+            _check_broadcast(self.variables, values)
+        return values
+
+    def _variable_name(self, key: object) -> str | None:
+        """The variable ``key`` names (NFKC-normalised like the parser's names), or None."""
+        if not isinstance(key, str):
+            return None
+        if key in self._index:
+            return key
+        name = unicodedata.normalize("NFKC", key)
+        return name if name in self._index else None
 
     def _describe(self) -> str:
         return f"'{self.source}'" if self.source is not None else repr(self)
@@ -135,15 +151,19 @@ class Function:
         return ", ".join(self.variables) if self.variables else "(none)"
 
     def _positions(self, wrt: Wrt) -> tuple[int, ...]:
-        names = [wrt] if isinstance(wrt, str) else list(wrt) if wrt is not None else list(self.variables)
+        names = list(self.variables) if wrt is None else _wrt_names(wrt)
         positions = []
         for name in names:
-            if name not in self._index:
-                raise UnknownVariableError(
-                    f"cannot differentiate with respect to {name!r}: it is not a variable of "
-                    f"{self._describe()}; its variables are {self._names()}"
-                )
-            positions.append(self._index[name])
+            position = self._index.get(name)
+            if position is None:
+                variable = self._variable_name(name)
+                if variable is None:
+                    raise UnknownVariableError(
+                        f"cannot differentiate with respect to {_quoted(name)}: it is not a variable of "
+                        f"{self._describe()}; its variables are {self._names()}"
+                    )
+                position = self._index[variable]
+            positions.append(position)
         return tuple(positions)
 
     def _one_output(self, what: str) -> None:
@@ -217,7 +237,7 @@ class Function:
         result: Callable[..., Any] = fn
         return result
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         """The value at a point: ``f(a=2, b=-3, c=10)`` or ``f(2, -3, 10)``; a tuple for several outputs."""
         point, arrays = self._point(args, kwargs)
         if arrays:
@@ -264,7 +284,7 @@ class Function:
         fn = self._vg
         return fn if fn is not None else self._vg_fn(None)
 
-    def grad(self, *args: Any, wrt: Wrt = None, **kwargs: Any) -> Any:
+    def grad(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> Any:
         """The partials at a point.
 
         One variable (or ``wrt="x"``) gives a float; several give a dict from
@@ -273,7 +293,7 @@ class Function:
         """
         return self.value_and_grad(*args, wrt=wrt, **kwargs)[1]
 
-    def value_and_grad(self, *args: Any, wrt: Wrt = None, **kwargs: Any) -> tuple[Any, Any]:
+    def value_and_grad(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> tuple[Any, Any]:
         """The value and the partials, from the gradient tape (one forward evaluation)."""
         if wrt is None:
             fn = self._vg
@@ -329,7 +349,7 @@ class Function:
         names = [self.variables[i] for i in self._positions(wrt)]
         return self._derived_function(("hessian", tuple(names)), lambda: transforms.hessian_tape(self.tape, names))
 
-    def hessian(self, *args: Any, wrt: Wrt = None, **kwargs: Any) -> Any:
+    def hessian(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> Any:
         """The Hessian at a point: ``{x: {x: ..., y: ...}, y: {...}}`` (a float for one variable)."""
         h = self.hessian_function(wrt)
         names = [self.variables[i] for i in self._positions(wrt)]
@@ -344,7 +364,7 @@ class Function:
         names = [self.variables[i] for i in self._positions(wrt)]
         return self._derived_function(("jacobian", tuple(names)), lambda: transforms.jacobian_tape(self.tape, names))
 
-    def jacobian(self, *args: Any, wrt: Wrt = None, **kwargs: Any) -> dict[str, dict[str, Any]]:
+    def jacobian(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> dict[str, dict[str, Any]]:
         """The Jacobian at a point: ``{output: {variable: ∂output/∂variable}}``."""
         j = self.jacobian_function(wrt)
         names = [self.variables[i] for i in self._positions(wrt)]
@@ -492,7 +512,13 @@ def _has_array(point: list[Any]) -> bool:
 def _as_value(name: str, value: Any) -> Any:
     """A float, or a float64 array for a numpy array."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise InputError(
+                f"value for '{name}' is too large for a 64-bit float (largest: {_FLOAT_MAX:.6g}), "
+                f"got {_short_number(value)}"
+            ) from None
     if isinstance(value, bool):
         raise InputError(f"value for '{name}' must be a number, got a bool ({value})")
     if isinstance(value, np.ndarray):
@@ -501,4 +527,72 @@ def _as_value(name: str, value: Any) -> Any:
                 f"value for '{name}' must be an array of real numbers, got an array of dtype {value.dtype}"
             )
         return value.astype(np.float64, copy=False)
-    raise InputError(f"value for '{name}' must be a real number or an array, got {type(value).__name__} {value!r}")
+    raise InputError(
+        f"value for '{name}' must be a real number or an array, got {type(value).__name__} {_short(repr(value))}"
+    )
+
+
+# -- binding helpers (shared by the string front end, drawing and the oracle) --
+
+_FLOAT_MAX = sys.float_info.max
+
+
+def merge_point(point: Mapping[str, Any] | None, values: Mapping[str, Any]) -> dict[str, Any]:
+    """One point from a mapping and keyword values; a name in both is an InputError.
+
+    The mapping exists for names that cannot be keywords (``wrt``, ``if``),
+    so a name given both ways is a mistake, not an override.
+    """
+    if point is None:
+        return dict(values)
+    if not isinstance(point, Mapping):
+        raise InputError(f"the point must be a mapping from variable name to value, got {type(point).__name__}")
+    both = [name for name in values if name in point]
+    if both:
+        listed = ", ".join(f"'{name}'" for name in both)
+        raise InputError(f"variable {listed} was given twice (in the mapping and by keyword)")
+    return {**point, **values}
+
+
+def _wrt_names(wrt: object) -> list[str]:
+    """``wrt`` as a list of names: a str or an iterable of str, else an InputError."""
+    if isinstance(wrt, str):
+        return [wrt]
+    if isinstance(wrt, (bytes, bytearray)) or not isinstance(wrt, Iterable):
+        raise InputError(
+            f"wrt must be a variable name or a list of names, got {type(wrt).__name__} {_short(repr(wrt))}"
+        )
+    names = list(wrt)
+    for name in names:
+        if not isinstance(name, str):
+            raise InputError(
+                f"wrt must be a variable name or a list of names, got {type(name).__name__} {_short(repr(name))} in it"
+            )
+    return names
+
+
+def _check_broadcast(names: tuple[str, ...], point: list[Any]) -> None:
+    """An InputError naming the variables whose array shapes do not broadcast together."""
+    shapes = [np.shape(v) for v in point]
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        arrays = [f"'{n}' of shape {s}" for n, s in zip(names, shapes, strict=True) if s]
+        raise InputError(
+            f"array shapes do not broadcast together: {', '.join(arrays)}; "
+            "give arrays of one shape, or shapes numpy can broadcast (e.g. (3,) with (2, 1))"
+        ) from None
+
+
+def _quoted(key: object) -> str:
+    return f"'{_short(key)}'" if isinstance(key, str) else f"{type(key).__name__} {_short(repr(key))}"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short_number(value: Any) -> str:
+    if isinstance(value, int):  # (str() of a huge int is slow, and refused beyond 4,300 digits)
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    return _short(repr(value))

@@ -236,7 +236,7 @@ def finite_difference(f: Function | str, point: Mapping[str, Any] | None = None,
     from .errors import DomainError
 
     fn = compile(f)
-    x = fn.bind((), {**(point or {}), **values})
+    x = fn.bind(() if point is None else (point,), values)  # a name in both is an InputError
     out: dict[str, float] = {}
     for i, name in enumerate(fn.variables):
         h = fd_step(x[i])
@@ -419,8 +419,7 @@ def check(
     from .api import compile
 
     fn = compile(expr)
-    merged = {**(point or {}), **values}
-    x = fn.bind((merged,), {})
+    x = fn.bind(() if point is None else (point,), values)  # a name in both is an InputError
     at = dict(zip(fn.variables, x, strict=True))
     value, grads = fn.value_and_grad(at)
     tape_grad = grads if isinstance(grads, dict) else {fn.variables[0]: grads}
