@@ -10,6 +10,7 @@ import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import native
 from .function import Function, Gradient
 from .lower import lower
 from .parser import parse
@@ -20,12 +21,16 @@ _CACHE_SIZE = 1024
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _compile_cached(source: str) -> Function:
-    return Function(lower(parse(source), source), source)
+def _compile_cached(source: str, backend: str) -> Function:
+    return Function(lower(parse(source), source), source, backend)
 
 
-def compile(source: str | Function) -> Function:
-    """Parse and lower ``source`` once; the result is cached by its text.
+def compile(source: str | Function, backend: str | None = None) -> Function:
+    """Parse and lower ``source`` once; the result is cached by its text and backend.
+
+    ``backend``: ``"auto"`` (machine code via LLVM for tapes of a few hundred
+    records or more, generated Python below), ``"native"`` or ``"python"``;
+    default: the ``SYMGRAD_BACKEND`` environment variable, else ``"auto"``.
 
     >>> f = compile("a*b + c")
     >>> f.variables
@@ -34,10 +39,12 @@ def compile(source: str | Function) -> Function:
     4.0
     """
     if isinstance(source, Function):
-        return source
+        if backend is None or native.resolve_backend(backend) == source.backend:
+            return source
+        return Function(source.tape, source.source, backend)
     if not isinstance(source, str):
         raise TypeError(f"compile() takes an expression string, got {type(source).__name__}")
-    return _compile_cached(source)
+    return _compile_cached(source, native.resolve_backend(backend))
 
 
 def grad(

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import codegen
+from . import codegen, native
 from .errors import InputError, MissingVariableError, UnknownVariableError
 from .tape import Tape
 
@@ -42,9 +42,9 @@ class Function:
     ('a', 'b', 'c')
     """
 
-    __slots__ = ("_fwd", "_getter", "_index", "_n", "_vg", "source", "tape", "variables")
+    __slots__ = ("_fwd", "_getter", "_index", "_n", "_vg", "backend", "source", "tape", "variables")
 
-    def __init__(self, tape: Tape, source: str | None = None) -> None:
+    def __init__(self, tape: Tape, source: str | None = None, backend: str | None = None) -> None:
         self.tape = tape
         self.source = source if source is not None else tape.source
         self.variables: tuple[str, ...] = tape.inputs
@@ -54,6 +54,8 @@ class Function:
         self._n = len(self.variables)
         self._getter: Any = operator.itemgetter(*self.variables) if self.variables else None
         self._fwd: Any = None
+        self.backend = native.resolve_backend(backend)
+        """Executor of the value: ``"auto"`` (machine code for big tapes), ``"native"`` or ``"python"``."""
 
     # -- binding a point ----------------------------------------------------
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[Any]:
@@ -148,7 +150,7 @@ class Function:
                 return codegen.array_forward_function(self.tape, _shapes(point))(*_numpy(point))
         fn = self._fwd
         if fn is None:
-            fn = self._fwd = codegen.forward_function(self.tape)
+            fn = self._fwd = self._forward_function()
         return fn(*point)
 
     def grad(self, *args: Any, wrt: str | Iterable[str] | None = None, **kwargs: Any) -> Any:
@@ -183,6 +185,24 @@ class Function:
         from .drawing import draw  # deferred: draw imports this module
 
         return draw(self, point, rankdir=rankdir, **values)
+
+    # -- backend choice (native machine code via llvmlite, else generated Python) ---------
+    def _forward_function(self) -> Any:
+        """The value on floats: the native kernel where the backend choice says so, else generated Python."""
+        if not native.use_native(self.backend, len(self.tape)):
+            return codegen.forward_function(self.tape)
+        from .native.kernel import forward_kernel  # only importable with llvmlite
+
+        scalar = forward_kernel(self.tape).scalar
+        return lambda *point: scalar(*point)[0]
+
+    @property
+    def llvm_ir(self) -> str:
+        """The LLVM IR the native backend compiles for the value (needs llvmlite)."""
+        native.use_native("native", len(self.tape))  # raises MissingDependencyError without llvmlite
+        from .native.kernel import forward_kernel
+
+        return forward_kernel(self.tape).llvm_ir()
 
     @property
     def code(self) -> str:

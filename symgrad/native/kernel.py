@@ -1,0 +1,241 @@
+"""Compiled kernels and how Python calls them.
+
+:func:`compile_native` turns a tape and a list of output slots into a
+:class:`NativeKernel`: ``kernel(*floats)`` returns one float per output slot
+and ``kernel.array(*arrays)`` evaluates every output at every broadcast point
+in one fused loop, optionally on several threads.
+
+Same numbers, same errors as the interpreter: the machine code performs the
+interpreter's IEEE operations in the same order with the same libm, so results
+are bit-identical; where the kernel raises its domain flag, the point is handed
+to ``fallback`` (by default :func:`symgrad.interpret.forward`), which returns
+its own numbers or raises the exact :class:`~symgrad.errors.DomainError` with
+the caret under the source.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from .. import interpret
+from ..errors import InputError
+from ..tape import Tape
+from . import cache, jit
+from .build import ARRAY, SCALAR, STACK_LIMIT, build_module
+from .program import CHUNK, Layout, Program
+
+__all__ = ["MIN_POINTS_PER_THREAD", "O2_MAX_RECORDS", "STATS", "NativeKernel", "compile_native", "forward_kernel"]
+
+O2_MAX_RECORDS = 2000
+"""Programs up to this size get LLVM's O2 pipeline; bigger ones fast instruction selection (see jit.py)."""
+MIN_POINTS_PER_THREAD = 50_000
+"""An array call is split across threads only when every thread gets at least this many points."""
+CODE_VERSION = "1"
+"""Bump when the generated code changes meaning: it is part of the cache key."""
+
+STATS = {"compiled": 0, "loaded": 0}
+"""Kernels compiled by LLVM / loaded from the persistent cache, in this process."""
+
+Fallback = Callable[[Sequence[float]], list[float]]
+
+_SCALAR_PROTO = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p)  # keeps the GIL: the work vector is shared
+_ARRAY_PROTO = ctypes.CFUNCTYPE(  # releases the GIL: array calls run in parallel on their own work vectors
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
+)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="symgrad-native")
+        return _pool
+
+
+def _interpreter(tape: Tape, outputs: tuple[int, ...]) -> Fallback:
+    def run(point: Sequence[float]) -> list[float]:
+        values = interpret.forward(tape, point)
+        return [values[slot] for slot in outputs]
+
+    return run
+
+
+def compile_native(
+    tape: Tape,
+    outputs: Sequence[int],
+    *,
+    fallback: Fallback | None = None,
+    opt: int | None = None,
+) -> NativeKernel:
+    """Machine code evaluating ``tape`` forwards and returning the values of the slots ``outputs``.
+
+    ``fallback(point) -> [output values]`` runs where the kernel flags a domain
+    problem (default: the reference interpreter, which raises the exact
+    ``DomainError``).  ``opt`` overrides the LLVM optimisation level (0-3).
+    Object code is kept in the persistent cache (:mod:`symgrad.native.cache`).
+    """
+    program = Program.from_tape(tape, outputs)
+    if fallback is None:
+        fallback = _interpreter(tape, program.outputs)
+    return NativeKernel(program, fallback, opt)
+
+
+def _opt_for(program: Program) -> int:
+    return 2 if len(program.records) <= O2_MAX_RECORDS else 0
+
+
+class NativeKernel:
+    """A program compiled to machine code: ``kernel(*floats)`` and ``kernel.array(*arrays)``."""
+
+    def __init__(self, program: Program, fallback: Fallback, opt: int | None = None) -> None:
+        self.program = program
+        self.fallback = fallback
+        self.opt = _opt_for(program) if opt is None else opt
+        self.inline = self.opt > 0 and len(program.records) <= CHUNK
+        self.layout = Layout(program)
+        key = self.cache_key()
+        data = cache.load(key)
+        if data is None:
+            data = jit.compile_object(self.llvm_ir(), self.opt)
+            STATS["compiled"] += 1
+            cache.store(key, data)
+        else:
+            STATS["loaded"] += 1
+        self._loaded = jit.load_object(data, (SCALAR, ARRAY))
+        self._array_fn = _ARRAY_PROTO(self._loaded.addresses[ARRAY])
+        self.scalar = self._scalar_entry()
+        """``scalar(*floats) -> [output values]``: the entry for hot loops (bind it once)."""
+
+    def cache_key(self) -> str:
+        """What the persistent cache files this kernel under."""
+        import hashlib
+
+        text = f"{CODE_VERSION}|{self.opt}|{self.inline}|{jit.host_id()}|{self.program.digest()}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def llvm_ir(self, optimized: bool = False) -> str:
+        """The LLVM IR of this kernel (``optimized``: after the pass pipeline, as compiled)."""
+        text = str(build_module(self.program, self.inline))
+        return jit.optimize_ir(text, self.opt) if optimized else text
+
+    @property
+    def n_inputs(self) -> int:
+        return self.program.n_inputs
+
+    @property
+    def outputs(self) -> tuple[int, ...]:
+        return self.program.outputs
+
+    # -- scalar entry ---------------------------------------------------------
+    def _scalar_entry(self) -> Callable[..., list[float]]:
+        n_in, n_out = self.program.n_inputs, len(self.program.outputs)
+        work = (ctypes.c_double * max(self.layout.size, 1))()
+        address = ctypes.addressof(work)
+        fn = _SCALAR_PROTO(self._loaded.addresses[SCALAR])
+        fallback = self.fallback
+        loaded = self._loaded  # keeps the machine code alive as long as this closure
+
+        def scalar(*point: float) -> list[float]:
+            try:
+                work[:n_in] = point  # type: ignore[call-overload]  # ctypes takes any sequence
+            except (TypeError, ValueError):
+                raise InputError(f"the kernel takes {n_in} floats, got {len(point)} values: {point!r}"[:300]) from None
+            if fn(address):
+                return fallback(point)
+            return work[n_in : n_in + n_out]
+
+        scalar.loaded = loaded  # type: ignore[attr-defined]
+        return scalar
+
+    def __call__(self, *point: float) -> list[float]:
+        """One float per output slot, at one point (floats in input order)."""
+        return self.scalar(*point)
+
+    # -- fused array kernel -------------------------------------------------------
+    def array(self, *arrays: Any, errors: str = "raise", threads: int | None = None) -> list[np.ndarray]:
+        """Every output at every point of the broadcast inputs, in one pass.
+
+        ``errors="raise"``: each point the kernel flags is re-evaluated by the
+        fallback, which raises the interpreter's ``DomainError`` (or supplies
+        its own values).  ``errors="ignore"``: IEEE results (nan, inf), as numpy
+        gives them, without raising or warning.  ``threads`` (default: by size,
+        up to the number of CPUs) splits the points across threads.
+        """
+        if errors not in ("raise", "ignore"):
+            raise ValueError(f"errors must be 'raise' or 'ignore', not {errors!r}")
+        n_in = self.program.n_inputs
+        if len(arrays) != n_in:
+            raise InputError(f"the kernel takes {n_in} arrays, got {len(arrays)}")
+        xs = [np.asarray(a, dtype=np.float64) for a in arrays]
+        try:
+            shape = np.broadcast_shapes(*(x.shape for x in xs))
+        except ValueError as e:
+            raise InputError(f"the input arrays do not broadcast together: {e}") from None
+        n = math.prod(shape)
+        data, strides = [], []
+        for x in xs:
+            if x.size == 1:
+                x = np.ascontiguousarray(x.reshape(1))
+                strides.append(0)
+            else:
+                if x.shape != shape or not x.flags.c_contiguous:
+                    x = np.ascontiguousarray(np.broadcast_to(x, shape))
+                strides.append(1)
+            data.append(x)
+        outs = [np.empty(shape) for _ in self.program.outputs]
+        if n == 0:
+            return outs
+        ins_p = (ctypes.c_void_p * max(n_in, 1))(*(x.ctypes.data for x in data))
+        strides_p = (ctypes.c_int64 * max(n_in, 1))(*strides)
+        outs_p = (ctypes.c_void_p * max(len(outs), 1))(*(o.ctypes.data for o in outs))
+        refs = (ins_p, strides_p, outs_p)
+
+        def run(start: int, end: int, flags: int = 0) -> int:
+            work = np.empty(self.layout.size) if self.layout.size > STACK_LIMIT else None
+            work_p = work.ctypes.data if work is not None else 0
+            return int(self._array_fn(*(ctypes.addressof(r) for r in refs), work_p, flags, start, end))
+
+        count = self._run_split(run, n, threads)
+        if count and errors == "raise":
+            flags = np.zeros(n, dtype=np.uint8)
+            run(0, n, flags.ctypes.data)
+            flat_in = [x.reshape(-1) for x in data]
+            flat_out = [o.reshape(-1) for o in outs]
+            for i in np.flatnonzero(flags).tolist():
+                point = [float(x[i * s]) for x, s in zip(flat_in, strides, strict=True)]
+                for o, v in zip(flat_out, self.fallback(point), strict=True):
+                    o[i] = v
+        return outs
+
+    @staticmethod
+    def _run_split(run: Callable[[int, int], int], n: int, threads: int | None) -> int:
+        if threads is None:
+            threads = min(os.cpu_count() or 1, max(1, n // MIN_POINTS_PER_THREAD))
+        threads = max(1, min(int(threads), n))
+        if threads == 1:
+            return run(0, n)
+        bounds = [n * t // threads for t in range(threads + 1)]
+        futures = [_threads().submit(run, bounds[t], bounds[t + 1]) for t in range(threads)]
+        return sum(f.result() for f in futures)
+
+
+def forward_kernel(tape: Tape) -> NativeKernel:
+    """The kernel ``Function`` uses today: the value of a one-output tape."""
+    return compile_native(tape, [tape.output])
