@@ -1,13 +1,11 @@
-"""Program → LLVM IR module: chunk functions, the scalar entry, the fused array loop.
+"""Program → LLVM IR text: chunk functions, the scalar entry, the fused array loop.
 
 Three kinds of function (see :class:`~symgrad.native.program.Layout`)::
 
-    i32 chunk_k(double* w)     records of chunk k; loads what earlier chunks stored in w,
+    i32 chunk_k(ptr w)         records of chunk k; loads what earlier chunks stored in w,
                                stores what later chunks or the caller read; returns its domain flag
-    i32 symgrad_scalar(double* w)
-                               every chunk in order, then the output copies; returns the flag
-    i64 symgrad_array(double** ins, i64* strides, double** outs, double* work, i8* flags,
-                      i64 start, i64 end)
+    i32 symgrad_scalar(ptr w)  every chunk in order, then the output copies; returns the flag
+    i64 symgrad_array(ptr ins, ptr strides, ptr outs, ptr work, ptr flags, i64 start, i64 end)
                                for each point i in [start, end): w[j] = ins[j][i * strides[j]],
                                run the scalar body, outs[k][i] = w[n_inputs + k]; flags[i] = flag
                                when ``flags`` is not null; returns how many points were flagged
@@ -20,161 +18,163 @@ output written once.
 
 from __future__ import annotations
 
-from llvmlite import ir
-
-from .emit import DOUBLE, EMITTERS, Emit
-from .libm import PREFIX
+from .emit import EMITTERS, LIBM, PREFIX, Emit, double
 from .program import Layout, Program
 
-__all__ = ["ARRAY", "SCALAR", "STACK_LIMIT", "build_module"]
+__all__ = ["ARRAY", "SCALAR", "STACK_LIMIT", "build_ir"]
 
 SCALAR = "symgrad_scalar"
 ARRAY = "symgrad_array"
 STACK_LIMIT = 2048
 """Work vectors up to this many doubles live on the array loop's stack."""
 
-I8 = ir.IntType(8)
-I32 = ir.IntType(32)
-I64 = ir.IntType(64)
-P_DOUBLE = DOUBLE.as_pointer()
+
+def _load(lines: list[str], name: str, w: str, index: int) -> str:
+    lines.append(f"  {name}.p = getelementptr inbounds double, ptr {w}, i64 {index}")
+    lines.append(f"  {name} = load double, ptr {name}.p, align 8")
+    return name
 
 
-class _Module:
-    def __init__(self, name: str) -> None:
-        self.module = ir.Module(name)
-        self._libm: dict[str, ir.Function] = {}
-
-    def libm(self, name: str, arity: int) -> ir.Function:
-        fn = self._libm.get(name)
-        if fn is None:
-            fn = ir.Function(self.module, ir.FunctionType(DOUBLE, [DOUBLE] * arity), PREFIX + name)
-            fn.attributes.add("nounwind")
-            fn.attributes.add("readnone")
-            self._libm[name] = fn
-        return fn
+def _store(lines: list[str], value: str, w: str, index: int, tag: str) -> None:
+    lines.append(f"  %s{tag} = getelementptr inbounds double, ptr {w}, i64 {index}")
+    lines.append(f"  store double {value}, ptr %s{tag}, align 8")
 
 
-def _slot_pointer(b: ir.IRBuilder, w: ir.Value, index: int) -> ir.Value:
-    return b.gep(w, [ir.Constant(I64, index)], inbounds=True)
-
-
-def _chunk(mod: _Module, layout: Layout, k: int, inline: bool) -> ir.Function:
+def _chunk(layout: Layout, k: int, inline: bool, libm: set[str]) -> list[str]:
     program = layout.program
-    fn = ir.Function(mod.module, ir.FunctionType(I32, [P_DOUBLE]), f"chunk_{k}")
-    fn.linkage = "internal"
-    fn.attributes.add("nounwind")
-    fn.attributes.add("alwaysinline" if inline else "noinline")
-    (w,) = fn.args
-    w.add_attribute("noalias")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    e = Emit(b, mod.libm)
+    lines = [f"define internal i32 @chunk_{k}(ptr noalias %w) nounwind {'alwaysinline' if inline else 'noinline'} {{"]
+    lines.append("entry:")
+    e = Emit(lines)
     first, n_inputs = program.first_record, program.n_inputs
-    records = layout.chunks[k]
-    here: dict[int, ir.Value] = {}
+    here: dict[int, str] = {}
 
-    def value(slot: int) -> ir.Value:
+    def value(slot: int) -> str:
         v = here.get(slot)
         if v is None:
             if n_inputs <= slot < first:
-                v = ir.Constant(DOUBLE, program.consts[slot - n_inputs])
+                v = double(program.consts[slot - n_inputs])
             else:  # an input, or a record of an earlier chunk
-                v = b.load(_slot_pointer(b, w, layout.location[slot]))
+                v = _load(lines, f"%v{slot}", "%w", layout.location[slot])
             here[slot] = v
         return v
 
-    for i in records:
+    for i in layout.chunks[k]:
         name, args = program.records[i]
         result = EMITTERS[name](e, [value(a) for a in args])
         slot = first + i
         here[slot] = result
         index = layout.location.get(slot)
         if index is not None:
-            b.store(result, _slot_pointer(b, w, index))
-    b.ret(b.zext(e.flag, I32))
-    return fn
+            _store(lines, result, "%w", index, str(slot))
+    lines.append(f"  %flag = zext i1 {e.flag} to i32")
+    lines += ["  ret i32 %flag", "}"]
+    libm |= e.libm
+    return lines
 
 
-def _scalar(mod: _Module, layout: Layout, chunks: list[ir.Function], inline: bool) -> ir.Function:
+def _scalar(layout: Layout, inline: bool) -> list[str]:
     program = layout.program
-    fn = ir.Function(mod.module, ir.FunctionType(I32, [P_DOUBLE]), SCALAR)
-    fn.attributes.add("nounwind")
-    if inline:
-        fn.attributes.add("alwaysinline")
-    (w,) = fn.args
-    w.add_attribute("noalias")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    flag: ir.Value = ir.Constant(I32, 0)
-    for chunk in chunks:
-        flag = b.or_(flag, b.call(chunk, [w]))
-    for index, slot in layout.copies:
+    lines = [f"define i32 @{SCALAR}(ptr noalias %w) nounwind {'alwaysinline' if inline else ''} {{", "entry:"]
+    flag = "0"
+    for k in range(len(layout.chunks)):
+        lines.append(f"  %c{k} = call i32 @chunk_{k}(ptr %w)")
+        lines.append(f"  %f{k} = or i32 {flag}, %c{k}")
+        flag = f"%f{k}"
+    for n, (index, slot) in enumerate(layout.copies):
         if program.n_inputs <= slot < program.first_record:
-            v: ir.Value = ir.Constant(DOUBLE, program.consts[slot - program.n_inputs])
+            v = double(program.consts[slot - program.n_inputs])
         else:
-            v = b.load(_slot_pointer(b, w, layout.location[slot]))
-        b.store(v, _slot_pointer(b, w, index))
-    b.ret(flag)
-    return fn
+            v = _load(lines, f"%o{n}", "%w", layout.location[slot])
+        _store(lines, v, "%w", index, f"o{n}")
+    lines += [f"  ret i32 {flag}", "}"]
+    return lines
 
 
-def _array(mod: _Module, layout: Layout, scalar: ir.Function) -> ir.Function:
+def _array(layout: Layout) -> list[str]:
     program = layout.program
     n_in, n_out = program.n_inputs, len(program.outputs)
-    p_p_double = P_DOUBLE.as_pointer()
-    ty = ir.FunctionType(I64, [p_p_double, I64.as_pointer(), p_p_double, P_DOUBLE, I8.as_pointer(), I64, I64])
-    fn = ir.Function(mod.module, ty, ARRAY)
-    fn.attributes.add("nounwind")
-    ins, strides, outs, work, flags, start, end = fn.args
-    entry = fn.append_basic_block("entry")
-    loop = fn.append_basic_block("loop")
-    store_flag = fn.append_basic_block("store_flag")
-    next_point = fn.append_basic_block("next")
-    done = fn.append_basic_block("done")
-    b = ir.IRBuilder(entry)
-    on_stack = layout.size <= STACK_LIMIT
-    w = b.bitcast(b.alloca(ir.ArrayType(DOUBLE, max(layout.size, 1))), P_DOUBLE) if on_stack else work
-    in_ptrs = [b.load(b.gep(ins, [ir.Constant(I64, j)], inbounds=True)) for j in range(n_in)]
-    in_strides = [b.load(b.gep(strides, [ir.Constant(I64, j)], inbounds=True)) for j in range(n_in)]
-    out_ptrs = [b.load(b.gep(outs, [ir.Constant(I64, k)], inbounds=True)) for k in range(n_out)]
-    has_flags = b.icmp_unsigned("!=", flags, ir.Constant(I8.as_pointer(), None))
-    b.cbranch(b.icmp_signed("<", start, end), loop, done)
-
-    b.position_at_end(loop)
-    i = b.phi(I64, "i")
-    count = b.phi(I64, "count")
+    lines = [
+        f"define i64 @{ARRAY}(ptr %ins, ptr %strides, ptr %outs, ptr %work, ptr %flags, i64 %start, i64 %end) nounwind {{",
+        "entry:",
+    ]
+    if layout.size <= STACK_LIMIT:
+        lines.append(f"  %w = alloca [{max(layout.size, 1)} x double], align 8")
+    else:
+        lines.append("  %w = getelementptr inbounds double, ptr %work, i64 0")
     for j in range(n_in):
-        x = b.load(b.gep(in_ptrs[j], [b.mul(i, in_strides[j])], inbounds=True))
-        b.store(x, _slot_pointer(b, w, j))
-    flag = b.call(scalar, [w])
+        lines += [
+            f"  %inp{j} = getelementptr inbounds ptr, ptr %ins, i64 {j}",
+            f"  %in{j} = load ptr, ptr %inp{j}, align 8",
+            f"  %stp{j} = getelementptr inbounds i64, ptr %strides, i64 {j}",
+            f"  %st{j} = load i64, ptr %stp{j}, align 8",
+        ]
     for k in range(n_out):
-        b.store(b.load(_slot_pointer(b, w, n_in + k)), b.gep(out_ptrs[k], [i], inbounds=True))
-    count_next = b.add(count, b.zext(b.icmp_unsigned("!=", flag, ir.Constant(I32, 0)), I64))
-    b.cbranch(has_flags, store_flag, next_point)
+        lines += [
+            f"  %outp{k} = getelementptr inbounds ptr, ptr %outs, i64 {k}",
+            f"  %out{k} = load ptr, ptr %outp{k}, align 8",
+        ]
+    lines += [
+        "  %has_flags = icmp ne ptr %flags, null",
+        "  %any = icmp slt i64 %start, %end",
+        "  br i1 %any, label %loop, label %done",
+        "loop:",
+        "  %i = phi i64 [ %start, %entry ], [ %i.next, %next ]",
+        "  %count = phi i64 [ 0, %entry ], [ %count.next, %next ]",
+    ]
+    for j in range(n_in):
+        lines += [
+            f"  %at{j} = mul i64 %i, %st{j}",
+            f"  %xp{j} = getelementptr inbounds double, ptr %in{j}, i64 %at{j}",
+            f"  %x{j} = load double, ptr %xp{j}, align 8",
+        ]
+        _store(lines, f"%x{j}", "%w", j, f"x{j}")
+    lines.append(f"  %flag = call i32 @{SCALAR}(ptr %w)")
+    for k in range(n_out):
+        _load(lines, f"%y{k}", "%w", n_in + k)
+        lines += [
+            f"  %yp{k} = getelementptr inbounds double, ptr %out{k}, i64 %i",
+            f"  store double %y{k}, ptr %yp{k}, align 8",
+        ]
+    lines += [
+        "  %bad = icmp ne i32 %flag, 0",
+        "  %bad64 = zext i1 %bad to i64",
+        "  %count.next = add i64 %count, %bad64",
+        "  br i1 %has_flags, label %store_flag, label %next",
+        "store_flag:",
+        "  %flag8 = trunc i32 %flag to i8",
+        "  %fp = getelementptr inbounds i8, ptr %flags, i64 %i",
+        "  store i8 %flag8, ptr %fp, align 1",
+        "  br label %next",
+        "next:",
+        "  %i.next = add i64 %i, 1",
+        "  %more = icmp slt i64 %i.next, %end",
+        "  br i1 %more, label %loop, label %done",
+        "done:",
+        "  %total = phi i64 [ 0, %entry ], [ %count.next, %next ]",
+        "  ret i64 %total",
+        "}",
+    ]
+    return lines
 
-    b.position_at_end(store_flag)
-    b.store(b.trunc(flag, I8), b.gep(flags, [i], inbounds=True))
-    b.branch(next_point)
 
-    b.position_at_end(next_point)
-    i_next = b.add(i, ir.Constant(I64, 1))
-    b.cbranch(b.icmp_signed("<", i_next, end), loop, done)
-    i.add_incoming(start, entry)
-    i.add_incoming(i_next, next_point)
-    count.add_incoming(ir.Constant(I64, 0), entry)
-    count.add_incoming(count_next, next_point)
-
-    b.position_at_end(done)
-    total = b.phi(I64, "total")
-    total.add_incoming(ir.Constant(I64, 0), entry)
-    total.add_incoming(count_next, next_point)
-    b.ret(total)
-    return fn
-
-
-def build_module(program: Program, inline: bool, name: str = "symgrad") -> ir.Module:
+def build_ir(program: Program, inline: bool) -> str:
     """The IR of ``program``; ``inline`` merges the chunks into their callers (for small programs at O2)."""
     layout = Layout(program)
-    mod = _Module(name)
-    chunks = [_chunk(mod, layout, k, inline) for k in range(len(layout.chunks))]
-    scalar = _scalar(mod, layout, chunks, inline)
-    _array(mod, layout, scalar)
-    return mod.module
+    libm: set[str] = set()
+    body: list[str] = []
+    for k in range(len(layout.chunks)):
+        body += _chunk(layout, k, inline, libm)
+        body.append("")
+    body += _scalar(layout, inline)
+    body.append("")
+    body += _array(layout)
+    head = [
+        f"; symgrad native kernel: {program.n_inputs} inputs, {len(program.records)} records, "
+        f"{len(program.outputs)} outputs"
+    ]
+    head += [
+        f"declare double @{PREFIX}{name}({', '.join(['double'] * LIBM[name])}) nounwind memory(none)"
+        for name in sorted(libm)
+    ]
+    head.append("declare double @llvm.sqrt.f64(double)")
+    return "\n".join([*head, "", *body, ""])

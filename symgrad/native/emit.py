@@ -23,139 +23,184 @@ helpers that derivative rules use.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping, Sequence
 
-from llvmlite import ir
+__all__ = ["EMITTERS", "LIBM", "PREFIX", "Emit", "Emitter", "double"]
 
-__all__ = ["DOUBLE", "EMITTERS", "Emit", "Emitter"]
-
-DOUBLE = ir.DoubleType()
-I1 = ir.IntType(1)
-I64 = ir.IntType(64)
 _EXPONENT = 0x7FF0000000000000
 _MAGNITUDE = 0x7FFFFFFFFFFFFFFF
 
 
+def double(value: float) -> str:
+    """An exact LLVM constant for any float (hex bits: also nan, inf and -0.0)."""
+    return f"0x{struct.unpack('<Q', struct.pack('<d', value))[0]:016X}"
+
+
 class Emit:
-    """What an emitter may use: the builder, libm calls, constants, the domain flag."""
+    """Writes one function's instructions as LLVM IR text; emitters call its methods.
 
-    def __init__(self, builder: ir.IRBuilder, libm: Callable[[str, int], ir.Function]) -> None:
-        self.b = builder
-        self._libm = libm
-        self.flag: ir.Value = ir.Constant(I1, 0)
-        """True once any operation of this chunk left its domain (see the module docstring)."""
+    Text rather than llvmlite's IR objects: building objects for a 100,000-record
+    tape took several times longer than LLVM's own compilation (measured).  The
+    text is parsed and verified by LLVM before anything runs.  Values are
+    strings: ``%tN`` names or constants; methods say which type they make.
+    """
 
-    @staticmethod
-    def const(value: float) -> ir.Constant:
-        return ir.Constant(DOUBLE, value)
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self._count = 0
+        self.libm: set[str] = set()
+        """The libm functions called (to declare in the module)."""
+        self.flag = "false"
+        """i1: true once any operation left its domain (see the module docstring)."""
 
-    def call(self, name: str, *args: ir.Value) -> ir.Value:
-        """A libm function (``exp``, ``atan2``...), declared once per module."""
-        return self.b.call(self._libm(name, len(args)), args)
+    def _new(self, text: str) -> str:
+        name = f"%t{self._count}"
+        self._count += 1
+        self.lines.append(f"  {name} = {text}")
+        return name
 
-    def mark(self, condition: ir.Value) -> None:
-        """Raise the domain flag where ``condition`` (an i1) holds."""
-        self.flag = self.b.or_(self.flag, condition)
+    # -- doubles -------------------------------------------------------------
+    const = staticmethod(double)
 
-    def nonfinite(self, x: ir.Value) -> ir.Value:
-        """i1: ``x`` is inf or nan (exponent bits all ones; integer ops only)."""
-        bits = self.b.bitcast(x, I64)
-        exponent = self.b.and_(bits, ir.Constant(I64, _EXPONENT))
-        return self.b.icmp_unsigned("==", exponent, ir.Constant(I64, _EXPONENT))
+    def fadd(self, a: str, b: str) -> str:
+        return self._new(f"fadd double {a}, {b}")
 
-    def checked(self, name: str, *args: ir.Value) -> ir.Value:
+    def fsub(self, a: str, b: str) -> str:
+        return self._new(f"fsub double {a}, {b}")
+
+    def fmul(self, a: str, b: str) -> str:
+        return self._new(f"fmul double {a}, {b}")
+
+    def fdiv(self, a: str, b: str) -> str:
+        return self._new(f"fdiv double {a}, {b}")
+
+    def fneg(self, a: str) -> str:
+        return self._new(f"fneg double {a}")
+
+    def select(self, condition: str, a: str, b: str) -> str:
+        """``a`` where the i1 ``condition`` holds, else ``b``."""
+        return self._new(f"select i1 {condition}, double {a}, double {b}")
+
+    def call(self, name: str, *args: str) -> str:
+        """A libm function (``exp``, ``atan2``...) under its private name."""
+        self.libm.add(name)
+        return self._new(f"call double @{PREFIX}{name}({', '.join(f'double {a}' for a in args)})")
+
+    def sqrt(self, a: str) -> str:
+        return self._new(f"call double @llvm.sqrt.f64(double {a})")
+
+    def fabs(self, a: str) -> str:
+        """|a| as a bit mask (the same bits as libm's fabs, cheap for the fast instruction selector)."""
+        bits = self._new(f"bitcast double {a} to i64")
+        return self._new(f"bitcast i64 {self._new(f'and i64 {bits}, {_MAGNITUDE}')} to double")
+
+    # -- conditions (i1) ------------------------------------------------------
+    def fcmp(self, predicate: str, a: str, b: str) -> str:
+        """An LLVM fcmp: ``olt``, ``ole``, ``ogt``, ``oge``, ``oeq`` (false on nan), ``une`` (true on nan)."""
+        return self._new(f"fcmp {predicate} double {a}, {b}")
+
+    def both(self, a: str, b: str) -> str:
+        return self._new(f"and i1 {a}, {b}")
+
+    def nonfinite(self, a: str) -> str:
+        """i1: ``a`` is inf or nan (exponent bits all ones; integer ops only)."""
+        bits = self._new(f"bitcast double {a} to i64")
+        return self._new(f"icmp eq i64 {self._new(f'and i64 {bits}, {_EXPONENT}')}, {_EXPONENT}")
+
+    def mark(self, condition: str) -> None:
+        """Raise the domain flag where ``condition`` holds."""
+        self.flag = condition if self.flag == "false" else self._new(f"or i1 {self.flag}, {condition}")
+
+    def checked(self, name: str, *args: str) -> str:
         """A libm call whose non-finite result raises the flag."""
         result = self.call(name, *args)
         self.mark(self.nonfinite(result))
         return result
 
-    def select_lt(self, a: ir.Value, b: ir.Value, if_true: ir.Value, if_false: ir.Value) -> ir.Value:
-        return self.b.select(self.b.fcmp_ordered("<", a, b), if_true, if_false)
+
+Emitter = Callable[[Emit, Sequence[str]], str]
+PREFIX = "symgrad_"
+"""libm functions are called as ``symgrad_<name>`` (see :mod:`symgrad.native.libm`)."""
+LIBM: dict[str, int] = {
+    **dict.fromkeys(("exp", "log", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh"), 1),
+    "pow": 2,
+    "atan2": 2,
+}
+"""The libm functions generated code may call, with their arity."""
 
 
-Emitter = Callable[[Emit, Sequence[ir.Value]], ir.Value]
+ZERO = double(0.0)
+ONE = double(1.0)
 
 
 def _libm(name: str) -> Emitter:
     return lambda e, args: e.checked(name, *args)
 
 
-def _div(e: Emit, args: Sequence[ir.Value]) -> ir.Value:
+def _div(e: Emit, args: Sequence[str]) -> str:
     a, b = args
-    e.mark(e.b.fcmp_ordered("==", b, e.const(0.0)))  # Python raises ZeroDivisionError for x / ±0, even nan / 0
-    return e.b.fdiv(a, b)
+    e.mark(e.fcmp("oeq", b, ZERO))  # Python raises ZeroDivisionError for x / ±0, even nan / 0
+    return e.fdiv(a, b)
 
 
-def _sqrt(e: Emit, args: Sequence[ir.Value]) -> ir.Value:
+def _sqrt(e: Emit, args: Sequence[str]) -> str:
     # llvm.sqrt is IEEE sqrt, correctly rounded like libm's; it lowers to one instruction.
-    fn = e.b.module.declare_intrinsic("llvm.sqrt", [DOUBLE])
-    result = e.b.call(fn, [args[0]])
+    result = e.sqrt(args[0])
     e.mark(e.nonfinite(result))
     return result
 
 
-def _fabs(e: Emit, args: Sequence[ir.Value]) -> ir.Value:
-    # A bit mask rather than llvm.fabs: the same bits, and cheaper for the fast instruction selector.
-    bits = e.b.and_(e.b.bitcast(args[0], I64), ir.Constant(I64, _MAGNITUDE))
-    return e.b.bitcast(bits, DOUBLE)
-
-
-def _sigmoid(e: Emit, args: Sequence[ir.Value]) -> ir.Value:
+def _sigmoid(e: Emit, args: Sequence[str]) -> str:
     # Both branches of ops._sigmoid, computed and selected: 1/(1+exp(-x)) for x >= 0, else e/(1+e) with e = exp(x).
     x = args[0]
-    one = e.const(1.0)
-    positive = e.b.fcmp_ordered(">=", x, e.const(0.0))
-    arg = e.b.select(positive, e.b.fneg(x), x)
-    ex = e.call("exp", arg)
-    denominator = e.b.fadd(one, ex)
-    numerator = e.b.select(positive, one, ex)
-    return e.b.fdiv(numerator, denominator)
+    positive = e.fcmp("oge", x, ZERO)
+    ex = e.call("exp", e.select(positive, e.fneg(x), x))
+    return e.fdiv(e.select(positive, ONE, ex), e.fadd(ONE, ex))
 
 
-def _relu(e: Emit, args: Sequence[ir.Value]) -> ir.Value:
+def _relu(e: Emit, args: Sequence[str]) -> str:
     x = args[0]  # 0.0 if x <= 0.0 else x: nan stays nan, -0.0 becomes 0.0
-    return e.b.select(e.b.fcmp_ordered("<=", x, e.const(0.0)), e.const(0.0), x)
+    return e.select(e.fcmp("ole", x, ZERO), ZERO, x)
 
 
-def _min(e: Emit, args: Sequence[ir.Value]) -> ir.Value:
+def _min(e: Emit, args: Sequence[str]) -> str:
     a, b = args  # Python's min(a, b): b if b < a else a
-    return e.select_lt(b, a, b, a)
+    return e.select(e.fcmp("olt", b, a), b, a)
 
 
-def _max(e: Emit, args: Sequence[ir.Value]) -> ir.Value:
+def _max(e: Emit, args: Sequence[str]) -> str:
     a, b = args  # Python's max(a, b): b if b > a else a
-    return e.select_lt(a, b, b, a)
+    return e.select(e.fcmp("olt", a, b), b, a)
 
 
-def _heaviside(e: Emit, args: Sequence[ir.Value]) -> ir.Value:
+def _heaviside(e: Emit, args: Sequence[str]) -> str:
     x, at_zero = args  # 1 for x > 0, 0 for x < 0, at_zero at ±0, nan stays nan
-    zero = e.const(0.0)
-    inner = e.b.select(e.b.fcmp_ordered("==", x, zero), at_zero, x)
-    inner = e.b.select(e.b.fcmp_ordered("<", x, zero), zero, inner)
-    return e.b.select(e.b.fcmp_ordered(">", x, zero), e.const(1.0), inner)
+    inner = e.select(e.fcmp("oeq", x, ZERO), at_zero, x)
+    inner = e.select(e.fcmp("olt", x, ZERO), ZERO, inner)
+    return e.select(e.fcmp("ogt", x, ZERO), ONE, inner)
 
 
-def _sign(e: Emit, args: Sequence[ir.Value]) -> ir.Value:
+def _sign(e: Emit, args: Sequence[str]) -> str:
     x = args[0]  # 1, -1, or x itself (±0, nan)
-    zero = e.const(0.0)
-    inner = e.b.select(e.b.fcmp_ordered("<", x, zero), e.const(-1.0), x)
-    return e.b.select(e.b.fcmp_ordered(">", x, zero), e.const(1.0), inner)
+    inner = e.select(e.fcmp("olt", x, ZERO), double(-1.0), x)
+    return e.select(e.fcmp("ogt", x, ZERO), ONE, inner)
 
 
-def _xlogy(e: Emit, args: Sequence[ir.Value]) -> ir.Value:
+def _xlogy(e: Emit, args: Sequence[str]) -> str:
     x, y = args  # 0.0 if x == 0.0 else x * log(y); log raises (flag) only where it is used
     log_y = e.call("log", y)
-    used = e.b.fcmp_unordered("!=", x, e.const(0.0))
-    e.mark(e.b.and_(used, e.nonfinite(log_y)))
-    return e.b.select(used, e.b.fmul(x, log_y), e.const(0.0))
+    used = e.fcmp("une", x, ZERO)
+    e.mark(e.both(used, e.nonfinite(log_y)))
+    return e.select(used, e.fmul(x, log_y), ZERO)
 
 
 EMITTERS: Mapping[str, Emitter] = {
-    "add": lambda e, a: e.b.fadd(a[0], a[1]),
-    "sub": lambda e, a: e.b.fsub(a[0], a[1]),
-    "mul": lambda e, a: e.b.fmul(a[0], a[1]),
+    "add": lambda e, a: e.fadd(a[0], a[1]),
+    "sub": lambda e, a: e.fsub(a[0], a[1]),
+    "mul": lambda e, a: e.fmul(a[0], a[1]),
     "div": _div,
-    "neg": lambda e, a: e.b.fneg(a[0]),
+    "neg": lambda e, a: e.fneg(a[0]),
     "pow": _libm("pow"),
     "exp": _libm("exp"),
     "log": _libm("log"),
@@ -171,7 +216,7 @@ EMITTERS: Mapping[str, Emitter] = {
     "tanh": _libm("tanh"),
     "sigmoid": _sigmoid,
     "relu": _relu,
-    "abs": _fabs,
+    "abs": lambda e, a: e.fabs(a[0]),
     "atan2": _libm("atan2"),
     "min": _min,
     "max": _max,

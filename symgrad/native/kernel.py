@@ -29,7 +29,7 @@ from .. import interpret
 from ..errors import InputError
 from ..tape import Tape
 from . import cache, jit
-from .build import ARRAY, SCALAR, STACK_LIMIT, build_module
+from .build import ARRAY, SCALAR, STACK_LIMIT, build_ir
 from .program import CHUNK, Layout, Program
 
 __all__ = ["MIN_POINTS_PER_THREAD", "O2_MAX_RECORDS", "STATS", "NativeKernel", "compile_native", "forward_kernel"]
@@ -132,7 +132,7 @@ class NativeKernel:
 
     def llvm_ir(self, optimized: bool = False) -> str:
         """The LLVM IR of this kernel (``optimized``: after the pass pipeline, as compiled)."""
-        text = str(build_module(self.program, self.inline))
+        text = build_ir(self.program, self.inline)
         return jit.optimize_ir(text, self.opt) if optimized else text
 
     @property

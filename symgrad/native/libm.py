@@ -16,26 +16,10 @@ import threading
 
 import llvmlite.binding as llvm
 
-__all__ = ["FUNCTIONS", "PREFIX", "register"]
+from .emit import LIBM, PREFIX
 
-PREFIX = "symgrad_"
+__all__ = ["register"]
 
-FUNCTIONS: dict[str, int] = {
-    "exp": 1,
-    "log": 1,
-    "sin": 1,
-    "cos": 1,
-    "tan": 1,
-    "asin": 1,
-    "acos": 1,
-    "atan": 1,
-    "sinh": 1,
-    "cosh": 1,
-    "tanh": 1,
-    "pow": 2,
-    "atan2": 2,
-}
-"""The libm functions generated code may call, with their arity."""
 
 _lock = threading.Lock()
 _done = False
@@ -55,7 +39,7 @@ def register() -> None:
         if _done:
             return
         lib = _library()
-        for name in FUNCTIONS:
+        for name in LIBM:
             address = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
             if address is None:  # pragma: no cover - every C library has these
                 raise OSError(f"the C math library has no {name}()")
