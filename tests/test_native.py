@@ -115,7 +115,7 @@ def test_helper_emitters_equal_the_python_helpers(name: str) -> None:
     arity = 1 if name == "sign" else 2
     program = Program(arity, (), ((name, tuple(range(arity))),), (arity,))
     kernel = NativeKernel(program, lambda p: [helper(*p)])
-    for p in ([(e,) for e in EDGES] if arity == 1 else [(a, b) for a in EDGES for b in EDGES]):
+    for p in [(e,) for e in EDGES] if arity == 1 else [(a, b) for a in EDGES for b in EDGES]:
         assert_same_outcome(outcome(kernel, *p), outcome(lambda *q: [helper(*q)], *p), (name, p))
 
 
@@ -171,7 +171,9 @@ def _big_tape(n_records: int, n_inputs: int = 20, seed: int = 5) -> Tape:
         op = OPS[r.choice(names)]
         top = first + i
         # mostly recent values (long dependency chains across chunks), sometimes any earlier slot
-        args = tuple(r.randrange(max(0, top - 30), top) if r.random() < 0.8 else r.randrange(top) for _ in range(op.arity))
+        args = tuple(
+            r.randrange(max(0, top - 30), top) if r.random() < 0.8 else r.randrange(top) for _ in range(op.arity)
+        )
         instrs.append(Instr(op, args))
     return Tape(tuple(f"x{i}" for i in range(n_inputs)), consts, tuple(instrs), first + n_records - 1)
 

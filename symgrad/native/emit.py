@@ -1,6 +1,6 @@
 """How each op becomes LLVM IR: one emitter per op name, in one table.
 
-An emitter receives the :class:`Emit` context (the IR builder plus helpers)
+An emitter receives the :class:`Emit` context (which writes IR text)
 and the argument values, and returns the result value.  Emitters reproduce the
 interpreter's arithmetic exactly: the same IEEE operations in the same order,
 and the same libm functions (called under a private name, see
@@ -8,13 +8,16 @@ and the same libm functions (called under a private name, see
 ``x * x`` or use its own ``exp``).  No fast-math flags anywhere.
 
 Domain flags: where the interpreter raises (``math.log(-1)``, ``1 / 0``,
-``math.exp(1000)``), the emitter raises the chunk's flag instead, and the
-caller hands the point to the interpreter for the exact
+``math.exp(1000)``, and, in the interpreter of the derivative-tape rewrite, an
+overflow of ``+ - * /``), the emitter raises the function's flag instead, and
+the caller hands the point to the interpreter for the exact
 :class:`~symgrad.errors.DomainError`.  The test is deliberately conservative:
-*any* non-finite libm result and any division by zero flags the point.  A flag
-where Python would not raise (``exp(inf)``) only costs an interpreter call that
-returns the same numbers.  Operations that never raise in Python (``+``, ``*``,
-``min``, ``relu``, ``sigmoid``...) emit no test at all.
+a non-finite result of any op that can make one from finite arguments (libm
+calls, ``sqrt``, ``+ - * /``, ``xlogy``) flags the point.  A flag where the
+interpreter would not raise (``exp(inf)``, ``inf + 1``) only costs an
+interpreter call that returns the same numbers.  Ops that cannot leave the
+finite numbers (``neg``, ``abs``, ``relu``, ``min``, ``max``, ``sigmoid``,
+``heaviside``, ``sign``) emit no test at all.
 
 This table is the ``native`` column of the op table, kept here while the table
 itself is being rewritten; ``heaviside``, ``sign`` and ``xlogy`` are the
@@ -138,10 +141,15 @@ def _libm(name: str) -> Emitter:
     return lambda e, args: e.checked(name, *args)
 
 
-def _div(e: Emit, args: Sequence[str]) -> str:
-    a, b = args
-    e.mark(e.fcmp("oeq", b, ZERO))  # Python raises ZeroDivisionError for x / ±0, even nan / 0
-    return e.fdiv(a, b)
+def _arith(instruction: str) -> Emitter:
+    """``+ - * /``: the flag is raised by a non-finite result (overflow, x / 0, inf - inf...)."""
+
+    def emit(e: Emit, args: Sequence[str]) -> str:
+        result = e._new(f"{instruction} double {args[0]}, {args[1]}")
+        e.mark(e.nonfinite(result))
+        return result
+
+    return emit
 
 
 def _sqrt(e: Emit, args: Sequence[str]) -> str:
@@ -196,10 +204,10 @@ def _xlogy(e: Emit, args: Sequence[str]) -> str:
 
 
 EMITTERS: Mapping[str, Emitter] = {
-    "add": lambda e, a: e.fadd(a[0], a[1]),
-    "sub": lambda e, a: e.fsub(a[0], a[1]),
-    "mul": lambda e, a: e.fmul(a[0], a[1]),
-    "div": _div,
+    "add": _arith("fadd"),
+    "sub": _arith("fsub"),
+    "mul": _arith("fmul"),
+    "div": _arith("fdiv"),
     "neg": lambda e, a: e.fneg(a[0]),
     "pow": _libm("pow"),
     "exp": _libm("exp"),
