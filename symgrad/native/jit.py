@@ -2,9 +2,13 @@
 
 Object code is the unit that the persistent cache stores, so a compiled and a
 cached kernel take the same loading path.  Choices that keep compile time
-linear in tape size (measured, see bench/native.py): the small code model,
-LLVM's fast instruction selector (opt level 0) with chunked functions for big
-programs, and the O2 pipeline only for programs small enough to profit.
+linear in tape size (measured, see bench/native.py): the small code model;
+for big programs chunked functions, no IR passes and LLVM's fast instruction
+selector (``opt=0``); for programs of one chunk (``opt=1``) only the
+always-inliner and SROA (so the fused array loop keeps every value in a
+register) and the default instruction selector.  The full O2 pipeline
+(``opt=2``) costs 5-10x the compile time for a few percent per call (measured
+on W3 at N = 200-10,000), so it is only used when asked for.
 
 llvmlite 0.50 notes: ``initialize()`` is gone (native target and asm printer
 only); the new pass manager is driven by ``create_pass_builder``; an MCJIT
@@ -69,14 +73,21 @@ def _module(ir_text: str, opt: int) -> tuple[llvm.ModuleRef, llvm.TargetMachine]
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)
     mod.verify()
-    if opt > 0:
+    if opt == 1:  # just what the fused loop needs: inline the body, keep the work vector in registers
+        pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=0))
+        mpm = llvm.create_new_module_pass_manager()
+        mpm.add_always_inliner_pass()
+        mpm.add_sroa_pass()
+        mpm.run(mod, pb)
+    elif opt >= 2:
         pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=opt))
         pb.getModulePassManager().run(mod, pb)
     return mod, tm
 
 
 def compile_object(ir_text: str, opt: int) -> bytes:
-    """Object code for this host, optimised at ``opt`` (0: fast instruction selection, no IR passes)."""
+    """Object code for this host: ``opt`` 0 (no IR passes, fast instruction selection), 1 (inliner and
+    SROA only), 2-3 (LLVM's O2/O3 pipelines)."""
     with _lock:
         _init()
         mod, tm = _module(ir_text, opt)
