@@ -8,9 +8,10 @@ Measures, in this run (medians; ratios are other / native):
 1. W3 (generated expression, 20 variables) forward value per call at N = 1,000 and 10,000:
    native scalar entry vs generated Python (``codegen.forward_function``) vs CasADi SX Function
    and JAX jit (forward only, when installed), with setup times;
-2. W1 / W2 per call, native vs Python (where ``auto`` switches);
+2. W1, W2 and W3 at N = 50 and 200 per call, native vs Python (where ``auto`` switches);
 3. the fused array kernel on the Gaussian (W2 formula) at 10^6 points, 1 and 2 threads,
    vs numpy written by hand (allocating and in place) and symgrad's numpy program;
+   and, once derivatives are tapes (``symgrad.transforms``), value + 3 partials as one kernel;
 4. compile time against tape size: parse + lower, IR text, LLVM, and a load from the cache.
 
 The kernel cache is pointed at a fresh temporary directory, so every compile is a real one.
@@ -124,11 +125,11 @@ def scalar_section(name: str, src: str, point: dict[str, float], peers: bool) ->
     t_python, python = timed(lambda: codegen.forward_function(tape))
     assert native(*args)[0] == python(*args), "native and Python disagree"
     t_n = per_call(lambda: native(*args))
+    t_py = per_call(lambda: python(*args))
     rows = [
         [name, f"{len(tape)}", "native `kernel.scalar(*floats)`", fmt(t_n), "1.0", fmt(t_native)],
-        [name, f"{len(tape)}", "generated Python", fmt(per_call(lambda: python(*args))), "", fmt(t_python)],
+        [name, f"{len(tape)}", "generated Python", fmt(t_py), f"{t_py / t_n:.1f}", fmt(t_python)],
     ]
-    rows[1][4] = f"{per_call(lambda: python(*args)) / t_n:.1f}"
     if peers:
         for label, peer in (("CasADi SX Function", casadi_forward), ("JAX jit", jax_forward)):
             made = peer(tape, args)
@@ -188,6 +189,41 @@ def gaussian_section(n_points: int) -> list[list[str]]:
     return rows
 
 
+def gradient_section(n_points: int) -> list[list[str]] | None:
+    """Value + 3 partials of the Gaussian as ONE forward tape, once derivatives are tapes (symgrad.transforms)."""
+    try:
+        from symgrad import transforms  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    src = W.W2
+    grad = transforms.grad_tape(lower(parse(src), src))
+    kernel = compile_native(grad, grad.outputs)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3.0, 3.0, n_points)
+    mu, s = 0.2, 1.5
+    c = math.sqrt(2 * math.pi) * s
+
+    def numpy_by_hand() -> Any:
+        d = (x - mu) / s
+        f = np.exp(-d * d / 2) / c
+        fd = f * d / s
+        return f, -fd, fd, f * (d * d - 1) / s
+
+    want = numpy_by_hand()
+    got = kernel.array(x, mu, s, threads=1)
+    assert all(
+        np.allclose(g, np.broadcast_to(w, g.shape), rtol=1e-12, atol=1e-300) for g, w in zip(got, want, strict=True)
+    )
+    t1 = per_call(lambda: kernel.array(x, mu, s, threads=1))
+    t2 = per_call(lambda: kernel.array(x, mu, s, threads=2))
+    tn = per_call(numpy_by_hand)
+    return [
+        ["native fused kernel (gradient tape), 1 thread", fmt(t1), "1.0"],
+        ["native fused kernel (gradient tape), 2 threads", fmt(t2), f"{t2 / t1:.2f}"],
+        ["numpy by hand (value + 3 partials, allocating)", fmt(tn), f"{tn / t1:.2f}"],
+    ]
+
+
 def compile_curve(sizes: list[int]) -> list[list[str]]:
     rows = []
     for n in sizes:
@@ -224,6 +260,8 @@ def main() -> None:
     header = ["workload", "records", "executor", "per call", "ratio", "setup (compile)"]
     rows = scalar_section("W1", W.W1, W.W1_POINT, peers=False)
     rows += scalar_section("W2", W.W2, W.W2_POINT, peers=False)
+    for n in (50, 200):  # around symgrad.native.AUTO_MIN_RECORDS
+        rows += scalar_section(f"W3 N={n}", W.generated(n), W.generated_point(), peers=False)
     for n in (1_000, 10_000):
         rows += scalar_section(f"W3 N={n:,}", W.generated(n), W.generated_point(), peers=True)
     table("Forward value per call (ratio: time / native)", header, rows)
@@ -234,6 +272,16 @@ def main() -> None:
         ["executor", "per call", "ratio"],
         gaussian_section(n_points),
     )
+
+    grad_rows = gradient_section(n_points)
+    if grad_rows is None:
+        print("\n(value + partials as one fused kernel: needs symgrad.transforms, the derivative-tape rewrite)")
+    else:
+        table(
+            f"Gaussian value + 3 partials at {n_points:,} points (ratio: time / native 1 thread)",
+            ["executor", "per call", "ratio"],
+            grad_rows,
+        )
 
     sizes = [1_000, 3_000, 10_000, 30_000] + ([] if QUICK else [100_000])
     table(

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import codegen, native
+from . import codegen, interpret, native
 from .errors import InputError, MissingVariableError, UnknownVariableError
 from .tape import Tape
 
@@ -191,18 +191,18 @@ class Function:
         """The value on floats: the native kernel where the backend choice says so, else generated Python."""
         if not native.use_native(self.backend, len(self.tape)):
             return codegen.forward_function(self.tape)
-        from .native.kernel import forward_kernel  # only importable with llvmlite
+        from .native.kernel import function as native_function  # only importable with llvmlite
 
-        scalar = forward_kernel(self.tape).scalar
-        return lambda *point: scalar(*point)[0]
+        tape = self.tape
+        return native_function(tape, lambda *point: interpret.forward(tape, point)[tape.output], "value")
 
     @property
     def llvm_ir(self) -> str:
         """The LLVM IR the native backend compiles for the value (needs llvmlite)."""
         native.use_native("native", len(self.tape))  # raises MissingDependencyError without llvmlite
-        from .native.kernel import forward_kernel
+        from .native.kernel import compile_native
 
-        return forward_kernel(self.tape).llvm_ir()
+        return compile_native(self.tape, [self.tape.output]).llvm_ir()
 
     @property
     def code(self) -> str:

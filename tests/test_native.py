@@ -374,3 +374,28 @@ def test_backend_from_environment(monkeypatch) -> None:  # type: ignore[no-untyp
     monkeypatch.setenv("SYMGRAD_BACKEND", "nonsense")
     with pytest.raises(InputError, match="SYMGRAD_BACKEND must be one of"):
         symgrad.compile("x + 3*y")
+
+
+def test_function_adapter_has_the_shapes_of_generated_code() -> None:
+    from symgrad.native.kernel import function
+
+    text = "log(x) * y + sqrt(y)"
+    tape = lower(parse(text), text)
+    slots = [tape.output, tape.first_instr_slot, 1]
+
+    def values(*p: float) -> list[float]:
+        v = interpret.forward(tape, p)
+        return [v[s] for s in slots]
+
+    value = function(tape, lambda *p: values(*p)[0], "value")
+    several = function(tape, lambda *p: tuple(values(*p)), "tuple", slots)
+    vg = function(tape, lambda *p: (values(*p)[0], values(*p)[1:]), "value_and_grad", slots)
+    assert value(2.0, 3.0) == values(2.0, 3.0)[0]
+    assert several(2.0, 3.0) == tuple(values(2.0, 3.0))
+    assert vg(2.0, 3.0) == (values(2.0, 3.0)[0], values(2.0, 3.0)[1:])
+    # A flagged point goes to ``slow``, whose errors (here the interpreter's) come through unchanged.
+    for fn in (value, several, vg):
+        with pytest.raises(DomainError, match=r"log\(-1.0\)"):
+            fn(-1.0, 3.0)
+    with pytest.raises(ValueError, match="returns must be"):
+        function(tape, values, "dict")

@@ -33,7 +33,7 @@ from . import cache, jit
 from .build import ARRAY, SCALAR, STACK_LIMIT, build_ir
 from .program import CHUNK, Layout, Program
 
-__all__ = ["MIN_POINTS_PER_THREAD", "OPT1_MAX_RECORDS", "STATS", "NativeKernel", "compile_native", "forward_kernel"]
+__all__ = ["MIN_POINTS_PER_THREAD", "OPT1_MAX_RECORDS", "STATS", "NativeKernel", "compile_native", "function"]
 
 OPT1_MAX_RECORDS = CHUNK
 """Programs of one chunk are inlined into the array loop and compiled at opt 1; bigger ones at opt 0 (see jit.py)."""
@@ -45,7 +45,7 @@ CODE_VERSION = "1"
 STATS = {"compiled": 0, "loaded": 0}
 """Kernels compiled by LLVM / loaded from the persistent cache, in this process."""
 
-Fallback = Callable[[Sequence[float]], list[float]]
+Fallback = Callable[[Sequence[float]], Sequence[float]]
 
 _SCALAR_PROTO = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p)  # keeps the GIL: the work vector is shared
 _ARRAY_PROTO = ctypes.CFUNCTYPE(  # releases the GIL: array calls run in parallel on their own work vectors
@@ -242,6 +242,35 @@ class NativeKernel:
         return sum(f.result() for f in futures)
 
 
-def forward_kernel(tape: Tape) -> NativeKernel:
-    """The kernel ``Function`` uses today: the value of a one-output tape."""
-    return compile_native(tape, [tape.output])
+def function(
+    tape: Tape, slow: Callable[..., Any], returns: str = "tuple", outputs: Sequence[int] | None = None
+) -> Callable[..., Any]:
+    """``fn(*floats)`` running machine code, shaped like ``codegen``'s generated functions.
+
+    ``returns``: ``"value"`` (one float), ``"tuple"`` (one float per output) or
+    ``"value_and_grad"`` (``(value, [partials])`` from outputs value, ∂/∂x1, ...).
+    ``slow(*floats)`` is the reference path, returning the same shape: it runs
+    wherever the kernel flags a point (and raises the exact ``DomainError``).
+    ``outputs`` defaults to the tape's own output slots.
+    """
+    if outputs is None:
+        outputs = tuple(getattr(tape, "outputs", None) or (tape.output,))
+    if returns == "value":
+        scalar = compile_native(tape, outputs, fallback=lambda p: (slow(*p),)).scalar
+        return lambda *point: scalar(*point)[0]
+    if returns == "tuple":
+        return compile_native(tape, outputs, fallback=lambda p: tuple(slow(*p))).scalar
+    if returns == "value_and_grad":
+
+        def flat(point: Sequence[float]) -> tuple[float, ...]:
+            value, grads = slow(*point)
+            return (value, *grads)
+
+        scalar = compile_native(tape, outputs, fallback=flat).scalar
+
+        def value_and_grad(*point: float) -> tuple[float, list[float]]:
+            value, *grads = scalar(*point)
+            return value, grads
+
+        return value_and_grad
+    raise ValueError(f"returns must be 'value', 'tuple' or 'value_and_grad', not {returns!r}")
