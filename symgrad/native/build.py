@@ -1,6 +1,6 @@
 """Program → LLVM IR text: chunk functions, the scalar entry, the fused array loop.
 
-Three kinds of function (see :class:`~symgrad.native.program.Layout`)::
+Functions (see :class:`~symgrad.native.program.Layout` for ``w``)::
 
     i32 chunk_k(ptr w)         records of chunk k; loads what earlier chunks stored in w,
                                stores what later chunks or the caller read; returns its domain flag
@@ -10,6 +10,12 @@ Three kinds of function (see :class:`~symgrad.native.program.Layout`)::
                                run the scalar body, outs[k][i] = w[n_inputs + k]; flags[i] = flag
                                when ``flags`` is not null; returns how many points were flagged
 
+Programs of one chunk also get ``chunk_0_v4``/``symgrad_scalar_v4``: the same
+records on ``<4 x double>`` (four points at once, each lane bit-identical to
+the scalar code; see :class:`~symgrad.native.emit.Emit`), returning one flag
+bit per lane.  The array loop then runs four points per iteration and the
+scalar body for the remaining points.
+
 The array loop keeps ``w`` on its stack when it is small (then LLVM keeps the
 values in registers), else uses ``work``; either way each thread of a split
 array call has its own.  No temporaries: one pass over the points, every
@@ -18,33 +24,31 @@ output written once.
 
 from __future__ import annotations
 
-from .emit import EMITTERS, LIBM, PREFIX, Emit, double
+from .emit import EMITTERS, LIBM, PREFIX, Emit
 from .program import Layout, Program
 
-__all__ = ["ARRAY", "SCALAR", "STACK_LIMIT", "build_ir"]
+__all__ = ["ARRAY", "SCALAR", "STACK_LIMIT", "WIDTH", "build_ir"]
 
 SCALAR = "symgrad_scalar"
 ARRAY = "symgrad_array"
 STACK_LIMIT = 2048
 """Work vectors up to this many doubles live on the array loop's stack."""
+WIDTH = 4
+"""Points per iteration of the vector loop (one-chunk programs)."""
 
 
-def _load(lines: list[str], name: str, w: str, index: int) -> str:
-    lines.append(f"  {name}.p = getelementptr inbounds double, ptr {w}, i64 {index}")
-    lines.append(f"  {name} = load double, ptr {name}.p, align 8")
+def _gep(lines: list[str], name: str, ty: str, base: str, index: int | str) -> str:
+    lines.append(f"  {name} = getelementptr inbounds {ty}, ptr {base}, i64 {index}")
     return name
 
 
-def _store(lines: list[str], value: str, w: str, index: int, tag: str) -> None:
-    lines.append(f"  %s{tag} = getelementptr inbounds double, ptr {w}, i64 {index}")
-    lines.append(f"  store double {value}, ptr %s{tag}, align 8")
-
-
-def _chunk(layout: Layout, k: int, inline: bool, libm: set[str]) -> list[str]:
+def _chunk(layout: Layout, k: int, inline: bool, libm: set[str], width: int) -> list[str]:
     program = layout.program
-    lines = [f"define internal i32 @chunk_{k}(ptr noalias %w) nounwind {'alwaysinline' if inline else 'noinline'} {{"]
-    lines.append("entry:")
-    e = Emit(lines)
+    suffix = "" if width == 1 else f"_v{width}"
+    attrs = "alwaysinline" if inline else "noinline"
+    lines = [f"define internal i32 @chunk_{k}{suffix}(ptr noalias %w) nounwind {attrs} {{", "entry:"]
+    e = Emit(lines, width)
+    d = e.d
     first, n_inputs = program.first_record, program.n_inputs
     here: dict[int, str] = {}
 
@@ -52,9 +56,11 @@ def _chunk(layout: Layout, k: int, inline: bool, libm: set[str]) -> list[str]:
         v = here.get(slot)
         if v is None:
             if n_inputs <= slot < first:
-                v = double(program.consts[slot - n_inputs])
+                v = e.const(program.consts[slot - n_inputs])
             else:  # an input, or a record of an earlier chunk
-                v = _load(lines, f"%v{slot}", "%w", layout.location[slot])
+                p = _gep(lines, f"%p{slot}", d, "%w", layout.location[slot])
+                v = f"%v{slot}"
+                lines.append(f"  {v} = load {d}, ptr {p}, align 8")
             here[slot] = v
         return v
 
@@ -65,32 +71,104 @@ def _chunk(layout: Layout, k: int, inline: bool, libm: set[str]) -> list[str]:
         here[slot] = result
         index = layout.location.get(slot)
         if index is not None:
-            _store(lines, result, "%w", index, str(slot))
-    lines.append(f"  %flag = zext i1 {e.flag} to i32")
+            p = _gep(lines, f"%s{slot}", d, "%w", index)
+            lines.append(f"  store {d} {result}, ptr {p}, align 8")
+    if width == 1:
+        lines.append(f"  %flag = zext i1 {e.flag} to i32")
+    else:  # one bit per lane
+        lines.append(f"  %bits = bitcast {e.i1} {e.flag} to i{width}")
+        lines.append(f"  %flag = zext i{width} %bits to i32")
     lines += ["  ret i32 %flag", "}"]
     libm |= e.libm
     return lines
 
 
-def _scalar(layout: Layout, inline: bool) -> list[str]:
+def _scalar(layout: Layout, inline: bool, width: int) -> list[str]:
     program = layout.program
-    lines = [f"define i32 @{SCALAR}(ptr noalias %w) nounwind {'alwaysinline' if inline else ''} {{", "entry:"]
+    e = Emit([], width)
+    d = e.d
+    if width == 1:
+        head = f"define i32 @{SCALAR}(ptr noalias %w) nounwind {'alwaysinline' if inline else ''} {{"
+    else:
+        head = f"define internal i32 @{SCALAR}_v{width}(ptr noalias %w) nounwind alwaysinline {{"
+    lines = [head, "entry:"]
+    suffix = "" if width == 1 else f"_v{width}"
     flag = "0"
     for k in range(len(layout.chunks)):
-        lines.append(f"  %c{k} = call i32 @chunk_{k}(ptr %w)")
+        lines.append(f"  %c{k} = call i32 @chunk_{k}{suffix}(ptr %w)")
         lines.append(f"  %f{k} = or i32 {flag}, %c{k}")
         flag = f"%f{k}"
     for n, (index, slot) in enumerate(layout.copies):
         if program.n_inputs <= slot < program.first_record:
-            v = double(program.consts[slot - program.n_inputs])
+            v = e.const(program.consts[slot - program.n_inputs])
         else:
-            v = _load(lines, f"%o{n}", "%w", layout.location[slot])
-        _store(lines, v, "%w", index, f"o{n}")
+            p = _gep(lines, f"%op{n}", d, "%w", layout.location[slot])
+            v = f"%o{n}"
+            lines.append(f"  {v} = load {d}, ptr {p}, align 8")
+        p = _gep(lines, f"%os{n}", d, "%w", index)
+        lines.append(f"  store {d} {v}, ptr {p}, align 8")
     lines += [f"  ret i32 {flag}", "}"]
     return lines
 
 
-def _array(layout: Layout) -> list[str]:
+def _vector_loop(layout: Layout, width: int) -> list[str]:
+    """Blocks ``vloop``/``vflags``/``vnext``: four points per iteration from ``start`` to ``%vend``."""
+    program = layout.program
+    n_in, n_out = program.n_inputs, len(program.outputs)
+    vec = f"<{width} x double>"
+    lines = [
+        "vloop:",
+        "  %vi = phi i64 [ %start, %entry ], [ %vi.next, %vnext ]",
+        "  %vcount = phi i64 [ 0, %entry ], [ %vcount.next, %vnext ]",
+    ]
+    for j in range(n_in):
+        x = "poison"
+        for lane in range(width):
+            lines += [
+                f"  %vk{j}_{lane} = add i64 %vi, {lane}",
+                f"  %va{j}_{lane} = mul i64 %vk{j}_{lane}, %st{j}",
+                f"  %vp{j}_{lane} = getelementptr inbounds double, ptr %in{j}, i64 %va{j}_{lane}",
+                f"  %vx{j}_{lane} = load double, ptr %vp{j}_{lane}, align 8",
+                f"  %vv{j}_{lane} = insertelement {vec} {x}, double %vx{j}_{lane}, i32 {lane}",
+            ]
+            x = f"%vv{j}_{lane}"
+        _gep(lines, f"%vw{j}", vec, "%wv", j)
+        lines.append(f"  store {vec} {x}, ptr %vw{j}, align 8")
+    lines.append(f"  %vflag = call i32 @{SCALAR}_v{width}(ptr %wv)")
+    for k in range(n_out):
+        _gep(lines, f"%vyp{k}", vec, "%wv", n_in + k)
+        lines.append(f"  %vy{k} = load {vec}, ptr %vyp{k}, align 8")
+        _gep(lines, f"%vo{k}", "double", f"%out{k}", "%vi")
+        lines.append(f"  store {vec} %vy{k}, ptr %vo{k}, align 8")
+    lines += [
+        "  %vpop = call i32 @llvm.ctpop.i32(i32 %vflag)",
+        "  %vpop64 = zext i32 %vpop to i64",
+        "  %vcount.next = add i64 %vcount, %vpop64",
+        "  %vbad = icmp ne i32 %vflag, 0",
+        "  %vstore = and i1 %vbad, %has_flags",
+        "  br i1 %vstore, label %vflags, label %vnext",
+        "vflags:",
+    ]
+    for lane in range(width):
+        lines += [
+            f"  %vb{lane} = lshr i32 %vflag, {lane}",
+            f"  %vc{lane} = and i32 %vb{lane}, 1",
+            f"  %vc8_{lane} = trunc i32 %vc{lane} to i8",
+            f"  %vfi{lane} = add i64 %vi, {lane}",
+            f"  %vfp{lane} = getelementptr inbounds i8, ptr %flags, i64 %vfi{lane}",
+            f"  store i8 %vc8_{lane}, ptr %vfp{lane}, align 1",
+        ]
+    lines += [
+        "  br label %vnext",
+        "vnext:",
+        f"  %vi.next = add i64 %vi, {width}",
+        "  %vmore = icmp slt i64 %vi.next, %vend",
+        "  br i1 %vmore, label %vloop, label %vdone",
+    ]
+    return lines
+
+
+def _array(layout: Layout, width: int) -> list[str]:
     program = layout.program
     n_in, n_out = program.n_inputs, len(program.outputs)
     lines = [
@@ -101,25 +179,39 @@ def _array(layout: Layout) -> list[str]:
         lines.append(f"  %w = alloca [{max(layout.size, 1)} x double], align 8")
     else:
         lines.append("  %w = getelementptr inbounds double, ptr %work, i64 0")
+    if width > 1:
+        lines.append(f"  %wv = alloca [{max(layout.size, 1)} x <{width} x double>], align 8")
     for j in range(n_in):
-        lines += [
-            f"  %inp{j} = getelementptr inbounds ptr, ptr %ins, i64 {j}",
-            f"  %in{j} = load ptr, ptr %inp{j}, align 8",
-            f"  %stp{j} = getelementptr inbounds i64, ptr %strides, i64 {j}",
-            f"  %st{j} = load i64, ptr %stp{j}, align 8",
-        ]
+        _gep(lines, f"%inp{j}", "ptr", "%ins", j)
+        lines.append(f"  %in{j} = load ptr, ptr %inp{j}, align 8")
+        _gep(lines, f"%stp{j}", "i64", "%strides", j)
+        lines.append(f"  %st{j} = load i64, ptr %stp{j}, align 8")
     for k in range(n_out):
+        _gep(lines, f"%outp{k}", "ptr", "%outs", k)
+        lines.append(f"  %out{k} = load ptr, ptr %outp{k}, align 8")
+    lines.append("  %has_flags = icmp ne ptr %flags, null")
+    if width > 1:
         lines += [
-            f"  %outp{k} = getelementptr inbounds ptr, ptr %outs, i64 {k}",
-            f"  %out{k} = load ptr, ptr %outp{k}, align 8",
+            "  %n = sub i64 %end, %start",
+            f"  %nv = and i64 %n, {-width}",
+            "  %vend = add i64 %start, %nv",
+            "  %anyv = icmp slt i64 %start, %vend",
+            "  br i1 %anyv, label %vloop, label %vdone",
+            *_vector_loop(layout, width),
+            "vdone:",
+            "  %tail = phi i64 [ %start, %entry ], [ %vend, %vnext ]",
+            "  %tcount = phi i64 [ 0, %entry ], [ %vcount.next, %vnext ]",
         ]
+        pred = "%vdone"
+    else:
+        lines += ["  %tail = add i64 %start, 0", "  %tcount = add i64 0, 0"]
+        pred = "%entry"
     lines += [
-        "  %has_flags = icmp ne ptr %flags, null",
-        "  %any = icmp slt i64 %start, %end",
+        "  %any = icmp slt i64 %tail, %end",
         "  br i1 %any, label %loop, label %done",
         "loop:",
-        "  %i = phi i64 [ %start, %entry ], [ %i.next, %next ]",
-        "  %count = phi i64 [ 0, %entry ], [ %count.next, %next ]",
+        f"  %i = phi i64 [ %tail, {pred} ], [ %i.next, %next ]",
+        f"  %count = phi i64 [ %tcount, {pred} ], [ %count.next, %next ]",
     ]
     for j in range(n_in):
         lines += [
@@ -127,14 +219,14 @@ def _array(layout: Layout) -> list[str]:
             f"  %xp{j} = getelementptr inbounds double, ptr %in{j}, i64 %at{j}",
             f"  %x{j} = load double, ptr %xp{j}, align 8",
         ]
-        _store(lines, f"%x{j}", "%w", j, f"x{j}")
+        _gep(lines, f"%sx{j}", "double", "%w", j)
+        lines.append(f"  store double %x{j}, ptr %sx{j}, align 8")
     lines.append(f"  %flag = call i32 @{SCALAR}(ptr %w)")
     for k in range(n_out):
-        _load(lines, f"%y{k}", "%w", n_in + k)
-        lines += [
-            f"  %yp{k} = getelementptr inbounds double, ptr %out{k}, i64 %i",
-            f"  store double %y{k}, ptr %yp{k}, align 8",
-        ]
+        _gep(lines, f"%yp{k}", "double", "%w", n_in + k)
+        lines.append(f"  %y{k} = load double, ptr %yp{k}, align 8")
+        _gep(lines, f"%op{k}", "double", f"%out{k}", "%i")
+        lines.append(f"  store double %y{k}, ptr %op{k}, align 8")
     lines += [
         "  %bad = icmp ne i32 %flag, 0",
         "  %bad64 = zext i1 %bad to i64",
@@ -150,7 +242,7 @@ def _array(layout: Layout) -> list[str]:
         "  %more = icmp slt i64 %i.next, %end",
         "  br i1 %more, label %loop, label %done",
         "done:",
-        "  %total = phi i64 [ 0, %entry ], [ %count.next, %next ]",
+        f"  %total = phi i64 [ %tcount, {pred} ], [ %count.next, %next ]",
         "  ret i64 %total",
         "}",
     ]
@@ -158,16 +250,18 @@ def _array(layout: Layout) -> list[str]:
 
 
 def build_ir(program: Program, inline: bool) -> str:
-    """The IR of ``program``; ``inline`` merges the chunks into their callers (for small programs at O2)."""
+    """The IR of ``program``; ``inline``: one chunk, inlined into the loops, with a vector variant."""
     layout = Layout(program)
+    width = WIDTH if inline and len(layout.chunks) <= 1 else 1
     libm: set[str] = set()
     body: list[str] = []
-    for k in range(len(layout.chunks)):
-        body += _chunk(layout, k, inline, libm)
+    for w in sorted({1, width}):
+        for k in range(len(layout.chunks)):
+            body += _chunk(layout, k, inline, libm, w)
+            body.append("")
+        body += _scalar(layout, inline, w)
         body.append("")
-    body += _scalar(layout, inline)
-    body.append("")
-    body += _array(layout)
+    body += _array(layout, width)
     head = [
         f"; symgrad native kernel: {program.n_inputs} inputs, {len(program.records)} records, "
         f"{len(program.outputs)} outputs"
@@ -176,5 +270,9 @@ def build_ir(program: Program, inline: bool) -> str:
         f"declare double @{PREFIX}{name}({', '.join(['double'] * LIBM[name])}) nounwind memory(none)"
         for name in sorted(libm)
     ]
-    head.append("declare double @llvm.sqrt.f64(double)")
+    head += [
+        "declare double @llvm.sqrt.f64(double)",
+        f"declare <{WIDTH} x double> @llvm.sqrt.v{WIDTH}f64(<{WIDTH} x double>)",
+        "declare i32 @llvm.ctpop.i32(i32)",
+    ]
     return "\n".join([*head, "", *body, ""])

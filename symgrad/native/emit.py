@@ -47,15 +47,25 @@ class Emit:
     tape took several times longer than LLVM's own compilation (measured).  The
     text is parsed and verified by LLVM before anything runs.  Values are
     strings: ``%tN`` names or constants; methods say which type they make.
+
+    ``width`` > 1 emits the same operations on vectors of that many points
+    (``<4 x double>``): IEEE arithmetic, comparisons and selects act lane by
+    lane, so every lane is bit-identical to the scalar code, and libm calls are
+    made once per lane.  The flag is then one bit per lane.
     """
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], width: int = 1) -> None:
         self.lines = lines
+        self.width = width
+        self.d = "double" if width == 1 else f"<{width} x double>"
+        self.i1 = "i1" if width == 1 else f"<{width} x i1>"
+        self.i64 = "i64" if width == 1 else f"<{width} x i64>"
         self._count = 0
         self.libm: set[str] = set()
         """The libm functions called (to declare in the module)."""
-        self.flag = "false"
-        """i1: true once any operation left its domain (see the module docstring)."""
+        self.no = "false" if width == 1 else "zeroinitializer"
+        self.flag = self.no
+        """true (per lane) once any operation left its domain (see the module docstring)."""
 
     def _new(self, text: str) -> str:
         name = f"%t{self._count}"
@@ -63,57 +73,65 @@ class Emit:
         self.lines.append(f"  {name} = {text}")
         return name
 
+    def _splat(self, scalar_type: str, text: str) -> str:
+        if self.width == 1:
+            return text
+        return "<" + ", ".join([f"{scalar_type} {text}"] * self.width) + ">"
+
     # -- doubles -------------------------------------------------------------
-    const = staticmethod(double)
+    def const(self, value: float) -> str:
+        return self._splat("double", double(value))
 
-    def fadd(self, a: str, b: str) -> str:
-        return self._new(f"fadd double {a}, {b}")
-
-    def fsub(self, a: str, b: str) -> str:
-        return self._new(f"fsub double {a}, {b}")
-
-    def fmul(self, a: str, b: str) -> str:
-        return self._new(f"fmul double {a}, {b}")
-
-    def fdiv(self, a: str, b: str) -> str:
-        return self._new(f"fdiv double {a}, {b}")
+    def binary(self, instruction: str, a: str, b: str) -> str:
+        """``fadd``, ``fsub``, ``fmul`` or ``fdiv``."""
+        return self._new(f"{instruction} {self.d} {a}, {b}")
 
     def fneg(self, a: str) -> str:
-        return self._new(f"fneg double {a}")
+        return self._new(f"fneg {self.d} {a}")
 
     def select(self, condition: str, a: str, b: str) -> str:
-        """``a`` where the i1 ``condition`` holds, else ``b``."""
-        return self._new(f"select i1 {condition}, double {a}, double {b}")
+        """``a`` where ``condition`` holds, else ``b``."""
+        return self._new(f"select {self.i1} {condition}, {self.d} {a}, {self.d} {b}")
 
     def call(self, name: str, *args: str) -> str:
-        """A libm function (``exp``, ``atan2``...) under its private name."""
+        """A libm function (``exp``, ``atan2``...) under its private name, once per lane."""
         self.libm.add(name)
-        return self._new(f"call double @{PREFIX}{name}({', '.join(f'double {a}' for a in args)})")
+        if self.width == 1:
+            return self._new(f"call double @{PREFIX}{name}({', '.join(f'double {a}' for a in args)})")
+        result = "poison"
+        for lane in range(self.width):
+            lanes = [self._new(f"extractelement {self.d} {a}, i32 {lane}") for a in args]
+            one = self._new(f"call double @{PREFIX}{name}({', '.join(f'double {x}' for x in lanes)})")
+            result = self._new(f"insertelement {self.d} {result}, double {one}, i32 {lane}")
+        return result
 
     def sqrt(self, a: str) -> str:
-        return self._new(f"call double @llvm.sqrt.f64(double {a})")
+        suffix = "f64" if self.width == 1 else f"v{self.width}f64"
+        return self._new(f"call {self.d} @llvm.sqrt.{suffix}({self.d} {a})")
 
     def fabs(self, a: str) -> str:
         """|a| as a bit mask (the same bits as libm's fabs, cheap for the fast instruction selector)."""
-        bits = self._new(f"bitcast double {a} to i64")
-        return self._new(f"bitcast i64 {self._new(f'and i64 {bits}, {_MAGNITUDE}')} to double")
+        bits = self._new(f"bitcast {self.d} {a} to {self.i64}")
+        masked = self._new(f"and {self.i64} {bits}, {self._splat('i64', str(_MAGNITUDE))}")
+        return self._new(f"bitcast {self.i64} {masked} to {self.d}")
 
-    # -- conditions (i1) ------------------------------------------------------
+    # -- conditions (i1 per lane) ---------------------------------------------
     def fcmp(self, predicate: str, a: str, b: str) -> str:
         """An LLVM fcmp: ``olt``, ``ole``, ``ogt``, ``oge``, ``oeq`` (false on nan), ``une`` (true on nan)."""
-        return self._new(f"fcmp {predicate} double {a}, {b}")
+        return self._new(f"fcmp {predicate} {self.d} {a}, {b}")
 
     def both(self, a: str, b: str) -> str:
-        return self._new(f"and i1 {a}, {b}")
+        return self._new(f"and {self.i1} {a}, {b}")
 
     def nonfinite(self, a: str) -> str:
-        """i1: ``a`` is inf or nan (exponent bits all ones; integer ops only)."""
-        bits = self._new(f"bitcast double {a} to i64")
-        return self._new(f"icmp eq i64 {self._new(f'and i64 {bits}, {_EXPONENT}')}, {_EXPONENT}")
+        """``a`` is inf or nan (exponent bits all ones; integer ops only)."""
+        bits = self._new(f"bitcast {self.d} {a} to {self.i64}")
+        exponent = self._splat("i64", str(_EXPONENT))
+        return self._new(f"icmp eq {self.i64} {self._new(f'and {self.i64} {bits}, {exponent}')}, {exponent}")
 
     def mark(self, condition: str) -> None:
         """Raise the domain flag where ``condition`` holds."""
-        self.flag = condition if self.flag == "false" else self._new(f"or i1 {self.flag}, {condition}")
+        self.flag = condition if self.flag == self.no else self._new(f"or {self.i1} {self.flag}, {condition}")
 
     def checked(self, name: str, *args: str) -> str:
         """A libm call whose non-finite result raises the flag."""
@@ -133,10 +151,6 @@ LIBM: dict[str, int] = {
 """The libm functions generated code may call, with their arity."""
 
 
-ZERO = double(0.0)
-ONE = double(1.0)
-
-
 def _libm(name: str) -> Emitter:
     return lambda e, args: e.checked(name, *args)
 
@@ -145,7 +159,7 @@ def _arith(instruction: str) -> Emitter:
     """``+ - * /``: the flag is raised by a non-finite result (overflow, x / 0, inf - inf...)."""
 
     def emit(e: Emit, args: Sequence[str]) -> str:
-        result = e._new(f"{instruction} double {args[0]}, {args[1]}")
+        result = e.binary(instruction, args[0], args[1])
         e.mark(e.nonfinite(result))
         return result
 
@@ -162,14 +176,16 @@ def _sqrt(e: Emit, args: Sequence[str]) -> str:
 def _sigmoid(e: Emit, args: Sequence[str]) -> str:
     # Both branches of ops._sigmoid, computed and selected: 1/(1+exp(-x)) for x >= 0, else e/(1+e) with e = exp(x).
     x = args[0]
-    positive = e.fcmp("oge", x, ZERO)
+    positive = e.fcmp("oge", x, e.const(0.0))
+    one = e.const(1.0)
     ex = e.call("exp", e.select(positive, e.fneg(x), x))
-    return e.fdiv(e.select(positive, ONE, ex), e.fadd(ONE, ex))
+    return e.binary("fdiv", e.select(positive, one, ex), e.binary("fadd", one, ex))
 
 
 def _relu(e: Emit, args: Sequence[str]) -> str:
     x = args[0]  # 0.0 if x <= 0.0 else x: nan stays nan, -0.0 becomes 0.0
-    return e.select(e.fcmp("ole", x, ZERO), ZERO, x)
+    zero = e.const(0.0)
+    return e.select(e.fcmp("ole", x, zero), zero, x)
 
 
 def _min(e: Emit, args: Sequence[str]) -> str:
@@ -184,23 +200,26 @@ def _max(e: Emit, args: Sequence[str]) -> str:
 
 def _heaviside(e: Emit, args: Sequence[str]) -> str:
     x, at_zero = args  # 1 for x > 0, 0 for x < 0, at_zero at ±0, nan stays nan
-    inner = e.select(e.fcmp("oeq", x, ZERO), at_zero, x)
-    inner = e.select(e.fcmp("olt", x, ZERO), ZERO, inner)
-    return e.select(e.fcmp("ogt", x, ZERO), ONE, inner)
+    zero = e.const(0.0)
+    inner = e.select(e.fcmp("oeq", x, zero), at_zero, x)
+    inner = e.select(e.fcmp("olt", x, zero), zero, inner)
+    return e.select(e.fcmp("ogt", x, zero), e.const(1.0), inner)
 
 
 def _sign(e: Emit, args: Sequence[str]) -> str:
     x = args[0]  # 1, -1, or x itself (±0, nan)
-    inner = e.select(e.fcmp("olt", x, ZERO), double(-1.0), x)
-    return e.select(e.fcmp("ogt", x, ZERO), ONE, inner)
+    zero = e.const(0.0)
+    inner = e.select(e.fcmp("olt", x, zero), e.const(-1.0), x)
+    return e.select(e.fcmp("ogt", x, zero), e.const(1.0), inner)
 
 
 def _xlogy(e: Emit, args: Sequence[str]) -> str:
     x, y = args  # 0.0 if x == 0.0 else x * log(y); log raises (flag) only where it is used
     log_y = e.call("log", y)
-    used = e.fcmp("une", x, ZERO)
+    zero = e.const(0.0)
+    used = e.fcmp("une", x, zero)
     e.mark(e.both(used, e.nonfinite(log_y)))
-    return e.select(used, e.fmul(x, log_y), ZERO)
+    return e.select(used, e.binary("fmul", x, log_y), zero)
 
 
 EMITTERS: Mapping[str, Emitter] = {
