@@ -200,9 +200,9 @@ class Function:
     def llvm_ir(self) -> str:
         """The LLVM IR the native backend compiles for the value (needs llvmlite)."""
         native.use_native("native", len(self.tape))  # raises MissingDependencyError without llvmlite
-        from .native.kernel import compile_native
+        from .native.kernel import llvm_ir
 
-        return compile_native(self.tape, [self.tape.output]).llvm_ir()
+        return llvm_ir(self.tape, [self.tape.output])
 
     @property
     def code(self) -> str:

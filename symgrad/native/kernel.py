@@ -16,6 +16,7 @@ the caret under the source.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import math
 import os
 import struct
@@ -33,7 +34,15 @@ from . import cache, jit
 from .build import ARRAY, SCALAR, STACK_LIMIT, build_ir
 from .program import CHUNK, Layout, Program
 
-__all__ = ["MIN_POINTS_PER_THREAD", "OPT1_MAX_RECORDS", "STATS", "NativeKernel", "compile_native", "function"]
+__all__ = [
+    "MIN_POINTS_PER_THREAD",
+    "OPT1_MAX_RECORDS",
+    "STATS",
+    "NativeKernel",
+    "compile_native",
+    "function",
+    "llvm_ir",
+]
 
 OPT1_MAX_RECORDS = CHUNK
 """Programs of one chunk are inlined into the array loop and compiled at opt 1; bigger ones at opt 0 (see jit.py)."""
@@ -99,6 +108,16 @@ def compile_native(
     return NativeKernel(program, fallback, opt)
 
 
+def _inline(program: Program) -> bool:
+    return len(program.records) <= CHUNK
+
+
+def llvm_ir(tape: Tape, outputs: Sequence[int]) -> str:
+    """The IR :func:`compile_native` would compile for these outputs (without compiling it)."""
+    program = Program.from_tape(tape, outputs)
+    return build_ir(program, _inline(program))
+
+
 def _opt_for(program: Program) -> int:
     return 1 if len(program.records) <= OPT1_MAX_RECORDS else 0
 
@@ -110,7 +129,7 @@ class NativeKernel:
         self.program = program
         self.fallback = fallback
         self.opt = _opt_for(program) if opt is None else opt
-        self.inline = len(program.records) <= CHUNK
+        self.inline = _inline(program)
         self.layout = Layout(program)
         key = self.cache_key()
         data = cache.load(key)
@@ -127,8 +146,6 @@ class NativeKernel:
 
     def cache_key(self) -> str:
         """What the persistent cache files this kernel under."""
-        import hashlib
-
         text = f"{CODE_VERSION}|{self.opt}|{self.inline}|{jit.host_id()}|{self.program.digest()}"
         return hashlib.sha256(text.encode()).hexdigest()
 
