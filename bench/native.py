@@ -230,7 +230,7 @@ def compile_curve(sizes: list[int]) -> list[list[str]]:
         src = W.generated(n)
         t_lower, tape = timed(lambda src=src: lower(parse(src), src))
         program = Program.from_tape(tape, [tape.output])
-        t_ir, _ = timed(lambda program=program: build_ir(program, False))
+        t_ir, _ = timed(lambda program=program: build_ir(program, "scalar"))
         cache.clear()
         t_compile, kernel = timed(lambda tape=tape: compile_native(tape, [tape.output]))
         t_load, _ = timed(lambda tape=tape: compile_native(tape, [tape.output]))
@@ -238,7 +238,7 @@ def compile_curve(sizes: list[int]) -> list[list[str]]:
             [
                 f"{n:,}",
                 f"{len(tape):,}",
-                f"O{kernel.opt}, {len(kernel.layout.chunks)} chunks",
+                f"opt {kernel.opt()}, {len(kernel.layout.chunks)} chunks",
                 fmt(t_lower),
                 fmt(t_ir),
                 fmt(t_compile),

@@ -249,10 +249,15 @@ def _array(layout: Layout, width: int) -> list[str]:
     return lines
 
 
-def build_ir(program: Program, inline: bool) -> str:
-    """The IR of ``program``; ``inline``: one chunk, inlined into the loops, with a vector variant."""
+def build_ir(program: Program, part: str) -> str:
+    """The IR of ``program``: ``part`` is ``"scalar"`` (the scalar entry) or ``"array"`` (the array loop).
+
+    The two are separate modules, compiled when first used: a caller of the
+    scalar entry never pays for the array loop and its vector variant.
+    """
     layout = Layout(program)
-    width = WIDTH if inline and len(layout.chunks) <= 1 else 1
+    inline = part == "array" and len(layout.chunks) <= 1
+    width = WIDTH if inline else 1
     libm: set[str] = set()
     body: list[str] = []
     for w in sorted({1, width}):
@@ -261,7 +266,10 @@ def build_ir(program: Program, inline: bool) -> str:
             body.append("")
         body += _scalar(layout, inline, w)
         body.append("")
-    body += _array(layout, width)
+    if part == "array":
+        body += _array(layout, width)
+    elif part != "scalar":
+        raise ValueError(f"part must be 'scalar' or 'array', not {part!r}")
     head = [
         f"; symgrad native kernel: {program.n_inputs} inputs, {len(program.records)} records, "
         f"{len(program.outputs)} outputs"

@@ -45,7 +45,9 @@ __all__ = [
 ]
 
 OPT1_MAX_RECORDS = CHUNK
-"""Programs of one chunk are inlined into the array loop and compiled at opt 1; bigger ones at opt 0 (see jit.py)."""
+"""The array loop of a one-chunk program is compiled at opt 1 (inlined, four points per iteration);
+everything else at opt 0 (see jit.py): measured, opt 1 costs 5-10x the compile time and gains
+nothing measurable per scalar call."""
 MIN_POINTS_PER_THREAD = 50_000
 """An array call is split across threads only when every thread gets at least this many points."""
 CODE_VERSION = "1"
@@ -108,51 +110,63 @@ def compile_native(
     return NativeKernel(program, fallback, opt)
 
 
-def _inline(program: Program) -> bool:
-    return len(program.records) <= CHUNK
-
-
-def llvm_ir(tape: Tape, outputs: Sequence[int]) -> str:
+def llvm_ir(tape: Tape, outputs: Sequence[int], part: str = "scalar") -> str:
     """The IR :func:`compile_native` would compile for these outputs (without compiling it)."""
-    program = Program.from_tape(tape, outputs)
-    return build_ir(program, _inline(program))
+    return build_ir(Program.from_tape(tape, outputs), part)
 
 
-def _opt_for(program: Program) -> int:
-    return 1 if len(program.records) <= OPT1_MAX_RECORDS else 0
+def _default_opt(program: Program, part: str) -> int:
+    """Measured (bench/native.py): opt 1 only pays for the fused loop of a one-chunk program."""
+    return 1 if part == "array" and len(program.records) <= OPT1_MAX_RECORDS else 0
 
 
 class NativeKernel:
-    """A program compiled to machine code: ``kernel(*floats)`` and ``kernel.array(*arrays)``."""
+    """A program compiled to machine code: ``kernel(*floats)`` and ``kernel.array(*arrays)``.
+
+    The scalar entry is compiled (or loaded from the cache) at construction;
+    the array loop on the first ``array`` call.
+    """
 
     def __init__(self, program: Program, fallback: Fallback, opt: int | None = None) -> None:
         self.program = program
         self.fallback = fallback
-        self.opt = _opt_for(program) if opt is None else opt
-        self.inline = _inline(program)
+        self._opt = opt
         self.layout = Layout(program)
-        key = self.cache_key()
-        data = cache.load(key)
-        if data is None:
-            data = jit.compile_object(self.llvm_ir(), self.opt)
-            STATS["compiled"] += 1
-            cache.store(key, data)
-        else:
-            STATS["loaded"] += 1
-        self._loaded = jit.load_object(data, (SCALAR, ARRAY))
-        self._array_fn = _ARRAY_PROTO(self._loaded.addresses[ARRAY])
+        self._lock = threading.Lock()
+        self._loaded: dict[str, jit.Loaded] = {}
+        self._array_fn: Any = None
         self.scalar = self._scalar_entry()
         """``scalar(*floats) -> (output values)``: the entry for hot loops (bind it once)."""
 
-    def cache_key(self) -> str:
-        """What the persistent cache files this kernel under."""
-        text = f"{CODE_VERSION}|{self.opt}|{self.inline}|{jit.host_id()}|{self.program.digest()}"
+    def opt(self, part: str = "scalar") -> int:
+        """The optimisation level of ``part`` (see :func:`symgrad.native.jit.compile_object`)."""
+        return _default_opt(self.program, part) if self._opt is None else self._opt
+
+    def cache_key(self, part: str = "scalar") -> str:
+        """What the persistent cache files this part of the kernel under."""
+        text = f"{CODE_VERSION}|{part}|{self.opt(part)}|{jit.host_id()}|{self.program.digest()}"
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def llvm_ir(self, optimized: bool = False) -> str:
-        """The LLVM IR of this kernel (``optimized``: after the pass pipeline, as compiled)."""
-        text = build_ir(self.program, self.inline)
-        return jit.optimize_ir(text, self.opt) if optimized else text
+    def llvm_ir(self, part: str = "scalar", optimized: bool = False) -> str:
+        """The LLVM IR of ``part`` (``optimized``: after the pass pipeline, as compiled)."""
+        text = build_ir(self.program, part)
+        return jit.optimize_ir(text, self.opt(part)) if optimized else text
+
+    def _load(self, part: str, symbol: str) -> int:
+        """The address of ``symbol`` in ``part``, compiled or loaded from the cache on first use."""
+        with self._lock:
+            loaded = self._loaded.get(part)
+            if loaded is None:
+                key = self.cache_key(part)
+                data = cache.load(key)
+                if data is None:
+                    data = jit.compile_object(self.llvm_ir(part), self.opt(part))
+                    STATS["compiled"] += 1
+                    cache.store(key, data)
+                else:
+                    STATS["loaded"] += 1
+                loaded = self._loaded[part] = jit.load_object(data, (symbol,))
+            return loaded.addresses[symbol]
 
     @property
     def n_inputs(self) -> int:
@@ -167,9 +181,9 @@ class NativeKernel:
         n_in, n_out = self.program.n_inputs, len(self.program.outputs)
         work = (ctypes.c_double * max(self.layout.size, 1))()
         address = ctypes.addressof(work)
-        fn = _SCALAR_PROTO(self._loaded.addresses[SCALAR])
+        fn = _SCALAR_PROTO(self._load("scalar", SCALAR))
         fallback = self.fallback
-        loaded = self._loaded  # keeps the machine code alive as long as this closure
+        loaded = self._loaded["scalar"]  # keeps the machine code alive as long as this closure
         # One C call each way (struct), not a ctypes slice: measured 3x cheaper per call.
         pack = struct.Struct(f"<{n_in}d").pack_into
         unpack = struct.Struct(f"<{n_out}d").unpack_from
@@ -230,10 +244,14 @@ class NativeKernel:
         outs_p = (ctypes.c_void_p * max(len(outs), 1))(*(o.ctypes.data for o in outs))
         refs = (ins_p, strides_p, outs_p)
 
+        array_fn = self._array_fn
+        if array_fn is None:
+            array_fn = self._array_fn = _ARRAY_PROTO(self._load("array", ARRAY))
+
         def run(start: int, end: int, flags: int = 0) -> int:
             work = np.empty(self.layout.size) if self.layout.size > STACK_LIMIT else None
             work_p = work.ctypes.data if work is not None else 0
-            return int(self._array_fn(*(ctypes.addressof(r) for r in refs), work_p, flags, start, end))
+            return int(array_fn(*(ctypes.addressof(r) for r in refs), work_p, flags, start, end))
 
         count = self._run_split(run, n, threads)
         if count and errors == "raise":
