@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from . import native
 from .errors import InputError
 from .function import Function, Gradient, merge_point
 from .lower import lower, lower_many
@@ -30,7 +31,8 @@ Expression = str | Sequence[str] | Function
 _CACHE_SIZE = 1024
 _CACHE_SLOTS = 250_000
 
-_Key = str | tuple[str, ...]
+_Key = tuple[str | tuple[str, ...], str]
+"""(source text or texts, backend)."""
 
 
 class _CompileCache:
@@ -84,19 +86,23 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def _compile_one(source: str) -> Function:
-    return Function(lower(parse(source), source), source)
+def _compile_one(source: str, backend: str) -> Function:
+    return Function(lower(parse(source), source), source, backend)
 
 
-def _compile_many(sources: tuple[str, ...]) -> Function:
-    return Function(lower_many([parse(s) for s in sources], sources))
+def _compile_many(sources: tuple[str, ...], backend: str) -> Function:
+    return Function(lower_many([parse(s) for s in sources], sources), None, backend)
 
 
-def compile(source: Expression) -> Function:
-    """Parse and lower ``source`` once; the result is cached by its text (see :func:`clear_cache`).
+def compile(source: Expression, backend: str | None = None) -> Function:
+    """Parse and lower ``source`` once; the result is cached by its text and backend (see :func:`clear_cache`).
 
     A list of formulas compiles to one Function with one output per formula;
     they share one tape (common subexpressions are computed once).
+
+    ``backend``: ``"auto"`` (machine code via LLVM for tapes of a few hundred
+    records or more, generated Python below), ``"native"`` or ``"python"``;
+    default: the ``SYMGRAD_BACKEND`` environment variable, else ``"auto"``.
 
     >>> f = compile("a*b + c")
     >>> f.variables
@@ -107,12 +113,15 @@ def compile(source: Expression) -> Function:
     (6.0, 5.0)
     """
     if isinstance(source, Function):
-        return source
+        if backend is None or native.resolve_backend(backend) == source.backend:
+            return source
+        return Function(source.tape, source.source, backend)
+    chosen = native.resolve_backend(backend)
     if isinstance(source, str):
-        return _cache.get(source, lambda: _compile_one(source))
+        return _cache.get((source, chosen), lambda: _compile_one(source, chosen))
     if isinstance(source, (list, tuple)) and source and all(isinstance(s, str) for s in source):
         sources = tuple(source)
-        return _cache.get(sources, lambda: _compile_many(sources))
+        return _cache.get((sources, chosen), lambda: _compile_many(sources, chosen))
     raise InputError(
         f"compile() takes an expression string or a non-empty list of them, got {type(source).__name__} {source!r}"
     )

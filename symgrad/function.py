@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from . import arraycode, codegen, display, interpret, transforms
+from . import arraycode, codegen, display, interpret, native, transforms
 from . import explain as explain_mod
 from .errors import InputError, MissingVariableError, UnknownVariableError
 from .explain import Explanation
@@ -71,12 +71,13 @@ class Function:
         "_n",
         "_vg",
         "_vg_wrt",
+        "backend",
         "source",
         "tape",
         "variables",
     )
 
-    def __init__(self, tape: Tape, source: str | None = None) -> None:
+    def __init__(self, tape: Tape, source: str | None = None, backend: str | None = None) -> None:
         self.tape = tape
         self.source = source if source is not None else tape.source
         self.variables: tuple[str, ...] = tape.inputs
@@ -90,6 +91,8 @@ class Function:
         self._derived: dict[tuple[Any, ...], Tape] = {}  # derivative tapes by what was asked
         self._derived_functions: dict[tuple[Any, ...], Function] = {}
         self._arrays: OrderedDict[tuple[Any, ...], Callable[..., list[Any]]] = OrderedDict()
+        self.backend = native.resolve_backend(backend)
+        """Executor of the scalar code: ``"auto"`` (machine code for big tapes), ``"native"`` or ``"python"``."""
 
     # -- shape ------------------------------------------------------------------
     @property
@@ -227,13 +230,13 @@ class Function:
                 def slow(*point: float) -> float:
                     return interpret.evaluate(tape, point)[0]
 
-                fn = self._fwd = codegen.function(tape, slow, "value")
+                fn = self._fwd = self._compiled(tape, slow, "value")
             else:
 
                 def slow_all(*point: float) -> tuple[float, ...]:
                     return tuple(interpret.evaluate(tape, point))
 
-                fn = self._fwd = codegen.function(tape, slow_all, "tuple")
+                fn = self._fwd = self._compiled(tape, slow_all, "tuple")
         result: Callable[..., Any] = fn
         return result
 
@@ -263,7 +266,7 @@ class Function:
             def slow(*point: float) -> tuple[float, list[float]]:  # the classic sweeps: dead branches skipped
                 return interpret.value_and_grad(primal, point, wrt)
 
-            fn = codegen.function(self._gradient_tape(positions), slow, "value_and_grad")
+            fn = self._compiled(self._gradient_tape(positions), slow, "value_and_grad")
             if positions is None:
                 self._vg = fn
             else:
@@ -326,7 +329,7 @@ class Function:
         """The derivative Function for ``key``, built once (with its compiled code) and kept."""
         f = self._derived_functions.get(key)
         if f is None:
-            f = self._derived_functions[key] = Function(build(), self.source)
+            f = self._derived_functions[key] = Function(build(), self.source, self.backend)
         return f
 
     def gradient_function(self, wrt: Wrt = None) -> Function:
@@ -429,6 +432,25 @@ class Function:
         from .drawing import draw  # deferred: draw imports this module
 
         return draw(self, point, rankdir=rankdir, **values)
+
+    # -- backend choice (native machine code via llvmlite, else generated Python) ---------
+    def _compiled(self, tape: Tape, slow: Callable[..., Any], returns: codegen.Returns) -> Callable[..., Any]:
+        """Code for ``tape`` on floats: the native kernel where the backend choice says so, else Python."""
+        if native.use_native(self.backend, len(tape)):
+            from .native.kernel import function as native_function  # only importable with llvmlite
+
+            fn: Callable[..., Any] = native_function(tape, slow, returns)
+            return fn
+        return codegen.function(tape, slow, returns)
+
+    @property
+    def llvm_ir(self) -> str:
+        """The LLVM IR the native backend compiles for ``vg`` (the gradient tape; needs llvmlite)."""
+        native.use_native("native", len(self.tape))  # raises MissingDependencyError without llvmlite
+        from .native.kernel import llvm_ir
+
+        tape = self.tape if self.n_outputs != 1 else self._gradient_tape(None)
+        return llvm_ir(tape, list(tape.outputs))
 
     @property
     def code(self) -> str:
