@@ -192,7 +192,7 @@ class Function:
             point = args
         if point is not None:
             for v in point:
-                if type(v) is not float:
+                if type(v) is not float or v - v != 0.0:  # not a float, or nan/inf: the full path says why
                     return None
         return point
 
@@ -535,12 +535,18 @@ def _as_value(name: str, value: Any) -> Any:
     """A float, or a float64 array for a numpy array."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         try:
-            return float(value)
+            number = float(value)
         except OverflowError:
             raise InputError(
                 f"value for '{name}' is too large for a 64-bit float (largest: {_FLOAT_MAX:.6g}), "
                 f"got {_short_number(value)}"
             ) from None
+        if number - number != 0.0:
+            raise InputError(
+                f"value for '{name}' is {number!r}: formulas are evaluated at finite points "
+                f"(numpy arrays may hold nan and inf, and follow numpy)"
+            )
+        return number
     if isinstance(value, bool):
         raise InputError(f"value for '{name}' must be a number, got a bool ({value})")
     if isinstance(value, np.ndarray):
