@@ -12,7 +12,12 @@ own ``**kwargs``); if any value is a numpy array, the whole point is
 evaluated with numpy, broadcasting like numpy, and each partial comes back in
 its input's shape (adjoints of broadcast inputs summed).  On arrays, domain
 violations follow numpy (nan or inf plus a ``RuntimeWarning``) instead of
-raising :class:`~symgrad.errors.DomainError`.
+raising :class:`~symgrad.errors.DomainError`.  If any value is a dask array,
+the result is lazy: :mod:`symgrad.dask_arrays` runs that same numpy call chunk
+by chunk.
+
+A Function pickles as its tape (see :mod:`symgrad.pickling`), so it can be
+sent to other processes; executors are rebuilt there on first use.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from . import codegen
+from . import codegen, dask_arrays
+from . import pickling as _pickling  # noqa: F401  (registers how tapes pickle: without their cache)
 from .errors import InputError, MissingVariableError, UnknownVariableError
 from .tape import Tape
 
@@ -145,6 +151,8 @@ class Function:
         if point is None:
             point = self.bind(args, kwargs)
             if _has_array(point):
+                if _has_dask(point):
+                    return dask_arrays.forward(self, point)
                 return codegen.array_forward_function(self.tape, _shapes(point))(*_numpy(point))
         fn = self._fwd
         if fn is None:
@@ -168,6 +176,9 @@ class Function:
         if point is None:
             point = self.bind(args, kwargs)
             if _has_array(point):
+                if _has_dask(point):
+                    value, grads = dask_arrays.value_and_grad(self, point)
+                    return value, self._select(grads, wrt)
                 value, grads = codegen.array_value_and_grad_function(self.tape, _shapes(point))(*_numpy(point))
                 return value, self._select(grads, wrt)
         value, grads = fn(*point)
@@ -202,6 +213,10 @@ class Function:
 
         return oracle.symbolic_grad(oracle.tree_of(self), self.variables)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its tape and source only; generated code is rebuilt lazily where it is unpickled."""
+        return type(self), (self.tape, self.source)
+
     def __repr__(self) -> str:
         name = f" {self.source!r}" if self.source is not None else ""
         return f"<Function{name} f:({','.join(self.variables)})->out, {len(self.tape)} records>"
@@ -220,6 +235,10 @@ def _has_array(point: list[Any]) -> bool:
     return any(type(v) is not float for v in point)
 
 
+def _has_dask(point: list[Any]) -> bool:
+    return any(dask_arrays.is_dask(v) for v in point)
+
+
 def _as_value(name: str, value: Any) -> Any:
     """A float, or a float64 array for a numpy array."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -232,4 +251,6 @@ def _as_value(name: str, value: Any) -> Any:
                 f"value for '{name}' must be an array of real numbers, got an array of dtype {value.dtype}"
             )
         return value.astype(np.float64, copy=False)
+    if dask_arrays.is_dask(value):
+        return dask_arrays.checked(name, value)
     raise InputError(f"value for '{name}' must be a real number or an array, got {type(value).__name__} {value!r}")

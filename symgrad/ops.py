@@ -173,6 +173,10 @@ class Op:
     def __repr__(self) -> str:
         return f"<op {self.name}/{self.arity}>"
 
+    def __reduce__(self) -> tuple[Callable[[str], Op], tuple[str]]:
+        """Pickled by name (the row holds lambdas); unpickling looks the row up in :data:`OPS`."""
+        return _op_named, (self.name,)
+
 
 def _op(
     name: str,
@@ -277,6 +281,10 @@ def _compile_partials(op: Op) -> tuple[Callable[..., float], ...]:
 
 for _row in _TABLE:
     object.__setattr__(_row, "scalar_partials", _compile_partials(_row))
+
+
+def _op_named(name: str) -> Op:
+    return OPS[name]
 
 
 def lookup_function(name: str) -> Op | None:
