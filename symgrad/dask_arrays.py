@@ -46,7 +46,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["ArrayFunction", "checked", "forward", "is_dask", "value_and_grad"]
+__all__ = ["ArrayFunction", "checked", "compute", "forward", "is_dask", "value_and_grad"]
 
 _FLOAT_META = np.float64
 
@@ -78,6 +78,14 @@ def checked(name: str, value: Any) -> Any:
     if dtype.kind not in "fiu":
         raise InputError(f"value for '{name}' must be a dask array of real numbers, got a dask array of dtype {dtype}")
     return value
+
+
+def compute(*collections: Any) -> tuple[Any, ...]:
+    """``dask.compute``: one pass over the data for all of them, on whatever scheduler is active."""
+    import dask.base
+
+    computed: tuple[Any, ...] = dask.base.compute(*collections)  # type: ignore[no-untyped-call]
+    return computed
 
 
 def forward(function: ArrayFunction, point: Sequence[Any]) -> Any:
