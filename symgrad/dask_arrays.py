@@ -147,7 +147,7 @@ class _Plan:
         for i, value in enumerate(self.point):
             args += [value, self.index(i)]
         try:
-            return blockwise(kernel, tuple(range(self.ndim)), *args, meta=meta, token="symgrad")
+            return blockwise(kernel, tuple(range(self.ndim)), *args, meta=meta, token="symgrad-chunk")
         except ValueError as error:  # chunks that dask cannot align: say which inputs
             listed = ", ".join(
                 f"'{name}' chunks {getattr(v, 'chunks', None)}"

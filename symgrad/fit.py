@@ -134,14 +134,13 @@ class _Objective:
             return self.last[1], self.last[2].copy()
         point = {**self.data, **dict(zip(self.names, (float(v) for v in x), strict=True))}
         value, grads = self.f.value_and_grad(point, wrt=self.names)
-        count = np.size(value)
         if self.lazy:
             count = value.size
             if self.mean and math.isnan(count):
                 raise InputError("fit(reduce='mean'): the data has unknown chunk sizes; call .compute_chunk_sizes()")
             total, grads = dask_arrays.compute(value.sum(), grads)
         else:
-            total = np.sum(value)
+            count, total = np.size(value), np.sum(value)
         scale = 1.0 / count if self.mean else 1.0
         loss = float(total) * scale
         grad = np.array([float(grads[name]) for name in self.names]) * scale
