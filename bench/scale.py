@@ -96,7 +96,7 @@ def run(sizes: list[int], chunk: int, repeats: int) -> list[tuple[str, int, floa
                     threads_per_worker=1,
                     processes=processes,
                     dashboard_address=None,
-                    silence_logs=logging.ERROR,
+                    silence_logs=logging.CRITICAL,
                 )
                 with Client(cluster) as client:
                     data = client.persist(da.random.default_rng(1).random(n, chunks=chunk))
