@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, UnknownVariableError
 
 __all__ = ["ArrayFunction", "checked", "compute", "forward", "is_dask", "value_and_grad"]
 
@@ -91,17 +91,40 @@ def compute(*collections: Any) -> tuple[Any, ...]:
 def forward(function: ArrayFunction, point: Sequence[Any]) -> Any:
     """The value as a lazy dask array of the broadcast shape."""
     plan = _Plan(function, point)
-    return plan.blockwise(_Kernel.for_function(function, plan.ndims, with_grad=False), np.empty((0,) * plan.ndim))
+    return plan.blockwise(_Kernel.for_function(function, plan.ndims, None), np.empty((0,) * plan.ndim))
 
 
-def value_and_grad(function: ArrayFunction, point: Sequence[Any]) -> tuple[Any, list[Any]]:
-    """The value and one lazy partial per variable, each in its input's shape (broadcast ones summed)."""
+def value_and_grad(function: ArrayFunction, point: Sequence[Any], wrt: Any = None) -> tuple[Any, Any]:
+    """The value and the partials ``wrt`` asks for, lazy, shaped as the function's own call returns them.
+
+    Each partial has its input's shape (broadcast inputs summed); like the
+    public call, one variable or a ``wrt`` string gives the partial itself,
+    otherwise a dict by name.  Only the partials asked for are computed.
+    """
+    names = _requested(function, wrt)
     plan = _Plan(function, point)
-    kernel = _Kernel.for_function(function, plan.ndims, with_grad=True)
-    results = plan.blockwise(kernel, np.empty((0,) * plan.ndim, dtype=object))
+    results = plan.blockwise(
+        _Kernel.for_function(function, plan.ndims, names), np.empty((0,) * plan.ndim, dtype=object)
+    )
     meta = np.empty((0,) * plan.ndim)
     value = results.map_blocks(_pick, 0, dtype=_FLOAT_META, meta=meta, token="symgrad-value")
-    return value, [plan.partial(results, i, meta) for i in range(len(point))]
+    index = {name: i for i, name in enumerate(function.variables)}
+    partials = {name: plan.partial(results, 1 + k, index[name], meta) for k, name in enumerate(names)}
+    if isinstance(wrt, str) or (wrt is None and len(names) == 1):
+        return value, partials[names[0]]
+    return value, partials
+
+
+def _requested(function: ArrayFunction, wrt: Any) -> tuple[str, ...]:
+    """The names ``wrt`` asks for, in the order the result lists them; unknown names are an error."""
+    names = function.variables if wrt is None else (wrt,) if isinstance(wrt, str) else tuple(wrt)
+    for name in names:
+        if name not in function.variables:
+            listed = ", ".join(function.variables) if function.variables else "(none)"
+            raise UnknownVariableError(
+                f"cannot differentiate with respect to '{name}': it is not a variable; its variables are {listed}"
+            )
+    return names
 
 
 class _Plan:
@@ -162,11 +185,11 @@ class _Plan:
         lead = self.ndim - nd
         return tuple(j for j in range(self.ndim) if j < lead or self.shapes[i][j - lead] == 1)
 
-    def partial(self, results: Any, i: int, meta: Any) -> Any:
-        """Input ``i``'s partial: picked from each task, then summed over the chunks it was broadcast across."""
+    def partial(self, results: Any, k: int, i: int, meta: Any) -> Any:
+        """Input ``i``'s partial: result ``k`` of each task, summed over the chunks it was broadcast across."""
         axes = self.broadcast_axes(i)
         chunks = tuple((1,) * len(c) if j in axes else c for j, c in enumerate(results.chunks))
-        blocks = results.map_blocks(_pick, 1 + i, chunks=chunks, dtype=_FLOAT_META, meta=meta, token="symgrad-partial")
+        blocks = results.map_blocks(_pick, k, chunks=chunks, dtype=_FLOAT_META, meta=meta, token="symgrad-partial")
         summed = tuple(j for j in axes if len(chunks[j]) > 1)
         if summed:
             blocks = blocks.sum(axis=summed, keepdims=True)
@@ -175,7 +198,7 @@ class _Plan:
 
 
 def _pick(results: tuple[Any, list[Any]], k: int) -> Any:
-    """The value (``k == 0``) or partial ``k - 1`` of one task's results."""
+    """The value (``k == 0``) or the ``k``-th requested partial of one task's results."""
     return results[0] if k == 0 else results[1][k - 1]
 
 
@@ -185,12 +208,12 @@ _KERNELS_LOCK = threading.Lock()
 _KERNELS_KEPT = 16
 
 
-def _kernel(token: str, function: ArrayFunction, ndims: tuple[int | None, ...], with_grad: bool) -> _Kernel:
+def _kernel(token: str, function: ArrayFunction, ndims: tuple[int | None, ...], wrt: tuple[str, ...] | None) -> _Kernel:
     """Unpickling side: the kernel this process already has under ``token``, else this one, remembered."""
     with _KERNELS_LOCK:
         kernel = _KERNELS.get(token)
         if kernel is None:
-            kernel = _KERNELS[token] = _Kernel(token, function, ndims, with_grad)
+            kernel = _KERNELS[token] = _Kernel(token, function, ndims, wrt)
             while len(_KERNELS) > _KERNELS_KEPT:
                 _KERNELS.popitem(last=False)
         else:
@@ -199,22 +222,29 @@ def _kernel(token: str, function: ArrayFunction, ndims: tuple[int | None, ...], 
 
 
 class _Kernel:
-    """One chunk task: the function's own numpy call on the blocks, results shaped for dask."""
+    """One chunk task: the function's own numpy call on the blocks, results shaped for dask.
 
-    def __init__(self, token: str, function: ArrayFunction, ndims: tuple[int | None, ...], with_grad: bool) -> None:
+    ``wrt`` None: the value only; else ``(value, [partial per name in wrt])``.
+    """
+
+    def __init__(
+        self, token: str, function: ArrayFunction, ndims: tuple[int | None, ...], wrt: tuple[str, ...] | None
+    ) -> None:
         self.token = token
         self.function = function
         self.ndims = ndims
-        self.with_grad = with_grad
+        self.wrt = wrt
         self.ndim = max((nd for nd in ndims if nd is not None), default=0)
 
     @classmethod
-    def for_function(cls, function: ArrayFunction, ndims: tuple[int | None, ...], *, with_grad: bool) -> _Kernel:
-        digest = hashlib.sha256(pickle.dumps((function, ndims, with_grad))).hexdigest()
-        return cls(f"symgrad-{digest[:32]}", function, ndims, with_grad)
+    def for_function(
+        cls, function: ArrayFunction, ndims: tuple[int | None, ...], wrt: tuple[str, ...] | None
+    ) -> _Kernel:
+        digest = hashlib.sha256(pickle.dumps((function, ndims, wrt))).hexdigest()
+        return cls(f"symgrad-{digest[:32]}", function, ndims, wrt)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _kernel, (self.token, self.function, self.ndims, self.with_grad)
+        return _kernel, (self.token, self.function, self.ndims, self.wrt)
 
     def __dask_tokenize__(self) -> str:
         return self.token
@@ -222,11 +252,11 @@ class _Kernel:
     def __call__(self, *blocks: Any) -> Any:
         point = [b if nd is None else np.asarray(b, dtype=np.float64) for b, nd in zip(blocks, self.ndims, strict=True)]
         shape = np.broadcast_shapes(*(np.shape(b) for b in point))
-        if not self.with_grad:
+        if self.wrt is None:
             return _filled(self.function(*point), shape)
-        value, grads = self.function.value_and_grad(*point, wrt=self.function.variables)
+        value, grads = self.function.value_and_grad(*point, wrt=list(self.wrt))  # a list: always a dict back
         partials = []
-        for name in self.function.variables:
+        for name in self.wrt:
             g = np.asarray(grads[name], dtype=np.float64)
             partials.append(g.reshape((1,) * (self.ndim - g.ndim) + g.shape))
         return _filled(value, shape), partials

@@ -177,8 +177,7 @@ class Function:
             point = self.bind(args, kwargs)
             if _has_array(point):
                 if _has_dask(point):
-                    value, grads = dask_arrays.value_and_grad(self, point)
-                    return value, self._select(grads, wrt)
+                    return dask_arrays.value_and_grad(self, point, wrt)
                 value, grads = codegen.array_value_and_grad_function(self.tape, _shapes(point))(*_numpy(point))
                 return value, self._select(grads, wrt)
         value, grads = fn(*point)

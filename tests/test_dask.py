@@ -105,6 +105,9 @@ def test_wrt_and_single_variable_results_keep_the_function_conventions() -> None
         mu.compute(scheduler="sync"), f.grad(x=x.compute(), mu=0.5, s=2.0, wrt="mu"), rtol=SUM_RTOL
     )
     assert list(f.grad(x=x, mu=0.5, s=2.0, wrt=["s", "mu"])) == ["s", "mu"]
+    assert f.grad(x=x, mu=0.5, s=2.0, wrt=[]) == {}
+    with pytest.raises(symgrad.UnknownVariableError, match=r"with respect to 'q'.*variables are x, mu, s"):
+        f.grad(x=x, mu=0.5, s=2.0, wrt=["mu", "q"])
 
 
 def test_only_a_single_array_may_have_unknown_chunk_sizes() -> None:
