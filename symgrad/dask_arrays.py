@@ -103,13 +103,20 @@ def value_and_grad(function: ArrayFunction, point: Sequence[Any], wrt: Any = Non
     """
     names = _requested(function, wrt)
     plan = _Plan(function, point)
-    results = plan.blockwise(
-        _Kernel.for_function(function, plan.ndims, names), np.empty((0,) * plan.ndim, dtype=object)
-    )
+    index = {name: i for i, name in enumerate(function.variables)}
+    # Inputs broadcast along every axis (parameters, typically) travel stacked: one small array per task.
+    stacked = tuple(n for n in names if len(plan.broadcast_axes(index[n])) == plan.ndim)
+    shaped = tuple(n for n in names if n not in stacked)
+    kernel = _Kernel.for_function(function, plan.ndims, (shaped, stacked))
+    results = plan.blockwise(kernel, np.empty((0,) * plan.ndim, dtype=object))
     meta = np.empty((0,) * plan.ndim)
     value = results.map_blocks(_pick, 0, dtype=_FLOAT_META, meta=meta, token="symgrad-value")
-    index = {name: i for i, name in enumerate(function.variables)}
-    partials = {name: plan.partial(results, 1 + k, index[name], meta) for k, name in enumerate(names)}
+    partials = {name: plan.partial(results, 1 + k, index[name], meta) for k, name in enumerate(shaped)}
+    if stacked:
+        sums = plan.stacked_sums(results, len(stacked))
+        for k, name in enumerate(stacked):
+            partials[name] = sums[k].reshape(plan.shapes[index[name]])
+    partials = {name: partials[name] for name in names}
     if isinstance(wrt, str) or (wrt is None and len(names) == 1):
         return value, partials[names[0]]
     return value, partials
@@ -196,10 +203,28 @@ class _Plan:
         lead = self.ndim - (self.ndims[i] or 0)
         return blocks[(0,) * lead] if lead else blocks
 
+    def stacked_sums(self, results: Any, m: int) -> Any:
+        """The stacked per-task partials (``m`` of them), summed over all tasks by one tree reduction."""
+        chunks = (*((1,) * len(c) for c in results.chunks), (m,))
+        blocks = results.map_blocks(
+            _pick_stacked,
+            chunks=chunks,
+            new_axis=self.ndim,
+            dtype=_FLOAT_META,
+            meta=np.empty((0,) * (self.ndim + 1)),
+            token="symgrad-partials",
+        )
+        return blocks.sum(axis=tuple(range(self.ndim)))
 
-def _pick(results: tuple[Any, list[Any]], k: int) -> Any:
-    """The value (``k == 0``) or the ``k``-th requested partial of one task's results."""
+
+def _pick(results: tuple[Any, list[Any], Any], k: int) -> Any:
+    """The value (``k == 0``) or the ``k``-th shaped partial of one task's results."""
     return results[0] if k == 0 else results[1][k - 1]
+
+
+def _pick_stacked(results: tuple[Any, list[Any], Any]) -> Any:
+    """One task's stacked partials of the inputs broadcast along every axis."""
+    return results[2]
 
 
 # Functions unpickled for chunk tasks, per process, by digest: compiled once per process, not per chunk.
@@ -208,7 +233,7 @@ _KERNELS_LOCK = threading.Lock()
 _KERNELS_KEPT = 16
 
 
-def _kernel(token: str, function: ArrayFunction, ndims: tuple[int | None, ...], wrt: tuple[str, ...] | None) -> _Kernel:
+def _kernel(token: str, function: ArrayFunction, ndims: tuple[int | None, ...], wrt: _Wrt | None) -> _Kernel:
     """Unpickling side: the kernel this process already has under ``token``, else this one, remembered."""
     with _KERNELS_LOCK:
         kernel = _KERNELS.get(token)
@@ -221,15 +246,18 @@ def _kernel(token: str, function: ArrayFunction, ndims: tuple[int | None, ...], 
         return kernel
 
 
+_Wrt = tuple[tuple[str, ...], tuple[str, ...]]
+"""The partials a chunk task returns: those kept in their block's shape, and those stacked."""
+
+
 class _Kernel:
     """One chunk task: the function's own numpy call on the blocks, results shaped for dask.
 
-    ``wrt`` None: the value only; else ``(value, [partial per name in wrt])``.
+    ``wrt`` None: the value only; else ``(shaped, stacked)`` names and the task
+    returns ``(value, [partial per shaped name], array of the stacked partials)``.
     """
 
-    def __init__(
-        self, token: str, function: ArrayFunction, ndims: tuple[int | None, ...], wrt: tuple[str, ...] | None
-    ) -> None:
+    def __init__(self, token: str, function: ArrayFunction, ndims: tuple[int | None, ...], wrt: _Wrt | None) -> None:
         self.token = token
         self.function = function
         self.ndims = ndims
@@ -237,9 +265,7 @@ class _Kernel:
         self.ndim = max((nd for nd in ndims if nd is not None), default=0)
 
     @classmethod
-    def for_function(
-        cls, function: ArrayFunction, ndims: tuple[int | None, ...], wrt: tuple[str, ...] | None
-    ) -> _Kernel:
+    def for_function(cls, function: ArrayFunction, ndims: tuple[int | None, ...], wrt: _Wrt | None) -> _Kernel:
         digest = hashlib.sha256(pickle.dumps((function, ndims, wrt))).hexdigest()
         return cls(f"symgrad-{digest[:32]}", function, ndims, wrt)
 
@@ -254,12 +280,14 @@ class _Kernel:
         shape = np.broadcast_shapes(*(np.shape(b) for b in point))
         if self.wrt is None:
             return _filled(self.function(*point), shape)
-        value, grads = self.function.value_and_grad(*point, wrt=list(self.wrt))  # a list: always a dict back
+        shaped, stacked = self.wrt
+        value, grads = self.function.value_and_grad(*point, wrt=[*shaped, *stacked])  # a list: always a dict back
         partials = []
-        for name in self.wrt:
+        for name in shaped:
             g = np.asarray(grads[name], dtype=np.float64)
             partials.append(g.reshape((1,) * (self.ndim - g.ndim) + g.shape))
-        return _filled(value, shape), partials
+        sums = np.array([np.asarray(grads[name], dtype=np.float64).reshape(()) for name in stacked])
+        return _filled(value, shape), partials, sums.reshape((1,) * self.ndim + (len(stacked),))
 
 
 def _filled(value: Any, shape: tuple[int, ...]) -> Any:

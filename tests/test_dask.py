@@ -73,6 +73,16 @@ def test_a_shorter_array_is_summed_over_the_leading_axis() -> None:
     assert_matches_numpy("tanh(a*b) + k*b**2", point)
 
 
+def test_inputs_broadcast_along_every_axis_keep_their_shapes() -> None:
+    point = {
+        "a": da.from_array(RNG.normal(size=(5, 4)), chunks=(2, 3)),
+        "k": np.full((1, 1), 0.5),  # broadcast along both axes, summed, and still of shape (1, 1)
+        "m": da.from_array(np.array([2.0])),  # a 1-element dask array
+        "w": 3.0,
+    }
+    assert_matches_numpy("k*a**2 + m*exp(w*a)", point)
+
+
 def test_inputs_with_different_chunks_are_aligned() -> None:
     x, y = RNG.normal(size=23), RNG.normal(size=23)
     assert_matches_numpy("x*y + exp(x - y)", {"x": da.from_array(x, chunks=4), "y": da.from_array(y, chunks=7)})
