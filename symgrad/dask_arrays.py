@@ -17,7 +17,9 @@ chunks:
   length-1 axis) comes out of each task summed over the chunk, and those
   per-chunk sums are tree-reduced (``Array.sum``, a ``da.reduction``) to the
   input's shape: the same shapes as the numpy path, the same numbers up to
-  the order of the additions.
+  the order of the additions.  Inputs broadcast along every axis (the usual
+  parameters) share one small stacked array per task and one reduction;
+* only the partials ``wrt`` asks for are computed.
 
 Domain errors follow the numpy path: nan or inf plus a ``RuntimeWarning``,
 raised where the chunk runs (in a worker's log on a cluster).  ``np.errstate``
