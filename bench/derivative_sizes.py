@@ -2,7 +2,7 @@
 
     python bench/derivative_sizes.py
 
-For each formula: the primal tape, d/dx .. d⁴/dx⁴ (``symgrad.diff``), the
+For each formula: the primal tape, d/dx .. d⁴/dx⁴ and d⁸/dx⁸ (``symgrad.diff``), the
 gradient tape (value and every partial) and the Hessian by both methods.
 """
 
@@ -22,12 +22,12 @@ FORMULAS = (
 
 
 def main() -> None:
-    print("| formula | primal | d¹ | d² | d³ | d⁴ | gradient | Hessian (fwd over rev) | Hessian (rev over rev) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| formula | primal | d¹ | d² | d³ | d⁴ | d⁸ | gradient | Hessian (fwd over rev) | Hessian (rev over rev) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for text in FORMULAS:
         f = symgrad.compile(text)
         x = f.variables[0]
-        orders = [len(f.tape)] + [len(symgrad.diff(text, *[x] * k).tape) for k in range(1, 5)]
+        orders = [len(f.tape)] + [len(symgrad.diff(text, *[x] * k).tape) for k in (1, 2, 3, 4, 8)]
         gradient = len(transforms.grad_tape(f.tape))
         fwd = len(transforms.hessian_tape(f.tape, method="forward-over-reverse"))
         rev = len(transforms.hessian_tape(f.tape, method="reverse-over-reverse"))

@@ -12,7 +12,8 @@ executor, printed as a formula, drawn, and differentiated again.
   slot.  Outputs: the value (optional) and the requested partials.
 * :func:`jvp_tape` — forward mode: one forward walk emits each record's
   tangent ``Σ partial × tangent of the argument``.
-* Composed: :func:`derivative_tape` (any order, any mix of variables),
+* Composed: :func:`derivative_tape` (any order, any mix of variables; one
+  forward pass per order),
   :func:`hessian_tape` (forward over reverse), :func:`hvp_tape`,
   :func:`jacobian_tape` (reverse per output or forward per input, whichever is
   fewer passes).
@@ -214,13 +215,25 @@ def grad_tape(tape: Tape, wrt: str | Iterable[str] | None = None, *, output: int
 
 
 def derivative_tape(tape: Tape, wrt: Sequence[str], *, output: int = 0) -> Tape:
-    """∂ⁿ(output)/∂wrt[0]…∂wrt[-1] as a one-output tape (reverse mode applied n times)."""
+    """∂ⁿ(output)/∂wrt[0]…∂wrt[-1] as a one-output tape.
+
+    Each order is one forward-mode pass along the unit direction of its
+    variable: for one partial of one output that emits fewer records than a
+    reverse pass (no adjoint sums), so repeated differentiation grows slowly
+    (see docs/derivatives.md for the measured record counts).
+    """
     if isinstance(wrt, str) or not wrt:
         raise InputError("give the variables to differentiate by as a non-empty sequence of names, e.g. ['x', 'x']")
     value_name = _value_name(tape, output)
     current = tape
-    for k, name in enumerate(wrt):
-        current = grad_tape(current, [name], output=output if k == 0 else 0, with_value=False)
+    slot = tape.outputs[output]
+    for name in wrt:
+        (position,) = _positions(current, [name])
+        b = TapeBuilder(current.source)
+        refs = b.import_tape(current)
+        tangent = _forward(b, current, refs, {position: b.const(1.0)})
+        current = b.finish([_zero_if_none(b, tangent[slot])])
+        slot = current.outputs[0]
     return Tape(current.inputs, current.consts, current.instrs, current.outputs, current.source,
                 (derivative_name(list(wrt), value_name),))
 
