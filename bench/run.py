@@ -104,6 +104,13 @@ def symgrad_setup(src: str) -> Function:
     return f
 
 
+def _python_setup(src: str) -> Function:
+    """As :func:`symgrad_setup`, with the generated-Python backend whatever the size."""
+    f = Function(lower(parse(src), src), src, "python")
+    f.vg  # noqa: B018 - compiles the generated code
+    return f
+
+
 def _codegen_only(tape: symgrad.Tape) -> Any:
     """The gradient tape (reverse-mode transform) plus code generation and compilation, on a fresh Function."""
     return Function(tape).vg
@@ -283,7 +290,12 @@ def w3(n_ops: int, budget: float) -> str:
     rows: list[Row] = [
         ("symgrad f.value_and_grad(**point)", per_call(lambda: f.value_and_grad(**point)), t_setup,
          f"{len(f.tape)} records after CSE; setup = parse + lower {fmt(t_tape)} + gradient tape and codegen {fmt(t_code)}"),
-        ("symgrad vg(*floats), vg = f.vg", per_call(lambda: vg(*args)), t_setup, ""),
+        ("symgrad vg(*floats), vg = f.vg", per_call(lambda: vg(*args)), t_setup, f"backend {f.backend}"),
+    ]
+    t_py, f_py = once(lambda: _python_setup(src), 1 if n_ops > 5000 else 3)
+    vg_py = f_py.vg
+    rows += [
+        ("symgrad vg, Python backend", per_call(lambda: vg_py(*args)), t_py, "generated Python from the gradient tape"),
         ("symgrad interpreter (reference)", per_call(lambda: interpret.value_and_grad(f.tape, args)), None, ""),
     ]
     for name, module, peer in (

@@ -2,9 +2,8 @@
 
 Object code is the unit that the persistent cache stores, so a compiled and a
 cached kernel take the same loading path.  Choices that keep compile time
-linear in tape size (measured, see bench/native.py): the small code model;
-for big programs chunked functions, no IR passes and LLVM's fast instruction
-selector (``opt=0``); for programs of one chunk (``opt=1``) only the
+linear in tape size (measured, see bench/native.py): for big programs chunked
+functions, no IR passes and LLVM's fast instruction selector (``opt=0``); for programs of one chunk (``opt=1``) only the
 always-inliner and SROA (so the fused array loop keeps every value in a
 register) and the default instruction selector.  The full O2 pipeline
 (``opt=2``) costs 5-10x the compile time for a few percent per call (measured
@@ -47,7 +46,10 @@ def _target_machine(opt: int) -> llvm.TargetMachine:
         cpu=llvm.get_host_cpu_name(),
         features=llvm.get_host_cpu_features().flatten(),
         opt=opt,
-        codemodel="small",
+        # The large code model: absolute addresses for calls and constants.  With the small one,
+        # MCJIT may place code more than 2 GB away from libm or from its own constant pool, and a
+        # 32-bit relocation then aborts the process (seen after many kernels in one process).
+        codemodel="large",
         jit=True,
     )
 
