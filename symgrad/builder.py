@@ -38,6 +38,32 @@ _NEG = OPS["neg"]
 _KIND_ORDER = {"c": 0, "in": 1, "op": 2}
 
 
+_ANY, _A_CONST, _A_RECORD, _SAME = 0, 1, 2, 3
+_Need = tuple[int, object]
+"""What a rewrite needs of one argument: anything, a constant (of a given value), a record of an op,
+or (second argument) the same operand as the first."""
+
+
+_RuleSet = tuple[tuple[tuple[Rewrite, tuple[_Need, ...]], ...], bool, frozenset[object], bool]
+"""An op's rewrites with what each needs, and what any of them needs at all (constants, records of
+which ops, the same operand twice)."""
+
+
+def _needs(patterns: tuple[Pattern, ...]) -> tuple[_Need, ...]:
+    needs = tuple(_need(p) for p in patterns)
+    if len(patterns) == 2 and patterns[0][0] == VAR and patterns[0] == patterns[1]:
+        return (needs[0], (_SAME, None))  # a + a
+    return needs
+
+
+def _need(pattern: Pattern) -> _Need:
+    if pattern[0] == VAR:
+        return (_A_CONST, None) if str(pattern[1]).startswith("k") else (_ANY, None)
+    if pattern[0] == CONST:
+        return (_A_CONST, float(pattern[1]).hex())
+    return (_A_RECORD, pattern[1])
+
+
 def _order(ref: Ref) -> tuple[int, int]:
     """Canonical order of a commutative op's arguments: constants, inputs, records (``6*x``, ``x*sin(y)``)."""
     return (_KIND_ORDER[ref[0]], ref[1])
@@ -54,7 +80,7 @@ class TapeBuilder:
         self._const_index: dict[str, int] = {}
         self.records: list[tuple[Op, tuple[Ref, ...], Span | None, Op | None]] = []
         self._record_index: dict[tuple[Op, tuple[Ref, ...]], int] = {}
-        self._rules: dict[tuple[Op, bool], tuple[Rewrite, ...]] = {}
+        self._rules: dict[tuple[Op, bool], _RuleSet] = {}
 
     # -- operands --------------------------------------------------------------
     def var(self, name: str) -> Ref:
@@ -84,10 +110,14 @@ class TapeBuilder:
                 folded = self._fold(op, args, span, derivative_of)
                 if folded is not None:
                     return folded
-            for rule in self._rules_for(op, derivative_of is not None):
-                env: dict[str, Ref] = {}
-                if self._match_args(op, rule.args, args, env):
-                    return self._instantiate(rule.rhs, env, span, derivative_of)
+            rules, wants_const, record_ops, wants_same = self._rules_for(op, derivative_of is not None)
+            if rules and self._worth_trying(args, wants_const, record_ops, wants_same):
+                for rule, needs in rules:
+                    if not self._may_match(op, needs, args):
+                        continue
+                    env: dict[str, Ref] = {}
+                    if self._match_args(op, rule.args, args, env):
+                        return self._instantiate(rule.rhs, env, span, derivative_of)
             if op.commutative and _order(args[1]) < _order(args[0]):
                 args = (args[1], args[0])
             key = (op, args)
@@ -129,12 +159,56 @@ class TapeBuilder:
             return None  # keep the record: it raises where (and if) it is evaluated
         raise DomainError(domain_message(op, values, error), op.name, self.source, span)
 
-    def _rules_for(self, op: Op, algebra: bool) -> tuple[Rewrite, ...]:
+    def _rules_for(self, op: Op, algebra: bool) -> _RuleSet:
         found = self._rules.get((op, algebra))
         if found is None:
-            found = tuple(r for r in rewrites(op) if algebra or not r.algebra)
+            rules = tuple((r, _needs(r.args)) for r in rewrites(op) if algebra or not r.algebra)
+            needs = [n for _, ns in rules for n in ns]
+            found = (
+                rules,
+                any(kind == _A_CONST for kind, _ in needs),
+                frozenset(what for kind, what in needs if kind == _A_RECORD),
+                any(kind == _SAME for kind, _ in needs),
+            )
             self._rules[(op, algebra)] = found
         return found
+
+    def _worth_trying(self, args: tuple[Ref, ...], wants_const: bool, record_ops: frozenset[object], wants_same: bool) -> bool:
+        """Whether any rewrite could apply at all: one test per record instead of one per rewrite."""
+        for ref in args:
+            kind = ref[0]
+            if kind == "c":
+                if wants_const or _NEG in record_ops:  # (-b also matches a negative constant)
+                    return True
+            elif kind == "op" and self.records[ref[1]][0] in record_ops:
+                return True
+        return wants_same and len(args) == 2 and args[0] == args[1]
+
+    def _may_match(self, op: Op, needs: tuple[_Need, ...], args: tuple[Ref, ...]) -> bool:
+        """A cheap test of the arguments' kinds before the full match (most records match no rewrite)."""
+        meets = self._meets
+        if len(args) == 1:
+            return meets(needs[0], args[0])
+        a, b = args
+        na, nb = needs
+        if nb[0] == _SAME:
+            return a == b
+        if meets(na, a) and meets(nb, b):
+            return True
+        return op.commutative and meets(na, b) and meets(nb, a)
+
+    def _meets(self, need: _Need, ref: Ref) -> bool:
+        kind, what = need
+        if kind == _ANY:
+            return True
+        if kind == _A_CONST:
+            return ref[0] == "c" and (what is None or self.consts[ref[1]].hex() == what)
+        if ref[0] == "op":
+            return self.records[ref[1]][0] is what
+        if what is _NEG and ref[0] == "c":
+            value = self.consts[ref[1]]
+            return not math.isnan(value) and math.copysign(1.0, value) < 0.0
+        return False
 
     # -- matching rewrites -----------------------------------------------------
     def _match_args(self, op: Op, patterns: tuple[Pattern, ...], args: tuple[Ref, ...], env: dict[str, Ref]) -> bool:
@@ -181,11 +255,23 @@ class TapeBuilder:
 
     # -- importing and finishing -------------------------------------------------
     def import_tape(self, tape: Tape) -> list[Ref]:
-        """Emit every slot of ``tape`` here; returns the reference for each slot."""
+        """Take every slot of ``tape`` into this builder; returns the reference for each slot.
+
+        Records are copied as they are (a tape is already folded and rewritten),
+        but indexed, so that records emitted later are merged with them.
+        """
         refs = [self.var(name) for name in tape.inputs]
         refs += [self.const(c) for c in tape.consts]
+        records, index = self.records, self._record_index
         for instr in tape.instrs:
-            refs.append(self.emit(instr.op, tuple(refs[a] for a in instr.args), instr.span, instr.derivative_of))
+            args = tuple([refs[a] for a in instr.args])
+            op = instr.op
+            key = (op, (args[1], args[0]) if op.commutative and _order(args[1]) < _order(args[0]) else args)
+            k = index.get(key)
+            if k is None:
+                k = index[key] = len(records)
+                records.append((op, args, instr.span, instr.derivative_of))
+            refs.append(("op", k))
         return refs
 
     def finish(self, outputs: Sequence[Ref], names: Sequence[str] = ()) -> Tape:
