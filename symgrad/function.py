@@ -28,7 +28,7 @@ from . import codegen
 from .errors import InputError, MissingVariableError, UnknownVariableError
 from .tape import Tape
 
-__all__ = ["Function", "Gradient"]
+__all__ = ["Function", "Gradient", "bind_scalars"]
 
 Gradient = float | dict[str, float]
 """One partial (a float) or several (a dict from variable name to partial)."""
@@ -233,3 +233,24 @@ def _as_value(name: str, value: Any) -> Any:
             )
         return value.astype(np.float64, copy=False)
     raise InputError(f"value for '{name}' must be a real number or an array, got {type(value).__name__} {value!r}")
+
+
+def bind_scalars(function: Function, point: Mapping[str, Any], purpose: str) -> list[float]:
+    """``point`` bound like :meth:`Function.bind`, for features that work at one point only.
+
+    ``draw``, ``check`` and ``plot(fixed=...)`` show or compare single numbers, so a numpy array
+    there is an :class:`~symgrad.errors.InputError` that names the variables (a 0-d array is a number).
+    """
+    values = function.bind((point,), {})
+    arrays = [name for name, v in zip(function.variables, values, strict=True) if type(v) is not float]
+    for i, name in enumerate(function.variables):
+        if name in arrays and np.ndim(values[i]) == 0:
+            values[i] = float(values[i])
+            arrays.remove(name)
+    if arrays:
+        listed = ", ".join(f"'{name}'" for name in arrays)
+        raise InputError(
+            f"{purpose} evaluates at single points: give {listed} a single number, not an array "
+            f"(evaluate arrays with f(...) or f.value_and_grad(...))"
+        )
+    return values
