@@ -39,7 +39,7 @@ import workloads as W  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 import symgrad  # noqa: E402
-from symgrad import interpret  # noqa: E402
+from symgrad import interpret, transforms  # noqa: E402
 from symgrad.function import Function  # noqa: E402
 from symgrad.lower import lower  # noqa: E402
 from symgrad.parser import parse  # noqa: E402
@@ -105,9 +105,8 @@ def symgrad_setup(src: str) -> Function:
 
 
 def _codegen_only(tape: symgrad.Tape) -> Any:
-    """Code generation and compilation alone, on a copy of the tape with an empty cache."""
-    fresh = symgrad.Tape(tape.inputs, tape.consts, tape.instrs, tape.output, tape.source)
-    return symgrad.codegen.value_and_grad_function(fresh)
+    """The gradient tape (reverse-mode transform) plus code generation and compilation, on a fresh Function."""
+    return Function(tape).vg
 
 
 def sympy_of(tape: symgrad.Tape) -> tuple[list[Any], Any]:
@@ -283,7 +282,7 @@ def w3(n_ops: int, budget: float) -> str:
     vg = f.vg
     rows: list[Row] = [
         ("symgrad f.value_and_grad(**point)", per_call(lambda: f.value_and_grad(**point)), t_setup,
-         f"{len(f.tape)} records after CSE; setup = parse + lower {fmt(t_tape)} + codegen {fmt(t_code)}"),
+         f"{len(f.tape)} records after CSE; setup = parse + lower {fmt(t_tape)} + gradient tape and codegen {fmt(t_code)}"),
         ("symgrad vg(*floats), vg = f.vg", per_call(lambda: vg(*args)), t_setup, ""),
         ("symgrad interpreter (reference)", per_call(lambda: interpret.value_and_grad(f.tape, args)), None, ""),
     ]
@@ -306,8 +305,8 @@ def w3_scaling() -> str:
     """Setup linearity and the absence of recursion limits, symgrad only."""
     sizes = (1_000, 10_000) if QUICK else (1_000, 10_000, 100_000)
     lines = ["### W3 setup scaling and cheap-gradient ratio (scalar path)", "",
-             "| N ops | records | parse + lower | codegen + compile (value+grad) | setup total | value+grad | forward only | grad / forward |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| N ops | records | gradient tape records | parse + lower | gradient tape + codegen | setup total | value+grad | forward only | grad / forward |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n in sizes:
         src = W.generated(n)
         point = W.generated_point()
@@ -317,11 +316,13 @@ def w3_scaling() -> str:
         t_code, _ = once(lambda tape=tape: _codegen_only(tape), repeats)  # type: ignore[misc]
         f = Function(tape, src)
         vg = f.vg
-        fwd = symgrad.codegen.forward_function(tape)
+        fwd = f._forward_fn()
         fwd(*args)
         t_vg = per_call(lambda vg=vg, args=args: vg(*args))  # type: ignore[misc]
         t_f = per_call(lambda fwd=fwd, args=args: fwd(*args))  # type: ignore[misc]
-        lines.append(f"| {n:,} | {len(tape):,} | {fmt(t_tape)} | {fmt(t_code)} | {fmt(t_tape + t_code)} | {fmt(t_vg)} | {fmt(t_f)} | {t_vg / t_f:.2f} |")
+        n_grad = len(transforms.grad_tape(tape))
+        lines.append(f"| {n:,} | {len(tape):,} | {n_grad:,} ({n_grad / len(tape):.2f}×) | {fmt(t_tape)} | {fmt(t_code)} | "
+                     f"{fmt(t_tape + t_code)} | {fmt(t_vg)} | {fmt(t_f)} | {t_vg / t_f:.2f} |")
     return "\n".join(lines) + "\n\n(The recursion limit of this process is untouched by symgrad; the 100,000-op row runs with Python's default stack use.)\n" if not QUICK else "\n".join(lines) + "\n"
 
 
@@ -424,6 +425,83 @@ def array_cheap_gradient() -> str:
             f"value+grad {fmt(t_vg)}, forward only {fmt(t_f)}: ratio {t_vg / t_f:.2f}\n")
 
 
+# ---------------------------------------------------------------- Hessian --
+def _hessian_child(peer: str, src: str, point: dict[str, float], quick: bool, queue: Any) -> None:
+    global QUICK
+    QUICK = quick
+    try:
+        names = list(point)
+        args = list(point.values())
+        if peer == "jax":
+            import jax
+            import jax.numpy as jnp
+
+            jax.config.update("jax_enable_x64", True)
+            tape = lower(parse(src), src)
+            xs = jnp.asarray(args)
+
+            def setup() -> Any:
+                fn = jax.jit(jax.hessian(lambda v: run_tape(tape, [v[i] for i in range(len(names))], jnp)))
+                jax.block_until_ready(fn(xs))
+                return fn
+
+            t, fn = once(setup, 1)
+            queue.put((per_call(lambda: jax.block_until_ready(fn(xs))), t, ""))
+        else:
+            import sympy as sp
+
+            def sym_setup() -> Any:
+                sp.core.cache.clear_cache()
+                syms, e = sympy_of(lower(parse(src), src))
+                entries = [sp.diff(e, a, b) for a in syms for b in syms]
+                return sp.lambdify(syms, entries, modules="math", cse=True)
+
+            t, fn = once(sym_setup, 1)
+            queue.put((per_call(lambda: fn(*args)), t, ""))
+    except Exception as e:  # report, do not crash the whole benchmark
+        queue.put((None, None, f"failed: {type(e).__name__}: {str(e)[:80]}"))
+
+
+def _budgeted_hessian(peer: str, src: str, point: dict[str, float], budget: float) -> tuple[float | None, float | None, str]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_hessian_child, args=(peer, src, point, QUICK, queue))
+    proc.start()
+    proc.join(budget)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join()
+        return None, None, f"> budget ({budget:.0f} s)"
+    result: tuple[float | None, float | None, str] = queue.get() if not queue.empty() else (None, None, "no result")
+    return result
+
+
+def hessian_workload(title: str, src: str, point: dict[str, float], budget: float) -> str:
+    """The full Hessian at a point: symgrad (forward over reverse) vs jax.hessian (jit) vs sympy diff twice."""
+    args = list(point.values())
+
+    def setup() -> Any:
+        f = Function(lower(parse(src), src), src)
+        h = f.hessian_function()
+        h(*args)
+        return h
+
+    t_setup, h = once(setup, 3 if len(src) < 500 else 1)
+    call = h._forward_fn()
+    rows: list[Row] = [
+        ("symgrad hessian function, positional", per_call(lambda: call(*args)), t_setup,
+         f"{len(h.tape)} records for {len(args)}×{len(args)} entries (primal {len(lower(parse(src), src))})"),
+        ("symgrad f.hessian(**point)", per_call(lambda: symgrad.hessian(src, **point)), None, "dict of dicts, cached"),
+    ]
+    for name, module, peer in (("JAX jit(hessian)", "jax", "jax"), ("sympy diff twice + lambdify(cse=True)", "sympy", "sympy")):
+        if not have(module):
+            rows.append((name, None, None, "not installed"))
+            continue
+        c, t, note = _budgeted_hessian(peer, src, point, budget)
+        rows.append((name, c, t, note))
+    return table(title, rows, "symgrad hessian function, positional")
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -461,6 +539,8 @@ def main() -> None:
     print(train_step.w4(QUICK))
     print(w5(1_000_000))
     print(array_cheap_gradient())
+    print(hessian_workload("Hessian of W2 (3×3)", W.W2, W.W2_POINT, budget))
+    print(hessian_workload("Hessian of W3, N = 100 ops (20×20)", W.generated(100), W.generated_point(), budget))
 
 
 if __name__ == "__main__":

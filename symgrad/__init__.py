@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .api import compile, grad, value_and_grad
+from .api import clear_cache, compile, diff, grad, hessian, hvp, jacobian, jvp, value_and_grad
 from .drawing import draw
 from .errors import (
     ArityError,
@@ -51,9 +51,15 @@ __all__ = [
     "Value",
     "__version__",
     "check",
+    "clear_cache",
     "compile",
+    "diff",
     "draw",
     "grad",
+    "hessian",
+    "hvp",
+    "jacobian",
+    "jvp",
     "parse",
     "plot",
     "trace",

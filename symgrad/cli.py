@@ -22,6 +22,7 @@ from typing import Any
 
 from . import api
 from .errors import InputError, SymgradError
+from .explain import DEFAULT_MAX_ROWS
 from .oracle import DEFAULT_ATOL, DEFAULT_FD_ATOL, DEFAULT_FD_RTOL, DEFAULT_RTOL, check
 
 __all__ = ["build_parser", "jsonable", "main", "read_expression"]
@@ -107,11 +108,19 @@ def read_expression(text: str) -> str:
     return text
 
 
+def _wrt_names(groups: list[str] | None) -> list[str] | None:
+    """``--wrt x --wrt y`` or ``--wrt x,y`` → ``["x", "y"]``."""
+    if not groups:
+        return None
+    return [name.strip() for group in groups for name in group.split(",") if name.strip()]
+
+
 def _cmd_grad(args: argparse.Namespace) -> int:
     point = parse_point(args.point)
     f = api.compile(args.expression)
-    value, grads = f.value_and_grad(point)
-    partials = grads if isinstance(grads, dict) else {f.variables[0]: grads}
+    wrt = _wrt_names(args.wrt)
+    value, grads = f.value_and_grad(point, wrt=wrt)
+    partials = grads if isinstance(grads, dict) else {(wrt or f.variables)[0]: grads}
     if args.json:
         _write_json({"expression": args.expression, "point": point, "value": value, "grad": partials})
         return EXIT_OK
@@ -254,6 +263,87 @@ def _add_drawing_commands(sub: Any) -> None:
     plot.set_defaults(run=_cmd_plot)
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    point = parse_point(args.point)
+    explanation = api.compile(args.expression).explain(point, max_rows=None if args.all else DEFAULT_MAX_ROWS)
+    if args.json:
+        _write_json({"expression": args.expression, "point": point, **explanation.to_dict()})
+    else:
+        print(explanation)
+    return EXIT_OK
+
+
+def _add_explain_command(sub: Any) -> None:
+    explain = sub.add_parser(
+        "explain", help="show the forward and reverse sweeps slot by slot",
+        description="Print every slot of the tape with its value (forward sweep), each local partial as the "
+                    "op table's rule and its number, and its adjoint (reverse sweep); a slot read more than "
+                    "once lists every contribution added into its adjoint.",
+        epilog='example: symgrad explain "tanh(x1*w1 + x2*w2 + b)" x1=2 x2=0 w1=-3 w2=1 b=6.8813735870195432')
+    explain.add_argument("expression", help='the formula, e.g. "x*x + y"')
+    explain.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. x=3 y=2")
+    explain.add_argument("--all", action="store_true",
+                         help=f"print every slot (by default a tape of more than {DEFAULT_MAX_ROWS} slots is cut "
+                              "in the middle)")
+    explain.add_argument("--json", action="store_true", help="print machine-readable JSON (always every slot)")
+    explain.set_defaults(run=_cmd_explain)
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    d = api.diff(args.expression, *args.variables)
+    if args.latex:
+        import sympy  # the oracle's library: LaTeX is sympy's printer over the derivative tape
+
+        from .oracle import to_sympy
+
+        print(sympy.latex(to_sympy(d.tape)))
+    else:
+        print(d.formula)
+    return EXIT_OK
+
+
+def _cmd_hessian(args: argparse.Namespace) -> int:
+    point = parse_point(args.point)
+    f = api.compile(args.expression)
+    wrt = _wrt_names(args.wrt)
+    h = f.hessian(point, wrt=wrt)
+    names = wrt or list(f.variables)
+    table = h if isinstance(h, dict) else {names[0]: {names[0]: h}}
+    if args.json:
+        _write_json({"expression": args.expression, "point": point, "hessian": table})
+        return EXIT_OK
+    cells = [[format_number(table[i][j]) for j in names] for i in names]
+    width = max([len(n) for n in names] + [len(c) for row in cells for c in row])
+    print(" " * width + "".join(f"  {n.rjust(width)}" for n in names))
+    for name, row in zip(names, cells, strict=True):
+        print(name.ljust(width) + "".join(f"  {c.rjust(width)}" for c in row))
+    return EXIT_OK
+
+
+def _add_derivative_commands(sub: Any) -> None:
+    """The ``diff`` and ``hessian`` subcommands."""
+    diff = sub.add_parser(
+        "diff", help="print a derivative of any order as a formula",
+        description="Differentiate by each VARIABLE in turn and print the result as a formula in symgrad's "
+                    "language, printed from the derivative tape (sympy is not involved, except for --latex).",
+        epilog='example: symgrad diff "sin(x)*y" x x')
+    diff.add_argument("expression", help='the formula, e.g. "3*x**2-4*x+5"')
+    diff.add_argument("variables", nargs="+", metavar="VARIABLE", help="differentiate by these, in order: x x y")
+    diff.add_argument("--latex", action="store_true", help="print LaTeX (through sympy) instead")
+    diff.set_defaults(run=_cmd_diff)
+
+    hessian = sub.add_parser(
+        "hessian", help="the matrix of second partial derivatives at a point",
+        description="Print the Hessian at a point as a labelled table (rows and columns by variable).",
+        epilog='example: symgrad hessian "x**2*y + exp(x*y)" x=1 y=2')
+    hessian.add_argument("expression", help='the formula, e.g. "x**2*y"')
+    hessian.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. x=1 y=2")
+    hessian.add_argument("--wrt", action="append", metavar="NAMES",
+                         help="only these variables (repeat, or comma-separate: --wrt x,y)")
+    hessian.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    hessian.set_defaults(run=_cmd_hessian)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     point = parse_point(args.point)
     report = check(
@@ -284,8 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("expression", help='the formula, e.g. "a*b + c"; - reads it from stdin, @FILE from a file')
     grad.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. a=2 b=-3")
     grad.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    grad.add_argument("--wrt", action="append", metavar="NAMES",
+                      help="only these partials (repeat, or comma-separate: --wrt x,y); the others are not computed")
     grad.set_defaults(run=_cmd_grad)
+    _add_derivative_commands(sub)
     _add_drawing_commands(sub)
+    _add_explain_command(sub)
 
     check = sub.add_parser(
         "check",

@@ -34,7 +34,7 @@ from . import interpret
 from .api import compile as compile_expression
 from .errors import InputError, MissingDependencyError, MissingVariableError
 from .files import cannot_write, writable
-from .function import Function, bind_scalars
+from .function import Function, bind_scalars, merge_point
 from .tape import Tape
 
 __all__ = [
@@ -276,7 +276,7 @@ def draw(
     else:
         raise TypeError(f"draw() takes an expression string, a Function or a Tape, got {type(target).__name__}")
     tape = function.tape
-    merged = {**(point or {}), **values}
+    merged = merge_point(point, values)
     if not merged and function.variables:  # (an expression without variables is always at a full point)
         return draw_tape(tape, rankdir=rankdir, layout=layout)
     missing = [name for name in function.variables if name not in merged]

@@ -21,6 +21,7 @@ __all__ = [
     "SymgradError",
     "UnknownFunctionError",
     "UnknownVariableError",
+    "clip",
     "excerpt",
     "line_and_column",
 ]
@@ -41,16 +42,35 @@ def line_and_column(source: str, offset: int) -> tuple[int, int]:
     return line, column
 
 
+EXCERPT_WIDTH = 80
+"""Columns of a long line shown around an error; the rest is cut at ``…``."""
+
+
 def excerpt(source: str, span: Span) -> str:
-    """The source line holding ``span.start`` and a caret line under the span."""
+    """The source line holding ``span.start`` and a caret line under the span.
+
+    A line longer than :data:`EXCERPT_WIDTH` is cut to a window around the
+    span, marked with ``…``, so a megabyte formula gives a two-line excerpt.
+    """
     line_start = source.rfind("\n", 0, span.start) + 1
     line_end = source.find("\n", span.start)
     if line_end == -1:
         line_end = len(source)
     text = source[line_start:line_end]
-    width = max(1, min(span.end, line_end) - span.start)
-    pad = "".join("\t" if ch == "\t" else " " for ch in text[: span.start - line_start])
-    return f"  {text}\n  {pad}{'^' * width}"
+    column, stop = span.start - line_start, min(span.end, line_end) - line_start
+    lo, hi = 0, len(text)
+    if len(text) > EXCERPT_WIDTH:
+        lo = max(0, min(column - EXCERPT_WIDTH // 2, len(text) - EXCERPT_WIDTH))
+        hi = lo + EXCERPT_WIDTH
+    shown = ("…" if lo > 0 else "") + text[lo:hi] + ("…" if hi < len(text) else "")
+    width = max(1, min(stop, hi) - column)
+    pad = (" " if lo > 0 else "") + "".join("\t" if ch == "\t" else " " for ch in text[lo:column])
+    return f"  {shown}\n  {pad}{'^' * width}"
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters with ``…``, for quoting user text in messages."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class SymgradError(Exception):

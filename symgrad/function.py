@@ -2,36 +2,55 @@
 
 ``Function`` binds a point (keyword arguments by variable name, positional
 arguments in variable order, or one mapping) to the tape's inputs, checks it,
-and runs the sweeps.  It never re-parses: build one with
-:func:`symgrad.compile` and call it as often as you like.
+and evaluates.  It never re-parses: build one with :func:`symgrad.compile` and
+call it as often as you like.
 
-Evaluation runs code generated from the tape (:mod:`symgrad.codegen`), compiled
-on first use; :mod:`symgrad.interpret` is the reference it is tested against.
-A point of plain floats takes a short path (no dict building beyond Python's
-own ``**kwargs``); if any value is a numpy array, the whole point is
-evaluated with numpy, broadcasting like numpy, and each partial comes back in
-its input's shape (adjoints of broadcast inputs summed).  On arrays, domain
-violations follow numpy (nan or inf plus a ``RuntimeWarning``) instead of
-raising :class:`~symgrad.errors.DomainError`.
+Derivatives are tapes (:mod:`symgrad.transforms`): the gradient of ``f`` is a
+forward-only tape whose outputs are the value and the partials, and
+``f.value_and_grad`` runs the straight-line code generated from it
+(:mod:`symgrad.codegen`).  When that code meets a point where an op raises or
+an output is not finite, the point goes to the reference interpreter's classic
+sweeps (:mod:`symgrad.interpret`), which skip dead branches (a zero adjoint)
+and otherwise raise the precise :class:`~symgrad.errors.DomainError`.  Higher
+derivatives (:meth:`Function.derivative`, :meth:`Function.hessian`, …) are
+Functions of their own, whose reference is the interpreter evaluating their
+tape.
+
+A point of plain floats takes a short path; if any value is a numpy array,
+the point is evaluated with numpy, broadcasting like numpy, and each partial
+comes back in its input's shape (the gradient of the sum of the outputs).  On
+arrays, domain violations follow numpy (nan or inf plus a ``RuntimeWarning``).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
-from collections.abc import Iterable, Mapping
+import sys
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from . import codegen
+from . import arraycode, codegen, display, interpret, native, transforms
+from . import explain as explain_mod
 from .errors import InputError, MissingVariableError, UnknownVariableError
+from .explain import Explanation
+from .formula import to_formula
 from .tape import Tape
 
 __all__ = ["Function", "Gradient", "bind_scalars"]
 
 Gradient = float | dict[str, float]
 """One partial (a float) or several (a dict from variable name to partial)."""
+
+MAX_SHAPES = 8
+"""Array programs kept per Function and tape (each with its scratch buffers), least recently used dropped first."""
+
+Wrt = str | Iterable[str] | None
 
 
 class Function:
@@ -42,34 +61,70 @@ class Function:
     ('a', 'b', 'c')
     """
 
-    __slots__ = ("_fwd", "_getter", "_index", "_n", "_vg", "source", "tape", "variables")
+    __slots__ = (
+        "_arrays",
+        "_derived",
+        "_derived_functions",
+        "_fwd",
+        "_getter",
+        "_index",
+        "_n",
+        "_vg",
+        "_vg_wrt",
+        "backend",
+        "source",
+        "tape",
+        "variables",
+    )
 
-    def __init__(self, tape: Tape, source: str | None = None) -> None:
+    def __init__(self, tape: Tape, source: str | None = None, backend: str | None = None) -> None:
         self.tape = tape
         self.source = source if source is not None else tape.source
         self.variables: tuple[str, ...] = tape.inputs
         """The variables, in order of first appearance in the source."""
         self._index = {name: i for i, name in enumerate(self.variables)}
-        self._vg: Any = None  # the generated functions, compiled on first use
         self._n = len(self.variables)
         self._getter: Any = operator.itemgetter(*self.variables) if self.variables else None
-        self._fwd: Any = None
+        self._fwd: Any = None  # generated code, compiled on first use
+        self._vg: Any = None
+        self._vg_wrt: dict[tuple[int, ...], Any] = {}
+        self._derived: dict[tuple[Any, ...], Tape] = {}  # derivative tapes by what was asked
+        self._derived_functions: dict[tuple[Any, ...], Function] = {}
+        self._arrays: OrderedDict[tuple[Any, ...], Callable[..., list[Any]]] = OrderedDict()
+        self.backend = native.resolve_backend(backend)
+        """Executor of the scalar code: ``"auto"`` (machine code for big tapes), ``"native"`` or ``"python"``."""
+
+    # -- shape ------------------------------------------------------------------
+    @property
+    def n_outputs(self) -> int:
+        """How many values the function returns (1 for a formula)."""
+        return len(self.tape.outputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """A label per output (the source text of each formula, ``d/dx``, …)."""
+        if self.tape.output_names:
+            return self.tape.output_names
+        if self.n_outputs == 1 and self.source is not None:
+            return (self.source,)
+        return tuple(f"out{k}" for k in range(self.n_outputs))
 
     # -- binding a point ----------------------------------------------------
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[Any]:
         """The point in variable order: floats, or float64 arrays; raises InputError."""
         if len(args) == 1 and isinstance(args[0], Mapping):
-            kwargs = {**args[0], **kwargs}
+            kwargs = merge_point(args[0], kwargs)
             args = ()
         if len(args) > len(self.variables):
             raise InputError(
                 f"{self._describe()} takes {len(self.variables)} values, got {len(args)} positional values"
             )
         point: dict[str, Any] = dict(zip(self.variables, args, strict=False))
-        for name, value in kwargs.items():
-            if name not in self._index:
+        for key, value in kwargs.items():
+            name = self._variable_name(key)
+            if name is None:
                 raise UnknownVariableError(
-                    f"'{name}' is not a variable of {self._describe()}; its variables are {self._names()}"
+                    f"{_quoted(key)} is not a variable of {self._describe()}; its variables are {self._names()}"
                 )
             if name in point:
                 raise InputError(f"variable '{name}' was given twice (positionally and by name)")
@@ -78,7 +133,19 @@ class Function:
         if missing:
             listed = ", ".join(f"'{m}'" for m in missing)
             raise MissingVariableError(f"no value given for {listed} in {self._describe()}")
-        return [_as_value(name, point[name]) for name in self.variables]
+        values = [_as_value(name, point[name]) for name in self.variables]
+        if _has_array(values):
+            _check_broadcast(self.variables, values)
+        return values
+
+    def _variable_name(self, key: object) -> str | None:
+        """The variable ``key`` names (NFKC-normalised like the parser's names), or None."""
+        if not isinstance(key, str):
+            return None
+        if key in self._index:
+            return key
+        name = unicodedata.normalize("NFKC", key)
+        return name if name in self._index else None
 
     def _describe(self) -> str:
         return f"'{self.source}'" if self.source is not None else repr(self)
@@ -86,22 +153,28 @@ class Function:
     def _names(self) -> str:
         return ", ".join(self.variables) if self.variables else "(none)"
 
-    def _select(self, grads: list[float], wrt: str | Iterable[str] | None) -> Gradient:
-        if wrt is None:
-            if len(self.variables) == 1:
-                return grads[0]
-            return dict(zip(self.variables, grads, strict=True))
-        if isinstance(wrt, str):
-            return grads[self._position(wrt)]
-        return {name: grads[self._position(name)] for name in wrt}
+    def _positions(self, wrt: Wrt) -> tuple[int, ...]:
+        names = list(self.variables) if wrt is None else _wrt_names(wrt)
+        positions = []
+        for name in names:
+            position = self._index.get(name)
+            if position is None:
+                variable = self._variable_name(name)
+                if variable is None:
+                    raise UnknownVariableError(
+                        f"cannot differentiate with respect to {_quoted(name)}: it is not a variable of "
+                        f"{self._describe()}; its variables are {self._names()}"
+                    )
+                position = self._index[variable]
+            positions.append(position)
+        return tuple(positions)
 
-    def _position(self, name: str) -> int:
-        if name not in self._index:
-            raise UnknownVariableError(
-                f"cannot differentiate with respect to '{name}': it is not a variable of "
-                f"{self._describe()}; its variables are {self._names()}"
+    def _one_output(self, what: str) -> None:
+        if self.n_outputs != 1:
+            raise InputError(
+                f"{what} needs a function with one output; {self._describe()} has {self.n_outputs} "
+                f"(use jacobian() for several outputs)"
             )
-        return self._index[name]
 
     # -- evaluating -----------------------------------------------------------
     def _floats(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -123,8 +196,85 @@ class Function:
                     return None
         return point
 
+    def _point(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, bool]:
+        """The bound point, and whether it holds arrays."""
+        point = self._floats(args, kwargs)
+        if point is not None:
+            return point, False
+        point = self.bind(args, kwargs)
+        return point, _has_array(point)
+
+    def _array_run(self, tape: Tape, point: list[Any], reduce_to: tuple[int | None, ...]) -> list[Any]:
+        """Evaluate ``tape`` on arrays (compiled per tuple of shapes, a few kept)."""
+        shapes = tuple(np.shape(v) for v in point)
+        key = (id(tape), shapes, reduce_to)
+        fn = self._arrays.get(key)
+        if fn is None:
+            fn = arraycode.array_function(tape, shapes, reduce_to)
+            self._arrays[key] = fn
+            while len(self._arrays) > MAX_SHAPES:
+                self._arrays.popitem(last=False)
+        else:
+            self._arrays.move_to_end(key)
+        try:
+            return fn(*_numpy(point))
+        except ValueError as e:  # shapes that do not broadcast
+            raise InputError(f"the shapes of the values do not broadcast together: {e}") from None
+
+    def _forward_fn(self) -> Callable[..., Any]:
+        fn = self._fwd
+        if fn is None:
+            tape = self.tape
+            if self.n_outputs == 1:
+
+                def slow(*point: float) -> float:
+                    return interpret.evaluate(tape, point)[0]
+
+                fn = self._fwd = self._compiled(tape, slow, "value")
+            else:
+
+                def slow_all(*point: float) -> tuple[float, ...]:
+                    return tuple(interpret.evaluate(tape, point))
+
+                fn = self._fwd = self._compiled(tape, slow_all, "tuple")
+        result: Callable[..., Any] = fn
+        return result
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        """The value at a point: ``f(a=2, b=-3, c=10)`` or ``f(2, -3, 10)``; a tuple for several outputs."""
+        point, arrays = self._point(args, kwargs)
+        if arrays:
+            results = self._array_run(self.tape, point, ())
+            return results[0] if self.n_outputs == 1 else tuple(results)
+        return self._forward_fn()(*point)
+
+    def _gradient_tape(self, positions: tuple[int, ...] | None) -> Tape:
+        key = ("grad", positions)
+        tape = self._derived.get(key)
+        if tape is None:
+            wrt = None if positions is None else [self.variables[i] for i in positions]
+            tape = self._derived[key] = transforms.grad_tape(self.tape, wrt)
+        return tape
+
+    def _vg_fn(self, positions: tuple[int, ...] | None) -> Callable[..., tuple[float, list[float]]]:
+        fn = self._vg if positions is None else self._vg_wrt.get(positions)
+        if fn is None:
+            self._one_output("a gradient")
+            primal = self.tape
+            wrt = None if positions is None else list(positions)
+
+            def slow(*point: float) -> tuple[float, list[float]]:  # the classic sweeps: dead branches skipped
+                return interpret.value_and_grad(primal, point, wrt)
+
+            fn = self._compiled(self._gradient_tape(positions), slow, "value_and_grad")
+            if positions is None:
+                self._vg = fn
+            else:
+                self._vg_wrt[positions] = fn
+        return fn
+
     @property
-    def vg(self) -> codegen.ValueAndGradFn:
+    def vg(self) -> Callable[..., tuple[float, list[float]]]:
         """The compiled value-and-gradient function, for hot loops.
 
         ``f.vg(*floats)`` takes one float per variable, positionally in
@@ -134,46 +284,145 @@ class Function:
         (``vg = f.vg``) and call ``vg(x, y)``: that is the generated function
         itself, as fast as sympy's lambdified derivative.
         """
-        fn: codegen.ValueAndGradFn | None = self._vg
-        if fn is None:
-            fn = self._vg = codegen.value_and_grad_function(self.tape)
-        return fn
+        fn = self._vg
+        return fn if fn is not None else self._vg_fn(None)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """The value at a point: ``f(a=2, b=-3, c=10)`` or ``f(2, -3, 10)``."""
-        point = self._floats(args, kwargs)
-        if point is None:
-            point = self.bind(args, kwargs)
-            if _has_array(point):
-                return codegen.array_forward_function(self.tape, _shapes(point))(*_numpy(point))
-        fn = self._fwd
-        if fn is None:
-            fn = self._fwd = codegen.forward_function(self.tape)
-        return fn(*point)
-
-    def grad(self, *args: Any, wrt: str | Iterable[str] | None = None, **kwargs: Any) -> Any:
+    def grad(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> Any:
         """The partials at a point.
 
         One variable (or ``wrt="x"``) gives a float; several give a dict from
-        name to partial, in variable order.  ``wrt`` may also be a list of names.
+        name to partial, in variable order.  ``wrt`` may also be a list of
+        names: only those partials are computed.
         """
         return self.value_and_grad(*args, wrt=wrt, **kwargs)[1]
 
-    def value_and_grad(self, *args: Any, wrt: str | Iterable[str] | None = None, **kwargs: Any) -> tuple[Any, Any]:
-        """The value and the partials from one forward and one reverse sweep."""
-        fn = self._vg
-        if fn is None:
-            fn = self._vg = codegen.value_and_grad_function(self.tape)
-        point = self._floats(args, kwargs)  # the hot path: plain floats, all by name or all by position
-        if point is None:
-            point = self.bind(args, kwargs)
-            if _has_array(point):
-                value, grads = codegen.array_value_and_grad_function(self.tape, _shapes(point))(*_numpy(point))
-                return value, self._select(grads, wrt)
-        value, grads = fn(*point)
-        if wrt is None and len(grads) == 1:
+    def value_and_grad(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> tuple[Any, Any]:
+        """The value and the partials, from the gradient tape (one forward evaluation)."""
+        if wrt is None:
+            fn = self._vg
+            if fn is None:
+                fn = self._vg_fn(None)
+            point = self._floats(args, kwargs)  # the hot path: plain floats, all by name or all by position
+            if point is not None:
+                value, grads = fn(*point)
+            else:
+                point = self.bind(args, kwargs)
+                if _has_array(point):
+                    value, *grads = self._array_run(self._gradient_tape(None), point, (None, *range(self._n)))
+                else:
+                    value, grads = fn(*point)
+            if self._n == 1:
+                return value, grads[0]
+            return value, dict(zip(self.variables, grads, strict=True))
+        positions = self._positions(wrt)
+        point, arrays = self._point(args, kwargs)
+        if arrays:
+            value, *grads = self._array_run(self._gradient_tape(positions), point, (None, *positions))
+        else:
+            value, grads = self._vg_fn(positions)(*point)
+        if isinstance(wrt, str):
             return value, grads[0]
-        return value, self._select(grads, wrt)
+        return value, {self.variables[i]: g for i, g in zip(positions, grads, strict=True)}
+
+    # -- derivatives as functions ------------------------------------------------
+    def _derived_function(self, key: tuple[Any, ...], build: Callable[[], Tape]) -> Function:
+        """The derivative Function for ``key``, built once (with its compiled code) and kept."""
+        f = self._derived_functions.get(key)
+        if f is None:
+            f = self._derived_functions[key] = Function(build(), self.source, self.backend)
+        return f
+
+    def gradient_function(self, wrt: Wrt = None) -> Function:
+        """The value and the partials as one multi-output Function (one forward-only tape)."""
+        self._one_output("gradient_function()")
+        positions = self._positions(wrt) if wrt is not None else None
+        return self._derived_function(("gradient", positions), lambda: self._gradient_tape(positions))
+
+    def derivative(self, *wrt: str) -> Function:
+        """∂ⁿf/∂wrt[0]…∂wrt[-1] as a Function: ``f.derivative("x", "x")`` is d²f/dx²."""
+        self._one_output("derivative()")
+        if not wrt:
+            raise InputError("derivative() needs at least one variable, e.g. f.derivative('x')")
+        self._positions(list(wrt))
+        return self._derived_function(("diff", wrt), lambda: transforms.derivative_tape(self.tape, list(wrt)))
+
+    def hessian_function(self, wrt: Wrt = None) -> Function:
+        """The Hessian as a Function with n×n outputs, row-major (forward over reverse)."""
+        self._one_output("hessian_function()")
+        names = [self.variables[i] for i in self._positions(wrt)]
+        return self._derived_function(("hessian", tuple(names)), lambda: transforms.hessian_tape(self.tape, names))
+
+    def hessian(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> Any:
+        """The Hessian at a point: ``{x: {x: ..., y: ...}, y: {...}}`` (a float for one variable)."""
+        h = self.hessian_function(wrt)
+        names = [self.variables[i] for i in self._positions(wrt)]
+        values = _as_tuple(h(*args, **kwargs), h.n_outputs)
+        n = len(names)
+        if isinstance(wrt, str) or (wrt is None and n == 1):
+            return values[0]
+        return {names[i]: {names[j]: values[i * n + j] for j in range(n)} for i in range(n)}
+
+    def jacobian_function(self, wrt: Wrt = None) -> Function:
+        """∂(output k)/∂(variable j) as a Function with m×n outputs, row-major."""
+        names = [self.variables[i] for i in self._positions(wrt)]
+        return self._derived_function(("jacobian", tuple(names)), lambda: transforms.jacobian_tape(self.tape, names))
+
+    def jacobian(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> dict[str, dict[str, Any]]:
+        """The Jacobian at a point: ``{output: {variable: ∂output/∂variable}}``."""
+        j = self.jacobian_function(wrt)
+        names = [self.variables[i] for i in self._positions(wrt)]
+        values = _as_tuple(j(*args, **kwargs), j.n_outputs)
+        n = len(names)
+        return {out: {names[k]: values[row * n + k] for k in range(n)} for row, out in enumerate(self.output_names)}
+
+    def jvp_function(self) -> Function:
+        """Forward mode as a Function of the variables and a tangent per variable (``dx``, …)."""
+        return self._derived_function(("jvp",), lambda: transforms.jvp_tape(self.tape))
+
+    def jvp(self, point: Mapping[str, Any], tangent: Mapping[str, Any]) -> tuple[Any, Any]:
+        """``(value, directional derivative along tangent)``; tuples of both for several outputs.
+
+        Tangent components not given are 0.
+        """
+        unknown = [name for name in tangent if name not in self._index]
+        if unknown:
+            raise UnknownVariableError(f"tangent for {unknown[0]!r}, which is not a variable of {self._describe()}")
+        names = transforms.tangent_names(self.tape)
+        args = {**point, **{t: tangent.get(v, 0.0) for v, t in zip(self.variables, names, strict=True)}}
+        out = _as_tuple(self.jvp_function()(args), 2 * self.n_outputs)
+        m = self.n_outputs
+        if m == 1:
+            return out[0], out[1]
+        return tuple(out[:m]), tuple(out[m:])
+
+    def hvp_function(self) -> Function:
+        """The Hessian-vector product as a Function of the variables and a direction per variable."""
+        self._one_output("hvp_function()")
+        return self._derived_function(("hvp",), lambda: transforms.hvp_tape(self.tape))
+
+    def hvp(self, point: Mapping[str, Any], vector: Mapping[str, Any]) -> Any:
+        """``H @ vector`` without forming H: ``{variable: value}`` (a float for one variable)."""
+        unknown = [name for name in vector if name not in self._index]
+        if unknown:
+            raise UnknownVariableError(f"direction for {unknown[0]!r}, which is not a variable of {self._describe()}")
+        names = transforms.tangent_names(self.tape)
+        args = {**point, **{t: vector.get(v, 0.0) for v, t in zip(self.variables, names, strict=True)}}
+        out = _as_tuple(self.hvp_function()(args), self._n)
+        if self._n == 1:
+            return out[0]
+        return dict(zip(self.variables, out, strict=True))
+
+    # -- looking at it ------------------------------------------------------------
+    @property
+    def formula(self) -> str:
+        """The function as text in symgrad's language (``6*x - 4``), printed from the tape."""
+        self._one_output("formula")
+        return to_formula(self.tape)[0]
+
+    @property
+    def formulas(self) -> tuple[str, ...]:
+        """One formula per output."""
+        return tuple(to_formula(self.tape))
 
     def draw(self, point: Mapping[str, Any] | None = None, /, *, rankdir: str = "LR", **values: Any) -> Any:
         """A graphviz drawing of the tape, with data and grads at a point if one is given.
@@ -184,10 +433,31 @@ class Function:
 
         return draw(self, point, rankdir=rankdir, **values)
 
+    # -- backend choice (native machine code via llvmlite, else generated Python) ---------
+    def _compiled(self, tape: Tape, slow: Callable[..., Any], returns: codegen.Returns) -> Callable[..., Any]:
+        """Code for ``tape`` on floats: the native kernel where the backend choice says so, else Python."""
+        if native.use_native(self.backend, len(tape)):
+            from .native.kernel import function as native_function  # only importable with llvmlite
+
+            fn: Callable[..., Any] = native_function(tape, slow, returns)
+            return fn
+        return codegen.function(tape, slow, returns)
+
+    @property
+    def llvm_ir(self) -> str:
+        """The LLVM IR the native backend compiles for ``vg`` (the gradient tape; needs llvmlite)."""
+        native.use_native("native", len(self.tape))  # raises MissingDependencyError without llvmlite
+        from .native.kernel import llvm_ir
+
+        tape = self.tape if self.n_outputs != 1 else self._gradient_tape(None)
+        return llvm_ir(tape, list(tape.outputs))
+
     @property
     def code(self) -> str:
-        """The Python source generated from the tape for value and gradient on floats."""
-        return codegen.source(self.tape)
+        """The Python source generated from the gradient tape (value and partials on floats)."""
+        if self.n_outputs != 1:
+            return codegen.source(self.tape, "tuple")
+        return codegen.source(self._gradient_tape(None), "value_and_grad")
 
     # -- the oracle (sympy, imported only when these are called) ---------------
     def to_sympy(self) -> Any:
@@ -202,13 +472,54 @@ class Function:
 
         return oracle.symbolic_grad(oracle.tree_of(self), self.variables)
 
+    # -- for learners: the sweeps shown, and Jupyter's rich display ------------
+    def explain(self, *args: Any, max_rows: int | None = explain_mod.DEFAULT_MAX_ROWS, **kwargs: Any) -> Explanation:
+        """Both sweeps at a point, slot by slot: value, local partials, adjoint.
+
+        ``f.explain(x1=2, w1=-3, ...)`` takes a point the way ``f.grad`` does
+        (floats only).  The result prints as a table (``str()``), displays as
+        HTML in Jupyter, and has ``.rows``, ``.to_markdown()`` and
+        ``.to_dict()``; ``max_rows=None`` shows every slot of a big tape.
+        """
+        point = self.bind(args, kwargs)
+        if _has_array(point):
+            raise InputError("explain() takes one point of plain numbers, not arrays")
+        at = ", ".join(
+            f"{name}={explain_mod.format_number(v, 6)}" for name, v in zip(self.variables, point, strict=True)
+        )
+        name = self.source if self.source is not None else repr(self)
+        title = f"{name}  at  {at}" if at else name
+        return explain_mod.explain_tape(self.tape, point, title=title, max_rows=max_rows)
+
+    _LATEX_MAX_RECORDS = 200
+    """Bigger functions get no LaTeX form: the formula would fill the screen."""
+
+    def _repr_latex_(self) -> str | None:
+        """Jupyter: the formula typeset (via the oracle's sympy form; None when too big)."""
+        if len(self.tape) > self._LATEX_MAX_RECORDS:
+            return None
+        import sympy  # the oracle's library, only when a notebook asks for LaTeX
+
+        return f"$\\displaystyle {sympy.latex(self.to_sympy())}$"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the formula, its variables and the size of its tape."""
+        formula = self.source if self.source is not None else "(recorded from Value operations)"
+        rows = [
+            ["formula", formula],
+            ["variables", ", ".join(self.variables) or "(none)"],
+            ["tape", f"{len(self.tape)} records, {self.tape.n_slots} slots"],
+        ]
+        return display.html_table(["Function", ""], rows)
+
     def __repr__(self) -> str:
         name = f" {self.source!r}" if self.source is not None else ""
-        return f"<Function{name} f:({','.join(self.variables)})->out, {len(self.tape)} records>"
+        outs = "out" if self.n_outputs == 1 else f"{self.n_outputs} outputs"
+        return f"<Function{name} f:({','.join(self.variables)})->{outs}, {len(self.tape)} records>"
 
 
-def _shapes(point: list[Any]) -> tuple[tuple[int, ...], ...]:
-    return tuple(np.shape(v) for v in point)
+def _as_tuple(result: Any, n: int) -> tuple[Any, ...]:
+    return (result,) if n == 1 else tuple(result)
 
 
 def _numpy(point: list[Any]) -> list[Any]:
@@ -223,7 +534,13 @@ def _has_array(point: list[Any]) -> bool:
 def _as_value(name: str, value: Any) -> Any:
     """A float, or a float64 array for a numpy array."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise InputError(
+                f"value for '{name}' is too large for a 64-bit float (largest: {_FLOAT_MAX:.6g}), "
+                f"got {_short_number(value)}"
+            ) from None
     if isinstance(value, bool):
         raise InputError(f"value for '{name}' must be a number, got a bool ({value})")
     if isinstance(value, np.ndarray):
@@ -232,7 +549,75 @@ def _as_value(name: str, value: Any) -> Any:
                 f"value for '{name}' must be an array of real numbers, got an array of dtype {value.dtype}"
             )
         return value.astype(np.float64, copy=False)
-    raise InputError(f"value for '{name}' must be a real number or an array, got {type(value).__name__} {value!r}")
+    raise InputError(
+        f"value for '{name}' must be a real number or an array, got {type(value).__name__} {_short(repr(value))}"
+    )
+
+
+# -- binding helpers (shared by the string front end, drawing and the oracle) --
+
+_FLOAT_MAX = sys.float_info.max
+
+
+def merge_point(point: Mapping[str, Any] | None, values: Mapping[str, Any]) -> dict[str, Any]:
+    """One point from a mapping and keyword values; a name in both is an InputError.
+
+    The mapping exists for names that cannot be keywords (``wrt``, ``if``),
+    so a name given both ways is a mistake, not an override.
+    """
+    if point is None:
+        return dict(values)
+    if not isinstance(point, Mapping):
+        raise InputError(f"the point must be a mapping from variable name to value, got {type(point).__name__}")
+    both = [name for name in values if name in point]
+    if both:
+        listed = ", ".join(f"'{name}'" for name in both)
+        raise InputError(f"variable {listed} was given twice (in the mapping and by keyword)")
+    return {**point, **values}
+
+
+def _wrt_names(wrt: object) -> list[str]:
+    """``wrt`` as a list of names: a str or an iterable of str, else an InputError."""
+    if isinstance(wrt, str):
+        return [wrt]
+    if isinstance(wrt, (bytes, bytearray)) or not isinstance(wrt, Iterable):
+        raise InputError(
+            f"wrt must be a variable name or a list of names, got {type(wrt).__name__} {_short(repr(wrt))}"
+        )
+    names = list(wrt)
+    for name in names:
+        if not isinstance(name, str):
+            raise InputError(
+                f"wrt must be a variable name or a list of names, got {type(name).__name__} {_short(repr(name))} in it"
+            )
+    return names
+
+
+def _check_broadcast(names: tuple[str, ...], point: list[Any]) -> None:
+    """An InputError naming the variables whose array shapes do not broadcast together."""
+    shapes = [np.shape(v) for v in point]
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        arrays = [f"'{n}' of shape {s}" for n, s in zip(names, shapes, strict=True) if s]
+        raise InputError(
+            f"array shapes do not broadcast together: {', '.join(arrays)}; "
+            "give arrays of one shape, or shapes numpy can broadcast (e.g. (3,) with (2, 1))"
+        ) from None
+
+
+def _quoted(key: object) -> str:
+    return f"'{_short(key)}'" if isinstance(key, str) else f"{type(key).__name__} {_short(repr(key))}"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short_number(value: Any) -> str:
+    if isinstance(value, int):  # (str() of a huge int is slow, and refused beyond 4,300 digits)
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    return _short(repr(value))
 
 
 def bind_scalars(function: Function, point: Mapping[str, Any], purpose: str) -> list[float]:

@@ -1,76 +1,97 @@
-"""The reference interpreter: forward and reverse sweeps over a tape.
+"""The reference interpreter: evaluates any tape forwards, and keeps the textbook sweeps.
 
-Both sweeps are plain loops over precomputed *plans* (tuples of ints and
-functions cached on the tape), so the hot loop does no attribute look-ups and
-no dispatch on the op.  The reverse sweep visits each record once, in reverse
-tape order, and accumulates ``adjoint[arg] += adjoint[out] * ∂out/∂arg`` with
-the partials compiled from the op table.  All partials of the output come out
-of one sweep.
+* :func:`forward` evaluates every slot of a tape (a formula's tape, or a
+  derivative tape from :mod:`symgrad.transforms`), in order.  Every other
+  executor is tested against it, and hands a point back to it to find the op
+  and the source span behind a domain error.
+* :func:`backward` is the classic reverse sweep over a primal tape: it visits
+  each record once, in reverse order, and accumulates
+  ``adjoint[arg] += adjoint[out] * ∂out/∂arg`` with the partials compiled from
+  the op table's rules (:func:`symgrad.rules.scalar_partials`).  A record whose
+  adjoint is exactly 0 is skipped: its contribution would be 0 (or nan from
+  ``0 * inf``), and skipping it avoids evaluating partials on branches that do
+  not matter (a dead ``relu``, the unused side of ``max``).  ``Value.backward``
+  runs it, and the gradient of a compiled formula falls back to it when its
+  derivative tape meets such a point.
 
-A record whose adjoint is exactly 0 is skipped: its contribution would be 0
-(or nan from ``0 * inf``), and skipping it also avoids evaluating partials on
-branches that do not matter (a dead ``relu`` or the unused side of ``max``).
+Policy for non-finite numbers: an op that raises, or that returns inf or nan
+from finite arguments (an overflow), is a :class:`~symgrad.errors.DomainError`
+naming that op; on a derivative record it says whose derivative it is.
 
-The fast paths (generated code, numpy) are tested against this module.
+Both sweeps are loops over *plans* (tuples of ints and functions, built once
+per tape and kept here, keyed weakly by the tape), so the hot loop does no
+attribute look-ups and no dispatch on the op.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import math
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from .errors import DomainError
-from .ops import Op
+from .ops import domain_message
+from .rules import scalar_partials
 from .tape import Tape
 
-__all__ = ["backward", "domain_message", "forward", "requires_grad", "value_and_grad"]
+__all__ = ["backward", "evaluate", "forward", "requires_grad", "value_and_grad"]
 
 _Fn = Callable[..., float]
 _ForwardStep = tuple[_Fn, int, int]
 _ReverseStep = tuple[int, int, "_Fn | None", int, "_Fn | None"]
+_CATCH = (ArithmeticError, ValueError)
+
+
+@dataclass(slots=True)
+class _Plans:
+    forward: tuple[_ForwardStep, ...]
+    needs: list[bool]
+    reverse: tuple[_ReverseStep, ...] | None = None
+
+
+_PLANS: weakref.WeakKeyDictionary[Tape, _Plans] = weakref.WeakKeyDictionary()
+
+
+def _depends(tape: Tape, positions: Iterable[int]) -> list[bool]:
+    needs = [False] * tape.n_slots
+    for i in positions:
+        needs[i] = True
+    base = tape.first_instr_slot
+    for k, instr in enumerate(tape.instrs):
+        needs[base + k] = any(needs[a] for a in instr.args)
+    return needs
+
+
+def _plans(tape: Tape) -> _Plans:
+    plans = _PLANS.get(tape)
+    if plans is None:
+        forward_plan = tuple(
+            (instr.op.scalar, instr.args[0], instr.args[1] if len(instr.args) > 1 else -1) for instr in tape.instrs
+        )
+        plans = _PLANS[tape] = _Plans(forward_plan, _depends(tape, range(tape.n_inputs)))
+    return plans
 
 
 def requires_grad(tape: Tape) -> list[bool]:
     """Per slot: does it depend on an input (so that its adjoint matters)?"""
-    cached = tape.cache.get("requires_grad")
-    if cached is None:
-        cached = [True] * tape.n_inputs + [False] * len(tape.consts)
-        for instr in tape.instrs:
-            cached.append(any(cached[a] for a in instr.args))
-        tape.cache["requires_grad"] = cached
-    return cached
+    return _plans(tape).needs
 
 
-def _forward_plan(tape: Tape) -> tuple[_ForwardStep, ...]:
-    plan = tape.cache.get("forward_plan")
-    if plan is None:
-        plan = tuple(
-            (instr.op.scalar, instr.args[0], instr.args[1] if len(instr.args) > 1 else -1)
-            for instr in tape.instrs
-        )
-        tape.cache["forward_plan"] = plan
-    return plan
-
-
-def _reverse_plan(tape: Tape) -> tuple[_ReverseStep, ...]:
-    plan = tape.cache.get("reverse_plan")
-    if plan is None:
-        needs = requires_grad(tape)
-        steps: list[_ReverseStep] = []
-        base = tape.first_instr_slot
-        for i in range(len(tape.instrs) - 1, -1, -1):
-            instr = tape.instrs[i]
-            if not needs[base + i]:
-                continue
-            partials = instr.op.scalar_partials
-            a = instr.args[0]
-            b = instr.args[1] if len(instr.args) > 1 else -1
-            da = partials[0] if needs[a] else None
-            db = partials[1] if b >= 0 and needs[b] else None
-            steps.append((base + i, a, da, b, db))
-        plan = tuple(steps)
-        tape.cache["reverse_plan"] = plan
-    return plan
+def _reverse_plan(tape: Tape, needs: list[bool]) -> tuple[_ReverseStep, ...]:
+    steps: list[_ReverseStep] = []
+    base = tape.first_instr_slot
+    for i in range(len(tape.instrs) - 1, -1, -1):
+        instr = tape.instrs[i]
+        if not needs[base + i]:
+            continue
+        partials = scalar_partials(instr.op)
+        a = instr.args[0]
+        b = instr.args[1] if len(instr.args) > 1 else -1
+        da = partials[0] if needs[a] else None
+        db = partials[1] if b >= 0 and needs[b] else None
+        steps.append((base + i, a, da, b, db))
+    return tuple(steps)
 
 
 def forward(tape: Tape, inputs: Sequence[float]) -> list[float]:
@@ -78,59 +99,96 @@ def forward(tape: Tape, inputs: Sequence[float]) -> list[float]:
     values = [*inputs, *tape.consts]
     append = values.append
     try:
-        for fn, a, b in _forward_plan(tape):
-            append(fn(values[a]) if b < 0 else fn(values[a], values[b]))
-    except (ArithmeticError, ValueError) as e:
-        raise _domain_error(tape, values, len(values), e, derivative=False) from None
-    return values
+        for fn, a, b in _plans(tape).forward:
+            v = fn(values[a]) if b < 0 else fn(values[a], values[b])
+            append(v)
+            if v - v != 0.0 and math.isfinite(values[a]) and (b < 0 or math.isfinite(values[b])):
+                break  # inf or nan from finite arguments: an overflow
+        else:
+            return values
+    except _CATCH as e:
+        raise _domain_error(tape, values, len(values), e) from None
+    raise _domain_error(tape, values, len(values) - 1, None)
 
 
-def backward(tape: Tape, values: Sequence[float], seed: int | None = None) -> list[float]:
-    """Every slot's adjoint: ∂(slot ``seed``, default the output)/∂slot, in one sweep."""
+def evaluate(tape: Tape, inputs: Sequence[float]) -> list[float]:
+    """The tape's outputs at a point (see :func:`forward` for errors)."""
+    values = forward(tape, inputs)
+    return [values[o] for o in tape.outputs]
+
+
+def backward(
+    tape: Tape,
+    values: Sequence[float],
+    seed: int | None = None,
+    wrt: Sequence[int] | None = None,
+    *,
+    keep_plan: bool = True,
+) -> list[float]:
+    """Every slot's adjoint ∂(slot ``seed``, default the output)/∂slot, in one reverse sweep.
+
+    ``wrt`` (input positions) limits the sweep to what those partials need, so
+    an undefined partial with respect to another input is never evaluated.
+    ``keep_plan=False`` is for a tape swept once (an eager ``Value`` graph):
+    its plan is not kept.
+    """
+    if not keep_plan:
+        plan = _reverse_plan(tape, _depends(tape, range(tape.n_inputs) if wrt is None else wrt))
+    elif wrt is None:
+        plans = _plans(tape)
+        if plans.reverse is None:
+            plans.reverse = _reverse_plan(tape, plans.needs)
+        plan = plans.reverse
+    else:
+        plan = _reverse_plan(tape, _depends(tape, wrt))
     adjoint = [0.0] * tape.n_slots
     adjoint[tape.output if seed is None else seed] = 1.0
     out = -1
     try:
-        for out, a, da, b, db in _reverse_plan(tape):
+        for out, a, da, b, db in plan:
             g = adjoint[out]
             if g == 0.0:
                 continue
             v = values[out]
             if b < 0:
                 if da is not None:
-                    adjoint[a] += g * da(v, values[a])
+                    t = g * da(v, values[a])
+                    adjoint[a] += t
+                    if t - t != 0.0 and g - g == 0.0:
+                        raise ValueError("non-finite partial")
             else:
                 va = values[a]
                 vb = values[b]
                 if da is not None:
-                    adjoint[a] += g * da(v, va, vb)
+                    t = g * da(v, va, vb)
+                    adjoint[a] += t
+                    if t - t != 0.0 and g - g == 0.0:
+                        raise ValueError("non-finite partial")
                 if db is not None:
-                    adjoint[b] += g * db(v, va, vb)
-    except (ArithmeticError, ValueError) as e:
-        raise _domain_error(tape, values, out, e, derivative=True) from None
+                    t = g * db(v, va, vb)
+                    adjoint[b] += t
+                    if t - t != 0.0 and g - g == 0.0:
+                        raise ValueError("non-finite partial")
+    except _CATCH:
+        instr = tape.instr_at(out)
+        call = f"{instr.op.name}({', '.join(repr(float(values[x])) for x in instr.args)})"
+        raise DomainError(f"the derivative of {call} is undefined or infinite", instr.op.name, tape.source,
+                          instr.span) from None
     return adjoint
 
 
-def value_and_grad(tape: Tape, inputs: Sequence[float]) -> tuple[float, list[float]]:
-    """The output's value and its partials with respect to every input."""
+def value_and_grad(
+    tape: Tape, inputs: Sequence[float], wrt: Sequence[int] | None = None
+) -> tuple[float, list[float]]:
+    """The output's value and its partials (every input, or the positions ``wrt``), by the classic sweeps."""
     values = forward(tape, inputs)
-    adjoint = backward(tape, values)
-    return values[tape.output], adjoint[: tape.n_inputs]
+    adjoint = backward(tape, values, wrt=wrt)
+    grads = adjoint[: tape.n_inputs] if wrt is None else [adjoint[i] for i in wrt]
+    return values[tape.output], grads
 
 
-def domain_message(op: Op, args: Sequence[Any], error: Exception, derivative: bool) -> str:
-    """What went wrong when ``op`` (or its derivative) was evaluated at ``args``."""
-    call = f"{op.name}({', '.join(repr(a) for a in args)})"
-    if derivative:
-        return f"the derivative of {call} is undefined or infinite"
-    if isinstance(error, OverflowError):
-        return f"{call} overflows a 64-bit float"
-    if isinstance(error, ZeroDivisionError):
-        return f"{call} divides by zero"
-    return f"{call} is undefined ({op.doc})"
-
-
-def _domain_error(tape: Tape, values: Sequence[float], slot: int, error: Exception, derivative: bool) -> DomainError:
+def _domain_error(tape: Tape, values: Sequence[float], slot: int, error: Exception | None) -> DomainError:
     instr = tape.instr_at(slot)
-    message = domain_message(instr.op, [values[a] for a in instr.args], error, derivative)
+    message = domain_message(instr.op, [values[a] for a in instr.args], error, instr.derivative_of)
     return DomainError(message, instr.op.name, tape.source, instr.span)
+

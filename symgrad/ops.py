@@ -1,51 +1,58 @@
 """The op table: every fact about every primitive, stated exactly once.
 
 Each :class:`Op` row holds the primitive's name, arity, display symbol, its
-scalar forward (``math``) and array forward (``numpy``) side by side, a code
-template for the forward, one code template per argument for the local partial
-derivative, and the sympy counterpart used only by the oracle.
+scalar forward (``math``) and array forward (``numpy``) side by side, how
+Python spells the forward (``code``), the local partial derivatives, the exact
+rewrites that hold for it, and the sympy counterpart used only by the oracle.
 
-The partial-derivative templates are the single statement of each derivative.
-The interpreter compiles them once into small functions (below), the code
-generator pastes them into straight-line code, and the array evaluator
-evaluates them with numpy.  Templates name the arguments ``{0}``, ``{1}`` and
-the op's own result ``{out}`` (so ``exp``, ``tanh``, ``sqrt`` and ``sigmoid``
-reuse the forward value), and may call any op of the table by name plus the
-helpers in :data:`SCALAR_HELPERS` / :data:`ARRAY_HELPERS`.
+Partial derivatives and rewrites are written in symgrad's own language over
+the argument names ``a``, ``b`` and the op's result ``out`` (so ``exp``,
+``tanh``, ``sqrt`` and ``sigmoid`` reuse the forward value).  They are parsed
+once, by symgrad's grammar, in :mod:`symgrad.rules`; the derivative transforms
+instantiate them as tape records, and the reference interpreter compiles them
+into small functions.  Nothing else in symgrad states a derivative.
+
+Rewrites (``"a * 1 -> a"``) are identities that hold for *every* float,
+signed zeros, inf and nan included, so applying them never changes a result.
+A pattern ``-b`` also matches a negative constant.  Rewrites marked ``~`` are
+the algebra used only on derivative records: they regroup constants
+(``2 * (3 * x) -> 6 * x``), which can move the last bit.
 
 Conventions at non-differentiable points follow PyTorch: ``relu'(0) = 0``,
 ``abs'(0) = 0``, and ``min``/``max`` split the gradient evenly on a tie.
 ``min``/``max`` are not marked commutative: Python's ``min(nan, 1)`` is nan but
 ``min(1, nan)`` is 1 (and likewise for ±0), so CSE must not merge the two orders.
+``heaviside``, ``sign`` and ``xlogy`` are the helpers that derivative rules
+use; they are ops like any other (their own derivatives are 0 almost
+everywhere: the steps' jumps are not differentiated).
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "ARRAY_HELPERS",
-    "ARRAY_NAMESPACE",
     "FUNCTIONS",
     "OPS",
-    "SCALAR_HELPERS",
-    "SCALAR_NAMESPACE",
     "Op",
+    "domain_message",
     "lookup_function",
+    "register",
+    "unregister",
 ]
 
 Scalar = Callable[..., float]
 
 
 # ---------------------------------------------------------------- helpers ---
-# Small functions the templates may call.  Each has a scalar and an array
-# version with the same meaning; nothing here states a derivative.
+# Scalar and array forwards that math/numpy do not provide as they are.
+# Nothing here states a derivative.
 
 
 def _relu(x: float) -> float:
@@ -107,16 +114,10 @@ def _np_xlogy(x: Any, y: Any) -> Any:
         return np.where(np.asarray(x) == 0.0, 0.0, x * np.log(y))
 
 
-SCALAR_HELPERS: dict[str, Callable[..., float]] = {
-    "heaviside": _heaviside,
-    "sign": _sign,
-    "xlogy": _xlogy,
-}
-ARRAY_HELPERS: dict[str, Callable[..., Any]] = {
-    "heaviside": np.heaviside,
-    "sign": np.sign,
-    "xlogy": _np_xlogy,
-}
+def _sympy_heaviside(a: Any, b: Any) -> Any:
+    """Heaviside with the value at 0 as a differentiable argument (sympy's own cannot be differentiated by it)."""
+    sp = _sp()
+    return sp.Piecewise((0, a < 0), (1, a > 0), (b, True))
 
 
 def _sp() -> Any:
@@ -143,9 +144,9 @@ class Op:
     array: Callable[..., Any]
     """Forward on numpy arrays; follows numpy on a domain error (nan/inf)."""
     code: str
-    """Forward as a code template over ``{0}``, ``{1}``."""
+    """How Python spells the forward, over ``{0}``, ``{1}`` (the generated code's emitter)."""
     partials: tuple[str, ...]
-    """∂out/∂arg_i as code templates over ``{0}``, ``{1}``, ``{out}``."""
+    """∂out/∂arg_i in symgrad's language over ``a``, ``b`` and ``out``."""
     sympy: Callable[..., Any]
     """The sympy counterpart, for the oracle only."""
     doc: str
@@ -157,8 +158,8 @@ class Op:
     variadic: bool = False
     """Associative: a call may pass more arguments, folded left (``max(a, b, c)``, as sympy prints ``Max``)."""
     infix: bool = False
-    scalar_partials: tuple[Callable[..., float], ...] = field(init=False, repr=False)
-    """The partial templates compiled once for the interpreter: ``(out, *args) -> float``."""
+    rewrites: tuple[str, ...] = ()
+    """Identities ``"lhs -> rhs"`` with this op at the root of ``lhs`` (``~`` marks derivative-only algebra)."""
 
     def __post_init__(self) -> None:
         if len(self.partials) != self.arity:
@@ -166,9 +167,9 @@ class Op:
         if not self.domain:
             object.__setattr__(self, "domain", ((-3.0, 3.0),) * self.arity)
 
-    def format(self, template: str, out: str, args: tuple[str, ...]) -> str:
-        """Fill a template with code for the output and argument values."""
-        return template.format(*args, out=out)
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """Pickle a row by its name: the functions in it are found again in the table."""
+        return (_row, (self.name,))
 
     def __repr__(self) -> str:
         return f"<op {self.name}/{self.arity}>"
@@ -191,94 +192,132 @@ def _op(
 
 # fmt: off
 _TABLE: tuple[Op, ...] = (
-    #    name     n  symbol   scalar           array          forward code       partials ∂/∂{0}, ∂/∂{1}                           sympy
-    _op("add",   2, "+",     operator.add,    np.add,        "{0} + {1}",       ("1.0", "1.0"),                                 lambda a, b: a + b,
-        "a + b", infix=True, commutative=True),
-    _op("sub",   2, "-",     operator.sub,    np.subtract,   "{0} - {1}",       ("1.0", "-1.0"),                                lambda a, b: a - b,
-        "a - b", infix=True),
-    _op("mul",   2, "*",     operator.mul,    np.multiply,   "{0} * {1}",       ("{1}", "{0}"),                                 lambda a, b: a * b,
-        "a * b", infix=True, commutative=True),
-    _op("div",   2, "/",     operator.truediv, np.true_divide, "{0} / {1}",     ("1.0 / {1}", "-{out} / {1}"),                  lambda a, b: a / b,
-        "a / b", infix=True, domain=((-3.0, 3.0), (0.2, 3.0))),
-    _op("neg",   1, "-",     operator.neg,    np.negative,   "-{0}",            ("-1.0",),                                      lambda a: -a,
-        "-a", infix=True),
-    _op("pow",   2, "**",    _pow,            np.power,      "pow({0}, {1})",   ("{1} * pow({0}, {1} - 1.0)", "xlogy({out}, {0})"), lambda a, b: a ** b,
+    #    name     n  symbol   scalar           array          python code        partials ∂/∂a, ∂/∂b                 sympy
+    _op("add",   2, "+",     operator.add,    np.add,        "{0} + {1}",       ("1", "1"),                         lambda a, b: a + b,
+        "a + b", infix=True, commutative=True,
+        rewrites=("a + -0.0 -> a", "a + -b -> a - b", "~ a + a -> 2 * a")),
+    _op("sub",   2, "-",     operator.sub,    np.subtract,   "{0} - {1}",       ("1", "-1"),                        lambda a, b: a - b,
+        "a - b", infix=True,
+        rewrites=("a - 0.0 -> a", "a - -b -> a + b")),
+    _op("mul",   2, "*",     operator.mul,    np.multiply,   "{0} * {1}",       ("b", "a"),                         lambda a, b: a * b,
+        "a * b", infix=True, commutative=True,
+        rewrites=("a * 1 -> a", "a * -1 -> -a", "a * -b -> -(a * b)", "~ k1 * (k2 * a) -> (k1 * k2) * a")),
+    _op("div",   2, "/",     operator.truediv, np.true_divide, "{0} / {1}",     ("1 / b", "-out / b"),              lambda a, b: a / b,
+        "a / b", infix=True, domain=((-3.0, 3.0), (0.2, 3.0)),
+        rewrites=("a / 1 -> a", "a / -1 -> -a", "-a / b -> -(a / b)", "a / -b -> -(a / b)")),
+    _op("neg",   1, "-",     operator.neg,    np.negative,   "-{0}",            ("-1",),                            lambda a: -a,
+        "-a", infix=True,
+        rewrites=("--a -> a",)),
+    _op("pow",   2, "**",    _pow,            np.power,      "pow({0}, {1})",   ("b * a ** (b - 1)", "xlogy(out, a)"), lambda a, b: a ** b,
         "a ** b (also a ^ b); real-valued, so a negative base needs an integer exponent",
-        call_names=("pow",), domain=((0.2, 3.0), (-2.5, 2.5))),
-    _op("exp",   1, "exp",   math.exp,        np.exp,        "exp({0})",        ("{out}",),                                     lambda a: _sp().exp(a),
+        call_names=("pow",), domain=((0.2, 3.0), (-2.5, 2.5)),
+        rewrites=("a ** 1 -> a", "a ** 0 -> 1", "a ** 2 -> a * a")),
+    _op("exp",   1, "exp",   math.exp,        np.exp,        "exp({0})",        ("out",),                           lambda a: _sp().exp(a),
         "e ** a", call_names=("exp",)),
-    _op("log",   1, "log",   math.log,        np.log,        "log({0})",        ("1.0 / {0}",),                                 lambda a: _sp().log(a),
+    _op("log",   1, "log",   math.log,        np.log,        "log({0})",        ("1 / a",),                         lambda a: _sp().log(a),
         "natural logarithm, a > 0", call_names=("log", "ln"), domain=((0.05, 5.0),)),
-    _op("sqrt",  1, "sqrt",  math.sqrt,       np.sqrt,       "sqrt({0})",       ("0.5 / {out}",),                               lambda a: _sp().sqrt(a),
+    _op("sqrt",  1, "sqrt",  math.sqrt,       np.sqrt,       "sqrt({0})",       ("0.5 / out",),                     lambda a: _sp().sqrt(a),
         "square root, a >= 0 (derivative infinite at 0)", call_names=("sqrt",), domain=((0.05, 5.0),)),
-    _op("sin",   1, "sin",   math.sin,        np.sin,        "sin({0})",        ("cos({0})",),                                  lambda a: _sp().sin(a),
+    _op("sin",   1, "sin",   math.sin,        np.sin,        "sin({0})",        ("cos(a)",),                        lambda a: _sp().sin(a),
         "sine (radians)", call_names=("sin",)),
-    _op("cos",   1, "cos",   math.cos,        np.cos,        "cos({0})",        ("-sin({0})",),                                 lambda a: _sp().cos(a),
+    _op("cos",   1, "cos",   math.cos,        np.cos,        "cos({0})",        ("-sin(a)",),                       lambda a: _sp().cos(a),
         "cosine (radians)", call_names=("cos",)),
-    _op("tan",   1, "tan",   math.tan,        np.tan,        "tan({0})",        ("1.0 + {out} * {out}",),                       lambda a: _sp().tan(a),
+    _op("tan",   1, "tan",   math.tan,        np.tan,        "tan({0})",        ("1 + out * out",),                 lambda a: _sp().tan(a),
         "tangent (radians)", call_names=("tan",), domain=((-1.4, 1.4),)),
-    _op("asin",  1, "asin",  math.asin,       np.arcsin,     "asin({0})",       ("1.0 / sqrt(1.0 - {0} * {0})",),               lambda a: _sp().asin(a),
+    _op("asin",  1, "asin",  math.asin,       np.arcsin,     "asin({0})",       ("1 / sqrt(1 - a * a)",),           lambda a: _sp().asin(a),
         "inverse sine, -1 <= a <= 1", call_names=("asin",), domain=((-0.95, 0.95),)),
-    _op("acos",  1, "acos",  math.acos,       np.arccos,     "acos({0})",       ("-1.0 / sqrt(1.0 - {0} * {0})",),              lambda a: _sp().acos(a),
+    _op("acos",  1, "acos",  math.acos,       np.arccos,     "acos({0})",       ("-1 / sqrt(1 - a * a)",),          lambda a: _sp().acos(a),
         "inverse cosine, -1 <= a <= 1", call_names=("acos",), domain=((-0.95, 0.95),)),
-    _op("atan",  1, "atan",  math.atan,       np.arctan,     "atan({0})",       ("1.0 / (1.0 + {0} * {0})",),                   lambda a: _sp().atan(a),
+    _op("atan",  1, "atan",  math.atan,       np.arctan,     "atan({0})",       ("1 / (1 + a * a)",),               lambda a: _sp().atan(a),
         "inverse tangent", call_names=("atan",)),
-    _op("sinh",  1, "sinh",  math.sinh,       np.sinh,       "sinh({0})",       ("cosh({0})",),                                 lambda a: _sp().sinh(a),
+    _op("sinh",  1, "sinh",  math.sinh,       np.sinh,       "sinh({0})",       ("cosh(a)",),                       lambda a: _sp().sinh(a),
         "hyperbolic sine", call_names=("sinh",)),
-    _op("cosh",  1, "cosh",  math.cosh,       np.cosh,       "cosh({0})",       ("sinh({0})",),                                 lambda a: _sp().cosh(a),
+    _op("cosh",  1, "cosh",  math.cosh,       np.cosh,       "cosh({0})",       ("sinh(a)",),                       lambda a: _sp().cosh(a),
         "hyperbolic cosine", call_names=("cosh",)),
-    _op("tanh",  1, "tanh",  math.tanh,       np.tanh,       "tanh({0})",       ("1.0 - {out} * {out}",),                       lambda a: _sp().tanh(a),
+    _op("tanh",  1, "tanh",  math.tanh,       np.tanh,       "tanh({0})",       ("1 - out * out",),                 lambda a: _sp().tanh(a),
         "hyperbolic tangent", call_names=("tanh",)),
-    _op("sigmoid", 1, "σ",   _sigmoid,        _np_sigmoid,   "sigmoid({0})",    ("{out} * (1.0 - {out})",),                     lambda a: 1 / (1 + _sp().exp(-a)),
+    _op("sigmoid", 1, "σ",   _sigmoid,        _np_sigmoid,   "sigmoid({0})",    ("out * (1 - out)",),               lambda a: 1 / (1 + _sp().exp(-a)),
         "logistic function 1 / (1 + e ** -a)", call_names=("sigmoid",)),
     # relu's sympy form is a*Heaviside(a, 0) (derivative 0 at 0, like ours), not a Piecewise: sympy
     # folds Piecewise conditions and fails to compare them, e.g. in relu(log(relu(x))).
-    _op("relu",  1, "relu",  _relu,           _np_relu,      "relu({0})",       ("heaviside({0}, 0.0)",),                       lambda a: a * _sp().Heaviside(a, 0),
+    _op("relu",  1, "relu",  _relu,           _np_relu,      "relu({0})",       ("heaviside(a, 0)",),               lambda a: a * _sp().Heaviside(a, 0),
         "max(a, 0); relu'(0) = 0", call_names=("relu",)),
-    _op("abs",   1, "abs",   math.fabs,       np.abs,        "abs({0})",        ("sign({0})",),                                 lambda a: _sp().Abs(a),
+    _op("abs",   1, "abs",   math.fabs,       np.abs,        "abs({0})",        ("sign(a)",),                       lambda a: _sp().Abs(a),
         "absolute value; abs'(0) = 0", call_names=("abs", "Abs")),
     _op("atan2", 2, "atan2", math.atan2,      np.arctan2,    "atan2({0}, {1})",
-        ("{1} / ({0} * {0} + {1} * {1})", "-{0} / ({0} * {0} + {1} * {1})"),                                                      lambda a, b: _sp().atan2(a, b),
+        ("b / (a * a + b * b)", "-a / (a * a + b * b)"),                                                          lambda a, b: _sp().atan2(a, b),
         "angle of the point (x=b, y=a), as atan2(y, x)", call_names=("atan2",), domain=((-3.0, 3.0), (0.2, 3.0))),
     _op("min",   2, "min",   min,             np.minimum,    "min({0}, {1})",
-        ("heaviside({1} - {0}, 0.5)", "heaviside({0} - {1}, 0.5)"),                                                                lambda a, b: _sp().Min(a, b),
+        ("heaviside(b - a, 0.5)", "heaviside(a - b, 0.5)"),                                                       lambda a, b: _sp().Min(a, b),
         "smaller of a and b; a tie splits the gradient evenly", call_names=("min", "Min"),
         variadic=True),
     _op("max",   2, "max",   max,             np.maximum,    "max({0}, {1})",
-        ("heaviside({0} - {1}, 0.5)", "heaviside({1} - {0}, 0.5)"),                                                                lambda a, b: _sp().Max(a, b),
+        ("heaviside(a - b, 0.5)", "heaviside(b - a, 0.5)"),                                                       lambda a, b: _sp().Max(a, b),
         "larger of a and b; a tie splits the gradient evenly", call_names=("max", "Max"),
         variadic=True),
+    # Helpers of the derivative rules: steps and x*log(y), with derivative 0 where the step jumps.
+    _op("heaviside", 2, "H", _heaviside,      np.heaviside,  "heaviside({0}, {1})", ("0", "0"),                    _sympy_heaviside,
+        "step: 0 for a < 0, 1 for a > 0, b at a = 0", call_names=("heaviside",), domain=((-3.0, 3.0), (0.0, 1.0))),
+    _op("sign",  1, "sign",  _sign,           np.sign,       "sign({0})",       ("0",),                             lambda a: _sp().sign(a),
+        "-1, 0 or 1 by the sign of a", call_names=("sign",)),
+    _op("xlogy", 2, "xlogy", _xlogy,          _np_xlogy,     "xlogy({0}, {1})", ("log(b)", "a / b"),               lambda a, b: a * _sp().log(b),
+        "a * log(b), taken as 0 when a == 0", call_names=("xlogy",), domain=((-3.0, 3.0), (0.05, 5.0))),
 )
 # fmt: on
 
-OPS: Mapping[str, Op] = {op.name: op for op in _TABLE}
+_OPS: dict[str, Op] = {}
+_FUNCTIONS: dict[str, Op] = {}
+
+OPS: Mapping[str, Op] = _OPS
 """Every primitive by opcode."""
 
-FUNCTIONS: Mapping[str, Op] = {name: op for op in _TABLE for name in op.call_names}
+FUNCTIONS: Mapping[str, Op] = _FUNCTIONS
 """Every primitive that source text may call, by each of its spellings."""
 
-SCALAR_NAMESPACE: dict[str, Any] = {op.name: op.scalar for op in _TABLE} | SCALAR_HELPERS
-"""What template code can call when it runs on floats."""
 
-ARRAY_NAMESPACE: dict[str, Any] = {op.name: op.array for op in _TABLE} | ARRAY_HELPERS
-"""What template code can call when it runs on numpy arrays."""
-
-
-def _compile_partials(op: Op) -> tuple[Callable[..., float], ...]:
-    params = ", ".join(["out", *(f"a{i}" for i in range(op.arity))])
-    args = tuple(f"a{i}" for i in range(op.arity))
-    fns = []
-    for template in op.partials:
-        body = op.format(template, "out", args)
-        code = compile(f"lambda {params}: {body}", f"<partial of {op.name}>", "eval")
-        fns.append(eval(code, dict(SCALAR_NAMESPACE)))  # codegen: template from the op table
-    return tuple(fns)
+def register(op: Op) -> None:
+    """Add a row to the table (the rows below, and tests that prove a new op needs nothing else)."""
+    if op.name in _OPS:
+        raise ValueError(f"op {op.name!r} is already in the table")
+    _OPS[op.name] = op
+    for name in op.call_names:
+        _FUNCTIONS[name] = op
 
 
-for _row in _TABLE:
-    object.__setattr__(_row, "scalar_partials", _compile_partials(_row))
+def unregister(name: str) -> None:
+    """Remove a row added by :func:`register`."""
+    op = _OPS.pop(name)
+    for call in op.call_names:
+        _FUNCTIONS.pop(call, None)
+
+
+for _row_op in _TABLE:
+    register(_row_op)
+
+
+def _row(name: str) -> Op:
+    """The row called ``name`` (how a pickled :class:`Op` is found again)."""
+    return _OPS[name]
 
 
 def lookup_function(name: str) -> Op | None:
     """The op that source text means by ``name(...)``, or None."""
-    return FUNCTIONS.get(name)
+    return _FUNCTIONS.get(name)
+
+
+def domain_message(op: Op, args: Sequence[Any], error: Exception | None, derivative_of: Op | None = None) -> str:
+    """What went wrong when ``op`` was evaluated at ``args``.
+
+    ``error`` is the exception the scalar forward raised, or None when it
+    returned a non-finite value from finite arguments (an overflow).
+    """
+    call = f"{op.name}({', '.join(repr(float(a)) for a in args)})"
+    if error is None or isinstance(error, OverflowError):
+        problem = f"{call} overflows a 64-bit float"
+    elif isinstance(error, ZeroDivisionError):
+        problem = f"{call} divides by zero"
+    else:
+        problem = f"{call} is undefined ({op.doc})"
+    if derivative_of is not None:
+        return f"in the derivative of {derivative_of.name}: {problem}"
+    return problem

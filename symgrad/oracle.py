@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import display
 from .errors import InputError
 from .expr import Call, Const, Expr, Var, iter_postorder
 from .ops import Op
@@ -412,7 +413,7 @@ def finite_difference(f: Function | str, point: Mapping[str, Any] | None = None,
     from .errors import DomainError
 
     fn = compile(f)
-    x = fn.bind((), {**(point or {}), **values})
+    x = fn.bind(() if point is None else (point,), values)  # a name in both is an InputError
     out: dict[str, float] = {}
     for i, name in enumerate(fn.variables):
         h = fd_step(x[i])
@@ -550,6 +551,26 @@ class CheckReport:
         return "\n".join(lines)
 
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the three-way table; rows that disagree are highlighted."""
+        head = ["", "tape", "sympy", "finite difference", "abs error", "rel error", "fd rel error", ""]
+        rows, styles = [], []
+        for row in (self.value, *self.rows):
+            fd = "" if row.finite_difference is None else _fmt(row.finite_difference)
+            fd_err = "" if row.fd_rel_error is None else _fmt_err(row.fd_rel_error)
+            verdict = _verdict(row)
+            rows.append([row.label, _fmt(row.tape), _fmt(row.sympy), fd, _fmt_err(row.abs_error),
+                         _fmt_err(row.rel_error), fd_err, verdict])
+            styles.append(None if row.ok else _HIGHLIGHT[verdict])
+        at = ", ".join(f"{k}={v!r}" for k, v in self.point.items()) or "(no variables)"
+        lines = str(self).splitlines()
+        return display.html_table(head, rows, caption=f"{self.expression}  at  {at}", row_styles=styles,
+                                  footer=lines[len(rows) + 2 :], css_class="symgrad-check")
+
+
+_HIGHLIGHT = {"DISAGREES": "background:#fee2e2;font-weight:bold", "NO ORACLE": "background:#fef3c7"}
+
+
 def _verdict(row: CheckRow) -> str:
     if row.ok:
         return "ok (fd unreliable)" if row.fd_unreliable else "ok"
@@ -591,12 +612,12 @@ def check(
     ``point`` mapping: ``check("rtol*x", {"rtol": 1, "x": 2})``.
     """
     from .api import compile
-    from .function import bind_scalars
+    from .function import bind_scalars, merge_point
 
     fn = compile(expr)
     for name, tolerance in (("rtol", rtol), ("atol", atol), ("fd_rtol", fd_rtol), ("fd_atol", fd_atol)):
         _check_tolerance(name, tolerance)
-    x = bind_scalars(fn, {**(point or {}), **values}, "check()")
+    x = bind_scalars(fn, merge_point(point, values), "check()")  # a name in both is an InputError
     at = dict(zip(fn.variables, x, strict=True))
     value, grads = fn.value_and_grad(at)
     tape_grad = grads if isinstance(grads, dict) else {fn.variables[0]: grads}

@@ -14,19 +14,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.resources
+import keyword
 import math
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import lark
 from lark import Lark, Token, Transformer
 
-from .errors import ArityError, ParseError, Span, UnknownFunctionError, did_you_mean
+from .errors import ArityError, ParseError, Span, UnknownFunctionError, clip, did_you_mean
 from .expr import Call, Const, Expr, Var
 from .ops import FUNCTIONS, OPS, lookup_function
 
-__all__ = ["CONSTANTS", "grammar_text", "parse"]
+__all__ = ["CONSTANTS", "grammar_text", "normalise_name", "parse"]
 
 CONSTANTS: dict[str, float] = {"pi": math.pi, "E": math.e}
 """Names that mean a number.  Every other name that is not called is a variable."""
@@ -108,7 +110,7 @@ class _Builder(Transformer[Token, Expr]):
         (token,) = children
         value = float(token)
         if math.isinf(value):
-            raise _BuildError(ParseError, f"number {token} is too large for a 64-bit float", _span(token))
+            raise _BuildError(ParseError, f"number {clip(str(token))} is too large for a 64-bit float", _span(token))
         return Const(_span(token), value, str(token))
 
     def name(self, children: list[Any]) -> Expr:
@@ -116,7 +118,9 @@ class _Builder(Transformer[Token, Expr]):
         name = str(token)
         span = _span(token)
         if not name.isidentifier():
-            raise _BuildError(ParseError, f"'{name}' is not a valid name", span, "names follow Python identifiers")
+            hint = _script_hint(name) or "names follow Python identifiers"
+            raise _BuildError(ParseError, f"'{clip(name)}' is not a valid name", span, hint)
+        name = normalise_name(name)
         if name in CONSTANTS:
             return Const(span, CONSTANTS[name], name)
         if name in FUNCTIONS:
@@ -128,18 +132,22 @@ class _Builder(Transformer[Token, Expr]):
 
     def call(self, children: list[Any]) -> Expr:
         token, _lpar, arguments, rpar = children
-        name = str(token)
+        name = normalise_name(str(token))
         args: list[Expr] = arguments or []
         span = Span(token.start_pos, rpar.end_pos)
         op = lookup_function(name)
         if op is None:
             if name in CONSTANTS:
-                raise _BuildError(ParseError, f"'{name}' is a constant, not a function", _span(token),
-                                  f"to multiply, write {name}*(...)")
+                raise _BuildError(
+                    ParseError,
+                    f"'{name}' is a constant, not a function",
+                    _span(token),
+                    f"to multiply, write {name}*(...)",
+                )
             hint = did_you_mean(name, FUNCTIONS)
             known = "known functions: " + ", ".join(sorted(FUNCTIONS))
-            hint = f"{hint}\n{known}" if hint else f"{known}\nto multiply, write {name}*(...)"
-            raise _BuildError(UnknownFunctionError, f"unknown function '{name}'", _span(token), hint)
+            hint = f"{hint}\n{known}" if hint else f"{known}\nto multiply, write {clip(name)}*(...)"
+            raise _BuildError(UnknownFunctionError, f"unknown function '{clip(name)}'", _span(token), hint)
         if op.variadic and len(args) > op.arity:  # max(a, b, c) -> max(max(a, b), c)
             node = Call(span, op, (args[0], args[1]))
             for arg in args[2:]:
@@ -163,21 +171,115 @@ def _lark() -> Lark:
     )
 
 
+def normalise_name(name: str) -> str:
+    """``name`` in NFKC form, as Python normalises identifiers: ``µ`` is ``μ``, ``𝐱`` and ``ｘ`` are ``x``."""
+    return name if name.isascii() else unicodedata.normalize("NFKC", name)
+
+
+# Characters people paste from typeset formulas, and their spelling here.
+_LOOKALIKES = dict.fromkeys("\u2212\u2013\u2014\u2010\u2011\uff0d", "-")  # minus sign, dashes, hyphens
+_LOOKALIKES |= dict.fromkeys("\u00d7\u00b7\u22c5\u2219\u2217\uff0a", "*")  # times, middle dots, asterisks
+_LOOKALIKES |= dict.fromkeys("\u00f7\u2215\u2044\uff0f", "/")  # division sign, division and fraction slash
+_LOOKALIKES |= {"\uff0b": "+", "\uff08": "(", "\uff09": ")", "\uff0c": ",", "\u221a": "sqrt(...)"}
+_SUPERSCRIPTS = str.maketrans(
+    "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207a\u207b", "0123456789+-"
+)
+_SUBSCRIPTS = str.maketrans("\u2080\u2081\u2082\u2083\u2084\u2085\u2086\u2087\u2088\u2089", "0123456789")
+
+
+def _char_name(ch: str) -> str:
+    return f"'{ch}' (U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')})"
+
+
+def _left_operand(before: str) -> str:
+    """The operand that ends ``before`` (``(...)`` for a parenthesised one), for hints."""
+    before = before.rstrip()
+    if before.endswith(")"):
+        return "(...)"
+    return clip(re.split(r"[\s+\-*/^(,]", before[-201:])[-1], 40)
+
+
+def _script_hint(text: str, before: str = "") -> str:
+    """The ASCII spelling of a superscript (``x²`` → ``x**2``) or subscript (``x₁`` → ``x1``) in ``text``.
+
+    ``before`` is the source in front of ``text``, whose last operand is the
+    base when ``text`` starts with the superscript.
+    """
+    for i, ch in enumerate(text):
+        if ch.translate(_SUPERSCRIPTS) != ch:
+            j = i
+            while j < len(text) and text[j].translate(_SUPERSCRIPTS) != text[j]:
+                j += 1
+            base = clip(text[:i], 40) if i else _left_operand(before)
+            power = text[i:j].translate(_SUPERSCRIPTS)
+            return f"{_char_name(ch)} is a superscript, not a power: write {base}**{power}"
+        if ch.translate(_SUBSCRIPTS) != ch:
+            return f"{_char_name(ch)} is a subscript; names take plain digits: write {clip(text.translate(_SUBSCRIPTS), 40)}"
+    return ""
+
+
+def _lookalike_hint(source: str, pos: int) -> str:
+    """A hint naming the ASCII spelling of a typeset character at ``source[pos]``."""
+    if pos >= len(source):
+        return ""
+    ascii_spelling = _LOOKALIKES.get(source[pos])
+    if ascii_spelling is not None:
+        return f"{_char_name(source[pos])} is not an operator here: write {ascii_spelling!r}"
+    return _script_hint(source[pos : pos + 40], source[:pos])
+
+
+def _parses(text: str) -> bool:
+    """Whether ``text`` is a well-formed expression (used to check a suggestion before making it)."""
+    try:
+        _lark().parse(text)
+    except (_BuildError, lark.exceptions.LarkError):
+        return False
+    return True
+
+
+def _number_hint(number: str, word: str) -> str:
+    """Hints for a number run into a name: ``1e``, ``0x10``, ``1_000``."""
+    if word[0] in "eE" and not re.search(r"[eE]", number) and not word[1:].isdigit():
+        return f"'{clip(number + word, 30)}' is not a number: an exponent needs digits, as in {number}e3"
+    if number == "0" and word[0] in "xXbBoO":
+        try:
+            return f"write {int(number + word, 0)}: only decimal numbers are supported"
+        except ValueError:
+            return "only decimal numbers are supported"
+    if word[0] == "_" and re.fullmatch(r"[\d_]+", word):
+        return f"'_' does not separate digits here: write {number + word.replace('_', '')}"
+    return ""
+
+
 def _implicit_multiplication_hint(source: str, token_start: int, token_text: str) -> str:
-    """Suggest ``2*x`` when two operands stand side by side (``2x``, ``x y``, ``2(x)``)."""
+    """Suggest ``2*x`` when two operands stand side by side (``2x``, ``x y``, ``2(x)``).
+
+    A ``*`` is suggested only if the two operands with it parse; a number run
+    into a name (``1e``, ``0x10``, ``1_000``) and Python's keywords (``x and y``)
+    get their own hints.
+    """
     before = source[:token_start].rstrip()
     if not before or not token_text:
         return ""
     prev, first = before[-1], token_text[0]
     if first == "." and (prev.isdigit() or prev == "."):
         return ""  # "1..2" is a malformed number, not a product
-    if (prev.isalnum() or prev in "_.)") and (first.isalnum() or first in "_.("):
-        right = "(...)" if first == "(" else token_text
-        if prev == ")":
-            return f"implicit multiplication is not supported: insert '*' before {right}"
-        left = re.split(r"[\s+\-*/^(,]", before)[-1]
-        return f"implicit multiplication is not supported: write {left}*{right}"
-    return ""
+    if keyword.iskeyword(token_text) or keyword.issoftkeyword(token_text):
+        return f"'{token_text}' is not an operator: formulas combine operands with + - * / ** and calls"
+    if not ((prev.isalnum() or prev in "_.)") and (first.isalnum() or first in "_.(")):
+        return ""
+    if prev == ")":
+        return f"implicit multiplication is not supported: insert '*' before {'(...)' if first == '(' else clip(token_text)}"
+    left = re.split(r"[\s+\-*/^(,]", before[-201:])[-1]
+    if first == "(":
+        return f"implicit multiplication is not supported: write {clip(left)}*(...)"
+    if len(before) == token_start and re.fullmatch(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", left):
+        hint = _number_hint(left, token_text)
+        if hint:
+            return hint
+    if len(left) + len(token_text) > 200 or not _parses(f"{left}*{token_text}"):
+        return ""
+    return f"implicit multiplication is not supported: write {left}*{token_text}"
 
 
 def _expected(expected: set[str] | frozenset[str]) -> str:
@@ -190,8 +292,9 @@ def parse(source: str) -> Expr:
     if not isinstance(source, str):
         raise TypeError(f"expected an expression string, got {type(source).__name__}")
     if not source.strip():
-        raise ParseError("empty expression", source, Span(len(source), len(source) + 1),
-                         "write a formula such as 3*x**2 - 4*x + 5")
+        raise ParseError(
+            "empty expression", source, Span(len(source), len(source) + 1), "write a formula such as 3*x**2 - 4*x + 5"
+        )
     try:
         result = _lark().parse(source)
         assert isinstance(result, Expr)  # the embedded transformer builds Expr nodes
@@ -201,18 +304,22 @@ def parse(source: str) -> Expr:
     except lark.exceptions.UnexpectedCharacters as e:
         pos = e.pos_in_stream or 0
         char = source[pos] if pos < len(source) else ""
-        hint = _implicit_multiplication_hint(source, pos, source[pos:pos + 8].split()[0] if char.strip() else "")
+        word = re.match(r"[\w.]*", source[pos : pos + 200])
+        hint = _lookalike_hint(source, pos) or _implicit_multiplication_hint(source, pos, word.group() if word else "")
         raise ParseError(f"unexpected character {char!r}", source, Span(pos, pos + 1), hint) from None
     except lark.exceptions.UnexpectedToken as e:
         token = e.token
         if token.type == "$END":
             end = len(source.rstrip())
-            raise ParseError("unexpected end of the expression", source, Span(end, end + 1),
-                             f"expected {_expected(e.expected)}") from None
+            raise ParseError(
+                "unexpected end of the expression", source, Span(end, end + 1), f"expected {_expected(e.expected)}"
+            ) from None
         span = _span(token)
-        hint = _implicit_multiplication_hint(source, span.start, str(token))
+        hint = _script_hint(str(token), source[: span.start]) or _implicit_multiplication_hint(
+            source, span.start, str(token)
+        )
         if not hint:
             hint = f"expected {_expected(e.expected)}"
-        raise ParseError(f"unexpected {str(token)!r}", source, span, hint) from None
+        raise ParseError(f"unexpected {clip(str(token))!r}", source, span, hint) from None
     except lark.exceptions.LarkError as e:  # pragma: no cover - defensive: no other lark error is known
         raise ParseError(f"cannot parse: {e}", source, Span(0, 1)) from None

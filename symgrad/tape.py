@@ -15,14 +15,18 @@ constants, and then one slot per :class:`Instr`, in evaluation order.  Because
 every instruction only reads earlier slots, the forward sweep is a loop
 forwards and the reverse sweep a loop backwards: no graph walk, no recursion.
 Both front ends (strings via :mod:`symgrad.lower`, ``Value`` graphs via
-:mod:`symgrad.value`) produce this same structure.
+:mod:`symgrad.value`) produce this same structure, and so do the derivative
+transforms (:mod:`symgrad.transforms`): a tape may have several outputs (the
+value and every partial, say), which may share records.  A tape is plain
+data; whatever is derived from it (sweep plans, generated code) is cached by
+the executor that derives it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from . import display
 from .errors import Span
 from .ops import OPS, Op
 
@@ -41,6 +45,12 @@ class Instr:
     args: tuple[int, ...]
     span: Span | None = None
     """Where the operation sits in the source text, if it came from text."""
+    derivative_of: Op | None = None
+    """For a record of a derivative: the op of the original formula whose derivative it computes."""
+
+    def __repr__(self) -> str:
+        extra = f", derivative_of={self.derivative_of!r}" if self.derivative_of is not None else ""
+        return f"Instr(op={self.op!r}, args={self.args!r}, span={self.span!r}{extra})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,14 +60,24 @@ class Tape:
     inputs: tuple[str, ...]
     consts: tuple[float, ...]
     instrs: tuple[Instr, ...]
-    output: int
+    outputs: tuple[int, ...]
     source: str | None = None
     """The text the instructions' spans point into (None for ``Value`` graphs)."""
-    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    """Artefacts derived from the tape (sweep plans, generated code), built lazily."""
+    output_names: tuple[str, ...] = ()
+    """A label per output (``d/dx``), or empty: then outputs are only numbered."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.outputs, int):  # one output given as a slot
+            object.__setattr__(self, "outputs", (self.outputs,))
+        object.__setattr__(self, "consts", tuple(float(c) for c in self.consts))
         self.validate()
+
+    @property
+    def output(self) -> int:
+        """The output slot of a one-output tape."""
+        if len(self.outputs) != 1:
+            raise TapeError(f"this tape has {len(self.outputs)} outputs; use tape.outputs")
+        return self.outputs[0]
 
     # -- layout -----------------------------------------------------------
     @property
@@ -101,8 +121,14 @@ class Tape:
             for a in instr.args:
                 if not 0 <= a < base + i:
                     raise TapeError(f"record %{base + i} reads %{a}, which is not an earlier slot")
-        if not 0 <= self.output < self.n_slots:
-            raise TapeError(f"output %{self.output} is not a slot of this tape")
+        if not self.outputs:
+            raise TapeError("a tape needs at least one output")
+        for out in self.outputs:
+            if not 0 <= out < self.n_slots:
+                raise TapeError(f"output %{out} is not a slot of this tape")
+        if self.output_names and len(self.output_names) != len(self.outputs):
+            raise TapeError(f"{len(self.outputs)} outputs but {len(self.output_names)} output names")
+
 
     # -- printing ----------------------------------------------------------
     def records(self) -> list[str]:
@@ -115,12 +141,31 @@ class Tape:
             lines.append(f"%{base + i} = {instr.op.name} {args}")
         return lines
 
+    def _outputs_text(self) -> str:
+        if self.output_names:
+            return ", ".join(f"{name}=%{out}" for name, out in zip(self.output_names, self.outputs, strict=True))
+        return ", ".join(f"%{out}" for out in self.outputs)
+
     def __str__(self) -> str:
-        header = f"tape ({', '.join(self.inputs)}) -> %{self.output}"
+        header = f"tape ({', '.join(self.inputs)}) -> {self._outputs_text()}"
         return "\n".join([header, *("  " + line for line in self.records())])
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the listing as a table, with the source text each record computes."""
+        header, *_ = str(self).split("\n", 1)
+        lines = self.records()
+        half = 30  # a big tape shows its first and last 30 slots
+        shown = range(len(lines)) if len(lines) <= 2 * half else [*range(half), *range(len(lines) - half, len(lines))]
+        rows: list[list[str]] = []
+        for slot in shown:
+            if rows and slot != int(rows[-1][0][1:]) + 1:
+                rows.append(["…", f"{slot - half} slots not shown", ""])
+            target, _, record = lines[slot].partition(" = ")
+            span = self.instr_at(slot).span if self.kind(slot) == "instr" else None
+            text = self.source[span.start : span.end] if self.source is not None and span is not None else ""
+            rows.append([target, record, text])
+        return display.html_table(["slot", "record", "source"], rows, caption=header)
+
     def __repr__(self) -> str:
-        return (
-            f"<Tape {len(self.inputs)} inputs, {len(self.consts)} consts, "
-            f"{len(self.instrs)} records, output %{self.output}>"
-        )
+        outs = f"output %{self.outputs[0]}" if len(self.outputs) == 1 else f"{len(self.outputs)} outputs"
+        return f"<Tape {len(self.inputs)} inputs, {len(self.consts)} consts, {len(self.instrs)} records, {outs}>"

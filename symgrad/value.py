@@ -21,12 +21,15 @@ Every operator emits the op of the same name: ``-`` is ``sub`` (not ``add`` of
 from __future__ import annotations
 
 import numbers
+import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from . import interpret
+from . import display, interpret
+from . import explain as explain_mod
 from .errors import DomainError, InputError
-from .ops import OPS, Op
+from .explain import Explanation, local_partials
+from .ops import OPS, Op, domain_message
 from .tape import Instr, Tape
 
 if TYPE_CHECKING:
@@ -50,24 +53,22 @@ class Value:
     Value(data=4.0, grad=0.0)
     """
 
-    __slots__ = ("__weakref__", "_args", "_const", "_mark", "_op", "_slot", "data", "grad", "label")
+    __slots__ = ("__weakref__", "_args", "_const", "_mark", "_opr", "_slot", "data", "grad", "label")
 
     data: float
     grad: float
     label: str
-    _op: Op | None
+    _opr: Op | None
     _args: tuple[Value, ...]
     _const: bool
     _mark: object  # scratch space for linearise()
     _slot: int
 
     def __init__(self, data: Number, label: str = "") -> None:
-        if isinstance(data, bool) or not isinstance(data, numbers.Real):
-            raise InputError(f"Value() takes a real number, got {type(data).__name__} {data!r}")
-        self.data = float(data)
+        self.data = _real(data, "Value() data")
         self.grad = 0.0
         self.label = label
-        self._op = None
+        self._opr = None
         self._args = ()
         self._const = False
         self._mark = None
@@ -76,7 +77,7 @@ class Value:
     @property
     def op(self) -> Op | None:
         """The op-table row that made this Value, or None for a leaf."""
-        return self._op
+        return self._opr
 
     @property
     def args(self) -> tuple[Value, ...]:
@@ -96,6 +97,71 @@ class Value:
     def __repr__(self) -> str:
         return f"Value(data={self.data!r}, grad={self.grad!r})"
 
+    # -- micrograd's private names, so the lecture's own helpers run unchanged --
+    @property
+    def _prev(self) -> set[Value]:
+        """micrograd's ``_prev``: the set of argument Values (``a*a`` has one)."""
+        return set(self._args)
+
+    @property
+    def _op(self) -> str:
+        """micrograd's ``_op``: the op's symbol (``"+"``, ``"*"``, ``"tanh"``), ``""`` for a leaf."""
+        return self._opr.symbol if self._opr is not None else ""
+
+    @property
+    def _backward(self) -> Callable[[], None]:
+        """micrograd's ``_backward``: one local step of the chain rule, by hand.
+
+        Calling it adds ``self.grad * ∂self/∂arg`` to each argument's ``grad``
+        (twice for ``a + a``), with the partials of the op table, exactly
+        what the lecture does node by node before it automates the loop.
+        """
+        op = self._opr
+        if op is None:
+            return _leaf_backward
+        node = self
+
+        def step() -> None:
+            args = node._args
+            data = [a.data for a in args]
+            try:
+                partials = local_partials(op, node.data, data)
+            except (ArithmeticError, ValueError) as e:
+                raise DomainError(domain_message(op, data, e, derivative_of=op), op.name) from None
+            for arg, partial in zip(args, partials, strict=True):
+                arg.grad += node.grad * partial
+
+        return step
+
+    # -- display ---------------------------------------------------------------
+    def explain(
+        self, *, reverse: bool | None = None, max_rows: int | None = explain_mod.DEFAULT_MAX_ROWS
+    ) -> Explanation:
+        """The sweeps over this Value's graph, slot by slot (see :mod:`symgrad.explain`).
+
+        The forward values are the ``data`` the Values already hold.  The
+        reverse sweep (adjoints, local partials, each contribution) is shown
+        once ``backward()`` has run, i.e. when ``self.grad`` is nonzero, or
+        when ``reverse=True``.
+        """
+        tape, nodes = linearise(self)
+        labels = {slot: node.label for slot, node in enumerate(nodes) if node.label}
+        run_reverse = self.grad != 0.0 if reverse is None else reverse
+        title = f"the graph of {self.label}" if self.label else "a Value graph"
+        return explain_mod.explain_tape(
+            tape,
+            values=[node.data for node in nodes],
+            reverse=run_reverse,
+            labels=labels,
+            title=title,
+            max_rows=max_rows,
+        )
+
+    def _repr_html_(self) -> str:
+        """Jupyter: label, data, grad and op in a one-row table."""
+        op = "constant" if self._const else "leaf" if self._opr is None else self._opr.symbol
+        return display.html_table(["Value", "data", "grad", "op"], [[self.label, repr(self.data), repr(self.grad), op]])
+
     # -- differentiation -----------------------------------------------------
     def backward(self) -> None:
         """Add ∂self/∂v to ``v.grad`` for every Value ``v`` in the graph.
@@ -105,10 +171,11 @@ class Value:
         them.  The reverse sweep uses the ``data`` each Value got when it was
         built.
         """
-        tape, nodes = linearise(self)
-        adjoint = interpret.backward(tape, [node.data for node in nodes])
-        for node, g in zip(nodes, adjoint, strict=True):
-            node.grad += g
+        with _LINEARISING:  # one graph walk at a time; the += below is not atomic either
+            tape, nodes = _linearise(self, None)
+            adjoint = interpret.backward(tape, [node.data for node in nodes], keep_plan=False)
+            for node, g in zip(nodes, adjoint, strict=True):
+                node.grad += g
 
     def draw(self, *, rankdir: str = "LR") -> graphviz.Digraph:
         """The graph that ends at this Value, drawn with each node's ``data`` and ``grad``.
@@ -165,26 +232,17 @@ class Value:
         return _apply(_ABS, self)
 
     # -- one method per op of the table that has no operator ------------------
-    # (tests/test_value.py checks that every op of the table is reachable.)
-    exp: ClassVar[Callable[[Value], Value]]
-    log: ClassVar[Callable[[Value], Value]]
-    sqrt: ClassVar[Callable[[Value], Value]]
-    sin: ClassVar[Callable[[Value], Value]]
-    cos: ClassVar[Callable[[Value], Value]]
-    tan: ClassVar[Callable[[Value], Value]]
-    asin: ClassVar[Callable[[Value], Value]]
-    acos: ClassVar[Callable[[Value], Value]]
-    atan: ClassVar[Callable[[Value], Value]]
-    sinh: ClassVar[Callable[[Value], Value]]
-    cosh: ClassVar[Callable[[Value], Value]]
-    tanh: ClassVar[Callable[[Value], Value]]
-    sigmoid: ClassVar[Callable[[Value], Value]]
-    relu: ClassVar[Callable[[Value], Value]]
-    abs: ClassVar[Callable[[Value], Value]]
-    pow: ClassVar[Callable[[Value, Value | Number], Value]]
-    atan2: ClassVar[Callable[[Value, Value | Number], Value]]
-    min: ClassVar[Callable[[Value, Value | Number], Value]]
-    max: ClassVar[Callable[[Value, Value | Number], Value]]
+    def __getattr__(self, name: str) -> Callable[..., Value]:
+        """``v.tanh()``, ``v.max(w)``, …: every op of the table is a method (see :func:`_method`).
+
+        The methods are set on the class when this module is imported; this
+        finds rows added to the table later (so a new op needs no change here).
+        """
+        op = OPS.get(name)
+        if op is None or name.startswith("_"):
+            raise AttributeError(f"'Value' object has no attribute {name!r}")
+        method = _method(op)
+        return lambda *args: method(self, *args)
 
 
 def _method(op: Op) -> Callable[..., Value]:
@@ -210,11 +268,15 @@ def _method(op: Op) -> Callable[..., Value]:
 # operator above gets one (the ClassVar annotations in the class body tell
 # type checkers about them).
 _OPERATOR_OPS = frozenset({"add", "sub", "mul", "div", "neg"})
-for _op in OPS.values():
-    if _op.name not in _OPERATOR_OPS:
-        setattr(Value, _op.name, _method(_op))
+for _row in OPS.values():
+    if _row.name not in _OPERATOR_OPS:
+        setattr(Value, _row.name, _method(_row))
 
 _ADD, _SUB, _MUL, _DIV, _POW, _NEG, _ABS = (OPS[n] for n in ("add", "sub", "mul", "div", "pow", "neg", "abs"))
+
+
+def _leaf_backward() -> None:
+    """A leaf's ``_backward``: nothing to pass on."""
 
 
 def _constant(data: float) -> Value:
@@ -222,7 +284,7 @@ def _constant(data: float) -> Value:
     v.data = data
     v.grad = 0.0
     v.label = ""
-    v._op = None
+    v._opr = None
     v._args = ()
     v._const = True
     v._mark = None
@@ -235,9 +297,32 @@ def _lift(x: Value | Number | Any) -> Value:
         return x
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise InputError(
-            f"cannot combine a Value with {type(x).__name__} {x!r}; use a Value or a real number"
+            f"cannot combine a Value with {type(x).__name__} {_short(repr(x))}; use a Value or a real number"
         )
-    return _constant(float(x))
+    try:
+        return _constant(float(x))
+    except OverflowError:
+        raise InputError("a Value operand is too large for a 64-bit float (largest about 1.8e308)") from None
+
+
+def _real(x: object, what: str) -> float:
+    """``x`` as an exact Python ``float`` (never a subclass); InputError unless a real number in float range.
+
+    Whatever becomes a tape constant passes here, so generated code only ever
+    prints the ``repr`` of a plain float, never text from a user's object.
+    """
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise InputError(f"{what} must be a real number, got {type(x).__name__} {_short(repr(x))}")
+    try:
+        return float(x)  # float() of a float subclass is an exact float
+    except OverflowError:
+        raise InputError(f"{what} is too large for a 64-bit float (largest about 1.8e308)") from None
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{what} must convert to float: {type(x).__name__}.__float__ failed ({e})") from None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _apply(op: Op, *args: Value) -> Value:
@@ -245,13 +330,13 @@ def _apply(op: Op, *args: Value) -> Value:
     try:
         data = op.scalar(*[a.data for a in args])
     except (ArithmeticError, ValueError) as e:
-        message = interpret.domain_message(op, [a.data for a in args], e, derivative=False)
+        message = domain_message(op, [a.data for a in args], e)
         raise DomainError(message, op.name) from None
     v = Value.__new__(Value)
     v.data = float(data)
     v.grad = 0.0
     v.label = ""
-    v._op = op
+    v._opr = op
     v._args = args
     v._const = False
     v._mark = None
@@ -259,6 +344,12 @@ def _apply(op: Op, *args: Value) -> Value:
 
 
 # ------------------------------------------------------------ linearising ---
+
+
+_LINEARISING = threading.Lock()
+"""Held while a graph is walked: the walk marks the Values it visits, so two walks over
+shared Values at once would read each other's marks (measured: 8 threads on one graph
+raised TapeError or returned wrong gradients).  Uncontended, it costs well under 1%."""
 
 
 def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape, list[Value]]:
@@ -275,14 +366,21 @@ def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape,
 
     The walk is iterative, so graph depth is limited only by memory.  It marks
     the Values it visits (``_mark``/``_slot``, fresh markers per call) instead
-    of keeping dictionaries keyed by ``id``: that halves its cost, and it means
-    two threads must not linearise overlapping graphs at the same moment.
+    of keeping dictionaries keyed by ``id``: that halves its cost, and it is
+    why walks take a lock (threads may share Values).  A leaf whose ``data``
+    was set to an int or a numpy scalar is recorded as a plain float.
     """
+    with _LINEARISING:
+        return _linearise(root, params)
+
+
+def _linearise(root: Value, params: Sequence[Value] | None) -> tuple[Tape, list[Value]]:
+    """:func:`linearise` without the lock (the caller holds it)."""
     opened, closed = object(), object()
     inputs: list[Value] = []
     if params is not None:
         for p in params:
-            if not isinstance(p, Value) or p._op is not None or p._const:
+            if not isinstance(p, Value) or p._opr is not None or p._const:
                 raise InputError(f"trace() parameters must be leaf Values (made with Value(...)), got {p!r}")
             if p._mark is closed:
                 raise InputError(f"parameter {p!r} is listed twice; list each parameter once")
@@ -306,7 +404,7 @@ def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape,
             pop()
             node._mark = closed
             ops.append(node)
-        elif node._op is not None:
+        elif node._opr is not None:
             node._mark = opened
             args = node._args
             for k in range(len(args) - 1, -1, -1):
@@ -316,11 +414,14 @@ def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape,
             pop()
             node._mark = closed
             if node._const or params is not None:  # a non-parameter leaf under trace() is a constant
-                h = node.data.hex()  # tells 0.0 from -0.0
+                data = node.data
+                if type(data) is not float:  # set after construction: np.float64, int, bool (as eager accepts)
+                    data = _real(float(data) if isinstance(data, bool) else data, "the data of a leaf Value")
+                h = data.hex()  # tells 0.0 from -0.0
                 c = const_index.get(h)
                 if c is None:
                     c = const_index[h] = len(consts)
-                    consts.append(node.data)
+                    consts.append(data)
                     const_nodes.append(node)
                 node._slot = c
                 const_leaves.append(node)
@@ -334,8 +435,8 @@ def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape,
         node._slot += n_in
     for j, node in enumerate(ops):
         node._slot = base + j
-    instrs = tuple([Instr(node._op, tuple([a._slot for a in node._args])) for node in ops])  # type: ignore[arg-type]
-    tape = Tape(_names(inputs), tuple(consts), instrs, root._slot)
+    instrs = tuple([Instr(node._opr, tuple([a._slot for a in node._args])) for node in ops])  # type: ignore[arg-type]
+    tape = Tape(_names(inputs), tuple(consts), instrs, (root._slot,))
     return tape, [*inputs, *const_nodes, *ops]
 
 

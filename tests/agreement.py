@@ -41,6 +41,7 @@ import symgrad
 from symgrad import interpret
 from symgrad.errors import SymgradError
 from symgrad.oracle import DIGITS, finite_difference
+from symgrad.rules import scalar_partials
 from symgrad.tape import Tape
 
 __all__ = ["FD_RTOL", "ORACLE_NOISE", "RTOL", "agrees", "assert_tape_agrees", "exact", "exact_grad", "magnitudes"]
@@ -91,7 +92,7 @@ def _abs_reverse(tape: Tape, values: list[float]) -> list[float]:
         if g == 0.0:
             continue
         args = [values[a] for a in instr.args]
-        for a, partial in zip(instr.args, instr.op.scalar_partials, strict=True):
+        for a, partial in zip(instr.args, scalar_partials(instr.op), strict=True):
             if needs[a]:
                 acc[a] += g * abs(partial(values[base + i], *args))
     return acc

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -24,6 +25,9 @@ _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, Hea
 settings.register_profile("ci", max_examples=CI_EXAMPLES, derandomize=True, print_blob=True, **_COMMON)
 settings.register_profile("long", max_examples=LONG_EXAMPLES, print_blob=True, **_COMMON)
 settings.load_profile(os.environ.get("SYMGRAD_HYPOTHESIS_PROFILE", "ci"))
+
+# Native kernels compiled by the tests go to a fresh directory, never the user's cache.
+os.environ.setdefault("SYMGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="symgrad-test-cache-"))
 
 
 # ------------------------------------------------------------ Graphviz dot ---

@@ -2,10 +2,11 @@
 
 The interpreter (:mod:`symgrad.interpret`) is the oracle here: every fast path
 must give the same values, the same partials and the same domain errors.
-Scalar results must agree exactly (the generated lines are the same float
-operations in the same order); array results agree elementwise with the scalar
-path up to rounding (numpy's ``exp``/``pow`` may differ from ``math`` by an ulp,
-and sums of broadcast adjoints are reassociated).
+Values agree exactly (the generated lines are the same float operations in the
+same order); partials come from the simplified gradient tape, whose sums may be
+grouped differently from the classic reverse sweep, so they agree to within
+rounding; array results agree elementwise with the scalar path up to rounding
+(numpy's ``exp``/``pow`` may differ from ``math`` by an ulp).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 import symgrad
 from symgrad import codegen, interpret
-from symgrad.function import Function
+from symgrad.function import MAX_SHAPES, Function
 from symgrad.lower import lower
 from symgrad.ops import OPS, Op
 from symgrad.parser import parse
@@ -29,6 +30,11 @@ from symgrad.parser import parse
 
 def same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def close(a: float, b: float) -> bool:
+    """Equal to within rounding (the derivative tape groups sums its own way)."""
+    return (math.isnan(a) and math.isnan(b)) or a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-300)
 
 
 def outcome(fn: Any, *args: Any) -> Any:
@@ -45,7 +51,7 @@ def assert_agree(text: str, point: list[float], optimize: bool = True) -> None:
     ref_vg = outcome(interpret.value_and_grad, tape, point)
     gen_vg = outcome(f.vg, *point)
     ref_f = outcome(lambda p: interpret.forward(tape, p)[tape.output], point)
-    gen_f = outcome(codegen.forward_function(tape), *point)
+    gen_f = outcome(f, *point)
     if isinstance(ref_f, tuple):
         assert gen_f == ref_f, (text, point)
     else:
@@ -57,7 +63,7 @@ def assert_agree(text: str, point: list[float], optimize: bool = True) -> None:
     assert same(gen_vg[0], ref_vg[0]), (text, point)
     assert len(gen_vg[1]) == len(ref_vg[1])
     for g, r in zip(gen_vg[1], ref_vg[1], strict=True):
-        assert same(g, r), (text, point, gen_vg, ref_vg)
+        assert close(g, r), (text, point, gen_vg, ref_vg)
 
 
 def call_text(op: Op, args: tuple[str, ...]) -> str:
@@ -97,8 +103,6 @@ def test_every_op_at_domain_points_and_edges(op: Op) -> None:
         ("x*x", [3.0]),
         ("x*x*x - x", [-0.0]),
         ("a*b + b", [2.0, 3.0]),
-        ("x * (1e300*1e300)", [2.0]),  # folds to an infinite constant, passed by name
-        ("x + (1e300*1e300 - 1e300*1e300)", [2.0]),  # folds to nan
         ("x * -0.0 + y", [2.0, 1.0]),
         ("x - x", [1e308]),
         ("x*x*1e300", [1e10]),  # overflow to inf in the forward sweep
@@ -143,12 +147,26 @@ def test_random_expressions_agree(text: str, xyz: list[float]) -> None:
 
 
 def test_source_is_built_from_slots_not_user_text() -> None:
-    f = symgrad.compile("evil_name * sin(other) + 1e300*1e300")
+    f = symgrad.compile("evil_name * sin(other) + 1")
     code = f.code
     assert "evil_name" not in code and "other" not in code
     assert "def generated(v0, v1):" in code
-    assert "inf" not in code  # the infinite constant is passed by name
-    assert "g0" in code or "v1" in code
+
+
+def test_non_finite_constants_are_passed_by_name() -> None:
+    mul, add = OPS["mul"], OPS["add"]
+    tape = symgrad.Tape(("x",), (math.inf, -0.0), (symgrad.Instr(mul, (0, 1)), symgrad.Instr(add, (3, 2))), (4,))
+    code = codegen.source(tape)
+    assert "inf" not in code and "-0.0" not in code and "k1" in code and "k2" in code
+    f = Function(tape)
+    assert f(2.0) == math.inf and f(-1.0) == -math.inf
+    assert math.isnan(f(0.0))  # 0 * inf: nan from a non-finite argument is passed on, not an error of this op
+
+
+def test_folding_an_overflow_is_a_domain_error_with_the_caret() -> None:
+    with pytest.raises(symgrad.DomainError, match="overflows") as info:
+        symgrad.compile("x * (1e300*1e300)")
+    assert info.value.column == 5
 
 
 def test_vg_entry_point() -> None:
@@ -291,10 +309,10 @@ def test_lowering_identities_are_exact(text: str, x: float) -> None:
 
 def test_array_programs_per_shape_are_bounded() -> None:
     f = Function(lower(parse("x*y + 1"), "x*y + 1"), "x*y + 1")
-    for n in range(1, 3 * codegen.MAX_SHAPES):
+    for n in range(1, 3 * MAX_SHAPES):
         value, grads = f.value_and_grad(x=np.ones(n), y=2.0)
         assert value.shape == (n,) and grads["y"] == n
-    assert len(f.tape.cache["codegen_arrays"]) <= 2 * codegen.MAX_SHAPES
+    assert len(f._arrays) <= MAX_SHAPES
 
 
 def test_array_calls_from_threads_do_not_share_scratch_buffers() -> None:

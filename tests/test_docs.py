@@ -291,8 +291,8 @@ def _functions_table() -> str:
 
 
 def _ops_table() -> str:
-    """tape.md: every primitive with its forward and partial-derivative templates."""
-    rows = ["| opcode | arity | symbol | forward | ∂/∂{0} | ∂/∂{1} |", "|---|---|---|---|---|---|"]
+    """tape.md: every primitive with its forward and its partial derivatives."""
+    rows = ["| opcode | arity | symbol | forward | ∂/∂a | ∂/∂b |", "|---|---|---|---|---|---|"]
     for op in OPS.values():
         partials = [f"`{p}`" for p in op.partials] + [""] * (2 - op.arity)
         symbol = op.symbol.replace("*", "\\*")

@@ -143,7 +143,7 @@ def test_domain_error_is_also_a_value_error() -> None:
 
 
 def test_compile_rejects_non_strings() -> None:
-    with pytest.raises(TypeError, match="expression string"):
+    with pytest.raises(symgrad.InputError, match="expression string"):
         symgrad.compile(3)  # type: ignore[arg-type]
 
 

@@ -18,6 +18,7 @@ from hypothesis import assume, given
 from strategies import Case, cases
 
 import symgrad
+from symgrad import rules
 from symgrad.cli import main
 from symgrad.lower import lower
 from symgrad.ops import OPS
@@ -165,17 +166,22 @@ def test_check_issue_example() -> None:
 
 
 def test_check_catches_a_wrong_derivative() -> None:
-    """Break the sin row's partial ('sin' instead of 'cos') on one fresh tape: check must say so."""
+    """Break the sin row's partial ('sin' instead of 'cos') for one fresh Function: check must say so."""
     sin = OPS["sin"]
     f = symgrad.Function(lower(parse("sin(x)"), "sin(x)"))
-    right = sin.partials, sin.scalar_partials
-    object.__setattr__(sin, "partials", ("sin({0})",))  # the template generated code is built from
-    object.__setattr__(sin, "scalar_partials", (lambda out, a: math.sin(a),))  # the interpreter's copy
+    right = sin.partials
+
+    def forget() -> None:  # the parsed rules are cached per op
+        rules._PARTIALS.pop(sin, None)
+        rules._SCALAR.pop(sin, None)
+
+    object.__setattr__(sin, "partials", ("sin(a)",))
+    forget()
     try:
-        f.grad(x=0.3)  # the generated code (with the wrong partial) is cached on this tape only
+        f.grad(x=0.3)  # the gradient tape (with the wrong partial) is kept by this Function only
     finally:
-        object.__setattr__(sin, "partials", right[0])
-        object.__setattr__(sin, "scalar_partials", right[1])
+        object.__setattr__(sin, "partials", right)
+        forget()
     report = symgrad.check(f, x=0.3)
     assert report.value.ok
     assert not report.ok

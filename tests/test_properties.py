@@ -49,7 +49,11 @@ def test_tape_value_and_gradient_agree_with_sympy(case: Case) -> None:
 
 @given(cases())
 def test_generated_code_matches_the_reference_interpreter(case: Case) -> None:
-    """The fast path (straight-line code) against the interpreter, on the same random expressions."""
+    """The fast path (code generated from the gradient tape) against the interpreter's classic sweeps.
+
+    Values are the same records in the same order: bit for bit.  Partials come from the simplified
+    derivative tape, whose sums may be grouped differently: equal to within rounding.
+    """
     f = symgrad.compile(case.text)
     point = [float(case.point[name]) for name in f.variables]
     try:
@@ -62,7 +66,8 @@ def test_generated_code_matches_the_reference_interpreter(case: Case) -> None:
     value, grads = f.vg(*point)
     assert value == expected[0] or (math.isnan(value) and math.isnan(expected[0]))
     assert len(grads) == len(expected[1])
-    assert all((math.isnan(a) and math.isnan(b)) or a == b for a, b in zip(grads, expected[1], strict=True))
+    for a, b in zip(grads, expected[1], strict=True):
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), (a, b)
 
 
 @given(random_text())

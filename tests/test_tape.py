@@ -22,7 +22,7 @@ def hand_built() -> Tape:
             Instr(OPS["mul"], (0, 3)),
             Instr(OPS["add"], (4, 2)),
         ),
-        output=5,
+        outputs=5,
     )
 
 

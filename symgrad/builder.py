@@ -1,0 +1,224 @@
+"""The tape builder: appends records with folding, rewrites and CSE; finishes with dead-record elimination.
+
+Lowering (:mod:`symgrad.lower`) and the derivative transforms
+(:mod:`symgrad.transforms`) emit every record through one :class:`TapeBuilder`,
+so whatever they build is simplified the same way:
+
+* constant folding (``2*3`` becomes ``6.0``); a domain error such as
+  ``log(-1)`` is reported here, with its position;
+* the op table's rewrites (``x*1``, ``--x``, ``x + -y → x - y``,
+  ``x**2 → x*x``, …): identities that hold for every float.  On derivative
+  records only, also the table's algebra (``2*(3*x) → 6*x``), which may move
+  the last bit;
+* common-subexpression elimination (``sin(x)*sin(x)`` computes ``sin(x)``
+  once; ``a*b`` and ``b*a`` are the same record);
+* dead-record elimination (records no output uses are dropped).
+
+While building, an operand is a *reference* ``("in", k)``, ``("c", k)`` or
+``("op", k)``: input k, constant k or record k.  Slots are assigned by
+:meth:`TapeBuilder.finish`, once all three lists are known.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from .errors import DomainError, Span
+from .ops import OPS, Op, domain_message
+from .rules import CONST, VAR, Pattern, Rewrite, rewrites
+from .tape import Instr, Tape
+
+__all__ = ["Ref", "TapeBuilder"]
+
+Ref = tuple[str, int]
+"""An operand while building: ``("in", k)``, ``("c", k)`` or ``("op", k)``."""
+
+_NEG = OPS["neg"]
+_KIND_ORDER = {"c": 0, "in": 1, "op": 2}
+
+
+def _order(ref: Ref) -> tuple[int, int]:
+    """Canonical order of a commutative op's arguments: constants, inputs, records (``6*x``, ``x*sin(y)``)."""
+    return (_KIND_ORDER[ref[0]], ref[1])
+
+
+class TapeBuilder:
+    """Collects inputs, constants and records; :meth:`finish` makes the :class:`Tape`."""
+
+    def __init__(self, source: str | None = None, *, optimize: bool = True) -> None:
+        self.source = source
+        self.optimize = optimize
+        self.inputs: dict[str, int] = {}
+        self.consts: list[float] = []
+        self._const_index: dict[str, int] = {}
+        self.records: list[tuple[Op, tuple[Ref, ...], Span | None, Op | None]] = []
+        self._record_index: dict[tuple[Op, tuple[Ref, ...]], int] = {}
+        self._rules: dict[tuple[Op, bool], tuple[Rewrite, ...]] = {}
+
+    # -- operands --------------------------------------------------------------
+    def var(self, name: str) -> Ref:
+        return ("in", self.inputs.setdefault(name, len(self.inputs)))
+
+    def const(self, value: float) -> Ref:
+        value = float(value)
+        key = value.hex()  # tells 0.0 from -0.0
+        k = self._const_index.get(key)
+        if k is None:
+            k = self._const_index[key] = len(self.consts)
+            self.consts.append(value)
+        return ("c", k)
+
+    def const_value(self, ref: Ref) -> float | None:
+        return self.consts[ref[1]] if ref[0] == "c" else None
+
+    def is_zero(self, ref: Ref) -> bool:
+        """A constant ±0: a term that contributes nothing to a derivative."""
+        return ref[0] == "c" and self.consts[ref[1]] == 0.0
+
+    # -- records ---------------------------------------------------------------
+    def emit(self, op: Op, args: tuple[Ref, ...], span: Span | None = None, derivative_of: Op | None = None) -> Ref:
+        """``op(*args)`` as a reference: folded, rewritten, or an existing or new record."""
+        if self.optimize:
+            if all(a[0] == "c" for a in args):
+                folded = self._fold(op, args, span, derivative_of)
+                if folded is not None:
+                    return folded
+            for rule in self._rules_for(op, derivative_of is not None):
+                env: dict[str, Ref] = {}
+                if self._match_args(op, rule.args, args, env):
+                    return self._instantiate(rule.rhs, env, span, derivative_of)
+            if op.commutative and _order(args[1]) < _order(args[0]):
+                args = (args[1], args[0])
+            key = (op, args)
+            k = self._record_index.get(key)
+            if k is not None:
+                return ("op", k)
+            self._record_index[key] = len(self.records)
+        self.records.append((op, args, span, derivative_of))
+        return ("op", len(self.records) - 1)
+
+    def instantiate(self, pattern: Pattern, env: dict[str, Ref], span: Span | None, derivative_of: Op | None) -> Ref:
+        """Emit the records a rule pattern describes, its names bound by ``env``."""
+        return self._instantiate(pattern, env, span, derivative_of)
+
+    def _instantiate(self, pattern: Pattern, env: dict[str, Ref], span: Span | None, derivative_of: Op | None) -> Ref:
+        # Recursion over a rule's pattern: its depth is fixed by the op table, not by user input.
+        kind = pattern[0]
+        if kind == VAR:
+            return env[str(pattern[1])]
+        if kind == CONST:
+            value = pattern[1]
+            assert isinstance(value, float)
+            return self.const(value)
+        op, sub = pattern[1], pattern[2]
+        assert isinstance(op, Op) and isinstance(sub, tuple)
+        args = tuple(self._instantiate(p, env, span, derivative_of) for p in sub)
+        return self.emit(op, args, span, derivative_of)
+
+    def _fold(self, op: Op, args: tuple[Ref, ...], span: Span | None, derivative_of: Op | None) -> Ref | None:
+        values = [self.consts[a[1]] for a in args]
+        try:
+            result = float(op.scalar(*values))
+            error: Exception | None = None
+            if math.isfinite(result) or not all(math.isfinite(v) for v in values):
+                return self.const(result)
+        except (ArithmeticError, ValueError) as e:
+            error = e
+        if derivative_of is not None:
+            return None  # keep the record: it raises where (and if) it is evaluated
+        raise DomainError(domain_message(op, values, error), op.name, self.source, span)
+
+    def _rules_for(self, op: Op, algebra: bool) -> tuple[Rewrite, ...]:
+        found = self._rules.get((op, algebra))
+        if found is None:
+            found = tuple(r for r in rewrites(op) if algebra or not r.algebra)
+            self._rules[(op, algebra)] = found
+        return found
+
+    # -- matching rewrites -----------------------------------------------------
+    def _match_args(self, op: Op, patterns: tuple[Pattern, ...], args: tuple[Ref, ...], env: dict[str, Ref]) -> bool:
+        """Match the arguments (both orders for a commutative op); on success ``env`` holds the bindings."""
+        trial = dict(env)
+        if all(self._match(p, a, trial) for p, a in zip(patterns, args, strict=True)):
+            env.update(trial)
+            return True
+        if op.commutative and len(args) == 2:
+            trial = dict(env)
+            if self._match(patterns[0], args[1], trial) and self._match(patterns[1], args[0], trial):
+                env.update(trial)
+                return True
+        return False
+
+    def _match(self, pattern: Pattern, ref: Ref, env: dict[str, Ref]) -> bool:
+        kind = pattern[0]
+        if kind == VAR:
+            name = str(pattern[1])
+            bound = env.get(name)
+            if bound is not None:
+                return bound == ref
+            if name[0] == "k" and ref[0] != "c":
+                return False
+            env[name] = ref
+            return True
+        if kind == CONST:
+            value = pattern[1]
+            assert isinstance(value, float)
+            return ref[0] == "c" and self.consts[ref[1]].hex() == value.hex()
+        op, sub = pattern[1], pattern[2]
+        assert isinstance(op, Op) and isinstance(sub, tuple)
+        if ref[0] == "c":
+            value = self.consts[ref[1]]
+            if op is _NEG and not math.isnan(value) and math.copysign(1.0, value) < 0.0:
+                return self._match(sub[0], self.const(-value), env)  # -b matches a negative constant
+            return False
+        if ref[0] != "op":
+            return False
+        r_op, r_args, _, _ = self.records[ref[1]]
+        if r_op is not op:
+            return False
+        return self._match_args(op, sub, r_args, env)
+
+    # -- importing and finishing -------------------------------------------------
+    def import_tape(self, tape: Tape) -> list[Ref]:
+        """Emit every slot of ``tape`` here; returns the reference for each slot."""
+        refs = [self.var(name) for name in tape.inputs]
+        refs += [self.const(c) for c in tape.consts]
+        for instr in tape.instrs:
+            refs.append(self.emit(instr.op, tuple(refs[a] for a in instr.args), instr.span, instr.derivative_of))
+        return refs
+
+    def finish(self, outputs: Sequence[Ref], names: Sequence[str] = ()) -> Tape:
+        """The tape computing ``outputs``: live records only, slots numbered."""
+        live = self._live_records(outputs)
+        used_consts = sorted(
+            {k for rec in live for kind, k in self.records[rec][1] if kind == "c"}
+            | {k for kind, k in outputs if kind == "c"}
+        )
+        n_in, n_c = len(self.inputs), len(used_consts)
+        const_slot = {k: n_in + i for i, k in enumerate(used_consts)}
+        record_slot = {k: n_in + n_c + i for i, k in enumerate(live)}
+
+        def slot(ref: Ref) -> int:
+            kind, k = ref
+            return k if kind == "in" else const_slot[k] if kind == "c" else record_slot[k]
+
+        instrs = []
+        for k in live:
+            op, args, span, origin = self.records[k]
+            instrs.append(Instr(op, tuple(slot(a) for a in args), span, origin))
+        consts = tuple(self.consts[k] for k in used_consts)
+        return Tape(tuple(self.inputs), consts, tuple(instrs), tuple(slot(o) for o in outputs), self.source, tuple(names))
+
+    def _live_records(self, outputs: Sequence[Ref]) -> list[int]:
+        """Indices of the records the outputs depend on, in order."""
+        used = [False] * len(self.records)
+        for kind, k in outputs:
+            if kind == "op":
+                used[k] = True
+        for k in range(len(self.records) - 1, -1, -1):
+            if used[k]:
+                for kind, j in self.records[k][1]:
+                    if kind == "op":
+                        used[j] = True
+        return [k for k, u in enumerate(used) if u]

@@ -1,0 +1,86 @@
+"""The native backend: forward-only tapes with several outputs, compiled to machine code by LLVM.
+
+Needs llvmlite.  This package's ``__init__`` imports nothing from llvmlite, so
+``symgrad.native.available()`` can be asked anywhere; import
+:mod:`symgrad.native.kernel` (``compile_native``) only once it returned True.
+
+Layout (one responsibility per module)::
+
+    emit.py     per-op emitters (the op table's "native" column) and domain flags
+    libm.py     the C math library under private symbol names
+    program.py  the tape as plain data; chunks and the work vector
+    build.py    program → LLVM IR (chunks, scalar entry, fused array loop)
+    jit.py      IR → object code → loaded machine code
+    cache.py    object code on disk (SYMGRAD_CACHE_DIR), keyed by program and host
+    kernel.py   compile_native, NativeKernel: how Python calls the machine code
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from ..errors import InputError, MissingDependencyError
+
+__all__ = ["AUTO_MIN_RECORDS", "BACKENDS", "available", "resolve_backend", "unavailable_reason", "use_native"]
+
+_reason: str | None = None
+_checked = False
+
+
+def unavailable_reason() -> str | None:
+    """Why the native backend cannot run here, or None if it can."""
+    global _checked, _reason
+    if not _checked:
+        _checked = True
+        if os.environ.get("SYMGRAD_NATIVE", "1").strip().lower() in ("0", "off", "false", "no"):
+            _reason = "disabled by SYMGRAD_NATIVE=0"
+        else:
+            try:
+                import llvmlite.binding  # noqa: F401
+            except ImportError:
+                _reason = "llvmlite is not installed (pip install llvmlite)"
+            except Exception as e:  # a broken install: OSError from its shared library, and the like
+                _reason = f"llvmlite cannot be imported ({type(e).__name__}: {e})"
+    return _reason
+
+
+def available() -> bool:
+    """True when llvmlite imports, i.e. ``symgrad.native.kernel`` can be used."""
+    return unavailable_reason() is None
+
+
+# ------------------------------------------------------------ backend choice ---
+BACKENDS = ("auto", "native", "python")
+AUTO_MIN_RECORDS = 200
+"""``auto`` compiles tapes of at least this many records to machine code (see bench/native.py)."""
+_warned = False
+
+
+def resolve_backend(backend: str | None) -> str:
+    """The backend asked for: the argument, else ``SYMGRAD_BACKEND``, else ``auto``; checked."""
+    name = backend if backend is not None else os.environ.get("SYMGRAD_BACKEND", "auto").strip().lower() or "auto"
+    if name not in BACKENDS:
+        source = "backend" if backend is not None else "SYMGRAD_BACKEND"
+        raise InputError(f"{source} must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
+    return name
+
+
+def use_native(backend: str, n_records: int) -> bool:
+    """Should a tape of ``n_records`` records run as machine code under ``backend``?
+
+    ``native`` without llvmlite raises ``MissingDependencyError``; ``auto``
+    falls back to Python with a one-line warning (once per process).
+    """
+    global _warned
+    if backend == "python" or (backend == "auto" and n_records < AUTO_MIN_RECORDS):
+        return False
+    reason = unavailable_reason()
+    if reason is None:
+        return True
+    if backend == "native":
+        raise MissingDependencyError(f"the native backend needs llvmlite: {reason}")
+    if not _warned:
+        _warned = True
+        warnings.warn(f"symgrad: native backend unavailable, using Python ({reason})", RuntimeWarning, stacklevel=3)
+    return False

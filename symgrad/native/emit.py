@@ -1,0 +1,254 @@
+"""How each op becomes LLVM IR: one emitter per op name, in one table.
+
+An emitter receives the :class:`Emit` context (which writes IR text)
+and the argument values, and returns the result value.  Emitters reproduce the
+interpreter's arithmetic exactly: the same IEEE operations in the same order,
+and the same libm functions (called under a private name, see
+:mod:`symgrad.native.libm`, so that LLVM cannot rewrite ``pow(x, 2.0)`` into
+``x * x`` or use its own ``exp``).  No fast-math flags anywhere.
+
+Domain flags: where the interpreter raises (``math.log(-1)``, ``1 / 0``,
+``math.exp(1000)``, and, in the interpreter of the derivative-tape rewrite, an
+overflow of ``+ - * /``), the emitter raises the function's flag instead, and
+the caller hands the point to the interpreter for the exact
+:class:`~symgrad.errors.DomainError`.  The test is deliberately conservative:
+a non-finite result of any op that can make one from finite arguments (libm
+calls, ``sqrt``, ``+ - * /``, ``xlogy``) flags the point.  A flag where the
+interpreter would not raise (``exp(inf)``, ``inf + 1``) only costs an
+interpreter call that returns the same numbers.  Ops that cannot leave the
+finite numbers (``neg``, ``abs``, ``relu``, ``min``, ``max``, ``sigmoid``,
+``heaviside``, ``sign``) emit no test at all.
+
+This table is the ``native`` column of the op table, kept here while the table
+itself is being rewritten; ``heaviside``, ``sign`` and ``xlogy`` are the
+helpers that derivative rules use.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping, Sequence
+
+__all__ = ["EMITTERS", "LIBM", "PREFIX", "Emit", "Emitter", "double"]
+
+_EXPONENT = 0x7FF0000000000000
+_MAGNITUDE = 0x7FFFFFFFFFFFFFFF
+
+
+def double(value: float) -> str:
+    """An exact LLVM constant for any float (hex bits: also nan, inf and -0.0)."""
+    return f"0x{struct.unpack('<Q', struct.pack('<d', value))[0]:016X}"
+
+
+class Emit:
+    """Writes one function's instructions as LLVM IR text; emitters call its methods.
+
+    Text rather than llvmlite's IR objects: building objects for a 100,000-record
+    tape took several times longer than LLVM's own compilation (measured).  The
+    text is parsed and verified by LLVM before anything runs.  Values are
+    strings: ``%tN`` names or constants; methods say which type they make.
+
+    ``width`` > 1 emits the same operations on vectors of that many points
+    (``<4 x double>``): IEEE arithmetic, comparisons and selects act lane by
+    lane, so every lane is bit-identical to the scalar code, and libm calls are
+    made once per lane.  The flag is then one bit per lane.
+    """
+
+    def __init__(self, lines: list[str], width: int = 1) -> None:
+        self.lines = lines
+        self.width = width
+        self.d = "double" if width == 1 else f"<{width} x double>"
+        self.i1 = "i1" if width == 1 else f"<{width} x i1>"
+        self.i64 = "i64" if width == 1 else f"<{width} x i64>"
+        self._count = 0
+        self.libm: set[str] = set()
+        """The libm functions called (to declare in the module)."""
+        self.no = "false" if width == 1 else "zeroinitializer"
+        self.flag = self.no
+        """true (per lane) once any operation left its domain (see the module docstring)."""
+
+    def _new(self, text: str) -> str:
+        name = f"%t{self._count}"
+        self._count += 1
+        self.lines.append(f"  {name} = {text}")
+        return name
+
+    def _splat(self, scalar_type: str, text: str) -> str:
+        if self.width == 1:
+            return text
+        return "<" + ", ".join([f"{scalar_type} {text}"] * self.width) + ">"
+
+    # -- doubles -------------------------------------------------------------
+    def const(self, value: float) -> str:
+        return self._splat("double", double(value))
+
+    def binary(self, instruction: str, a: str, b: str) -> str:
+        """``fadd``, ``fsub``, ``fmul`` or ``fdiv``."""
+        return self._new(f"{instruction} {self.d} {a}, {b}")
+
+    def fneg(self, a: str) -> str:
+        return self._new(f"fneg {self.d} {a}")
+
+    def select(self, condition: str, a: str, b: str) -> str:
+        """``a`` where ``condition`` holds, else ``b``."""
+        return self._new(f"select {self.i1} {condition}, {self.d} {a}, {self.d} {b}")
+
+    def call(self, name: str, *args: str) -> str:
+        """A libm function (``exp``, ``atan2``...) under its private name, once per lane."""
+        self.libm.add(name)
+        if self.width == 1:
+            return self._new(f"call double @{PREFIX}{name}({', '.join(f'double {a}' for a in args)})")
+        result = "poison"
+        for lane in range(self.width):
+            lanes = [self._new(f"extractelement {self.d} {a}, i32 {lane}") for a in args]
+            one = self._new(f"call double @{PREFIX}{name}({', '.join(f'double {x}' for x in lanes)})")
+            result = self._new(f"insertelement {self.d} {result}, double {one}, i32 {lane}")
+        return result
+
+    def sqrt(self, a: str) -> str:
+        suffix = "f64" if self.width == 1 else f"v{self.width}f64"
+        return self._new(f"call {self.d} @llvm.sqrt.{suffix}({self.d} {a})")
+
+    def fabs(self, a: str) -> str:
+        """|a| as a bit mask (the same bits as libm's fabs, cheap for the fast instruction selector)."""
+        bits = self._new(f"bitcast {self.d} {a} to {self.i64}")
+        masked = self._new(f"and {self.i64} {bits}, {self._splat('i64', str(_MAGNITUDE))}")
+        return self._new(f"bitcast {self.i64} {masked} to {self.d}")
+
+    # -- conditions (i1 per lane) ---------------------------------------------
+    def fcmp(self, predicate: str, a: str, b: str) -> str:
+        """An LLVM fcmp: ``olt``, ``ole``, ``ogt``, ``oge``, ``oeq`` (false on nan), ``une`` (true on nan)."""
+        return self._new(f"fcmp {predicate} {self.d} {a}, {b}")
+
+    def both(self, a: str, b: str) -> str:
+        return self._new(f"and {self.i1} {a}, {b}")
+
+    def nonfinite(self, a: str) -> str:
+        """``a`` is inf or nan (exponent bits all ones; integer ops only)."""
+        bits = self._new(f"bitcast {self.d} {a} to {self.i64}")
+        exponent = self._splat("i64", str(_EXPONENT))
+        return self._new(f"icmp eq {self.i64} {self._new(f'and {self.i64} {bits}, {exponent}')}, {exponent}")
+
+    def mark(self, condition: str) -> None:
+        """Raise the domain flag where ``condition`` holds."""
+        self.flag = condition if self.flag == self.no else self._new(f"or {self.i1} {self.flag}, {condition}")
+
+    def checked(self, name: str, *args: str) -> str:
+        """A libm call whose non-finite result raises the flag."""
+        result = self.call(name, *args)
+        self.mark(self.nonfinite(result))
+        return result
+
+
+Emitter = Callable[[Emit, Sequence[str]], str]
+PREFIX = "symgrad_"
+"""libm functions are called as ``symgrad_<name>`` (see :mod:`symgrad.native.libm`)."""
+LIBM: dict[str, int] = {
+    **dict.fromkeys(("exp", "log", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh"), 1),
+    "pow": 2,
+    "atan2": 2,
+}
+"""The libm functions generated code may call, with their arity."""
+
+
+def _libm(name: str) -> Emitter:
+    return lambda e, args: e.checked(name, *args)
+
+
+def _arith(instruction: str) -> Emitter:
+    """``+ - * /``: the flag is raised by a non-finite result (overflow, x / 0, inf - inf...)."""
+
+    def emit(e: Emit, args: Sequence[str]) -> str:
+        result = e.binary(instruction, args[0], args[1])
+        e.mark(e.nonfinite(result))
+        return result
+
+    return emit
+
+
+def _sqrt(e: Emit, args: Sequence[str]) -> str:
+    # llvm.sqrt is IEEE sqrt, correctly rounded like libm's; it lowers to one instruction.
+    result = e.sqrt(args[0])
+    e.mark(e.nonfinite(result))
+    return result
+
+
+def _sigmoid(e: Emit, args: Sequence[str]) -> str:
+    # Both branches of ops._sigmoid, computed and selected: 1/(1+exp(-x)) for x >= 0, else e/(1+e) with e = exp(x).
+    x = args[0]
+    positive = e.fcmp("oge", x, e.const(0.0))
+    one = e.const(1.0)
+    ex = e.call("exp", e.select(positive, e.fneg(x), x))
+    return e.binary("fdiv", e.select(positive, one, ex), e.binary("fadd", one, ex))
+
+
+def _relu(e: Emit, args: Sequence[str]) -> str:
+    x = args[0]  # 0.0 if x <= 0.0 else x: nan stays nan, -0.0 becomes 0.0
+    zero = e.const(0.0)
+    return e.select(e.fcmp("ole", x, zero), zero, x)
+
+
+def _min(e: Emit, args: Sequence[str]) -> str:
+    a, b = args  # Python's min(a, b): b if b < a else a
+    return e.select(e.fcmp("olt", b, a), b, a)
+
+
+def _max(e: Emit, args: Sequence[str]) -> str:
+    a, b = args  # Python's max(a, b): b if b > a else a
+    return e.select(e.fcmp("olt", a, b), b, a)
+
+
+def _heaviside(e: Emit, args: Sequence[str]) -> str:
+    x, at_zero = args  # 1 for x > 0, 0 for x < 0, at_zero at ±0, nan stays nan
+    zero = e.const(0.0)
+    inner = e.select(e.fcmp("oeq", x, zero), at_zero, x)
+    inner = e.select(e.fcmp("olt", x, zero), zero, inner)
+    return e.select(e.fcmp("ogt", x, zero), e.const(1.0), inner)
+
+
+def _sign(e: Emit, args: Sequence[str]) -> str:
+    x = args[0]  # 1, -1, or x itself (±0, nan)
+    zero = e.const(0.0)
+    inner = e.select(e.fcmp("olt", x, zero), e.const(-1.0), x)
+    return e.select(e.fcmp("ogt", x, zero), e.const(1.0), inner)
+
+
+def _xlogy(e: Emit, args: Sequence[str]) -> str:
+    x, y = args  # 0.0 if x == 0.0 else x * log(y); log raises (flag) only where it is used
+    log_y = e.call("log", y)
+    zero = e.const(0.0)
+    used = e.fcmp("une", x, zero)
+    e.mark(e.both(used, e.nonfinite(log_y)))
+    return e.select(used, e.binary("fmul", x, log_y), zero)
+
+
+EMITTERS: Mapping[str, Emitter] = {
+    "add": _arith("fadd"),
+    "sub": _arith("fsub"),
+    "mul": _arith("fmul"),
+    "div": _arith("fdiv"),
+    "neg": lambda e, a: e.fneg(a[0]),
+    "pow": _libm("pow"),
+    "exp": _libm("exp"),
+    "log": _libm("log"),
+    "sqrt": _sqrt,
+    "sin": _libm("sin"),
+    "cos": _libm("cos"),
+    "tan": _libm("tan"),
+    "asin": _libm("asin"),
+    "acos": _libm("acos"),
+    "atan": _libm("atan"),
+    "sinh": _libm("sinh"),
+    "cosh": _libm("cosh"),
+    "tanh": _libm("tanh"),
+    "sigmoid": _sigmoid,
+    "relu": _relu,
+    "abs": lambda e, a: e.fabs(a[0]),
+    "atan2": _libm("atan2"),
+    "min": _min,
+    "max": _max,
+    "heaviside": _heaviside,
+    "sign": _sign,
+    "xlogy": _xlogy,
+}
+"""Per op name: how to emit it.  Every op of :data:`symgrad.OPS` has a row (tested)."""

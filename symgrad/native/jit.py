@@ -1,0 +1,124 @@
+"""LLVM through llvmlite: IR text → object code → loaded machine code.
+
+Object code is the unit that the persistent cache stores, so a compiled and a
+cached kernel take the same loading path.  Choices that keep compile time
+linear in tape size (measured, see bench/native.py): the small code model;
+for big programs chunked functions, no IR passes and LLVM's fast instruction
+selector (``opt=0``); for programs of one chunk (``opt=1``) only the
+always-inliner and SROA (so the fused array loop keeps every value in a
+register) and the default instruction selector.  The full O2 pipeline
+(``opt=2``) costs 5-10x the compile time for a few percent per call (measured
+on W3 at N = 200-10,000), so it is only used when asked for.
+
+llvmlite 0.50 notes: ``initialize()`` is gone (native target and asm printer
+only); the new pass manager is driven by ``create_pass_builder``; an MCJIT
+engine owns its target machine, so each engine gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import llvmlite
+import llvmlite.binding as llvm
+
+from . import libm
+
+__all__ = ["Loaded", "compile_object", "host_id", "load_object", "optimize_ir"]
+
+_lock = threading.RLock()
+"""LLVM's global state is not thread-safe: one compile or load at a time."""
+_ready = False
+
+
+def _init() -> None:
+    global _ready
+    if not _ready:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        libm.register()
+        _ready = True
+
+
+def _target_machine(opt: int) -> llvm.TargetMachine:
+    target = llvm.Target.from_default_triple()
+    return target.create_target_machine(
+        cpu=llvm.get_host_cpu_name(),
+        features=llvm.get_host_cpu_features().flatten(),
+        opt=opt,
+        codemodel="small",
+        jit=True,
+    )
+
+
+def host_id() -> str:
+    """What besides the program determines the machine code: triple, CPU, features, versions."""
+    with _lock:
+        _init()
+        return "|".join(
+            (
+                llvm.get_process_triple(),
+                llvm.get_host_cpu_name(),
+                llvm.get_host_cpu_features().flatten(),
+                llvmlite.__version__,
+                ".".join(map(str, llvm.llvm_version_info)),
+            )
+        )
+
+
+def _module(ir_text: str, opt: int) -> tuple[llvm.ModuleRef, llvm.TargetMachine]:
+    tm = _target_machine(opt)
+    mod = llvm.parse_assembly(ir_text)
+    mod.triple = tm.triple
+    mod.data_layout = str(tm.target_data)
+    mod.verify()
+    if opt == 1:  # just what the fused loop needs: inline the body, keep the work vector in registers
+        pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=0))
+        mpm = llvm.create_new_module_pass_manager()
+        mpm.add_always_inliner_pass()
+        mpm.add_sroa_pass()
+        mpm.run(mod, pb)
+    elif opt >= 2:
+        pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=opt))
+        pb.getModulePassManager().run(mod, pb)
+    return mod, tm
+
+
+def compile_object(ir_text: str, opt: int) -> bytes:
+    """Object code for this host: ``opt`` 0 (no IR passes, fast instruction selection), 1 (inliner and
+    SROA only), 2-3 (LLVM's O2/O3 pipelines)."""
+    with _lock:
+        _init()
+        mod, tm = _module(ir_text, opt)
+        return bytes(tm.emit_object(mod))
+
+
+def optimize_ir(ir_text: str, opt: int) -> str:
+    """The IR after the optimisation pipeline, as the machine code is generated from it."""
+    with _lock:
+        _init()
+        mod, _ = _module(ir_text, opt)
+        return str(mod)
+
+
+@dataclass
+class Loaded:
+    """Machine code in memory; the addresses stay valid while this object lives."""
+
+    engine: llvm.ExecutionEngine
+    addresses: dict[str, int]
+
+
+def load_object(data: bytes, names: tuple[str, ...]) -> Loaded:
+    """Link object code into a fresh engine and look up the functions ``names``."""
+    with _lock:
+        _init()
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine(0))
+        engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+        engine.finalize_object()
+        addresses = {name: engine.get_function_address(name) for name in names}
+        missing = [name for name, address in addresses.items() if not address]
+        if missing:
+            raise OSError(f"object code lacks {', '.join(missing)}")
+        return Loaded(engine, addresses)

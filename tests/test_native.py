@@ -1,0 +1,411 @@
+"""The native backend (LLVM via llvmlite) against the reference interpreter.
+
+Every comparison is bit for bit: the machine code performs the interpreter's
+IEEE operations in the same order with the same libm, and every point the
+kernel flags is re-run by the interpreter, so values and DomainErrors agree.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from strategies import Case, cases
+
+import symgrad
+from symgrad import interpret, native, ops
+from symgrad.errors import DomainError, InputError
+from symgrad.lower import lower
+from symgrad.native import cache
+from symgrad.native.emit import EMITTERS
+from symgrad.native.kernel import NativeKernel, compile_native
+from symgrad.native.program import CHUNK, Program
+from symgrad.ops import OPS, Op
+from symgrad.parser import parse
+from symgrad.tape import Instr, Tape, TapeError
+
+INF, NAN = math.inf, math.nan
+EDGES = (0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.5, 1e-310, 1e-200, 1e200, 1e308, 710.0, -745.5, INF, -INF, NAN)
+
+
+def same(a: float, b: float) -> bool:
+    """Bit-identical up to the nan payload."""
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
+def outcome(fn: object, *args: float) -> tuple[str, object]:
+    """("ok", [values]) or ("error", (type, message))."""
+    try:
+        return "ok", list(fn(*args))  # type: ignore[operator]
+    except (ArithmeticError, ValueError) as e:
+        return "error", (type(e), str(e))
+
+
+def assert_same_outcome(got: tuple[str, object], want: tuple[str, object], where: object) -> None:
+    assert got[0] == want[0], (where, got, want)
+    if got[0] == "ok":
+        g, w = got[1], want[1]
+        assert isinstance(g, list) and isinstance(w, list) and len(g) == len(w), (where, g, w)
+        assert all(same(a, b) for a, b in zip(g, w, strict=True)), (where, g, w)
+    else:
+        assert got[1] == want[1], where
+
+
+def one_op_tape(op: Op) -> Tape:
+    names = ("x", "y")[: op.arity]
+    text = f"{op.name}({', '.join(names)})"
+    return Tape(names, (), (Instr(op, tuple(range(op.arity))),), op.arity, source=text)
+
+
+def reference(tape: Tape, outputs: list[int]) -> object:
+    def run(*point: float) -> list[float]:
+        values = interpret.forward(tape, point)
+        return [values[s] for s in outputs]
+
+    return run
+
+
+# ------------------------------------------------------------------ the table --
+
+
+def test_every_op_of_the_table_has_an_emitter() -> None:
+    assert set(OPS) <= set(EMITTERS)
+    assert {"heaviside", "sign", "xlogy"} <= set(EMITTERS)
+
+
+@pytest.mark.parametrize("opt", [None, 2], ids=["default", "O2"])
+@pytest.mark.parametrize("op", list(OPS.values()), ids=lambda op: op.name)
+def test_every_op_at_domain_points_and_edges(op: Op, opt: int | None) -> None:
+    tape = one_op_tape(op)
+    kernel = compile_native(tape, [tape.output], opt=opt)
+    rng = np.random.default_rng(len(op.name))
+    points = [tuple(float(rng.uniform(lo, hi)) for lo, hi in op.domain) for _ in range(20)]
+    if op.arity == 1:
+        points += [(e,) for e in EDGES]
+    else:
+        points += [(a, b) for a in EDGES for b in EDGES]
+    want_fn = reference(tape, [tape.output])
+    for p in points:
+        assert_same_outcome(outcome(kernel, *p), outcome(want_fn, *p), (op.name, p))
+    # The array kernel: the same numbers at every point the interpreter accepts, its error at the others.
+    good = [p for p in points if outcome(want_fn, *p)[0] == "ok"]
+    columns = [np.array(c) for c in zip(*good, strict=True)]
+    (values,) = kernel.array(*columns)
+    for p, v in zip(good, values.tolist(), strict=True):
+        assert same(v, outcome(want_fn, *p)[1][0]), (op.name, p)  # type: ignore[index]
+    bad = [p for p in points if outcome(want_fn, *p)[0] == "error"]
+    if bad:
+        columns = [np.array(c) for c in zip(*(good[:3] + bad[:1]), strict=True)]
+        with pytest.raises(DomainError) as info:
+            kernel.array(*columns)
+        assert str(info.value) == outcome(want_fn, *bad[0])[1][1]  # type: ignore[index]
+        kernel.array(*columns, errors="ignore")  # IEEE results, no raising
+
+
+HELPERS = {"heaviside": ops._heaviside, "sign": ops._sign, "xlogy": ops._xlogy}
+
+
+@pytest.mark.parametrize("name", sorted(HELPERS))
+def test_helper_emitters_equal_the_python_helpers(name: str) -> None:
+    helper = HELPERS[name]
+    arity = 1 if name == "sign" else 2
+    program = Program(arity, (), ((name, tuple(range(arity))),), (arity,))
+    kernel = NativeKernel(program, lambda p: [helper(*p)])
+    for p in [(e,) for e in EDGES] if arity == 1 else [(a, b) for a in EDGES for b in EDGES]:
+        assert_same_outcome(outcome(kernel, *p), outcome(lambda *q: [helper(*q)], *p), (name, p))
+
+
+# ------------------------------------------------------------- random tapes --
+
+
+@settings(max_examples=40)
+@given(cases(max_depth=4))
+def test_random_tapes_every_slot_as_an_output(case: Case) -> None:
+    tape = lower(parse(case.text), case.text)
+    point = [case.point[name] for name in tape.inputs]
+    slots = list(range(tape.n_slots))
+    kernel = compile_native(tape, slots)
+    want = outcome(reference(tape, slots), *point)
+    assert_same_outcome(outcome(kernel, *point), want, case.text)
+    # The array kernel (four points per vector iteration, then the scalar tail) gives the same bits.
+    columns = kernel.array(*(np.full(6, v) for v in point), errors="ignore")
+    if want[0] == "ok" and point:
+        for lane in range(6):
+            assert_same_outcome(("ok", [float(c[lane]) for c in columns]), want, (case.text, lane))
+    nearby = [v * 1.25 - 0.5 for v in point]  # maybe outside the domain: then both raise the same error
+    assert_same_outcome(outcome(kernel, *nearby), outcome(reference(tape, slots), *nearby), case.text)
+
+
+def test_multiple_outputs_in_any_order_with_repeats_inputs_and_constants() -> None:
+    text = "sin(x) * y + exp(x / y) - 2.5"
+    tape = lower(parse(text), text)
+    const_slot = tape.n_inputs
+    outputs = [tape.output, 0, const_slot, tape.n_slots - 2, tape.output, tape.first_instr_slot, 1]
+    kernel = compile_native(tape, outputs)
+    for point in [(0.3, 1.7), (-2.0, 0.25), (1e-300, -3.0)]:
+        values = interpret.forward(tape, point)
+        assert kernel(*point) == tuple(values[s] for s in outputs)
+    with pytest.raises(DomainError, match="divides by zero"):
+        kernel(1.0, 0.0)
+
+
+def test_bad_output_slots_and_bad_points_are_clear_errors() -> None:
+    tape = lower(parse("x + y"), "x + y")
+    with pytest.raises(TapeError, match="output %7"):
+        compile_native(tape, [7])
+    kernel = compile_native(tape, [tape.output])
+    with pytest.raises(InputError, match="takes 2 floats"):
+        kernel(1.0)
+    with pytest.raises(InputError, match="takes 2 arrays"):
+        kernel.array(np.zeros(3))
+    with pytest.raises(InputError, match="broadcast"):
+        kernel.array(np.zeros(3), np.zeros(4))
+
+
+def _big_tape(n_records: int, n_inputs: int = 20, seed: int = 5) -> Tape:
+    """A random tape built record by record (parsing 100,000 records would dominate the test)."""
+    r = random.Random(seed)
+    consts = (0.5, 1.25, -0.75)
+    first = n_inputs + len(consts)
+    names = ["add", "sub", "mul", "sin", "cos", "tanh", "max", "sigmoid"]
+    instrs = []
+    for i in range(n_records):
+        op = OPS[r.choice(names)]
+        top = first + i
+        # mostly recent values (long dependency chains across chunks), sometimes any earlier slot
+        args = tuple(
+            r.randrange(max(0, top - 30), top) if r.random() < 0.8 else r.randrange(top) for _ in range(op.arity)
+        )
+        instrs.append(Instr(op, args))
+    return Tape(tuple(f"x{i}" for i in range(n_inputs)), consts, tuple(instrs), first + n_records - 1)
+
+
+def test_hundred_thousand_records_in_chunks() -> None:
+    tape = _big_tape(100_000)
+    outputs = [tape.output, tape.n_slots // 2, 3, tape.first_instr_slot + CHUNK - 1, tape.first_instr_slot + CHUNK]
+    kernel = compile_native(tape, outputs)
+    assert kernel.opt() == kernel.opt("array") == 0 and len(kernel.layout.chunks) == 200
+    point = [0.05 * (i + 1) for i in range(20)]
+    values = interpret.forward(tape, point)
+    assert kernel(*point) == tuple(values[s] for s in outputs)
+    xs = [np.full(3, v) for v in point]
+    xs[0] = np.array([point[0], -1.0, 2.0])
+    got = kernel.array(*xs, threads=2)
+    for i in range(3):
+        values = interpret.forward(tape, [float(x[i]) for x in xs])
+        assert [g[i] for g in got] == [values[s] for s in outputs]
+
+
+# ------------------------------------------------------------------ arrays --
+
+GAUSS = "exp(-((x-mu)/s)**2/2)/(sqrt(2*pi)*s)"
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [((5,), (), ()), ((3, 1), (1, 4), ()), ((2, 3), (3,), (2, 1)), ((), (), ()), ((0,), (), ()), ((4, 3), (), (1,))],
+    ids=str,
+)
+def test_array_kernel_broadcasts_like_numpy_and_equals_the_interpreter(shapes: tuple[tuple[int, ...], ...]) -> None:
+    tape = lower(parse(GAUSS), GAUSS)
+    outputs = [tape.output, tape.first_instr_slot, 2]
+    kernel = compile_native(tape, outputs)
+    rng = np.random.default_rng(7)
+    xs = [rng.uniform(0.5, 2.0, shape) for shape in shapes]
+    if xs[0].ndim == 2:
+        xs[0] = np.asfortranarray(xs[0])  # not C-contiguous
+    got = kernel.array(*xs)
+    shape = np.broadcast_shapes(*shapes)
+    wide = np.broadcast_arrays(*xs)
+    for k, slot in enumerate(outputs):
+        assert got[k].shape == shape
+        for index in np.ndindex(shape):
+            values = interpret.forward(tape, [float(w[index]) for w in wide])
+            assert got[k][index] == values[slot]
+
+
+def test_threads_split_the_points_and_give_the_same_numbers() -> None:
+    tape = lower(parse(GAUSS), GAUSS)
+    kernel = compile_native(tape, [tape.output, tape.first_instr_slot + 1])
+    x = np.linspace(-3.0, 3.0, 100_001)
+    one = kernel.array(x, 0.2, 1.5, threads=1)
+    two = kernel.array(x, 0.2, 1.5, threads=2)
+    for a, b in zip(one, two, strict=True):
+        assert np.array_equal(a, b)
+    i = 12_345
+    values = interpret.forward(tape, [float(x[i]), 0.2, 1.5])
+    assert one[0][i] == values[tape.output]
+
+
+def test_array_domain_error_is_the_interpreters_and_false_alarms_keep_their_values() -> None:
+    text = "log(x) + exp(y)"
+    tape = lower(parse(text), text)
+    kernel = compile_native(tape, [tape.output])
+    with pytest.raises(DomainError) as info:
+        kernel.array(np.array([1.0, 2.0, -1.0, -2.0]), 0.0, threads=2)
+    assert info.value.excerpt.endswith("^^^^^^") and "log(-1.0)" in str(info.value)
+    (ignored,) = kernel.array(np.array([1.0, -1.0]), 0.0, errors="ignore")
+    assert ignored[0] == 1.0 and math.isnan(ignored[1])
+    # exp(inf) = inf is flagged (a non-finite libm result) but valid: the interpreter's value is kept.
+    (values,) = kernel.array(np.array([1.0, 2.0]), np.array([INF, 0.5]))
+    assert values[0] == INF and values[1] == interpret.forward(tape, [2.0, 0.5])[tape.output]
+
+
+# ------------------------------------------------------------------ cache --
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("SYMGRAD_CACHE", raising=False)
+    return tmp_path
+
+
+def _stats() -> dict[str, int]:
+    return dict(cache.STATS)
+
+
+def test_cache_files_are_verified_and_corrupted_ones_rebuilt(cache_dir) -> None:  # type: ignore[no-untyped-def]
+    tape = lower(parse(GAUSS), GAUSS)
+    first = compile_native(tape, [tape.output])
+    (path,) = cache_dir.glob("*.sgk")
+    before = _stats()
+    assert compile_native(tape, [tape.output])(0.7, 0.2, 1.5) == first(0.7, 0.2, 1.5)
+    assert _stats()["hits"] == before["hits"] + 1
+    good = path.read_bytes()
+    for bad in (good[:-7] + b"garbage", good[:40], b"\x7fELF" + good[4:], b""):
+        path.write_bytes(bad)
+        before = _stats()
+        kernel = compile_native(tape, [tape.output])
+        assert _stats()["rejected"] == before["rejected"] + 1 and _stats()["stores"] == before["stores"] + 1
+        assert kernel(0.7, 0.2, 1.5) == (interpret.forward(tape, [0.7, 0.2, 1.5])[tape.output],)
+        assert path.read_bytes() == good  # rebuilt
+    # A valid file of another kernel renamed to this key (a foreign file) is rejected too.
+    other = lower(parse("x*y"), "x*y")
+    compile_native(other, [other.output])
+    foreign = next(p for p in cache_dir.glob("*.sgk") if p != path)
+    path.write_bytes(foreign.read_bytes())
+    before = _stats()
+    assert compile_native(tape, [tape.output])(0.7, 0.2, 1.5) == first(0.7, 0.2, 1.5)
+    assert _stats()["rejected"] == before["rejected"] + 1
+
+
+def test_cache_can_be_disabled_bounded_and_cleared(cache_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SYMGRAD_CACHE", "0")
+    tape = lower(parse("x + 1"), "x + 1")
+    compile_native(tape, [tape.output])
+    assert list(cache_dir.iterdir()) == []
+    monkeypatch.delenv("SYMGRAD_CACHE")
+    compile_native(tape, [tape.output])
+    (first,) = cache_dir.glob("*.sgk")
+    limit = 1.5 * first.stat().st_size  # room for one kernel of this kind, not two
+    monkeypatch.setenv("SYMGRAD_CACHE_MAX_MB", str(limit / 1024 / 1024))
+    for k in range(4):
+        text = f"x * {k + 2}"
+        t = lower(parse(text), text)
+        compile_native(t, [t.output])
+    kept = list(cache_dir.glob("*.sgk"))
+    assert len(kept) == 1 and first not in kept  # the least recently used went first
+    assert sum(p.stat().st_size for p in kept) <= limit
+    assert cache.clear() >= 1 and list(cache_dir.glob("*.sgk")) == []
+
+
+_CHILD = """
+import sys
+from symgrad.lower import lower
+from symgrad.parser import parse
+from symgrad.native import cache, kernel
+text = sys.argv[1]
+tape = lower(parse(text), text)
+k = kernel.compile_native(tape, [tape.output])
+print(kernel.STATS["compiled"], kernel.STATS["loaded"], cache.STATS["rejected"], k(0.7, 0.2, 1.5)[0])
+"""
+
+
+def _children(cache_dir, count: int, text: str) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(cache_dir)}
+    env.pop("SYMGRAD_CACHE", None)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _CHILD, text], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    outs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    return outs
+
+
+def test_second_process_loads_instead_of_compiling_and_concurrent_writers(cache_dir) -> None:  # type: ignore[no-untyped-def]
+    text = GAUSS + " + sin(x*mu)"
+    want = interpret.forward(lower(parse(text), text), [0.7, 0.2, 1.5])
+    # Three processes start together on an empty cache: each compiles and writes the same file.
+    writers = _children(cache_dir, 3, text)
+    assert all(out[2] == "0" and float(out[3]) == want[-1] for out in writers)
+    assert len(list(cache_dir.glob("*.sgk"))) == 1 and not list(cache_dir.glob(".tmp-*"))
+    (reader,) = _children(cache_dir, 1, text)
+    assert reader[:3] == ["0", "1", "0"]  # loaded, not compiled; the file was valid
+    assert float(reader[3]) == want[-1]
+
+
+# ------------------------------------------------------------ the Function --
+
+
+def test_compile_backend_choice() -> None:
+    text = GAUSS
+    f_native = symgrad.compile(text, backend="native")
+    f_python = symgrad.compile(text, backend="python")
+    assert f_native.backend == "native" and f_python.backend == "python"
+    for point in [(0.7, 0.2, 1.5), (-1.0, 3.0, 0.1)]:
+        assert f_native(*point) == f_python(*point)
+    with pytest.raises(DomainError) as a:
+        f_native(1.0, 0.0, 0.0)
+    with pytest.raises(DomainError) as b:
+        f_python(1.0, 0.0, 0.0)
+    assert str(a.value) == str(b.value)
+    assert "define i32 @symgrad_scalar" in f_native.llvm_ir.replace('"', "")
+    with pytest.raises(InputError, match="backend must be one of"):
+        symgrad.compile(text, backend="gpu")
+    assert symgrad.compile(f_python, backend="native").backend == "native"
+    assert not native.use_native("auto", native.AUTO_MIN_RECORDS - 1)
+    assert native.use_native("auto", native.AUTO_MIN_RECORDS)
+
+
+def test_backend_from_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SYMGRAD_BACKEND", "python")
+    assert symgrad.compile("x + 2*y").backend == "python"
+    monkeypatch.setenv("SYMGRAD_BACKEND", "nonsense")
+    with pytest.raises(InputError, match="SYMGRAD_BACKEND must be one of"):
+        symgrad.compile("x + 3*y")
+
+
+def test_function_adapter_has_the_shapes_of_generated_code() -> None:
+    from symgrad.native.kernel import function
+
+    text = "log(x) * y + sqrt(y)"
+    tape = lower(parse(text), text)
+    slots = [tape.output, tape.first_instr_slot, 1]
+
+    def values(*p: float) -> list[float]:
+        v = interpret.forward(tape, p)
+        return [v[s] for s in slots]
+
+    value = function(tape, lambda *p: values(*p)[0], "value")
+    several = function(tape, lambda *p: tuple(values(*p)), "tuple", slots)
+    vg = function(tape, lambda *p: (values(*p)[0], values(*p)[1:]), "value_and_grad", slots)
+    assert value(2.0, 3.0) == values(2.0, 3.0)[0]
+    assert several(2.0, 3.0) == tuple(values(2.0, 3.0))
+    assert vg(2.0, 3.0) == (values(2.0, 3.0)[0], values(2.0, 3.0)[1:])
+    # A flagged point goes to ``slow``, whose errors (here the interpreter's) come through unchanged.
+    for fn in (value, several, vg):
+        with pytest.raises(DomainError, match=r"log\(-1.0\)"):
+            fn(-1.0, 3.0)
+    with pytest.raises(ValueError, match="returns must be"):
+        function(tape, values, "dict")
