@@ -20,6 +20,7 @@ from .errors import (
     UnknownFunctionError,
     UnknownVariableError,
 )
+from .fit import FitResult, fit
 from .function import Function
 from .ops import OPS, Op
 from .oracle import CheckReport, check
@@ -36,6 +37,7 @@ __all__ = [
     "ArityError",
     "CheckReport",
     "DomainError",
+    "FitResult",
     "Function",
     "InputError",
     "Instr",
@@ -55,6 +57,7 @@ __all__ = [
     "compile",
     "diff",
     "draw",
+    "fit",
     "grad",
     "hessian",
     "hvp",

@@ -20,6 +20,11 @@ A point of plain floats takes a short path; if any value is a numpy array,
 the point is evaluated with numpy, broadcasting like numpy, and each partial
 comes back in its input's shape (the gradient of the sum of the outputs).  On
 arrays, domain violations follow numpy (nan or inf plus a ``RuntimeWarning``).
+
+If any value of a point is a dask array, the result is lazy:
+:mod:`symgrad.dask_arrays` runs that same numpy evaluation chunk by chunk.  A
+Function pickles as its tape (and its backend choice), so it can be sent to
+other processes; executors are rebuilt there on first use.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from . import arraycode, codegen, display, interpret, native, transforms
+from . import arraycode, codegen, dask_arrays, display, interpret, native, transforms
 from . import explain as explain_mod
 from .errors import InputError, MissingVariableError, UnknownVariableError
 from .explain import Explanation
@@ -192,7 +197,7 @@ class Function:
             point = args
         if point is not None:
             for v in point:
-                if type(v) is not float:
+                if type(v) is not float or v - v != 0.0:  # not a float, or nan/inf: the full path says why
                     return None
         return point
 
@@ -243,6 +248,10 @@ class Function:
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         """The value at a point: ``f(a=2, b=-3, c=10)`` or ``f(2, -3, 10)``; a tuple for several outputs."""
         point, arrays = self._point(args, kwargs)
+        if arrays and _has_dask(point):
+            if self.n_outputs != 1:
+                raise InputError("dask arrays are supported for functions with one output; call each formula's Function")
+            return dask_arrays.forward(self, point)
         if arrays:
             results = self._array_run(self.tape, point, ())
             return results[0] if self.n_outputs == 1 else tuple(results)
@@ -308,6 +317,8 @@ class Function:
             else:
                 point = self.bind(args, kwargs)
                 if _has_array(point):
+                    if _has_dask(point):
+                        return dask_arrays.value_and_grad(self, point, wrt)
                     value, *grads = self._array_run(self._gradient_tape(None), point, (None, *range(self._n)))
                 else:
                     value, grads = fn(*point)
@@ -316,6 +327,8 @@ class Function:
             return value, dict(zip(self.variables, grads, strict=True))
         positions = self._positions(wrt)
         point, arrays = self._point(args, kwargs)
+        if arrays and _has_dask(point):
+            return dask_arrays.value_and_grad(self, point, wrt)
         if arrays:
             value, *grads = self._array_run(self._gradient_tape(positions), point, (None, *positions))
         else:
@@ -512,6 +525,11 @@ class Function:
         ]
         return display.html_table(["Function", ""], rows)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its tape, source and backend; compiled code is rebuilt lazily where it is unpickled."""
+        return type(self), (self.tape, self.source, self.backend)
+
+
     def __repr__(self) -> str:
         name = f" {self.source!r}" if self.source is not None else ""
         outs = "out" if self.n_outputs == 1 else f"{self.n_outputs} outputs"
@@ -531,16 +549,26 @@ def _has_array(point: list[Any]) -> bool:
     return any(type(v) is not float for v in point)
 
 
+def _has_dask(point: list[Any]) -> bool:
+    return any(dask_arrays.is_dask(v) for v in point)
+
+
 def _as_value(name: str, value: Any) -> Any:
     """A float, or a float64 array for a numpy array."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         try:
-            return float(value)
+            number = float(value)
         except OverflowError:
             raise InputError(
                 f"value for '{name}' is too large for a 64-bit float (largest: {_FLOAT_MAX:.6g}), "
                 f"got {_short_number(value)}"
             ) from None
+        if number - number != 0.0:
+            raise InputError(
+                f"value for '{name}' is {number!r}: formulas are evaluated at finite points "
+                f"(numpy arrays may hold nan and inf, and follow numpy)"
+            )
+        return number
     if isinstance(value, bool):
         raise InputError(f"value for '{name}' must be a number, got a bool ({value})")
     if isinstance(value, np.ndarray):
@@ -549,6 +577,8 @@ def _as_value(name: str, value: Any) -> Any:
                 f"value for '{name}' must be an array of real numbers, got an array of dtype {value.dtype}"
             )
         return value.astype(np.float64, copy=False)
+    if dask_arrays.is_dask(value):
+        return dask_arrays.checked(name, value)
     raise InputError(
         f"value for '{name}' must be a real number or an array, got {type(value).__name__} {_short(repr(value))}"
     )
@@ -595,6 +625,8 @@ def _wrt_names(wrt: object) -> list[str]:
 
 def _check_broadcast(names: tuple[str, ...], point: list[Any]) -> None:
     """An InputError naming the variables whose array shapes do not broadcast together."""
+    if any(dask_arrays.is_dask(v) for v in point):
+        return  # chunked arrays (whose sizes may be unknown) are checked by the dask path
     shapes = [np.shape(v) for v in point]
     try:
         np.broadcast_shapes(*shapes)

@@ -18,6 +18,7 @@ are not parameters (training data, say) are recorded as constants at their
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .errors import InputError
 from .function import Function
@@ -41,6 +42,15 @@ class Traced(Function):
         super().__init__(tape)
         self.params: tuple[Value, ...] = tuple(params)
         """The parameter Values, in the order of the tape's inputs."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its tape and its parameters, which are leaf Values (``data``, ``grad``, ``label``).
+
+        Pickle's memo keeps them shared with whatever else is pickled in the same
+        call (``pickle.dumps((model, step))``); on the other side they are copies,
+        so ``backward()`` there adds into the copies' ``grad``, not the originals'.
+        """
+        return type(self), (self.tape, self.params)
 
     def value_and_grad_list(self, values: Sequence[float]) -> tuple[float, list[float]]:
         """The value and the partials at ``values`` (one float per parameter, in order)."""

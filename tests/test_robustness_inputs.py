@@ -323,7 +323,7 @@ def _sum_of(n: int, name: str) -> str:
 
 
 def _get(cache: _CompileCache, source: str) -> Function:
-    return cache.get(source, lambda: _compile_one(source))
+    return cache.get((source, "python"), lambda: _compile_one(source, "python"))
 
 
 def test_compile_cache_is_bounded_by_total_tape_size() -> None:

@@ -218,8 +218,9 @@ def _xlogy(e: Emit, args: Sequence[str]) -> str:
     log_y = e.call("log", y)
     zero = e.const(0.0)
     used = e.fcmp("une", x, zero)
-    e.mark(e.both(used, e.nonfinite(log_y)))
-    return e.select(used, e.binary("fmul", x, log_y), zero)
+    product = e.binary("fmul", x, log_y)
+    e.mark(e.both(used, e.nonfinite(product)))  # log(y) undefined, or x*log(y) overflows
+    return e.select(used, product, zero)
 
 
 EMITTERS: Mapping[str, Emitter] = {
