@@ -15,7 +15,9 @@ per block, with ids such as ``tape.md:42`` (the line of the opening fence):
 
 * ```` ```python ```` blocks run as scripts (stdout is discarded), in the same
   globals as the file's pycon blocks, in order: they must not raise, and an
-  ``assert`` in one states what it shows.
+  ``assert`` in one states what it shows.  ```` ```python no-run ```` marks one
+  that needs what a test run does not have (a cluster, gigabytes): it is shown
+  highlighted but not run.
 
 Other fences (``bash``, ``text``, ``lark``) are not run; an excerpt of Python
 that cannot run on its own is tagged ``text``.
@@ -68,7 +70,7 @@ class Block:
         return f"{self.path.name}:{self.line}"
 
 
-_FENCE = re.compile(r"^( *)(`{3,}|~{3,})\s*([\w+-]*)")
+_FENCE = re.compile(r"^( *)(`{3,}|~{3,})\s*([\w+-]*)(.*)$")
 
 
 def blocks(path: Path) -> list[Block]:
@@ -82,6 +84,8 @@ def blocks(path: Path) -> list[Block]:
             i += 1
             continue
         indent, fence, lang, start = len(m.group(1)), m.group(2), m.group(3).lower(), i
+        if lang == "python" and "no-run" in m.group(4).split():
+            lang = "python no-run"
         i += 1
         body: list[str] = []
         while i < len(lines) and not lines[i].lstrip(" ").startswith(fence):
