@@ -3,22 +3,29 @@
 Exit status: 0 on success, 2 on a user error (message on stderr), 1 when
 ``symgrad check`` finds a disagreement.  Each
 subcommand is one ``_cmd_*`` function plus its arguments in :func:`build_parser`.
+
+An EXPRESSION argument of ``-`` reads the formula from standard input, and
+``@FILE`` from a file, for formulas beyond the operating system's limit on the
+length of a command line.  ``--json`` output is always valid JSON (RFC 8259):
+see :func:`jsonable` for how numbers that are not finite are written.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import api
 from .errors import InputError, SymgradError
 from .explain import DEFAULT_MAX_ROWS
-from .oracle import DEFAULT_ATOL, DEFAULT_RTOL, check
+from .oracle import DEFAULT_ATOL, DEFAULT_FD_ATOL, DEFAULT_FD_RTOL, DEFAULT_RTOL, check
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "jsonable", "main", "read_expression"]
 
 EXIT_OK = 0
 EXIT_DISAGREE = 1
@@ -49,14 +56,56 @@ def parse_point(assignments: Sequence[str]) -> dict[str, float]:
             raise InputError(f"variable '{name}' was given twice")
         value = api.compile(text)
         if value.variables:
-            raise InputError(f"the value of '{name}' must be a number, not an expression in {', '.join(value.variables)}")
+            raise InputError(
+                f"the value of '{name}' must be a number, not an expression in {', '.join(value.variables)}"
+            )
         point[name] = value()
     return point
 
 
+def jsonable(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with every number that is not finite replaced by ``null``, for valid JSON.
+
+    JSON (RFC 8259) has no NaN or Infinity.  Each replaced number is listed under the key
+    ``"nonfinite"``: its path of keys joined by ``.`` maps to ``"nan"``, ``"inf"`` or ``"-inf"``,
+    e.g. ``{"value.sympy": "nan"}``.  Without such numbers the payload is unchanged.
+    """
+    nonfinite: dict[str, str] = {}
+
+    def clean(item: Any, path: str) -> Any:
+        if isinstance(item, dict):
+            return {k: clean(v, f"{path}.{k}" if path else str(k)) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [clean(v, f"{path}.{i}") for i, v in enumerate(item)]
+        if isinstance(item, float) and not math.isfinite(item):
+            nonfinite[path] = "nan" if math.isnan(item) else "inf" if item > 0 else "-inf"
+            return None
+        return item
+
+    cleaned: dict[str, Any] = clean(payload, "")
+    if nonfinite:
+        cleaned["nonfinite"] = nonfinite
+    return cleaned
+
+
 def _write_json(payload: dict[str, Any]) -> None:
-    json.dump(payload, sys.stdout, indent=2, allow_nan=True)
+    json.dump(jsonable(payload), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def read_expression(text: str) -> str:
+    """The formula an EXPRESSION argument names: itself, or ``-`` for stdin, or ``@FILE`` for a file."""
+    if text == "-":
+        return sys.stdin.read().rstrip()
+    if text.startswith("@"):
+        name = text[1:]
+        try:
+            return Path(name).read_text(encoding="utf-8").rstrip()
+        except OSError as e:
+            raise InputError(f"cannot read the expression from {name!r}: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"cannot read the expression from {name!r}: it is not UTF-8 text") from None
+    return text
 
 
 def _wrt_names(groups: list[str] | None) -> list[str] | None:
@@ -85,11 +134,11 @@ def _cmd_grad(args: argparse.Namespace) -> int:
 def _cmd_draw(args: argparse.Namespace) -> int:
     from .drawing import draw, save
 
-    graph = draw(args.expression, parse_point(args.point), rankdir=args.rankdir)
+    graph = draw(args.expression, parse_point(args.point), rankdir=args.rankdir, layout=args.layout)
     if args.output is None:
         sys.stdout.write(graph.source)
     else:
-        print(f"wrote {save(graph, args.output)}")
+        print(f"wrote {save(graph, args.output, max_nodes=args.max_nodes or None)}")
     return EXIT_OK
 
 
@@ -103,47 +152,114 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _constant(text: str) -> float:
-    """An argparse type: a constant expression such as ``-5``, ``2.5`` or ``2*pi``."""
+    """An argparse type: a constant expression such as ``-5``, ``2.5``, ``-pi`` or ``2*pi``."""
     try:
         f = api.compile(text)
         if not f.variables:
             return float(f())
     except SymgradError:
         pass
-    raise argparse.ArgumentTypeError(f"expected a number such as -5, 2.5 or 2*pi, got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected a number such as -5, 2.5, -pi or 2*pi, got {text.strip()!r}")
+
+
+def _tolerance(text: str) -> float:
+    """An argparse type: a finite number >= 0 (a constant expression such as ``1e-9``)."""
+    try:
+        value = _constant(text)
+    except argparse.ArgumentTypeError:
+        value = math.nan
+    if not 0.0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text.strip()!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def _add_drawing_commands(sub: Any) -> None:
     """The ``draw`` and ``plot`` subcommands."""
+    from .drawing import LAYOUTS, MAX_RENDER_NODES
     from .plotting import DEFAULT_POINTS  # (matplotlib itself is imported only when a plot is drawn)
 
     draw = sub.add_parser(
-        "draw", help="draw the expression's graph with Graphviz",
+        "draw",
+        help="draw the expression's graph with Graphviz",
         description="Draw the tape: one node per slot with its data and grad (when a point is given), "
-                    "an op node per operation. Without -o, print the DOT source.",
-        epilog='example: symgrad draw "a*b + c" a=2 b=-3 c=10 -o graph.svg')
-    draw.add_argument("expression", help='the formula, e.g. "a*b + c"')
-    draw.add_argument("point", nargs="*", metavar="name=value",
-                      help="a value for every variable to show data and grads; none for the structure only")
-    draw.add_argument("-o", "--output", metavar="FILE",
-                      help="write FILE: .svg, .png or .pdf (need Graphviz's dot program) or .dot")
-    draw.add_argument("--rankdir", type=str.upper, choices=["LR", "TB"], default="LR",
-                      help="layout: LR (left to right, default) or TB (top to bottom)")
+        "an op node per operation. Without -o, print the DOT source.",
+        epilog='example: symgrad draw "a*b + c" a=2 b=-3 c=10 -o graph.svg',
+    )
+    draw.add_argument("expression", help='the formula, e.g. "a*b + c"; - reads it from stdin, @FILE from a file')
+    draw.add_argument(
+        "point",
+        nargs="*",
+        metavar="name=value",
+        help="a value for every variable to show data and grads; none for the structure only",
+    )
+    draw.add_argument(
+        "-o", "--output", metavar="FILE", help="write FILE: .svg, .png or .pdf (need Graphviz's dot program) or .dot"
+    )
+    draw.add_argument(
+        "--rankdir",
+        type=str.upper,
+        choices=["LR", "TB"],
+        default="LR",
+        help="layout: LR (left to right, default) or TB (top to bottom)",
+    )
+    draw.add_argument(
+        "--layout",
+        type=str.lower,
+        choices=list(LAYOUTS),
+        default="auto",
+        help="Graphviz program: dot (layered), sfdp (large graphs) or auto (default: by size)",
+    )
+    draw.add_argument(
+        "--max-nodes",
+        type=_count,
+        default=MAX_RENDER_NODES,
+        metavar="N",
+        help=f"refuse to render more than N nodes (default {MAX_RENDER_NODES}; 0: no limit)",
+    )
     draw.set_defaults(run=_cmd_draw)
 
     plot = sub.add_parser(
-        "plot", help="plot the expression and its derivative (needs matplotlib)",
+        "plot",
+        help="plot the expression and its derivative (needs matplotlib)",
         description="Plot f and df/dx over a range on one figure; points where either is undefined are gaps.",
-        epilog='example: symgrad plot "tanh(x)" --range -5 5 -o tanh.png')
-    plot.add_argument("expression", help='a formula in one variable, e.g. "tanh(x)"')
-    plot.add_argument("point", nargs="*", metavar="name=value",
-                      help="values for the other variables, when --var picks one of several")
-    plot.add_argument("--range", nargs=2, type=_constant, required=True, metavar=("LO", "HI"),
-                      help="the interval of the variable, e.g. --range -5 5")
-    plot.add_argument("-o", "--output", metavar="FILE", default="plot.png",
-                      help="the image to write: .png (default plot.png), .svg or .pdf")
+        epilog='example: symgrad plot "tanh(x)" --range -5 5 -o tanh.png',
+    )
+    plot.add_argument(
+        "expression", help='a formula in one variable, e.g. "tanh(x)"; - reads it from stdin, @FILE from a file'
+    )
+    plot.add_argument(
+        "point", nargs="*", metavar="name=value", help="values for the other variables, when --var picks one of several"
+    )
+    plot.add_argument(
+        "--range",
+        nargs=2,
+        type=_constant,
+        required=True,
+        metavar=("LO", "HI"),
+        help="the interval of the variable, e.g. --range -5 5",
+    )
+    plot.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        default="plot.png",
+        help="the image to write: .png (default plot.png), .svg or .pdf",
+    )
     plot.add_argument("--var", help="the variable to plot against (needed when there are several)")
-    plot.add_argument("--points", type=int, default=DEFAULT_POINTS, help=f"number of samples (default {DEFAULT_POINTS})")
+    plot.add_argument(
+        "--points", type=int, default=DEFAULT_POINTS, help=f"number of samples (default {DEFAULT_POINTS})"
+    )
     plot.set_defaults(run=_cmd_plot)
 
 
@@ -230,7 +346,9 @@ def _add_derivative_commands(sub: Any) -> None:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     point = parse_point(args.point)
-    report = check(api.compile(args.expression), point, rtol=args.rtol, atol=args.atol)
+    report = check(
+        api.compile(args.expression), point, rtol=args.rtol, atol=args.atol, fd_rtol=args.fd_rtol, fd_atol=args.fd_atol
+    )
     if args.json:
         _write_json(report.to_dict())
     else:
@@ -248,9 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    grad = sub.add_parser("grad", help="value and partial derivatives at a point",
-                          description="Print the value and every partial derivative at a point.")
-    grad.add_argument("expression", help='the formula, e.g. "a*b + c"')
+    grad = sub.add_parser(
+        "grad",
+        help="value and partial derivatives at a point",
+        description="Print the value and every partial derivative at a point.",
+    )
+    grad.add_argument("expression", help='the formula, e.g. "a*b + c"; - reads it from stdin, @FILE from a file')
     grad.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. a=2 b=-3")
     grad.add_argument("--json", action="store_true", help="print machine-readable JSON")
     grad.add_argument("--wrt", action="append", metavar="NAMES",
@@ -260,15 +381,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_drawing_commands(sub)
     _add_explain_command(sub)
 
-    check = sub.add_parser("check", help="cross-check value and gradient against sympy and finite differences",
-                           description="Compare the tape's value and partials with sympy's exact derivative and a "
-                                       "central difference. Exit 1 if any disagree.")
-    check.add_argument("expression", help='the formula, e.g. "x*sin(y)"')
+    check = sub.add_parser(
+        "check",
+        help="cross-check value and gradient against sympy and finite differences",
+        description="Compare the tape's value and partials with sympy's exact derivative and a "
+        "central difference. Exit 1 if any disagree.",
+    )
+    check.add_argument("expression", help='the formula, e.g. "x*sin(y)"; - reads it from stdin, @FILE from a file')
     check.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. x=0.7 y=1.3")
-    check.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
-                       help=f"relative tolerance vs sympy (default {DEFAULT_RTOL:g})")
-    check.add_argument("--atol", type=float, default=DEFAULT_ATOL,
-                       help=f"absolute tolerance vs sympy (default {DEFAULT_ATOL:g})")
+    check.add_argument(
+        "--rtol", type=_tolerance, default=DEFAULT_RTOL, help=f"relative tolerance vs sympy (default {DEFAULT_RTOL:g})"
+    )
+    check.add_argument(
+        "--atol", type=_tolerance, default=DEFAULT_ATOL, help=f"absolute tolerance vs sympy (default {DEFAULT_ATOL:g})"
+    )
+    check.add_argument(
+        "--fd-rtol",
+        type=_tolerance,
+        default=DEFAULT_FD_RTOL,
+        help=f"relative tolerance vs the central difference (default {DEFAULT_FD_RTOL:g})",
+    )
+    check.add_argument(
+        "--fd-atol",
+        type=_tolerance,
+        default=DEFAULT_FD_ATOL,
+        help=f"absolute tolerance vs the central difference (default {DEFAULT_FD_ATOL:g})",
+    )
     check.add_argument("--json", action="store_true", help="print machine-readable JSON")
     check.set_defaults(run=_cmd_check)
     return parser
@@ -306,7 +444,11 @@ def _split_positionals(parser: argparse.ArgumentParser, argv: list[str]) -> list
         takes = 0 if action.nargs == 0 else action.nargs if isinstance(action.nargs, int) else 1
         if "=" in token:
             takes = 0
-        flags.extend(argv[i : i + 1 + takes])
+        values = argv[i + 1 : i + 1 + takes]
+        if action.type in (_constant, _tolerance):
+            # `--range -pi pi`: a leading space stops argparse reading -pi as an option (the grammar skips it)
+            values = [" " + v if v.startswith("-") else v for v in values]
+        flags.extend([token, *values])
         i += 1 + takes
     if not flags and not any(p.startswith("-") for p in positionals):
         return argv  # also reorder when flags sit between positionals: `grad "x*y" --json x=1 y=2`
@@ -319,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(_split_positionals(parser, args_list))
     try:
+        if hasattr(args, "expression"):
+            args.expression = read_expression(args.expression)
         status: int = args.run(args)
     except SymgradError as e:
         print(f"symgrad: error: {e}", file=sys.stderr)

@@ -10,6 +10,15 @@ graphs (which record the same tape format) all draw the same way::
 
 The walk is a single loop over the slots (no recursion), and a reused slot is
 one node with several outgoing edges, never a copy.
+
+Size.  Graphviz's ``dot`` draws the layered pictures above, but its time grows
+with the total length of the edges across layers: an input used at every step
+of a long sum (``x*0 + x*1 + ... + x*99``) takes it minutes.  So the layout
+program is chosen by measurement (:data:`DOT_WORK_LIMIT`): ``dot`` while that
+length is small, ``sfdp`` (a force-directed layout that scales) beyond it; and
+rendering a graph of more than :data:`MAX_RENDER_NODES` nodes is refused with a
+suggestion, unless asked for with ``max_nodes=None``.  The DOT source itself
+(``graph.source``, ``.dot`` files) is never limited.
 """
 
 from __future__ import annotations
@@ -24,16 +33,46 @@ import graphviz
 from . import interpret
 from .api import compile as compile_expression
 from .errors import InputError, MissingDependencyError, MissingVariableError
-from .function import Function, merge_point
+from .files import cannot_write, writable
+from .function import Function, bind_scalars, merge_point
 from .tape import Tape
 
-__all__ = ["FORMATS", "RANKDIRS", "check_rankdir", "draw", "draw_tape", "record_escape", "save"]
+__all__ = [
+    "DOT_WORK_LIMIT",
+    "FORMATS",
+    "LAYOUTS",
+    "MAX_RENDER_NODES",
+    "RANKDIRS",
+    "check_rankdir",
+    "draw",
+    "draw_tape",
+    "record_escape",
+    "save",
+]
 
 RANKDIRS = ("LR", "TB")
 """Layout directions: left to right (inputs on the left) or top to bottom."""
 
 FORMATS = (".svg", ".png", ".pdf", ".dot")
 """Output files :func:`save` writes, by extension (``.dot`` needs no Graphviz program)."""
+
+LAYOUTS = ("auto", "dot", "sfdp")
+"""Layout programs: ``dot`` (layered, in ``rankdir`` order), ``sfdp`` (force-directed, for large
+graphs), or ``auto``: ``dot`` up to :data:`DOT_WORK_LIMIT`, else ``sfdp``."""
+
+DOT_WORK_LIMIT = 2500
+"""The most layered edge length (the sum over edges of the layers each one crosses) ``auto`` gives
+to ``dot``.  Measured (2 shared cores, noisy): ``x*0 + ... + x*44`` (2,158) renders in 0.8 s, but
+``x*0 + ... + x*59`` (3,778) takes 2 to 5 s, ``x*0 + ... + x*79`` (6,638) 47 s and
+``x*0 + ... + x*99`` (10,298) over 120 s; ``sfdp`` draws 100 such terms in 2 s, 1,000 in 3 s."""
+
+SFDP_OVERLAP_NODES = 600
+"""Up to this many nodes, ``sfdp`` also moves nodes apart so none overlap (``overlap=prism``):
+2 s for ``x*0 + ... + x*99`` (500 nodes), but 40 s for 1,000 terms, which are drawn without it."""
+
+MAX_RENDER_NODES = 5000
+"""The most nodes (slots plus operations) :func:`save` renders by default: about 3 s with ``sfdp``
+(3,000 terms take 17 s, 10,000 take 90 s), and more than anyone can read."""
 
 INSTALL_GRAPHVIZ = (
     "Graphviz's 'dot' program is needed to render {what} but was not found on PATH; install it with "
@@ -81,7 +120,43 @@ def _const_label(value: float) -> str:
 
 def _check_per_slot(name: str, seq: Sequence[Any] | None, n_slots: int) -> None:
     if seq is not None and len(seq) != n_slots:
-        raise InputError(f"draw_tape: {name} has {len(seq)} entries but the tape has {n_slots} slots; pass one per slot")
+        raise InputError(
+            f"draw_tape: {name} has {len(seq)} entries but the tape has {n_slots} slots; pass one per slot"
+        )
+
+
+def _check_layout(layout: str) -> str:
+    if not isinstance(layout, str) or layout.lower() not in LAYOUTS:
+        raise InputError(f"layout must be one of {', '.join(repr(k) for k in LAYOUTS)}, got {layout!r}")
+    return layout.lower()
+
+
+def layered_work(tape: Tape) -> int:
+    """The total number of layers the drawing's edges cross when laid out in layers, as ``dot``
+    does (inputs and constants one layer before their first use): what ``dot``'s time grows with."""
+    first = tape.first_instr_slot
+    layer = [0] * tape.n_slots
+    first_use: list[int | None] = [None] * first
+    uses = [0] * first
+    use_layers = [0] * first
+    work = 0
+    for slot in range(first, tape.n_slots):
+        op_layer = 1 + max((layer[a] for a in tape.instr_at(slot).args if a >= first), default=0)
+        layer[slot] = op_layer + 1
+        work += 1
+        for a in tape.instr_at(slot).args:
+            if a >= first:
+                work += op_layer - layer[a]
+            else:
+                lowest = first_use[a]
+                first_use[a] = op_layer if lowest is None else min(lowest, op_layer)
+                uses[a] += 1
+                use_layers[a] += op_layer
+    for a in range(first):
+        lowest = first_use[a]
+        if lowest is not None:
+            work += use_layers[a] - uses[a] * (lowest - 1)
+    return work
 
 
 def check_rankdir(rankdir: str) -> str:
@@ -98,6 +173,7 @@ def draw_tape(
     *,
     labels: Mapping[int, str] | None = None,
     rankdir: str = "LR",
+    layout: str = "auto",
 ) -> graphviz.Digraph:
     """Draw ``tape`` as a :class:`graphviz.Digraph`.
 
@@ -107,10 +183,17 @@ def draw_tape(
     computed.  ``labels`` names slots by number; by default inputs show their
     variable name, constants their value and computed slots ``%k`` as in the
     tape listing.  Non-commutative ops number their incoming edges (1, 2) so
-    ``a-b`` and ``b-a`` look different; ``a*a`` shows two edges.
+    ``a-b`` and ``b-a`` look different; ``a*a`` shows two edges.  ``layout`` picks the
+    Graphviz program that renders it (:data:`LAYOUTS`; the graph's ``engine``).
     """
     rankdir = check_rankdir(rankdir)
     n_slots = tape.n_slots
+    layout = _check_layout(layout)
+    if layout == "auto":
+        layout = "dot" if layered_work(tape) <= DOT_WORK_LIMIT else "sfdp"
+    graph_attr = {"rankdir": rankdir, "nodesep": "0.25", "ranksep": "0.35", "bgcolor": "white"}
+    if layout == "sfdp" and n_slots + len(tape.instrs) <= SFDP_OVERLAP_NODES:
+        graph_attr["overlap"] = "prism"
     _check_per_slot("values", values, n_slots)
     _check_per_slot("grads", grads, n_slots)
     labels = labels or {}
@@ -158,10 +241,11 @@ def draw_tape(
         add(f"\top{slot} -> s{slot}\n")
     return graphviz.Digraph(
         name="symgrad",
-        graph_attr={"rankdir": rankdir, "nodesep": "0.25", "ranksep": "0.35", "bgcolor": "white"},
+        graph_attr=graph_attr,
         node_attr={"fontname": _FONT, "fontsize": "11", "shape": "record", "style": "filled"},
         edge_attr={"arrowsize": "0.6", "color": "#475569"},
         body=lines,
+        engine=layout,
     )
 
 
@@ -171,14 +255,15 @@ def draw(
     /,
     *,
     rankdir: str = "LR",
+    layout: str = "auto",
     **values: Any,
 ) -> graphviz.Digraph:
     """Draw an expression, a compiled function or a tape.
 
     With a value for every variable it runs the forward and reverse sweeps and
     shows each slot's data and grad; with no values it draws the structure
-    only.  A variable named like a keyword here (``rankdir``) can be given in
-    the ``point`` mapping instead.
+    only.  ``layout`` is as for :func:`draw_tape`.  A variable named like a keyword
+    here (``rankdir``, ``layout``) can be given in the ``point`` mapping instead.
 
     >>> dot = draw("a*b + c", a=2, b=-3, c=10)
     >>> dot.source.count("| grad ")     # one per slot: a, b, c, a*b, the sum
@@ -193,7 +278,7 @@ def draw(
     tape = function.tape
     merged = merge_point(point, values)
     if not merged and function.variables:  # (an expression without variables is always at a full point)
-        return draw_tape(tape, rankdir=rankdir)
+        return draw_tape(tape, rankdir=rankdir, layout=layout)
     missing = [name for name in function.variables if name not in merged]
     if missing and all(name in function.variables for name in merged):
         given = ", ".join(f"'{k}'" for k in merged)
@@ -202,30 +287,44 @@ def draw(
             f"draw() got values for {given} but not for {lacking}: give every variable a value "
             f"to show data and grads, or none to draw the structure only"
         )
-    inputs = function.bind((), merged)
+    inputs = bind_scalars(function, merged, "draw()")
     slot_values = interpret.forward(tape, inputs)
     adjoint = interpret.backward(tape, slot_values)
     needs = interpret.requires_grad(tape)
     grads = [g if needed else None for g, needed in zip(adjoint, needs, strict=True)]
-    return draw_tape(tape, slot_values, grads, rankdir=rankdir)
+    return draw_tape(tape, slot_values, grads, rankdir=rankdir, layout=layout)
 
 
-def save(graph: graphviz.Digraph, path: str | Path) -> Path:
+def save(graph: graphviz.Digraph, path: str | Path, *, max_nodes: int | None = MAX_RENDER_NODES) -> Path:
     """Write ``graph`` to ``path`` in the format its extension names (:data:`FORMATS`).
 
-    ``.dot`` writes the DOT source; the others run Graphviz's ``dot`` program
-    and raise :class:`MissingDependencyError` with install hints when it is missing.
+    ``.dot`` writes the DOT source; the others run the graph's Graphviz program
+    (``dot`` or ``sfdp``) and raise :class:`MissingDependencyError` with install hints
+    when it is missing.  A graph of more than ``max_nodes`` nodes is refused before
+    any layout (None: no limit).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise InputError(f"cannot write {str(path)!r}: the file name must end in {', '.join(FORMATS)}")
-    if suffix == ".dot":
-        path.write_text(graph.source, encoding="utf-8")
-        return path
+    writable(path)
+    nodes = sum(1 for line in graph.body if " -> " not in line)
+    if suffix != ".dot" and max_nodes is not None and nodes > max_nodes:
+        raise InputError(
+            f"the drawing has {nodes} nodes, more than the limit of {max_nodes} (the default, {MAX_RENDER_NODES}, "
+            f"renders in a few seconds; larger drawings take minutes and are hard to read): draw a smaller "
+            f"formula, write a .dot file (no layout needed), or raise the limit (max_nodes=N or None in Python, "
+            f"--max-nodes N or 0 on the command line)"
+        )
     try:
-        data = graph.pipe(format=suffix[1:])
-    except graphviz.ExecutableNotFound:
-        raise MissingDependencyError(INSTALL_GRAPHVIZ.format(what=path.name)) from None
-    path.write_bytes(data)
+        if suffix == ".dot":
+            path.write_text(graph.source, encoding="utf-8")
+            return path
+        try:
+            data = graph.pipe(format=suffix[1:])
+        except graphviz.ExecutableNotFound:
+            raise MissingDependencyError(INSTALL_GRAPHVIZ.format(what=path.name)) from None
+        path.write_bytes(data)
+    except OSError as e:
+        raise cannot_write(path, e) from None
     return path

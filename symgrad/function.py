@@ -47,7 +47,7 @@ from .explain import Explanation
 from .formula import to_formula
 from .tape import Tape
 
-__all__ = ["Function", "Gradient"]
+__all__ = ["Function", "Gradient", "bind_scalars"]
 
 Gradient = float | dict[str, float]
 """One partial (a float) or several (a dict from variable name to partial)."""
@@ -650,3 +650,24 @@ def _short_number(value: Any) -> str:
     if isinstance(value, int):  # (str() of a huge int is slow, and refused beyond 4,300 digits)
         return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
     return _short(repr(value))
+
+
+def bind_scalars(function: Function, point: Mapping[str, Any], purpose: str) -> list[float]:
+    """``point`` bound like :meth:`Function.bind`, for features that work at one point only.
+
+    ``draw``, ``check`` and ``plot(fixed=...)`` show or compare single numbers, so a numpy array
+    there is an :class:`~symgrad.errors.InputError` that names the variables (a 0-d array is a number).
+    """
+    values = function.bind((point,), {})
+    arrays = [name for name, v in zip(function.variables, values, strict=True) if type(v) is not float]
+    for i, name in enumerate(function.variables):
+        if name in arrays and np.ndim(values[i]) == 0:
+            values[i] = float(values[i])
+            arrays.remove(name)
+    if arrays:
+        listed = ", ".join(f"'{name}'" for name in arrays)
+        raise InputError(
+            f"{purpose} evaluates at single points: give {listed} a single number, not an array "
+            f"(evaluate arrays with f(...) or f.value_and_grad(...))"
+        )
+    return values

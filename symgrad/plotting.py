@@ -20,7 +20,8 @@ import numpy as np
 from . import interpret
 from .api import compile as compile_expression
 from .errors import DomainError, InputError, MissingDependencyError, MissingVariableError, UnknownVariableError
-from .function import Function
+from .files import cannot_write, writable
+from .function import Function, bind_scalars
 
 __all__ = ["DEFAULT_POINTS", "FORMATS", "plot", "sample"]
 
@@ -49,7 +50,9 @@ def _variable(function: Function, var: str | None, fixed: Mapping[str, Any]) -> 
         return free[0]
     if var not in names:
         listed = ", ".join(names) if names else "(none)"
-        raise UnknownVariableError(f"cannot plot against '{var}': it is not a variable of {described}; its variables are {listed}")
+        raise UnknownVariableError(
+            f"cannot plot against '{var}': it is not a variable of {described}; its variables are {listed}"
+        )
     if var in fixed:
         raise InputError(f"'{var}' is the variable plotted against, so it cannot also be given a fixed value")
     missing = [name for name in names if name != var and name not in fixed]
@@ -90,7 +93,7 @@ def sample(
     lo, hi = float(lo), float(hi)
     _check_range(lo, hi, points)
     tape = function.tape
-    inputs = function.bind((), {**fixed, name: lo})
+    inputs = bind_scalars(function, {**fixed, name: lo}, "plot()")
     k = function.variables.index(name)
     step = (hi - lo) / (points - 1)
     xs = [lo + i * step for i in range(points - 1)] + [hi]
@@ -143,11 +146,14 @@ def plot(
         path = Path(path)
         if path.suffix.lower() not in FORMATS:
             raise InputError(f"cannot write {str(path)!r}: the file name must end in {', '.join(FORMATS)}")
+        writable(path)
     Figure, FigureCanvasAgg = _figure_class()
     function = compile_expression(expr)
     xs, ys, dys = sample(function, lo, hi, var=var, points=points, fixed=fixed)
     if all(math.isnan(y) for y in ys):
-        raise DomainError(f"'{function.source}' is undefined at every point of [{lo:g}, {hi:g}]; try another range", "plot")
+        raise DomainError(
+            f"'{function.source}' is undefined at every point of [{lo:g}, {hi:g}]; try another range", "plot"
+        )
     name = var if var is not None else _variable(function, None, dict(fixed or {}))
 
     figure = Figure(figsize=(7.0, 4.2), dpi=100, layout="constrained")
@@ -167,7 +173,10 @@ def plot(
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", frameon=False)
     if path is not None:
-        figure.savefig(path, dpi=150, metadata=_metadata(path))
+        try:
+            figure.savefig(path, dpi=150, metadata=_metadata(path))
+        except OSError as e:
+            raise cannot_write(path, e) from None
     return figure
 
 

@@ -1,4 +1,4 @@
-"""Hypothesis profiles for the property tests, and Graphviz's ``dot`` for the rendering tests.
+"""Hypothesis profiles for the property tests, and whether the rendering tests can find Graphviz's ``dot``.
 
 * ``ci`` (the default): 300 examples per property, derandomized, so every CI
   run draws the same examples and the property tests finish in well under a
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 
 import pytest
@@ -32,10 +31,10 @@ os.environ.setdefault("SYMGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="symgrad-test
 
 
 # ------------------------------------------------------------ Graphviz dot ---
-# Tests marked ``needs_dot`` render with Graphviz's ``dot`` program.  If it is missing, we install it
-# from Debian's archive when we can (root with apt-get, as .ci/run does); otherwise those tests are
-# skipped with the install command as the reason -- except under CI=true, where a missing dot fails
-# the run instead of hiding the tests.
+# Tests marked ``needs_dot`` render with Graphviz's ``dot`` program.  A test run never installs
+# anything (.ci/run installs graphviz before it runs pytest): when dot is missing, those tests are
+# skipped with the install command as the reason -- except under CI=true, where a missing dot
+# fails the run instead of hiding the tests.
 
 DOT_MISSING = (
     "Graphviz's dot program is not installed: apt-get install graphviz (Debian/Ubuntu), "
@@ -43,21 +42,18 @@ DOT_MISSING = (
 )
 
 
-def _find_or_install_dot() -> bool:
-    if shutil.which("dot"):
-        return True
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "graphviz"], env=env, capture_output=True, check=False)
-    return shutil.which("dot") is not None
+def dot_decision(needing: int, have_dot: bool, ci: bool) -> str:
+    """What to do with ``needing`` tests that need dot: ``"run"``, ``"skip"`` or ``"fail"``."""
+    if not needing or have_dot:
+        return "run"
+    return "fail" if ci else "skip"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     needing = [item for item in items if item.get_closest_marker("needs_dot")]
-    if not needing or _find_or_install_dot():
-        return
-    if os.environ.get("CI"):
+    decision = dot_decision(len(needing), shutil.which("dot") is not None, bool(os.environ.get("CI")))
+    if decision == "fail":
         raise pytest.UsageError(f"{len(needing)} tests need Graphviz: {DOT_MISSING}")
-    for item in needing:
-        item.add_marker(pytest.mark.skip(reason=DOT_MISSING))
+    if decision == "skip":
+        for item in needing:
+            item.add_marker(pytest.mark.skip(reason=DOT_MISSING))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,9 +78,16 @@ def test_user_errors_exit_2_with_message_on_stderr(
     assert "Traceback" not in err
 
 
+def console_script() -> str | None:
+    """The ``symgrad`` script installed beside this interpreter (a venv's ``bin`` need not be on PATH),
+    else the one on PATH."""
+    beside = Path(sys.executable).parent / ("symgrad.exe" if os.name == "nt" else "symgrad")
+    return str(beside) if beside.is_file() else shutil.which("symgrad")
+
+
 def test_console_script_is_installed() -> None:
-    exe = shutil.which("symgrad")
-    assert exe is not None, "the symgrad console script is not on PATH (pip install -e '.[dev]')"
+    exe = console_script()
+    assert exe is not None, f"no symgrad console script beside {sys.executable} or on PATH (pip install -e '.[dev]')"
     done = subprocess.run([exe, "grad", "a*b + c", "a=2", "b=-3", "c=10"], capture_output=True, text=True, check=False)
     assert done.returncode == 0
     assert done.stdout.split() == ["value", "4", "d/da", "-3", "d/db", "2", "d/dc", "1"]
@@ -96,3 +105,9 @@ def test_python_dash_m() -> None:
 def test_flags_may_sit_between_expression_and_point(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "grad", "x*y", "--json", "x=1", "y=2")
     assert status == 0 and json.loads(out)["grad"] == {"x": 2.0, "y": 1.0}
+
+
+def test_console_script_is_found_without_the_venv_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    exe = console_script()
+    assert exe is not None and Path(exe).parent == Path(sys.executable).parent

@@ -13,7 +13,14 @@ per block, with ids such as ``tape.md:42`` (the line of the opening fence):
   status must be 2 when the output shows ``symgrad: error:``, else 0; a
   trailing ``# exit status N`` comment states any other status.
 
-Other fences (``bash``, ``text``, ``lark``, plain ``python``) are not run.
+* ```` ```python ```` blocks run as scripts (stdout is discarded), in the same
+  globals as the file's pycon blocks, in order: they must not raise, and an
+  ``assert`` in one states what it shows.  ```` ```python no-run ```` marks one
+  that needs what a test run does not have (a cluster, gigabytes): it is shown
+  highlighted but not run.
+
+Other fences (``bash``, ``text``, ``lark``) are not run; an excerpt of Python
+that cannot run on its own is tagged ``text``.
 
 Reference pages are checked against the code they describe: the grammar quoted
 in ``grammar.md`` is the grammar file, generated tables match the op table
@@ -63,7 +70,7 @@ class Block:
         return f"{self.path.name}:{self.line}"
 
 
-_FENCE = re.compile(r"^( *)(`{3,}|~{3,})\s*([\w+-]*)")
+_FENCE = re.compile(r"^( *)(`{3,}|~{3,})\s*([\w+-]*)(.*)$")
 
 
 def blocks(path: Path) -> list[Block]:
@@ -77,6 +84,8 @@ def blocks(path: Path) -> list[Block]:
             i += 1
             continue
         indent, fence, lang, start = len(m.group(1)), m.group(2), m.group(3).lower(), i
+        if lang == "python" and "no-run" in m.group(4).split():
+            lang = "python no-run"
         i += 1
         body: list[str] = []
         while i < len(lines) and not lines[i].lstrip(" ").startswith(fence):
@@ -91,7 +100,7 @@ def blocks(path: Path) -> list[Block]:
 
 
 ALL_BLOCKS = [b for path in DOC_FILES if path.exists() for b in blocks(path)]
-RUN = [b for b in ALL_BLOCKS if b.lang in ("pycon", "console")]
+RUN = [b for b in ALL_BLOCKS if b.lang in ("pycon", "console", "python")]
 
 
 # ---------------------------------------------------------------- running ---
@@ -132,6 +141,19 @@ def _run_pycon(block: Block, session: _Session) -> str:
     runner.run(test, out=report.write, clear_globs=False)
     session.globs = test.globs  # DocTest works on a copy; carry it to the next block
     return report.getvalue() if runner.failures else ""
+
+
+def _run_python(block: Block, session: _Session) -> str:
+    """Run one python block as a script in the file's globals; the traceback, or ''."""
+    code = compile("\n" * (block.line - 1) + "\n" + block.text, str(block.path), "exec")  # line numbers as in the file
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            exec(code, session.globs)
+        except Exception:
+            import traceback
+
+            return f"{block.id}: the python block raised\n{traceback.format_exc()}"
+    return ""
 
 
 _STATUS_COMMENT = re.compile(r"\s+#\s*exit status (\d+)\s*$")
@@ -191,7 +213,7 @@ _RENDERS = re.compile(r"\.render\(|\bsave\(|symgrad draw [^\n]*-o \S+\.(svg|png|
 def _needs_dot(block: Block) -> bool:
     """Does the block render a graph with Graphviz's dot program (or replay an earlier one that does)?"""
     earlier = [b for b in RUN if b.path == block.path and b.line <= block.line]
-    return any(_RENDERS.search(b.text) for b in (earlier if block.lang == "pycon" else [block]))
+    return any(_RENDERS.search(b.text) for b in (earlier if block.lang != "console" else [block]))
 
 
 @pytest.mark.parametrize(
@@ -205,7 +227,7 @@ def test_example(block: Block, tmp_path_factory: pytest.TempPathFactory, monkeyp
         session = _SESSIONS[block.path] = _Session(tmp_path_factory.mktemp(block.path.stem))
     monkeypatch.chdir(session.directory)
     monkeypatch.setenv("COLUMNS", "100")
-    run = {"pycon": _run_pycon, "console": _run_console}
+    run = {"pycon": _run_pycon, "console": _run_console, "python": _run_python}
     while session.done < index:  # run earlier blocks first (e.g. under -k), as one session
         earlier = file_blocks[session.done]
         run[earlier.lang](earlier, session)
@@ -219,12 +241,13 @@ def test_example(block: Block, tmp_path_factory: pytest.TempPathFactory, monkeyp
 def test_blocks_were_found() -> None:
     names = {b.path.name for b in RUN}
     assert {"index.md", "tutorial.md", "grammar.md", "tape.md", "api.md", "cli.md", "README.md"} <= names
+    assert {b.id for b in RUN if b.lang == "python" and b.path.name == "README.md"}, "README python blocks run"
 
 
 def test_no_example_escapes_execution() -> None:
     """A '>>>' or '$ symgrad' line outside a pycon/console fence would silently go unchecked."""
     for block in ALL_BLOCKS:
-        if block.lang in ("pycon", "console"):
+        if block.lang in ("pycon", "console", "python"):
             continue
         for line in block.text.splitlines():
             assert not line.startswith((">>> ", "$ symgrad")), f"{block.id}: tag this fence pycon or console"
@@ -237,6 +260,8 @@ def test_the_runner_fails_on_wrong_output(tmp_path: Path) -> None:
     assert "Expected:" in _run_pycon(pycon, session)
     console = Block(tmp_path / "x.md", 1, "console", '$ symgrad grad "x*x" x=3\nvalue  9\nd/dx   7\n')
     assert "--- expected" in _run_console(console, session)
+    assert "AssertionError" in _run_python(Block(tmp_path / "x.md", 1, "python", "assert 1 + 1 == 3\n"), session)
+    assert _run_python(Block(tmp_path / "x.md", 1, "python", "y = 1 + 1\nassert y == 2\n"), session) == ""
     right_output_wrong_status = '$ symgrad grad "x*x" x=3  # exit status 2\nvalue  9\nd/dx   6\n'
     assert "exit status 0, expected 2" in _run_console(
         Block(tmp_path / "x.md", 1, "console", right_output_wrong_status), session

@@ -35,14 +35,14 @@ def test_data(moons: ModuleType) -> None:
 
 @pytest.mark.slow
 def test_replay_training_reaches_97_percent(moons: ModuleType) -> None:
-    _, acc, _ = moons.train("replay", steps=100, seed=0, verbose=False)
+    _, acc, _, _ = moons.train("replay", steps=100, seed=0, verbose=False)
     assert acc >= 0.97
 
 
 @pytest.mark.slow
 def test_eager_and_replay_take_the_same_steps(moons: ModuleType) -> None:
-    eager, _, _ = moons.train("eager", steps=2, seed=3, verbose=False)
-    replay, _, _ = moons.train("replay", steps=2, seed=3, verbose=False)
+    eager, _, _, _ = moons.train("eager", steps=2, seed=3, verbose=False)
+    replay, _, _, _ = moons.train("replay", steps=2, seed=3, verbose=False)
     assert [p.data for p in eager.parameters()] == [p.data for p in replay.parameters()]
 
 
@@ -50,7 +50,19 @@ def test_command_line(moons: ModuleType, capsys: pytest.CaptureFixture[str]) -> 
     moons.main(["--mode", "replay", "--steps", "2", "--seed", "1"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("step   0 loss ")
-    assert re.fullmatch(r"accuracy \d+\.\d% \| \d+\.\d ms/step", lines[-1])
+    last = re.fullmatch(r"accuracy \d+\.\d% \| setup (\d+\.\d) ms \| \d+\.\d ms/step", lines[-1])
+    assert last is not None and float(last.group(1)) > 0  # tracing and code generation, apart from the steps
+
+
+def test_decision_function_on_arrays_equals_the_model_point_by_point(moons: ModuleType) -> None:
+    """--plot evaluates the whole grid through the numpy path; it must match the Value model."""
+    X, _ = moons.make_moons(100, 0.1, seed=0)
+    model = moons.MLP(2, [16, 16, 1], seed=0)
+    xx, yy = moons.grid(X, h=0.5)
+    scores = moons.decision_function(model)(xx, yy)
+    assert scores.shape == xx.shape
+    expected = [model([float(a), float(b)]).data for a, b in zip(xx.ravel(), yy.ravel(), strict=True)]
+    np.testing.assert_allclose(scores.ravel(), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_plot_without_matplotlib_says_how_to_get_it(

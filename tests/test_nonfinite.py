@@ -33,7 +33,7 @@ def test_a_non_finite_input_is_an_input_error_naming_the_variable(value: float, 
         "value": lambda: f(value, 1.0),
         "hessian": lambda: f.hessian(x=value, y=1.0),
     }[call]
-    with pytest.raises(InputError, match="is (nan|inf|-inf): formulas are evaluated at finite points"):
+    with pytest.raises(InputError, match=r"is (nan|inf|-inf): formulas are evaluated at finite points"):
         run()
 
 
