@@ -7,8 +7,7 @@
 
 from __future__ import annotations
 
-from .api import clear_cache, compile, diff, grad, hessian, hvp, jacobian, jvp, value_and_grad
-from .drawing import draw
+from .api import clear_cache, compile, diff, draw, grad, hessian, hvp, jacobian, jvp, value_and_grad
 from .errors import (
     ArityError,
     DomainError,

@@ -12,15 +12,19 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import native
 from .errors import InputError
 from .function import Function, Gradient, merge_point
 from .lower import lower, lower_many
 from .parser import parse
+from .tape import Tape
 
-__all__ = ["clear_cache", "compile", "diff", "grad", "hessian", "hvp", "jacobian", "jvp", "value_and_grad"]
+if TYPE_CHECKING:
+    import graphviz
+
+__all__ = ["clear_cache", "compile", "diff", "draw", "grad", "hessian", "hvp", "jacobian", "jvp", "value_and_grad"]
 
 Expression = str | Sequence[str] | Function
 """A formula, several formulas (one output each), or a compiled Function."""
@@ -225,3 +229,32 @@ def hvp(expr: str | Function, point: Mapping[str, Any], vector: Mapping[str, Any
 
 def _merge(point: Mapping[str, Any] | None, values: Mapping[str, Any]) -> dict[str, Any]:
     return merge_point(point, values)  # a name in both is an InputError
+
+
+def draw(
+    target: str | Function | Tape,
+    point: Mapping[str, Any] | None = None,
+    /,
+    *,
+    rankdir: str = "LR",
+    layout: str = "auto",
+    **values: Any,
+) -> graphviz.Digraph:
+    """Draw an expression, a compiled function or a tape (see :meth:`Function.draw`).
+
+    With a value for every variable it runs the forward and reverse sweeps and
+    shows each slot's data and grad; with no values it draws the structure
+    only.  A variable named like a keyword here (``rankdir``, ``layout``) can be
+    given in the ``point`` mapping instead.
+
+    >>> dot = draw("a*b + c", a=2, b=-3, c=10)
+    >>> dot.source.count("| grad ")     # one per slot: a, b, c, a*b, the sum
+    5
+    """
+    if isinstance(target, Tape):
+        function = Function(target)
+    elif isinstance(target, (str, Function)):
+        function = compile(target)
+    else:
+        raise InputError(f"draw() takes an expression string, a Function or a Tape, got {type(target).__name__}")
+    return function.draw(point, rankdir=rankdir, layout=layout, **values)

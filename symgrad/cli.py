@@ -132,9 +132,9 @@ def _cmd_grad(args: argparse.Namespace) -> int:
 
 
 def _cmd_draw(args: argparse.Namespace) -> int:
-    from .drawing import draw, save
+    from .drawing import save
 
-    graph = draw(args.expression, parse_point(args.point), rankdir=args.rankdir, layout=args.layout)
+    graph = api.draw(args.expression, parse_point(args.point), rankdir=args.rankdir, layout=args.layout)
     if args.output is None:
         sys.stdout.write(graph.source)
     else:
@@ -294,7 +294,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     if args.latex:
         import sympy  # the oracle's library: LaTeX is sympy's printer over the derivative tape
 
-        from .oracle import to_sympy
+        from .symbolic import to_sympy
 
         print(sympy.latex(to_sympy(d.tape)))
     else:

@@ -31,10 +31,8 @@ from typing import Any
 import graphviz
 
 from . import interpret
-from .api import compile as compile_expression
-from .errors import InputError, MissingDependencyError, MissingVariableError
+from .errors import InputError, MissingDependencyError
 from .files import cannot_write, writable
-from .function import Function, bind_scalars, merge_point
 from .tape import Tape
 
 __all__ = [
@@ -44,7 +42,7 @@ __all__ = [
     "MAX_RENDER_NODES",
     "RANKDIRS",
     "check_rankdir",
-    "draw",
+    "draw_point",
     "draw_tape",
     "record_escape",
     "save",
@@ -249,45 +247,8 @@ def draw_tape(
     )
 
 
-def draw(
-    target: str | Function | Tape,
-    point: Mapping[str, Any] | None = None,
-    /,
-    *,
-    rankdir: str = "LR",
-    layout: str = "auto",
-    **values: Any,
-) -> graphviz.Digraph:
-    """Draw an expression, a compiled function or a tape.
-
-    With a value for every variable it runs the forward and reverse sweeps and
-    shows each slot's data and grad; with no values it draws the structure
-    only.  ``layout`` is as for :func:`draw_tape`.  A variable named like a keyword
-    here (``rankdir``, ``layout``) can be given in the ``point`` mapping instead.
-
-    >>> dot = draw("a*b + c", a=2, b=-3, c=10)
-    >>> dot.source.count("| grad ")     # one per slot: a, b, c, a*b, the sum
-    5
-    """
-    if isinstance(target, Tape):
-        function = Function(target)
-    elif isinstance(target, (str, Function)):
-        function = compile_expression(target)
-    else:
-        raise TypeError(f"draw() takes an expression string, a Function or a Tape, got {type(target).__name__}")
-    tape = function.tape
-    merged = merge_point(point, values)
-    if not merged and function.variables:  # (an expression without variables is always at a full point)
-        return draw_tape(tape, rankdir=rankdir, layout=layout)
-    missing = [name for name in function.variables if name not in merged]
-    if missing and all(name in function.variables for name in merged):
-        given = ", ".join(f"'{k}'" for k in merged)
-        lacking = ", ".join(f"'{m}'" for m in missing)
-        raise MissingVariableError(
-            f"draw() got values for {given} but not for {lacking}: give every variable a value "
-            f"to show data and grads, or none to draw the structure only"
-        )
-    inputs = bind_scalars(function, merged, "draw()")
+def draw_point(tape: Tape, inputs: Sequence[float], *, rankdir: str = "LR", layout: str = "auto") -> graphviz.Digraph:
+    """Draw ``tape`` with each slot's data and grad at one point (both sweeps of the reference interpreter)."""
     slot_values = interpret.forward(tape, inputs)
     adjoint = interpret.backward(tape, slot_values)
     needs = interpret.requires_grad(tape)

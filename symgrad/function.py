@@ -38,9 +38,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import graphviz
 import numpy as np
 
-from . import arraycode, codegen, dask_arrays, display, interpret, native, transforms
+from . import arraycode, codegen, dask_arrays, display, drawing, interpret, native, symbolic, transforms
 from . import explain as explain_mod
 from .errors import InputError, MissingVariableError, UnknownVariableError
 from .explain import Explanation
@@ -437,14 +438,30 @@ class Function:
         """One formula per output."""
         return tuple(to_formula(self.tape))
 
-    def draw(self, point: Mapping[str, Any] | None = None, /, *, rankdir: str = "LR", **values: Any) -> Any:
+    def draw(
+        self, point: Mapping[str, Any] | None = None, /, *, rankdir: str = "LR", layout: str = "auto", **values: Any
+    ) -> graphviz.Digraph:
         """A graphviz drawing of the tape, with data and grads at a point if one is given.
 
-        Delegates to :func:`symgrad.draw`; returns a ``graphviz.Digraph``.
+        With a value for every variable it runs the forward and reverse sweeps and
+        shows each slot's data and grad; with no values it draws the structure
+        only.  ``layout`` is as for :func:`symgrad.drawing.draw_tape`.  A variable
+        named like a keyword here (``rankdir``, ``layout``) can be given in the
+        ``point`` mapping instead.  :func:`symgrad.draw` is the same for a string.
         """
-        from .drawing import draw  # deferred: draw imports this module
-
-        return draw(self, point, rankdir=rankdir, **values)
+        merged = merge_point(point, values)
+        if not merged and self.variables:  # (an expression without variables is always at a full point)
+            return drawing.draw_tape(self.tape, rankdir=rankdir, layout=layout)
+        missing = [name for name in self.variables if name not in merged]
+        if missing and all(name in self.variables for name in merged):
+            given = ", ".join(f"'{k}'" for k in merged)
+            lacking = ", ".join(f"'{m}'" for m in missing)
+            raise MissingVariableError(
+                f"draw() got values for {given} but not for {lacking}: give every variable a value "
+                f"to show data and grads, or none to draw the structure only"
+            )
+        inputs = bind_scalars(self, merged, "draw()")
+        return drawing.draw_point(self.tape, inputs, rankdir=rankdir, layout=layout)
 
     # -- backend choice (native machine code via llvmlite, else generated Python) ---------
     def _compiled(self, tape: Tape, slow: Callable[..., Any], returns: codegen.Returns) -> Callable[..., Any]:
@@ -474,16 +491,12 @@ class Function:
 
     # -- the oracle (sympy, imported only when these are called) ---------------
     def to_sympy(self) -> Any:
-        """This function as a sympy expression, built from the op table (see :mod:`symgrad.oracle`)."""
-        from . import oracle
-
-        return oracle.to_sympy(oracle.tree_of(self))
+        """This function as a sympy expression, built from the op table (see :mod:`symgrad.symbolic`)."""
+        return symbolic.to_sympy(symbolic.tree_of(self.source, self.tape))
 
     def symbolic_grad(self) -> dict[str, Any]:
         """``{name: sympy derivative}`` for every variable, in variable order."""
-        from . import oracle
-
-        return oracle.symbolic_grad(oracle.tree_of(self), self.variables)
+        return symbolic.symbolic_grad(symbolic.tree_of(self.source, self.tape), self.variables)
 
     # -- for learners: the sweeps shown, and Jupyter's rich display ------------
     def explain(self, *args: Any, max_rows: int | None = explain_mod.DEFAULT_MAX_ROWS, **kwargs: Any) -> Explanation:
