@@ -266,9 +266,14 @@ def _w3_child(peer: str, n_ops: int, quick: bool, queue: Any) -> None:
 
 
 def budgeted(peer: str, n_ops: int, budget: float) -> tuple[float | None, float | None, str]:
+    return in_child(_w3_child, (peer, n_ops, QUICK), budget)
+
+
+def in_child(target: Callable[..., None], args: tuple[Any, ...], budget: float) -> tuple[float | None, float | None, str]:
+    """Run ``target(*args, queue)`` in a fresh process; stop it after ``budget`` seconds."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_w3_child, args=(peer, n_ops, QUICK, queue))
+    proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
     proc.join(budget)
     if proc.is_alive():
@@ -474,20 +479,6 @@ def _hessian_child(peer: str, src: str, point: dict[str, float], quick: bool, qu
         queue.put((None, None, f"failed: {type(e).__name__}: {str(e)[:80]}"))
 
 
-def _budgeted_hessian(peer: str, src: str, point: dict[str, float], budget: float) -> tuple[float | None, float | None, str]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_hessian_child, args=(peer, src, point, QUICK, queue))
-    proc.start()
-    proc.join(budget)
-    if proc.is_alive():
-        proc.terminate()
-        proc.join()
-        return None, None, f"> budget ({budget:.0f} s)"
-    result: tuple[float | None, float | None, str] = queue.get() if not queue.empty() else (None, None, "no result")
-    return result
-
-
 def hessian_workload(title: str, src: str, point: dict[str, float], budget: float) -> str:
     """The full Hessian at a point: symgrad (forward over reverse) vs jax.hessian (jit) vs sympy diff twice."""
     args = list(point.values())
@@ -509,7 +500,7 @@ def hessian_workload(title: str, src: str, point: dict[str, float], budget: floa
         if not have(module):
             rows.append((name, None, None, "not installed"))
             continue
-        c, t, note = _budgeted_hessian(peer, src, point, budget)
+        c, t, note = in_child(_hessian_child, (peer, src, point, QUICK), budget)
         rows.append((name, c, t, note))
     return table(title, rows, "symgrad hessian function, positional")
 

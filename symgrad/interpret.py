@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import DomainError
@@ -53,23 +53,13 @@ class _Plans:
 _PLANS: weakref.WeakKeyDictionary[Tape, _Plans] = weakref.WeakKeyDictionary()
 
 
-def _depends(tape: Tape, positions: Iterable[int]) -> list[bool]:
-    needs = [False] * tape.n_slots
-    for i in positions:
-        needs[i] = True
-    base = tape.first_instr_slot
-    for k, instr in enumerate(tape.instrs):
-        needs[base + k] = any(needs[a] for a in instr.args)
-    return needs
-
-
 def _plans(tape: Tape) -> _Plans:
     plans = _PLANS.get(tape)
     if plans is None:
         forward_plan = tuple(
             (instr.op.scalar, instr.args[0], instr.args[1] if len(instr.args) > 1 else -1) for instr in tape.instrs
         )
-        plans = _PLANS[tape] = _Plans(forward_plan, _depends(tape, range(tape.n_inputs)))
+        plans = _PLANS[tape] = _Plans(forward_plan, tape.depends_on(range(tape.n_inputs)))
     return plans
 
 
@@ -133,14 +123,14 @@ def backward(
     its plan is not kept.
     """
     if not keep_plan:
-        plan = _reverse_plan(tape, _depends(tape, range(tape.n_inputs) if wrt is None else wrt))
+        plan = _reverse_plan(tape, tape.depends_on(range(tape.n_inputs) if wrt is None else wrt))
     elif wrt is None:
         plans = _plans(tape)
         if plans.reverse is None:
             plans.reverse = _reverse_plan(tape, plans.needs)
         plan = plans.reverse
     else:
-        plan = _reverse_plan(tape, _depends(tape, wrt))
+        plan = _reverse_plan(tape, tape.depends_on(wrt))
     adjoint = [0.0] * tape.n_slots
     adjoint[tape.output if seed is None else seed] = 1.0
     out = -1

@@ -11,18 +11,8 @@ them two other, independent ways so anyone can check the tape's answer:
 sympy is imported lazily inside the functions here: it is never on the
 evaluation path, and ``import symgrad`` does not import it.
 
-Numbers.  A ``Const`` node keeps its source text, so the oracle uses the
-*exact* number the user wrote: ``0.1`` becomes ``Rational(1, 10)``, ``1e-3``
-becomes ``1/1000``, ``pi`` and ``E`` stay symbolic.  (The tape uses the nearest
-float, which differs by at most half an ulp; the tolerances absorb that.)
-Points are substituted as the exact value of each float (a 50-digit sympy
-``Float``), then the result is evaluated to :data:`DIGITS` significant digits.
-
-Symbols.  Every variable becomes ``sympy.Symbol(name)``, a plain symbol even
-for names sympy would otherwise read specially (``I``, ``E_n``, ``gamma``,
-``S``, ``N``).  Derivatives are taken with *real* symbols (symgrad is
-real-valued: d|x|/dx is ``sign(x)`` only for real x) and returned in terms of
-the plain symbols again.
+How formulas become sympy expressions (exact numbers as written, plain
+symbols, real symbols for differentiation) is :mod:`symgrad.symbolic`.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ the executor that derives it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import display
@@ -102,6 +103,16 @@ class Tape:
         if slot < self.first_instr_slot:
             return "const"
         return "instr"
+
+    def depends_on(self, positions: Iterable[int]) -> list[bool]:
+        """Per slot: does it depend on one of the inputs at these positions?"""
+        needs = [False] * self.n_slots
+        for i in positions:
+            needs[i] = True
+        base = self.first_instr_slot
+        for k, instr in enumerate(self.instrs):
+            needs[base + k] = any(needs[a] for a in instr.args)
+        return needs
 
     def instr_at(self, slot: int) -> Instr:
         return self.instrs[slot - self.first_instr_slot]

@@ -68,17 +68,6 @@ def _positions(tape: Tape, wrt: str | Iterable[str] | None) -> list[int]:
     return positions
 
 
-def _depends(tape: Tape, positions: Iterable[int]) -> list[bool]:
-    """Per slot: does it depend on one of these inputs?"""
-    needs = [False] * tape.n_slots
-    for i in positions:
-        needs[i] = True
-    base = tape.first_instr_slot
-    for k, instr in enumerate(tape.instrs):
-        needs[base + k] = any(needs[a] for a in instr.args)
-    return needs
-
-
 def _origin(instr: Instr) -> Op:
     return instr.derivative_of or instr.op
 
@@ -204,7 +193,7 @@ def grad_tape(tape: Tape, wrt: str | Iterable[str] | None = None, *, output: int
     b = TapeBuilder(tape.source)
     refs = b.import_tape(tape)
     out_slot = tape.outputs[output]
-    adjoints = _reverse(b, tape, refs, out_slot, _depends(tape, positions))
+    adjoints = _reverse(b, tape, refs, out_slot, tape.depends_on(positions))
     value_name = _value_name(tape, output)
     outputs = [refs[out_slot]] if with_value else []
     names = [value_name] if with_value else []
@@ -292,7 +281,7 @@ def hessian_tape(
             for i in range(j + 1):
                 h[i][j] = h[j][i] = tangent[gradient.outputs[i]]
     elif method == "reverse-over-reverse":
-        needs = _depends(gradient, positions)
+        needs = gradient.depends_on(positions)
         for i in range(n):
             adjoints = _reverse(b, gradient, refs, gradient.outputs[i], needs)
             for j in range(i, n):
@@ -319,7 +308,7 @@ def jacobian_tape(tape: Tape, wrt: str | Iterable[str] | None = None, *, mode: s
     refs = b.import_tape(tape)
     jac: list[list[Ref | None]] = [[None] * n for _ in range(m)]
     if mode == "reverse":
-        needs = _depends(tape, positions)
+        needs = tape.depends_on(positions)
         for k in range(m):
             adjoints = _reverse(b, tape, refs, tape.outputs[k], needs)
             jac[k] = [adjoints.get(p) for p in positions]

@@ -54,7 +54,7 @@ def test_function_html_shows_formula_variables_and_size() -> None:
 
 def test_function_latex_is_sympys_rendering_of_the_formula() -> None:
     f = symgrad.compile("tanh(x1*w1 + b) / sqrt(y)")
-    want = sympy.latex(to_sympy(tree_of(f)))
+    want = sympy.latex(to_sympy(tree_of(f.source, f.tape)))
     assert f._repr_latex_() == f"$\\displaystyle {want}$"
     assert "\\tanh" in want and "\\sqrt" in want
 

@@ -90,7 +90,7 @@ def test_expressions_without_records() -> None:
 def test_docstring_examples() -> None:
     import doctest
 
-    result = doctest.testmod(sys.modules["symgrad.drawing"])
+    result = doctest.testmod(sys.modules["symgrad.api"], extraglobs={"draw": symgrad.draw})
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -181,7 +181,7 @@ def test_partial_point_is_a_clear_error() -> None:
         symgrad.draw("a*b + c", a=1)
     with pytest.raises(UnknownVariableError, match="'z' is not a variable"):
         symgrad.draw("a*b", a=1, b=2, z=3)
-    with pytest.raises(TypeError, match="expression string, a Function or a Tape"):
+    with pytest.raises(symgrad.InputError, match="expression string, a Function or a Tape"):
         symgrad.draw(3.0)  # type: ignore[arg-type]
 
 
