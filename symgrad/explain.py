@@ -395,8 +395,8 @@ def _sources(tape: Tape, labels: Mapping[int, str]) -> list[str]:
 
 
 def _output_of(tape: Tape) -> int:
-    """The slot a one-output tape returns."""
-    return tape.output
+    """The slot the reverse sweep starts from by default: the tape's first output."""
+    return tape.outputs[0]
 
 
 def explain_tape(

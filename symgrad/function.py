@@ -499,13 +499,17 @@ class Function:
         return symbolic.symbolic_grad(symbolic.tree_of(self.source, self.tape), self.variables)
 
     # -- for learners: the sweeps shown, and Jupyter's rich display ------------
-    def explain(self, *args: Any, max_rows: int | None = explain_mod.DEFAULT_MAX_ROWS, **kwargs: Any) -> Explanation:
+    def explain(
+        self, *args: Any, max_rows: int | None = explain_mod.DEFAULT_MAX_ROWS, output: int = 0, **kwargs: Any
+    ) -> Explanation:
         """Both sweeps at a point, slot by slot: value, local partials, adjoint.
 
         ``f.explain(x1=2, w1=-3, ...)`` takes a point the way ``f.grad`` does
         (floats only).  The result prints as a table (``str()``), displays as
         HTML in Jupyter, and has ``.rows``, ``.to_markdown()`` and
-        ``.to_dict()``; ``max_rows=None`` shows every slot of a big tape.
+        ``.to_dict()``; ``max_rows=None`` shows every slot of a big tape.  For a
+        function with several outputs (a gradient function, say), ``output``
+        picks the one whose adjoints the reverse sweep computes.
         """
         point = self.bind(args, kwargs)
         if _has_array(point):
@@ -513,9 +517,15 @@ class Function:
         at = ", ".join(
             f"{name}={explain_mod.format_number(v, 6)}" for name, v in zip(self.variables, point, strict=True)
         )
+        if not 0 <= output < self.n_outputs:
+            raise InputError(f"output must be 0..{self.n_outputs - 1}, got {output!r}")
         name = self.source if self.source is not None else repr(self)
+        if self.tape.output_names:  # a derivative: say of which formula
+            name = f"{self.tape.output_names[output]} of {name}"
         title = f"{name}  at  {at}" if at else name
-        return explain_mod.explain_tape(self.tape, point, title=title, max_rows=max_rows)
+        return explain_mod.explain_tape(
+            self.tape, point, title=title, max_rows=max_rows, output=self.tape.outputs[output]
+        )
 
     _LATEX_MAX_RECORDS = 200
     """Bigger functions get no LaTeX form: the formula would fill the screen."""
