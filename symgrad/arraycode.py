@@ -66,18 +66,24 @@ def source(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] 
     """
     slot_shape = _slot_shapes(tape, shapes)
     n_in, base = tape.n_inputs, tape.first_instr_slot
+    point_shape = slot_shape[tape.outputs[0]]
+    results, needed = _results(tape, slot_shape, point_shape, reduce_to)
     names: dict[str, Any] = {f"k{n_in + k}": np.float64(c) for k, c in enumerate(tape.consts)}
     text = [f"v{i}" for i in range(n_in)] + [f"k{n_in + k}" for k in range(len(tape.consts))]
     last_use = [-1] * tape.n_slots
     for k, instr in enumerate(tape.instrs):
-        for a in instr.args:
-            last_use[a] = k
+        if needed[base + k]:
+            for a in instr.args:
+                last_use[a] = k
     outputs = set(tape.outputs)
     free: dict[Shape, list[str]] = {}
     buffer_shapes: list[Shape] = []
     body: list[str] = []
     for k, instr in enumerate(tape.instrs):
         slot = base + k
+        if not needed[slot]:
+            text.append("")
+            continue
         op = instr.op
         names[op.name] = op.array
         call = f"{op.name}({', '.join(text[a] for a in instr.args)}"
@@ -104,21 +110,86 @@ def source(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] 
                   f"        _bufs = [_empty(s) for s in {buffer_shapes!r}]",
                   f"    {', '.join(f'b{i}' for i in range(len(buffer_shapes)))}, = _bufs"]
     lines += [f"    {line}" for line in body]
+    # The results are made (sums taken, copies made) before the buffers go back to the pool.
+    lines.append(f"    _results = [{', '.join(_render(r, text, slot_shape, point_shape, names) for r in results)}]")
     if buffer_shapes:
         lines += ["    if len(_pool) < 2:", "        _pool.append(_bufs)"]
-    point_shape = slot_shape[tape.outputs[0]]
-    results = []
-    for k, out in enumerate(tape.outputs):
-        target = reduce_to[k] if k < len(reduce_to) else None
-        if target is not None:
-            results.append(f"_fit({text[out]}, {point_shape!r}, {slot_shape[target]!r})")
-        elif out < n_in:
-            results.append(f"_copy({text[out]})")
-        else:
-            results.append(text[out])
-    lines.append(f"    return [{', '.join(results)}]")
+    lines.append("    return _results")
     names.update({"_fit": fit, "_copy": _copy, "_empty": np.empty, "_pool": []})
     return "\n".join(lines) + "\n", names
+
+
+# How each output is returned: ("value", slot), ("fit", slot, target shape), or ("op", op, (args...)) where
+# an op applied to reduced arguments replaces a sum over points of the op's result (see _results).
+_Result = tuple[Any, ...]
+
+
+def _results(
+    tape: Tape, slot_shape: list[Shape], point_shape: Shape, reduce_to: Sequence[int | None]
+) -> tuple[list[_Result], list[bool]]:
+    """How to return each output, and which slots must be computed for that.
+
+    A partial summed to a scalar input is a sum over all points.  Where the
+    record it sums is read only there and is a linear op (the op table's
+    ``additive`` and ``linear_in``), the sum is taken of its arguments first:
+    ``sum(a - b)`` as ``sum(a) - sum(b)``, ``sum(k * a)`` as ``k * sum(a)`` for
+    a scalar ``k``.  Each such step saves a pass over the points (and may
+    move the last bit: the array path agrees with the scalar one to rounding).
+    """
+    base = tape.first_instr_slot
+    uses = [0] * tape.n_slots
+    for instr in tape.instrs:
+        for a in instr.args:
+            uses[a] += 1
+    for o in tape.outputs:
+        uses[o] += 1
+
+    def summed(slot: int) -> _Result:
+        if slot >= base and uses[slot] == 1 and point_shape and slot_shape[slot] == point_shape:
+            instr = tape.instr_at(slot)
+            full = [slot_shape[a] == point_shape for a in instr.args]
+            if instr.op.additive and all(full):
+                return ("op", instr.op, tuple(summed(a) for a in instr.args))
+            for i in instr.op.linear_in:
+                if full[i] and not any(full[j] for j in range(len(full)) if j != i):
+                    args = tuple(summed(a) if j == i else ("value", a) for j, a in enumerate(instr.args))
+                    return ("op", instr.op, args)
+        return ("fit", slot, ())
+
+    results: list[_Result] = []
+    for k, out in enumerate(tape.outputs):
+        target = reduce_to[k] if k < len(reduce_to) else None
+        if target is not None and slot_shape[target] == () and point_shape:
+            results.append(summed(out))
+        elif target is not None:
+            results.append(("fit", out, slot_shape[target]))
+        else:
+            results.append(("value", out))
+    needed = [False] * tape.n_slots
+    work = [r for r in results]
+    while work:
+        r = work.pop()
+        if r[0] == "op":
+            work.extend(r[2])
+        else:
+            needed[r[1]] = True
+    for k in range(len(tape.instrs) - 1, -1, -1):
+        if needed[base + k]:
+            for a in tape.instrs[k].args:
+                needed[a] = True
+    return results, needed
+
+
+def _render(result: _Result, text: list[str], slot_shape: list[Shape], point_shape: Shape, names: dict[str, Any]) -> str:
+    kind = result[0]
+    if kind == "op":
+        op = result[1]
+        names[op.name] = op.array
+        return f"{op.name}({', '.join(_render(r, text, slot_shape, point_shape, names) for r in result[2])})"
+    slot = result[1]
+    if kind == "fit":
+        return f"_fit({text[slot]}, {point_shape!r}, {result[2]!r})"
+    return f"_copy({text[slot]})" if text[slot].startswith("v") else text[slot]
 
 
 def _copy(value: Any) -> Any:

@@ -160,6 +160,10 @@ class Op:
     infix: bool = False
     rewrites: tuple[str, ...] = ()
     """Identities ``"lhs -> rhs"`` with this op at the root of ``lhs`` (``~`` marks derivative-only algebra)."""
+    additive: bool = False
+    """``op(sum x, sum y) == sum op(x, y)``: a sum over points may be taken before the op (add, sub, neg)."""
+    linear_in: tuple[int, ...] = ()
+    """Arguments the op is linear in when the others are fixed (``mul``: both; ``div``: the dividend)."""
 
     def __post_init__(self) -> None:
         if len(self.partials) != self.arity:
@@ -194,20 +198,20 @@ def _op(
 _TABLE: tuple[Op, ...] = (
     #    name     n  symbol   scalar           array          python code        partials ∂/∂a, ∂/∂b                 sympy
     _op("add",   2, "+",     operator.add,    np.add,        "{0} + {1}",       ("1", "1"),                         lambda a, b: a + b,
-        "a + b", infix=True, commutative=True,
+        "a + b", infix=True, commutative=True, additive=True,
         rewrites=("a + -0.0 -> a", "a + -b -> a - b", "~ a + a -> 2 * a")),
     _op("sub",   2, "-",     operator.sub,    np.subtract,   "{0} - {1}",       ("1", "-1"),                        lambda a, b: a - b,
-        "a - b", infix=True,
+        "a - b", infix=True, additive=True,
         rewrites=("a - 0.0 -> a", "a - -b -> a + b")),
     _op("mul",   2, "*",     operator.mul,    np.multiply,   "{0} * {1}",       ("b", "a"),                         lambda a, b: a * b,
-        "a * b", infix=True, commutative=True,
+        "a * b", infix=True, commutative=True, linear_in=(0, 1),
         rewrites=("a * 1 -> a", "a * -1 -> -a", "a * -b -> -(a * b)", "~ k1 * (k2 * a) -> (k1 * k2) * a",
                   "~ k1 * (a * (k2 * b)) -> (k1 * k2) * (a * b)")),
     _op("div",   2, "/",     operator.truediv, np.true_divide, "{0} / {1}",     ("1 / b", "-out / b"),              lambda a, b: a / b,
-        "a / b", infix=True, domain=((-3.0, 3.0), (0.2, 3.0)),
+        "a / b", infix=True, domain=((-3.0, 3.0), (0.2, 3.0)), linear_in=(0,),
         rewrites=("a / 1 -> a", "a / -1 -> -a", "-a / b -> -(a / b)", "a / -b -> -(a / b)")),
     _op("neg",   1, "-",     operator.neg,    np.negative,   "-{0}",            ("-1",),                            lambda a: -a,
-        "-a", infix=True,
+        "-a", infix=True, additive=True,
         rewrites=("--a -> a",)),
     _op("pow",   2, "**",    _pow,            np.power,      "pow({0}, {1})",   ("b * a ** (b - 1)", "xlogy(out, a)"), lambda a, b: a ** b,
         "a ** b (also a ^ b); real-valued, so a negative base needs an integer exponent",

@@ -376,6 +376,9 @@ def test_compile_backend_choice() -> None:
     assert symgrad.compile(f_python, backend="native").backend == "native"
     assert not native.use_native("auto", native.AUTO_MIN_RECORDS - 1)
     assert native.use_native("auto", native.AUTO_MIN_RECORDS)
+    assert native.use_native("auto", native.AUTO_MAX_RECORDS)
+    assert not native.use_native("auto", native.AUTO_MAX_RECORDS + 1)  # compiling would take seconds
+    assert native.use_native("native", native.AUTO_MAX_RECORDS + 1)
 
 
 def test_backend_from_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -54,6 +54,9 @@ def available() -> bool:
 BACKENDS = ("auto", "native", "python")
 AUTO_MIN_RECORDS = 200
 """``auto`` compiles tapes of at least this many records to machine code (see bench/native.py)."""
+AUTO_MAX_RECORDS = 20_000
+"""... and of at most this many: compiling a bigger tape takes seconds (about 50 µs per record),
+which a training loop of a few hundred steps would not win back; ask for ``backend="native"``."""
 _warned = False
 
 
@@ -73,7 +76,7 @@ def use_native(backend: str, n_records: int) -> bool:
     falls back to Python with a one-line warning (once per process).
     """
     global _warned
-    if backend == "python" or (backend == "auto" and n_records < AUTO_MIN_RECORDS):
+    if backend == "python" or (backend == "auto" and not AUTO_MIN_RECORDS <= n_records <= AUTO_MAX_RECORDS):
         return False
     reason = unavailable_reason()
     if reason is None:
