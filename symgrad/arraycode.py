@@ -76,6 +76,7 @@ def source(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] 
             for a in instr.args:
                 last_use[a] = k
     outputs = set(tape.outputs)
+    kept = _result_slots(results)  # read by the return expression: their buffers are never given back
     free: dict[Shape, list[str]] = {}
     buffer_shapes: list[Shape] = []
     body: list[str] = []
@@ -88,7 +89,7 @@ def source(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] 
         names[op.name] = op.array
         call = f"{op.name}({', '.join(text[a] for a in instr.args)}"
         for a in set(instr.args):  # operands read for the last time give their buffers back: ufuncs may write in place
-            if last_use[a] == k and a >= base and a not in outputs and slot_shape[a] and text[a].startswith("b"):
+            if last_use[a] == k and a >= base and a not in kept and slot_shape[a] and text[a].startswith("b"):
                 free.setdefault(slot_shape[a], []).append(text[a])
         shape = slot_shape[slot]
         if shape and isinstance(op.array, np.ufunc) and slot not in outputs:
@@ -178,6 +179,19 @@ def _results(
             for a in tape.instrs[k].args:
                 needed[a] = True
     return results, needed
+
+
+def _result_slots(results: list[_Result]) -> set[int]:
+    """The slots the return expression reads."""
+    slots: set[int] = set()
+    work = list(results)
+    while work:
+        r = work.pop()
+        if r[0] == "op":
+            work.extend(r[2])
+        else:
+            slots.add(r[1])
+    return slots
 
 
 def _render(result: _Result, text: list[str], slot_shape: list[Shape], point_shape: Shape, names: dict[str, Any]) -> str:

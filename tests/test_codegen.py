@@ -227,6 +227,56 @@ def test_array_path_equals_scalar_path_elementwise(text: str) -> None:
     np.testing.assert_allclose(forward, value, rtol=1e-15)
 
 
+@settings(max_examples=150, deadline=None)
+@given(_expressions(), st.lists(st.floats(0.3, 2.5), min_size=2, max_size=2))
+def test_partials_of_scalar_inputs_are_sums_of_the_pointwise_partials(text: str, yz: list[float]) -> None:
+    """x is an array of points, y and z are scalars: their partials are sums over the points (the array
+    path takes those sums early, through linear records, and keeps their buffers alive for it)."""
+    try:
+        f = symgrad.compile(text)
+    except symgrad.DomainError:
+        assume(False)
+    xs = np.linspace(0.4, 2.2, 7)
+    fixed = dict(zip("yz", yz, strict=True))
+    point = {name: xs if name == "x" else fixed[name] for name in f.variables}
+    pointwise = []
+    for x in xs:
+        try:
+            pointwise.append(f.value_and_grad({**point, **({"x": float(x)} if "x" in point else {})}, wrt=list(f.variables)))
+        except symgrad.DomainError:
+            assume(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _, grads = f.value_and_grad(point, wrt=list(f.variables))
+    for name in f.variables:
+        if name == "x" or "x" not in f.variables:
+            continue
+        terms = [g[name] for _, g in pointwise]
+        want = math.fsum(terms)
+        scale = math.fsum(abs(t) for t in terms) + 1e-300
+        assert abs(grads[name] - want) <= 1e-9 * scale, (text, name, grads[name], want)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["(y - a*exp(-b*t) - c)**2", "exp(-((t-a)/b)**2/2)/(sqrt(2*pi)*b) - c*t", "(a*t + b - y)*(a*t - c) + sin(a - t*b)"],
+)
+def test_summed_partials_match_the_pointwise_sum_on_fitting_losses(text: str) -> None:
+    """Losses over data (t, y arrays) with scalar parameters: the partials are sums over the points."""
+    f = symgrad.compile(text)
+    t = np.linspace(0.1, 3.0, 40)
+    data = {"t": t, "y": 2.0 * np.exp(-0.5 * t) + 0.3}
+    params = {"a": 1.3, "b": 0.7, "c": 0.2}
+    point = {name: data.get(name, params.get(name)) for name in f.variables}
+    _, grads = f.value_and_grad(point)
+    for name in params:
+        if name not in f.variables:
+            continue
+        terms = [f.grad({n: (float(v[k]) if isinstance(v, np.ndarray) else v) for n, v in point.items()}, wrt=name)
+                 for k in range(len(t))]
+        assert grads[name] == pytest.approx(math.fsum(terms), rel=1e-12, abs=1e-12), name
+
+
 def test_broadcasting_sums_adjoints_back_to_input_shapes() -> None:
     f = symgrad.compile("x*y + sin(x)*z + y")
     x = np.linspace(-1.0, 1.0, 3).reshape(3, 1)
