@@ -87,8 +87,12 @@ Row = tuple[str, float | None, float | None, str]  # name, per call, setup, note
 def table(title: str, rows: list[Row], ours: str) -> str:
     """Markdown: per call, setup, and ratio to the symgrad row named ``ours``."""
     base = {name: (call, setup) for name, call, setup, _ in rows}[ours]
-    out = [f"### {title}", "", "| implementation | per call | setup | peer / symgrad per call | peer / symgrad setup | note |",
-           "|---|---:|---:|---:|---:|---|"]
+    out = [
+        f"### {title}",
+        "",
+        "| implementation | per call | setup | peer / symgrad per call | peer / symgrad setup | note |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for name, call, setup, note in rows:
         r_call = f"{call / base[0]:.2f}×" if call and base[0] and not name.startswith("symgrad") else ""
         r_setup = f"{setup / base[1]:.1f}×" if setup and base[1] and not name.startswith("symgrad") else ""
@@ -211,10 +215,20 @@ def scalar_workload(title: str, src: str, point: dict[str, float], micrograd_cod
     args = list(point.values())
     vg = f.vg  # a hot loop binds the compiled function once, as it would a lambdified one
     rows: list[Row] = [
-        ("symgrad f.value_and_grad(**point)", per_call(lambda: f.value_and_grad(**point)), t_setup, "compiled code, checked kwargs"),
+        (
+            "symgrad f.value_and_grad(**point)",
+            per_call(lambda: f.value_and_grad(**point)),
+            t_setup,
+            "compiled code, checked kwargs",
+        ),
         ("symgrad vg(*floats), vg = f.vg", per_call(lambda: vg(*args)), t_setup, "same code, positional, unchecked"),
         ("symgrad.grad(text, **point)", per_call(lambda: symgrad.grad(src, **point)), None, "one-shot, string cached"),
-        ("symgrad interpreter (reference)", per_call(lambda: interpret.value_and_grad(f.tape, args)), None, "the tape walked by the reference sweeps"),
+        (
+            "symgrad interpreter (reference)",
+            per_call(lambda: interpret.value_and_grad(f.tape, args)),
+            None,
+            "the tape walked by the reference sweeps",
+        ),
     ]
     fn, t = sympy_peer(src, point, cse=False)
     rows.append(("sympy diff + lambdify", per_call(fn), t, ""))
@@ -259,7 +273,9 @@ def _w3_child(peer: str, n_ops: int, quick: bool, queue: Any) -> None:
         if peer == "sympy":
             fn, t = sympy_peer(src, point, cse=True)
         else:
-            fn, t = {"jax": jax_peer, "torch": torch_peer, "autograd": autograd_peer, "casadi": casadi_peer}[peer](tape, point)
+            fn, t = {"jax": jax_peer, "torch": torch_peer, "autograd": autograd_peer, "casadi": casadi_peer}[peer](
+                tape, point
+            )
         queue.put((per_call(fn), t or None, ""))
     except Exception as e:  # report, do not crash the whole benchmark
         queue.put((None, None, f"failed: {type(e).__name__}: {str(e)[:80]}"))
@@ -269,7 +285,9 @@ def budgeted(peer: str, n_ops: int, budget: float) -> tuple[float | None, float 
     return in_child(_w3_child, (peer, n_ops, QUICK), budget)
 
 
-def in_child(target: Callable[..., None], args: tuple[Any, ...], budget: float) -> tuple[float | None, float | None, str]:
+def in_child(
+    target: Callable[..., None], args: tuple[Any, ...], budget: float
+) -> tuple[float | None, float | None, str]:
     """Run ``target(*args, queue)`` in a fresh process; stop it after ``budget`` seconds."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -293,8 +311,12 @@ def w3(n_ops: int, budget: float) -> str:
     t_code, _ = once(lambda: _codegen_only(tape), 1 if n_ops > 5000 else 3)
     vg = f.vg
     rows: list[Row] = [
-        ("symgrad f.value_and_grad(**point)", per_call(lambda: f.value_and_grad(**point)), t_setup,
-         f"{len(f.tape)} records after CSE; setup = parse + lower {fmt(t_tape)} + gradient tape and codegen {fmt(t_code)}"),
+        (
+            "symgrad f.value_and_grad(**point)",
+            per_call(lambda: f.value_and_grad(**point)),
+            t_setup,
+            f"{len(f.tape)} records after CSE; setup = parse + lower {fmt(t_tape)} + gradient tape and codegen {fmt(t_code)}",
+        ),
         ("symgrad vg(*floats), vg = f.vg", per_call(lambda: vg(*args)), t_setup, f"backend {f.backend}"),
     ]
     t_py, f_py = once(lambda: _python_setup(src), 1 if n_ops > 5000 else 3)
@@ -315,15 +337,20 @@ def w3(n_ops: int, budget: float) -> str:
             continue
         call, setup, note = budgeted(peer, n_ops, budget)
         rows.append((name, call, setup, note))
-    return table(f"W3: generated expression, 20 variables, N = {n_ops:,} ops", rows, "symgrad f.value_and_grad(**point)")
+    return table(
+        f"W3: generated expression, 20 variables, N = {n_ops:,} ops", rows, "symgrad f.value_and_grad(**point)"
+    )
 
 
 def w3_scaling() -> str:
     """Setup linearity and the absence of recursion limits, symgrad only."""
     sizes = (1_000, 10_000) if QUICK else (1_000, 10_000, 100_000)
-    lines = ["### W3 setup scaling and cheap-gradient ratio (scalar path)", "",
-             "| N ops | records | gradient tape records | parse + lower | gradient tape + codegen | setup total | value+grad | forward only | grad / forward |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "### W3 setup scaling and cheap-gradient ratio (scalar path)",
+        "",
+        "| N ops | records | gradient tape records | parse + lower | gradient tape + codegen | setup total | value+grad | forward only | grad / forward |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for n in sizes:
         src = W.generated(n)
         point = W.generated_point()
@@ -338,9 +365,16 @@ def w3_scaling() -> str:
         t_vg = per_call(lambda vg=vg, args=args: vg(*args))  # type: ignore[misc]
         t_f = per_call(lambda fwd=fwd, args=args: fwd(*args))  # type: ignore[misc]
         n_grad = len(transforms.grad_tape(tape))
-        lines.append(f"| {n:,} | {len(tape):,} | {n_grad:,} ({n_grad / len(tape):.2f}×) | {fmt(t_tape)} | {fmt(t_code)} | "
-                     f"{fmt(t_tape + t_code)} | {fmt(t_vg)} | {fmt(t_f)} | {t_vg / t_f:.2f} |")
-    return "\n".join(lines) + "\n\n(The recursion limit of this process is untouched by symgrad; the 100,000-op row runs with Python's default stack use.)\n" if not QUICK else "\n".join(lines) + "\n"
+        lines.append(
+            f"| {n:,} | {len(tape):,} | {n_grad:,} ({n_grad / len(tape):.2f}×) | {fmt(t_tape)} | {fmt(t_code)} | "
+            f"{fmt(t_tape + t_code)} | {fmt(t_vg)} | {fmt(t_f)} | {t_vg / t_f:.2f} |"
+        )
+    return (
+        "\n".join(lines)
+        + "\n\n(The recursion limit of this process is untouched by symgrad; the 100,000-op row runs with Python's default stack use.)\n"
+        if not QUICK
+        else "\n".join(lines) + "\n"
+    )
 
 
 # --------------------------------------------------------------- W5 --------
@@ -369,7 +403,12 @@ def w5(n_points: int) -> str:
     t_vg = per_call(lambda: f.value_and_grad(x=x, mu=mu, s=s))
     t_f = per_call(lambda: f(x=x, mu=mu, s=s))
     rows: list[Row] = [
-        ("symgrad f.value_and_grad(x=array, mu, s)", t_vg, None, f"forward only {fmt(t_f)}: grad/forward {t_vg / t_f:.2f}"),
+        (
+            "symgrad f.value_and_grad(x=array, mu, s)",
+            t_vg,
+            None,
+            f"forward only {fmt(t_f)}: grad/forward {t_vg / t_f:.2f}",
+        ),
         ("hand-written numpy value + gradient", per_call(hand), None, f"forward only {fmt(per_call(hand_forward))}"),
     ]
     import sympy as sp
@@ -397,7 +436,9 @@ def w5(n_points: int) -> str:
 
         xj = jnp.asarray(x)
         jax.block_until_ready(jfn(xj, mu, s))
-        rows.append(("JAX jit(vmap(value_and_grad))", per_call(lambda: jax.block_until_ready(jfn(xj, mu, s))), None, ""))
+        rows.append(
+            ("JAX jit(vmap(value_and_grad))", per_call(lambda: jax.block_until_ready(jfn(xj, mu, s))), None, "")
+        )
     else:
         rows.append(("JAX", None, None, "not installed"))
     if have("torch"):
@@ -421,12 +462,17 @@ def w5(n_points: int) -> str:
         import autograd.numpy as anp
 
         afn = autograd.value_and_grad(lambda a, b, d: anp.sum(run_tape(f.tape, [a, b, d], anp)), argnum=(0, 1, 2))
-        rows.append(("HIPS autograd (sum, then grad)", per_call(lambda: afn(x, mu, s)), None, "value returned is the sum"))
+        rows.append(
+            ("HIPS autograd (sum, then grad)", per_call(lambda: afn(x, mu, s)), None, "value returned is the sum")
+        )
     else:
         rows.append(("HIPS autograd", None, None, "not installed"))
     rows.append(("micrograd, CasADi", None, None, "not applicable (scalar engines)"))
-    return table(f"W5: Gaussian pdf value + 3 partials at {n_points:,} float64 points", rows,
-                 "symgrad f.value_and_grad(x=array, mu, s)")
+    return table(
+        f"W5: Gaussian pdf value + 3 partials at {n_points:,} float64 points",
+        rows,
+        "symgrad f.value_and_grad(x=array, mu, s)",
+    )
 
 
 def array_cheap_gradient() -> str:
@@ -438,8 +484,10 @@ def array_cheap_gradient() -> str:
     f.value_and_grad(**point)
     t_vg = per_call(lambda: f.value_and_grad(**point))
     t_f = per_call(lambda: f(**point))
-    return ("### Cheap-gradient ratio, array path (W3 N = 1,000 ops, 20 arrays of 10,000 points)\n\n"
-            f"value+grad {fmt(t_vg)}, forward only {fmt(t_f)}: ratio {t_vg / t_f:.2f}\n")
+    return (
+        "### Cheap-gradient ratio, array path (W3 N = 1,000 ops, 20 arrays of 10,000 points)\n\n"
+        f"value+grad {fmt(t_vg)}, forward only {fmt(t_f)}: ratio {t_vg / t_f:.2f}\n"
+    )
 
 
 # ---------------------------------------------------------------- Hessian --
@@ -492,11 +540,18 @@ def hessian_workload(title: str, src: str, point: dict[str, float], budget: floa
     t_setup, h = once(setup, 3 if len(src) < 500 else 1)
     call = h._forward_fn()
     rows: list[Row] = [
-        ("symgrad hessian function, positional", per_call(lambda: call(*args)), t_setup,
-         f"{len(h.tape)} records for {len(args)}×{len(args)} entries (primal {len(lower(parse(src), src))})"),
+        (
+            "symgrad hessian function, positional",
+            per_call(lambda: call(*args)),
+            t_setup,
+            f"{len(h.tape)} records for {len(args)}×{len(args)} entries (primal {len(lower(parse(src), src))})",
+        ),
         ("symgrad f.hessian(**point)", per_call(lambda: symgrad.hessian(src, **point)), None, "dict of dicts, cached"),
     ]
-    for name, module, peer in (("JAX jit(hessian)", "jax", "jax"), ("sympy diff twice + lambdify(cse=True)", "sympy", "sympy")):
+    for name, module, peer in (
+        ("JAX jit(hessian)", "jax", "jax"),
+        ("sympy diff twice + lambdify(cse=True)", "sympy", "sympy"),
+    ):
         if not have(module):
             rows.append((name, None, None, "not installed"))
             continue
@@ -522,8 +577,10 @@ def machine() -> str:
             versions.append(f"{name} {getattr(mod, '__version__', 'installed')}")
         except Exception:
             versions.append(f"{name} missing")
-    return (f"Machine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, numpy {np.__version__}; "
-            f"{', '.join(versions)}. Mode: {'--quick' if QUICK else 'full'}.\n")
+    return (
+        f"Machine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, numpy {np.__version__}; "
+        f"{', '.join(versions)}. Mode: {'--quick' if QUICK else 'full'}.\n"
+    )
 
 
 def main() -> None:

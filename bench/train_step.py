@@ -269,29 +269,48 @@ def w4(quick: bool = False, seed: int = 0) -> str:
     rows: list[Row] = []
     first_losses: dict[str, float] = {}
 
-    def measure(name: str, step: Step | None, setup: float | None = None, note: str = "",
-                missing: str = "not installed", gc_off: bool = False) -> None:
+    def measure(
+        name: str,
+        step: Step | None,
+        setup: float | None = None,
+        note: str = "",
+        missing: str = "not installed",
+        gc_off: bool = False,
+    ) -> None:
         if step is None:
             rows.append((name, None, None, missing))
             return
         first_losses[name] = step()  # warm-up, at the shared starting weights
         rows.append((name, per_step(step, repeats, target, gc_off), setup, note))
 
-    measure("micrograd (graph per step)", micrograd_step(pb),
-            note="default settings; its own demo loss", missing="not installed (pip install micrograd)")
-    measure("micrograd, cyclic GC disabled", micrograd_step(pb), note="`gc.disable()` while timing; not its default",
-            missing="not installed", gc_off=True)
-    measure("symgrad eager (Value graph per step)", symgrad_eager(pb),
-            note="`loss.backward()`: linearise + reverse sweep")
+    measure(
+        "micrograd (graph per step)",
+        micrograd_step(pb),
+        note="default settings; its own demo loss",
+        missing="not installed (pip install micrograd)",
+    )
+    measure(
+        "micrograd, cyclic GC disabled",
+        micrograd_step(pb),
+        note="`gc.disable()` while timing; not its default",
+        missing="not installed",
+        gc_off=True,
+    )
+    measure(
+        "symgrad eager (Value graph per step)", symgrad_eager(pb), note="`loss.backward()`: linearise + reverse sweep"
+    )
     replay, t_trace, t_code, n_records = symgrad_record_once(pb)
     ours = "symgrad record-once (trace, then replay)"
-    measure(ours, replay, t_trace + t_code,
-            f"setup = `symgrad.trace` {ms(t_trace)} + code generation {ms(t_code)}")
+    measure(ours, replay, t_trace + t_code, f"setup = `symgrad.trace` {ms(t_trace)} + code generation {ms(t_code)}")
     measure("PyTorch tensors (whole batch)", torch_step(pb))
     measure("HIPS autograd (whole batch)", autograd_step(pb))
     jax = jax_step(pb)
-    measure("JAX jit(value_and_grad + update)", jax[0] if jax else None,
-            jax[1] if jax else None, "setup = tracing + XLA compilation")
+    measure(
+        "JAX jit(value_and_grad + update)",
+        jax[0] if jax else None,
+        jax[1] if jax else None,
+        "setup = tracing + XLA compilation",
+    )
 
     reference = first_losses[ours]
     for name, loss in first_losses.items():

@@ -186,7 +186,11 @@ def diff(expr: str | Function, *wrt: str) -> Function:
 
 
 def hessian(
-    expr: str | Function, point: Mapping[str, Any] | None = None, /, *, wrt: str | Iterable[str] | None = None,
+    expr: str | Function,
+    point: Mapping[str, Any] | None = None,
+    /,
+    *,
+    wrt: str | Iterable[str] | None = None,
     **values: Any,
 ) -> Any:
     """The Hessian at a point, ``{x: {x: ∂²f/∂x², y: ∂²f/∂x∂y}, y: {...}}`` (exactly symmetric).
@@ -198,7 +202,11 @@ def hessian(
 
 
 def jacobian(
-    exprs: Expression, point: Mapping[str, Any] | None = None, /, *, wrt: str | Iterable[str] | None = None,
+    exprs: Expression,
+    point: Mapping[str, Any] | None = None,
+    /,
+    *,
+    wrt: str | Iterable[str] | None = None,
     **values: Any,
 ) -> dict[str, dict[str, Any]]:
     """``{output: {variable: ∂output/∂variable}}`` over the union of the outputs' variables.

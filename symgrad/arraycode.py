@@ -107,9 +107,13 @@ def source(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] 
     lines = [f"def generated({', '.join(f'v{i}' for i in range(n_in))}):"]
     if buffer_shapes:
         # Scratch buffers outlive the call; each caller pops its own set, so concurrent calls never share one.
-        lines += ["    try:", "        _bufs = _pool.pop()", "    except IndexError:",
-                  f"        _bufs = [_empty(s) for s in {buffer_shapes!r}]",
-                  f"    {', '.join(f'b{i}' for i in range(len(buffer_shapes)))}, = _bufs"]
+        lines += [
+            "    try:",
+            "        _bufs = _pool.pop()",
+            "    except IndexError:",
+            f"        _bufs = [_empty(s) for s in {buffer_shapes!r}]",
+            f"    {', '.join(f'b{i}' for i in range(len(buffer_shapes)))}, = _bufs",
+        ]
     lines += [f"    {line}" for line in body]
     # The results are made (sums taken, copies made) before the buffers go back to the pool.
     lines.append(f"    _results = [{', '.join(_render(r, text, slot_shape, point_shape, names) for r in results)}]")
@@ -194,7 +198,9 @@ def _result_slots(results: list[_Result]) -> set[int]:
     return slots
 
 
-def _render(result: _Result, text: list[str], slot_shape: list[Shape], point_shape: Shape, names: dict[str, Any]) -> str:
+def _render(
+    result: _Result, text: list[str], slot_shape: list[Shape], point_shape: Shape, names: dict[str, Any]
+) -> str:
     kind = result[0]
     if kind == "op":
         op = result[1]
@@ -210,7 +216,9 @@ def _copy(value: Any) -> Any:
     return value.copy() if isinstance(value, np.ndarray) else value
 
 
-def array_function(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] = ()) -> Callable[..., list[Any]]:
+def array_function(
+    tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] = ()
+) -> Callable[..., list[Any]]:
     """``fn(*arrays) -> [outputs]`` for float64 inputs of these shapes (see :func:`source`)."""
     text, namespace = source(tape, shapes, reduce_to)
     code = compile(text, f"<symgrad arrays {tuple(shapes)}>", "exec")

@@ -173,7 +173,9 @@ class TapeBuilder:
             self._rules[(op, algebra)] = found
         return found
 
-    def _worth_trying(self, args: tuple[Ref, ...], wants_const: bool, record_ops: frozenset[object], wants_same: bool) -> bool:
+    def _worth_trying(
+        self, args: tuple[Ref, ...], wants_const: bool, record_ops: frozenset[object], wants_same: bool
+    ) -> bool:
         """Whether any rewrite could apply at all: one test per record instead of one per rewrite."""
         for ref in args:
             kind = ref[0]
@@ -294,7 +296,9 @@ class TapeBuilder:
             op, args, span, origin = self.records[k]
             instrs.append(Instr(op, tuple(slot(a) for a in args), span, origin))
         consts = tuple(self.consts[k] for k in used_consts)
-        return Tape(tuple(self.inputs), consts, tuple(instrs), tuple(slot(o) for o in outputs), self.source, tuple(names))
+        return Tape(
+            tuple(self.inputs), consts, tuple(instrs), tuple(slot(o) for o in outputs), self.source, tuple(names)
+        )
 
     def _live_records(self, outputs: Sequence[Ref]) -> list[int]:
         """Indices of the records the outputs depend on, in order."""

@@ -275,16 +275,20 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 def _add_explain_command(sub: Any) -> None:
     explain = sub.add_parser(
-        "explain", help="show the forward and reverse sweeps slot by slot",
+        "explain",
+        help="show the forward and reverse sweeps slot by slot",
         description="Print every slot of the tape with its value (forward sweep), each local partial as the "
-                    "op table's rule and its number, and its adjoint (reverse sweep); a slot read more than "
-                    "once lists every contribution added into its adjoint.",
-        epilog='example: symgrad explain "tanh(x1*w1 + x2*w2 + b)" x1=2 x2=0 w1=-3 w2=1 b=6.8813735870195432')
+        "op table's rule and its number, and its adjoint (reverse sweep); a slot read more than "
+        "once lists every contribution added into its adjoint.",
+        epilog='example: symgrad explain "tanh(x1*w1 + x2*w2 + b)" x1=2 x2=0 w1=-3 w2=1 b=6.8813735870195432',
+    )
     explain.add_argument("expression", help='the formula, e.g. "x*x + y"')
     explain.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. x=3 y=2")
-    explain.add_argument("--all", action="store_true",
-                         help=f"print every slot (by default a tape of more than {DEFAULT_MAX_ROWS} slots is cut "
-                              "in the middle)")
+    explain.add_argument(
+        "--all",
+        action="store_true",
+        help=f"print every slot (by default a tape of more than {DEFAULT_MAX_ROWS} slots is cut in the middle)",
+    )
     explain.add_argument("--json", action="store_true", help="print machine-readable JSON (always every slot)")
     explain.set_defaults(run=_cmd_explain)
 
@@ -323,23 +327,28 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
 def _add_derivative_commands(sub: Any) -> None:
     """The ``diff`` and ``hessian`` subcommands."""
     diff = sub.add_parser(
-        "diff", help="print a derivative of any order as a formula",
+        "diff",
+        help="print a derivative of any order as a formula",
         description="Differentiate by each VARIABLE in turn and print the result as a formula in symgrad's "
-                    "language, printed from the derivative tape (sympy is not involved, except for --latex).",
-        epilog='example: symgrad diff "sin(x)*y" x x')
+        "language, printed from the derivative tape (sympy is not involved, except for --latex).",
+        epilog='example: symgrad diff "sin(x)*y" x x',
+    )
     diff.add_argument("expression", help='the formula, e.g. "3*x**2-4*x+5"')
     diff.add_argument("variables", nargs="+", metavar="VARIABLE", help="differentiate by these, in order: x x y")
     diff.add_argument("--latex", action="store_true", help="print LaTeX (through sympy) instead")
     diff.set_defaults(run=_cmd_diff)
 
     hessian = sub.add_parser(
-        "hessian", help="the matrix of second partial derivatives at a point",
+        "hessian",
+        help="the matrix of second partial derivatives at a point",
         description="Print the Hessian at a point as a labelled table (rows and columns by variable).",
-        epilog='example: symgrad hessian "x**2*y + exp(x*y)" x=1 y=2')
+        epilog='example: symgrad hessian "x**2*y + exp(x*y)" x=1 y=2',
+    )
     hessian.add_argument("expression", help='the formula, e.g. "x**2*y"')
     hessian.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. x=1 y=2")
-    hessian.add_argument("--wrt", action="append", metavar="NAMES",
-                         help="only these variables (repeat, or comma-separate: --wrt x,y)")
+    hessian.add_argument(
+        "--wrt", action="append", metavar="NAMES", help="only these variables (repeat, or comma-separate: --wrt x,y)"
+    )
     hessian.add_argument("--json", action="store_true", help="print machine-readable JSON")
     hessian.set_defaults(run=_cmd_hessian)
 
@@ -374,8 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("expression", help='the formula, e.g. "a*b + c"; - reads it from stdin, @FILE from a file')
     grad.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. a=2 b=-3")
     grad.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    grad.add_argument("--wrt", action="append", metavar="NAMES",
-                      help="only these partials (repeat, or comma-separate: --wrt x,y); the others are not computed")
+    grad.add_argument(
+        "--wrt",
+        action="append",
+        metavar="NAMES",
+        help="only these partials (repeat, or comma-separate: --wrt x,y); the others are not computed",
+    )
     grad.set_defaults(run=_cmd_grad)
     _add_derivative_commands(sub)
     _add_drawing_commands(sub)

@@ -69,8 +69,9 @@ def _body(tape: Tape) -> tuple[list[str], list[str], dict[str, Any]]:
     for k, instr in enumerate(tape.instrs):
         slot = base + k
         args = instr.args
-        expression = instr.op.code.format(*(text[a] if depth[a] == 0 and not _is_compound(text[a]) else f"({text[a]})"
-                                            for a in args))
+        expression = instr.op.code.format(
+            *(text[a] if depth[a] == 0 and not _is_compound(text[a]) else f"({text[a]})" for a in args)
+        )
         level = 1 + max(depth[a] for a in args)
         if uses[slot] == 1 and slot not in outputs and level <= INLINE_DEPTH:
             text.append(expression)
@@ -113,7 +114,11 @@ def _source(tape: Tape, returns: Returns) -> tuple[str, dict[str, Any]]:
         out_names.append(text)
     code += ["    except _CATCH:", f"        return _slow({params})"]
     if checked:
-        code += [f"    _s = {' + '.join(sorted(set(checked)))}", "    if _s - _s != 0.0:", f"        return _slow({params})"]
+        code += [
+            f"    _s = {' + '.join(sorted(set(checked)))}",
+            "    if _s - _s != 0.0:",
+            f"        return _slow({params})",
+        ]
     if returns == "value":
         code.append(f"    return {out_names[0]}")
     elif returns == "value_and_grad":

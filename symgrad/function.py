@@ -251,7 +251,9 @@ class Function:
         point, arrays = self._point(args, kwargs)
         if arrays and _has_dask(point):
             if self.n_outputs != 1:
-                raise InputError("dask arrays are supported for functions with one output; call each formula's Function")
+                raise InputError(
+                    "dask arrays are supported for functions with one output; call each formula's Function"
+                )
             return dask_arrays.forward(self, point)
         if arrays:
             results = self._array_run(self.tape, point, ())
@@ -551,7 +553,6 @@ class Function:
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled as its tape, source and backend; compiled code is rebuilt lazily where it is unpickled."""
         return type(self), (self.tape, self.source, self.backend)
-
 
     def __repr__(self) -> str:
         name = f" {self.source!r}" if self.source is not None else ""

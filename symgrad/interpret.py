@@ -162,14 +162,13 @@ def backward(
     except _CATCH:
         instr = tape.instr_at(out)
         call = f"{instr.op.name}({', '.join(repr(float(values[x])) for x in instr.args)})"
-        raise DomainError(f"the derivative of {call} is undefined or infinite", instr.op.name, tape.source,
-                          instr.span) from None
+        raise DomainError(
+            f"the derivative of {call} is undefined or infinite", instr.op.name, tape.source, instr.span
+        ) from None
     return adjoint
 
 
-def value_and_grad(
-    tape: Tape, inputs: Sequence[float], wrt: Sequence[int] | None = None
-) -> tuple[float, list[float]]:
+def value_and_grad(tape: Tape, inputs: Sequence[float], wrt: Sequence[int] | None = None) -> tuple[float, list[float]]:
     """The output's value and its partials (every input, or the positions ``wrt``), by the classic sweeps."""
     values = forward(tape, inputs)
     adjoint = backward(tape, values, wrt=wrt)
@@ -181,4 +180,3 @@ def _domain_error(tape: Tape, values: Sequence[float], slot: int, error: Excepti
     instr = tape.instr_at(slot)
     message = domain_message(instr.op, [values[a] for a in instr.args], error, instr.derivative_of)
     return DomainError(message, instr.op.name, tape.source, instr.span)
-

@@ -43,7 +43,11 @@ def _emit_tree(builder: TapeBuilder, expr: Expr, shift: int) -> Ref:
             n = len(node.args)
             args = tuple(refs[len(refs) - n :])
             del refs[len(refs) - n :]
-            span = dataclasses.replace(node.span, start=node.span.start + shift, end=node.span.end + shift) if shift else node.span
+            span = (
+                dataclasses.replace(node.span, start=node.span.start + shift, end=node.span.end + shift)
+                if shift
+                else node.span
+            )
             refs.append(builder.emit(node.op, args, span))
         else:  # pragma: no cover - the parser builds no other node type
             raise TypeError(f"cannot lower {type(node).__name__}")
@@ -71,4 +75,3 @@ def lower_many(exprs: Sequence[Expr], sources: Sequence[str]) -> Tape:
         outputs.append(_emit_tree(builder, expr, shift))
         shift += len(text) + len(OUTPUT_SEPARATOR)
     return builder.finish(outputs, tuple(sources))
-

@@ -233,7 +233,6 @@ class CheckReport:
         lines.extend(self.notes)
         return "\n".join(lines)
 
-
     def _repr_html_(self) -> str:
         """Jupyter: the three-way table; rows that disagree are highlighted."""
         head = ["", "tape", "sympy", "finite difference", "abs error", "rel error", "fd rel error", ""]
@@ -242,13 +241,29 @@ class CheckReport:
             fd = "" if row.finite_difference is None else _fmt(row.finite_difference)
             fd_err = "" if row.fd_rel_error is None else _fmt_err(row.fd_rel_error)
             verdict = _verdict(row)
-            rows.append([row.label, _fmt(row.tape), _fmt(row.sympy), fd, _fmt_err(row.abs_error),
-                         _fmt_err(row.rel_error), fd_err, verdict])
+            rows.append(
+                [
+                    row.label,
+                    _fmt(row.tape),
+                    _fmt(row.sympy),
+                    fd,
+                    _fmt_err(row.abs_error),
+                    _fmt_err(row.rel_error),
+                    fd_err,
+                    verdict,
+                ]
+            )
             styles.append(None if row.ok else _HIGHLIGHT[verdict])
         at = ", ".join(f"{k}={v!r}" for k, v in self.point.items()) or "(no variables)"
         lines = str(self).splitlines()
-        return display.html_table(head, rows, caption=f"{self.expression}  at  {at}", row_styles=styles,
-                                  footer=lines[len(rows) + 2 :], css_class="symgrad-check")
+        return display.html_table(
+            head,
+            rows,
+            caption=f"{self.expression}  at  {at}",
+            row_styles=styles,
+            footer=lines[len(rows) + 2 :],
+            css_class="symgrad-check",
+        )
 
 
 _HIGHLIGHT = {"DISAGREES": "background:#fee2e2;font-weight:bold", "NO ORACLE": "background:#fef3c7"}

@@ -90,7 +90,9 @@ def rewrites(op: Op) -> tuple[Rewrite, ...]:
             lhs_text, arrow, rhs_text = text.lstrip("~ ").partition("->")
             lhs = _pattern(parse(lhs_text))
             if not arrow or lhs[0] != CALL or lhs[1] is not op:
-                raise ValueError(f"op {op.name!r}: rewrite {text!r} must read 'pattern -> result' with {op.name} at the root")
+                raise ValueError(
+                    f"op {op.name!r}: rewrite {text!r} must read 'pattern -> result' with {op.name} at the root"
+                )
             args = lhs[2]
             assert isinstance(args, tuple)
             rows.append(Rewrite(args, _pattern(parse(rhs_text)), algebra, text))

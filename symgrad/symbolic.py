@@ -67,7 +67,6 @@ _STACK_BYTES = 512 * 2**20
 _RECURSION_LIMIT = 200_000
 
 
-
 def _sympy() -> Any:
     import sympy  # the oracle only: never imported on the evaluation path
 

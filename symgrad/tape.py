@@ -140,7 +140,6 @@ class Tape:
         if self.output_names and len(self.output_names) != len(self.outputs):
             raise TapeError(f"{len(self.outputs)} outputs but {len(self.output_names)} output names")
 
-
     # -- printing ----------------------------------------------------------
     def records(self) -> list[str]:
         """One line per slot, e.g. ``%4 = mul %0 %3`` (the listing without header)."""

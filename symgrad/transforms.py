@@ -223,8 +223,14 @@ def derivative_tape(tape: Tape, wrt: Sequence[str], *, output: int = 0) -> Tape:
         tangent = _forward(b, current, refs, {position: b.const(1.0)})
         current = b.finish([_zero_if_none(b, tangent[slot])])
         slot = current.outputs[0]
-    return Tape(current.inputs, current.consts, current.instrs, current.outputs, current.source,
-                (derivative_name(list(wrt), value_name),))
+    return Tape(
+        current.inputs,
+        current.consts,
+        current.instrs,
+        current.outputs,
+        current.source,
+        (derivative_name(list(wrt), value_name),),
+    )
 
 
 def jvp_tape(tape: Tape, tangents: Sequence[str] | None = None) -> Tape:
@@ -255,8 +261,7 @@ def hvp_tape(tape: Tape, *, output: int = 0) -> Tape:
     refs = b.import_tape(gradient)
     seeds = {i: b.var(name) for i, name in enumerate(tangent_names(tape))}
     tangent = _forward(b, gradient, refs, seeds)
-    return b.finish([_zero_if_none(b, tangent[o]) for o in gradient.outputs],
-                    [f"(Hv)_{name}" for name in tape.inputs])
+    return b.finish([_zero_if_none(b, tangent[o]) for o in gradient.outputs], [f"(Hv)_{name}" for name in tape.inputs])
 
 
 def hessian_tape(

@@ -194,8 +194,9 @@ def _tree(draw: st.DrawFn, point: dict[str, float], depth: int, margin: float) -
             return Node(name, ATOM, sympy.Symbol(name), point[name], leaf=True)
         if kind == "constant":
             name = draw(st.sampled_from(["pi", "E"]))
-            return Node(name, ATOM, sympy.pi if name == "pi" else sympy.E, math.pi if name == "pi" else math.e,
-                        leaf=True)
+            return Node(
+                name, ATOM, sympy.pi if name == "pi" else sympy.E, math.pi if name == "pi" else math.e, leaf=True
+            )
         return _const(draw(numbers()))
     choice = draw(st.sampled_from([*sorted(set(OPS) - set(HELPER_OPS)), "pos"]))
     if choice == "pos":
@@ -243,8 +244,42 @@ def expression_texts(max_depth: int = 4) -> st.SearchStrategy[str]:
     return cases(max_depth).map(lambda c: c.text)
 
 
-_TOKENS = ["(", ")", "+", "-", "*", "/", "**", "^", ",", ".", "e", "E", "x", "sin", "pi", "1", "0", "1e308",
-           "1e309", "9" * 400, " ", "\n", "\t", "\x00", "√", "²", "∂", "ℯ", "٣", "x₁", "𝑥", "\u200b", "#", "@"]
+_TOKENS = [
+    "(",
+    ")",
+    "+",
+    "-",
+    "*",
+    "/",
+    "**",
+    "^",
+    ",",
+    ".",
+    "e",
+    "E",
+    "x",
+    "sin",
+    "pi",
+    "1",
+    "0",
+    "1e308",
+    "1e309",
+    "9" * 400,
+    " ",
+    "\n",
+    "\t",
+    "\x00",
+    "√",
+    "²",
+    "∂",
+    "ℯ",
+    "٣",
+    "x₁",
+    "𝑥",
+    "\u200b",
+    "#",
+    "@",
+]
 
 
 def random_text(max_size: int = 200) -> st.SearchStrategy[str]:

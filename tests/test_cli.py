@@ -97,7 +97,9 @@ def test_console_script_is_installed() -> None:
 
 
 def test_python_dash_m() -> None:
-    done = subprocess.run([sys.executable, "-m", "symgrad", "grad", "x*x", "x=3"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "symgrad", "grad", "x*x", "x=3"], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0
     assert done.stdout.split() == ["value", "9", "d/dx", "6"]
 

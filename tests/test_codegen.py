@@ -242,7 +242,9 @@ def test_partials_of_scalar_inputs_are_sums_of_the_pointwise_partials(text: str,
     pointwise = []
     for x in xs:
         try:
-            pointwise.append(f.value_and_grad({**point, **({"x": float(x)} if "x" in point else {})}, wrt=list(f.variables)))
+            pointwise.append(
+                f.value_and_grad({**point, **({"x": float(x)} if "x" in point else {})}, wrt=list(f.variables))
+            )
         except symgrad.DomainError:
             assume(False)
     with warnings.catch_warnings():
@@ -272,8 +274,10 @@ def test_summed_partials_match_the_pointwise_sum_on_fitting_losses(text: str) ->
     for name in params:
         if name not in f.variables:
             continue
-        terms = [f.grad({n: (float(v[k]) if isinstance(v, np.ndarray) else v) for n, v in point.items()}, wrt=name)
-                 for k in range(len(t))]
+        terms = [
+            f.grad({n: (float(v[k]) if isinstance(v, np.ndarray) else v) for n, v in point.items()}, wrt=name)
+            for k in range(len(t))
+        ]
         assert grads[name] == pytest.approx(math.fsum(terms), rel=1e-12, abs=1e-12), name
 
 
@@ -344,8 +348,25 @@ def bits(v: float) -> tuple[bool, float, float]:
 
 @pytest.mark.parametrize(
     "text",
-    ["x*1", "1*x", "x+0", "0+x", "x+(-0.0)", "x-0", "x-(-0.0)", "x/1", "x**1", "x**0", "--x", "x**2",
-     "min(x, y) + min(y, x)", "min(x, y)*0 + atan2(min(y, x), -1)", "max(x, y)*0 + atan2(max(y, x), -1)", "x*y - y*x", "atan2(x + 0, -1)"],
+    [
+        "x*1",
+        "1*x",
+        "x+0",
+        "0+x",
+        "x+(-0.0)",
+        "x-0",
+        "x-(-0.0)",
+        "x/1",
+        "x**1",
+        "x**0",
+        "--x",
+        "x**2",
+        "min(x, y) + min(y, x)",
+        "min(x, y)*0 + atan2(min(y, x), -1)",
+        "max(x, y)*0 + atan2(max(y, x), -1)",
+        "x*y - y*x",
+        "atan2(x + 0, -1)",
+    ],
 )
 @pytest.mark.parametrize("x", [0.0, -0.0, 1.5, -2.0, math.inf, -math.inf, math.nan, 1e-310])
 def test_lowering_identities_are_exact(text: str, x: float) -> None:

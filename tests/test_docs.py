@@ -217,7 +217,9 @@ def _needs_dot(block: Block) -> bool:
 
 
 @pytest.mark.parametrize(
-    "block", [pytest.param(b, marks=[pytest.mark.needs_dot] if _needs_dot(b) else []) for b in RUN], ids=[b.id for b in RUN]
+    "block",
+    [pytest.param(b, marks=[pytest.mark.needs_dot] if _needs_dot(b) else []) for b in RUN],
+    ids=[b.id for b in RUN],
 )
 def test_example(block: Block, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     session = _SESSIONS.get(block.path)

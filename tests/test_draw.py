@@ -111,7 +111,9 @@ def test_square_shows_both_edges() -> None:
     assert [e for e in parsed.edges if e[1] == f"op{tape.output}"] == [("s0", f"op{tape.output}", "")] * 2
 
 
-@pytest.mark.parametrize("op", [op for op in OPS.values() if op.arity == 2 and not op.commutative], ids=lambda op: op.name)
+@pytest.mark.parametrize(
+    "op", [op for op in OPS.values() if op.arity == 2 and not op.commutative], ids=lambda op: op.name
+)
 def test_non_commutative_ops_number_their_arguments(op: symgrad.Op) -> None:
     # op(b, a) with inputs (a, b): the edge from b must be argument 1, from a argument 2.
     tape = Tape(("a", "b"), (), (Instr(op, (1, 0)),), 2)

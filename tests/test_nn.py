@@ -39,7 +39,9 @@ def test_neuron_computes_its_formula() -> None:
         out = n(x)
         assert out.data == pytest.approx(fn(w[0] * x[0] + w[1] * x[1] + n.b.data))
         out.backward()
-        assert n.b.grad == pytest.approx({"relu": float(out.data > 0), "tanh": 1 - out.data**2, "linear": 1.0}[activation])
+        assert n.b.grad == pytest.approx(
+            {"relu": float(out.data > 0), "tanh": 1 - out.data**2, "linear": 1.0}[activation]
+        )
     assert Neuron(2, nonlin=False).activation == "linear"
     assert Neuron(2, nonlin=True).activation == "relu"
     assert repr(Neuron(2, "tanh")) == "TanhNeuron(2)"

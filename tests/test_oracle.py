@@ -67,7 +67,9 @@ def test_constants_are_exact(text: str, want: sympy.Expr) -> None:
 
 
 def test_every_op_spelling_converts_through_the_table() -> None:
-    e = to_sympy(parse("relu(x) + abs(x) + Abs(y) + min(x, y) + Max(x, y) + atan2(y, x) + sigmoid(x) + x^y + pow(x, y)"))
+    e = to_sympy(
+        parse("relu(x) + abs(x) + Abs(y) + min(x, y) + Max(x, y) + atan2(y, x) + sigmoid(x) + x^y + pow(x, y)")
+    )
     assert e.has(sympy.Heaviside, sympy.Abs, sympy.Min, sympy.Max, sympy.atan2)
     assert e.has(x**y)
 
@@ -91,8 +93,9 @@ def test_tape_without_source_converts() -> None:
 
 def test_sympy_is_not_imported_by_symgrad() -> None:
     code = "import sys, symgrad; symgrad.grad('sin(x)', x=1); symgrad.cli.build_parser(); print('sympy' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", "import symgrad.cli\n" + code], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import symgrad.cli\n" + code], capture_output=True, text=True, check=True
+    )
     assert done.stdout.strip() == "False"
 
 
@@ -307,9 +310,14 @@ def test_cli_check_exit_1_on_disagreement(capsys: pytest.CaptureFixture[str]) ->
     assert "DISAGREES" in out
 
 
-@pytest.mark.parametrize(("argv", "fragment"), [(["check", "2x", "x=1"], "write 2*x"),
-                                                 (["check", "log(x)", "x=-1"], "undefined"),
-                                                 (["check", "x*y", "x=1"], "no value given for 'y'")])
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["check", "2x", "x=1"], "write 2*x"),
+        (["check", "log(x)", "x=-1"], "undefined"),
+        (["check", "x*y", "x=1"], "no value given for 'y'"),
+    ],
+)
 def test_cli_check_user_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str) -> None:
     status, out, err = run(capsys, *argv)
     assert status == 2 and out == ""

@@ -78,8 +78,19 @@ def test_parser_raises_only_symgrad_errors_and_is_quick(text: str) -> None:
     assert time.perf_counter() - start < 1.0  # a hang guard, not a benchmark
 
 
-_LARGE = [("(", "", ""), (")", "", ""), ("-", "x", ""), ("x+", "", ""), ("1", "", ""), ("(x+", "x", ")"),
-          ("2**", "2", ""), ("sin(", "x", ")"), ("x*", "y", ""), (".", "", ""), ("1e", "9", "")]
+_LARGE = [
+    ("(", "", ""),
+    (")", "", ""),
+    ("-", "x", ""),
+    ("x+", "", ""),
+    ("1", "", ""),
+    ("(x+", "x", ")"),
+    ("2**", "2", ""),
+    ("sin(", "x", ")"),
+    ("x*", "y", ""),
+    (".", "", ""),
+    ("1e", "9", ""),
+]
 
 
 @given(st.integers(1, 4000), st.sampled_from(_LARGE))
@@ -94,8 +105,31 @@ def test_parser_on_large_inputs(n: int, shape: tuple[str, str, str]) -> None:
     assert time.perf_counter() - start < 1.0  # a hang guard, not a benchmark
 
 
-@pytest.mark.parametrize("text", ["", " ", "\n\t", "(", ")", "()", "x)", "(x", "+", "*x", "x**", "1e999", "9" * 400,
-                                  "x\x00", "√x", "x²", "1..2", "sin()", "sin(x,)", "max(x)"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " ",
+        "\n\t",
+        "(",
+        ")",
+        "()",
+        "x)",
+        "(x",
+        "+",
+        "*x",
+        "x**",
+        "1e999",
+        "9" * 400,
+        "x\x00",
+        "√x",
+        "x²",
+        "1..2",
+        "sin()",
+        "sin(x,)",
+        "max(x)",
+    ],
+)
 def test_parser_edge_cases_raise_symgrad_errors(text: str) -> None:
     with pytest.raises(SymgradError):
         parse(text)

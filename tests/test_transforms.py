@@ -121,8 +121,7 @@ def test_the_issue_examples() -> None:
     assert h["x"]["y"] == h["y"]["x"] == pytest.approx(2 * x + math.exp(x * y) * (1 + x * y), rel=1e-14)
     assert h["y"]["y"] == pytest.approx(x * x * math.exp(x * y), rel=1e-14)
     jac = symgrad.jacobian(["x*y", "x + y", "sin(x)"], x=1, y=2)
-    assert jac == {"x*y": {"x": 2.0, "y": 1.0}, "x + y": {"x": 1.0, "y": 1.0},
-                   "sin(x)": {"x": math.cos(1.0), "y": 0.0}}
+    assert jac == {"x*y": {"x": 2.0, "y": 1.0}, "x + y": {"x": 1.0, "y": 1.0}, "sin(x)": {"x": math.cos(1.0), "y": 0.0}}
     assert symgrad.jvp("x*y + sin(x)", {"x": 1, "y": 2}, {"x": 1, "y": 0}) == (2 + math.sin(1.0), 2 + math.cos(1.0))
     assert symgrad.grad("x**n", x=-2, n=3, wrt="x") == 12.0  # the log(x) of d/dn is never evaluated
 
@@ -301,11 +300,22 @@ def test_formula_round_trip(case: Case) -> None:
         ("5*x**5", ["x", "x", "x"], None),
     ],
 )
-def test_printed_derivatives_of_polynomials_have_no_identity_debris(text: str, wrt: list[str], want: str | None) -> None:
+def test_printed_derivatives_of_polynomials_have_no_identity_debris(
+    text: str, wrt: list[str], want: str | None
+) -> None:
     formula = symgrad.diff(text, *wrt).formula
     if want is not None:
         assert formula == want
-    for debris in (r"\*1(?![\d.])", r"(?<![\d.e])1\*", r"\+ 0(?![\d.])", r"(?<![\d.e])0\*", r"--", r"\+ -", r"- -", r"\*-1\b"):
+    for debris in (
+        r"\*1(?![\d.])",
+        r"(?<![\d.e])1\*",
+        r"\+ 0(?![\d.])",
+        r"(?<![\d.e])0\*",
+        r"--",
+        r"\+ -",
+        r"- -",
+        r"\*-1\b",
+    ):
         assert not re.search(debris, formula), (debris, formula)
     # and it means the right thing: sympy's derivative at a few points
     f = symgrad.compile(text)
@@ -351,8 +361,16 @@ def test_gradient_function_is_one_tape_with_value_and_partials() -> None:
 def test_a_new_row_of_the_op_table_works_everywhere() -> None:
     """Add a temporary op (cube): parser, lowering, transforms, interpreter, code, arrays, Value, formulas."""
     cube = ops.Op(
-        "cube", 1, "cube", lambda a: a * a * a, lambda a: a * a * a, "cube({0})", ("3 * a * a",),
-        lambda a: a**3, "a ** 3", call_names=("cube",),
+        "cube",
+        1,
+        "cube",
+        lambda a: a * a * a,
+        lambda a: a * a * a,
+        "cube({0})",
+        ("3 * a * a",),
+        lambda a: a**3,
+        "a ** 3",
+        call_names=("cube",),
     )
     ops.register(cube)
     try:
