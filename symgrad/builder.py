@@ -49,6 +49,27 @@ _RuleSet = tuple[tuple[tuple[Rewrite, tuple[_Need, ...]], ...], bool, frozenset[
 which ops, the same operand twice)."""
 
 
+_RULE_SETS: dict[tuple[Op, bool], tuple[object, _RuleSet]] = {}
+
+
+def _rule_set(op: Op, algebra: bool) -> _RuleSet:
+    """An op's rewrites with what they need, kept across builders (rebuilt if the parsed rules change)."""
+    parsed = rewrites(op)
+    cached = _RULE_SETS.get((op, algebra))
+    if cached is not None and cached[0] is parsed:
+        return cached[1]
+    rules = tuple((r, _needs(r.args)) for r in parsed if algebra or not r.algebra)
+    needs = [n for _, ns in rules for n in ns]
+    found: _RuleSet = (
+        rules,
+        any(kind == _A_CONST for kind, _ in needs),
+        frozenset(what for kind, what in needs if kind == _A_RECORD),
+        any(kind == _SAME for kind, _ in needs),
+    )
+    _RULE_SETS[(op, algebra)] = (parsed, found)
+    return found
+
+
 def _needs(patterns: tuple[Pattern, ...]) -> tuple[_Need, ...]:
     needs = tuple(_need(p) for p in patterns)
     if len(patterns) == 2 and patterns[0][0] == VAR and patterns[0] == patterns[1]:
@@ -106,7 +127,7 @@ class TapeBuilder:
     def emit(self, op: Op, args: tuple[Ref, ...], span: Span | None = None, derivative_of: Op | None = None) -> Ref:
         """``op(*args)`` as a reference: folded, rewritten, or an existing or new record."""
         if self.optimize:
-            if all(a[0] == "c" for a in args):
+            if args[0][0] == "c" and (len(args) == 1 or args[1][0] == "c") and all(a[0] == "c" for a in args):
                 folded = self._fold(op, args, span, derivative_of)
                 if folded is not None:
                     return folded
@@ -162,15 +183,7 @@ class TapeBuilder:
     def _rules_for(self, op: Op, algebra: bool) -> _RuleSet:
         found = self._rules.get((op, algebra))
         if found is None:
-            rules = tuple((r, _needs(r.args)) for r in rewrites(op) if algebra or not r.algebra)
-            needs = [n for _, ns in rules for n in ns]
-            found = (
-                rules,
-                any(kind == _A_CONST for kind, _ in needs),
-                frozenset(what for kind, what in needs if kind == _A_RECORD),
-                any(kind == _SAME for kind, _ in needs),
-            )
-            self._rules[(op, algebra)] = found
+            found = self._rules[(op, algebra)] = _rule_set(op, algebra)
         return found
 
     def _worth_trying(

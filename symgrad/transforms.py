@@ -86,6 +86,8 @@ def _sum(b: TapeBuilder, terms: list[Ref], instr: Instr | None) -> Ref | None:
     Equal terms are counted (``t + t`` is ``2*t``), variable terms come first
     and constants last, so sums read ``6*x - 4`` rather than ``-4 + 3*x + 3*x``.
     """
+    if len(terms) == 1:  # the common case: one contribution
+        return None if b.is_zero(terms[0]) else terms[0]
     counts: dict[Ref, int] = {}
     for t in terms:
         if not b.is_zero(t):
