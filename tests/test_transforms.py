@@ -405,3 +405,45 @@ def test_explain_shows_the_sweeps_of_a_derivative_tape() -> None:
     assert str(g.explain(x=1.0, y=2.0, output=1)).splitlines()[0].startswith("d/dx of x*y")
     with pytest.raises(symgrad.InputError, match="output"):
         g.explain(x=1.0, y=2.0, output=3)
+
+
+@settings(max_examples=EXAMPLES // 2)
+@given(cases(max_depth=3, kink_margin=1e-3))
+def test_jacobians_of_several_outputs_agree_with_sympy(case: Case) -> None:
+    """Outputs f, sin(f) and f*v over the random formula f (v its first variable), both modes."""
+    f = symgrad.compile(case.text)
+    names = list(f.variables)
+    assume(names)
+    first = names[0]
+    texts = [case.text, f"sin({case.text})", f"({case.text})*{first}"]
+    vf = symgrad.compile(texts)
+    expr, syms = _real(case.sym, names)
+    exprs = [expr, sympy.sin(expr), expr * syms[first]]
+    x = [case.point[n] for n in vf.variables]
+    for mode in ("reverse", "forward"):
+        tape = transforms.jacobian_tape(vf.tape, mode=mode)
+        try:
+            values = interpret.evaluate(tape, x)
+        except DomainError:
+            assume(False)
+            return
+        for k, e in enumerate(exprs):
+            for j, name in enumerate(vf.variables):
+                want = _exact_or_nan(sympy.diff(e, syms[name]), case.point)
+                if math.isfinite(want):
+                    got = values[k * len(vf.variables) + j]
+                    single = symgrad.compile(texts[k])  # the terms one derivative combines set the tolerance
+                    scale = 0.0
+                    if name in single.variables:
+                        d = single.derivative(name)
+                        scale = magnitudes(d.tape, [case.point[n] for n in d.variables])[0]
+                    assert agrees(got, want, scale), (mode, texts[k], name, got, want)
+
+
+def test_a_traced_value_function_has_a_hessian() -> None:
+    """trace() gives a Function, so Value users get Hessians too: x*x*y -> [[2y, 2x], [2x, 0]]."""
+    a, b = symgrad.Value(1.5, label="x"), symgrad.Value(-2.0, label="y")
+    traced = symgrad.trace(lambda ps: ps[0] * ps[0] * ps[1], [a, b])
+    h = traced.hessian(x=1.5, y=-2.0)
+    assert h == {"x": {"x": -4.0, "y": 3.0}, "y": {"x": 3.0, "y": 0.0}}
+    assert traced.derivative("x", "y")(x=0.5, y=7.0) == 1.0
