@@ -142,12 +142,7 @@ def _results(
     move the last bit: the array path agrees with the scalar one to rounding).
     """
     base = tape.first_instr_slot
-    uses = [0] * tape.n_slots
-    for instr in tape.instrs:
-        for a in instr.args:
-            uses[a] += 1
-    for o in tape.outputs:
-        uses[o] += 1
+    uses = tape.use_counts()
 
     def summed(slot: int) -> _Result:
         if slot >= base and uses[slot] == 1 and point_shape and slot_shape[slot] == point_shape:

@@ -59,12 +59,7 @@ def to_formula(tape: Tape) -> list[str]:
         t = number_text(c)
         text.append(t)
         prec.append(_UNARY if t.startswith("-") else _ATOM)
-    uses = [0] * tape.n_slots
-    for instr in tape.instrs:
-        for a in instr.args:
-            uses[a] += 1
-    for o in tape.outputs:
-        uses[o] += 1
+    uses = tape.use_counts()
     for instr in tape.instrs:
         op, args = instr.op, instr.args
         infix = _INFIX.get(op.name) if op.infix else None

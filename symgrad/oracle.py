@@ -204,22 +204,7 @@ class CheckReport:
 
     def __str__(self) -> str:
         head = ["", "tape", "sympy", "finite difference", "abs error", "rel error", "fd rel error", ""]
-        table = [head]
-        for row in (self.value, *self.rows):
-            fd = "" if row.finite_difference is None else _fmt(row.finite_difference)
-            fd_err = "" if row.fd_rel_error is None else _fmt_err(row.fd_rel_error)
-            table.append(
-                [
-                    row.label,
-                    _fmt(row.tape),
-                    _fmt(row.sympy),
-                    fd,
-                    _fmt_err(row.abs_error),
-                    _fmt_err(row.rel_error),
-                    fd_err,
-                    _verdict(row),
-                ]
-            )
+        table = [head, *(_cells(row) for row in (self.value, *self.rows))]
         widths = [max(len(line[i]) for line in table) for i in range(len(head))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
         at = ", ".join(f"{k}={v!r}" for k, v in self.point.items()) or "(no variables)"
@@ -236,24 +221,8 @@ class CheckReport:
     def _repr_html_(self) -> str:
         """Jupyter: the three-way table; rows that disagree are highlighted."""
         head = ["", "tape", "sympy", "finite difference", "abs error", "rel error", "fd rel error", ""]
-        rows, styles = [], []
-        for row in (self.value, *self.rows):
-            fd = "" if row.finite_difference is None else _fmt(row.finite_difference)
-            fd_err = "" if row.fd_rel_error is None else _fmt_err(row.fd_rel_error)
-            verdict = _verdict(row)
-            rows.append(
-                [
-                    row.label,
-                    _fmt(row.tape),
-                    _fmt(row.sympy),
-                    fd,
-                    _fmt_err(row.abs_error),
-                    _fmt_err(row.rel_error),
-                    fd_err,
-                    verdict,
-                ]
-            )
-            styles.append(None if row.ok else _HIGHLIGHT[verdict])
+        rows = [_cells(row) for row in (self.value, *self.rows)]
+        styles = [None if row.ok else _HIGHLIGHT[_verdict(row)] for row in (self.value, *self.rows)]
         at = ", ".join(f"{k}={v!r}" for k, v in self.point.items()) or "(no variables)"
         lines = str(self).splitlines()
         return display.html_table(
@@ -267,6 +236,22 @@ class CheckReport:
 
 
 _HIGHLIGHT = {"DISAGREES": "background:#fee2e2;font-weight:bold", "NO ORACLE": "background:#fef3c7"}
+
+
+def _cells(row: CheckRow) -> list[str]:
+    """One row of the check table, as text: label, the three numbers, the errors, the verdict."""
+    fd = "" if row.finite_difference is None else _fmt(row.finite_difference)
+    fd_err = "" if row.fd_rel_error is None else _fmt_err(row.fd_rel_error)
+    return [
+        row.label,
+        _fmt(row.tape),
+        _fmt(row.sympy),
+        fd,
+        _fmt_err(row.abs_error),
+        _fmt_err(row.rel_error),
+        fd_err,
+        _verdict(row),
+    ]
 
 
 def _verdict(row: CheckRow) -> str:

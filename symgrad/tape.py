@@ -114,6 +114,16 @@ class Tape:
             needs[base + k] = any(needs[a] for a in instr.args)
         return needs
 
+    def use_counts(self) -> list[int]:
+        """Per slot: how many times it is read, by records (once per argument) and as an output."""
+        uses = [0] * self.n_slots
+        for instr in self.instrs:
+            for a in instr.args:
+                uses[a] += 1
+        for o in self.outputs:
+            uses[o] += 1
+        return uses
+
     def instr_at(self, slot: int) -> Instr:
         return self.instrs[slot - self.first_instr_slot]
 
