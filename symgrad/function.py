@@ -468,7 +468,7 @@ class Function:
     # -- backend choice (native machine code via llvmlite, else generated Python) ---------
     def _compiled(self, tape: Tape, slow: Callable[..., Any], returns: codegen.Returns) -> Callable[..., Any]:
         """Code for ``tape`` on floats: the native kernel where the backend choice says so, else Python."""
-        if native.use_native(self.backend, len(tape)):
+        if native.use_native(self.backend, len(tape)) and (self.backend == "native" or native.emits(tape)):
             from .native.kernel import function as native_function  # only importable with llvmlite
 
             fn: Callable[..., Any] = native_function(tape, slow, returns)

@@ -387,6 +387,9 @@ def test_a_new_row_of_the_op_table_works_everywhere() -> None:
         out.backward()
         assert (out.data, v.grad) == (8.0, 12.0)
         assert symgrad.check("cube(x)", x=1.5).ok
+        big = symgrad.compile(" + ".join(f"cube(x*{k} + y)" for k in range(1, 120)))  # > 200 records: "auto"
+        assert len(big.tape) >= 200  # the native backend has no emitter for cube: auto runs it as Python
+        assert big.grad(x=0.5, y=0.25)["y"] == pytest.approx(sum(3 * (0.5 * k + 0.25) ** 2 for k in range(1, 120)))
     finally:
         ops.unregister("cube")
     with pytest.raises(symgrad.UnknownFunctionError):

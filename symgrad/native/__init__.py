@@ -21,8 +21,18 @@ import os
 import warnings
 
 from ..errors import InputError, MissingDependencyError
+from ..tape import Tape
 
-__all__ = ["AUTO_MIN_RECORDS", "BACKENDS", "available", "resolve_backend", "unavailable_reason", "use_native"]
+__all__ = [
+    "AUTO_MAX_RECORDS",
+    "AUTO_MIN_RECORDS",
+    "BACKENDS",
+    "available",
+    "emits",
+    "resolve_backend",
+    "unavailable_reason",
+    "use_native",
+]
 
 _reason: str | None = None
 _checked = False
@@ -67,6 +77,14 @@ def resolve_backend(backend: str | None) -> str:
         source = "backend" if backend is not None else "SYMGRAD_BACKEND"
         raise InputError(f"{source} must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
     return name
+
+
+def emits(tape: Tape) -> bool:
+    """Whether the native backend has an emitter for every op of ``tape`` (a row added to the op
+    table without one runs on the Python backend under ``auto``)."""
+    from .emit import EMITTERS  # plain Python: no llvmlite
+
+    return all(instr.op.name in EMITTERS for instr in tape.instrs)
 
 
 def use_native(backend: str, n_records: int) -> bool:
