@@ -167,6 +167,23 @@ def test_bad_output_slots_and_bad_points_are_clear_errors() -> None:
         kernel.array(np.zeros(3), np.zeros(4))
 
 
+def test_domain_flag_sees_values_no_output_shows_and_sums_that_overflow_are_false_alarms() -> None:
+    # An overflow that a later op hides (1 / inf = 0) still reaches the interpreter's error.
+    text = "1 / exp(x) + y"
+    tape = lower(parse(text), text)
+    kernel = compile_native(tape, [tape.output])
+    assert_same_outcome(outcome(kernel, 800.0, 1.0), outcome(reference(tape, [tape.output]), 800.0, 1.0), text)
+    assert outcome(kernel, 800.0, 1.0)[0] == "error"
+    # Finite values whose sum overflows (the checked values are summed): a false alarm, the same numbers.
+    text = "(x * 1.5 - x * 1.25) + (y * 1.75 - y * 1.5)"
+    tape = lower(parse(text), text)
+    kernel = compile_native(tape, [tape.output, tape.first_instr_slot, tape.first_instr_slot + 1])
+    for point in [(1e308, 1e308), (1e308, -1e308), (-1e308, 1.0), (2.0, 3.0)]:
+        want = outcome(reference(tape, [tape.output, tape.first_instr_slot, tape.first_instr_slot + 1]), *point)
+        assert want[0] == "ok"
+        assert_same_outcome(outcome(kernel, *point), want, point)
+
+
 def _big_tape(n_records: int, n_inputs: int = 20, seed: int = 5) -> Tape:
     """A random tape built record by record (parsing 100,000 records would dominate the test)."""
     r = random.Random(seed)

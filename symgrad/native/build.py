@@ -73,10 +73,11 @@ def _chunk(layout: Layout, k: int, inline: bool, libm: set[str], width: int) -> 
         if index is not None:
             p = _gep(lines, f"%s{slot}", d, "%w", index)
             lines.append(f"  store {d} {result}, ptr {p}, align 8")
+    flag = e.domain_flag()
     if width == 1:
-        lines.append(f"  %flag = zext i1 {e.flag} to i32")
+        lines.append(f"  %flag = zext i1 {flag} to i32")
     else:  # one bit per lane
-        lines.append(f"  %bits = bitcast {e.i1} {e.flag} to i{width}")
+        lines.append(f"  %bits = bitcast {e.i1} {flag} to i{width}")
         lines.append(f"  %flag = zext i{width} %bits to i32")
     lines += ["  ret i32 %flag", "}"]
     libm |= e.libm
