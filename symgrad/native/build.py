@@ -24,7 +24,9 @@ output written once.
 
 from __future__ import annotations
 
-from .emit import EMITTERS, LIBM, PREFIX, Emit
+from collections.abc import Collection
+
+from .emit import EMITTERS, FUSED, LIBM, LIBM_PAIRS, PREFIX, Emit
 from .program import Layout, Program
 
 __all__ = ["ARRAY", "SCALAR", "STACK_LIMIT", "WIDTH", "build_ir"]
@@ -64,15 +66,25 @@ def _chunk(layout: Layout, k: int, inline: bool, libm: set[str], width: int) -> 
             here[slot] = v
         return v
 
-    for i in layout.chunks[k]:
-        name, args = program.records[i]
-        result = EMITTERS[name](e, [value(a) for a in args])
+    def define(i: int, result: str) -> None:
         slot = first + i
         here[slot] = result
         index = layout.location.get(slot)
         if index is not None:
             p = _gep(lines, f"%s{slot}", d, "%w", index)
             lines.append(f"  store {d} {result}, ptr {p}, align 8")
+
+    for i in layout.chunks[k]:
+        name, args = program.records[i]
+        if first + i in here:  # computed with the record before it (layout.fused)
+            continue
+        j = layout.fused.get(i)
+        if j is None:
+            define(i, EMITTERS[name](e, [value(a) for a in args]))
+        else:
+            ours, theirs = FUSED[name, program.records[j][0]][1](e, [value(a) for a in args])
+            define(i, ours)
+            define(j, theirs)
     flag = e.domain_flag()
     if width == 1:
         lines.append(f"  %flag = zext i1 {flag} to i32")
@@ -250,13 +262,15 @@ def _array(layout: Layout, width: int) -> list[str]:
     return lines
 
 
-def build_ir(program: Program, part: str) -> str:
+def build_ir(program: Program, part: str, pairs: Collection[tuple[str, str]] = ()) -> str:
     """The IR of ``program``: ``part`` is ``"scalar"`` (the scalar entry) or ``"array"`` (the array loop).
 
     The two are separate modules, compiled when first used: a caller of the
     scalar entry never pays for the array loop and its vector variant.
+    ``pairs``: the ops computed together where they share arguments (see
+    :class:`~symgrad.native.program.Layout`; :func:`symgrad.native.jit.fused_pairs`).
     """
-    layout = Layout(program)
+    layout = Layout(program, pairs=pairs)
     inline = part == "array" and len(layout.chunks) <= 1
     width = WIDTH if inline else 1
     libm: set[str] = set()
@@ -276,7 +290,9 @@ def build_ir(program: Program, part: str) -> str:
         f"{len(program.outputs)} outputs"
     ]
     head += [
-        f"declare double @{PREFIX}{name}({', '.join(['double'] * LIBM[name])}) nounwind memory(none)"
+        f"declare void @{PREFIX}{name}(double, ptr, ptr) nounwind memory(argmem: write)"
+        if name in LIBM_PAIRS
+        else f"declare double @{PREFIX}{name}({', '.join(['double'] * LIBM[name])}) nounwind memory(none)"
         for name in sorted(libm)
     ]
     head += [

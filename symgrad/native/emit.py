@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["EMITTERS", "LIBM", "PREFIX", "Emit", "Emitter", "double"]
+__all__ = ["EMITTERS", "FUSED", "LIBM", "LIBM_PAIRS", "PREFIX", "Emit", "Emitter", "double"]
 
 _EXPONENT = 0x7FF0000000000000
 _MAGNITUDE = 0x7FFFFFFFFFFFFFFF
@@ -107,6 +107,26 @@ class Emit:
             result = self._new(f"insertelement {self.d} {result}, double {one}, i32 {lane}")
         return result
 
+    def call_pair(self, name: str, a: str) -> tuple[str, str]:
+        """A libm function of one argument with two results written through pointers (``sincos``), per lane."""
+        self.libm.add(name)
+        firsts, seconds = [], []
+        for lane in range(self.width):
+            x = a if self.width == 1 else self._new(f"extractelement {self.d} {a}, i32 {lane}")
+            p, q = self._new("alloca double, align 8"), self._new("alloca double, align 8")
+            self.lines.append(f"  call void @{PREFIX}{name}(double {x}, ptr {p}, ptr {q})")
+            firsts.append(self._new(f"load double, ptr {p}, align 8"))
+            seconds.append(self._new(f"load double, ptr {q}, align 8"))
+        if self.width == 1:
+            return firsts[0], seconds[0]
+        results = []
+        for lanes in (firsts, seconds):
+            result = "poison"
+            for lane, one in enumerate(lanes):
+                result = self._new(f"insertelement {self.d} {result}, double {one}, i32 {lane}")
+            results.append(result)
+        return results[0], results[1]
+
     def sqrt(self, a: str) -> str:
         suffix = "f64" if self.width == 1 else f"v{self.width}f64"
         return self._new(f"call {self.d} @llvm.sqrt.{suffix}({self.d} {a})")
@@ -180,6 +200,14 @@ LIBM: dict[str, int] = {
     "atan2": 2,
 }
 """The libm functions generated code may call, with their arity."""
+LIBM_PAIRS: dict[str, tuple[str, str]] = {"sincos": ("sin", "cos")}
+"""libm functions ``void f(double x, double *a, double *b)`` computing two of :data:`LIBM` at once.
+
+Used only where the C library has them and they give the same bits as the
+two calls (checked when registered, see :mod:`symgrad.native.libm`): glibc's
+``sincos`` is its ``sin`` and ``cos`` sharing the argument reduction, at about
+60% of their cost.
+"""
 
 
 def _libm(name: str) -> Emitter:
@@ -253,6 +281,23 @@ def _xlogy(e: Emit, args: Sequence[str]) -> str:
     e.check(result)  # where used: log(y) undefined, or x*log(y) overflows
     return result
 
+
+def _fused(name: str, swap: bool) -> Callable[[Emit, Sequence[str]], tuple[str, str]]:
+    def emit(e: Emit, args: Sequence[str]) -> tuple[str, str]:
+        a, b = e.call_pair(name, args[0])
+        e.check(a)
+        e.check(b)
+        return (b, a) if swap else (a, b)
+
+    return emit
+
+
+FUSED: Mapping[tuple[str, str], tuple[str, Callable[[Emit, Sequence[str]], tuple[str, str]]]] = {
+    ("sin", "cos"): ("sincos", _fused("sincos", False)),
+    ("cos", "sin"): ("sincos", _fused("sincos", True)),
+}
+"""(op, op) on the same argument → the :data:`LIBM_PAIRS` function computing both, and its emitter,
+which returns the two ops' values in that order."""
 
 EMITTERS: Mapping[str, Emitter] = {
     "add": _arith("fadd"),

@@ -50,7 +50,7 @@ everything else at opt 0 (see jit.py): measured, opt 1 costs 5-10x the compile t
 nothing measurable per scalar call."""
 MIN_POINTS_PER_THREAD = 50_000
 """An array call is split across threads only when every thread gets at least this many points."""
-CODE_VERSION = "3"  # 3: domain flags from a sum of the checked values; 2: the large code model
+CODE_VERSION = "4"  # 4: sincos; 3: domain flags from a sum of the checked values; 2: the large code model
 """Bump when the generated code changes meaning: it is part of the cache key."""
 
 STATS = {"compiled": 0, "loaded": 0}
@@ -112,7 +112,7 @@ def compile_native(
 
 def llvm_ir(tape: Tape, outputs: Sequence[int], part: str = "scalar") -> str:
     """The IR :func:`compile_native` would compile for these outputs (without compiling it)."""
-    return build_ir(Program.from_tape(tape, outputs), part)
+    return build_ir(Program.from_tape(tape, outputs), part, jit.fused_pairs())
 
 
 def _default_opt(program: Program, part: str) -> int:
@@ -131,7 +131,8 @@ class NativeKernel:
         self.program = program
         self.fallback = fallback
         self._opt = opt
-        self.layout = Layout(program)
+        self.pairs = jit.fused_pairs()
+        self.layout = Layout(program, pairs=self.pairs)
         self._lock = threading.Lock()
         self._loaded: dict[str, jit.Loaded] = {}
         self._array_fn: Any = None
@@ -144,12 +145,13 @@ class NativeKernel:
 
     def cache_key(self, part: str = "scalar") -> str:
         """What the persistent cache files this part of the kernel under."""
-        text = f"{CODE_VERSION}|{part}|{self.opt(part)}|{jit.host_id()}|{self.program.digest()}"
+        pairs = ",".join(sorted("+".join(pair) for pair in self.pairs))
+        text = f"{CODE_VERSION}|{part}|{self.opt(part)}|{pairs}|{jit.host_id()}|{self.program.digest()}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     def llvm_ir(self, part: str = "scalar", optimized: bool = False) -> str:
         """The LLVM IR of ``part`` (``optimized``: after the pass pipeline, as compiled)."""
-        text = build_ir(self.program, part)
+        text = build_ir(self.program, part, self.pairs)
         return jit.optimize_ir(text, self.opt(part)) if optimized else text
 
     def _load(self, part: str, symbol: str) -> int:

@@ -11,13 +11,19 @@ vector ``w``::
     w = [ inputs | outputs | values read by a later chunk ]
 
 The scalar entry's caller fills the inputs and reads the outputs from ``w``.
+
+Records run in tape order, except that a record one libm call computes
+together with an earlier one (``cos(a)`` beside ``sin(a)``: see ``pairs``)
+moves up next to it.  Moving up is safe (both read the same, earlier,
+arguments) and pays in gradient tapes, where the partial ``cos(a)`` of a
+forward ``sin(a)`` comes thousands of records later.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from ..tape import Tape, TapeError
@@ -72,20 +78,51 @@ class Program:
 
 
 class Layout:
-    """Chunks of records and the position in ``w`` of every value that leaves its chunk."""
+    """Chunks of records and the position in ``w`` of every value that leaves its chunk.
 
-    def __init__(self, program: Program, chunk: int = CHUNK) -> None:
+    ``pairs``: (op, op) name pairs whose records on the same arguments are
+    emitted together (the first op's record first); see :data:`fused`.
+    """
+
+    def __init__(self, program: Program, chunk: int = CHUNK, pairs: Collection[tuple[str, str]] = ()) -> None:
         self.program = program
         n_in, first = program.n_inputs, program.first_record
-        n_records = len(program.records)
-        self.chunks = [range(start, min(start + chunk, n_records)) for start in range(0, n_records, chunk)]
-        # The last chunk that reads each record's value (or -1).
-        last_reader = [-1] * n_records
-        for i, (_, args) in enumerate(program.records):
-            c = i // chunk
+        records = program.records
+        n_records = len(records)
+        self.fused: dict[int, int] = {}
+        """Record index → the record emitted right after it, by the same call (its partner in ``pairs``)."""
+        partner = dict(pairs)
+        index = {record: i for i, record in enumerate(records) if record[0] in partner.values()}
+        placed = bytearray(n_records)
+        self.chunks: list[list[int]] = []
+        """Record indices of each chunk, in execution order (at most ``chunk`` + 1: pairs stay whole)."""
+        current: list[int] = []
+        for i, (name, args) in enumerate(records):
+            if placed[i]:
+                continue
+            placed[i] = 1
+            current.append(i)
+            j = index.get((partner[name], args), -1) if name in partner else -1
+            if j > i and not placed[j]:  # (j < i was placed earlier, together with its own partner)
+                placed[j] = 1
+                current.append(j)
+                self.fused[i] = j
+            if len(current) >= chunk:
+                self.chunks.append(current)
+                current = []
+        if current:
+            self.chunks.append(current)
+        chunk_of = [0] * n_records
+        for c, members in enumerate(self.chunks):
+            for i in members:
+                chunk_of[i] = c
+        # Whether each record's value is read in another chunk than its own.
+        read_later = bytearray(n_records)
+        for i, (_, args) in enumerate(records):
+            c = chunk_of[i]
             for a in args:
-                if a >= first:
-                    last_reader[a - first] = c
+                if a >= first and chunk_of[a - first] != c:
+                    read_later[a - first] = 1
         self.location: dict[int, int] = {}
         """Slot → index in ``w`` for the inputs and every record stored there."""
         for slot in range(n_in):
@@ -100,7 +137,7 @@ class Layout:
         size = n_in + len(program.outputs)
         for i in range(n_records):
             slot = first + i
-            if last_reader[i] > i // chunk and slot not in self.location:
+            if read_later[i] and slot not in self.location:
                 self.location[slot] = size
                 size += 1
         self.size = size
