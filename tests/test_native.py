@@ -24,9 +24,9 @@ from symgrad import interpret, native, ops
 from symgrad.errors import DomainError, InputError
 from symgrad.lower import lower
 from symgrad.native import cache, jit, libm
-from symgrad.native.emit import EMITTERS
+from symgrad.native.emit import EMITTERS, PROPAGATES, checks_result
 from symgrad.native.kernel import NativeKernel, compile_native
-from symgrad.native.program import CHUNK, Layout, Program
+from symgrad.native.program import CHUNK, Layout, Program, unchecked
 from symgrad.ops import OPS, Op
 from symgrad.parser import parse
 from symgrad.tape import Instr, Tape, TapeError
@@ -186,6 +186,46 @@ def test_domain_flag_sees_values_no_output_shows_and_sums_that_overflow_are_fals
         want = outcome(reference(tape, [tape.output, tape.first_instr_slot, tape.first_instr_slot + 1]), *point)
         assert want[0] == "ok"
         assert_same_outcome(outcome(kernel, *point), want, point)
+
+
+@pytest.mark.parametrize("name", sorted(PROPAGATES))
+def test_propagating_arguments_turn_inf_and_nan_into_inf_or_nan(name: str) -> None:
+    # The fact that lets a record skip its own check (program.unchecked), tested on the machine code.
+    flows = PROPAGATES[name]
+    tape = one_op_tape(OPS[name])
+    kernel = compile_native(tape, [tape.output])
+    for k, flow in enumerate(flows):
+        assert flow or len(flows) > 1  # only the arguments that do propagate are listed as True
+        if not flow:
+            continue
+        others = [list(EDGES)] * len(flows)
+        others[k] = [INF, -INF, NAN]
+        grid = np.meshgrid(*(np.array(v) for v in others), indexing="ij")
+        (values,) = kernel.array(*(g.ravel() for g in grid), errors="ignore")
+        assert not np.isfinite(values).any(), name
+
+
+def test_records_skip_their_check_only_where_a_checked_reader_sees_their_inf() -> None:
+    # x*y feeds add (propagates, checked): skipped.  y-x feeds only exp (checked, propagates nothing)
+    # and tanh: kept.  x/y feeds div as the divisor (propagates nothing): kept.  The output add: kept.
+    names = {"mul": ("mul", (0, 1)), "sub": ("sub", (1, 0)), "div": ("div", (0, 1))}
+    records = (
+        names["mul"],  # 2
+        names["sub"],  # 3
+        ("exp", (3,)),  # 4
+        ("tanh", (3,)),  # 5
+        names["div"],  # 6
+        ("div", (4, 6)),  # 7: its numerator exp(y-x) is seen through it
+        ("neg", (7,)),  # 8
+        ("add", (2, 8)),  # 9
+    )
+    program = Program(2, (), records, (9,))
+    quiet = unchecked(program, PROPAGATES, checks_result)
+    assert list(quiet) == [1, 0, 1, 0, 0, 1, 1, 0]
+    tape = Tape(("x", "y"), (), tuple(Instr(OPS[n], a) for n, a in records), 9)
+    kernel = compile_native(tape, [9])
+    for point in [(1.0, 2.0), (0.0, 800.0), (1e300, 1e300), (-1e300, 1e10), (2.0, 0.0), (INF, 1.0), (NAN, 1.0)]:
+        assert_same_outcome(outcome(kernel, *point), outcome(reference(tape, [9]), *point), point)
 
 
 def test_sin_and_cos_of_one_argument_are_one_libm_call_with_the_same_bits() -> None:

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from .emit import EMITTERS, FUSED, LIBM, LIBM_PAIRS, PREFIX, Emit
-from .program import Layout, Program
+from .emit import EMITTERS, FUSED, LIBM, LIBM_PAIRS, PREFIX, PROPAGATES, Emit, checks_result
+from .program import Layout, Program, unchecked
 
 __all__ = ["ARRAY", "SCALAR", "STACK_LIMIT", "WIDTH", "build_ir"]
 
@@ -44,7 +44,7 @@ def _gep(lines: list[str], name: str, ty: str, base: str, index: int | str) -> s
     return name
 
 
-def _chunk(layout: Layout, k: int, inline: bool, libm: set[str], width: int) -> list[str]:
+def _chunk(layout: Layout, k: int, inline: bool, libm: set[str], width: int, quiet: bytearray) -> list[str]:
     program = layout.program
     suffix = "" if width == 1 else f"_v{width}"
     attrs = "alwaysinline" if inline else "noinline"
@@ -80,8 +80,10 @@ def _chunk(layout: Layout, k: int, inline: bool, libm: set[str], width: int) -> 
             continue
         j = layout.fused.get(i)
         if j is None:
+            e.checking = not quiet[i]
             define(i, EMITTERS[name](e, [value(a) for a in args]))
         else:
+            e.checking = not (quiet[i] and quiet[j])
             ours, theirs = FUSED[name, program.records[j][0]][1](e, [value(a) for a in args])
             define(i, ours)
             define(j, theirs)
@@ -271,13 +273,14 @@ def build_ir(program: Program, part: str, pairs: Collection[tuple[str, str]] = (
     :class:`~symgrad.native.program.Layout`; :func:`symgrad.native.jit.fused_pairs`).
     """
     layout = Layout(program, pairs=pairs)
+    quiet = unchecked(program, PROPAGATES, checks_result)
     inline = part == "array" and len(layout.chunks) <= 1
     width = WIDTH if inline else 1
     libm: set[str] = set()
     body: list[str] = []
     for w in sorted({1, width}):
         for k in range(len(layout.chunks)):
-            body += _chunk(layout, k, inline, libm, w)
+            body += _chunk(layout, k, inline, libm, w, quiet)
             body.append("")
         body += _scalar(layout, inline, w)
         body.append("")

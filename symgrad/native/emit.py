@@ -29,7 +29,18 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["EMITTERS", "FUSED", "LIBM", "LIBM_PAIRS", "PREFIX", "Emit", "Emitter", "double"]
+__all__ = [
+    "EMITTERS",
+    "FUSED",
+    "LIBM",
+    "LIBM_PAIRS",
+    "PREFIX",
+    "PROPAGATES",
+    "Emit",
+    "Emitter",
+    "checks_result",
+    "double",
+]
 
 _EXPONENT = 0x7FF0000000000000
 _MAGNITUDE = 0x7FFFFFFFFFFFFFFF
@@ -68,6 +79,10 @@ class Emit:
         """true (per lane) where a :meth:`mark` condition held (see :meth:`domain_flag`)."""
         self._sums: list[tuple[int, str]] = []
         """Pairwise partial sums of the values :meth:`check` was given: (level, value), levels decreasing."""
+        self.checking = True
+        """False while emitting a record whose value need not be checked (see :data:`PROPAGATES`)."""
+        self.checks = 0
+        """How many times :meth:`check` was called (checking or not)."""
 
     def _new(self, text: str) -> str:
         name = f"%t{self._count}"
@@ -165,7 +180,11 @@ class Emit:
         sticks); finite values can only make it non-finite by overflowing near
         1.8e308, a flag the interpreter then clears.  The sum is pairwise, so
         the additions do not form one long chain of dependent instructions.
+        Does nothing while :attr:`checking` is off.
         """
+        self.checks += 1
+        if not self.checking:
+            return
         level = 0
         while self._sums and self._sums[-1][0] == level:
             value = self.binary("fadd", self._sums.pop()[1], value)
@@ -298,6 +317,33 @@ FUSED: Mapping[tuple[str, str], tuple[str, Callable[[Emit, Sequence[str]], tuple
 }
 """(op, op) on the same argument → the :data:`LIBM_PAIRS` function computing both, and its emitter,
 which returns the two ops' values in that order."""
+
+PROPAGATES: Mapping[str, tuple[bool, ...]] = {
+    **dict.fromkeys(("add", "sub", "mul"), (True, True)),
+    "div": (True, False),  # inf / y is inf or nan for every y; x / inf is 0
+    **dict.fromkeys(("neg", "abs", "sqrt", "sin", "cos", "tan", "log"), (True,)),
+}
+"""Per op, per argument: whether an inf or nan there always makes the result inf or nan (IEEE
+arithmetic; libm returns nan for sin(inf) and inf or nan for log(inf), log(-inf)).
+
+A record whose value feeds such an argument of a record that is itself checked,
+or feeds on in the same way to one, needs no check of its own: its inf or nan
+reaches a checked value (see :func:`symgrad.native.program.unchecked`).  Ops
+missing here (``exp(-inf)`` is 0, ``tanh(inf)`` is 1...) propagate nothing.
+"""
+
+_CHECKS: dict[tuple[str, int], bool] = {}
+
+
+def checks_result(name: str, arity: int) -> bool:
+    """Whether the emitter of ``name`` checks its result (emits it once on placeholders to see)."""
+    known = _CHECKS.get((name, arity))
+    if known is None:
+        e = Emit([])
+        EMITTERS[name](e, [f"%a{k}" for k in range(arity)])
+        known = _CHECKS[name, arity] = e.checks > 0
+    return known
+
 
 EMITTERS: Mapping[str, Emitter] = {
     "add": _arith("fadd"),

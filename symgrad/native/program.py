@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..tape import Tape, TapeError
 
-__all__ = ["CHUNK", "Layout", "Program"]
+__all__ = ["CHUNK", "Layout", "Program", "unchecked"]
 
 CHUNK = 500
 """Records per compiled function (measured: compile time stays linear in tape size)."""
@@ -142,3 +142,31 @@ class Layout:
                 size += 1
         self.size = size
         """Length of ``w``."""
+
+
+def unchecked(
+    program: Program, propagates: Mapping[str, tuple[bool, ...]], checks: Callable[[str, int], bool]
+) -> bytearray:
+    """1 for each record whose domain check is redundant: an inf or nan there reaches a checked value.
+
+    ``checks(name, arity)``: whether the op's emitter checks its result;
+    ``propagates[name][k]``: whether an inf or nan as argument ``k`` always
+    makes the result inf or nan.  One sweep from the last record back: a
+    record's inf or nan is *seen* if its check is kept, or if it is an argument
+    that propagates into a record whose inf or nan is seen; the check of a seen
+    record is redundant when the seeing comes from a reader.  In a gradient
+    tape most ``+ - *`` feed further ``+ - *``: only the ends of such chains
+    keep their checks.
+    """
+    first = program.first_record
+    records = program.records
+    covered = bytearray(len(records))
+    for i in range(len(records) - 1, -1, -1):
+        name, args = records[i]
+        if covered[i] or checks(name, len(args)):  # its inf or nan is seen
+            flows = propagates.get(name)
+            if flows:
+                for a, flow in zip(args, flows, strict=True):
+                    if flow and a >= first:
+                        covered[a - first] = 1
+    return covered
