@@ -24,9 +24,10 @@ from symgrad import interpret, native, ops
 from symgrad.errors import DomainError, InputError
 from symgrad.lower import lower
 from symgrad.native import cache, jit, libm
+from symgrad.native.build import layout_of
 from symgrad.native.emit import EMITTERS, PROPAGATES, checks_result
 from symgrad.native.kernel import NativeKernel, compile_native
-from symgrad.native.program import CHUNK, Layout, Program, unchecked
+from symgrad.native.program import CHUNK, DELAY, Layout, Program, unchecked
 from symgrad.ops import OPS, Op
 from symgrad.parser import parse
 from symgrad.tape import Instr, Tape, TapeError
@@ -271,6 +272,27 @@ def test_a_partner_far_down_the_tape_moves_up_next_to_its_pair() -> None:
     for point in [(0.3, -1.2), (2.5, 0.7), (-40.0, 3.0)]:
         values = interpret.forward(tape, point)
         assert kernel(*point) == tuple(values[s] for s in outputs)
+
+
+def test_readers_of_libm_results_run_later_and_every_record_still_after_its_arguments() -> None:
+    tape = _big_tape(3 * CHUNK)
+    program = Program.from_tape(tape, [tape.output])
+    layout = layout_of(program, {("sin", "cos"), ("cos", "sin")})
+    order = [i for chunk in layout.chunks for i in chunk]
+    assert sorted(order) == list(range(len(program.records))) and order != sorted(order)
+    at = {i: n for n, i in enumerate(order)}
+    first = program.first_record
+    for i, (_, args) in enumerate(program.records):
+        assert all(at[a - first] < at[i] for a in args if a >= first), i
+    # A reader of a libm result runs at least DELAY records after it unless it had to wait for another argument.
+    slow = {"sin", "cos", "tanh", "sigmoid"}
+    gaps = [
+        at[i] - at[a - first]
+        for i, (_, args) in enumerate(program.records)
+        for a in args
+        if a >= first and program.records[a - first][0] in slow and a - first not in layout.fused
+    ]
+    assert gaps and sorted(gaps)[len(gaps) // 2] >= DELAY // 2
 
 
 def test_a_pair_function_is_used_only_where_it_gives_the_bits_of_the_two_functions() -> None:

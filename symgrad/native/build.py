@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from .emit import EMITTERS, FUSED, LIBM, LIBM_PAIRS, PREFIX, PROPAGATES, Emit, checks_result
-from .program import Layout, Program, unchecked
+from .emit import EMITTERS, FUSED, LIBM, LIBM_PAIRS, PREFIX, PROPAGATES, Emit, calls_libm, checks_result
+from .program import DELAY, Layout, Program, unchecked
 
-__all__ = ["ARRAY", "SCALAR", "STACK_LIMIT", "WIDTH", "build_ir"]
+__all__ = ["ARRAY", "SCALAR", "STACK_LIMIT", "WIDTH", "build_ir", "layout_of"]
 
 SCALAR = "symgrad_scalar"
 ARRAY = "symgrad_array"
@@ -264,6 +264,12 @@ def _array(layout: Layout, width: int) -> list[str]:
     return lines
 
 
+def layout_of(program: Program, pairs: Collection[tuple[str, str]] = ()) -> Layout:
+    """The layout :func:`build_ir` compiles ``program`` with (the caller sizes ``w`` by it)."""
+    slow = {name for name, args in program.records if calls_libm(name, len(args))}
+    return Layout(program, pairs=pairs, slow=slow, delay=DELAY)
+
+
 def build_ir(program: Program, part: str, pairs: Collection[tuple[str, str]] = ()) -> str:
     """The IR of ``program``: ``part`` is ``"scalar"`` (the scalar entry) or ``"array"`` (the array loop).
 
@@ -272,7 +278,7 @@ def build_ir(program: Program, part: str, pairs: Collection[tuple[str, str]] = (
     ``pairs``: the ops computed together where they share arguments (see
     :class:`~symgrad.native.program.Layout`; :func:`symgrad.native.jit.fused_pairs`).
     """
-    layout = Layout(program, pairs=pairs)
+    layout = layout_of(program, pairs)
     quiet = unchecked(program, PROPAGATES, checks_result)
     inline = part == "array" and len(layout.chunks) <= 1
     width = WIDTH if inline else 1

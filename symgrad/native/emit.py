@@ -38,6 +38,7 @@ __all__ = [
     "PROPAGATES",
     "Emit",
     "Emitter",
+    "calls_libm",
     "checks_result",
     "double",
 ]
@@ -332,17 +333,26 @@ reaches a checked value (see :func:`symgrad.native.program.unchecked`).  Ops
 missing here (``exp(-inf)`` is 0, ``tanh(inf)`` is 1...) propagate nothing.
 """
 
-_CHECKS: dict[tuple[str, int], bool] = {}
+_PROBES: dict[tuple[str, int], Emit] = {}
+
+
+def _probe(name: str, arity: int) -> Emit:
+    """The emitter of ``name`` run once on placeholders, to see what it emits."""
+    e = _PROBES.get((name, arity))
+    if e is None:
+        e = _PROBES[name, arity] = Emit([])
+        EMITTERS[name](e, [f"%a{k}" for k in range(arity)])
+    return e
 
 
 def checks_result(name: str, arity: int) -> bool:
-    """Whether the emitter of ``name`` checks its result (emits it once on placeholders to see)."""
-    known = _CHECKS.get((name, arity))
-    if known is None:
-        e = Emit([])
-        EMITTERS[name](e, [f"%a{k}" for k in range(arity)])
-        known = _CHECKS[name, arity] = e.checks > 0
-    return known
+    """Whether the emitter of ``name`` checks its result."""
+    return _probe(name, arity).checks > 0
+
+
+def calls_libm(name: str, arity: int) -> bool:
+    """Whether the emitter of ``name`` calls libm (a slow op, whose readers had better wait)."""
+    return bool(_probe(name, arity).libm)
 
 
 EMITTERS: Mapping[str, Emitter] = {

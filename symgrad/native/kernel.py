@@ -31,8 +31,8 @@ from .. import interpret
 from ..errors import InputError
 from ..tape import Tape
 from . import cache, jit
-from .build import ARRAY, SCALAR, STACK_LIMIT, build_ir
-from .program import CHUNK, Layout, Program
+from .build import ARRAY, SCALAR, STACK_LIMIT, build_ir, layout_of
+from .program import CHUNK, Program
 
 __all__ = [
     "MIN_POINTS_PER_THREAD",
@@ -50,7 +50,7 @@ everything else at opt 0 (see jit.py): measured, opt 1 costs 5-10x the compile t
 nothing measurable per scalar call."""
 MIN_POINTS_PER_THREAD = 50_000
 """An array call is split across threads only when every thread gets at least this many points."""
-CODE_VERSION = "6"  # 6: a load per use; 5: fewer checks; 4: sincos; 3: flags from a sum; 2: the large code model
+CODE_VERSION = "7"  # 7: readers of libm results later; 6: a load per use; 5: fewer checks; 4: sincos; 3: flags from a sum; 2: the large code model
 """Bump when the generated code changes meaning: it is part of the cache key."""
 
 STATS = {"compiled": 0, "loaded": 0}
@@ -132,7 +132,7 @@ class NativeKernel:
         self.fallback = fallback
         self._opt = opt
         self.pairs = jit.fused_pairs()
-        self.layout = Layout(program, pairs=self.pairs)
+        self.layout = layout_of(program, self.pairs)
         self._lock = threading.Lock()
         self._loaded: dict[str, jit.Loaded] = {}
         self._array_fn: Any = None
