@@ -17,7 +17,14 @@ calls, ``sqrt``, ``+ - * /``, ``xlogy``) flags the point.  A flag where the
 interpreter would not raise (``exp(inf)``, ``inf + 1``) only costs an
 interpreter call that returns the same numbers.  Ops that cannot leave the
 finite numbers (``neg``, ``abs``, ``relu``, ``min``, ``max``, ``sigmoid``,
-``heaviside``, ``sign``) emit no test at all.
+``heaviside``, ``sign``) emit no test at all.  The tests are cheap: checked
+values are summed and only the sum is tested (:meth:`Emit.check`), and a
+record whose inf or nan would reach a checked reader anyway (``x*y`` read by
+``+``: see :data:`PROPAGATES`) is not checked itself.
+
+Two libm calls on one argument can be one call (``sin``/``cos`` as
+``sincos``: :data:`FUSED`) where the C library's combined function gives the
+same bits (checked in :mod:`symgrad.native.libm`).
 
 This table is the ``native`` column of the op table, kept here while the table
 itself is being rewritten; ``heaviside``, ``sign`` and ``xlogy`` are the

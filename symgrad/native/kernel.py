@@ -50,7 +50,7 @@ everything else at opt 0 (see jit.py): measured, opt 1 costs 5-10x the compile t
 nothing measurable per scalar call."""
 MIN_POINTS_PER_THREAD = 50_000
 """An array call is split across threads only when every thread gets at least this many points."""
-CODE_VERSION = "7"  # 7: readers of libm results later; 6: a load per use; 5: fewer checks; 4: sincos; 3: flags from a sum; 2: the large code model
+CODE_VERSION = "7"  # 3-7: sums as flags, sincos, fewer checks, loads, order; 2: large code model
 """Bump when the generated code changes meaning: it is part of the cache key."""
 
 STATS = {"compiled": 0, "loaded": 0}
