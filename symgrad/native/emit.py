@@ -189,13 +189,17 @@ def _relu(e: Emit, args: Sequence[str]) -> str:
 
 
 def _min(e: Emit, args: Sequence[str]) -> str:
-    a, b = args  # Python's min(a, b): b if b < a else a
-    return e.select(e.fcmp("olt", b, a), b, a)
+    best = args[0]  # Python's min(*args): a later argument replaces the best only if smaller
+    for x in args[1:]:
+        best = e.select(e.fcmp("olt", x, best), x, best)
+    return best
 
 
 def _max(e: Emit, args: Sequence[str]) -> str:
-    a, b = args  # Python's max(a, b): b if b > a else a
-    return e.select(e.fcmp("olt", a, b), b, a)
+    best = args[0]  # Python's max(*args): a later argument replaces the best only if larger
+    for x in args[1:]:
+        best = e.select(e.fcmp("olt", best, x), x, best)
+    return best
 
 
 def _heaviside(e: Emit, args: Sequence[str]) -> str:
