@@ -13,19 +13,42 @@ Decisions made by ops (``relu``, ``abs``, ``min``, ``max``) are re-evaluated
 at every replay, so networks built from them replay correctly.  Leaves that
 are not parameters (training data, say) are recorded as constants at their
 ``data`` at tracing time; to vary them, pass them as parameters too.
+
+Which code replays: the gradient tape (value and every partial) runs as
+machine code when the backend says native (:mod:`symgrad.native`), through
+one buffer: the parameters' ``data`` are packed into it with one C call, one
+call runs the kernel, and the value and partials come back as one array.
+Under ``auto``, a gradient tape of ``AUTO_MIN_RECORDS`` to
+``AUTO_MAX_RECORDS`` records is compiled; a bigger one (a training loss over
+a batch, say: compiling it takes seconds) runs as generated Python unless its
+kernel is already in the persistent cache, where ``backend="native"`` puts it
+(then loading it takes a fraction of a second).
 """
 
 from __future__ import annotations
 
+import operator
+import struct
+import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import interpret, native
 from .errors import InputError
 from .function import Function
 from .tape import Tape
 from .value import Value, linearise
 
+if TYPE_CHECKING:
+    from .native.kernel import BufferEntry, NativeKernel
+
 __all__ = ["Traced", "trace"]
+
+TRAIN_OPT: int | None = None
+"""Optimisation level of a traced function's native kernel (None: the kernel's default by size)."""
+
+_DATA = operator.attrgetter("data")
+_UNSET: Any = object()
 
 
 class Traced(Function):
@@ -36,12 +59,65 @@ class Traced(Function):
     and :meth:`backward`, which reads and writes the parameters themselves.
     """
 
-    __slots__ = ("params",)
+    __slots__ = ("_entry", "_lock", "_pack", "params")
 
-    def __init__(self, tape: Tape, params: Sequence[Value]) -> None:
-        super().__init__(tape)
+    def __init__(self, tape: Tape, params: Sequence[Value], backend: str | None = None) -> None:
+        super().__init__(tape, backend=backend)
         self.params: tuple[Value, ...] = tuple(params)
         """The parameter Values, in the order of the tape's inputs."""
+        self._entry: BufferEntry | None = _UNSET  # chosen on first use (see _native)
+        self._lock = threading.Lock()  # the entry's buffer is shared by the calls
+        self._pack = struct.Struct(f"<{len(self.params)}d").pack_into
+
+    def _native(self) -> BufferEntry | None:
+        """The gradient tape's kernel on a buffer, or None to replay generated Python (decided once)."""
+        entry = self._entry
+        if entry is _UNSET:
+            with self._lock:
+                if self._entry is _UNSET:
+                    kernel = self._kernel()
+                    self._entry = None if kernel is None else kernel.buffer_entry()
+                entry = self._entry
+        return entry
+
+    def _kernel(self) -> NativeKernel | None:
+        """The backend's choice for the gradient tape (see the module docstring)."""
+        tape = self._gradient_tape(None)
+        n = len(tape)
+        if self.backend == "python" or not native.use_native(self.backend, min(n, native.AUTO_MAX_RECORDS)):
+            return None
+        if self.backend == "auto" and not native.emits(tape):
+            return None
+        from .native.kernel import cached_kernel, compile_native  # only importable with llvmlite
+
+        primal = self.tape
+
+        def slow(point: Sequence[float]) -> list[float]:
+            """Flagged points: the bound point's errors, else the classic sweeps (the exact DomainError)."""
+            values = self.bind(tuple(point), {})
+            value, grads = interpret.value_and_grad(primal, values)
+            return [value, *grads]
+
+        outputs = list(tape.outputs)
+        if self.backend == "auto" and n > native.AUTO_MAX_RECORDS:
+            return cached_kernel(tape, outputs, fallback=slow, opt=TRAIN_OPT)
+        return compile_native(tape, outputs, fallback=slow, opt=TRAIN_OPT)
+
+    def _vg_fn(self, positions: tuple[int, ...] | None) -> Callable[..., tuple[float, list[float]]]:
+        """``vg`` and ``value_and_grad`` share the replay's kernel (one compile) when it is native."""
+        if positions is None and self._vg is None:
+            entry = self._native()
+            if entry is not None:
+                n = len(self.params)
+
+                def vg(*point: float) -> tuple[float, list[float]]:
+                    result = self._replay(entry, point) if len(point) == n else None
+                    if result is None:
+                        raise InputError(f"{self!r}.vg takes {n} floats, got {point!r}"[:300])
+                    return result[0], result[1:]
+
+                self._vg = vg
+        return super()._vg_fn(positions)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled as its tape and its parameters, which are leaf Values (``data``, ``grad``, ``label``).
@@ -50,16 +126,32 @@ class Traced(Function):
         call (``pickle.dumps((model, step))``); on the other side they are copies,
         so ``backward()`` there adds into the copies' ``grad``, not the originals'.
         """
-        return type(self), (self.tape, self.params)
+        return type(self), (self.tape, self.params, self.backend)
 
     def value_and_grad_list(self, values: Sequence[float]) -> tuple[float, list[float]]:
         """The value and the partials at ``values`` (one float per parameter, in order)."""
         if len(values) != len(self.params):
             raise InputError(f"{self!r} takes {len(self.params)} parameter values, got {len(values)}")
+        entry = self._entry if self._entry is not _UNSET else self._native()
+        if entry is not None:
+            result = self._replay(entry, values)
+            if result is not None:
+                return result[0], result[1:]
         value, grads = self.value_and_grad(*values)
         if isinstance(grads, dict):
             return value, list(grads.values())
         return value, [grads]
+
+    def _replay(self, entry: BufferEntry, values: Any) -> list[float] | None:
+        """``[value, *partials]`` from the kernel, or None when the values are not all numbers."""
+        with self._lock:
+            try:
+                self._pack(entry.work, 0, *values)
+            except struct.error:
+                return None  # the Python path says what is wrong with them
+            entry()
+            result: list[float] = entry.outputs.tolist()
+        return result
 
     def backward(self) -> float:
         """Replay at the parameters' current ``data``, add the partials to their ``grad``.
@@ -68,19 +160,26 @@ class Traced(Function):
         the gradients between steps (``model.zero_grad()``).
         """
         params = self.params
-        value, grads = self.value_and_grad_list([p.data for p in params])
+        entry = self._entry if self._entry is not _UNSET else self._native()
+        result = None if entry is None else self._replay(entry, map(_DATA, params))
+        if result is None:
+            value, grads = self.value_and_grad_list([p.data for p in params])
+        else:
+            value, grads = result[0], result[1:]
         for p, g in zip(params, grads, strict=True):
             p.grad += g
         return value
 
 
-def trace(fn: Callable[[list[Value]], Value], params: Sequence[Value]) -> Traced:
+def trace(fn: Callable[[list[Value]], Value], params: Sequence[Value], *, backend: str | None = None) -> Traced:
     """Call ``fn(params)`` once and record the result as a :class:`Traced` function of ``params``.
 
     ``params`` are leaf Values (``model.parameters()``, say); they become the
     tape's inputs in the given order.  Other leaves ``fn`` touches become
     constants at their current ``data``.  See the module docstring for when
-    replaying the recording is valid.
+    replaying the recording is valid.  ``backend`` is as for
+    :func:`symgrad.compile` (``"native"`` compiles the gradient tape to machine
+    code whatever its size).
 
     >>> w = Value(2.0, label="w")
     >>> f = trace(lambda ps: (ps[0] * 3.0 - 1.0).relu(), [w])
@@ -92,4 +191,4 @@ def trace(fn: Callable[[list[Value]], Value], params: Sequence[Value]) -> Traced
     if not isinstance(out, Value):
         raise InputError(f"trace(): the function must return a Value, got {type(out).__name__} {out!r}")
     tape, _ = linearise(out, params)
-    return Traced(tape, params)
+    return Traced(tape, params, backend)
