@@ -67,7 +67,7 @@ class Traced(Function):
         """The parameter Values, in the order of the tape's inputs."""
         self._entry: BufferEntry | None = _UNSET  # chosen on first use (see _native)
         self._lock = threading.Lock()  # the entry's buffer is shared by the calls
-        self._pack = struct.Struct(f"<{len(self.params)}d").pack_into
+        self._pack: Callable[..., None] = struct.Struct(f"<{len(self.params)}d").pack_into
 
     def _native(self) -> BufferEntry | None:
         """The gradient tape's kernel on a buffer, or None to replay generated Python (decided once)."""
