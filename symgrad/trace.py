@@ -19,17 +19,24 @@ machine code when the backend says native (:mod:`symgrad.native`), through
 one buffer: the parameters' ``data`` are packed into it with one C call, one
 call runs the kernel, and the value and partials come back as one array.
 Under ``auto``, a gradient tape of ``AUTO_MIN_RECORDS`` to
-``AUTO_MAX_RECORDS`` records is compiled; a bigger one (a training loss over
-a batch, say: compiling it takes seconds) runs as generated Python unless its
-kernel is already in the persistent cache, where ``backend="native"`` puts it
-(then loading it takes a fraction of a second).
+``AUTO_MAX_RECORDS`` records is compiled at once.  A bigger one (a training
+loss over a batch, say: compiling it takes seconds) is loaded from the
+persistent cache if it is there, else it replays as generated Python until
+those replays have taken about as long as compiling would
+(:data:`COMPILE_SECONDS_PER_RECORD`), and is then compiled, synchronously,
+in the replay that crosses the line: a long training run gets machine code,
+a short one never waits for LLVM, and neither spends more than about twice
+the better of the two.  (A compile in a background thread was measured
+unsafe: a process that exits while LLVM runs in a daemon thread crashes.)
 """
 
 from __future__ import annotations
 
+import math
 import operator
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +53,9 @@ __all__ = ["Traced", "trace"]
 
 TRAIN_OPT: int | None = None
 """Optimisation level of a traced function's native kernel (None: the kernel's default by size)."""
+COMPILE_SECONDS_PER_RECORD = 30e-6
+"""Estimated LLVM time per gradient-tape record (measured 25-35 µs on W4's 188,114 records, loaded
+2-core machine): ``auto`` compiles a big tape once its Python replays have taken about this long."""
 
 _DATA = operator.attrgetter("data")
 _UNSET: Any = object()
@@ -59,13 +69,14 @@ class Traced(Function):
     and :meth:`backward`, which reads and writes the parameters themselves.
     """
 
-    __slots__ = ("_entry", "_lock", "_pack", "params")
+    __slots__ = ("_budget", "_entry", "_lock", "_pack", "params")
 
     def __init__(self, tape: Tape, params: Sequence[Value], backend: str | None = None) -> None:
         super().__init__(tape, backend=backend)
         self.params: tuple[Value, ...] = tuple(params)
         """The parameter Values, in the order of the tape's inputs."""
         self._entry: BufferEntry | None = _UNSET  # chosen on first use (see _native)
+        self._budget = math.inf  # seconds of Python replays after which auto compiles (see _kernel)
         self._lock = threading.Lock()  # the entry's buffer is shared by the calls
         self._pack: Callable[..., None] = struct.Struct(f"<{len(self.params)}d").pack_into
 
@@ -80,8 +91,22 @@ class Traced(Function):
                 entry = self._entry
         return entry
 
-    def _kernel(self) -> NativeKernel | None:
-        """The backend's choice for the gradient tape (see the module docstring)."""
+    def _install(self, kernel: NativeKernel) -> None:
+        """From now on replay on ``kernel`` (compiled for the gradient tape's outputs)."""
+        entry = kernel.buffer_entry()
+        with self._lock:
+            self._entry = entry
+            self._budget = math.inf
+            self._vg = None  # rebuilt on the kernel by _vg_fn
+
+    def _kernel(self, cached_only: bool = True) -> NativeKernel | None:
+        """The backend's choice for the gradient tape (see the module docstring).
+
+        A big tape under ``auto`` whose kernel is not cached gets a budget
+        instead: :meth:`value_and_grad_list` compiles it once Python replays
+        have cost about what compiling costs (then at most twice the time of
+        the better choice made in advance is spent).
+        """
         tape = self._gradient_tape(None)
         n = len(tape)
         if self.backend == "python" or not native.use_native(self.backend, min(n, native.AUTO_MAX_RECORDS)):
@@ -99,8 +124,11 @@ class Traced(Function):
             return [value, *grads]
 
         outputs = list(tape.outputs)
-        if self.backend == "auto" and n > native.AUTO_MAX_RECORDS:
-            return cached_kernel(tape, outputs, fallback=slow, opt=TRAIN_OPT)
+        if cached_only and self.backend == "auto" and n > native.AUTO_MAX_RECORDS:
+            kernel = cached_kernel(tape, outputs, fallback=slow, opt=TRAIN_OPT)
+            if kernel is None:
+                self._budget = n * COMPILE_SECONDS_PER_RECORD
+            return kernel
         return compile_native(tape, outputs, fallback=slow, opt=TRAIN_OPT)
 
     def _vg_fn(self, positions: tuple[int, ...] | None) -> Callable[..., tuple[float, list[float]]]:
@@ -137,10 +165,28 @@ class Traced(Function):
             result = self._replay(entry, values)
             if result is not None:
                 return result[0], result[1:]
-        value, grads = self.value_and_grad(*values)
+        if self._budget < math.inf:
+            value, grads = self._timed_python(values)
+        else:
+            value, grads = self.value_and_grad(*values)
         if isinstance(grads, dict):
             return value, list(grads.values())
         return value, [grads]
+
+    def _timed_python(self, values: Sequence[float]) -> tuple[float, Any]:
+        """A Python replay charged to the compile budget; when it is spent, compile (auto, big tapes)."""
+        if self._vg is None:
+            self._vg_fn(None)  # generating the Python code is not a replay
+        start = time.perf_counter()
+        result = self.value_and_grad(*values)
+        self._budget -= time.perf_counter() - start
+        if self._budget <= 0.0:
+            with self._lock:  # one thread compiles
+                due, self._budget = self._budget <= 0.0, math.inf
+            kernel = self._kernel(cached_only=False) if due else None
+            if kernel is not None:
+                self._install(kernel)
+        return result
 
     def _replay(self, entry: BufferEntry, values: Any) -> list[float] | None:
         """``[value, *partials]`` from the kernel, or None when the values are not all numbers."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 import random
+import sys
 import threading
 
 import numpy as np
@@ -141,6 +142,26 @@ def test_auto_compiles_tapes_in_its_window_and_takes_bigger_ones_only_from_the_c
     assert isinstance(again._native(), BufferEntry)  # loaded from the persistent cache
     values = [0.1 * k for k in range(len(again.params))]
     assert again.value_and_grad_list(values) == big.value_and_grad_list(values)
+
+
+def test_auto_compiles_a_big_tape_once_python_replays_have_cost_the_compile_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trace_module = sys.modules["symgrad.trace"]
+    monkeypatch.setattr(native, "AUTO_MAX_RECORDS", native.AUTO_MIN_RECORDS)
+    model, big = _traced("auto", seed=7)
+    _, reference = _traced("python", seed=7)
+    n = len(big._gradient_tape(None))
+    monkeypatch.setattr(trace_module, "COMPILE_SECONDS_PER_RECORD", 1.0 / n)  # a budget of one second
+    values = [p.data for p in model.parameters()]
+    assert big.value_and_grad_list(values) == reference.value_and_grad_list(values)
+    assert big._native() is None and 0.0 < big._budget < 1.0  # charged for one replay, still Python
+    big._budget = 1e-9  # as if the second were spent
+    model.zero_grad()
+    assert big.backward() == reference.value_and_grad_list(values)[0]
+    assert isinstance(big._native(), BufferEntry) and big._budget == math.inf  # compiled: native from now on
+    assert big.value_and_grad_list(values) == reference.value_and_grad_list(values)
+    assert big.vg(*values) == reference.value_and_grad_list(values)  # vg moved to the kernel too
 
 
 def test_pickle_keeps_the_backend_and_threads_share_one_traced() -> None:
