@@ -12,9 +12,12 @@ the same first loss before it times anything.
 * **micrograd** (default settings) builds its closure graph every step.
 * **symgrad eager** builds the same graph from ``symgrad.Value`` every step and
   runs ``backward()`` (linearise to a tape, one reverse sweep).
-* **symgrad record-once** calls ``symgrad.trace`` once and generates code for
-  the tape on its first replay (both one-time costs are reported); each step
-  replays the generated forward and reverse sweeps at the current parameters.
+* **symgrad record-once, Python** calls ``symgrad.trace(..., backend="python")``
+  once and generates Python code for the gradient tape on its first replay
+  (both one-time costs are reported); each step replays the generated forward
+  and reverse sweeps at the current parameters.  (Under ``auto`` a tape this
+  big replays like this until the replays have cost about a compile, then
+  switches to the native kernel; or at once when the kernel is cached.)
 * **symgrad record-once, native** is the same with ``trace(..., backend="native")``:
   the gradient tape is compiled to machine code once, and each step packs the
   parameters into the kernel's buffer, makes one call and reads the value and
@@ -128,7 +131,7 @@ def symgrad_record_once(pb: Problem) -> tuple[Step, float, float, int]:
     model = pb.model()
     params = model.parameters()
     start = time.perf_counter()
-    traced = symgrad.trace(lambda ps: pb.moons.loss_of(model, pb.X, pb.y), params)
+    traced = symgrad.trace(lambda ps: pb.moons.loss_of(model, pb.X, pb.y), params, backend="python")
     recorded = time.perf_counter()
     traced.vg  # noqa: B018 - generates and compiles the code (otherwise done by the first replay)
     generated = time.perf_counter()
@@ -359,7 +362,7 @@ def w4(quick: bool = False, seed: int = 0) -> str:
         "symgrad eager (Value graph per step)", symgrad_eager(pb), note="`loss.backward()`: linearise + reverse sweep"
     )
     replay, t_trace, t_code, n_records = symgrad_record_once(pb)
-    ours = "symgrad record-once (trace, then replay)"
+    ours = "symgrad record-once, Python (trace, then replay)"
     measure(ours, replay, t_trace + t_code, f"setup = `symgrad.trace` {ms(t_trace)} + code generation {ms(t_code)}")
     native = symgrad_native(pb)
     native_name = "symgrad record-once, native (trace, then machine code)"
