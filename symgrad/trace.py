@@ -25,9 +25,10 @@ persistent cache if it is there, else it replays as generated Python until
 those replays have taken about as long as compiling would
 (:data:`COMPILE_SECONDS_PER_RECORD`), and is then compiled, synchronously,
 in the replay that crosses the line: a long training run gets machine code,
-a short one never waits for LLVM, and neither spends more than about twice
-the better of the two.  (A compile in a background thread was measured
-unsafe: a process that exits while LLVM runs in a daemon thread crashes.)
+a short one never waits for LLVM, and (as far as the estimate holds) neither
+spends more than about twice what the better choice made in advance would.
+(A compile in a background thread was tried and rejected: a process that
+exits while LLVM runs in a daemon thread dies with a segmentation fault.)
 """
 
 from __future__ import annotations
