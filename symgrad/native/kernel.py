@@ -38,7 +38,9 @@ __all__ = [
     "MIN_POINTS_PER_THREAD",
     "OPT1_MAX_RECORDS",
     "STATS",
+    "BufferEntry",
     "NativeKernel",
+    "cached_kernel",
     "compile_native",
     "function",
     "llvm_ir",
@@ -69,6 +71,7 @@ _ARRAY_PROTO = ctypes.CFUNCTYPE(  # releases the GIL: array calls run in paralle
     ctypes.c_int64,
     ctypes.c_int64,
 )
+_BUFFER_PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)  # releases the GIL: the entry owns its buffer
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -110,9 +113,35 @@ def compile_native(
     return NativeKernel(program, fallback, opt)
 
 
+def cached_kernel(
+    tape: Tape,
+    outputs: Sequence[int],
+    *,
+    fallback: Fallback | None = None,
+    opt: int | None = None,
+) -> NativeKernel | None:
+    """:func:`compile_native`'s kernel if the persistent cache holds its machine code, else None.
+
+    Loading costs a fraction of a second where compiling a big tape costs seconds,
+    so a caller can take the kernel when it is free and stay on Python otherwise.
+    """
+    program = Program.from_tape(tape, outputs)
+    level = _default_opt(program, "scalar") if opt is None else opt
+    if cache.load(_cache_key(program, "scalar", level)) is None:
+        return None
+    if fallback is None:
+        fallback = _interpreter(tape, program.outputs)
+    return NativeKernel(program, fallback, opt)
+
+
 def llvm_ir(tape: Tape, outputs: Sequence[int], part: str = "scalar") -> str:
     """The IR :func:`compile_native` would compile for these outputs (without compiling it)."""
     return build_ir(Program.from_tape(tape, outputs), part)
+
+
+def _cache_key(program: Program, part: str, opt: int) -> str:
+    text = f"{CODE_VERSION}|{part}|{opt}|{jit.host_id()}|{program.digest()}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _default_opt(program: Program, part: str) -> int:
@@ -144,8 +173,7 @@ class NativeKernel:
 
     def cache_key(self, part: str = "scalar") -> str:
         """What the persistent cache files this part of the kernel under."""
-        text = f"{CODE_VERSION}|{part}|{self.opt(part)}|{jit.host_id()}|{self.program.digest()}"
-        return hashlib.sha256(text.encode()).hexdigest()
+        return _cache_key(self.program, part, self.opt(part))
 
     def llvm_ir(self, part: str = "scalar", optimized: bool = False) -> str:
         """The LLVM IR of ``part`` (``optimized``: after the pass pipeline, as compiled)."""
@@ -204,6 +232,10 @@ class NativeKernel:
     def __call__(self, *point: float) -> tuple[float, ...]:
         """One float per output slot, at one point (floats in input order)."""
         return self.scalar(*point)
+
+    def buffer_entry(self, work: np.ndarray | None = None) -> BufferEntry:
+        """The scalar code on a buffer the caller writes and reads (see :class:`BufferEntry`)."""
+        return BufferEntry(self, work)
 
     # -- fused array kernel -------------------------------------------------------
     def array(self, *arrays: Any, errors: str = "raise", threads: int | None = None) -> list[np.ndarray]:
@@ -275,6 +307,58 @@ class NativeKernel:
         bounds = [n * t // threads for t in range(threads + 1)]
         futures = [_threads().submit(run, bounds[t], bounds[t + 1]) for t in range(threads)]
         return sum(f.result() for f in futures)
+
+
+class BufferEntry:
+    """The scalar code working in place on one float64 buffer: no packing, no tuples.
+
+    ``inputs`` and ``outputs`` are numpy views of the kernel's work vector
+    ``work`` (the machine code reads its inputs from the front and writes the
+    outputs right after them), so a call is: write ``inputs`` (one numpy or
+    ``struct.pack_into`` copy), ``entry()``, read ``outputs``.  The address is
+    resolved once; the call releases the GIL.  One entry serves one thread at a
+    time (make one per thread, or hold a lock); ``work`` may be given
+    (C-contiguous, writeable float64, at least :attr:`size` long) or is made.
+    """
+
+    __slots__ = ("_address", "_fallback", "_fn", "_loaded", "inputs", "outputs", "size", "work")
+
+    def __init__(self, kernel: NativeKernel, work: np.ndarray | None = None) -> None:
+        program = kernel.program
+        n_in, n_out = program.n_inputs, len(program.outputs)
+        self.size = max(kernel.layout.size, 1)
+        """Length of the work vector the machine code uses."""
+        if work is None:
+            work = np.zeros(self.size)
+        elif not (
+            isinstance(work, np.ndarray)
+            and work.dtype == np.float64
+            and work.ndim == 1
+            and work.flags.c_contiguous
+            and work.flags.writeable
+            and work.size >= self.size
+        ):
+            raise InputError(
+                f"the work buffer must be a writeable, C-contiguous 1-d float64 array of at least {self.size} "
+                f"numbers, got {type(work).__name__} {getattr(work, 'dtype', '')} {getattr(work, 'shape', '')}"
+            )
+        self.work: np.ndarray = work
+        self.inputs: np.ndarray = work[:n_in]
+        """Write the point here (input order)."""
+        self.outputs: np.ndarray = work[n_in : n_in + n_out]
+        """Read the results here (one per output slot) after a call."""
+        self._fn = _BUFFER_PROTO(kernel._load("scalar", SCALAR))
+        self._loaded = kernel._loaded["scalar"]  # keeps the machine code alive as long as this entry
+        self._address = work.ctypes.data
+        self._fallback = kernel.fallback
+
+    def __call__(self) -> bool:
+        """Evaluate at ``inputs`` into ``outputs``; True when the point was flagged and the fallback ran
+        (it wrote the outputs, or raised the interpreter's ``DomainError``)."""
+        if self._fn(self._address):
+            self.outputs[:] = self._fallback(self.inputs.tolist())
+            return True
+        return False
 
 
 def function(
