@@ -5,16 +5,25 @@ Functions (see :class:`~symgrad.native.program.Layout` for ``w``)::
     i32 chunk_k(ptr w)         records of chunk k; loads what earlier chunks stored in w,
                                stores what later chunks or the caller read; returns its domain flag
     i32 symgrad_scalar(ptr w)  every chunk in order, then the output copies; returns the flag
-    i64 symgrad_array(ptr ins, ptr strides, ptr outs, ptr work, ptr flags, i64 start, i64 end)
+    i64 symgrad_array(ptr ins, ptr strides, ptr outs, ptr ostrides, ptr sums, ptr work, ptr flags,
+                      i64 start, i64 end)
                                for each point i in [start, end): w[j] = ins[j][i * strides[j]],
-                               run the scalar body, outs[k][i] = w[n_inputs + k]; flags[i] = flag
+                               run the body, outs[k][i * ostrides[k]] = w[n_inputs + k];
+                               sums[k] = the sum of output k over the points; flags[i] = flag
                                when ``flags`` is not null; returns how many points were flagged
 
-Programs of one chunk also get ``chunk_0_v4``/``symgrad_scalar_v4``: the same
-records on ``<4 x double>`` (four points at once, each lane bit-identical to
-the scalar code; see :class:`~symgrad.native.emit.Emit`), returning one flag
-bit per lane.  The array loop then runs four points per iteration and the
-scalar body for the remaining points.
+Strides are 0 or 1: a stride-0 input is one value repeated (the caller passes
+at least ``WIDTH`` copies, read as one vector), a stride-0 output is a sink of
+``WIDTH`` doubles for an output that is only summed (a partial of a broadcast
+input: the sum is taken in registers, no array is written).
+
+The array part of a program of one chunk holds ``chunk_0_v4``/``symgrad_scalar_v4``
+instead: the same records on ``<4 x double>`` (four points at once, each lane
+bit-identical to the scalar code, or calling libmvec, see
+:class:`~symgrad.native.emit.Emit`), returning one flag bit per lane.  The
+array loop then runs four points per iteration, and the remaining points as
+one more vector whose extra lanes repeat the last point.  Bigger programs run
+the scalar entry's chunks once per point.
 
 The array loop keeps ``w`` on its stack when it is small (then LLVM keeps the
 values in registers), else uses ``work``; either way each thread of a split
@@ -27,7 +36,7 @@ from __future__ import annotations
 from .emit import EMITTERS, LIBM, PREFIX, Emit
 from .program import Layout, Program
 
-__all__ = ["ARRAY", "SCALAR", "STACK_LIMIT", "WIDTH", "build_ir"]
+__all__ = ["ARRAY", "SCALAR", "STACK_LIMIT", "SUM_BLOCK", "WIDTH", "build_ir"]
 
 SCALAR = "symgrad_scalar"
 ARRAY = "symgrad_array"
@@ -35,6 +44,8 @@ STACK_LIMIT = 2048
 """Work vectors up to this many doubles live on the array loop's stack."""
 WIDTH = 4
 """Points per iteration of the vector loop (one-chunk programs)."""
+SUM_BLOCK = 1024
+"""The array loop's running sums take in a block's partial sums every this many points (a power of 2)."""
 
 
 def _gep(lines: list[str], name: str, ty: str, base: str, index: int | str) -> str:
@@ -42,12 +53,14 @@ def _gep(lines: list[str], name: str, ty: str, base: str, index: int | str) -> s
     return name
 
 
-def _chunk(layout: Layout, k: int, inline: bool, libm: set[str], width: int) -> list[str]:
+def _chunk(
+    layout: Layout, k: int, inline: bool, libm: set[str], width: int, vector: int = 0, vector_libm: set[str] | None = None
+) -> list[str]:
     program = layout.program
     suffix = "" if width == 1 else f"_v{width}"
     attrs = "alwaysinline" if inline else "noinline"
     lines = [f"define internal i32 @chunk_{k}{suffix}(ptr noalias %w) nounwind {attrs} {{", "entry:"]
-    e = Emit(lines, width)
+    e = Emit(lines, width, vector)
     d = e.d
     first, n_inputs = program.first_record, program.n_inputs
     here: dict[int, str] = {}
@@ -80,6 +93,8 @@ def _chunk(layout: Layout, k: int, inline: bool, libm: set[str], width: int) -> 
         lines.append(f"  %flag = zext i{width} %bits to i32")
     lines += ["  ret i32 %flag", "}"]
     libm |= e.libm
+    if vector_libm is not None:
+        vector_libm |= e.vector_libm
     return lines
 
 
@@ -112,7 +127,13 @@ def _scalar(layout: Layout, inline: bool, width: int) -> list[str]:
 
 
 def _vector_loop(layout: Layout, width: int) -> list[str]:
-    """Blocks ``vloop``/``vflags``/``vnext``: four points per iteration from ``start`` to ``%vend``."""
+    """Blocks ``vloop``/``vflags``/``vnext``: ``width`` points per iteration from ``start`` to ``%vend``.
+
+    Inputs and outputs move as whole vectors (a stride-0 input is a buffer of
+    ``width`` copies).  Each output is also summed in a vector accumulator that
+    is added into a running total every :data:`SUM_BLOCK` points, so rounding
+    grows with the block length plus the number of blocks, not with the points.
+    """
     program = layout.program
     n_in, n_out = program.n_inputs, len(program.outputs)
     vec = f"<{width} x double>"
@@ -121,25 +142,29 @@ def _vector_loop(layout: Layout, width: int) -> list[str]:
         "  %vi = phi i64 [ %start, %entry ], [ %vi.next, %vnext ]",
         "  %vcount = phi i64 [ 0, %entry ], [ %vcount.next, %vnext ]",
     ]
+    for k in range(n_out):
+        lines += [
+            f"  %acc{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vnext ]",
+            f"  %tot{k} = phi {vec} [ zeroinitializer, %entry ], [ %tot{k}.next, %vnext ]",
+        ]
     for j in range(n_in):
-        x = "poison"
-        for lane in range(width):
-            lines += [
-                f"  %vk{j}_{lane} = add i64 %vi, {lane}",
-                f"  %va{j}_{lane} = mul i64 %vk{j}_{lane}, %st{j}",
-                f"  %vp{j}_{lane} = getelementptr inbounds double, ptr %in{j}, i64 %va{j}_{lane}",
-                f"  %vx{j}_{lane} = load double, ptr %vp{j}_{lane}, align 8",
-                f"  %vv{j}_{lane} = insertelement {vec} {x}, double %vx{j}_{lane}, i32 {lane}",
-            ]
-            x = f"%vv{j}_{lane}"
+        lines += [
+            f"  %va{j} = mul i64 %vi, %st{j}",
+            f"  %vp{j} = getelementptr inbounds double, ptr %in{j}, i64 %va{j}",
+            f"  %vx{j} = load {vec}, ptr %vp{j}, align 8",
+        ]
         _gep(lines, f"%vw{j}", vec, "%wv", j)
-        lines.append(f"  store {vec} {x}, ptr %vw{j}, align 8")
+        lines.append(f"  store {vec} %vx{j}, ptr %vw{j}, align 8")
     lines.append(f"  %vflag = call i32 @{SCALAR}_v{width}(ptr %wv)")
     for k in range(n_out):
         _gep(lines, f"%vyp{k}", vec, "%wv", n_in + k)
-        lines.append(f"  %vy{k} = load {vec}, ptr %vyp{k}, align 8")
-        _gep(lines, f"%vo{k}", "double", f"%out{k}", "%vi")
-        lines.append(f"  store {vec} %vy{k}, ptr %vo{k}, align 8")
+        lines += [
+            f"  %vy{k} = load {vec}, ptr %vyp{k}, align 8",
+            f"  %vb{k} = mul i64 %vi, %ost{k}",
+            f"  %vo{k} = getelementptr inbounds double, ptr %out{k}, i64 %vb{k}",
+            f"  store {vec} %vy{k}, ptr %vo{k}, align 8",
+            f"  %accn{k} = fadd {vec} %acc{k}, %vy{k}",
+        ]
     lines += [
         "  %vpop = call i32 @llvm.ctpop.i32(i32 %vflag)",
         "  %vpop64 = zext i32 %vpop to i64",
@@ -151,8 +176,8 @@ def _vector_loop(layout: Layout, width: int) -> list[str]:
     ]
     for lane in range(width):
         lines += [
-            f"  %vb{lane} = lshr i32 %vflag, {lane}",
-            f"  %vc{lane} = and i32 %vb{lane}, 1",
+            f"  %vfb{lane} = lshr i32 %vflag, {lane}",
+            f"  %vc{lane} = and i32 %vfb{lane}, 1",
             f"  %vc8_{lane} = trunc i32 %vc{lane} to i8",
             f"  %vfi{lane} = add i64 %vi, {lane}",
             f"  %vfp{lane} = getelementptr inbounds i8, ptr %flags, i64 %vfi{lane}",
@@ -162,57 +187,149 @@ def _vector_loop(layout: Layout, width: int) -> list[str]:
         "  br label %vnext",
         "vnext:",
         f"  %vi.next = add i64 %vi, {width}",
+        "  %vdone_n = sub i64 %vi.next, %start",
+        f"  %vblock = and i64 %vdone_n, {SUM_BLOCK - 1}",
+        "  %flush = icmp eq i64 %vblock, 0",
+    ]
+    for k in range(n_out):
+        lines += [
+            f"  %tsum{k} = fadd {vec} %tot{k}, %accn{k}",
+            f"  %tot{k}.next = select i1 %flush, {vec} %tsum{k}, {vec} %tot{k}",
+            f"  %acc{k}.next = select i1 %flush, {vec} zeroinitializer, {vec} %accn{k}",
+        ]
+    lines += [
         "  %vmore = icmp slt i64 %vi.next, %vend",
         "  br i1 %vmore, label %vloop, label %vdone",
     ]
     return lines
 
 
-def _array(layout: Layout, width: int) -> list[str]:
+def _vector_tail(layout: Layout, width: int) -> list[str]:
+    """Blocks ``vdone``/``ltail``/``ltflags``: the last ``(end - start) % width`` points, as one vector.
+
+    Lanes past ``end`` repeat the last point (so they compute, and store, the
+    same numbers); they are masked out of the sums and of the flag count.
+    Then block ``lsum`` adds the lanes of each sum and stores it.
+    """
+    program = layout.program
+    n_in, n_out = program.n_inputs, len(program.outputs)
+    vec = f"<{width} x double>"
+    lines = [
+        "vdone:",
+        "  %tail = phi i64 [ %start, %entry ], [ %vend, %vnext ]",
+        "  %tcount = phi i64 [ 0, %entry ], [ %vcount.next, %vnext ]",
+    ]
+    for k in range(n_out):
+        lines += [
+            f"  %accd{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vnext ]",
+            f"  %totd{k} = phi {vec} [ zeroinitializer, %entry ], [ %tot{k}.next, %vnext ]",
+        ]
+    lines += [f"  %vsum{k} = fadd {vec} %totd{k}, %accd{k}" for k in range(n_out)]
+    lines += [
+        "  %anytail = icmp slt i64 %tail, %end",
+        "  br i1 %anytail, label %ltail, label %lsum",
+        "ltail:",
+        "  %last = sub i64 %end, 1",
+    ]
+    valid = "poison"
+    for lane in range(width):
+        lines += [
+            f"  %li{lane} = add i64 %tail, {lane}",
+            f"  %lok{lane} = icmp slt i64 %li{lane}, %end",
+            f"  %lx{lane} = select i1 %lok{lane}, i64 %li{lane}, i64 %last",
+            f"  %lvalid{lane} = insertelement <{width} x i1> {valid}, i1 %lok{lane}, i32 {lane}",
+        ]
+        valid = f"%lvalid{lane}"
+    for j in range(n_in):
+        x = "poison"
+        for lane in range(width):
+            lines += [
+                f"  %la{j}_{lane} = mul i64 %lx{lane}, %st{j}",
+                f"  %lp{j}_{lane} = getelementptr inbounds double, ptr %in{j}, i64 %la{j}_{lane}",
+                f"  %ld{j}_{lane} = load double, ptr %lp{j}_{lane}, align 8",
+                f"  %lv{j}_{lane} = insertelement {vec} {x}, double %ld{j}_{lane}, i32 {lane}",
+            ]
+            x = f"%lv{j}_{lane}"
+        _gep(lines, f"%lw{j}", vec, "%wv", j)
+        lines.append(f"  store {vec} {x}, ptr %lw{j}, align 8")
+    lines.append(f"  %lflag = call i32 @{SCALAR}_v{width}(ptr %wv)")
+    for k in range(n_out):
+        _gep(lines, f"%lyp{k}", vec, "%wv", n_in + k)
+        lines.append(f"  %ly{k} = load {vec}, ptr %lyp{k}, align 8")
+        for lane in range(width):
+            lines += [
+                f"  %le{k}_{lane} = extractelement {vec} %ly{k}, i32 {lane}",
+                f"  %lb{k}_{lane} = mul i64 %lx{lane}, %ost{k}",
+                f"  %lo{k}_{lane} = getelementptr inbounds double, ptr %out{k}, i64 %lb{k}_{lane}",
+                f"  store double %le{k}_{lane}, ptr %lo{k}_{lane}, align 8",
+            ]
+        lines += [
+            f"  %lm{k} = select <{width} x i1> {valid}, {vec} %ly{k}, {vec} zeroinitializer",
+            f"  %lsum{k} = fadd {vec} %vsum{k}, %lm{k}",
+        ]
+    lines += [
+        f"  %lvbits = bitcast <{width} x i1> {valid} to i{width}",
+        "  %lvmask = zext i" + str(width) + " %lvbits to i32",
+        "  %lfv = and i32 %lflag, %lvmask",
+        "  %lpop = call i32 @llvm.ctpop.i32(i32 %lfv)",
+        "  %lpop64 = zext i32 %lpop to i64",
+        "  %lcount = add i64 %tcount, %lpop64",
+        "  %lbad = icmp ne i32 %lfv, 0",
+        "  %lstore = and i1 %lbad, %has_flags",
+        "  br i1 %lstore, label %ltflags, label %lsum",
+        "ltflags:",
+    ]
+    for lane in range(width):  # a repeated lane stores the last point's own flag again
+        lines += [
+            f"  %lfb{lane} = lshr i32 %lflag, {lane}",
+            f"  %lc{lane} = and i32 %lfb{lane}, 1",
+            f"  %lc8_{lane} = trunc i32 %lc{lane} to i8",
+            f"  %lfp{lane} = getelementptr inbounds i8, ptr %flags, i64 %lx{lane}",
+            f"  store i8 %lc8_{lane}, ptr %lfp{lane}, align 1",
+        ]
+    lines += [
+        "  br label %lsum",
+        "lsum:",
+        "  %total = phi i64 [ %tcount, %vdone ], [ %lcount, %ltail ], [ %lcount, %ltflags ]",
+    ]
+    lines += [
+        f"  %fsum{k} = phi {vec} [ %vsum{k}, %vdone ], [ %lsum{k}, %ltail ], [ %lsum{k}, %ltflags ]"
+        for k in range(n_out)
+    ]
+    for k in range(n_out):
+        lanes = []
+        for lane in range(width):
+            lines.append(f"  %fe{k}_{lane} = extractelement {vec} %fsum{k}, i32 {lane}")
+            lanes.append(f"%fe{k}_{lane}")
+        n = 0
+        while len(lanes) > 1:  # pairwise: (l0 + l1) + (l2 + l3)
+            pairs = []
+            for a, b in zip(lanes[::2], lanes[1::2], strict=True):
+                lines.append(f"  %fh{k}_{n} = fadd double {a}, {b}")
+                pairs.append(f"%fh{k}_{n}")
+                n += 1
+            lanes = pairs
+        _gep(lines, f"%sp{k}", "double", "%sums", k)
+        lines.append(f"  store double {lanes[0]}, ptr %sp{k}, align 8")
+    return [*lines, "  ret i64 %total", "}"]
+
+
+def _scalar_loop(layout: Layout) -> list[str]:
+    """Blocks ``loop``/``store_flag``/``next``/``done``: one point per iteration (programs of several chunks)."""
     program = layout.program
     n_in, n_out = program.n_inputs, len(program.outputs)
     lines = [
-        f"define i64 @{ARRAY}(ptr %ins, ptr %strides, ptr %outs, ptr %work, ptr %flags, i64 %start, i64 %end) nounwind {{",
-        "entry:",
-    ]
-    if layout.size <= STACK_LIMIT:
-        lines.append(f"  %w = alloca [{max(layout.size, 1)} x double], align 8")
-    else:
-        lines.append("  %w = getelementptr inbounds double, ptr %work, i64 0")
-    if width > 1:
-        lines.append(f"  %wv = alloca [{max(layout.size, 1)} x <{width} x double>], align 8")
-    for j in range(n_in):
-        _gep(lines, f"%inp{j}", "ptr", "%ins", j)
-        lines.append(f"  %in{j} = load ptr, ptr %inp{j}, align 8")
-        _gep(lines, f"%stp{j}", "i64", "%strides", j)
-        lines.append(f"  %st{j} = load i64, ptr %stp{j}, align 8")
-    for k in range(n_out):
-        _gep(lines, f"%outp{k}", "ptr", "%outs", k)
-        lines.append(f"  %out{k} = load ptr, ptr %outp{k}, align 8")
-    lines.append("  %has_flags = icmp ne ptr %flags, null")
-    if width > 1:
-        lines += [
-            "  %n = sub i64 %end, %start",
-            f"  %nv = and i64 %n, {-width}",
-            "  %vend = add i64 %start, %nv",
-            "  %anyv = icmp slt i64 %start, %vend",
-            "  br i1 %anyv, label %vloop, label %vdone",
-            *_vector_loop(layout, width),
-            "vdone:",
-            "  %tail = phi i64 [ %start, %entry ], [ %vend, %vnext ]",
-            "  %tcount = phi i64 [ 0, %entry ], [ %vcount.next, %vnext ]",
-        ]
-        pred = "%vdone"
-    else:
-        lines += ["  %tail = add i64 %start, 0", "  %tcount = add i64 0, 0"]
-        pred = "%entry"
-    lines += [
-        "  %any = icmp slt i64 %tail, %end",
+        "  %any = icmp slt i64 %start, %end",
         "  br i1 %any, label %loop, label %done",
         "loop:",
-        f"  %i = phi i64 [ %tail, {pred} ], [ %i.next, %next ]",
-        f"  %count = phi i64 [ %tcount, {pred} ], [ %count.next, %next ]",
+        "  %i = phi i64 [ %start, %entry ], [ %i.next, %next ]",
+        "  %count = phi i64 [ 0, %entry ], [ %count.next, %next ]",
     ]
+    for k in range(n_out):
+        lines += [
+            f"  %acc{k} = phi double [ 0.0, %entry ], [ %acc{k}.next, %next ]",
+            f"  %tot{k} = phi double [ 0.0, %entry ], [ %tot{k}.next, %next ]",
+        ]
     for j in range(n_in):
         lines += [
             f"  %at{j} = mul i64 %i, %st{j}",
@@ -224,9 +341,13 @@ def _array(layout: Layout, width: int) -> list[str]:
     lines.append(f"  %flag = call i32 @{SCALAR}(ptr %w)")
     for k in range(n_out):
         _gep(lines, f"%yp{k}", "double", "%w", n_in + k)
-        lines.append(f"  %y{k} = load double, ptr %yp{k}, align 8")
-        _gep(lines, f"%op{k}", "double", f"%out{k}", "%i")
-        lines.append(f"  store double %y{k}, ptr %op{k}, align 8")
+        lines += [
+            f"  %y{k} = load double, ptr %yp{k}, align 8",
+            f"  %ob{k} = mul i64 %i, %ost{k}",
+            f"  %op{k} = getelementptr inbounds double, ptr %out{k}, i64 %ob{k}",
+            f"  store double %y{k}, ptr %op{k}, align 8",
+            f"  %accn{k} = fadd double %acc{k}, %y{k}",
+        ]
     lines += [
         "  %bad = icmp ne i32 %flag, 0",
         "  %bad64 = zext i1 %bad to i64",
@@ -239,33 +360,93 @@ def _array(layout: Layout, width: int) -> list[str]:
         "  br label %next",
         "next:",
         "  %i.next = add i64 %i, 1",
+        "  %done_n = sub i64 %i.next, %start",
+        f"  %block = and i64 %done_n, {SUM_BLOCK - 1}",
+        "  %flush = icmp eq i64 %block, 0",
+    ]
+    for k in range(n_out):
+        lines += [
+            f"  %tsum{k} = fadd double %tot{k}, %accn{k}",
+            f"  %tot{k}.next = select i1 %flush, double %tsum{k}, double %tot{k}",
+            f"  %acc{k}.next = select i1 %flush, double 0.0, double %accn{k}",
+        ]
+    lines += [
         "  %more = icmp slt i64 %i.next, %end",
         "  br i1 %more, label %loop, label %done",
         "done:",
-        f"  %total = phi i64 [ %tcount, {pred} ], [ %count.next, %next ]",
-        "  ret i64 %total",
-        "}",
+        "  %total = phi i64 [ 0, %entry ], [ %count.next, %next ]",
     ]
+    for k in range(n_out):
+        lines += [
+            f"  %accd{k} = phi double [ 0.0, %entry ], [ %acc{k}.next, %next ]",
+            f"  %totd{k} = phi double [ 0.0, %entry ], [ %tot{k}.next, %next ]",
+        ]
+    for k in range(n_out):
+        lines.append(f"  %fsum{k} = fadd double %totd{k}, %accd{k}")
+        _gep(lines, f"%sp{k}", "double", "%sums", k)
+        lines.append(f"  store double %fsum{k}, ptr %sp{k}, align 8")
+    lines += ["  ret i64 %total", "}"]
     return lines
 
 
-def build_ir(program: Program, part: str) -> str:
+def _array(layout: Layout, width: int) -> list[str]:
+    program = layout.program
+    n_in, n_out = program.n_inputs, len(program.outputs)
+    lines = [
+        f"define i64 @{ARRAY}(ptr %ins, ptr %strides, ptr %outs, ptr %ostrides, ptr %sums, ptr %work, "
+        "ptr %flags, i64 %start, i64 %end) nounwind {",
+        "entry:",
+    ]
+    if width > 1:
+        lines.append(f"  %wv = alloca [{max(layout.size, 1)} x <{width} x double>], align 8")
+    elif layout.size <= STACK_LIMIT:
+        lines.append(f"  %w = alloca [{max(layout.size, 1)} x double], align 8")
+    else:
+        lines.append("  %w = getelementptr inbounds double, ptr %work, i64 0")
+    for j in range(n_in):
+        _gep(lines, f"%inp{j}", "ptr", "%ins", j)
+        lines.append(f"  %in{j} = load ptr, ptr %inp{j}, align 8")
+        _gep(lines, f"%stp{j}", "i64", "%strides", j)
+        lines.append(f"  %st{j} = load i64, ptr %stp{j}, align 8")
+    for k in range(n_out):
+        _gep(lines, f"%outp{k}", "ptr", "%outs", k)
+        lines.append(f"  %out{k} = load ptr, ptr %outp{k}, align 8")
+        _gep(lines, f"%ostp{k}", "i64", "%ostrides", k)
+        lines.append(f"  %ost{k} = load i64, ptr %ostp{k}, align 8")
+    lines.append("  %has_flags = icmp ne ptr %flags, null")
+    if width == 1:
+        return lines + _scalar_loop(layout)
+    return [
+        *lines,
+        "  %n = sub i64 %end, %start",
+        f"  %nv = and i64 %n, {-width}",
+        "  %vend = add i64 %start, %nv",
+        "  %anyv = icmp slt i64 %start, %vend",
+        "  br i1 %anyv, label %vloop, label %vdone",
+        *_vector_loop(layout, width),
+        *_vector_tail(layout, width),
+    ]
+
+
+def build_ir(program: Program, part: str, vector: int = 0) -> str:
     """The IR of ``program``: ``part`` is ``"scalar"`` (the scalar entry) or ``"array"`` (the array loop).
 
     The two are separate modules, compiled when first used: a caller of the
     scalar entry never pays for the array loop and its vector variant.
+    ``vector`` (2 or 4; see :func:`symgrad.native.libm.vector_width`) lets the
+    four-point loop call libmvec; 0 keeps scalar libm in every lane.
     """
     layout = Layout(program)
     inline = part == "array" and len(layout.chunks) <= 1
     width = WIDTH if inline else 1
     libm: set[str] = set()
+    vector_libm: set[str] = set()
     body: list[str] = []
-    for w in sorted({1, width}):
-        for k in range(len(layout.chunks)):
-            body += _chunk(layout, k, inline, libm, w)
-            body.append("")
-        body += _scalar(layout, inline, w)
+    for k in range(len(layout.chunks)):
+        body += _chunk(layout, k, inline, libm, width, vector, vector_libm)
         body.append("")
+    body += _scalar(layout, inline, width)
+    body.append("")
     if part == "array":
         body += _array(layout, width)
     elif part != "scalar":
@@ -277,6 +458,11 @@ def build_ir(program: Program, part: str) -> str:
     head += [
         f"declare double @{PREFIX}{name}({', '.join(['double'] * LIBM[name])}) nounwind memory(none)"
         for name in sorted(libm)
+    ]
+    vd = f"<{vector} x double>"
+    head += [
+        f"declare {vd} @{PREFIX}v{vector}_{name}({', '.join([vd] * LIBM[name])}) nounwind memory(none)"
+        for name in sorted(vector_libm)
     ]
     head += [
         "declare double @llvm.sqrt.f64(double)",

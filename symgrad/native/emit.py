@@ -51,18 +51,23 @@ class Emit:
     ``width`` > 1 emits the same operations on vectors of that many points
     (``<4 x double>``): IEEE arithmetic, comparisons and selects act lane by
     lane, so every lane is bit-identical to the scalar code, and libm calls are
-    made once per lane.  The flag is then one bit per lane.
+    made once per lane.  The flag is then one bit per lane.  ``vector`` (2 or 4)
+    instead calls libmvec on that many lanes at once (``symgrad_v4_exp``; see
+    :mod:`symgrad.native.libm`): a few ulp from libm, for the array loop only.
     """
 
-    def __init__(self, lines: list[str], width: int = 1) -> None:
+    def __init__(self, lines: list[str], width: int = 1, vector: int = 0) -> None:
         self.lines = lines
         self.width = width
+        self.vector = vector if width > 1 and vector and width % vector == 0 else 0
         self.d = "double" if width == 1 else f"<{width} x double>"
         self.i1 = "i1" if width == 1 else f"<{width} x i1>"
         self.i64 = "i64" if width == 1 else f"<{width} x i64>"
         self._count = 0
         self.libm: set[str] = set()
         """The libm functions called (to declare in the module)."""
+        self.vector_libm: set[str] = set()
+        """The libmvec functions called on ``vector`` doubles (to declare in the module)."""
         self.no = "false" if width == 1 else "zeroinitializer"
         self.flag = self.no
         """true (per lane) once any operation left its domain (see the module docstring)."""
@@ -95,6 +100,8 @@ class Emit:
 
     def call(self, name: str, *args: str) -> str:
         """A libm function (``exp``, ``atan2``...) under its private name, once per lane."""
+        if self.vector:
+            return self._vector_call(name, args)
         self.libm.add(name)
         if self.width == 1:
             return self._new(f"call double @{PREFIX}{name}({', '.join(f'double {a}' for a in args)})")
@@ -104,6 +111,29 @@ class Emit:
             one = self._new(f"call double @{PREFIX}{name}({', '.join(f'double {x}' for x in lanes)})")
             result = self._new(f"insertelement {self.d} {result}, double {one}, i32 {lane}")
         return result
+
+    def _vector_call(self, name: str, args: tuple[str, ...]) -> str:
+        """One libmvec call per ``vector`` lanes (two 2-wide calls for four lanes on SSE)."""
+        self.vector_libm.add(name)
+        v, n = self.vector, self.width // self.vector
+        vd = f"<{v} x double>"
+        symbol = f"@{PREFIX}v{v}_{name}"
+        if n == 1:
+            return self._new(f"call {vd} {symbol}({', '.join(f'{vd} {a}' for a in args)})")
+        parts = []
+        for k in range(n):
+            mask = "<" + ", ".join(f"i32 {k * v + j}" for j in range(v)) + ">"
+            lanes = [self._new(f"shufflevector {self.d} {a}, {self.d} poison, <{v} x i32> {mask}") for a in args]
+            parts.append(self._new(f"call {vd} {symbol}({', '.join(f'{vd} {x}' for x in lanes)})"))
+        m = v
+        while len(parts) > 1:  # concatenate pairwise: 2+2 → 4, ...
+            mask = "<" + ", ".join(f"i32 {j}" for j in range(2 * m)) + ">"
+            parts = [
+                self._new(f"shufflevector <{m} x double> {a}, <{m} x double> {b}, <{2 * m} x i32> {mask}")
+                for a, b in zip(parts[::2], parts[1::2], strict=True)
+            ]
+            m *= 2
+        return parts[0]
 
     def sqrt(self, a: str) -> str:
         suffix = "f64" if self.width == 1 else f"v{self.width}f64"
