@@ -68,6 +68,8 @@ class Emit:
         """The libm functions called (to declare in the module)."""
         self.vector_libm: set[str] = set()
         """The libmvec functions called on ``vector`` doubles (to declare in the module)."""
+        self.summed_checks: list[str] | None = [] if width > 1 else None
+        """Values whose finiteness is tested at the end (see :meth:`check`); None: tested one by one."""
         self.no = "false" if width == 1 else "zeroinitializer"
         self.flag = self.no
         """true (per lane) once any operation left its domain (see the module docstring)."""
@@ -163,10 +165,35 @@ class Emit:
         """Raise the domain flag where ``condition`` holds."""
         self.flag = condition if self.flag == self.no else self._new(f"or {self.i1} {self.flag}, {condition}")
 
+    def check(self, value: str) -> None:
+        """Raise the flag where ``value`` is not finite.
+
+        With ``summed_checks`` (the vector loop) the values are only collected;
+        :meth:`finish` adds them up and tests the sum once (one ``fadd`` per
+        check instead of three integer operations).  A nan or inf among them
+        makes the sum nan or inf; a sum that overflows from finite values is a
+        false alarm, which only sends the points to the slow path.
+        """
+        if self.summed_checks is None:
+            self.mark(self.nonfinite(value))
+        else:
+            self.summed_checks.append(value)
+
+    def finish(self) -> str:
+        """The flag, once every record is emitted (tests the collected checks, if any)."""
+        checks = self.summed_checks
+        if checks:
+            self.summed_checks = None
+            while len(checks) > 1:  # a balanced tree: independent adds
+                pairs = [self.binary("fadd", a, b) for a, b in zip(checks[::2], checks[1::2], strict=False)]
+                checks = pairs + checks[len(pairs) * 2 :]
+            self.mark(self.nonfinite(checks[0]))
+        return self.flag
+
     def checked(self, name: str, *args: str) -> str:
         """A libm call whose non-finite result raises the flag."""
         result = self.call(name, *args)
-        self.mark(self.nonfinite(result))
+        self.check(result)
         return result
 
 
@@ -190,7 +217,7 @@ def _arith(instruction: str) -> Emitter:
 
     def emit(e: Emit, args: Sequence[str]) -> str:
         result = e.binary(instruction, args[0], args[1])
-        e.mark(e.nonfinite(result))
+        e.check(result)
         return result
 
     return emit
@@ -199,7 +226,7 @@ def _arith(instruction: str) -> Emitter:
 def _sqrt(e: Emit, args: Sequence[str]) -> str:
     # llvm.sqrt is IEEE sqrt, correctly rounded like libm's; it lowers to one instruction.
     result = e.sqrt(args[0])
-    e.mark(e.nonfinite(result))
+    e.check(result)
     return result
 
 

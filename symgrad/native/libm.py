@@ -7,8 +7,9 @@ name LLVM does not know keeps its optimizer from folding or rewriting the call
 bit-identical to ``math.pow``.
 
 The fused array loop may also call glibc's vector math library (libmvec) on
-several points at once: ``symgrad_v4_exp`` is ``_ZGVdN4v_exp`` (AVX2, four
-doubles), ``symgrad_v2_exp`` is ``_ZGVbN2v_exp`` (SSE, two).  Those results are
+several points at once: ``symgrad_v8_exp`` is ``_ZGVeN8v_exp`` (AVX-512, eight
+doubles), ``symgrad_v4_exp`` is ``_ZGVdN4v_exp`` (AVX2, four), ``symgrad_v2_exp``
+is ``_ZGVbN2v_exp`` (SSE, two).  Those results are
 within a few ulp of libm's, not bit-identical, which is why only the array loop
 uses them (arrays follow numpy, whose own SIMD ``exp`` is not bit-identical to
 ``math.exp`` either).  :func:`vector_width` says which set this process has (0:
@@ -64,7 +65,7 @@ def _find_vector() -> tuple[int, dict[str, int]]:
     except OSError:
         return 0, {}
     features = llvm.get_host_cpu_features()
-    for isa, width, needs in (("d", 4, "avx2"), ("b", 2, "sse2")):
+    for isa, width, needs in (("e", 8, "avx512f"), ("d", 4, "avx2"), ("b", 2, "sse2")):
         if not features.get(needs, False):
             continue
         addresses: dict[str, int] = {}
@@ -82,7 +83,7 @@ def _find_vector() -> tuple[int, dict[str, int]]:
 
 
 def vector_width() -> int:
-    """Doubles per libmvec call on this host (4: AVX2, 2: SSE), or 0 without a complete libmvec.
+    """Doubles per libmvec call on this host (8: AVX-512, 4: AVX2, 2: SSE), or 0 without a complete libmvec.
 
     ``SYMGRAD_VECTOR_LIBM=0`` turns libmvec off (scalar libm per lane).
     """
