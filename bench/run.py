@@ -438,7 +438,9 @@ def w5(n_points: int) -> str:
     f_numpy = symgrad.compile(src, backend="python")
     f_numpy.value_and_grad(x=x, mu=mu, s=s)
     t_numpy = per_call(lambda: f_numpy.value_and_grad(x=x, mu=mu, s=s))
-    rows.append(("symgrad numpy program (backend='python')", t_numpy, None, f"hand numpy / this {t_hand / t_numpy:.2f}"))
+    rows.append(
+        ("symgrad numpy program (backend='python')", t_numpy, None, f"hand numpy / this {t_hand / t_numpy:.2f}")
+    )
     if native.available():
         from symgrad.native import arrays
 

@@ -51,9 +51,7 @@ _kernels: OrderedDict[tuple[Program, int], NativeKernel] = OrderedDict()
 _lock = threading.Lock()
 
 
-def split_uniform(
-    program: Program, uniform_inputs: Sequence[bool]
-) -> tuple[Program, list[int], list[int]]:
+def split_uniform(program: Program, uniform_inputs: Sequence[bool]) -> tuple[Program, list[int], list[int]]:
     """``program`` with the records that read only one-element inputs moved out of the loop.
 
     Returns the loop's program, whose inputs are the varying inputs and then
@@ -74,7 +72,7 @@ def split_uniform(
     new_in = len(varying_inputs) + len(boundary)
     where = {slot: k for k, slot in enumerate([*varying_inputs, *boundary])}
     where.update({n_in + c: new_in + c for c in range(len(program.consts))})
-    records = []
+    records: list[tuple[str, tuple[int, ...]]] = []
     for i, (name, args) in enumerate(program.records):
         if not uniform[first + i]:
             where[first + i] = new_in + len(program.consts) + len(records)
@@ -102,14 +100,14 @@ def exact_reciprocals(program: Program) -> Program:
         if name != "div" or not n_in <= args[1] < first:
             continue
         c = consts[args[1] - n_in]
-        mantissa, exponent = math.frexp(c)
-        if abs(mantissa) != 0.5 or not -1021 <= exponent <= 1022:  # not ±2**k, or 1/c not a normal number
-            continue
+        if abs(math.frexp(c)[0]) != 0.5 or not math.isfinite(1.0 / c):  # not ±2**k, or 1/c overflows
+            continue  # (a subnormal 1/c is still exact, and x * (1/c) is x / c rounded once)
         if 1.0 / c not in extra:
             extra[1.0 / c] = len(consts) + len(extra)
         records[i] = ("mul", (args[0], -1 - extra[1.0 / c]))  # the new constant's slot is fixed below
     if not extra:
         return program
+
     def slot(a: int) -> int:
         if a < 0:  # a new constant
             return n_in + (-1 - a)

@@ -57,7 +57,13 @@ def _gep(lines: list[str], name: str, ty: str, base: str, index: int | str) -> s
 
 
 def _chunk(
-    layout: Layout, k: int, inline: bool, libm: set[str], width: int, vector: int = 0, vector_libm: set[str] | None = None
+    layout: Layout,
+    k: int,
+    inline: bool,
+    libm: set[str],
+    width: int,
+    vector: int = 0,
+    vector_libm: set[str] | None = None,
 ) -> list[str]:
     program = layout.program
     suffix = "" if width == 1 else f"_v{width}"

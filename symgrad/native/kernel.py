@@ -269,7 +269,9 @@ class NativeKernel:
             raise InputError(f"the input arrays do not broadcast together: {e}") from None
         fixed = [j for j in range(n_in - self.uniform_inputs, n_in) if xs[j].size != 1]
         if fixed:
-            raise InputError(f"input {fixed[0]} of this kernel takes one value per call, got shape {xs[fixed[0]].shape}")
+            raise InputError(
+                f"input {fixed[0]} of this kernel takes one value per call, got shape {xs[fixed[0]].shape}"
+            )
         return self._array_pass(xs, shape, summed, threads)
 
     def _array_pass(
@@ -316,7 +318,9 @@ class NativeKernel:
             work = np.empty(self.layout.size) if self.layout.size > STACK_LIMIT else None
             work_p = work.ctypes.data if work is not None else 0
             sink = np.empty(MAX_WIDTH)  # each thread writes its summed-only outputs here
-            outs_p = (ctypes.c_void_p * max(n_out, 1))(*(sink.ctypes.data if o is None else o.ctypes.data for o in outs))
+            outs_p = (ctypes.c_void_p * max(n_out, 1))(
+                *(sink.ctypes.data if o is None else o.ctypes.data for o in outs)
+            )
             total = np.zeros(max(n_out, 1))
             count = array_fn(
                 ctypes.addressof(ins_p),
