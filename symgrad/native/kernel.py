@@ -65,6 +65,7 @@ _ARRAY_PROTO = ctypes.CFUNCTYPE(  # releases the GIL: array calls run in paralle
     ctypes.c_int64,
     ctypes.c_int64,
 )
+_CPUS = os.cpu_count() or 1
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -284,16 +285,27 @@ class NativeKernel:
     ) -> tuple[list[Any], int]:
         n_in, n_out = self.program.n_inputs, len(self.program.outputs)
         n = math.prod(shape)
-        data, strides = [], []
-        for x in xs:
-            if x.size == 1:  # one value for every point: MAX_WIDTH copies, read as one vector
-                x = np.full(MAX_WIDTH, x.reshape(-1)[0])
-                strides.append(0)
+        # Few Python steps per call (measured: ~15 µs in all): pointers and strides in one int64
+        # frame [ins | strides | outs | ostrides]; one-value inputs as rows of one buffer.
+        keep: list[np.ndarray] = []  # arrays the frame points into
+        uniform = [j for j, x in enumerate(xs) if x.size == 1]
+        ubase = 0
+        if uniform:
+            ubuf = np.empty((len(uniform), MAX_WIDTH))  # each value MAX_WIDTH times, read as one vector
+            ubuf[:] = np.array([xs[j].item() for j in uniform])[:, None]
+            keep.append(ubuf)
+            ubase = ubuf.ctypes.data
+        frame = [0] * (2 * n_in + 2 * n_out)
+        row = 0
+        for j, x in enumerate(xs):
+            if x.size == 1:
+                frame[j] = ubase + 8 * MAX_WIDTH * row
+                row += 1
             else:
                 if x.shape != shape or not x.flags.c_contiguous:
                     x = np.ascontiguousarray(np.broadcast_to(x, shape))
-                strides.append(1)
-            data.append(x)
+                keep.append(x)
+                frame[j], frame[n_in + j] = x.ctypes.data, 1
         sums = set(summed)
         # The written outputs are rows of one block: one allocation, which malloc reuses from call to
         # call, where separate arrays of megabytes each come back from the OS as fresh pages (measured:
@@ -301,13 +313,12 @@ class NativeKernel:
         written = [k for k in range(n_out) if k not in sums]
         block = np.empty((len(written), *shape))
         outs: list[np.ndarray | None] = [None] * n_out
-        for row, k in enumerate(written):
-            outs[k] = block[row, ...]  # (a 0-d view for shape ())
+        bbase = block.ctypes.data
+        for r, k in enumerate(written):
+            outs[k] = block[r, ...]  # (a 0-d view for shape ())
+            frame[2 * n_in + k], frame[2 * n_in + n_out + k] = bbase + 8 * n * r, 1
         if n == 0:
             return [np.float64(0.0) if o is None else o for o in outs], 0
-        ins_p = (ctypes.c_void_p * max(n_in, 1))(*(x.ctypes.data for x in data))
-        strides_p = (ctypes.c_int64 * max(n_in, 1))(*strides)
-        ostrides_p = (ctypes.c_int64 * max(n_out, 1))(*(0 if o is None else 1 for o in outs))
         flags_p = 0 if flags is None else flags.ctypes.data
 
         array_fn = self._array_fn
@@ -317,29 +328,27 @@ class NativeKernel:
         def run(start: int, end: int) -> tuple[int, np.ndarray]:
             work = np.empty(self.layout.size) if self.layout.size > STACK_LIMIT else None
             work_p = work.ctypes.data if work is not None else 0
-            sink = np.empty(MAX_WIDTH)  # each thread writes its summed-only outputs here
-            outs_p = (ctypes.c_void_p * max(n_out, 1))(
-                *(sink.ctypes.data if o is None else o.ctypes.data for o in outs)
-            )
-            total = np.zeros(max(n_out, 1))
-            count = array_fn(
-                ctypes.addressof(ins_p),
-                ctypes.addressof(strides_p),
-                ctypes.addressof(outs_p),
-                ctypes.addressof(ostrides_p),
-                total.ctypes.data,
-                work_p,
-                flags_p,
-                start,
-                end,
-            )
-            return int(count), total
+            local = np.zeros(MAX_WIDTH + max(n_out, 1))  # this thread's sink (summed-only outputs), then sums
+            here = local.ctypes.data
+            mine = frame.copy()
+            for k in sums:
+                mine[2 * n_in + k] = here
+            f = np.array(mine, dtype=np.int64)
+            fp = f.ctypes.data
+            ins, strides, outs_p, ostrides = fp, fp + 8 * n_in, fp + 16 * n_in, fp + 16 * n_in + 8 * n_out
+            count = array_fn(ins, strides, outs_p, ostrides, here + 8 * MAX_WIDTH, work_p, flags_p, start, end)
+            return int(count), local[MAX_WIDTH:]
 
         parts = self._run_split(run, n, threads)
         count = sum(c for c, _ in parts)
         results: list[Any] = []
         for k, o in enumerate(outs):
-            results.append(np.float64(math.fsum(float(t[k]) for _, t in parts)) if o is None else o)
+            if o is not None:
+                results.append(o)
+            elif len(parts) == 1:
+                results.append(np.float64(parts[0][1][k]))
+            else:
+                results.append(np.float64(math.fsum(float(t[k]) for _, t in parts)))
         return results, count
 
     @staticmethod
@@ -347,7 +356,7 @@ class NativeKernel:
         run: Callable[[int, int], tuple[int, np.ndarray]], n: int, threads: int | None
     ) -> list[tuple[int, np.ndarray]]:
         if threads is None:
-            threads = min(os.cpu_count() or 1, max(1, n // MIN_POINTS_PER_THREAD))
+            threads = min(_CPUS, max(1, n // MIN_POINTS_PER_THREAD))
         threads = max(1, min(int(threads), n))
         if threads == 1:
             return [run(0, n)]
