@@ -210,17 +210,21 @@ def test_threads_give_the_same_values() -> None:
 # ------------------------------------------------------------ kernel building blocks --
 
 
-def test_dividing_by_a_power_of_two_becomes_an_exact_multiplication() -> None:
-    records = (("div", (0, 1)), ("div", (6, 3)), ("div", (7, 2)), ("div", (0, 4)), ("div", (9, 5)))
-    program = Program(1, (2.0, 3.0, 0.25, 2.0**-1024, 2.0**1023), records, (8, 10))
-    rewritten = arrays.exact_reciprocals(program)
-    # 3 is no power of two; 1/2**-1024 overflows; 1/2**1023 is subnormal but exact
-    assert [name for name, _ in rewritten.records] == ["mul", "mul", "div", "div", "mul"]
-    x = np.concatenate([RNG.normal(size=1000) * 10.0 ** RNG.integers(-310, 308, 1000), [5e-324, -0.0, 1e308]])
-    a = NativeKernel(program, lambda p: p)
-    b = NativeKernel(rewritten, lambda p: p)
-    for got, want in zip(b.array(x, errors="ignore"), a.array(x, errors="ignore"), strict=True):
-        np.testing.assert_array_equal(got, want)
+def test_divisions_by_once_per_call_values_become_multiplications() -> None:
+    # x/2 (exact), x/3, x/2**-1024 (1/c overflows: kept), x/u and x/u again (u: the last input, one value)
+    records = (("div", (0, 2)), ("div", (0, 3)), ("div", (0, 4)), ("div", (5, 1)), ("div", (6, 1)), ("add", (8, 9)))
+    program = Program(2, (2.0, 3.0, 2.0**-1024), records, (5, 6, 7, 8, 9, 10))
+    rewritten, recips = arrays.reciprocals(program, 1)
+    assert recips == [1] and rewritten.n_inputs == 3  # one new input: 1/u
+    assert [name for name, _ in rewritten.records] == ["mul", "mul", "div", "mul", "mul", "add"]
+    x = np.concatenate([RNG.normal(size=1000) * 10.0 ** RNG.integers(-300, 300, 1000), [5e-324, -0.0, 1e308]])
+    u = 0.7
+    (*want,) = NativeKernel(program, lambda p: p).array(x, u, errors="ignore")
+    (*got,) = NativeKernel(rewritten, lambda p: p).array(x, u, 1.0 / u, errors="ignore")
+    np.testing.assert_array_equal(got[0], want[0])  # a power of two: the same bits
+    np.testing.assert_array_equal(got[2], want[2])  # kept as a division
+    for k in (1, 3, 4, 5):  # one more rounding: within 2 ulp
+        assert np.all(np.abs(got[k] - want[k]) <= 2 * np.spacing(np.abs(want[k]))), k
 
 
 def test_uniform_inputs_must_be_single_values() -> None:
