@@ -122,6 +122,40 @@ def test_inputs_of_other_dtypes_orders_and_strides() -> None:
         assert _calls(before) == {"native": 1, "numpy": 0}
 
 
+EDGE_POINTS = [
+    {"x": np.zeros(0), "mu": 0.1, "s": 1.5},
+    {"x": np.array(0.3), "mu": 0.1, "s": 1.5},
+    {"x": np.array([0.3]), "mu": np.array([0.1]), "s": 1.5},
+    {"x": np.ones((1, 1)), "mu": np.zeros((3, 1)), "s": np.full((1, 4), 2.0)},
+    {"x": np.linspace(0.0, 1.0, 7), "mu": np.linspace(0.0, 1.0, 7), "s": np.linspace(1.0, 2.0, 7)},
+    {"x": np.zeros((0, 3)), "mu": np.zeros((2, 1, 1)), "s": 1.0},
+]
+
+
+@pytest.mark.parametrize("point", EDGE_POINTS, ids=lambda p: str([np.shape(v) for v in p.values()]))
+def test_backend_native_on_small_empty_and_zero_d_arrays(point: dict[str, Any]) -> None:
+    fast, slow = symgrad.compile(GAUSS, backend="native"), symgrad.compile(GAUSS, backend="python")
+    value, grads = fast.value_and_grad(**point)
+    want_value, want_grads = slow.value_and_grad(**point)
+    assert_close(value, want_value, "value")
+    assert type(fast(**point)) is type(slow(**point))
+    for name, g in grads.items():
+        assert type(g) is type(want_grads[name]), name
+        assert_close(g, want_grads[name], name)
+
+
+def test_nan_in_an_input_array_is_numpys_business() -> None:
+    x = np.linspace(0.0, 1.0, N)
+    x[3] = math.nan
+    before = dict(arrays.STATS)
+    with np.errstate(all="ignore"):
+        got = symgrad.compile(GAUSS)(x=x, mu=0.1, s=1.5)
+    assert _calls(before) == {"native": 0, "numpy": 1}
+    with np.errstate(all="ignore"):
+        want = symgrad.compile(GAUSS, backend="python")(x=x, mu=0.1, s=1.5)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_shape_errors_are_input_errors_before_any_kernel_runs() -> None:
     f = symgrad.compile("x*y")
     with pytest.raises(InputError, match="do not broadcast"):
