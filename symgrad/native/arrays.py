@@ -38,6 +38,7 @@ import numpy as np
 from ..arraycode import Shape, fit
 from ..ops import OPS
 from ..tape import Tape
+from .emit import BY_RECIPROCAL
 from .kernel import NativeKernel
 from .program import Program
 
@@ -110,14 +111,15 @@ def reciprocals(program: Program, n_uniform: int) -> tuple[Program, list[int]]:
     recips: dict[int, int] = {}  # input -> index among the new inputs
     records: list[tuple[str, tuple[int, ...]]] = []
     for name, args in program.records:
-        b = args[-1] if name == "div" else -1
+        other = BY_RECIPROCAL.get(name)
+        b = args[-1] if other is not None else -1
         if n_in <= b < first:
             r = 1.0 / program.consts[b - n_in]
             if math.isfinite(r) and abs(r) >= sys.float_info.min:
-                records.append(("mul", (args[0], _NEW_CONST - new_consts.setdefault(r, len(new_consts)))))
+                records.append((other or name, (args[0], _NEW_CONST - new_consts.setdefault(r, len(new_consts)))))
                 continue
         elif n_in - n_uniform <= b < n_in:
-            records.append(("mul", (args[0], -1 - recips.setdefault(b, len(recips)))))
+            records.append((other or name, (args[0], -1 - recips.setdefault(b, len(recips)))))
             continue
         records.append((name, args))
     if not new_consts and not recips:

@@ -450,7 +450,7 @@ def build_ir(program: Program, part: str, vector: int = 0, uniform: int = 0) -> 
 
     The two are separate modules, compiled when first used: a caller of the
     scalar entry never pays for the array loop and its vector variant.
-    ``vector`` (2 or 4; see :func:`symgrad.native.libm.vector_width`) lets the
+    ``vector`` (2, 4 or 8; see :func:`symgrad.native.libm.vector_width`) lets the
     vector loop call libmvec; 0 keeps scalar libm in every lane.  The last
     ``uniform`` inputs are one value for every point (stride 0): the vector
     loop loads them once, before the loop.

@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["EMITTERS", "LIBM", "PREFIX", "Emit", "Emitter", "double"]
+__all__ = ["BY_RECIPROCAL", "EMITTERS", "LIBM", "PREFIX", "Emit", "Emitter", "double"]
 
 _EXPONENT = 0x7FF0000000000000
 _MAGNITUDE = 0x7FFFFFFFFFFFFFFF
@@ -51,7 +51,7 @@ class Emit:
     ``width`` > 1 emits the same operations on vectors of that many points
     (``<4 x double>``): IEEE arithmetic, comparisons and selects act lane by
     lane, so every lane is bit-identical to the scalar code, and libm calls are
-    made once per lane.  The flag is then one bit per lane.  ``vector`` (2 or 4)
+    made once per lane.  The flag is then one bit per lane.  ``vector`` (2, 4 or 8)
     instead calls libmvec on that many lanes at once (``symgrad_v4_exp``; see
     :mod:`symgrad.native.libm`): a few ulp from libm, for the array loop only.
     """
@@ -310,3 +310,8 @@ EMITTERS: Mapping[str, Emitter] = {
     "xlogy": _xlogy,
 }
 """Per op name: how to emit it.  Every op of :data:`symgrad.OPS` has a row (tested)."""
+
+BY_RECIPROCAL: Mapping[str, str] = {"div": "mul"}
+"""``op(a, b) == other(a, 1/b)`` up to one rounding: where ``b`` is the same at every point, the
+array loop computes ``1/b`` once and runs ``other`` (a vector division costs about ten
+multiplications; see :func:`symgrad.native.arrays.reciprocals`)."""

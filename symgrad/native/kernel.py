@@ -7,7 +7,8 @@ in one fused loop, optionally on several threads.
 
 Same numbers, same errors as the interpreter: the machine code performs the
 interpreter's IEEE operations in the same order with the same libm, so results
-are bit-identical; where the kernel raises its domain flag, the point is handed
+are bit-identical (the array loop, on glibc, calls libmvec instead: a few ulp;
+set ``kernel.libmvec = False`` for the same bits); where the kernel raises its domain flag, the point is handed
 to ``fallback`` (by default :func:`symgrad.interpret.forward`), which returns
 its own numbers or raises the exact :class:`~symgrad.errors.DomainError` with
 the caret under the source.
