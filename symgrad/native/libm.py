@@ -29,7 +29,7 @@ import llvmlite.binding as llvm
 
 from .emit import LIBM, PREFIX
 
-__all__ = ["register", "vector_name", "vector_width"]
+__all__ = ["register", "vector_name", "vector_width", "widths"]
 
 
 _lock = threading.Lock()
@@ -55,7 +55,7 @@ def _mangled(name: str, isa: str, width: int) -> str:
 
 
 def _find_vector() -> tuple[int, dict[str, int]]:
-    """(width, {private symbol: address}) of libmvec on this host, or (0, {})."""
+    """(widest width, {private symbol: address} for every complete width) of libmvec here, or (0, {})."""
     if os.environ.get("SYMGRAD_VECTOR_LIBM", "1").strip().lower() in ("0", "off", "false", "no"):
         return 0, {}
     if sys.platform != "linux" or llvm.get_process_triple().split("-")[0] not in ("x86_64", "amd64"):
@@ -65,10 +65,11 @@ def _find_vector() -> tuple[int, dict[str, int]]:
     except OSError:
         return 0, {}
     features = llvm.get_host_cpu_features()
+    best, addresses = 0, {}
     for isa, width, needs in (("e", 8, "avx512f"), ("d", 4, "avx2"), ("b", 2, "sse2")):
         if not features.get(needs, False):
             continue
-        addresses: dict[str, int] = {}
+        found: dict[str, int] = {}
         for name in LIBM:
             try:
                 address = ctypes.cast(getattr(lib, _mangled(name, isa, width)), ctypes.c_void_p).value
@@ -76,15 +77,17 @@ def _find_vector() -> tuple[int, dict[str, int]]:
                 address = None
             if address is None:
                 break
-            addresses[vector_name(name, width)] = address
+            found[vector_name(name, width)] = address
         else:
-            return width, addresses
-    return 0, {}
+            best = best or width
+            addresses.update(found)
+    return best, addresses
 
 
 def vector_width() -> int:
     """Doubles per libmvec call on this host (8: AVX-512, 4: AVX2, 2: SSE), or 0 without a complete libmvec.
 
+    The narrower widths the CPU supports are registered too (:func:`widths`).
     ``SYMGRAD_VECTOR_LIBM=0`` turns libmvec off (scalar libm per lane).
     """
     global _vector
@@ -92,6 +95,13 @@ def vector_width() -> int:
         if _vector is None:
             _vector = _find_vector()
         return _vector[0]
+
+
+def widths() -> list[int]:
+    """Every libmvec width this host has (widest first); the array loop uses the first."""
+    vector_width()
+    symbols = _vector[1] if _vector is not None else {}
+    return sorted({int(symbol.split("_")[1][1:]) for symbol in symbols}, reverse=True)
 
 
 def register() -> None:
