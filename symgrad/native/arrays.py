@@ -54,7 +54,7 @@ STATS = {"native": 0, "numpy": 0}
 
 _NORMAL = sys.float_info.min
 _NEW_CONST = -(1 << 40)  # placeholder slots while rewriting: new constants from here down, new inputs -1, -2...
-_kernels: OrderedDict[tuple[Program, int], NativeKernel] = OrderedDict()
+_kernels: OrderedDict[tuple[Program, int, tuple[int, ...]], NativeKernel] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -146,8 +146,8 @@ def clear() -> None:
         _kernels.clear()
 
 
-def _kernel(program: Program, uniform: int) -> NativeKernel:
-    key = (program, uniform)
+def _kernel(program: Program, uniform: int, summed: tuple[int, ...]) -> NativeKernel:
+    key = (program, uniform, summed)
     with _lock:
         kernel = _kernels.get(key)
         if kernel is not None:
@@ -155,6 +155,7 @@ def _kernel(program: Program, uniform: int) -> NativeKernel:
             return kernel
     kernel = NativeKernel(program, _no_fallback)
     kernel.uniform_inputs = uniform
+    kernel.summed_outputs = summed
     with _lock:
         _kernels[key] = kernel
         while len(_kernels) > MAX_KERNELS:
@@ -197,7 +198,7 @@ def array_function(
             targets.append(shapes[target])
             if math.prod(shapes[target]) == 1:
                 summed.append(k)
-    kernel = _kernel(loop, len(boundary) + len(recips))
+    kernel = _kernel(loop, len(boundary) + len(recips), tuple(summed))
     varying_inputs = [j for j, u in enumerate(uniform_inputs) if not u]
     records = program.records
     n_in = program.n_inputs

@@ -9,7 +9,9 @@ Functions (see :class:`~symgrad.native.program.Layout` for ``w``)::
                       i64 start, i64 end)
                                for each point i in [start, end): w[j] = ins[j][i * strides[j]],
                                run the body, outs[k][i * ostrides[k]] = w[n_inputs + k];
-                               sums[k] = the sum of output k over the points; flags[i] = flag
+                               sums[k] = the sum of output k over the points (for the summed
+                               outputs; the caller zeroes sums[n_outputs:], scratch for the running
+                               totals, width doubles per output); flags[i] = flag
                                when ``flags`` is not null; returns how many points were flagged
 
 Strides are 0 or 1: a stride-0 input is one value repeated (the caller passes
@@ -33,6 +35,8 @@ output written once.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from .emit import EMITTERS, LIBM, PREFIX, Emit
 from .program import Layout, Program
@@ -136,27 +140,24 @@ def _scalar(layout: Layout, inline: bool, width: int) -> list[str]:
     return lines
 
 
-def _vector_loop(layout: Layout, width: int, uniform: int) -> list[str]:
-    """Blocks ``vloop``/``vflags``/``vnext``: ``width`` points per iteration from ``start`` to ``%vend``.
+def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]) -> list[str]:
+    """Blocks ``vloop``/``vflags``/``vnext``/``vflush``/``vcont``: ``width`` points per iteration up to ``%vend``.
 
     Inputs and outputs move as whole vectors (a stride-0 input is a buffer of
-    ``width`` copies).  Each output is also summed in a vector accumulator that
-    is added into a running total every :data:`SUM_BLOCK` points, so rounding
-    grows with the block length plus the number of blocks, not with the points.
+    ``width`` copies).  Each output in ``summed`` is also added up in a vector
+    accumulator (a register), which is added into a running total in memory
+    (``%tot``) every :data:`SUM_BLOCK` points: rounding grows with the block
+    length plus the number of blocks, not with the points.
     """
     program = layout.program
     n_in, n_out = program.n_inputs, len(program.outputs)
     vec = f"<{width} x double>"
     lines = [
         "vloop:",
-        "  %vi = phi i64 [ %start, %entry ], [ %vi.next, %vnext ]",
-        "  %vcount = phi i64 [ 0, %entry ], [ %vcount.next, %vnext ]",
+        "  %vi = phi i64 [ %start, %entry ], [ %vi.next, %vcont ]",
+        "  %vcount = phi i64 [ 0, %entry ], [ %vcount.next, %vcont ]",
     ]
-    for k in range(n_out):
-        lines += [
-            f"  %acc{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vnext ]",
-            f"  %tot{k} = phi {vec} [ zeroinitializer, %entry ], [ %tot{k}.next, %vnext ]",
-        ]
+    lines += [f"  %acc{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vcont ]" for k in summed]
     for j in range(n_in):
         if j >= n_in - uniform:  # loaded once, before the loop
             x = f"%u{j}"
@@ -177,8 +178,8 @@ def _vector_loop(layout: Layout, width: int, uniform: int) -> list[str]:
             f"  %vb{k} = mul i64 %vi, %ost{k}",
             f"  %vo{k} = getelementptr inbounds double, ptr %out{k}, i64 %vb{k}",
             f"  store {vec} %vy{k}, ptr %vo{k}, align 8",
-            f"  %accn{k} = fadd {vec} %acc{k}, %vy{k}",
         ]
+    lines += [f"  %accn{k} = fadd {vec} %acc{k}, %vy{k}" for k in summed]
     lines += [
         "  %vpop = call i32 @llvm.ctpop.i32(i32 %vflag)",
         "  %vpop64 = zext i32 %vpop to i64",
@@ -204,13 +205,18 @@ def _vector_loop(layout: Layout, width: int, uniform: int) -> list[str]:
         "  %vdone_n = sub i64 %vi.next, %start",
         f"  %vblock = and i64 %vdone_n, {SUM_BLOCK - 1}",
         "  %flush = icmp eq i64 %vblock, 0",
+        "  br i1 %flush, label %vflush, label %vcont",
+        "vflush:",
     ]
-    for k in range(n_out):
+    for k in summed:
+        _gep(lines, f"%tp{k}", vec, "%tot", k)
         lines += [
-            f"  %tsum{k} = fadd {vec} %tot{k}, %accn{k}",
-            f"  %tot{k}.next = select i1 %flush, {vec} %tsum{k}, {vec} %tot{k}",
-            f"  %acc{k}.next = select i1 %flush, {vec} zeroinitializer, {vec} %accn{k}",
+            f"  %tv{k} = load {vec}, ptr %tp{k}, align 8",
+            f"  %tn{k} = fadd {vec} %tv{k}, %accn{k}",
+            f"  store {vec} %tn{k}, ptr %tp{k}, align 8",
         ]
+    lines += ["  br label %vcont", "vcont:"]
+    lines += [f"  %acc{k}.next = phi {vec} [ zeroinitializer, %vflush ], [ %accn{k}, %vnext ]" for k in summed]
     lines += [
         "  %vmore = icmp slt i64 %vi.next, %vend",
         "  br i1 %vmore, label %vloop, label %vdone",
@@ -218,7 +224,7 @@ def _vector_loop(layout: Layout, width: int, uniform: int) -> list[str]:
     return lines
 
 
-def _vector_tail(layout: Layout, width: int, uniform: int) -> list[str]:
+def _vector_tail(layout: Layout, width: int, uniform: int, summed: Sequence[int]) -> list[str]:
     """Blocks ``vdone``/``ltail``/``ltflags``: the last ``(end - start) % width`` points, as one vector.
 
     Lanes past ``end`` repeat the last point (so they compute, and store, the
@@ -230,15 +236,10 @@ def _vector_tail(layout: Layout, width: int, uniform: int) -> list[str]:
     vec = f"<{width} x double>"
     lines = [
         "vdone:",
-        "  %tail = phi i64 [ %start, %entry ], [ %vend, %vnext ]",
-        "  %tcount = phi i64 [ 0, %entry ], [ %vcount.next, %vnext ]",
+        "  %tail = phi i64 [ %start, %entry ], [ %vend, %vcont ]",
+        "  %tcount = phi i64 [ 0, %entry ], [ %vcount.next, %vcont ]",
     ]
-    for k in range(n_out):
-        lines += [
-            f"  %accd{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vnext ]",
-            f"  %totd{k} = phi {vec} [ zeroinitializer, %entry ], [ %tot{k}.next, %vnext ]",
-        ]
-    lines += [f"  %vsum{k} = fadd {vec} %totd{k}, %accd{k}" for k in range(n_out)]
+    lines += [f"  %vsum{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vcont ]" for k in summed]
     lines += [
         "  %anytail = icmp slt i64 %tail, %end",
         "  br i1 %anytail, label %ltail, label %lsum",
@@ -279,10 +280,11 @@ def _vector_tail(layout: Layout, width: int, uniform: int) -> list[str]:
                 f"  %lo{k}_{lane} = getelementptr inbounds double, ptr %out{k}, i64 %lb{k}_{lane}",
                 f"  store double %le{k}_{lane}, ptr %lo{k}_{lane}, align 8",
             ]
-        lines += [
-            f"  %lm{k} = select <{width} x i1> {valid}, {vec} %ly{k}, {vec} zeroinitializer",
-            f"  %lsum{k} = fadd {vec} %vsum{k}, %lm{k}",
-        ]
+        if k in summed:
+            lines += [
+                f"  %lm{k} = select <{width} x i1> {valid}, {vec} %ly{k}, {vec} zeroinitializer",
+                f"  %lsum{k} = fadd {vec} %vsum{k}, %lm{k}",
+            ]
     lines += [
         f"  %lvbits = bitcast <{width} x i1> {valid} to i{width}",
         "  %lvmask = zext i" + str(width) + " %lvbits to i32",
@@ -309,13 +311,17 @@ def _vector_tail(layout: Layout, width: int, uniform: int) -> list[str]:
         "  %total = phi i64 [ %tcount, %vdone ], [ %lcount, %ltail ], [ %lcount, %ltflags ]",
     ]
     lines += [
-        f"  %fsum{k} = phi {vec} [ %vsum{k}, %vdone ], [ %lsum{k}, %ltail ], [ %lsum{k}, %ltflags ]"
-        for k in range(n_out)
+        f"  %fsum{k} = phi {vec} [ %vsum{k}, %vdone ], [ %lsum{k}, %ltail ], [ %lsum{k}, %ltflags ]" for k in summed
     ]
-    for k in range(n_out):
+    for k in summed:
+        _gep(lines, f"%ftp{k}", vec, "%tot", k)
+        lines += [
+            f"  %ftv{k} = load {vec}, ptr %ftp{k}, align 8",
+            f"  %fall{k} = fadd {vec} %ftv{k}, %fsum{k}",
+        ]
         lanes = []
         for lane in range(width):
-            lines.append(f"  %fe{k}_{lane} = extractelement {vec} %fsum{k}, i32 {lane}")
+            lines.append(f"  %fe{k}_{lane} = extractelement {vec} %fall{k}, i32 {lane}")
             lanes.append(f"%fe{k}_{lane}")
         n = 0
         while len(lanes) > 1:  # pairwise: (l0 + l1) + (l2 + l3)
@@ -330,7 +336,7 @@ def _vector_tail(layout: Layout, width: int, uniform: int) -> list[str]:
     return [*lines, "  ret i64 %total", "}"]
 
 
-def _scalar_loop(layout: Layout) -> list[str]:
+def _scalar_loop(layout: Layout, summed: Sequence[int]) -> list[str]:
     """Blocks ``loop``/``store_flag``/``next``/``done``: one point per iteration (programs of several chunks)."""
     program = layout.program
     n_in, n_out = program.n_inputs, len(program.outputs)
@@ -341,7 +347,7 @@ def _scalar_loop(layout: Layout) -> list[str]:
         "  %i = phi i64 [ %start, %entry ], [ %i.next, %next ]",
         "  %count = phi i64 [ 0, %entry ], [ %count.next, %next ]",
     ]
-    for k in range(n_out):
+    for k in summed:
         lines += [
             f"  %acc{k} = phi double [ 0.0, %entry ], [ %acc{k}.next, %next ]",
             f"  %tot{k} = phi double [ 0.0, %entry ], [ %tot{k}.next, %next ]",
@@ -362,8 +368,8 @@ def _scalar_loop(layout: Layout) -> list[str]:
             f"  %ob{k} = mul i64 %i, %ost{k}",
             f"  %op{k} = getelementptr inbounds double, ptr %out{k}, i64 %ob{k}",
             f"  store double %y{k}, ptr %op{k}, align 8",
-            f"  %accn{k} = fadd double %acc{k}, %y{k}",
         ]
+    lines += [f"  %accn{k} = fadd double %acc{k}, %y{k}" for k in summed]
     lines += [
         "  %bad = icmp ne i32 %flag, 0",
         "  %bad64 = zext i1 %bad to i64",
@@ -380,7 +386,7 @@ def _scalar_loop(layout: Layout) -> list[str]:
         f"  %block = and i64 %done_n, {SUM_BLOCK - 1}",
         "  %flush = icmp eq i64 %block, 0",
     ]
-    for k in range(n_out):
+    for k in summed:
         lines += [
             f"  %tsum{k} = fadd double %tot{k}, %accn{k}",
             f"  %tot{k}.next = select i1 %flush, double %tsum{k}, double %tot{k}",
@@ -392,12 +398,12 @@ def _scalar_loop(layout: Layout) -> list[str]:
         "done:",
         "  %total = phi i64 [ 0, %entry ], [ %count.next, %next ]",
     ]
-    for k in range(n_out):
+    for k in summed:
         lines += [
             f"  %accd{k} = phi double [ 0.0, %entry ], [ %acc{k}.next, %next ]",
             f"  %totd{k} = phi double [ 0.0, %entry ], [ %tot{k}.next, %next ]",
         ]
-    for k in range(n_out):
+    for k in summed:
         lines.append(f"  %fsum{k} = fadd double %totd{k}, %accd{k}")
         _gep(lines, f"%sp{k}", "double", "%sums", k)
         lines.append(f"  store double %fsum{k}, ptr %sp{k}, align 8")
@@ -405,7 +411,7 @@ def _scalar_loop(layout: Layout) -> list[str]:
     return lines
 
 
-def _array(layout: Layout, width: int, uniform: int = 0) -> list[str]:
+def _array(layout: Layout, width: int, uniform: int = 0, summed: Sequence[int] | None = None) -> list[str]:
     program = layout.program
     n_in, n_out = program.n_inputs, len(program.outputs)
     lines = [
@@ -429,9 +435,13 @@ def _array(layout: Layout, width: int, uniform: int = 0) -> list[str]:
         lines.append(f"  %out{k} = load ptr, ptr %outp{k}, align 8")
         _gep(lines, f"%ostp{k}", "i64", "%ostrides", k)
         lines.append(f"  %ost{k} = load i64, ptr %ostp{k}, align 8")
-    lines.append("  %has_flags = icmp ne ptr %flags, null")
+    lines += [
+        "  %has_flags = icmp ne ptr %flags, null",
+        f"  %tot = getelementptr inbounds double, ptr %sums, i64 {n_out}",
+    ]
+    sums = list(range(n_out)) if summed is None else sorted(summed)
     if width == 1:
-        return lines + _scalar_loop(layout)
+        return lines + _scalar_loop(layout, sums)
     lines += [f"  %u{j} = load <{width} x double>, ptr %in{j}, align 8" for j in range(n_in - uniform, n_in)]
     return [
         *lines,
@@ -440,12 +450,14 @@ def _array(layout: Layout, width: int, uniform: int = 0) -> list[str]:
         "  %vend = add i64 %start, %nv",
         "  %anyv = icmp slt i64 %start, %vend",
         "  br i1 %anyv, label %vloop, label %vdone",
-        *_vector_loop(layout, width, uniform),
-        *_vector_tail(layout, width, uniform),
+        *_vector_loop(layout, width, uniform, sums),
+        *_vector_tail(layout, width, uniform, sums),
     ]
 
 
-def build_ir(program: Program, part: str, vector: int = 0, uniform: int = 0) -> str:
+def build_ir(
+    program: Program, part: str, vector: int = 0, uniform: int = 0, summed: Sequence[int] | None = None
+) -> str:
     """The IR of ``program``: ``part`` is ``"scalar"`` (the scalar entry) or ``"array"`` (the array loop).
 
     The two are separate modules, compiled when first used: a caller of the
@@ -453,7 +465,8 @@ def build_ir(program: Program, part: str, vector: int = 0, uniform: int = 0) -> 
     ``vector`` (2, 4 or 8; see :func:`symgrad.native.libm.vector_width`) lets the
     vector loop call libmvec; 0 keeps scalar libm in every lane.  The last
     ``uniform`` inputs are one value for every point (stride 0): the vector
-    loop loads them once, before the loop.
+    loop loads them once, before the loop.  ``summed``: the outputs whose sums
+    the array loop computes (default: all).
     """
     layout = Layout(program)
     inline = part == "array" and len(layout.chunks) <= 1
@@ -467,7 +480,7 @@ def build_ir(program: Program, part: str, vector: int = 0, uniform: int = 0) -> 
     body += _scalar(layout, inline, width)
     body.append("")
     if part == "array":
-        body += _array(layout, width, uniform)
+        body += _array(layout, width, uniform, summed)
     elif part != "scalar":
         raise ValueError(f"part must be 'scalar' or 'array', not {part!r}")
     head = [

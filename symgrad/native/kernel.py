@@ -144,7 +144,7 @@ class NativeKernel:
         """What the persistent cache files this part of the kernel under."""
         text = f"{CODE_VERSION}|{part}|{self.opt(part)}|{jit.host_id()}|{self.program.digest()}"
         if part == "array":
-            text += f"|libmvec{self.vector_width()}|uniform{self.uniform_inputs}"
+            text += f"|libmvec{self.vector_width()}|uniform{self.uniform_inputs}|summed{self.summed_outputs}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     libmvec = True
@@ -155,6 +155,10 @@ class NativeKernel:
     """How many of the last inputs every array call gives as one value (set before the first array
     call): the array loop loads them once instead of at every point."""
 
+    summed_outputs: tuple[int, ...] | None = None
+    """The outputs array calls may ask to sum (set before the first array call; None: any).  Fewer
+    running sums leave more registers to the loop."""
+
     def vector_width(self) -> int:
         """Doubles per libmvec call in the array loop (0: scalar libm per lane); see :mod:`.libm`."""
         return libm.vector_width() if self.libmvec else 0
@@ -162,7 +166,7 @@ class NativeKernel:
     def llvm_ir(self, part: str = "scalar", optimized: bool = False) -> str:
         """The LLVM IR of ``part`` (``optimized``: after the pass pipeline, as compiled)."""
         if part == "array":
-            text = build_ir(self.program, part, self.vector_width(), self.uniform_inputs)
+            text = build_ir(self.program, part, self.vector_width(), self.uniform_inputs, self.summed_outputs)
         else:
             text = build_ir(self.program, part)
         return jit.optimize_ir(text, self.opt(part)) if optimized else text
@@ -269,6 +273,8 @@ class NativeKernel:
             shape = np.broadcast_shapes(*(x.shape for x in xs))
         except ValueError as e:
             raise InputError(f"the input arrays do not broadcast together: {e}") from None
+        if self.summed_outputs is not None and not set(summed) <= set(self.summed_outputs):
+            raise InputError(f"this kernel sums outputs {self.summed_outputs} only, asked for {tuple(summed)}")
         fixed = [j for j in range(n_in - self.uniform_inputs, n_in) if xs[j].size != 1]
         if fixed:
             raise InputError(
@@ -329,7 +335,8 @@ class NativeKernel:
         def run(start: int, end: int) -> tuple[int, np.ndarray]:
             work = np.empty(self.layout.size) if self.layout.size > STACK_LIMIT else None
             work_p = work.ctypes.data if work is not None else 0
-            local = np.zeros(MAX_WIDTH + max(n_out, 1))  # this thread's sink (summed-only outputs), then sums
+            # this thread's sink (summed-only outputs), its sums, and the loop's running totals
+            local = np.zeros(MAX_WIDTH + n_out + n_out * MAX_WIDTH)
             here = local.ctypes.data
             mine = frame.copy()
             for k in sums:
@@ -338,7 +345,7 @@ class NativeKernel:
             fp = f.ctypes.data
             ins, strides, outs_p, ostrides = fp, fp + 8 * n_in, fp + 16 * n_in, fp + 16 * n_in + 8 * n_out
             count = array_fn(ins, strides, outs_p, ostrides, here + 8 * MAX_WIDTH, work_p, flags_p, start, end)
-            return int(count), local[MAX_WIDTH:]
+            return int(count), local[MAX_WIDTH : MAX_WIDTH + n_out]
 
         parts = self._run_split(run, n, threads)
         count = sum(c for c, _ in parts)
