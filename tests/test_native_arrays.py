@@ -270,6 +270,21 @@ def test_uniform_inputs_must_be_single_values() -> None:
         kernel.array_count(np.arange(10.0), np.arange(10.0))
 
 
+def test_sums_of_a_kernel_compiled_for_some_outputs() -> None:
+    # outputs: x*u (summed), x + u (written), x (written); u is one value per call
+    kernel = NativeKernel(Program(2, (), (("mul", (0, 1)), ("add", (0, 1))), (2, 3, 0)), lambda p: p)
+    kernel.uniform_inputs, kernel.summed_outputs = 1, (0,)
+    x = RNG.normal(size=1003)
+    for threads in (1, 2):
+        (total, plus, same), count = kernel.array_count(x, 0.5, summed=(0,), threads=threads)
+        assert count == 0 and np.shape(total) == ()
+        assert abs(total - math.fsum((x * 0.5).tolist())) <= 1e-13 * math.fsum(np.abs(x).tolist())
+        np.testing.assert_array_equal(plus, x + 0.5)
+        np.testing.assert_array_equal(same, x)
+    with pytest.raises(InputError, match="sums outputs"):
+        kernel.array_count(x, 0.5, summed=(1,))
+
+
 def test_without_libmvec_the_kernel_uses_scalar_libm() -> None:
     code = (
         "import numpy as np, symgrad\n"
