@@ -24,9 +24,9 @@ instead: the same records on ``<4 x double>`` (four points at once, eight with
 AVX-512's libmvec, each lane
 bit-identical to the scalar code, or calling libmvec, see
 :class:`~symgrad.native.emit.Emit`), returning one flag bit per lane.  The
-array loop then runs a vector of points per iteration, and the remaining points as
-one more vector whose extra lanes repeat the last point.  Bigger programs run
-the scalar entry's chunks once per point.
+array loop then runs a vector of points per iteration, the last one partial
+(its extra lanes repeat the last point), with the body inlined once.  Bigger
+programs run the scalar entry's chunks once per point.
 
 The array loop keeps ``w`` on its stack when it is small (then LLVM keeps the
 values in registers), else uses ``work``; either way each thread of a split
@@ -140,68 +140,133 @@ def _scalar(layout: Layout, inline: bool, width: int) -> list[str]:
     return lines
 
 
-def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]) -> list[str]:
-    """Blocks ``vloop``/``vflags``/``vnext``/``vflush``/``vcont``: ``width`` points per iteration up to ``%vend``.
+def _lanes(lines: list[str], tag: str, width: int) -> list[str]:
+    """Lane indices ``vi + l``, clamped to the last point (a lane past ``end`` repeats it)."""
+    names = []
+    for lane in range(width):
+        lines += [
+            f"  %{tag}i{lane} = add i64 %vi, {lane}",
+            f"  %{tag}ok{lane} = icmp slt i64 %{tag}i{lane}, %end",
+            f"  %{tag}x{lane} = select i1 %{tag}ok{lane}, i64 %{tag}i{lane}, i64 %last",
+        ]
+        names.append(f"%{tag}x{lane}")
+    return names
 
-    Inputs and outputs move as whole vectors (a stride-0 input is a buffer of
-    ``width`` copies).  Each output in ``summed`` is also added up in a vector
-    accumulator (a register), which is added into a running total in memory
+
+def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]) -> list[str]:
+    """The loop over ``[start, end)``, ``width`` points per iteration, the body inlined once.
+
+    A full vector of points is loaded and stored as whole vectors (a stride-0
+    input is a buffer of ``width`` copies).  The last, partial vector gathers
+    its points lane by lane, lanes past ``end`` repeating the last point (so
+    they compute, and store, the same numbers); they are masked out of the
+    sums and of the flag count.  Each output in ``summed`` is also added up in
+    a vector accumulator (a register), added into a running total in memory
     (``%tot``) every :data:`SUM_BLOCK` points: rounding grows with the block
     length plus the number of blocks, not with the points.
     """
     program = layout.program
     n_in, n_out = program.n_inputs, len(program.outputs)
-    vec = f"<{width} x double>"
+    vec, mask = f"<{width} x double>", f"<{width} x i1>"
+    varying = range(n_in - uniform)
     lines = [
         "vloop:",
         "  %vi = phi i64 [ %start, %entry ], [ %vi.next, %vcont ]",
         "  %vcount = phi i64 [ 0, %entry ], [ %vcount.next, %vcont ]",
     ]
     lines += [f"  %acc{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vcont ]" for k in summed]
-    for j in range(n_in):
-        if j >= n_in - uniform:  # loaded once, before the loop
-            x = f"%u{j}"
-        else:
-            x = f"%vx{j}"
+    lines += [
+        f"  %vi.next = add i64 %vi, {width}",
+        "  %full = icmp sle i64 %vi.next, %end",
+        "  br i1 %full, label %vload, label %vgather",
+        "vload:",
+    ]
+    for j in varying:
+        lines += [
+            f"  %va{j} = mul i64 %vi, %st{j}",
+            f"  %vp{j} = getelementptr inbounds double, ptr %in{j}, i64 %va{j}",
+            f"  %vx{j} = load {vec}, ptr %vp{j}, align 8",
+        ]
+    lines += ["  br label %vbody", "vgather:"]
+    lanes = _lanes(lines, "g", width)
+    valid = "poison"
+    for lane in range(width):
+        lines.append(f"  %gvalid{lane} = insertelement {mask} {valid}, i1 %gok{lane}, i32 {lane}")
+        valid = f"%gvalid{lane}"
+    gathered = {}
+    for j in varying:
+        x = "poison"
+        for lane, index in enumerate(lanes):
             lines += [
-                f"  %va{j} = mul i64 %vi, %st{j}",
-                f"  %vp{j} = getelementptr inbounds double, ptr %in{j}, i64 %va{j}",
-                f"  %vx{j} = load {vec}, ptr %vp{j}, align 8",
+                f"  %ga{j}_{lane} = mul i64 {index}, %st{j}",
+                f"  %gp{j}_{lane} = getelementptr inbounds double, ptr %in{j}, i64 %ga{j}_{lane}",
+                f"  %gd{j}_{lane} = load double, ptr %gp{j}_{lane}, align 8",
+                f"  %gv{j}_{lane} = insertelement {vec} {x}, double %gd{j}_{lane}, i32 {lane}",
             ]
+            x = f"%gv{j}_{lane}"
+        gathered[j] = x
+    lines += ["  br label %vbody", "vbody:"]
+    ones = "<" + ", ".join(["i1 true"] * width) + ">"
+    lines.append(f"  %valid = phi {mask} [ {ones}, %vload ], [ {valid}, %vgather ]")
+    lines += [f"  %x{j} = phi {vec} [ %vx{j}, %vload ], [ {gathered[j]}, %vgather ]" for j in varying]
+    for j in range(n_in):
         _gep(lines, f"%vw{j}", vec, "%wv", j)
-        lines.append(f"  store {vec} {x}, ptr %vw{j}, align 8")
+        lines.append(f"  store {vec} {f'%x{j}' if j in varying else f'%u{j}'}, ptr %vw{j}, align 8")
     lines.append(f"  %vflag = call i32 @{SCALAR}_v{width}(ptr %wv)")
     for k in range(n_out):
         _gep(lines, f"%vyp{k}", vec, "%wv", n_in + k)
+        lines.append(f"  %vy{k} = load {vec}, ptr %vyp{k}, align 8")
+    for k in summed:
         lines += [
-            f"  %vy{k} = load {vec}, ptr %vyp{k}, align 8",
+            f"  %vm{k} = select {mask} %valid, {vec} %vy{k}, {vec} zeroinitializer",
+            f"  %accn{k} = fadd {vec} %acc{k}, %vm{k}",
+        ]
+    lines += [
+        f"  %vbits = bitcast {mask} %valid to i{width}",
+        f"  %vmask = zext i{width} %vbits to i32",
+        "  %vf = and i32 %vflag, %vmask",
+        "  %vpop = call i32 @llvm.ctpop.i32(i32 %vf)",
+        "  %vpop64 = zext i32 %vpop to i64",
+        "  %vcount.next = add i64 %vcount, %vpop64",
+        "  br i1 %full, label %vstore, label %vscatter",
+        "vstore:",
+    ]
+    for k in range(n_out):
+        lines += [
             f"  %vb{k} = mul i64 %vi, %ost{k}",
             f"  %vo{k} = getelementptr inbounds double, ptr %out{k}, i64 %vb{k}",
             f"  store {vec} %vy{k}, ptr %vo{k}, align 8",
         ]
-    lines += [f"  %accn{k} = fadd {vec} %acc{k}, %vy{k}" for k in summed]
+    lines += ["  br label %vstored", "vscatter:"]
+    lanes = _lanes(lines, "s", width)
+    for k in range(n_out):
+        for lane, index in enumerate(lanes):
+            lines += [
+                f"  %se{k}_{lane} = extractelement {vec} %vy{k}, i32 {lane}",
+                f"  %sb{k}_{lane} = mul i64 {index}, %ost{k}",
+                f"  %so{k}_{lane} = getelementptr inbounds double, ptr %out{k}, i64 %sb{k}_{lane}",
+                f"  store double %se{k}_{lane}, ptr %so{k}_{lane}, align 8",
+            ]
     lines += [
-        "  %vpop = call i32 @llvm.ctpop.i32(i32 %vflag)",
-        "  %vpop64 = zext i32 %vpop to i64",
-        "  %vcount.next = add i64 %vcount, %vpop64",
-        "  %vbad = icmp ne i32 %vflag, 0",
-        "  %vstore = and i1 %vbad, %has_flags",
-        "  br i1 %vstore, label %vflags, label %vnext",
+        "  br label %vstored",
+        "vstored:",
+        "  %vbad = icmp ne i32 %vf, 0",
+        "  %vstoreflags = and i1 %vbad, %has_flags",
+        "  br i1 %vstoreflags, label %vflags, label %vnext",
         "vflags:",
     ]
-    for lane in range(width):
+    lanes = _lanes(lines, "f", width)
+    for lane, index in enumerate(lanes):  # a repeated lane stores the last point's own flag again
         lines += [
             f"  %vfb{lane} = lshr i32 %vflag, {lane}",
             f"  %vc{lane} = and i32 %vfb{lane}, 1",
             f"  %vc8_{lane} = trunc i32 %vc{lane} to i8",
-            f"  %vfi{lane} = add i64 %vi, {lane}",
-            f"  %vfp{lane} = getelementptr inbounds i8, ptr %flags, i64 %vfi{lane}",
+            f"  %vfp{lane} = getelementptr inbounds i8, ptr %flags, i64 {index}",
             f"  store i8 %vc8_{lane}, ptr %vfp{lane}, align 1",
         ]
     lines += [
         "  br label %vnext",
         "vnext:",
-        f"  %vi.next = add i64 %vi, {width}",
         "  %vdone_n = sub i64 %vi.next, %start",
         f"  %vblock = and i64 %vdone_n, {SUM_BLOCK - 1}",
         "  %flush = icmp eq i64 %vblock, 0",
@@ -218,121 +283,32 @@ def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]
     lines += ["  br label %vcont", "vcont:"]
     lines += [f"  %acc{k}.next = phi {vec} [ zeroinitializer, %vflush ], [ %accn{k}, %vnext ]" for k in summed]
     lines += [
-        "  %vmore = icmp slt i64 %vi.next, %vend",
-        "  br i1 %vmore, label %vloop, label %vdone",
-    ]
-    return lines
-
-
-def _vector_tail(layout: Layout, width: int, uniform: int, summed: Sequence[int]) -> list[str]:
-    """Blocks ``vdone``/``ltail``/``ltflags``: the last ``(end - start) % width`` points, as one vector.
-
-    Lanes past ``end`` repeat the last point (so they compute, and store, the
-    same numbers); they are masked out of the sums and of the flag count.
-    Then block ``lsum`` adds the lanes of each sum and stores it.
-    """
-    program = layout.program
-    n_in, n_out = program.n_inputs, len(program.outputs)
-    vec = f"<{width} x double>"
-    lines = [
-        "vdone:",
-        "  %tail = phi i64 [ %start, %entry ], [ %vend, %vcont ]",
-        "  %tcount = phi i64 [ 0, %entry ], [ %vcount.next, %vcont ]",
-    ]
-    lines += [f"  %vsum{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vcont ]" for k in summed]
-    lines += [
-        "  %anytail = icmp slt i64 %tail, %end",
-        "  br i1 %anytail, label %ltail, label %lsum",
-        "ltail:",
-        "  %last = sub i64 %end, 1",
-    ]
-    valid = "poison"
-    for lane in range(width):
-        lines += [
-            f"  %li{lane} = add i64 %tail, {lane}",
-            f"  %lok{lane} = icmp slt i64 %li{lane}, %end",
-            f"  %lx{lane} = select i1 %lok{lane}, i64 %li{lane}, i64 %last",
-            f"  %lvalid{lane} = insertelement <{width} x i1> {valid}, i1 %lok{lane}, i32 {lane}",
-        ]
-        valid = f"%lvalid{lane}"
-    for j in range(n_in):
-        x = "poison"
-        for lane in range(width if j < n_in - uniform else 0):
-            lines += [
-                f"  %la{j}_{lane} = mul i64 %lx{lane}, %st{j}",
-                f"  %lp{j}_{lane} = getelementptr inbounds double, ptr %in{j}, i64 %la{j}_{lane}",
-                f"  %ld{j}_{lane} = load double, ptr %lp{j}_{lane}, align 8",
-                f"  %lv{j}_{lane} = insertelement {vec} {x}, double %ld{j}_{lane}, i32 {lane}",
-            ]
-            x = f"%lv{j}_{lane}"
-        if j >= n_in - uniform:
-            x = f"%u{j}"
-        _gep(lines, f"%lw{j}", vec, "%wv", j)
-        lines.append(f"  store {vec} {x}, ptr %lw{j}, align 8")
-    lines.append(f"  %lflag = call i32 @{SCALAR}_v{width}(ptr %wv)")
-    for k in range(n_out):
-        _gep(lines, f"%lyp{k}", vec, "%wv", n_in + k)
-        lines.append(f"  %ly{k} = load {vec}, ptr %lyp{k}, align 8")
-        for lane in range(width):
-            lines += [
-                f"  %le{k}_{lane} = extractelement {vec} %ly{k}, i32 {lane}",
-                f"  %lb{k}_{lane} = mul i64 %lx{lane}, %ost{k}",
-                f"  %lo{k}_{lane} = getelementptr inbounds double, ptr %out{k}, i64 %lb{k}_{lane}",
-                f"  store double %le{k}_{lane}, ptr %lo{k}_{lane}, align 8",
-            ]
-        if k in summed:
-            lines += [
-                f"  %lm{k} = select <{width} x i1> {valid}, {vec} %ly{k}, {vec} zeroinitializer",
-                f"  %lsum{k} = fadd {vec} %vsum{k}, %lm{k}",
-            ]
-    lines += [
-        f"  %lvbits = bitcast <{width} x i1> {valid} to i{width}",
-        "  %lvmask = zext i" + str(width) + " %lvbits to i32",
-        "  %lfv = and i32 %lflag, %lvmask",
-        "  %lpop = call i32 @llvm.ctpop.i32(i32 %lfv)",
-        "  %lpop64 = zext i32 %lpop to i64",
-        "  %lcount = add i64 %tcount, %lpop64",
-        "  %lbad = icmp ne i32 %lfv, 0",
-        "  %lstore = and i1 %lbad, %has_flags",
-        "  br i1 %lstore, label %ltflags, label %lsum",
-        "ltflags:",
-    ]
-    for lane in range(width):  # a repeated lane stores the last point's own flag again
-        lines += [
-            f"  %lfb{lane} = lshr i32 %lflag, {lane}",
-            f"  %lc{lane} = and i32 %lfb{lane}, 1",
-            f"  %lc8_{lane} = trunc i32 %lc{lane} to i8",
-            f"  %lfp{lane} = getelementptr inbounds i8, ptr %flags, i64 %lx{lane}",
-            f"  store i8 %lc8_{lane}, ptr %lfp{lane}, align 1",
-        ]
-    lines += [
-        "  br label %lsum",
+        "  %vmore = icmp slt i64 %vi.next, %end",
+        "  br i1 %vmore, label %vloop, label %lsum",
         "lsum:",
-        "  %total = phi i64 [ %tcount, %vdone ], [ %lcount, %ltail ], [ %lcount, %ltflags ]",
+        "  %total = phi i64 [ 0, %entry ], [ %vcount.next, %vcont ]",
     ]
-    lines += [
-        f"  %fsum{k} = phi {vec} [ %vsum{k}, %vdone ], [ %lsum{k}, %ltail ], [ %lsum{k}, %ltflags ]" for k in summed
-    ]
+    lines += [f"  %fsum{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vcont ]" for k in summed]
     for k in summed:
         _gep(lines, f"%ftp{k}", vec, "%tot", k)
         lines += [
             f"  %ftv{k} = load {vec}, ptr %ftp{k}, align 8",
             f"  %fall{k} = fadd {vec} %ftv{k}, %fsum{k}",
         ]
-        lanes = []
+        parts = []
         for lane in range(width):
             lines.append(f"  %fe{k}_{lane} = extractelement {vec} %fall{k}, i32 {lane}")
-            lanes.append(f"%fe{k}_{lane}")
+            parts.append(f"%fe{k}_{lane}")
         n = 0
-        while len(lanes) > 1:  # pairwise: (l0 + l1) + (l2 + l3)
+        while len(parts) > 1:  # pairwise: (l0 + l1) + (l2 + l3)
             pairs = []
-            for a, b in zip(lanes[::2], lanes[1::2], strict=True):
+            for a, b in zip(parts[::2], parts[1::2], strict=True):
                 lines.append(f"  %fh{k}_{n} = fadd double {a}, {b}")
                 pairs.append(f"%fh{k}_{n}")
                 n += 1
-            lanes = pairs
+            parts = pairs
         _gep(lines, f"%sp{k}", "double", "%sums", k)
-        lines.append(f"  store double {lanes[0]}, ptr %sp{k}, align 8")
+        lines.append(f"  store double {parts[0]}, ptr %sp{k}, align 8")
     return [*lines, "  ret i64 %total", "}"]
 
 
@@ -445,13 +421,10 @@ def _array(layout: Layout, width: int, uniform: int = 0, summed: Sequence[int] |
     lines += [f"  %u{j} = load <{width} x double>, ptr %in{j}, align 8" for j in range(n_in - uniform, n_in)]
     return [
         *lines,
-        "  %n = sub i64 %end, %start",
-        f"  %nv = and i64 %n, {-width}",
-        "  %vend = add i64 %start, %nv",
-        "  %anyv = icmp slt i64 %start, %vend",
-        "  br i1 %anyv, label %vloop, label %vdone",
+        "  %last = sub i64 %end, 1",
+        "  %any = icmp slt i64 %start, %end",
+        "  br i1 %any, label %vloop, label %lsum",
         *_vector_loop(layout, width, uniform, sums),
-        *_vector_tail(layout, width, uniform, sums),
     ]
 
 
