@@ -115,7 +115,7 @@ ARRAY_MIN_POINTS = 10_000
 """``auto`` evaluates arrays of at least this many broadcast points with the fused kernel (see
 bench/run.py W5): below, the numpy program is about as fast and needs no compiling."""
 ARRAY_MAX_RECORDS = 500
-"""... for tapes of at most this many records (one compiled function, four points per iteration)."""
+"""... for tapes of at most this many records (one compiled function, a vector of points per iteration)."""
 
 
 def use_native_arrays(backend: str, n_points: int, n_records: int) -> bool:
