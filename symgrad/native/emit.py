@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["EMITTERS", "LIBM", "PREFIX", "Emit", "Emitter", "double"]
+__all__ = ["BY_RECIPROCAL", "EMITTERS", "LIBM", "PREFIX", "Emit", "Emitter", "double"]
 
 _EXPONENT = 0x7FF0000000000000
 _MAGNITUDE = 0x7FFFFFFFFFFFFFFF
@@ -51,18 +51,25 @@ class Emit:
     ``width`` > 1 emits the same operations on vectors of that many points
     (``<4 x double>``): IEEE arithmetic, comparisons and selects act lane by
     lane, so every lane is bit-identical to the scalar code, and libm calls are
-    made once per lane.  The flag is then one bit per lane.
+    made once per lane.  The flag is then one bit per lane.  ``vector`` (2, 4 or 8)
+    instead calls libmvec on that many lanes at once (``symgrad_v4_exp``; see
+    :mod:`symgrad.native.libm`): a few ulp from libm, for the array loop only.
     """
 
-    def __init__(self, lines: list[str], width: int = 1) -> None:
+    def __init__(self, lines: list[str], width: int = 1, vector: int = 0) -> None:
         self.lines = lines
         self.width = width
+        self.vector = vector if width > 1 and vector and width % vector == 0 else 0
         self.d = "double" if width == 1 else f"<{width} x double>"
         self.i1 = "i1" if width == 1 else f"<{width} x i1>"
         self.i64 = "i64" if width == 1 else f"<{width} x i64>"
         self._count = 0
         self.libm: set[str] = set()
         """The libm functions called (to declare in the module)."""
+        self.vector_libm: set[str] = set()
+        """The libmvec functions called on ``vector`` doubles (to declare in the module)."""
+        self.summed_checks: list[str] | None = [] if width > 1 else None
+        """Values whose finiteness is tested at the end (see :meth:`check`); None: tested one by one."""
         self.no = "false" if width == 1 else "zeroinitializer"
         self.flag = self.no
         """true (per lane) once any operation left its domain (see the module docstring)."""
@@ -95,6 +102,8 @@ class Emit:
 
     def call(self, name: str, *args: str) -> str:
         """A libm function (``exp``, ``atan2``...) under its private name, once per lane."""
+        if self.vector:
+            return self._vector_call(name, args)
         self.libm.add(name)
         if self.width == 1:
             return self._new(f"call double @{PREFIX}{name}({', '.join(f'double {a}' for a in args)})")
@@ -104,6 +113,29 @@ class Emit:
             one = self._new(f"call double @{PREFIX}{name}({', '.join(f'double {x}' for x in lanes)})")
             result = self._new(f"insertelement {self.d} {result}, double {one}, i32 {lane}")
         return result
+
+    def _vector_call(self, name: str, args: tuple[str, ...]) -> str:
+        """One libmvec call per ``vector`` lanes (two 2-wide calls for four lanes on SSE)."""
+        self.vector_libm.add(name)
+        v, n = self.vector, self.width // self.vector
+        vd = f"<{v} x double>"
+        symbol = f"@{PREFIX}v{v}_{name}"
+        if n == 1:
+            return self._new(f"call {vd} {symbol}({', '.join(f'{vd} {a}' for a in args)})")
+        parts = []
+        for k in range(n):
+            mask = "<" + ", ".join(f"i32 {k * v + j}" for j in range(v)) + ">"
+            lanes = [self._new(f"shufflevector {self.d} {a}, {self.d} poison, <{v} x i32> {mask}") for a in args]
+            parts.append(self._new(f"call {vd} {symbol}({', '.join(f'{vd} {x}' for x in lanes)})"))
+        m = v
+        while len(parts) > 1:  # concatenate pairwise: 2+2 → 4, ...
+            mask = "<" + ", ".join(f"i32 {j}" for j in range(2 * m)) + ">"
+            parts = [
+                self._new(f"shufflevector <{m} x double> {a}, <{m} x double> {b}, <{2 * m} x i32> {mask}")
+                for a, b in zip(parts[::2], parts[1::2], strict=True)
+            ]
+            m *= 2
+        return parts[0]
 
     def sqrt(self, a: str) -> str:
         suffix = "f64" if self.width == 1 else f"v{self.width}f64"
@@ -133,10 +165,35 @@ class Emit:
         """Raise the domain flag where ``condition`` holds."""
         self.flag = condition if self.flag == self.no else self._new(f"or {self.i1} {self.flag}, {condition}")
 
+    def check(self, value: str) -> None:
+        """Raise the flag where ``value`` is not finite.
+
+        With ``summed_checks`` (the vector loop) the values are only collected;
+        :meth:`finish` adds them up and tests the sum once (one ``fadd`` per
+        check instead of three integer operations).  A nan or inf among them
+        makes the sum nan or inf; a sum that overflows from finite values is a
+        false alarm, which only sends the points to the slow path.
+        """
+        if self.summed_checks is None:
+            self.mark(self.nonfinite(value))
+        else:
+            self.summed_checks.append(value)
+
+    def finish(self) -> str:
+        """The flag, once every record is emitted (tests the collected checks, if any)."""
+        checks = self.summed_checks
+        if checks:
+            self.summed_checks = None
+            while len(checks) > 1:  # a balanced tree: independent adds
+                pairs = [self.binary("fadd", a, b) for a, b in zip(checks[::2], checks[1::2], strict=False)]
+                checks = pairs + checks[len(pairs) * 2 :]
+            self.mark(self.nonfinite(checks[0]))
+        return self.flag
+
     def checked(self, name: str, *args: str) -> str:
         """A libm call whose non-finite result raises the flag."""
         result = self.call(name, *args)
-        self.mark(self.nonfinite(result))
+        self.check(result)
         return result
 
 
@@ -160,7 +217,7 @@ def _arith(instruction: str) -> Emitter:
 
     def emit(e: Emit, args: Sequence[str]) -> str:
         result = e.binary(instruction, args[0], args[1])
-        e.mark(e.nonfinite(result))
+        e.check(result)
         return result
 
     return emit
@@ -169,7 +226,7 @@ def _arith(instruction: str) -> Emitter:
 def _sqrt(e: Emit, args: Sequence[str]) -> str:
     # llvm.sqrt is IEEE sqrt, correctly rounded like libm's; it lowers to one instruction.
     result = e.sqrt(args[0])
-    e.mark(e.nonfinite(result))
+    e.check(result)
     return result
 
 
@@ -257,3 +314,8 @@ EMITTERS: Mapping[str, Emitter] = {
     "xlogy": _xlogy,
 }
 """Per op name: how to emit it.  Every op of :data:`symgrad.OPS` has a row (tested)."""
+
+BY_RECIPROCAL: Mapping[str, str] = {"div": "mul"}
+"""``op(a, b) == other(a, 1/b)`` up to one rounding: where ``b`` is the same at every point, the
+array loop computes ``1/b`` once and runs ``other`` (a vector division costs about ten
+multiplications; see :func:`symgrad.native.arrays.reciprocals`)."""
