@@ -307,7 +307,7 @@ def compile_curve(sizes: list[int]) -> list[list[str]]:
         src = W.generated(n)
         t_lower, tape = timed(lambda src=src: lower(parse(src), src))
         program = Program.from_tape(tape, [tape.output])
-        t_ir, _ = timed(lambda program=program: build_ir(program, "scalar", jit.fused_pairs()))
+        t_ir, _ = timed(lambda program=program: build_ir(program, "scalar", pairs=jit.fused_pairs()))
         cache.clear()
         t_compile, kernel = timed(lambda tape=tape: compile_native(tape, [tape.output]))
         t_load, _ = timed(lambda tape=tape: compile_native(tape, [tape.output]))

@@ -12,9 +12,18 @@ the same first loss before it times anything.
 * **micrograd** (default settings) builds its closure graph every step.
 * **symgrad eager** builds the same graph from ``symgrad.Value`` every step and
   runs ``backward()`` (linearise to a tape, one reverse sweep).
-* **symgrad record-once** calls ``symgrad.trace`` once and generates code for
-  the tape on its first replay (both one-time costs are reported); each step
-  replays the generated forward and reverse sweeps at the current parameters.
+* **symgrad record-once, Python** calls ``symgrad.trace(..., backend="python")``
+  once and generates Python code for the gradient tape on its first replay
+  (both one-time costs are reported); each step replays the generated forward
+  and reverse sweeps at the current parameters.  (Under ``auto`` a tape this
+  big replays like this until the replays have cost about a compile, then
+  switches to the native kernel; or at once when the kernel is cached.)
+* **symgrad record-once, native** is the same with ``trace(..., backend="native")``:
+  the gradient tape is compiled to machine code once, and each step packs the
+  parameters into the kernel's buffer, makes one call and reads the value and
+  partials back as one array.  Its setup is measured twice: cold (an empty
+  kernel cache, so LLVM compiles) and warm (the kernel in the persistent cache,
+  as a later process finds it).  Without llvmlite the row says so.
 * **PyTorch**, **HIPS autograd**, **JAX jit**: the same MLP and loss on
   float64 arrays of the whole batch (matrix products), as one would write it
   in those libraries.  Each is skipped, with a note, when not installed.
@@ -29,7 +38,9 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import os
 import random
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -120,7 +131,7 @@ def symgrad_record_once(pb: Problem) -> tuple[Step, float, float, int]:
     model = pb.model()
     params = model.parameters()
     start = time.perf_counter()
-    traced = symgrad.trace(lambda ps: pb.moons.loss_of(model, pb.X, pb.y), params)
+    traced = symgrad.trace(lambda ps: pb.moons.loss_of(model, pb.X, pb.y), params, backend="python")
     recorded = time.perf_counter()
     traced.vg  # noqa: B018 - generates and compiles the code (otherwise done by the first replay)
     generated = time.perf_counter()
@@ -133,6 +144,57 @@ def symgrad_record_once(pb: Problem) -> tuple[Step, float, float, int]:
         return loss
 
     return step, recorded - start, generated - recorded, len(traced.tape)
+
+
+@dataclass
+class NativeSetup:
+    """One-time costs of the native replay, in seconds."""
+
+    trace: float
+    gradient_tape: float
+    cold: float  # LLVM compilation (and storing the kernel in an empty cache)
+    warm: float  # loading the same kernel from the persistent cache instead
+    n_records: int  # of the gradient tape
+
+
+def symgrad_native(pb: Problem) -> tuple[Step, NativeSetup] | None:
+    """The replay step on machine code, or None without llvmlite.
+
+    The kernel is compiled into a fresh, empty cache directory (cold); a second
+    trace of the same loss then loads it from there (warm) and is the one timed.
+    """
+    if not symgrad.native.available():
+        return None
+    previous = os.environ.get("SYMGRAD_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="symgrad-w4-cache-") as directory:
+        os.environ["SYMGRAD_CACHE_DIR"] = directory
+        try:
+            times = []
+            for _ in range(2):  # cold, then warm
+                model = pb.model()
+                params = model.parameters()
+                start = time.perf_counter()
+                traced = symgrad.trace(lambda ps, m=model: pb.moons.loss_of(m, pb.X, pb.y), params, backend="native")
+                recorded = time.perf_counter()
+                n_records = len(traced._gradient_tape(None))  # built once per trace, whichever backend
+                taped = time.perf_counter()
+                traced.vg  # noqa: B018 - compiles (or loads) the kernel
+                times.append((recorded - start, taped - recorded, time.perf_counter() - taped))
+        finally:
+            if previous is None:
+                del os.environ["SYMGRAD_CACHE_DIR"]
+            else:
+                os.environ["SYMGRAD_CACHE_DIR"] = previous
+    (t_trace, t_tape, cold), (_, _, warm) = times
+
+    def step() -> float:
+        model.zero_grad()
+        loss = traced.backward()
+        for p in params:
+            p.data -= LR * p.grad
+        return loss
+
+    return step, NativeSetup(t_trace, t_tape, cold, warm, n_records)
 
 
 # -------------------------------------------------------------------- peers ---
@@ -300,8 +362,21 @@ def w4(quick: bool = False, seed: int = 0) -> str:
         "symgrad eager (Value graph per step)", symgrad_eager(pb), note="`loss.backward()`: linearise + reverse sweep"
     )
     replay, t_trace, t_code, n_records = symgrad_record_once(pb)
-    ours = "symgrad record-once (trace, then replay)"
+    ours = "symgrad record-once, Python (trace, then replay)"
     measure(ours, replay, t_trace + t_code, f"setup = `symgrad.trace` {ms(t_trace)} + code generation {ms(t_code)}")
+    native = symgrad_native(pb)
+    native_name = "symgrad record-once, native (trace, then machine code)"
+    if native is None:
+        measure(native_name, None, missing=f"llvmlite unavailable: {symgrad.native.unavailable_reason()}")
+    else:
+        ns = native[1]
+        measure(
+            native_name,
+            native[0],
+            ns.trace + ns.gradient_tape + ns.cold,
+            f"setup = trace {ms(ns.trace)} + gradient tape {ms(ns.gradient_tape)} + LLVM compile {ms(ns.cold)} "
+            f"(cold cache); with the kernel in the persistent cache the compile becomes a load of {ms(ns.warm)}",
+        )
     measure("PyTorch tensors (whole batch)", torch_step(pb))
     measure("HIPS autograd (whole batch)", autograd_step(pb))
     jax = jax_step(pb)
@@ -335,6 +410,19 @@ def w4(quick: bool = False, seed: int = 0) -> str:
         f"The record-once setup equals about {steps_to_amortise:.0f} replayed steps; the tape has "
         f"{n_records:,} records.",
     ]
+    t_native = times.get(native_name)
+    if t_native:
+        ratios = [
+            f"{name.split(' ')[0]} {times[name] / t_native:.2f}×"  # type: ignore[operator]
+            for name in ("PyTorch tensors (whole batch)", "JAX jit(value_and_grad + update)")
+            if times.get(name)
+        ]
+        assert native is not None
+        lines.append(
+            f"Native replay: the gradient tape has {native[1].n_records:,} records; peer per step / native per step: "
+            + (", ".join(ratios) if ratios else "no array peer installed")
+            + "."
+        )
     return "\n".join(lines) + "\n"
 
 

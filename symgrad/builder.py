@@ -134,7 +134,7 @@ class TapeBuilder:
             rules, wants_const, record_ops, wants_same = self._rules_for(op, derivative_of is not None)
             if rules and self._worth_trying(args, wants_const, record_ops, wants_same):
                 for rule, needs in rules:
-                    if not self._may_match(op, needs, args):
+                    if len(needs) != len(args) or not self._may_match(op, needs, args):  # (variadic ops)
                         continue
                     env: dict[str, Ref] = {}
                     if self._match_args(op, rule.args, args, env):

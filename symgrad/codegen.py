@@ -69,8 +69,8 @@ def _body(tape: Tape) -> tuple[list[str], list[str], dict[str, Any]]:
     for k, instr in enumerate(tape.instrs):
         slot = base + k
         args = instr.args
-        expression = instr.op.code.format(
-            *(text[a] if depth[a] == 0 and not _is_compound(text[a]) else f"({text[a]})" for a in args)
+        expression = instr.op.spell(
+            [text[a] if depth[a] == 0 and not _is_compound(text[a]) else f"({text[a]})" for a in args]
         )
         level = 1 + max(depth[a] for a in args)
         if uses[slot] == 1 and slot not in outputs and level <= INLINE_DEPTH:

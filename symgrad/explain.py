@@ -36,7 +36,7 @@ from typing import Any
 
 from . import display, interpret
 from .ops import Op
-from .rules import scalar_partials
+from .rules import arg_names, scalar_partials
 from .tape import Tape
 
 __all__ = [
@@ -63,13 +63,19 @@ _MAX_CONTRIBUTIONS = 4
 # -------------------------------------------------- reading the op table ---
 
 
-def rule_text(op: Op, position: int) -> str:
+def rule_text(op: Op, position: int, n_args: int | None = None) -> str:
     """∂out/∂(argument ``position``) of ``op`` as a readable rule over ``a``, ``b``, ``out``.
 
     The op table states each partial once, in symgrad's language; this only
-    dresses it for people: ``"1 - out * out"`` reads ``1 - out²``.
+    dresses it for people: ``"1 - out * out"`` reads ``1 - out²``.  A variadic
+    op's partial is its tie weight for this argument over the sum of the
+    weights (``heaviside(b - out, 1) / Σ weights``).
     """
-    text = op.partials[position]
+    if op.variadic:
+        name = arg_names(op.arity if n_args is None else n_args)[position]
+        text = re.sub(r"\ba\b", name, op.partials[0]) + " / Σ weights"
+    else:
+        text = op.partials[position]
     text = re.sub(r"(?<![\w.])(\d+)\.0(?![\d\w])", r"\1", text)  # 1.0 -> 1
     text = re.sub(r"\b([A-Za-z_]\w*)\s*\*\s*\1\b(?!\s*[(\w])", r"\1²", text)  # out * out -> out²
     return text
@@ -80,12 +86,12 @@ def local_partial(op: Op, position: int, out: float, args: Sequence[float]) -> f
 
     Raises ``ArithmeticError``/``ValueError`` where the partial is undefined.
     """
-    return float(scalar_partials(op)[position](out, *args))
+    return float(scalar_partials(op, len(args))[position](out, *args))
 
 
 def local_partials(op: Op, out: float, args: Sequence[float]) -> list[float]:
-    """All of ``op``'s local partials at one point: ``[∂out/∂a, ∂out/∂b]``."""
-    return [local_partial(op, k, out, args) for k in range(op.arity)]
+    """All of ``op``'s local partials at one point: ``[∂out/∂a, ∂out/∂b, ...]``."""
+    return [local_partial(op, k, out, args) for k in range(len(args))]
 
 
 def _partial_or_nan(op: Op, position: int, out: float, args: Sequence[float]) -> float:
@@ -442,7 +448,9 @@ def explain_tape(
         for a in instr.args:
             uses[a] += 1
         partials[slot] = tuple(
-            Partial(a, k, rule_text(instr.op, k), _partial_or_nan(instr.op, k, values[slot], arg_values))
+            Partial(
+                a, k, rule_text(instr.op, k, len(instr.args)), _partial_or_nan(instr.op, k, values[slot], arg_values)
+            )
             for k, a in enumerate(instr.args)
         )
         if adjoint is None or not needs[slot]:

@@ -217,6 +217,11 @@ class Function:
         fn = self._arrays.get(key)
         if fn is None:
             fn = arraycode.array_function(tape, shapes, reduce_to)
+            n_points = math.prod(np.broadcast_shapes(*shapes)) if _broadcasts(shapes) else 0
+            if native.use_native_arrays(self.backend, n_points, len(tape)) and native.emits(tape):
+                from .native.arrays import array_function as native_arrays  # only importable with llvmlite
+
+                fn = native_arrays(tape, shapes, reduce_to, fn) or fn
             self._arrays[key] = fn
             while len(self._arrays) > MAX_SHAPES:
                 self._arrays.popitem(last=False)
@@ -567,6 +572,14 @@ def _as_tuple(result: Any, n: int) -> tuple[Any, ...]:
 def _numpy(point: list[Any]) -> list[Any]:
     """Floats become numpy scalars, so that float-only parts of the tape also follow numpy (no raising)."""
     return [np.float64(v) if type(v) is float else v for v in point]
+
+
+def _broadcasts(shapes: tuple[tuple[int, ...], ...]) -> bool:
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        return False
+    return True
 
 
 def _has_array(point: list[Any]) -> bool:

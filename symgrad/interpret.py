@@ -40,14 +40,19 @@ __all__ = ["backward", "evaluate", "forward", "requires_grad", "value_and_grad"]
 _Fn = Callable[..., float]
 _ForwardStep = tuple[_Fn, int, int]
 _ReverseStep = tuple[int, int, "_Fn | None", int, "_Fn | None"]
+_Spread = tuple[tuple[int, ...], tuple["_Fn | None", ...]]
 _CATCH = (ArithmeticError, ValueError)
+_UNARY, _NARY = -1, -2
+"""``b`` of a plan step: a unary record, or one with more than two arguments (then ``a`` indexes
+the plan's ``spread``: the argument slots and, in a reverse plan, their partials)."""
 
 
 @dataclass(slots=True)
 class _Plans:
     forward: tuple[_ForwardStep, ...]
+    spread: tuple[tuple[int, ...], ...]
     needs: list[bool]
-    reverse: tuple[_ReverseStep, ...] | None = None
+    reverse: tuple[tuple[_ReverseStep, ...], tuple[_Spread, ...]] | None = None
 
 
 _PLANS: weakref.WeakKeyDictionary[Tape, _Plans] = weakref.WeakKeyDictionary()
@@ -56,10 +61,16 @@ _PLANS: weakref.WeakKeyDictionary[Tape, _Plans] = weakref.WeakKeyDictionary()
 def _plans(tape: Tape) -> _Plans:
     plans = _PLANS.get(tape)
     if plans is None:
-        forward_plan = tuple(
-            (instr.op.scalar, instr.args[0], instr.args[1] if len(instr.args) > 1 else -1) for instr in tape.instrs
-        )
-        plans = _PLANS[tape] = _Plans(forward_plan, tape.depends_on(range(tape.n_inputs)))
+        steps: list[_ForwardStep] = []
+        spread: list[tuple[int, ...]] = []
+        for instr in tape.instrs:
+            args = instr.args
+            if len(args) > 2:
+                steps.append((instr.op.scalar, len(spread), _NARY))
+                spread.append(args)
+            else:
+                steps.append((instr.op.scalar, args[0], args[1] if len(args) > 1 else _UNARY))
+        plans = _PLANS[tape] = _Plans(tuple(steps), tuple(spread), tape.depends_on(range(tape.n_inputs)))
     return plans
 
 
@@ -68,31 +79,48 @@ def requires_grad(tape: Tape) -> list[bool]:
     return _plans(tape).needs
 
 
-def _reverse_plan(tape: Tape, needs: list[bool]) -> tuple[_ReverseStep, ...]:
+def _reverse_plan(tape: Tape, needs: list[bool]) -> tuple[tuple[_ReverseStep, ...], tuple[_Spread, ...]]:
     steps: list[_ReverseStep] = []
+    spread: list[_Spread] = []
     base = tape.first_instr_slot
     for i in range(len(tape.instrs) - 1, -1, -1):
         instr = tape.instrs[i]
         if not needs[base + i]:
             continue
-        partials = scalar_partials(instr.op)
-        a = instr.args[0]
-        b = instr.args[1] if len(instr.args) > 1 else -1
+        args = instr.args
+        partials = scalar_partials(instr.op, len(args))
+        if len(args) > 2:
+            steps.append((base + i, len(spread), None, _NARY, None))
+            spread.append((args, tuple(p if needs[x] else None for x, p in zip(args, partials, strict=True))))
+            continue
+        a = args[0]
+        b = args[1] if len(args) > 1 else _UNARY
         da = partials[0] if needs[a] else None
         db = partials[1] if b >= 0 and needs[b] else None
         steps.append((base + i, a, da, b, db))
-    return tuple(steps)
+    return tuple(steps), tuple(spread)
+
+
+def _from_finite(tape: Tape, values: Sequence[float], slot: int) -> bool:
+    """Whether every argument of the record at ``slot`` is finite (so a non-finite result is an overflow)."""
+    return all(math.isfinite(values[x]) for x in tape.instr_at(slot).args)
 
 
 def forward(tape: Tape, inputs: Sequence[float]) -> list[float]:
     """Every slot's value, given the inputs (as floats, in ``tape.inputs`` order)."""
     values = [*inputs, *tape.consts]
     append = values.append
+    plans = _plans(tape)
     try:
-        for fn, a, b in _plans(tape).forward:
-            v = fn(values[a]) if b < 0 else fn(values[a], values[b])
+        for fn, a, b in plans.forward:
+            if b >= 0:
+                v = fn(values[a], values[b])
+            elif b == _UNARY:
+                v = fn(values[a])
+            else:
+                v = fn(*[values[x] for x in plans.spread[a]])
             append(v)
-            if v - v != 0.0 and math.isfinite(values[a]) and (b < 0 or math.isfinite(values[b])):
+            if v - v != 0.0 and _from_finite(tape, values, len(values) - 1):
                 break  # inf or nan from finite arguments: an overflow
         else:
             return values
@@ -123,14 +151,14 @@ def backward(
     its plan is not kept.
     """
     if not keep_plan:
-        plan = _reverse_plan(tape, tape.depends_on(range(tape.n_inputs) if wrt is None else wrt))
+        plan, spread = _reverse_plan(tape, tape.depends_on(range(tape.n_inputs) if wrt is None else wrt))
     elif wrt is None:
         plans = _plans(tape)
         if plans.reverse is None:
             plans.reverse = _reverse_plan(tape, plans.needs)
-        plan = plans.reverse
+        plan, spread = plans.reverse
     else:
-        plan = _reverse_plan(tape, tape.depends_on(wrt))
+        plan, spread = _reverse_plan(tape, tape.depends_on(wrt))
     adjoint = [0.0] * tape.n_slots
     adjoint[tape.output if seed is None else seed] = 1.0
     out = -1
@@ -140,13 +168,7 @@ def backward(
             if g == 0.0:
                 continue
             v = values[out]
-            if b < 0:
-                if da is not None:
-                    t = g * da(v, values[a])
-                    adjoint[a] += t
-                    if t - t != 0.0 and g - g == 0.0:
-                        raise ValueError("non-finite partial")
-            else:
+            if b >= 0:
                 va = values[a]
                 vb = values[b]
                 if da is not None:
@@ -159,6 +181,21 @@ def backward(
                     adjoint[b] += t
                     if t - t != 0.0 and g - g == 0.0:
                         raise ValueError("non-finite partial")
+            elif b == _UNARY:
+                if da is not None:
+                    t = g * da(v, values[a])
+                    adjoint[a] += t
+                    if t - t != 0.0 and g - g == 0.0:
+                        raise ValueError("non-finite partial")
+            else:
+                args, partials = spread[a]
+                vals = [values[x] for x in args]
+                for x, dx in zip(args, partials, strict=True):
+                    if dx is not None:
+                        t = g * dx(v, *vals)
+                        adjoint[x] += t
+                        if t - t != 0.0 and g - g == 0.0:
+                            raise ValueError("non-finite partial")
     except _CATCH:
         instr = tape.instr_at(out)
         call = f"{instr.op.name}({', '.join(repr(float(values[x])) for x in instr.args)})"

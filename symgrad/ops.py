@@ -19,7 +19,11 @@ the algebra used only on derivative records: they regroup constants
 (``2 * (3 * x) -> 6 * x``), which can move the last bit.
 
 Conventions at non-differentiable points follow PyTorch: ``relu'(0) = 0``,
-``abs'(0) = 0``, and ``min``/``max`` split the gradient evenly on a tie.
+``abs'(0) = 0``, and ``min``/``max`` split the gradient evenly on a tie: among
+k tied arguments each gets 1/k, in any order.  Those two are *variadic*
+(``max(a, b, c)`` is one record with three arguments) and state their partial as
+one *tie weight* ``w`` over ``a`` (any one argument) and ``out``:
+∂out/∂arg_i = w(arg_i) / Σ_j w(arg_j).
 ``min``/``max`` are not marked commutative: Python's ``min(nan, 1)`` is nan but
 ``min(1, nan)`` is 1 (and likewise for ±0), so CSE must not merge the two orders.
 ``heaviside``, ``sign`` and ``xlogy`` are the helpers that derivative rules
@@ -29,6 +33,7 @@ everywhere: the steps' jumps are not differentiated).
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -105,6 +110,14 @@ def _np_sigmoid(x: Any) -> Any:
     return np.where(np.asarray(x) >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def _np_maximum(*xs: Any) -> Any:
+    return functools.reduce(np.maximum, xs)
+
+
+def _np_minimum(*xs: Any) -> Any:
+    return functools.reduce(np.minimum, xs)
+
+
 def _np_relu(x: Any) -> Any:
     return np.maximum(x, 0.0)
 
@@ -144,9 +157,9 @@ class Op:
     array: Callable[..., Any]
     """Forward on numpy arrays; follows numpy on a domain error (nan/inf)."""
     code: str
-    """How Python spells the forward, over ``{0}``, ``{1}`` (the generated code's emitter)."""
+    """How Python spells the forward, over ``{0}``, ``{1}`` (a variadic op: ``{0}`` is all arguments)."""
     partials: tuple[str, ...]
-    """∂out/∂arg_i in symgrad's language over ``a``, ``b`` and ``out``."""
+    """∂out/∂arg_i in symgrad's language over ``a``, ``b`` and ``out``; a variadic op has one tie weight."""
     sympy: Callable[..., Any]
     """The sympy counterpart, for the oracle only."""
     doc: str
@@ -156,7 +169,8 @@ class Op:
     """A safe sampling box per argument for tests, inside the op's domain."""
     commutative: bool = False
     variadic: bool = False
-    """Associative: a call may pass more arguments, folded left (``max(a, b, c)``, as sympy prints ``Max``)."""
+    """A selection among ``arity`` or more arguments (``max(a, b, c)``, as sympy prints ``Max``); its
+    ``partials`` is one tie weight ``w(a, out)``, and ∂out/∂arg_i = w(arg_i) / Σ_j w(arg_j)."""
     infix: bool = False
     rewrites: tuple[str, ...] = ()
     """Identities ``"lhs -> rhs"`` with this op at the root of ``lhs`` (``~`` marks derivative-only algebra)."""
@@ -166,10 +180,19 @@ class Op:
     """Arguments the op is linear in when the others are fixed (``mul``: both; ``div``: the dividend)."""
 
     def __post_init__(self) -> None:
-        if len(self.partials) != self.arity:
-            raise ValueError(f"op {self.name!r}: {self.arity} args but {len(self.partials)} partials")
+        wanted = 1 if self.variadic else self.arity
+        if len(self.partials) != wanted:
+            raise ValueError(f"op {self.name!r}: {wanted} partials expected, got {len(self.partials)}")
         if not self.domain:
             object.__setattr__(self, "domain", ((-3.0, 3.0),) * self.arity)
+
+    def spell(self, args: Sequence[str]) -> str:
+        """The forward as Python source over the argument texts (``code`` filled in)."""
+        return self.code.format(", ".join(args)) if self.variadic else self.code.format(*args)
+
+    def takes(self, n_args: int) -> bool:
+        """Whether a record of this op may have ``n_args`` arguments."""
+        return n_args >= self.arity if self.variadic else n_args == self.arity
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         """Pickle a row by its name: the functions in it are found again in the table."""
@@ -252,13 +275,12 @@ _TABLE: tuple[Op, ...] = (
     _op("atan2", 2, "atan2", math.atan2,      np.arctan2,    "atan2({0}, {1})",
         ("b / (a * a + b * b)", "-a / (a * a + b * b)"),                                                          lambda a, b: _sp().atan2(a, b),
         "angle of the point (x=b, y=a), as atan2(y, x)", call_names=("atan2",), domain=((-3.0, 3.0), (0.2, 3.0))),
-    _op("min",   2, "min",   min,             np.minimum,    "min({0}, {1})",
-        ("heaviside(b - a, 0.5)", "heaviside(a - b, 0.5)"),                                                       lambda a, b: _sp().Min(a, b),
-        "smaller of a and b; a tie splits the gradient evenly", call_names=("min", "Min"),
+    # Variadic: the one partial is a tie weight, 1 for an argument equal to out (see the docstring).
+    _op("min",   2, "min",   min,             _np_minimum,   "min({0})",        ("heaviside(out - a, 1)",),         lambda *a: _sp().Min(*a),
+        "smallest argument; a tie among k arguments gives each 1/k of the gradient", call_names=("min", "Min"),
         variadic=True),
-    _op("max",   2, "max",   max,             np.maximum,    "max({0}, {1})",
-        ("heaviside(a - b, 0.5)", "heaviside(b - a, 0.5)"),                                                       lambda a, b: _sp().Max(a, b),
-        "larger of a and b; a tie splits the gradient evenly", call_names=("max", "Max"),
+    _op("max",   2, "max",   max,             _np_maximum,   "max({0})",        ("heaviside(a - out, 1)",),         lambda *a: _sp().Max(*a),
+        "largest argument; a tie among k arguments gives each 1/k of the gradient", call_names=("max", "Max"),
         variadic=True),
     # Helpers of the derivative rules: steps and x*log(y), with derivative 0 where the step jumps.
     _op("heaviside", 2, "H", _heaviside,      np.heaviside,  "heaviside({0}, {1})", ("0", "0"),                    _sympy_heaviside,

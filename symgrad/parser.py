@@ -148,12 +148,7 @@ class _Builder(Transformer[Token, Expr]):
             known = "known functions: " + ", ".join(sorted(FUNCTIONS))
             hint = f"{hint}\n{known}" if hint else f"{known}\nto multiply, write {clip(name)}*(...)"
             raise _BuildError(UnknownFunctionError, f"unknown function '{clip(name)}'", _span(token), hint)
-        if op.variadic and len(args) > op.arity:  # max(a, b, c) -> max(max(a, b), c)
-            node = Call(span, op, (args[0], args[1]))
-            for arg in args[2:]:
-                node = Call(span, op, (node, arg))
-            return node
-        if len(args) != op.arity:
+        if not op.takes(len(args)):
             plural = "argument" if op.arity == 1 else "arguments"
             least = "at least " if op.variadic else ""
             raise _BuildError(ArityError, f"{name}() takes {least}{op.arity} {plural}, got {len(args)}", span)

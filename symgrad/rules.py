@@ -27,7 +27,7 @@ from .expr import Call, Const, Expr, Var, iter_postorder
 from .ops import OPS, Op
 from .parser import parse
 
-__all__ = ["Pattern", "Rewrite", "partial_patterns", "python_code", "rewrites", "scalar_partials"]
+__all__ = ["Pattern", "Rewrite", "arg_names", "partial_patterns", "python_code", "rewrites", "scalar_partials"]
 
 Pattern = tuple[Any, ...]
 """``("var", name)``, ``("const", value)`` or ``("call", op, args)`` (plain tuples: matched in hot loops)."""
@@ -67,16 +67,42 @@ def _pattern(expr: Expr) -> Pattern:
     return stack[-1]
 
 
-_PARTIALS: dict[Op, tuple[Pattern, ...]] = {}
+_PARTIALS: dict[tuple[Op, int], tuple[Pattern, ...]] = {}
 _REWRITES: dict[Op, tuple[Rewrite, ...]] = {}
-_SCALAR: dict[Op, tuple[Callable[..., float], ...]] = {}
+_SCALAR: dict[tuple[Op, int], tuple[Callable[..., float], ...]] = {}
 
 
-def partial_patterns(op: Op) -> tuple[Pattern, ...]:
-    """∂out/∂arg_i of ``op`` as patterns over ``a``, ``b``, ``out``."""
-    found = _PARTIALS.get(op)
+def arg_names(n: int) -> tuple[str, ...]:
+    """The names the rules give a record's arguments: ``a``, ``b``, then ``a2``, ``a3``, ..."""
+    return ("a", "b", *(f"a{i}" for i in range(2, n)))[:n]
+
+
+def _renamed(pattern: Pattern, old: str, new: str) -> Pattern:
+    if pattern[0] == VAR:
+        return (VAR, new) if pattern[1] == old else pattern
+    if pattern[0] == CONST:
+        return pattern
+    return (CALL, pattern[1], tuple(_renamed(arg, old, new) for arg in pattern[2]))
+
+
+def _shared_by_ties(op: Op, n: int) -> tuple[Pattern, ...]:
+    """A variadic op's partials for ``n`` arguments: w(arg_i) / Σ_j w(arg_j), with w its tie weight."""
+    weight = _pattern(parse(op.partials[0]))
+    weights = [_renamed(weight, "a", name) for name in arg_names(n)]
+    total = weights[0]
+    for w in weights[1:]:
+        total = (CALL, OPS["add"], (total, w))
+    return tuple((CALL, OPS["div"], (w, total)) for w in weights)
+
+
+def partial_patterns(op: Op, n_args: int | None = None) -> tuple[Pattern, ...]:
+    """∂out/∂arg_i of ``op`` as patterns over ``out`` and :func:`arg_names` (``n_args``: a variadic
+    op's argument count, default its arity)."""
+    n = op.arity if n_args is None else n_args
+    found = _PARTIALS.get((op, n))
     if found is None:
-        found = _PARTIALS[op] = tuple(_pattern(parse(text)) for text in op.partials)
+        found = _shared_by_ties(op, n) if op.variadic else tuple(_pattern(parse(text)) for text in op.partials)
+        _PARTIALS[op, n] = found
     return found
 
 
@@ -118,7 +144,7 @@ def python_code(pattern: Pattern, names: dict[str, str]) -> str:
             n = len(args)
             texts = parts[len(parts) - n :]
             del parts[len(parts) - n :]
-            parts.append(f"({op.code.format(*texts)})")
+            parts.append(f"({op.spell(texts)})")
         else:
             work.append((node, True))
             args = node[2]
@@ -127,16 +153,18 @@ def python_code(pattern: Pattern, names: dict[str, str]) -> str:
     return parts[-1]
 
 
-def scalar_partials(op: Op) -> tuple[Callable[..., float], ...]:
-    """The partials of ``op`` as functions ``(out, a[, b]) -> float`` for the reference interpreter."""
-    found = _SCALAR.get(op)
+def scalar_partials(op: Op, n_args: int | None = None) -> tuple[Callable[..., float], ...]:
+    """The partials of ``op`` as functions ``(out, a[, b, ...]) -> float`` for the reference interpreter."""
+    n = op.arity if n_args is None else n_args
+    found = _SCALAR.get((op, n))
     if found is None:
-        names = {"out": "out", "a": "a", "b": "b"}
-        params = "out, a" if op.arity == 1 else "out, a, b"
+        args = arg_names(n)
+        names = {"out": "out", **{name: name for name in args}}
+        params = ", ".join(("out", *args))
         namespace = {row.name: row.scalar for row in OPS.values()}
         fns = []
-        for pattern in partial_patterns(op):
+        for pattern in partial_patterns(op, n):
             code = compile(f"lambda {params}: {python_code(pattern, names)}", f"<partial of {op.name}>", "eval")
             fns.append(eval(code, namespace))  # codegen: built from the op table's rule text, parsed by our grammar
-        found = _SCALAR[op] = tuple(fns)
+        found = _SCALAR[op, n] = tuple(fns)
     return found

@@ -137,8 +137,11 @@ class Tape:
         for i, instr in enumerate(self.instrs):
             if OPS.get(instr.op.name) is not instr.op:
                 raise TapeError(f"record %{base + i}: {instr.op!r} is not in the op table")
-            if len(instr.args) != instr.op.arity:
-                raise TapeError(f"record %{base + i}: {instr.op.name} takes {instr.op.arity} args, got {instr.args}")
+            if not instr.op.takes(len(instr.args)):
+                least = "at least " if instr.op.variadic else ""
+                raise TapeError(
+                    f"record %{base + i}: {instr.op.name} takes {least}{instr.op.arity} args, got {instr.args}"
+                )
             for a in instr.args:
                 if not 0 <= a < base + i:
                     raise TapeError(f"record %{base + i} reads %{a}, which is not an earlier slot")

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from .builder import Ref, TapeBuilder
 from .errors import InputError, UnknownVariableError
 from .ops import OPS, Op
-from .rules import partial_patterns
+from .rules import arg_names, partial_patterns
 from .tape import Instr, Tape
 
 __all__ = [
@@ -74,10 +74,13 @@ def _origin(instr: Instr) -> Op:
 
 def _partial(b: TapeBuilder, instr: Instr, refs: list[Ref], slot: int, k: int) -> Ref:
     """∂(record at ``slot``)/∂(its argument k), emitted from the op table's rule."""
-    env = {"a": refs[instr.args[0]], "out": refs[slot]}
-    if len(instr.args) > 1:
-        env["b"] = refs[instr.args[1]]
-    return b.instantiate(partial_patterns(instr.op)[k], env, instr.span, _origin(instr))
+    args = instr.args
+    env = {"out": refs[slot], "a": refs[args[0]]}
+    if len(args) == 2:
+        env["b"] = refs[args[1]]
+    elif len(args) > 2:
+        env.update(zip(arg_names(len(args)), (refs[a] for a in args), strict=True))
+    return b.instantiate(partial_patterns(instr.op, len(args))[k], env, instr.span, _origin(instr))
 
 
 def _sum(b: TapeBuilder, terms: list[Ref], instr: Instr | None) -> Ref | None:

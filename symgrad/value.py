@@ -246,13 +246,21 @@ class Value:
 
 
 def _method(op: Op) -> Callable[..., Value]:
-    """``Value.<op.name>``: the op applied to self (and one more operand if binary)."""
+    """``Value.<op.name>``: the op applied to self (and one more operand if binary, any more if variadic)."""
     if op.arity == 1:
 
         def unary(self: Value) -> Value:
             return _apply(op, self)
 
         fn: Callable[..., Value] = unary
+    elif op.variadic:
+
+        def variadic(self: Value, *others: Value | Number) -> Value:
+            if not op.takes(1 + len(others)):
+                raise InputError(f"{op.name}() takes at least {op.arity} values, got {1 + len(others)}")
+            return _apply(op, self, *map(_lift, others))
+
+        fn = variadic
     else:
 
         def binary(self: Value, other: Value | Number) -> Value:

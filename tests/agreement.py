@@ -92,7 +92,7 @@ def _abs_reverse(tape: Tape, values: list[float]) -> list[float]:
         if g == 0.0:
             continue
         args = [values[a] for a in instr.args]
-        for a, partial in zip(instr.args, scalar_partials(instr.op), strict=True):
+        for a, partial in zip(instr.args, scalar_partials(instr.op, len(instr.args)), strict=True):
             if needs[a]:
                 acc[a] += g * abs(partial(values[base + i], *args))
     return acc

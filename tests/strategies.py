@@ -168,15 +168,29 @@ def _away(draw: st.DrawFn, node: Node) -> Node:
 def _fit(draw: st.DrawFn, op: Op, args: list[Node], margin: float) -> tuple[Op, list[Node]]:
     """Guard the arguments into ``op``'s domain boxes and away from cancellation and kinks."""
     fitted = []
-    for arg, (lo, hi) in zip(args, op.domain, strict=True):
+    boxes = op.domain + (op.domain[-1],) * (len(args) - len(op.domain))  # (a variadic op's extra arguments)
+    for arg, (lo, hi) in zip(args, boxes, strict=True):
         fitted.append(arg if lo <= arg.value <= hi else _guard(draw, arg, lo, hi))
     if op.name in KINK_OPS and _near_kink(fitted[0], fitted[0].value, 0.0, margin):
         fitted[0] = _away(draw, fitted[0])
-    if op.name in TIE_OPS:
-        a, b = fitted
-        leaves = Node("", ATOM, sympy.S.Zero, 0.0, leaf=a.leaf and b.leaf)
-        if _near_kink(leaves, a.value - b.value, abs(a.value) + abs(b.value), margin):
-            fitted[1] = _away(draw, b)
+    if op.name in TIE_OPS:  # no near-ties (sympy splits an exact tie of more than two differently)
+        exact_pairs_ok = len(fitted) == 2
+        for j in range(1, len(fitted)):
+            for _ in range(len(fitted)):  # moving one argument away may bring it near another
+                b = fitted[j]
+                near = [
+                    a
+                    for a in fitted[:j]
+                    if _near_kink(
+                        Node("", ATOM, sympy.S.Zero, 0.0, leaf=exact_pairs_ok and a.leaf and b.leaf),
+                        a.value - b.value,
+                        abs(a.value) + abs(b.value),
+                        margin,
+                    )
+                ]
+                if not near:
+                    break
+                fitted[j] = _away(draw, b)
     if op.name in ("add", "sub"):
         a, b = fitted[0].value, fitted[1].value
         result = a + b if op.name == "add" else a - b
@@ -203,7 +217,8 @@ def _tree(draw: st.DrawFn, point: dict[str, float], depth: int, margin: float) -
         child = draw(_tree(point, depth - 1, margin))
         return Node(f"+{draw(_SPACE)}{_wrap(draw, child, UNARY)}", UNARY, child.sym, child.value)
     op = OPS[choice]
-    args = [draw(_tree(point, depth - 1, margin)) for _ in range(op.arity)]
+    n_args = op.arity + (draw(st.integers(0, 2)) if op.variadic else 0)  # max(a, b, c): one record
+    args = [draw(_tree(point, depth - 1, margin)) for _ in range(n_args)]
     op, args = _fit(draw, op, args, margin)
     return _apply(draw, op, args)
 

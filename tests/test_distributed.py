@@ -99,7 +99,9 @@ def test_out_of_core_evaluation_keeps_worker_memory_bounded(client: Client) -> N
 def test_values_and_summed_partials_equal_the_numpy_path(client: Client) -> None:
     rng = np.random.default_rng(7)
     x = rng.normal(size=40_000)
-    f = symgrad.compile(GAUSS)
+    # The numpy program gives the same bits chunk by chunk; the fused kernel (backend "auto" on big
+    # arrays) agrees with it to a few ulp, which tests/test_native_arrays.py checks.
+    f = symgrad.compile(GAUSS, backend="python")
     want_value, want_grads = f.value_and_grad(x=x, mu=0.1, s=1.5)
     lazy = f.value_and_grad(x=da.from_array(x, chunks=3_000), mu=0.1, s=1.5)
     value, grads = client.compute(lazy, sync=True)

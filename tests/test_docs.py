@@ -290,9 +290,10 @@ def _functions_table() -> str:
     for op in OPS.values():
         if not op.call_names:
             continue
-        params = ", ".join("ab"[: op.arity])
+        params = ", ".join("ab"[: op.arity]) + (", ..." if op.variadic else "")
         calls = ", ".join(f"`{name}({params})`" for name in op.call_names)
-        rows.append(f"| {calls} | {op.arity} | {op.doc} | `{op.name}` |")
+        arity = f"{op.arity} or more" if op.variadic else str(op.arity)
+        rows.append(f"| {calls} | {arity} | {op.doc} | `{op.name}` |")
     return "\n".join(rows)
 
 
@@ -300,9 +301,13 @@ def _ops_table() -> str:
     """tape.md: every primitive with its forward and its partial derivatives."""
     rows = ["| opcode | arity | symbol | forward | ∂/∂a | ∂/∂b |", "|---|---|---|---|---|---|"]
     for op in OPS.values():
-        partials = [f"`{p}`" for p in op.partials] + [""] * (2 - op.arity)
+        if op.variadic:  # one tie weight w; ∂out/∂argᵢ = w(argᵢ) / Σⱼ w(argⱼ)
+            partials = [f"tie weight `{op.partials[0]}`", "each argument: its weight / Σ weights"]
+        else:
+            partials = [f"`{p}`" for p in op.partials] + [""] * (2 - op.arity)
         symbol = op.symbol.replace("*", "\\*")
-        rows.append(f"| `{op.name}` | {op.arity} | {symbol} | `{op.code}` | {' | '.join(partials)} |")
+        arity = f"{op.arity}+" if op.variadic else str(op.arity)
+        rows.append(f"| `{op.name}` | {arity} | {symbol} | `{op.code}` | {' | '.join(partials)} |")
     return "\n".join(rows)
 
 

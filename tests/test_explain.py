@@ -190,7 +190,8 @@ def test_rules_read_like_formulas() -> None:
     assert rule_text(OPS["atan2"], 0) == "b / (a² + b²)"
     assert rule_text(OPS["sigmoid"], 0) == "out * (1 - out)"
     assert rule_text(OPS["pow"], 0) == "b * a ** (b - 1)"
-    assert rule_text(OPS["min"], 0) == "heaviside(b - a, 0.5)"
+    assert rule_text(OPS["min"], 0) == "heaviside(out - a, 1) / Σ weights"
+    assert rule_text(OPS["max"], 2, 3) == "heaviside(a2 - out, 1) / Σ weights"
 
 
 def test_rules_written_in_symgrads_own_language_render_the_same() -> None:

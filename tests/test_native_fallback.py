@@ -47,6 +47,33 @@ print("fallback ok")
 """
 
 
+TRACE_CHECK = """
+import warnings
+import symgrad
+from symgrad import Value
+from symgrad.nn import MLP
+
+model = MLP(2, [8, 8, 1], seed=0)
+points = [([0.5 * k, 1.0 - k], (-1.0) ** k) for k in range(6)]
+loss = lambda ps: sum(((model(x) - y) ** 2 for x, y in points), Value(0.0))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    traced = symgrad.trace(loss, model.parameters())
+    value = traced.backward()
+eager = loss(model.parameters())
+assert traced._native() is None and value == eager.data, (value, eager.data)
+assert len(traced._gradient_tape(None)) >= symgrad.native.AUTO_MIN_RECORDS
+assert any("using Python" in str(w.message) for w in caught), [str(w.message) for w in caught]
+try:
+    symgrad.trace(loss, model.parameters(), backend="native").backward()
+except symgrad.MissingDependencyError as e:
+    assert "llvmlite" in str(e)
+else:
+    raise AssertionError("trace(backend='native') without llvmlite must raise")
+print("trace fallback ok")
+"""
+
+
 def _run(tmp_path: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
     (tmp_path / "sitecustomize.py").write_text(BLOCKER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(TESTS)])}
@@ -64,3 +91,9 @@ def test_without_llvmlite_the_api_tests_pass(tmp_path: Path) -> None:
     result = _run(tmp_path, ["-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / "test_api.py")])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_without_llvmlite_traced_replay_runs_as_python(tmp_path: Path) -> None:
+    result = _run(tmp_path, ["-c", TRACE_CHECK])
+    assert result.returncode == 0, result.stderr
+    assert "trace fallback ok" in result.stdout

@@ -175,8 +175,8 @@ def test_check_catches_a_wrong_derivative() -> None:
     right = sin.partials
 
     def forget() -> None:  # the parsed rules are cached per op
-        rules._PARTIALS.pop(sin, None)
-        rules._SCALAR.pop(sin, None)
+        rules._PARTIALS.pop((sin, 1), None)
+        rules._SCALAR.pop((sin, 1), None)
 
     object.__setattr__(sin, "partials", ("sin(a)",))
     forget()

@@ -307,3 +307,71 @@ def test_jsonable_replaces_every_nonfinite_number() -> None:
         "nonfinite": {"a": "nan", "b.c": "inf", "b.d.1": "-inf"},
     }
     assert jsonable({"x": 1.0}) == {"x": 1.0}
+
+
+# ------------------------------------------------------------ min/max ties ---
+
+
+def _tie_cases() -> list[tuple[str, int, tuple[int, ...]]]:
+    """(op, k tied arguments, an order of the k + 1 arguments): every order for k <= 3, a few beyond."""
+    import itertools
+    import random
+
+    cases = []
+    for name in ("max", "min"):
+        for k in (2, 3, 4, 5):
+            orders = list(itertools.permutations(range(k + 1)))
+            if len(orders) > 8:
+                orders = random.Random(k).sample(orders, 8)
+            cases += [(name, k, order) for order in orders]
+    return cases
+
+
+@pytest.mark.parametrize(("name", "k", "order"), _tie_cases())
+def test_a_tie_among_k_arguments_gives_each_one_kth_in_any_order(name: str, k: int, order: tuple[int, ...]) -> None:
+    """max(x0, ..., xk) with x0..x(k-1) tied at the top: each tied argument gets 1/k, the other 0.
+
+    The shares are the documented convention; that they add up to the true derivative along
+    (1, ..., 1) (the function moves one-for-one with all arguments: exactly 1) is checked by a
+    central difference, whichever executor ran."""
+    from symgrad import interpret
+    from symgrad.value import Value
+
+    names = [f"x{i}" for i in order]
+    point = {f"x{i}": (1.0 if i < k else (0.0 if name == "max" else 2.0)) for i in range(k + 1)}
+    text = f"{name}({', '.join(names)})"
+    want = {f"x{i}": (1.0 / k if i < k else 0.0) for i in range(k + 1)}
+
+    f = symgrad.compile(text, backend="python")
+    assert f.grad(**point) == want  # the gradient tape, as generated Python
+    values = [point[v] for v in f.variables]
+    _, classic = interpret.value_and_grad(f.tape, values)  # the reference sweep
+    assert dict(zip(f.variables, classic, strict=True)) == want
+    arrays = f.grad(**{v: np.full(3, x) for v, x in point.items()})
+    assert {v: list(g) for v, g in arrays.items()} == {v: [g] * 3 for v, g in want.items()}
+    leaves = {v: Value(x) for v, x in point.items()}
+    first, *rest = (leaves[v] for v in names)
+    getattr(first, name)(*rest).backward()  # one Value record with k + 1 arguments
+    assert {v: leaf.grad for v, leaf in leaves.items()} == want
+
+    h = 1e-3
+    up = f(**{v: x + h for v, x in point.items()})
+    down = f(**{v: x - h for v, x in point.items()})
+    assert sum(want.values()) == pytest.approx((up - down) / (2 * h), rel=1e-9)
+
+
+def test_a_tie_on_the_native_backend() -> None:
+    pytest.importorskip("llvmlite", reason="the native backend needs llvmlite (a dependency of the package)")
+    f = symgrad.compile("max(x, y, z) * 2 + min(z, y, x)", backend="native")
+    value, grads = f.value_and_grad(x=1.0, y=1.0, z=1.0)
+    assert value == 3.0 and grads == pytest.approx({"x": 1.0, "y": 1.0, "z": 1.0}, rel=1e-15)  # 2/3 + 1/3 each
+    assert f.value_and_grad(x=3.0, y=1.0, z=1.0) == (7.0, {"x": 2.0, "y": 0.5, "z": 0.5})
+
+
+def test_variadic_calls_are_one_record_and_need_two_arguments() -> None:
+    tape = symgrad.compile("max(x, y, z, 1)").tape
+    assert [instr.op.name for instr in tape.instrs] == ["max"] and len(tape.instrs[0].args) == 4
+    with pytest.raises(symgrad.errors.ArityError, match=r"max\(\) takes at least 2 arguments, got 1"):
+        symgrad.compile("max(x)")
+    with pytest.raises(symgrad.errors.InputError, match="at least 2"):
+        symgrad.Value(1.0).max()

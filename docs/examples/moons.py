@@ -2,6 +2,7 @@
 
     python docs/examples/moons.py                        # record-once replay, 100 steps
     python docs/examples/moons.py --mode eager           # rebuild the graph every step, like micrograd
+    python docs/examples/moons.py --backend native       # replay on machine code (compiled once, then cached)
     python docs/examples/moons.py --plot moons.png       # also save the decision boundary (needs matplotlib)
 
 The model is ``MLP(2, [16, 16, 1])`` (337 parameters); the loss is the SVM
@@ -13,7 +14,10 @@ points is recorded onto a tape whose inputs are the 337 parameters (the data
 points are constants of that recording), and every step replays the tape's
 forward and reverse sweeps at the current parameters.  That is valid because
 the computation has no Python control flow that depends on values: ``relu``
-is an op, so it is re-evaluated at each replay.
+is an op, so it is re-evaluated at each replay.  ``--backend native`` compiles
+the replay to machine code: the first run pays seconds of compilation in its
+setup, later runs load the kernel from the cache (and then ``auto``, the
+default, uses it too).
 
 The last line is ``accuracy <training accuracy>% | setup <ms> ms | <mean time per step> ms/step``:
 setup is the one-time work before the first step (recording the tape and generating its code, in
@@ -83,9 +87,14 @@ def accuracy(model: MLP, X: np.ndarray, y: np.ndarray) -> float:
 
 
 def train(
-    mode: str = "replay", steps: int = 100, seed: int = 0, report_every: int = 10, verbose: bool = True
+    mode: str = "replay",
+    steps: int = 100,
+    seed: int = 0,
+    report_every: int = 10,
+    verbose: bool = True,
+    backend: str | None = None,
 ) -> tuple[MLP, float, float, float]:
-    """Train on 100 moons points.
+    """Train on 100 moons points (``backend``: of the replay, as for :func:`symgrad.trace`).
 
     Returns the model, the training accuracy, the one-time setup in seconds (tracing and code
     generation, replay mode only) and the mean seconds per step.
@@ -96,7 +105,7 @@ def train(
     start = time.perf_counter()
     traced = None
     if mode == "replay":
-        traced = symgrad.trace(lambda ps: loss_of(model, X, y), params)
+        traced = symgrad.trace(lambda ps: loss_of(model, X, y), params, backend=backend)
         _ = traced.vg  # generate and compile the code now, so that it counts as setup, not as a step
     setup = time.perf_counter() - start
     elapsed = 0.0
@@ -177,6 +186,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="replay",
         help="eager: rebuild the Value graph each step; replay: record once with symgrad.trace",
     )
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "native", "python"],
+        default=None,
+        help="code that replays the tape (default: auto, or SYMGRAD_BACKEND)",
+    )
     parser.add_argument("--steps", type=int, default=100, help="SGD steps (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the data and the initial weights")
     parser.add_argument("--plot", metavar="PNG", help="save the decision boundary to this file (needs matplotlib)")
@@ -185,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--steps must be at least 1")
     if args.plot:
         pyplot()  # fail before training, not after
-    model, acc, setup, per_step = train(args.mode, args.steps, args.seed)
+    model, acc, setup, per_step = train(args.mode, args.steps, args.seed, backend=args.backend)
     if args.plot:
         plot(model, args.seed, args.plot)
     print(f"accuracy {acc * 100:.1f}% | setup {setup * 1000:.1f} ms | {per_step * 1000:.1f} ms/step")

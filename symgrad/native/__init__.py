@@ -13,6 +13,7 @@ Layout (one responsibility per module)::
     jit.py      IR → object code → loaded machine code
     cache.py    object code on disk (SYMGRAD_CACHE_DIR), keyed by program and host
     kernel.py   compile_native, NativeKernel: how Python calls the machine code
+    arrays.py   Function's array path on the fused kernel (numpy's semantics)
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from ..errors import InputError, MissingDependencyError
 from ..tape import Tape
 
 __all__ = [
+    "ARRAY_MAX_RECORDS",
+    "ARRAY_MIN_POINTS",
     "AUTO_MAX_RECORDS",
     "AUTO_MIN_RECORDS",
     "BACKENDS",
@@ -32,6 +35,7 @@ __all__ = [
     "resolve_backend",
     "unavailable_reason",
     "use_native",
+    "use_native_arrays",
 ]
 
 _reason: str | None = None
@@ -105,3 +109,23 @@ def use_native(backend: str, n_records: int) -> bool:
         _warned = True
         warnings.warn(f"symgrad: native backend unavailable, using Python ({reason})", RuntimeWarning, stacklevel=3)
     return False
+
+
+ARRAY_MIN_POINTS = 10_000
+"""``auto`` evaluates arrays of at least this many broadcast points with the fused kernel (see
+bench/run.py W5): below, the numpy program is about as fast and needs no compiling."""
+ARRAY_MAX_RECORDS = 500
+"""... for tapes of at most this many records (one compiled function, a vector of points per iteration)."""
+
+
+def use_native_arrays(backend: str, n_points: int, n_records: int) -> bool:
+    """Should an array call of ``n_points`` points on a tape of ``n_records`` records use the fused kernel?
+
+    ``python`` never, ``native`` always (or ``MissingDependencyError``), ``auto`` for big arrays
+    and small tapes where llvmlite is available (silently numpy otherwise: results are the same).
+    """
+    if backend == "python":
+        return False
+    if backend == "auto":
+        return n_points >= ARRAY_MIN_POINTS and n_records <= ARRAY_MAX_RECORDS and available()
+    return use_native(backend, n_records)

@@ -37,6 +37,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 
 __all__ = [
+    "BY_RECIPROCAL",
     "EMITTERS",
     "FUSED",
     "LIBM",
@@ -70,21 +71,26 @@ class Emit:
     ``width`` > 1 emits the same operations on vectors of that many points
     (``<4 x double>``): IEEE arithmetic, comparisons and selects act lane by
     lane, so every lane is bit-identical to the scalar code, and libm calls are
-    made once per lane.  The flag is then one bit per lane.
+    made once per lane.  The flag is then one bit per lane.  ``vector`` (2, 4 or 8)
+    instead calls libmvec on that many lanes at once (``symgrad_v4_exp``; see
+    :mod:`symgrad.native.libm`): a few ulp from libm, for the array loop only.
     """
 
-    def __init__(self, lines: list[str], width: int = 1) -> None:
+    def __init__(self, lines: list[str], width: int = 1, vector: int = 0) -> None:
         self.lines = lines
         self.width = width
+        self.vector = vector if width > 1 and vector and width % vector == 0 else 0
         self.d = "double" if width == 1 else f"<{width} x double>"
         self.i1 = "i1" if width == 1 else f"<{width} x i1>"
         self.i64 = "i64" if width == 1 else f"<{width} x i64>"
         self._count = 0
         self.libm: set[str] = set()
         """The libm functions called (to declare in the module)."""
+        self.vector_libm: set[str] = set()
+        """The libmvec functions called on ``vector`` doubles (to declare in the module)."""
         self.no = "false" if width == 1 else "zeroinitializer"
         self.flag = self.no
-        """true (per lane) where a :meth:`mark` condition held (see :meth:`domain_flag`)."""
+        """true (per lane) where a :meth:`mark` condition held (see :meth:`finish`)."""
         self._sums: list[tuple[int, str]] = []
         """Pairwise partial sums of the values :meth:`check` was given: (level, value), levels decreasing."""
         self.checking = True
@@ -120,6 +126,8 @@ class Emit:
 
     def call(self, name: str, *args: str) -> str:
         """A libm function (``exp``, ``atan2``...) under its private name, once per lane."""
+        if self.vector:
+            return self._vector_call(name, args)
         self.libm.add(name)
         if self.width == 1:
             return self._new(f"call double @{PREFIX}{name}({', '.join(f'double {a}' for a in args)})")
@@ -130,8 +138,32 @@ class Emit:
             result = self._new(f"insertelement {self.d} {result}, double {one}, i32 {lane}")
         return result
 
+    def _vector_call(self, name: str, args: tuple[str, ...]) -> str:
+        """One libmvec call per ``vector`` lanes (two 2-wide calls for four lanes on SSE)."""
+        self.vector_libm.add(name)
+        v, n = self.vector, self.width // self.vector
+        vd = f"<{v} x double>"
+        symbol = f"@{PREFIX}v{v}_{name}"
+        if n == 1:
+            return self._new(f"call {vd} {symbol}({', '.join(f'{vd} {a}' for a in args)})")
+        parts = []
+        for k in range(n):
+            mask = "<" + ", ".join(f"i32 {k * v + j}" for j in range(v)) + ">"
+            lanes = [self._new(f"shufflevector {self.d} {a}, {self.d} poison, <{v} x i32> {mask}") for a in args]
+            parts.append(self._new(f"call {vd} {symbol}({', '.join(f'{vd} {x}' for x in lanes)})"))
+        m = v
+        while len(parts) > 1:  # concatenate pairwise: 2+2 → 4, ...
+            mask = "<" + ", ".join(f"i32 {j}" for j in range(2 * m)) + ">"
+            parts = [
+                self._new(f"shufflevector <{m} x double> {a}, <{m} x double> {b}, <{2 * m} x i32> {mask}")
+                for a, b in zip(parts[::2], parts[1::2], strict=True)
+            ]
+            m *= 2
+        return parts[0]
+
     def call_pair(self, name: str, a: str) -> tuple[str, str]:
-        """A libm function of one argument with two results written through pointers (``sincos``), per lane."""
+        """A libm function of one argument with two results written through pointers (``sincos``), per lane
+        (also in ``vector`` mode: libmvec's are not used for pairs)."""
         self.libm.add(name)
         firsts, seconds = [], []
         for lane in range(self.width):
@@ -183,7 +215,7 @@ class Emit:
 
         Cheaper than ``mark(nonfinite(value))`` for each value (measured: that
         was a quarter of a big kernel's time): the checked values are summed,
-        one ``fadd`` each, and only the sum is tested, in :meth:`domain_flag`.
+        one ``fadd`` each, and only the sum is tested, in :meth:`finish`.
         A non-finite value makes the sum non-finite (inf + -inf is nan, nan
         sticks); finite values can only make it non-finite by overflowing near
         1.8e308, a flag the interpreter then clears.  The sum is pairwise, so
@@ -199,8 +231,9 @@ class Emit:
             level += 1
         self._sums.append((level, value))
 
-    def domain_flag(self) -> str:
-        """The function's flag (``i1`` per lane): any :meth:`mark` condition, or a non-finite checked value."""
+    def finish(self) -> str:
+        """The function's flag (``i1`` per lane), once every record is emitted: any :meth:`mark` condition,
+        or a non-finite checked value."""
         flag = self.flag
         if self._sums:
             total = self._sums[-1][1]
@@ -275,13 +308,17 @@ def _relu(e: Emit, args: Sequence[str]) -> str:
 
 
 def _min(e: Emit, args: Sequence[str]) -> str:
-    a, b = args  # Python's min(a, b): b if b < a else a
-    return e.select(e.fcmp("olt", b, a), b, a)
+    best = args[0]  # Python's min(*args): a later argument replaces the best only if smaller
+    for x in args[1:]:
+        best = e.select(e.fcmp("olt", x, best), x, best)
+    return best
 
 
 def _max(e: Emit, args: Sequence[str]) -> str:
-    a, b = args  # Python's max(a, b): b if b > a else a
-    return e.select(e.fcmp("olt", a, b), b, a)
+    best = args[0]  # Python's max(*args): a later argument replaces the best only if larger
+    for x in args[1:]:
+        best = e.select(e.fcmp("olt", best, x), x, best)
+    return best
 
 
 def _heaviside(e: Emit, args: Sequence[str]) -> str:
@@ -311,9 +348,12 @@ def _xlogy(e: Emit, args: Sequence[str]) -> str:
 
 def _fused(name: str, swap: bool) -> Callable[[Emit, Sequence[str]], tuple[str, str]]:
     def emit(e: Emit, args: Sequence[str]) -> tuple[str, str]:
-        a, b = e.call_pair(name, args[0])
-        e.check(a)
-        e.check(b)
+        if e.vector:  # the array loop with libmvec: two vector calls beat one scalar call per lane
+            a, b = (e.checked(single, args[0]) for single in LIBM_PAIRS[name])
+        else:
+            a, b = e.call_pair(name, args[0])
+            e.check(a)
+            e.check(b)
         return (b, a) if swap else (a, b)
 
     return emit
@@ -392,3 +432,8 @@ EMITTERS: Mapping[str, Emitter] = {
     "xlogy": _xlogy,
 }
 """Per op name: how to emit it.  Every op of :data:`symgrad.OPS` has a row (tested)."""
+
+BY_RECIPROCAL: Mapping[str, str] = {"div": "mul"}
+"""``op(a, b) == other(a, 1/b)`` up to one rounding: where ``b`` is the same at every point, the
+array loop computes ``1/b`` once and runs ``other`` (a vector division costs about ten
+multiplications; see :func:`symgrad.native.arrays.reciprocals`)."""

@@ -7,7 +7,8 @@ in one fused loop, optionally on several threads.
 
 Same numbers, same errors as the interpreter: the machine code performs the
 interpreter's IEEE operations in the same order with the same libm, so results
-are bit-identical; where the kernel raises its domain flag, the point is handed
+are bit-identical (the array loop, on glibc, calls libmvec instead: a few ulp;
+set ``kernel.libmvec = False`` for the same bits); where the kernel raises its domain flag, the point is handed
 to ``fallback`` (by default :func:`symgrad.interpret.forward`), which returns
 its own numbers or raises the exact :class:`~symgrad.errors.DomainError` with
 the caret under the source.
@@ -30,15 +31,17 @@ import numpy as np
 from .. import interpret
 from ..errors import InputError
 from ..tape import Tape
-from . import cache, jit
-from .build import ARRAY, SCALAR, STACK_LIMIT, build_ir, layout_of
+from . import cache, jit, libm
+from .build import ARRAY, MAX_WIDTH, SCALAR, STACK_LIMIT, build_ir, layout_of
 from .program import CHUNK, Program
 
 __all__ = [
     "MIN_POINTS_PER_THREAD",
     "OPT1_MAX_RECORDS",
     "STATS",
+    "BufferEntry",
     "NativeKernel",
+    "cached_kernel",
     "compile_native",
     "function",
     "llvm_ir",
@@ -50,7 +53,7 @@ everything else at opt 0 (see jit.py): measured, opt 1 costs 5-10x the compile t
 nothing measurable per scalar call."""
 MIN_POINTS_PER_THREAD = 50_000
 """An array call is split across threads only when every thread gets at least this many points."""
-CODE_VERSION = "7"  # 3-7: sums as flags, sincos, fewer checks, loads, order; 2: large code model
+CODE_VERSION = "8"  # 8: sincos, fewer checks, record order; 3: array loop with sums and libmvec
 """Bump when the generated code changes meaning: it is part of the cache key."""
 
 STATS = {"compiled": 0, "loaded": 0}
@@ -61,14 +64,12 @@ Fallback = Callable[[Sequence[float]], Sequence[float]]
 _SCALAR_PROTO = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p)  # keeps the GIL: the work vector is shared
 _ARRAY_PROTO = ctypes.CFUNCTYPE(  # releases the GIL: array calls run in parallel on their own work vectors
     ctypes.c_int64,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
+    *[ctypes.c_void_p] * 7,  # ins, strides, outs, ostrides, sums, work, flags
     ctypes.c_int64,
     ctypes.c_int64,
 )
+_BUFFER_PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)  # releases the GIL: the entry owns its buffer
+_CPUS = os.cpu_count() or 1
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -110,9 +111,36 @@ def compile_native(
     return NativeKernel(program, fallback, opt)
 
 
+def cached_kernel(
+    tape: Tape,
+    outputs: Sequence[int],
+    *,
+    fallback: Fallback | None = None,
+    opt: int | None = None,
+) -> NativeKernel | None:
+    """:func:`compile_native`'s kernel if the persistent cache holds its machine code, else None.
+
+    Loading costs a fraction of a second where compiling a big tape costs seconds,
+    so a caller can take the kernel when it is free and stay on Python otherwise.
+    """
+    program = Program.from_tape(tape, outputs)
+    level = _default_opt(program, "scalar") if opt is None else opt
+    if cache.load(_cache_key(program, "scalar", level)) is None:
+        return None
+    if fallback is None:
+        fallback = _interpreter(tape, program.outputs)
+    return NativeKernel(program, fallback, opt)
+
+
 def llvm_ir(tape: Tape, outputs: Sequence[int], part: str = "scalar") -> str:
     """The IR :func:`compile_native` would compile for these outputs (without compiling it)."""
-    return build_ir(Program.from_tape(tape, outputs), part, jit.fused_pairs())
+    return build_ir(Program.from_tape(tape, outputs), part, pairs=jit.fused_pairs())
+
+
+def _cache_key(program: Program, part: str, opt: int, extra: str = "") -> str:
+    pairs = ",".join(sorted("+".join(pair) for pair in jit.fused_pairs()))  # sincos or not
+    text = f"{CODE_VERSION}|{part}|{opt}|{pairs}|{jit.host_id()}|{program.digest()}{extra}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _default_opt(program: Program, part: str) -> int:
@@ -145,13 +173,35 @@ class NativeKernel:
 
     def cache_key(self, part: str = "scalar") -> str:
         """What the persistent cache files this part of the kernel under."""
-        pairs = ",".join(sorted("+".join(pair) for pair in self.pairs))
-        text = f"{CODE_VERSION}|{part}|{self.opt(part)}|{pairs}|{jit.host_id()}|{self.program.digest()}"
-        return hashlib.sha256(text.encode()).hexdigest()
+        extra = ""
+        if part == "array":
+            extra = f"|libmvec{self.vector_width()}|uniform{self.uniform_inputs}|summed{self.summed_outputs}"
+        return _cache_key(self.program, part, self.opt(part), extra)
+
+    libmvec = True
+    """Whether the array loop may call libmvec (set False before the first array call for scalar libm
+    in every lane: then the array loop is bit-identical to the scalar entry)."""
+
+    uniform_inputs = 0
+    """How many of the last inputs every array call gives as one value (set before the first array
+    call): the array loop loads them once instead of at every point."""
+
+    summed_outputs: tuple[int, ...] | None = None
+    """The outputs array calls may ask to sum (set before the first array call; None: any).  Fewer
+    running sums leave more registers to the loop."""
+
+    def vector_width(self) -> int:
+        """Doubles per libmvec call in the array loop (0: scalar libm per lane); see :mod:`.libm`."""
+        return libm.vector_width() if self.libmvec else 0
 
     def llvm_ir(self, part: str = "scalar", optimized: bool = False) -> str:
         """The LLVM IR of ``part`` (``optimized``: after the pass pipeline, as compiled)."""
-        text = build_ir(self.program, part, self.pairs)
+        if part == "array":
+            text = build_ir(
+                self.program, part, self.vector_width(), self.uniform_inputs, self.summed_outputs, self.pairs
+            )
+        else:
+            text = build_ir(self.program, part, pairs=self.pairs)
         return jit.optimize_ir(text, self.opt(part)) if optimized else text
 
     def _load(self, part: str, symbol: str) -> int:
@@ -207,18 +257,51 @@ class NativeKernel:
         """One float per output slot, at one point (floats in input order)."""
         return self.scalar(*point)
 
+    def buffer_entry(self, work: np.ndarray | None = None) -> BufferEntry:
+        """The scalar code on a buffer the caller writes and reads (see :class:`BufferEntry`)."""
+        return BufferEntry(self, work)
+
     # -- fused array kernel -------------------------------------------------------
-    def array(self, *arrays: Any, errors: str = "raise", threads: int | None = None) -> list[np.ndarray]:
+    def array(
+        self, *arrays: Any, errors: str = "raise", threads: int | None = None, summed: Sequence[int] = ()
+    ) -> list[Any]:
         """Every output at every point of the broadcast inputs, in one pass.
 
         ``errors="raise"``: each point the kernel flags is re-evaluated by the
         fallback, which raises the interpreter's ``DomainError`` (or supplies
         its own values).  ``errors="ignore"``: IEEE results (nan, inf), as numpy
         gives them, without raising or warning.  ``threads`` (default: by size,
-        up to the number of CPUs) splits the points across threads.
+        up to the number of CPUs) splits the points across threads.  Outputs
+        whose index is in ``summed`` come back as their sum over the points (a
+        float64), taken in registers without writing an array.
+
+        On glibc the loop calls libmvec (see :mod:`symgrad.native.libm`), so
+        its numbers agree with the interpreter's to a few ulp rather than bit
+        for bit; the domain flags are the same.
         """
         if errors not in ("raise", "ignore"):
             raise ValueError(f"errors must be 'raise' or 'ignore', not {errors!r}")
+        results, count = self.array_count(*arrays, threads=threads, summed=summed)
+        if count and errors == "raise":
+            if summed:  # the sums include the flagged points: redo them from full arrays
+                full = self.array(*arrays, errors=errors, threads=threads)
+                return [np.float64(full[k].sum()) if k in summed else full[k] for k in range(len(full))]
+            xs = [np.asarray(a, dtype=np.float64) for a in arrays]
+            shape = np.broadcast_shapes(*(x.shape for x in xs))
+            flat_in = [np.broadcast_to(x, shape).reshape(-1) for x in xs]
+            flat_out = [o.reshape(-1) for o in results]
+            flags = np.zeros(math.prod(shape), dtype=np.uint8)
+            self._array_pass(flat_in, flags.shape, (), threads=1, flags=flags)
+            for i in np.flatnonzero(flags).tolist():
+                point = [float(x[i]) for x in flat_in]
+                for o, v in zip(flat_out, self.fallback(point), strict=True):
+                    o[i] = v
+        return results
+
+    def array_count(
+        self, *arrays: Any, threads: int | None = None, summed: Sequence[int] = ()
+    ) -> tuple[list[Any], int]:
+        """IEEE results as for ``array(errors="ignore")``, and how many points the kernel flagged."""
         n_in = self.program.n_inputs
         if len(arrays) != n_in:
             raise InputError(f"the kernel takes {n_in} arrays, got {len(arrays)}")
@@ -227,56 +310,156 @@ class NativeKernel:
             shape = np.broadcast_shapes(*(x.shape for x in xs))
         except ValueError as e:
             raise InputError(f"the input arrays do not broadcast together: {e}") from None
+        if self.summed_outputs is not None and not set(summed) <= set(self.summed_outputs):
+            raise InputError(f"this kernel sums outputs {self.summed_outputs} only, asked for {tuple(summed)}")
+        fixed = [j for j in range(n_in - self.uniform_inputs, n_in) if xs[j].size != 1]
+        if fixed:
+            raise InputError(
+                f"input {fixed[0]} of this kernel takes one value per call, got shape {xs[fixed[0]].shape}"
+            )
+        return self._array_pass(xs, shape, summed, threads)
+
+    def _array_pass(
+        self,
+        xs: list[np.ndarray],
+        shape: tuple[int, ...],
+        summed: Sequence[int],
+        threads: int | None,
+        flags: np.ndarray | None = None,
+    ) -> tuple[list[Any], int]:
+        n_in, n_out = self.program.n_inputs, len(self.program.outputs)
         n = math.prod(shape)
-        data, strides = [], []
-        for x in xs:
+        # Few Python steps per call (measured: ~15 µs in all): pointers and strides in one int64
+        # frame [ins | strides | outs | ostrides]; one-value inputs as rows of one buffer.
+        keep: list[np.ndarray] = []  # arrays the frame points into
+        uniform = [j for j, x in enumerate(xs) if x.size == 1]
+        ubase = 0
+        if uniform:
+            ubuf = np.empty((len(uniform), MAX_WIDTH))  # each value MAX_WIDTH times, read as one vector
+            ubuf[:] = np.array([xs[j].item() for j in uniform])[:, None]
+            keep.append(ubuf)
+            ubase = ubuf.ctypes.data
+        frame = [0] * (2 * n_in + 2 * n_out)
+        row = 0
+        for j, x in enumerate(xs):
             if x.size == 1:
-                x = np.ascontiguousarray(x.reshape(1))
-                strides.append(0)
+                frame[j] = ubase + 8 * MAX_WIDTH * row
+                row += 1
             else:
                 if x.shape != shape or not x.flags.c_contiguous:
                     x = np.ascontiguousarray(np.broadcast_to(x, shape))
-                strides.append(1)
-            data.append(x)
-        outs = [np.empty(shape) for _ in self.program.outputs]
+                keep.append(x)
+                frame[j], frame[n_in + j] = x.ctypes.data, 1
+        sums = set(summed)
+        # The written outputs are rows of one block: one allocation, which malloc reuses from call to
+        # call, where separate arrays of megabytes each come back from the OS as fresh pages (measured:
+        # two 8 MB arrays cost 2.5 ms of page faults per call, one 16 MB block none).
+        written = [k for k in range(n_out) if k not in sums]
+        block = np.empty((len(written), *shape))
+        outs: list[np.ndarray | None] = [None] * n_out
+        bbase = block.ctypes.data
+        for r, k in enumerate(written):
+            outs[k] = block[r, ...]  # (a 0-d view for shape ())
+            frame[2 * n_in + k], frame[2 * n_in + n_out + k] = bbase + 8 * n * r, 1
         if n == 0:
-            return outs
-        ins_p = (ctypes.c_void_p * max(n_in, 1))(*(x.ctypes.data for x in data))
-        strides_p = (ctypes.c_int64 * max(n_in, 1))(*strides)
-        outs_p = (ctypes.c_void_p * max(len(outs), 1))(*(o.ctypes.data for o in outs))
-        refs = (ins_p, strides_p, outs_p)
+            return [np.float64(0.0) if o is None else o for o in outs], 0
+        flags_p = 0 if flags is None else flags.ctypes.data
 
         array_fn = self._array_fn
         if array_fn is None:
             array_fn = self._array_fn = _ARRAY_PROTO(self._load("array", ARRAY))
 
-        def run(start: int, end: int, flags: int = 0) -> int:
+        def run(start: int, end: int) -> tuple[int, np.ndarray]:
             work = np.empty(self.layout.size) if self.layout.size > STACK_LIMIT else None
             work_p = work.ctypes.data if work is not None else 0
-            return int(array_fn(*(ctypes.addressof(r) for r in refs), work_p, flags, start, end))
+            # this thread's sink (summed-only outputs), its sums, and the loop's running totals
+            local = np.zeros(MAX_WIDTH + n_out + n_out * MAX_WIDTH)
+            here = local.ctypes.data
+            mine = frame.copy()
+            for k in sums:
+                mine[2 * n_in + k] = here
+            f = np.array(mine, dtype=np.int64)
+            fp = f.ctypes.data
+            ins, strides, outs_p, ostrides = fp, fp + 8 * n_in, fp + 16 * n_in, fp + 16 * n_in + 8 * n_out
+            count = array_fn(ins, strides, outs_p, ostrides, here + 8 * MAX_WIDTH, work_p, flags_p, start, end)
+            return int(count), local[MAX_WIDTH : MAX_WIDTH + n_out]
 
-        count = self._run_split(run, n, threads)
-        if count and errors == "raise":
-            flags = np.zeros(n, dtype=np.uint8)
-            run(0, n, flags.ctypes.data)
-            flat_in = [x.reshape(-1) for x in data]
-            flat_out = [o.reshape(-1) for o in outs]
-            for i in np.flatnonzero(flags).tolist():
-                point = [float(x[i * s]) for x, s in zip(flat_in, strides, strict=True)]
-                for o, v in zip(flat_out, self.fallback(point), strict=True):
-                    o[i] = v
-        return outs
+        parts = self._run_split(run, n, threads)
+        count = sum(c for c, _ in parts)
+        results: list[Any] = []
+        for k, o in enumerate(outs):
+            if o is not None:
+                results.append(o)
+            elif len(parts) == 1:
+                results.append(np.float64(parts[0][1][k]))
+            else:
+                results.append(np.float64(math.fsum(float(t[k]) for _, t in parts)))
+        return results, count
 
     @staticmethod
-    def _run_split(run: Callable[[int, int], int], n: int, threads: int | None) -> int:
+    def _run_split(
+        run: Callable[[int, int], tuple[int, np.ndarray]], n: int, threads: int | None
+    ) -> list[tuple[int, np.ndarray]]:
         if threads is None:
-            threads = min(os.cpu_count() or 1, max(1, n // MIN_POINTS_PER_THREAD))
+            threads = min(_CPUS, max(1, n // MIN_POINTS_PER_THREAD))
         threads = max(1, min(int(threads), n))
         if threads == 1:
-            return run(0, n)
-        bounds = [n * t // threads for t in range(threads + 1)]
+            return [run(0, n)]
+        bounds = [min(n, (n * t // threads) // MAX_WIDTH * MAX_WIDTH) for t in range(threads)] + [n]
         futures = [_threads().submit(run, bounds[t], bounds[t + 1]) for t in range(threads)]
-        return sum(f.result() for f in futures)
+        return [f.result() for f in futures]
+
+
+class BufferEntry:
+    """The scalar code working in place on one float64 buffer: no packing, no tuples.
+
+    ``inputs`` and ``outputs`` are numpy views of the kernel's work vector
+    ``work`` (the machine code reads its inputs from the front and writes the
+    outputs right after them), so a call is: write ``inputs`` (one numpy or
+    ``struct.pack_into`` copy), ``entry()``, read ``outputs``.  The address is
+    resolved once; the call releases the GIL.  One entry serves one thread at a
+    time (make one per thread, or hold a lock); ``work`` may be given
+    (C-contiguous, writeable float64, at least :attr:`size` long) or is made.
+    """
+
+    __slots__ = ("_address", "_fallback", "_fn", "_loaded", "inputs", "outputs", "size", "work")
+
+    def __init__(self, kernel: NativeKernel, work: np.ndarray | None = None) -> None:
+        program = kernel.program
+        n_in, n_out = program.n_inputs, len(program.outputs)
+        self.size = max(kernel.layout.size, 1)
+        """Length of the work vector the machine code uses."""
+        if work is None:
+            work = np.zeros(self.size)
+        elif not (
+            isinstance(work, np.ndarray)
+            and work.dtype == np.float64
+            and work.ndim == 1
+            and work.flags.c_contiguous
+            and work.flags.writeable
+            and work.size >= self.size
+        ):
+            raise InputError(
+                f"the work buffer must be a writeable, C-contiguous 1-d float64 array of at least {self.size} "
+                f"numbers, got {type(work).__name__} {getattr(work, 'dtype', '')} {getattr(work, 'shape', '')}"
+            )
+        self.work: np.ndarray = work
+        self.inputs: np.ndarray = work[:n_in]
+        """Write the point here (input order)."""
+        self.outputs: np.ndarray = work[n_in : n_in + n_out]
+        """Read the results here (one per output slot) after a call."""
+        self._fn = _BUFFER_PROTO(kernel._load("scalar", SCALAR))
+        self._loaded = kernel._loaded["scalar"]  # keeps the machine code alive as long as this entry
+        self._address = work.ctypes.data
+        self._fallback = kernel.fallback
+
+    def __call__(self) -> bool:
+        """Evaluate at ``inputs`` into ``outputs``; True when the point was flagged and the fallback ran
+        (it wrote the outputs, or raised the interpreter's ``DomainError``)."""
+        if self._fn(self._address):
+            self.outputs[:] = self._fallback(self.inputs.tolist())
+            return True
+        return False
 
 
 def function(

@@ -6,6 +6,16 @@ name LLVM does not know keeps its optimizer from folding or rewriting the call
 (``pow(x, 2.0)`` into ``x * x``, which may round differently), so results stay
 bit-identical to ``math.pow``.
 
+The fused array loop may also call glibc's vector math library (libmvec) on
+several points at once: ``symgrad_v8_exp`` is ``_ZGVeN8v_exp`` (AVX-512, eight
+doubles), ``symgrad_v4_exp`` is ``_ZGVdN4v_exp`` (AVX2, four), ``symgrad_v2_exp``
+is ``_ZGVbN2v_exp`` (SSE, two).  Those results are
+within a few ulp of libm's, not bit-identical, which is why only the array loop
+uses them (arrays follow numpy, whose own SIMD ``exp`` is not bit-identical to
+``math.exp`` either).  :func:`vector_width` says which set this process has (0:
+none, e.g. not glibc or a glibc older than 2.35; the array loop then calls
+scalar libm once per lane).
+
 Functions computing two results at once (``sincos``, see
 :data:`~symgrad.native.emit.LIBM_PAIRS`) are registered only where the C
 library has them and they give the same bits as its separate functions at a
@@ -18,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import os
 import random
 import struct
 import sys
@@ -27,12 +38,13 @@ import llvmlite.binding as llvm
 
 from .emit import LIBM, LIBM_PAIRS, PREFIX
 
-__all__ = ["pairs", "register"]
+__all__ = ["pairs", "register", "vector_name", "vector_width", "widths"]
 
 
 _lock = threading.Lock()
 _done = False
 _pairs: frozenset[str] = frozenset()
+_vector: tuple[int, dict[str, int]] | None = None
 
 
 def _library() -> ctypes.CDLL:
@@ -40,6 +52,66 @@ def _library() -> ctypes.CDLL:
         return ctypes.CDLL("ucrtbase")
     path = ctypes.util.find_library("m")
     return ctypes.CDLL(path) if path else ctypes.CDLL(None)
+
+
+def vector_name(name: str, width: int) -> str:
+    """The private symbol of libm function ``name`` on ``width`` doubles (``symgrad_v4_exp``)."""
+    return f"{PREFIX}v{width}_{name}"
+
+
+def _mangled(name: str, isa: str, width: int) -> str:
+    """The x86-64 vector function ABI name: ``_ZGVdN4v_exp``, ``_ZGVbN2vv_pow``."""
+    return f"_ZGV{isa}N{width}{'v' * LIBM[name]}_{name}"
+
+
+def _find_vector() -> tuple[int, dict[str, int]]:
+    """(widest width, {private symbol: address} for every complete width) of libmvec here, or (0, {})."""
+    if os.environ.get("SYMGRAD_VECTOR_LIBM", "1").strip().lower() in ("0", "off", "false", "no"):
+        return 0, {}
+    if sys.platform != "linux" or llvm.get_process_triple().split("-")[0] not in ("x86_64", "amd64"):
+        return 0, {}
+    try:
+        lib = ctypes.CDLL("libmvec.so.1")
+    except OSError:
+        return 0, {}
+    features = llvm.get_host_cpu_features()
+    best, addresses = 0, {}
+    for isa, width, needs in (("e", 8, "avx512f"), ("d", 4, "avx2"), ("b", 2, "sse2")):
+        if not features.get(needs, False):
+            continue
+        found: dict[str, int] = {}
+        for name in LIBM:
+            try:
+                address = ctypes.cast(getattr(lib, _mangled(name, isa, width)), ctypes.c_void_p).value
+            except AttributeError:  # a glibc before 2.35 lacks all but exp, log, sin, cos, pow
+                address = None
+            if address is None:
+                break
+            found[vector_name(name, width)] = address
+        else:
+            best = best or width
+            addresses.update(found)
+    return best, addresses
+
+
+def vector_width() -> int:
+    """Doubles per libmvec call on this host (8: AVX-512, 4: AVX2, 2: SSE), or 0 without a complete libmvec.
+
+    The narrower widths the CPU supports are registered too (:func:`widths`).
+    ``SYMGRAD_VECTOR_LIBM=0`` turns libmvec off (scalar libm per lane).
+    """
+    global _vector
+    with _lock:
+        if _vector is None:
+            _vector = _find_vector()
+        return _vector[0]
+
+
+def widths() -> list[int]:
+    """Every libmvec width this host has (widest first); the array loop uses the first."""
+    vector_width()
+    symbols = _vector[1] if _vector is not None else {}
+    return sorted({int(symbol.split("_")[1][1:]) for symbol in symbols}, reverse=True)
 
 
 def _test_points() -> list[float]:
@@ -79,8 +151,9 @@ def _agrees(lib: ctypes.CDLL, name: str) -> bool:
 
 
 def register() -> None:
-    """Map every ``symgrad_<name>`` symbol to libm's ``<name>`` (once per process)."""
+    """Map every ``symgrad_<name>`` symbol to libm's ``<name>`` (once per process), and the vector ones."""
     global _done, _pairs
+    width = vector_width()
     with _lock:
         if _done:
             return
@@ -90,6 +163,9 @@ def register() -> None:
             if address is None:  # pragma: no cover - every C library has these
                 raise OSError(f"the C math library has no {name}()")
             llvm.add_symbol(PREFIX + name, address)
+        if width and _vector is not None:
+            for symbol, address in _vector[1].items():
+                llvm.add_symbol(symbol, address)
         found = set()
         for name in LIBM_PAIRS:
             if _agrees(lib, name):
@@ -102,5 +178,5 @@ def register() -> None:
 
 
 def pairs() -> frozenset[str]:
-    """The :data:`LIBM_PAIRS` functions registered in this process (after :func:`register`)."""
+    """The :data:`~symgrad.native.emit.LIBM_PAIRS` functions registered in this process (after :func:`register`)."""
     return _pairs

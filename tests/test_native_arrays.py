@@ -1,0 +1,319 @@
+"""Function's array path on the fused native kernel against the numpy program (the reference on arrays).
+
+The kernel performs numpy's IEEE arithmetic in the tape's order; its libm calls
+go to libmvec on glibc (a few ulp from numpy's own SIMD functions), and sums
+are taken in another order.  So values and full-size partials are compared
+with a relative tolerance of 1e-13, sums against the sum of the magnitudes of
+their terms.  Domain behaviour (nan/inf, RuntimeWarning, np.errstate) must be
+numpy's exactly: the kernel hands such calls to the numpy program.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+import symgrad
+from symgrad import native
+from symgrad.errors import InputError
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="needs llvmlite")
+
+from symgrad.native import arrays, libm  # noqa: E402
+from symgrad.native.kernel import NativeKernel  # noqa: E402
+from symgrad.native.program import Program  # noqa: E402
+
+GAUSS = "exp(-((x-mu)/s)**2/2)/(sqrt(2*pi)*s)"
+N = native.ARRAY_MIN_POINTS + 3  # big enough for "auto", and not a multiple of the vector width
+RNG = np.random.default_rng(12)
+
+
+def _calls(before: dict[str, int]) -> dict[str, int]:
+    return {k: arrays.STATS[k] - before[k] for k in before}
+
+
+def assert_close(got: Any, want: Any, what: str) -> None:
+    """Elementwise within 1e-13 relative (1e-13 of the largest magnitude near zero), same shape."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, what
+    assert np.array_equal(np.isnan(got), np.isnan(want)), what
+    scale = float(np.max(np.abs(want), initial=0.0))
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13 * scale, err_msg=what)
+
+
+def compare(formula: str, point: dict[str, Any], *, wrt: Any = None) -> dict[str, int]:
+    """value_and_grad and the value of ``formula`` on the kernel against backend="python"; the calls made."""
+    fast, slow = symgrad.compile(formula), symgrad.compile(formula, backend="python")
+    before = dict(arrays.STATS)
+    value, grads = fast.value_and_grad(**point, wrt=wrt)
+    forward = fast(**point)
+    calls = _calls(before)
+    want_value, want_grads = slow.value_and_grad(**point, wrt=wrt)
+    assert_close(value, want_value, "value")
+    assert_close(forward, want_value, "forward")
+    if not isinstance(grads, dict):
+        grads, want_grads = {wrt: grads}, {wrt: want_grads}
+    assert grads.keys() == want_grads.keys()
+    for name, g in grads.items():
+        w = want_grads[name]
+        assert np.shape(g) == np.shape(w) and type(g) is type(w), name
+        if np.ndim(g) < np.ndim(value) or np.size(g) < np.size(value):  # summed: compare to the terms' size
+            terms = np.abs(slow.value_and_grad(**point, wrt=name)[1])
+            assert np.all(np.abs(np.asarray(g) - w) <= 1e-12 * np.sum(terms) + 1e-300), name
+        else:
+            assert_close(g, w, name)
+    return calls
+
+
+CASES = [
+    (GAUSS, {"x": RNG.normal(size=N), "mu": 0.1, "s": 1.5}),
+    ("sin(x)*cos(y) + log(1 + x*x)", {"x": RNG.normal(size=N), "y": RNG.normal(size=N)}),
+    ("tanh(a*b) + a**2.5 + sigmoid(b)", {"a": RNG.uniform(0.1, 2.0, N), "b": 0.7}),
+    ("atan2(y, x) + sqrt(x*x + y*y)", {"x": RNG.normal(size=(N // 100, 100)), "y": RNG.normal(size=100)}),
+    ("exp(-k*t)*cos(w*t)", {"t": RNG.uniform(0.0, 5.0, (N, 1)), "k": np.array([0.5]), "w": 2.0}),
+    ("asin(u) + acos(u)*v + atan(u)", {"u": RNG.uniform(-0.9, 0.9, N), "v": RNG.normal(size=N)}),
+    ("sinh(z)/cosh(z) - tan(z/3) + relu(z) + abs(z) + min(z, 0.5)", {"z": RNG.normal(size=N)}),
+]
+
+
+@pytest.mark.parametrize(("formula", "point"), CASES, ids=[c[0] for c in CASES])
+def test_the_kernel_agrees_with_the_numpy_program(formula: str, point: dict[str, Any]) -> None:
+    calls = compare(formula, point)
+    assert calls == {"native": 2, "numpy": 0}
+
+
+def test_broadcast_grid_partials_are_summed_down_like_numpy() -> None:
+    # a (1, m) and b (n, 1): every partial is summed over one axis (fit), not to a number
+    point = {"a": RNG.normal(size=(1, 150)), "b": RNG.normal(size=(100, 1)), "c": 0.25}
+    assert compare("a*exp(-b*b) + c*b", point) == {"native": 2, "numpy": 0}
+
+
+def test_wrt_subsets_and_one_variable() -> None:
+    point = {"x": RNG.normal(size=N), "mu": 0.1, "s": 1.5}
+    assert compare(GAUSS, point, wrt=["s", "x"])["native"] == 2
+    assert compare(GAUSS, point, wrt="mu")["native"] == 2
+
+
+def test_the_sum_of_a_million_partials_is_accurate() -> None:
+    x = np.linspace(-4.0, 4.0, 1_000_003)
+    f = symgrad.compile(GAUSS)
+    _, grads = f.value_and_grad(x=x, mu=0.2, s=1.5)
+    per_point = symgrad.compile(GAUSS, backend="python").value_and_grad(x=x, mu=np.full_like(x, 0.2), s=1.5)[1]
+    exact = math.fsum(per_point["mu"].tolist())
+    assert abs(grads["mu"] - exact) <= 1e-14 * math.fsum(np.abs(per_point["mu"]).tolist())
+
+
+def test_inputs_of_other_dtypes_orders_and_strides() -> None:
+    f, slow = symgrad.compile("x*y + exp(-x)"), symgrad.compile("x*y + exp(-x)", backend="python")
+    ints = np.arange(N, dtype=np.int32)
+    x32 = RNG.normal(size=N).astype(np.float32)
+    fortran = np.asfortranarray(RNG.normal(size=(150, 80)))
+    strided = RNG.normal(size=2 * N)[::2]
+    for x, y in [(ints, 0.5), (x32, np.float32(2.0)), (fortran, fortran), (strided, 1.0)]:
+        before = dict(arrays.STATS)
+        assert_close(f(x=x, y=y), slow(x=x, y=y), str(np.asarray(x).dtype))
+        assert _calls(before) == {"native": 1, "numpy": 0}
+
+
+EDGE_POINTS = [
+    {"x": np.zeros(0), "mu": 0.1, "s": 1.5},
+    {"x": np.array(0.3), "mu": 0.1, "s": 1.5},
+    {"x": np.array([0.3]), "mu": np.array([0.1]), "s": 1.5},
+    {"x": np.ones((1, 1)), "mu": np.zeros((3, 1)), "s": np.full((1, 4), 2.0)},
+    {"x": np.linspace(0.0, 1.0, 7), "mu": np.linspace(0.0, 1.0, 7), "s": np.linspace(1.0, 2.0, 7)},
+    {"x": np.zeros((0, 3)), "mu": np.zeros((2, 1, 1)), "s": 1.0},
+]
+
+
+@pytest.mark.parametrize("point", EDGE_POINTS, ids=lambda p: str([np.shape(v) for v in p.values()]))
+def test_backend_native_on_small_empty_and_zero_d_arrays(point: dict[str, Any]) -> None:
+    fast, slow = symgrad.compile(GAUSS, backend="native"), symgrad.compile(GAUSS, backend="python")
+    value, grads = fast.value_and_grad(**point)
+    want_value, want_grads = slow.value_and_grad(**point)
+    assert_close(value, want_value, "value")
+    assert type(fast(**point)) is type(slow(**point))
+    for name, g in grads.items():
+        assert type(g) is type(want_grads[name]), name
+        assert_close(g, want_grads[name], name)
+
+
+def test_nan_in_an_input_array_is_numpys_business() -> None:
+    x = np.linspace(0.0, 1.0, N)
+    x[3] = math.nan
+    before = dict(arrays.STATS)
+    with np.errstate(all="ignore"):
+        got = symgrad.compile(GAUSS)(x=x, mu=0.1, s=1.5)
+    assert _calls(before) == {"native": 0, "numpy": 1}
+    with np.errstate(all="ignore"):
+        want = symgrad.compile(GAUSS, backend="python")(x=x, mu=0.1, s=1.5)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_shape_errors_are_input_errors_before_any_kernel_runs() -> None:
+    f = symgrad.compile("x*y")
+    with pytest.raises(InputError, match="do not broadcast"):
+        f(x=np.zeros(N), y=np.zeros(N + 1))
+
+
+def test_an_output_that_does_not_vary_keeps_numpys_shape() -> None:
+    # the second output reads only the scalar: numpy returns a 0-d value there, so the call stays on numpy
+    f = symgrad.compile(["x*y", "y*y"])
+    x = RNG.normal(size=N)
+    before = dict(arrays.STATS)
+    first, second = f(x=x, y=3.0)
+    assert _calls(before) == {"native": 0, "numpy": 0}  # decided once, when the program is built
+    assert np.shape(second) == () and second == 9.0 and first.shape == x.shape
+
+
+# ----------------------------------------------------------- numpy's semantics --
+
+
+def test_domain_violations_give_numpys_values_and_warnings() -> None:
+    s = symgrad.compile("sqrt(x)")
+    x = np.abs(RNG.normal(size=N))
+    x[[5, 77]] = [-1.0, 0.0]
+    with np.errstate(all="ignore"):
+        want = symgrad.compile("sqrt(x)", backend="python").value_and_grad(x=x)
+    before = dict(arrays.STATS)
+    with np.errstate(all="warn"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value, grad = s.value_and_grad(x=x)
+    assert _calls(before) == {"native": 0, "numpy": 1}
+    assert np.isnan(value[5]) and grad[77] == math.inf
+    np.testing.assert_array_equal(value, want[0])
+    np.testing.assert_array_equal(grad, want[1])
+    messages = {str(w.message) for w in caught if w.category is RuntimeWarning}
+    assert "invalid value encountered in sqrt" in messages
+    with np.errstate(all="raise"), pytest.raises(FloatingPointError):
+        s(x=x)
+
+
+def test_a_once_per_call_value_outside_its_domain_goes_to_numpy() -> None:
+    f = symgrad.compile("x*log(k)")
+    before = dict(arrays.STATS)
+    with np.errstate(invalid="ignore"):
+        value = f(x=np.ones(N), k=-1.0)
+    assert _calls(before) == {"native": 0, "numpy": 1} and np.all(np.isnan(value))
+
+
+def test_underflow_reported_when_numpy_is_asked_to() -> None:
+    f = symgrad.compile("exp(-x)")
+    x = np.full(N, 800.0)
+    before = dict(arrays.STATS)
+    assert np.all(f(x=x) == 0.0)  # underflow is silent by default: the kernel's result
+    assert _calls(before) == {"native": 1, "numpy": 0}
+    with np.errstate(under="raise"), pytest.raises(FloatingPointError, match="underflow"):
+        f(x=x)
+
+
+# ------------------------------------------------------------- the backend choice --
+
+
+def test_backend_choice_for_arrays() -> None:
+    small = RNG.normal(size=100)
+    for backend, x, want in [("auto", small, 0), ("native", small, 1), ("python", RNG.normal(size=N), 0)]:
+        f = symgrad.compile("x*x + 1", backend=backend)
+        before = dict(arrays.STATS)
+        f(x=x)
+        assert _calls(before)["native"] == want, backend
+
+
+def test_threads_give_the_same_values() -> None:
+    f = symgrad.compile(GAUSS)
+    x = RNG.normal(size=200_003)
+    results = []
+    for threads in (1, 2):
+        arrays.THREADS = threads
+        try:
+            results.append(f.value_and_grad(x=x, mu=0.1, s=1.5))
+        finally:
+            arrays.THREADS = None
+    (v1, g1), (v2, g2) = results
+    np.testing.assert_array_equal(v1, v2)
+    np.testing.assert_array_equal(g1["x"], g2["x"])
+    assert math.isclose(g1["s"], g2["s"], rel_tol=1e-13)  # sums of per-thread sums
+
+
+# ------------------------------------------------------------ kernel building blocks --
+
+
+def test_divisions_by_once_per_call_values_become_multiplications() -> None:
+    # x/2 (exact), x/3, x/2**-1024 (1/c overflows: kept), x/u and x/u again (u: the last input, one value)
+    records = (("div", (0, 2)), ("div", (0, 3)), ("div", (0, 4)), ("div", (5, 1)), ("div", (6, 1)), ("add", (8, 9)))
+    program = Program(2, (2.0, 3.0, 2.0**-1024), records, (5, 6, 7, 8, 9, 10))
+    rewritten, recips = arrays.reciprocals(program, 1)
+    assert recips == [1] and rewritten.n_inputs == 3  # one new input: 1/u
+    assert [name for name, _ in rewritten.records] == ["mul", "mul", "div", "mul", "mul", "add"]
+    x = np.concatenate([RNG.normal(size=1000) * 10.0 ** RNG.integers(-300, 300, 1000), [5e-324, -0.0, 1e308]])
+    u = 0.7
+    (*want,) = NativeKernel(program, lambda p: p).array(x, u, errors="ignore")
+    (*got,) = NativeKernel(rewritten, lambda p: p).array(x, u, 1.0 / u, errors="ignore")
+    np.testing.assert_array_equal(got[0], want[0])  # a power of two: the same bits
+    np.testing.assert_array_equal(got[2], want[2])  # kept as a division
+    for k in (1, 3, 4, 5):  # one more rounding: within 2 ulp
+        assert np.all(np.abs(got[k] - want[k]) <= 2 * np.spacing(np.abs(want[k]))), k
+
+
+def test_uniform_inputs_must_be_single_values() -> None:
+    kernel = NativeKernel(Program(2, (), (("mul", (0, 1)),), (2,)), lambda p: p)
+    kernel.uniform_inputs = 1
+    (product,), count = kernel.array_count(np.arange(10.0), 3.0)
+    assert count == 0 and np.array_equal(product, np.arange(10.0) * 3.0)
+    with pytest.raises(InputError, match="one value per call"):
+        kernel.array_count(np.arange(10.0), np.arange(10.0))
+
+
+def test_sums_of_a_kernel_compiled_for_some_outputs() -> None:
+    # outputs: x*u (summed), x + u (written), x (written); u is one value per call
+    kernel = NativeKernel(Program(2, (), (("mul", (0, 1)), ("add", (0, 1))), (2, 3, 0)), lambda p: p)
+    kernel.uniform_inputs, kernel.summed_outputs = 1, (0,)
+    x = RNG.normal(size=1003)
+    for threads in (1, 2):
+        (total, plus, same), count = kernel.array_count(x, 0.5, summed=(0,), threads=threads)
+        assert count == 0 and np.shape(total) == ()
+        assert abs(total - math.fsum((x * 0.5).tolist())) <= 1e-13 * math.fsum(np.abs(x).tolist())
+        np.testing.assert_array_equal(plus, x + 0.5)
+        np.testing.assert_array_equal(same, x)
+    with pytest.raises(InputError, match="sums outputs"):
+        kernel.array_count(x, 0.5, summed=(1,))
+
+
+def test_without_libmvec_the_kernel_uses_scalar_libm() -> None:
+    code = (
+        "import numpy as np, symgrad\n"
+        "from symgrad.native import libm, arrays\n"
+        "f = symgrad.compile('exp(x) + sin(x)')\n"
+        "x = np.linspace(-3, 3, 20_001)\n"
+        "v = f(x=x)\n"
+        "assert arrays.STATS['native'] == 1\n"
+        "import math\n"
+        "assert all(a == math.exp(b) + math.sin(b) for a, b in zip(v.tolist(), x.tolist()))\n"
+        "print(libm.vector_width())\n"
+    )
+    env = {**os.environ, "SYMGRAD_VECTOR_LIBM": "0"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"
+
+
+@pytest.mark.skipif(libm.vector_width() == 0, reason="no libmvec on this host")
+@pytest.mark.parametrize("width", libm.widths() if native.available() else [])
+@pytest.mark.parametrize("name", ["exp", "log", "sin", "tanh", "pow", "atan2"])
+def test_libmvec_is_called_and_within_a_few_ulp(name: str, width: int) -> None:
+    # every width this host has (the widest runs; an AVX2 or SSE machine would run the others)
+    arity = 2 if name in ("pow", "atan2") else 1
+    kernel = NativeKernel(Program(arity, (), ((name, tuple(range(arity))),), (arity,)), lambda p: p)
+    kernel.vector_width = lambda: width  # type: ignore[method-assign]
+    assert f"symgrad_v{width}_{name}" in kernel.llvm_ir("array")
+    xs = [RNG.uniform(0.01, 30.0, 1001) for _ in range(arity)]
+    (got,) = kernel.array(*xs)
+    fn = getattr(math, name)
+    want = np.array([fn(*p) for p in zip(*(x.tolist() for x in xs), strict=True)])
+    assert np.all(np.abs(got - want) <= 4 * np.spacing(np.abs(want)))

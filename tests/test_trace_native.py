@@ -1,0 +1,203 @@
+"""Traced replay on machine code: same numbers and errors as the Python replay and as eager ``backward()``."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import symgrad
+from symgrad import DomainError, InputError, Value, native, trace
+from symgrad.native.kernel import BufferEntry, compile_native
+from symgrad.nn import MLP
+
+
+def _data(seed: int = 0, n: int = 12) -> list[tuple[list[float], float]]:
+    r = random.Random(seed)
+    return [([r.uniform(-2, 2), r.uniform(-2, 2)], r.choice([-1.0, 1.0])) for _ in range(n)]
+
+
+def _loss_fn(model: MLP, data: list[tuple[list[float], float]]):  # type: ignore[no-untyped-def]
+    def loss(ps: list[Value]) -> Value:
+        margins = [(1.0 - y * model(x)).relu() for x, y in data]  # type: ignore[operator]
+        reg = 1e-3 * sum((p * p for p in ps), Value(0.0))
+        return sum(margins, Value(0.0)) * (1.0 / len(margins)) + reg + (ps[0] * ps[1]).tanh()
+
+    return loss
+
+
+def _traced(backend: str, seed: int = 0) -> tuple[MLP, symgrad.Traced]:
+    model = MLP(2, [6, 6, 1], seed=seed)
+    return model, trace(_loss_fn(model, _data(seed)), model.parameters(), backend=backend)
+
+
+def _eager(model: MLP, values: list[float]) -> tuple[float, list[float]]:
+    params = model.parameters()
+    for p, v in zip(params, values, strict=True):
+        p.data, p.grad = v, 0.0
+    out = _loss_fn(model, _data(0))(params)
+    out.backward()
+    return out.data, [p.grad for p in params]
+
+
+def test_native_replay_equals_python_replay_and_eager_backward() -> None:
+    model, fast = _traced("native")
+    _, slow = _traced("python")
+    assert isinstance(fast._native(), BufferEntry) and slow._native() is None
+    r = random.Random(3)
+    for _ in range(5):
+        values = [r.uniform(-1.5, 1.5) for _ in model.parameters()]
+        value, grads = fast.value_and_grad_list(values)
+        assert (value, grads) == slow.value_and_grad_list(values)  # the same tape, the same IEEE operations
+        e_value, e_grads = _eager(model, values)  # another tape (the eager sweep groups sums differently)
+        assert value == pytest.approx(e_value, rel=1e-9, abs=1e-12)
+        assert grads == pytest.approx(e_grads, rel=1e-9, abs=1e-12)
+
+
+def test_native_partials_agree_with_central_differences() -> None:
+    model, fast = _traced("native", seed=1)
+    values = [p.data for p in model.parameters()]
+    _, grads = fast.value_and_grad_list(values)
+    h = 1e-6
+    for i in range(0, len(values), 7):
+        up, down = list(values), list(values)
+        up[i] += h
+        down[i] -= h
+        fd = (fast.value_and_grad_list(up)[0] - fast.value_and_grad_list(down)[0]) / (2 * h)
+        assert grads[i] == pytest.approx(fd, rel=1e-5, abs=1e-6)
+
+
+def test_training_steps_match_the_python_replay() -> None:
+    runs = []
+    for backend in ("native", "python"):
+        model, traced = _traced(backend, seed=2)
+        losses = []
+        for _ in range(5):
+            model.zero_grad()
+            losses.append(traced.backward())
+            for p in model.parameters():
+                p.data -= 0.1 * p.grad
+        runs.append((losses, [p.data for p in model.parameters()]))
+    assert runs[0] == runs[1]
+    assert runs[0][0][-1] < runs[0][0][0]  # it trains
+
+
+def test_backward_accumulates_and_vg_and_named_calls_share_the_kernel() -> None:
+    model, traced = _traced("native")
+    params = model.parameters()
+    model.zero_grad()
+    v1 = traced.backward()
+    first = [p.grad for p in params]
+    v2 = traced.backward()
+    assert v1 == v2 and [p.grad for p in params] == [2 * g for g in first]
+    values = [p.data for p in params]
+    assert traced.vg(*values) == (v1, first)
+    value, named = traced.value_and_grad(*values)
+    assert value == v1 and list(named.values()) == first
+    with pytest.raises(InputError, match="takes"):
+        traced.vg(1.0, 2.0)
+
+
+def test_errors_are_those_of_the_python_path() -> None:
+    w, b = Value(0.5, "w"), Value(2.0, "b")
+    for backend in ("native", "python"):
+        f = trace(lambda ps: (ps[0] * ps[1]).log() + ps[1] * 3.0, [w, b], backend=backend)
+        assert f.value_and_grad_list([0.5, 2.0])[1] == pytest.approx([2.0, 0.5 + 3.0])
+        with pytest.raises(DomainError, match="log") as domain:
+            f.value_and_grad_list([-0.5, 2.0])
+        assert "log" in str(domain.value)
+        w.data = math.nan
+        with pytest.raises(InputError, match="nan"):
+            f.backward()
+        w.data = "0.5"  # type: ignore[assignment]
+        with pytest.raises(InputError, match="real number"):
+            f.backward()
+        w.data = 3  # an int is a number
+        assert f.backward() == pytest.approx(math.log(6.0) + 6.0)
+        w.data = 0.5
+
+
+def test_auto_compiles_tapes_in_its_window_and_takes_bigger_ones_only_from_the_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, small = _traced("auto")
+    n = len(small._gradient_tape(None))
+    assert native.AUTO_MIN_RECORDS <= n <= native.AUTO_MAX_RECORDS
+    assert isinstance(small._native(), BufferEntry)
+    tiny = trace(lambda ps: ps[0] * 2.0, [Value(1.0)], backend="auto")
+    assert tiny._native() is None  # too small to pay for a kernel
+
+    monkeypatch.setattr(native, "AUTO_MAX_RECORDS", native.AUTO_MIN_RECORDS)  # now every such tape is "big"
+    _, big = _traced("auto", seed=5)
+    assert len(big._gradient_tape(None)) > native.AUTO_MAX_RECORDS
+    assert big._native() is None  # not compiled, not cached: Python
+    _, compiled = _traced("native", seed=5)  # the same recording: compiles and stores the kernel
+    assert compiled._native() is not None
+    _, again = _traced("auto", seed=5)
+    assert isinstance(again._native(), BufferEntry)  # loaded from the persistent cache
+    values = [0.1 * k for k in range(len(again.params))]
+    assert again.value_and_grad_list(values) == big.value_and_grad_list(values)
+
+
+def test_auto_compiles_a_big_tape_once_python_replays_have_cost_the_compile_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trace_module = sys.modules["symgrad.trace"]
+    monkeypatch.setattr(native, "AUTO_MAX_RECORDS", native.AUTO_MIN_RECORDS)
+    model, big = _traced("auto", seed=7)
+    _, reference = _traced("python", seed=7)
+    n = len(big._gradient_tape(None))
+    monkeypatch.setattr(trace_module, "COMPILE_SECONDS_PER_RECORD", 1.0 / n)  # a budget of one second
+    values = [p.data for p in model.parameters()]
+    assert big.value_and_grad_list(values) == reference.value_and_grad_list(values)
+    assert big._native() is None and 0.0 < big._budget < 1.0  # charged for one replay, still Python
+    big._budget = 1e-9  # as if the second were spent
+    model.zero_grad()
+    assert big.backward() == reference.value_and_grad_list(values)[0]
+    assert isinstance(big._native(), BufferEntry) and big._budget == math.inf  # compiled: native from now on
+    assert big.value_and_grad_list(values) == reference.value_and_grad_list(values)
+    assert big.vg(*values) == reference.value_and_grad_list(values)  # vg moved to the kernel too
+
+
+def test_pickle_keeps_the_backend_and_threads_share_one_traced() -> None:
+    model, traced = _traced("native")
+    copy = pickle.loads(pickle.dumps(traced))
+    assert copy.backend == "native" and isinstance(copy._native(), BufferEntry)
+    r = random.Random(9)
+    points = [[r.uniform(-1, 1) for _ in model.parameters()] for _ in range(8)]
+    expected = [traced.value_and_grad_list(p) for p in points]
+    results: dict[int, list[tuple[float, list[float]]]] = {}
+
+    def work(k: int) -> None:
+        results[k] = [copy.value_and_grad_list(p) for p in points * 20]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        assert results[k] == expected * 20
+
+
+def test_buffer_entry_reads_and_writes_views_of_one_buffer() -> None:
+    f = symgrad.compile("x * sin(y) + log(x)")
+    tape = f._gradient_tape(None)
+    kernel = compile_native(tape, tape.outputs)
+    work = np.zeros(kernel.layout.size + 3)
+    entry = kernel.buffer_entry(work)
+    assert entry.work is work and np.shares_memory(entry.inputs, work) and np.shares_memory(entry.outputs, work)
+    entry.inputs[:] = [2.0, 0.5]
+    assert entry() is False
+    assert entry.outputs.tolist() == [2.0 * math.sin(0.5) + math.log(2.0), math.sin(0.5) + 0.5, 2.0 * math.cos(0.5)]
+    entry.inputs[:] = [-1.0, 0.5]  # log(-1): flagged, the fallback raises the interpreter's error
+    with pytest.raises(DomainError, match="log"):
+        entry()
+    for bad in (np.zeros(kernel.layout.size, dtype=np.float32), np.zeros(1), np.zeros((2, kernel.layout.size))):
+        with pytest.raises(InputError, match="work buffer"):
+            kernel.buffer_entry(bad)
