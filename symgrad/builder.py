@@ -35,7 +35,6 @@ Ref = tuple[str, int]
 """An operand while building: ``("in", k)``, ``("c", k)`` or ``("op", k)``."""
 
 _NEG = OPS["neg"]
-_KIND_ORDER = {"c": 0, "in": 1, "op": 2}
 
 
 _ANY, _A_CONST, _A_RECORD, _SAME = 0, 1, 2, 3
@@ -85,9 +84,8 @@ def _need(pattern: Pattern) -> _Need:
     return (_A_RECORD, pattern[1])
 
 
-def _order(ref: Ref) -> tuple[int, int]:
-    """Canonical order of a commutative op's arguments: constants, inputs, records (``6*x``, ``x*sin(y)``)."""
-    return (_KIND_ORDER[ref[0]], ref[1])
+# Canonical order of a commutative op's arguments: constants, inputs, records (``6*x``, ``x*sin(y)``),
+# each by index.  That is the order of the references as tuples ("c" < "in" < "op").
 
 
 class TapeBuilder:
@@ -101,7 +99,7 @@ class TapeBuilder:
         self._const_index: dict[str, int] = {}
         self.records: list[tuple[Op, tuple[Ref, ...], Span | None, Op | None]] = []
         self._record_index: dict[tuple[Op, tuple[Ref, ...]], int] = {}
-        self._rules: dict[tuple[Op, bool], _RuleSet] = {}
+        self._rules: tuple[dict[Op, _RuleSet], dict[Op, _RuleSet]] = ({}, {})  # without / with the algebra
 
     # -- operands --------------------------------------------------------------
     def var(self, name: str) -> Ref:
@@ -126,12 +124,17 @@ class TapeBuilder:
     # -- records ---------------------------------------------------------------
     def emit(self, op: Op, args: tuple[Ref, ...], span: Span | None = None, derivative_of: Op | None = None) -> Ref:
         """``op(*args)`` as a reference: folded, rewritten, or an existing or new record."""
+        records = self.records
         if self.optimize:
             if args[0][0] == "c" and (len(args) == 1 or args[1][0] == "c") and all(a[0] == "c" for a in args):
                 folded = self._fold(op, args, span, derivative_of)
                 if folded is not None:
                     return folded
-            rules, wants_const, record_ops, wants_same = self._rules_for(op, derivative_of is not None)
+            algebra = derivative_of is not None
+            rule_set = self._rules[algebra].get(op)
+            if rule_set is None:
+                rule_set = self._rules[algebra][op] = _rule_set(op, algebra)
+            rules, wants_const, record_ops, wants_same = rule_set
             if rules and self._worth_trying(args, wants_const, record_ops, wants_same):
                 for rule, needs in rules:
                     if not self._may_match(op, needs, args):
@@ -139,15 +142,16 @@ class TapeBuilder:
                     env: dict[str, Ref] = {}
                     if self._match_args(op, rule.args, args, env):
                         return self._instantiate(rule.rhs, env, span, derivative_of)
-            if op.commutative and _order(args[1]) < _order(args[0]):
+            if op.commutative and args[1] < args[0]:
                 args = (args[1], args[0])
             key = (op, args)
-            k = self._record_index.get(key)
+            index = self._record_index
+            k = index.get(key)
             if k is not None:
                 return ("op", k)
-            self._record_index[key] = len(self.records)
-        self.records.append((op, args, span, derivative_of))
-        return ("op", len(self.records) - 1)
+            index[key] = len(records)
+        records.append((op, args, span, derivative_of))
+        return ("op", len(records) - 1)
 
     def instantiate(self, pattern: Pattern, env: dict[str, Ref], span: Span | None, derivative_of: Op | None) -> Ref:
         """Emit the records a rule pattern describes, its names bound by ``env``."""
@@ -179,12 +183,6 @@ class TapeBuilder:
         if derivative_of is not None:
             return None  # keep the record: it raises where (and if) it is evaluated
         raise DomainError(domain_message(op, values, error), op.name, self.source, span)
-
-    def _rules_for(self, op: Op, algebra: bool) -> _RuleSet:
-        found = self._rules.get((op, algebra))
-        if found is None:
-            found = self._rules[(op, algebra)] = _rule_set(op, algebra)
-        return found
 
     def _worth_trying(
         self, args: tuple[Ref, ...], wants_const: bool, record_ops: frozenset[object], wants_same: bool
@@ -281,7 +279,7 @@ class TapeBuilder:
         for instr in tape.instrs:
             args = tuple([refs[a] for a in instr.args])
             op = instr.op
-            key = (op, (args[1], args[0]) if op.commutative and _order(args[1]) < _order(args[0]) else args)
+            key = (op, (args[1], args[0]) if op.commutative and args[1] < args[0] else args)
             k = index.get(key)
             if k is None:
                 k = index[key] = len(records)

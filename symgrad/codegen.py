@@ -30,6 +30,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Literal
 
+from .gcpause import gc_paused
 from .tape import Tape
 
 __all__ = ["INLINE_DEPTH", "Returns", "function", "interim", "source"]
@@ -128,6 +129,7 @@ def _source(tape: Tape, returns: Returns) -> tuple[str, dict[str, Any]]:
     return "\n".join(code) + "\n", named
 
 
+@gc_paused
 def function(tape: Tape, slow: Callable[..., Any], returns: Returns = "tuple") -> Callable[..., Any]:
     """The compiled function ``fn(*floats)``; ``slow(*floats)`` is the reference path it hands over to.
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from .builder import Ref, TapeBuilder
 from .expr import Call, Const, Expr, Var, iter_postorder
+from .gcpause import gc_paused
 from .tape import Tape
 
 __all__ = ["OUTPUT_SEPARATOR", "lower", "lower_many"]
@@ -54,6 +55,7 @@ def _emit_tree(builder: TapeBuilder, expr: Expr, shift: int) -> Ref:
     return refs[-1]
 
 
+@gc_paused
 def lower(expr: Expr, source: str | None = None, *, optimize: bool = True) -> Tape:
     """Lower an expression tree to a one-output tape.
 
@@ -65,6 +67,7 @@ def lower(expr: Expr, source: str | None = None, *, optimize: bool = True) -> Ta
     return builder.finish([_emit_tree(builder, expr, 0)])
 
 
+@gc_paused
 def lower_many(exprs: Sequence[Expr], sources: Sequence[str]) -> Tape:
     """Lower several expressions onto one tape, one output each, named by their source text."""
     joined = OUTPUT_SEPARATOR.join(sources)

@@ -32,6 +32,7 @@ from lark import Lark, Token, Transformer
 
 from .errors import ArityError, ParseError, Span, UnknownFunctionError, clip, did_you_mean
 from .expr import Call, Const, Expr, Var
+from .gcpause import gc_paused
 from .ops import FUNCTIONS, OPS, lookup_function
 
 __all__ = ["CONSTANTS", "grammar_text", "normalise_name", "parse"]
@@ -358,6 +359,7 @@ def _expected(expected: set[str] | frozenset[str]) -> str:
     return ", ".join(names)
 
 
+@gc_paused
 def parse(source: str) -> Expr:
     """Parse one expression.  Raises :class:`ParseError` for any malformed text."""
     if not isinstance(source, str):

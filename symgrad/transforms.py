@@ -32,8 +32,9 @@ from collections.abc import Iterable, Sequence
 
 from .builder import Ref, TapeBuilder
 from .errors import InputError, UnknownVariableError
+from .gcpause import gc_paused
 from .ops import OPS, Op
-from .rules import partial_patterns
+from .rules import CONST, VAR, partial_patterns
 from .tape import Instr, Tape
 
 __all__ = [
@@ -74,10 +75,16 @@ def _origin(instr: Instr) -> Op:
 
 def _partial(b: TapeBuilder, instr: Instr, refs: list[Ref], slot: int, k: int) -> Ref:
     """∂(record at ``slot``)/∂(its argument k), emitted from the op table's rule."""
+    pattern = partial_patterns(instr.op)[k]
+    kind = pattern[0]
+    if kind == CONST:  # the common rules "1", "-1", "0": no names to bind
+        return b.const(pattern[1])
     env = {"a": refs[instr.args[0]], "out": refs[slot]}
     if len(instr.args) > 1:
         env["b"] = refs[instr.args[1]]
-    return b.instantiate(partial_patterns(instr.op)[k], env, instr.span, _origin(instr))
+    if kind == VAR:  # "a", "b", "out" (mul's partials, exp's)
+        return env[pattern[1]]
+    return b.instantiate(pattern, env, instr.span, _origin(instr))
 
 
 def _sum(b: TapeBuilder, terms: list[Ref], instr: Instr | None) -> Ref | None:
@@ -185,6 +192,7 @@ def tangent_names(tape: Tape) -> tuple[str, ...]:
 
 
 # -------------------------------------------------------------- transforms ---
+@gc_paused
 def grad_tape(tape: Tape, wrt: str | Iterable[str] | None = None, *, output: int = 0, with_value: bool = True) -> Tape:
     """Reverse mode: a tape whose outputs are the value (if ``with_value``) and ∂/∂ each of ``wrt``.
 
@@ -205,6 +213,7 @@ def grad_tape(tape: Tape, wrt: str | Iterable[str] | None = None, *, output: int
     return b.finish(outputs, names)
 
 
+@gc_paused
 def derivative_tape(tape: Tape, wrt: Sequence[str], *, output: int = 0) -> Tape:
     """∂ⁿ(output)/∂wrt[0]…∂wrt[-1] as a one-output tape.
 
@@ -235,6 +244,7 @@ def derivative_tape(tape: Tape, wrt: Sequence[str], *, output: int = 0) -> Tape:
     )
 
 
+@gc_paused
 def jvp_tape(tape: Tape, tangents: Sequence[str] | None = None) -> Tape:
     """Forward mode: inputs are the variables and one tangent per variable (``dx``, …).
 
@@ -252,6 +262,7 @@ def jvp_tape(tape: Tape, tangents: Sequence[str] | None = None) -> Tape:
     return b.finish([*values, *dots], [*labels, *(f"jvp({label})" for label in labels)])
 
 
+@gc_paused
 def hvp_tape(tape: Tape, *, output: int = 0) -> Tape:
     """Hessian-vector product without the Hessian: forward mode over the gradient tape.
 
@@ -266,6 +277,7 @@ def hvp_tape(tape: Tape, *, output: int = 0) -> Tape:
     return b.finish([_zero_if_none(b, tangent[o]) for o in gradient.outputs], [f"(Hv)_{name}" for name in tape.inputs])
 
 
+@gc_paused
 def hessian_tape(
     tape: Tape, wrt: str | Iterable[str] | None = None, *, output: int = 0, method: str = "forward-over-reverse"
 ) -> Tape:
@@ -301,6 +313,7 @@ def hessian_tape(
     return b.finish(outputs, labels)
 
 
+@gc_paused
 def jacobian_tape(tape: Tape, wrt: str | Iterable[str] | None = None, *, mode: str | None = None) -> Tape:
     """∂(output k)/∂(variable j) for every output and variable, row-major.
 
