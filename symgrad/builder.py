@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import DomainError, Span
 from .ops import OPS, Op, domain_message
@@ -161,15 +162,12 @@ class TapeBuilder:
         # Recursion over a rule's pattern: its depth is fixed by the op table, not by user input.
         kind = pattern[0]
         if kind == VAR:
-            return env[str(pattern[1])]
+            ref: Ref = env[pattern[1]]
+            return ref
         if kind == CONST:
-            value = pattern[1]
-            assert isinstance(value, float)
-            return self.const(value)
-        op, sub = pattern[1], pattern[2]
-        assert isinstance(op, Op) and isinstance(sub, tuple)
-        args = tuple(self._instantiate(p, env, span, derivative_of) for p in sub)
-        return self.emit(op, args, span, derivative_of)
+            return self.const(pattern[1])
+        args = tuple([self._instantiate(p, env, span, derivative_of) for p in pattern[2]])
+        return self.emit(pattern[1], args, span, derivative_of)
 
     def _fold(self, op: Op, args: tuple[Ref, ...], span: Span | None, derivative_of: Op | None) -> Ref | None:
         values = [self.consts[a[1]] for a in args]
@@ -295,21 +293,24 @@ class TapeBuilder:
             | {k for kind, k in outputs if kind == "c"}
         )
         n_in, n_c = len(self.inputs), len(used_consts)
-        const_slot = {k: n_in + i for i, k in enumerate(used_consts)}
-        record_slot = {k: n_in + n_c + i for i, k in enumerate(live)}
-
-        def slot(ref: Ref) -> int:
-            kind, k = ref
-            return k if kind == "in" else const_slot[k] if kind == "c" else record_slot[k]
-
+        # Slot of every reference, by kind: one lookup table each (a list for records: indexed by k).
+        slots: dict[str, Any] = {"in": range(n_in), "c": {k: n_in + i for i, k in enumerate(used_consts)}}
+        record_slot = slots["op"] = [0] * len(self.records)
+        for i, k in enumerate(live, n_in + n_c):
+            record_slot[k] = i
+        records = self.records
         instrs = []
         for k in live:
-            op, args, span, origin = self.records[k]
-            instrs.append(Instr(op, tuple(slot(a) for a in args), span, origin))
+            op, args, span, origin = records[k]
+            if len(args) == 2:
+                (ka, a), (kb, b) = args
+                arg_slots: tuple[int, ...] = (slots[ka][a], slots[kb][b])
+            else:
+                arg_slots = tuple([slots[kind][j] for kind, j in args])
+            instrs.append(Instr(op, arg_slots, span, origin))
         consts = tuple(self.consts[k] for k in used_consts)
-        return Tape(
-            tuple(self.inputs), consts, tuple(instrs), tuple(slot(o) for o in outputs), self.source, tuple(names)
-        )
+        out_slots = tuple(slots[kind][k] for kind, k in outputs)
+        return Tape(tuple(self.inputs), consts, tuple(instrs), out_slots, self.source, tuple(names))
 
     def _live_records(self, outputs: Sequence[Ref]) -> list[int]:
         """Indices of the records the outputs depend on, in order."""
