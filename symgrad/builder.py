@@ -98,6 +98,7 @@ class TapeBuilder:
         self.inputs: dict[str, int] = {}
         self.consts: list[float] = []
         self._const_index: dict[str, int] = {}
+        self._const_hex: list[str] = []  # float.hex() of each constant: what rewrites compare
         self.records: list[tuple[Op, tuple[Ref, ...], Span | None, Op | None]] = []
         self._record_index: dict[tuple[Op, tuple[Ref, ...]], int] = {}
         self._rules: tuple[dict[Op, _RuleSet], dict[Op, _RuleSet]] = ({}, {})  # without / with the algebra
@@ -113,6 +114,7 @@ class TapeBuilder:
         if k is None:
             k = self._const_index[key] = len(self.consts)
             self.consts.append(value)
+            self._const_hex.append(key)
         return ("c", k)
 
     def const_value(self, ref: Ref) -> float | None:
@@ -213,7 +215,7 @@ class TapeBuilder:
         if kind == _ANY:
             return True
         if kind == _A_CONST:
-            return ref[0] == "c" and (what is None or self.consts[ref[1]].hex() == what)
+            return ref[0] == "c" and (what is None or self._const_hex[ref[1]] == what)
         if ref[0] == "op":
             return self.records[ref[1]][0] is what
         if what is _NEG and ref[0] == "c":
@@ -224,21 +226,28 @@ class TapeBuilder:
     # -- matching rewrites -----------------------------------------------------
     def _match_args(self, op: Op, patterns: tuple[Pattern, ...], args: tuple[Ref, ...], env: dict[str, Ref]) -> bool:
         """Match the arguments (both orders for a commutative op); on success ``env`` holds the bindings."""
+        match = self._match
         trial = dict(env)
-        if all(self._match(p, a, trial) for p, a in zip(patterns, args, strict=True)):
-            env.update(trial)
-            return True
-        if op.commutative and len(args) == 2:
-            trial = dict(env)
-            if self._match(patterns[0], args[1], trial) and self._match(patterns[1], args[0], trial):
+        if len(args) == 2:
+            if match(patterns[0], args[0], trial) and match(patterns[1], args[1], trial):
                 env.update(trial)
                 return True
-        return False
+            if op.commutative:
+                trial = dict(env)
+                if match(patterns[0], args[1], trial) and match(patterns[1], args[0], trial):
+                    env.update(trial)
+                    return True
+            return False
+        for p, a in zip(patterns, args, strict=True):
+            if not match(p, a, trial):
+                return False
+        env.update(trial)
+        return True
 
     def _match(self, pattern: Pattern, ref: Ref, env: dict[str, Ref]) -> bool:
         kind = pattern[0]
         if kind == VAR:
-            name = str(pattern[1])
+            name: str = pattern[1]
             bound = env.get(name)
             if bound is not None:
                 return bound == ref
@@ -247,11 +256,8 @@ class TapeBuilder:
             env[name] = ref
             return True
         if kind == CONST:
-            value = pattern[1]
-            assert isinstance(value, float)
-            return ref[0] == "c" and self.consts[ref[1]].hex() == value.hex()
+            return ref[0] == "c" and self._const_hex[ref[1]] == pattern[1].hex()
         op, sub = pattern[1], pattern[2]
-        assert isinstance(op, Op) and isinstance(sub, tuple)
         if ref[0] == "c":
             value = self.consts[ref[1]]
             if op is _NEG and not math.isnan(value) and math.copysign(1.0, value) < 0.0:
