@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -48,7 +49,7 @@ class Upgrade:
         self, interim: Fn, build: Callable[[], Fn], fallback: Callable[[], Fn] | None, publish: Callable[[Fn], None]
     ) -> None:
         self.current: Fn = interim
-        self.build = build
+        self.build: Callable[[], Fn] | None = build
         self._fallback = fallback
         self.publish = publish
         self.error: BaseException | None = None
@@ -75,24 +76,28 @@ class Upgrade:
         return self.upgraded
 
     def _run(self) -> None:
+        build, self.build = self.build, None  # run once; what the build needed is not kept
         try:
-            built = self.build()
-        except Exception as e:  # the interim stays (or the fallback replaces it): same numbers either way
-            self.error = e
             built = None
-            if self._fallback is not None:
-                try:
-                    fallback = self._fallback()
-                except Exception:
-                    fallback = None
-                if fallback is not None:
-                    self.current = fallback
-                    self.publish(fallback)
-        if built is not None:
-            self.current = built  # one attribute store: atomic for the threads calling ``call``
-            self.upgraded = True
-            self.publish(built)
-        self._done.set()
+            try:
+                assert build is not None
+                built = build()
+            except Exception as e:  # the interim stays (or the fallback replaces it): same numbers either way
+                self.error = e
+                if self._fallback is not None:
+                    with contextlib.suppress(Exception):
+                        fallback = self._fallback()
+                        self.current = fallback
+                        self.publish(fallback)
+            if built is not None:
+                self.current = built  # one attribute store: atomic for the threads calling ``call``
+                self.upgraded = True
+                self.publish(built)
+        except Exception as e:  # a failing publish: ``call`` still serves, nothing escapes to the worker
+            self.error = self.error or e
+        finally:
+            self._fallback = None
+            self._done.set()
 
 
 def upgrade_later(

@@ -67,6 +67,19 @@ def test_a_failing_build_keeps_the_interim_silently() -> None:
     assert fallback.call() == "fallback"
 
 
+def test_a_failing_publish_neither_hangs_nor_kills_the_worker() -> None:
+    calls: list[Callable[..., Any]] = []
+
+    def publish(fn: Callable[..., Any]) -> None:
+        calls.append(fn)
+        if len(calls) > 1:
+            raise KeyError("the caller's slot is gone")
+
+    job = background.upgrade_later(lambda: "interim", lambda: lambda: "built", publish)
+    assert job.wait(10) and job.call() == "built" and isinstance(job.error, KeyError)
+    assert background.upgrade_later(lambda: 1, lambda: lambda: 2).wait(10)  # the worker still runs builds
+
+
 def test_background_off_builds_before_returning(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYMGRAD_BACKGROUND", "0")
     caller = threading.get_ident()
