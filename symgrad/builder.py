@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import DomainError, Span
 from .ops import OPS, Op, domain_message
@@ -35,7 +36,6 @@ Ref = tuple[str, int]
 """An operand while building: ``("in", k)``, ``("c", k)`` or ``("op", k)``."""
 
 _NEG = OPS["neg"]
-_KIND_ORDER = {"c": 0, "in": 1, "op": 2}
 
 
 _ANY, _A_CONST, _A_RECORD, _SAME = 0, 1, 2, 3
@@ -85,9 +85,8 @@ def _need(pattern: Pattern) -> _Need:
     return (_A_RECORD, pattern[1])
 
 
-def _order(ref: Ref) -> tuple[int, int]:
-    """Canonical order of a commutative op's arguments: constants, inputs, records (``6*x``, ``x*sin(y)``)."""
-    return (_KIND_ORDER[ref[0]], ref[1])
+# Canonical order of a commutative op's arguments: constants, inputs, records (``6*x``, ``x*sin(y)``),
+# each by index.  That is the order of the references as tuples ("c" < "in" < "op").
 
 
 class TapeBuilder:
@@ -99,9 +98,10 @@ class TapeBuilder:
         self.inputs: dict[str, int] = {}
         self.consts: list[float] = []
         self._const_index: dict[str, int] = {}
+        self._const_hex: list[str] = []  # float.hex() of each constant: what rewrites compare
         self.records: list[tuple[Op, tuple[Ref, ...], Span | None, Op | None]] = []
         self._record_index: dict[tuple[Op, tuple[Ref, ...]], int] = {}
-        self._rules: dict[tuple[Op, bool], _RuleSet] = {}
+        self._rules: tuple[dict[Op, _RuleSet], dict[Op, _RuleSet]] = ({}, {})  # without / with the algebra
 
     # -- operands --------------------------------------------------------------
     def var(self, name: str) -> Ref:
@@ -114,6 +114,7 @@ class TapeBuilder:
         if k is None:
             k = self._const_index[key] = len(self.consts)
             self.consts.append(value)
+            self._const_hex.append(key)
         return ("c", k)
 
     def const_value(self, ref: Ref) -> float | None:
@@ -126,12 +127,17 @@ class TapeBuilder:
     # -- records ---------------------------------------------------------------
     def emit(self, op: Op, args: tuple[Ref, ...], span: Span | None = None, derivative_of: Op | None = None) -> Ref:
         """``op(*args)`` as a reference: folded, rewritten, or an existing or new record."""
+        records = self.records
         if self.optimize:
             if args[0][0] == "c" and (len(args) == 1 or args[1][0] == "c") and all(a[0] == "c" for a in args):
                 folded = self._fold(op, args, span, derivative_of)
                 if folded is not None:
                     return folded
-            rules, wants_const, record_ops, wants_same = self._rules_for(op, derivative_of is not None)
+            algebra = derivative_of is not None
+            rule_set = self._rules[algebra].get(op)
+            if rule_set is None:
+                rule_set = self._rules[algebra][op] = _rule_set(op, algebra)
+            rules, wants_const, record_ops, wants_same = rule_set
             if rules and self._worth_trying(args, wants_const, record_ops, wants_same):
                 for rule, needs in rules:
                     if len(needs) != len(args) or not self._may_match(op, needs, args):  # (variadic ops)
@@ -139,15 +145,16 @@ class TapeBuilder:
                     env: dict[str, Ref] = {}
                     if self._match_args(op, rule.args, args, env):
                         return self._instantiate(rule.rhs, env, span, derivative_of)
-            if op.commutative and _order(args[1]) < _order(args[0]):
+            if op.commutative and args[1] < args[0]:
                 args = (args[1], args[0])
             key = (op, args)
-            k = self._record_index.get(key)
+            index = self._record_index
+            k = index.get(key)
             if k is not None:
                 return ("op", k)
-            self._record_index[key] = len(self.records)
-        self.records.append((op, args, span, derivative_of))
-        return ("op", len(self.records) - 1)
+            index[key] = len(records)
+        records.append((op, args, span, derivative_of))
+        return ("op", len(records) - 1)
 
     def instantiate(self, pattern: Pattern, env: dict[str, Ref], span: Span | None, derivative_of: Op | None) -> Ref:
         """Emit the records a rule pattern describes, its names bound by ``env``."""
@@ -157,15 +164,12 @@ class TapeBuilder:
         # Recursion over a rule's pattern: its depth is fixed by the op table, not by user input.
         kind = pattern[0]
         if kind == VAR:
-            return env[str(pattern[1])]
+            ref: Ref = env[pattern[1]]
+            return ref
         if kind == CONST:
-            value = pattern[1]
-            assert isinstance(value, float)
-            return self.const(value)
-        op, sub = pattern[1], pattern[2]
-        assert isinstance(op, Op) and isinstance(sub, tuple)
-        args = tuple(self._instantiate(p, env, span, derivative_of) for p in sub)
-        return self.emit(op, args, span, derivative_of)
+            return self.const(pattern[1])
+        args = tuple([self._instantiate(p, env, span, derivative_of) for p in pattern[2]])
+        return self.emit(pattern[1], args, span, derivative_of)
 
     def _fold(self, op: Op, args: tuple[Ref, ...], span: Span | None, derivative_of: Op | None) -> Ref | None:
         values = [self.consts[a[1]] for a in args]
@@ -179,12 +183,6 @@ class TapeBuilder:
         if derivative_of is not None:
             return None  # keep the record: it raises where (and if) it is evaluated
         raise DomainError(domain_message(op, values, error), op.name, self.source, span)
-
-    def _rules_for(self, op: Op, algebra: bool) -> _RuleSet:
-        found = self._rules.get((op, algebra))
-        if found is None:
-            found = self._rules[(op, algebra)] = _rule_set(op, algebra)
-        return found
 
     def _worth_trying(
         self, args: tuple[Ref, ...], wants_const: bool, record_ops: frozenset[object], wants_same: bool
@@ -217,7 +215,7 @@ class TapeBuilder:
         if kind == _ANY:
             return True
         if kind == _A_CONST:
-            return ref[0] == "c" and (what is None or self.consts[ref[1]].hex() == what)
+            return ref[0] == "c" and (what is None or self._const_hex[ref[1]] == what)
         if ref[0] == "op":
             return self.records[ref[1]][0] is what
         if what is _NEG and ref[0] == "c":
@@ -228,21 +226,28 @@ class TapeBuilder:
     # -- matching rewrites -----------------------------------------------------
     def _match_args(self, op: Op, patterns: tuple[Pattern, ...], args: tuple[Ref, ...], env: dict[str, Ref]) -> bool:
         """Match the arguments (both orders for a commutative op); on success ``env`` holds the bindings."""
+        match = self._match
         trial = dict(env)
-        if all(self._match(p, a, trial) for p, a in zip(patterns, args, strict=True)):
-            env.update(trial)
-            return True
-        if op.commutative and len(args) == 2:
-            trial = dict(env)
-            if self._match(patterns[0], args[1], trial) and self._match(patterns[1], args[0], trial):
+        if len(args) == 2:
+            if match(patterns[0], args[0], trial) and match(patterns[1], args[1], trial):
                 env.update(trial)
                 return True
-        return False
+            if op.commutative:
+                trial = dict(env)
+                if match(patterns[0], args[1], trial) and match(patterns[1], args[0], trial):
+                    env.update(trial)
+                    return True
+            return False
+        for p, a in zip(patterns, args, strict=True):
+            if not match(p, a, trial):
+                return False
+        env.update(trial)
+        return True
 
     def _match(self, pattern: Pattern, ref: Ref, env: dict[str, Ref]) -> bool:
         kind = pattern[0]
         if kind == VAR:
-            name = str(pattern[1])
+            name: str = pattern[1]
             bound = env.get(name)
             if bound is not None:
                 return bound == ref
@@ -251,11 +256,8 @@ class TapeBuilder:
             env[name] = ref
             return True
         if kind == CONST:
-            value = pattern[1]
-            assert isinstance(value, float)
-            return ref[0] == "c" and self.consts[ref[1]].hex() == value.hex()
+            return ref[0] == "c" and self._const_hex[ref[1]] == pattern[1].hex()
         op, sub = pattern[1], pattern[2]
-        assert isinstance(op, Op) and isinstance(sub, tuple)
         if ref[0] == "c":
             value = self.consts[ref[1]]
             if op is _NEG and not math.isnan(value) and math.copysign(1.0, value) < 0.0:
@@ -281,7 +283,7 @@ class TapeBuilder:
         for instr in tape.instrs:
             args = tuple([refs[a] for a in instr.args])
             op = instr.op
-            key = (op, (args[1], args[0]) if op.commutative and _order(args[1]) < _order(args[0]) else args)
+            key = (op, (args[1], args[0]) if op.commutative and args[1] < args[0] else args)
             k = index.get(key)
             if k is None:
                 k = index[key] = len(records)
@@ -297,21 +299,24 @@ class TapeBuilder:
             | {k for kind, k in outputs if kind == "c"}
         )
         n_in, n_c = len(self.inputs), len(used_consts)
-        const_slot = {k: n_in + i for i, k in enumerate(used_consts)}
-        record_slot = {k: n_in + n_c + i for i, k in enumerate(live)}
-
-        def slot(ref: Ref) -> int:
-            kind, k = ref
-            return k if kind == "in" else const_slot[k] if kind == "c" else record_slot[k]
-
+        # Slot of every reference, by kind: one lookup table each (a list for records: indexed by k).
+        slots: dict[str, Any] = {"in": range(n_in), "c": {k: n_in + i for i, k in enumerate(used_consts)}}
+        record_slot = slots["op"] = [0] * len(self.records)
+        for i, k in enumerate(live, n_in + n_c):
+            record_slot[k] = i
+        records = self.records
         instrs = []
         for k in live:
-            op, args, span, origin = self.records[k]
-            instrs.append(Instr(op, tuple(slot(a) for a in args), span, origin))
+            op, args, span, origin = records[k]
+            if len(args) == 2:
+                (ka, a), (kb, b) = args
+                arg_slots: tuple[int, ...] = (slots[ka][a], slots[kb][b])
+            else:
+                arg_slots = tuple([slots[kind][j] for kind, j in args])
+            instrs.append(Instr(op, arg_slots, span, origin))
         consts = tuple(self.consts[k] for k in used_consts)
-        return Tape(
-            tuple(self.inputs), consts, tuple(instrs), tuple(slot(o) for o in outputs), self.source, tuple(names)
-        )
+        out_slots = tuple(slots[kind][k] for kind, k in outputs)
+        return Tape(tuple(self.inputs), consts, tuple(instrs), out_slots, self.source, tuple(names))
 
     def _live_records(self, outputs: Sequence[Ref]) -> list[int]:
         """Indices of the records the outputs depend on, in order."""

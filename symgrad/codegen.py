@@ -30,9 +30,10 @@ import math
 from collections.abc import Callable
 from typing import Any, Literal
 
+from .gcpause import gc_paused
 from .tape import Tape
 
-__all__ = ["INLINE_DEPTH", "Returns", "function", "source"]
+__all__ = ["INLINE_DEPTH", "Returns", "function", "interim", "source"]
 
 INLINE_DEPTH = 8
 """How deeply single-use records may be nested into one line (keeps the compiler shallow)."""
@@ -128,6 +129,7 @@ def _source(tape: Tape, returns: Returns) -> tuple[str, dict[str, Any]]:
     return "\n".join(code) + "\n", named
 
 
+@gc_paused
 def function(tape: Tape, slow: Callable[..., Any], returns: Returns = "tuple") -> Callable[..., Any]:
     """The compiled function ``fn(*floats)``; ``slow(*floats)`` is the reference path it hands over to.
 
@@ -142,3 +144,43 @@ def function(tape: Tape, slow: Callable[..., Any], returns: Returns = "tuple") -
     exec(code, namespace)  # codegen: source built from the tape only (slot names, float reprs, op code column)
     fn: Callable[..., Any] = namespace["generated"]
     return fn
+
+
+def interim(tape: Tape, slow: Callable[..., Any], returns: Returns = "tuple") -> Callable[..., Any]:
+    """What :func:`function` returns, without generating or compiling code: a loop over the records.
+
+    Slower per call, but ready at once: it serves the first calls while a big
+    tape compiles to machine code in the background (see ``Function``).  Same
+    float operations (the op table's ``scalar`` column, which the ``code``
+    column spells), and it hands a point to ``slow`` where the native kernel
+    does: an op raised or some record is not finite.  So it returns what the
+    kernel that replaces it returns, bit for bit, and raises the same errors.
+    """
+    steps = tuple((instr.op.scalar, instr.args) for instr in tape.instrs)
+    start = list(tape.consts)
+    first = tape.first_instr_slot
+    outputs = tape.outputs
+    isfinite = math.isfinite
+
+    def run(*point: float) -> Any:
+        values = [*point, *start]
+        append = values.append
+        try:
+            for fn, args in steps:
+                if len(args) == 2:
+                    append(fn(values[args[0]], values[args[1]]))
+                elif len(args) == 1:
+                    append(fn(values[args[0]]))
+                else:
+                    append(fn(*[values[a] for a in args]))
+        except _CATCH:
+            return slow(*point)
+        if not all(map(isfinite, values[first:])):
+            return slow(*point)
+        if returns == "value":
+            return values[outputs[0]]
+        if returns == "value_and_grad":
+            return values[outputs[0]], [values[o] for o in outputs[1:]]
+        return tuple(values[o] for o in outputs)
+
+    return run

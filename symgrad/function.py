@@ -33,6 +33,7 @@ import math
 import numbers
 import operator
 import sys
+import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -41,7 +42,7 @@ from typing import Any
 import graphviz
 import numpy as np
 
-from . import arraycode, codegen, dask_arrays, display, drawing, interpret, native, symbolic, transforms
+from . import arraycode, background, codegen, dask_arrays, display, drawing, interpret, native, symbolic, transforms
 from . import explain as explain_mod
 from .errors import InputError, MissingVariableError, UnknownVariableError
 from .explain import Explanation
@@ -74,6 +75,7 @@ class Function:
         "_fwd",
         "_getter",
         "_index",
+        "_jobs",
         "_n",
         "_vg",
         "_vg_wrt",
@@ -97,6 +99,7 @@ class Function:
         self._derived: dict[tuple[Any, ...], Tape] = {}  # derivative tapes by what was asked
         self._derived_functions: dict[tuple[Any, ...], Function] = {}
         self._arrays: OrderedDict[tuple[Any, ...], Callable[..., list[Any]]] = OrderedDict()
+        self._jobs: list[background.Upgrade] = []  # machine code being compiled in the background
         self.backend = native.resolve_backend(backend)
         """Executor of the scalar code: ``"auto"`` (machine code for big tapes), ``"native"`` or ``"python"``."""
 
@@ -241,13 +244,13 @@ class Function:
                 def slow(*point: float) -> float:
                     return interpret.evaluate(tape, point)[0]
 
-                fn = self._fwd = self._compiled(tape, slow, "value")
+                fn = self._compiled(tape, slow, "value", self._store_forward)
             else:
 
                 def slow_all(*point: float) -> tuple[float, ...]:
                     return tuple(interpret.evaluate(tape, point))
 
-                fn = self._fwd = self._compiled(tape, slow_all, "tuple")
+                fn = self._compiled(tape, slow_all, "tuple", self._store_forward)
         result: Callable[..., Any] = fn
         return result
 
@@ -283,12 +286,17 @@ class Function:
             def slow(*point: float) -> tuple[float, list[float]]:  # the classic sweeps: dead branches skipped
                 return interpret.value_and_grad(primal, point, wrt)
 
-            fn = self._compiled(self._gradient_tape(positions), slow, "value_and_grad")
-            if positions is None:
-                self._vg = fn
-            else:
-                self._vg_wrt[positions] = fn
+            def store(fn: Callable[..., Any]) -> None:
+                if positions is None:
+                    self._vg = fn
+                else:
+                    self._vg_wrt[positions] = fn
+
+            fn = self._compiled(self._gradient_tape(positions), slow, "value_and_grad", store)
         return fn
+
+    def _store_forward(self, fn: Callable[..., Any]) -> None:
+        self._fwd = fn
 
     @property
     def vg(self) -> Callable[..., tuple[float, list[float]]]:
@@ -471,14 +479,55 @@ class Function:
         return drawing.draw_point(self.tape, inputs, rankdir=rankdir, layout=layout)
 
     # -- backend choice (native machine code via llvmlite, else generated Python) ---------
-    def _compiled(self, tape: Tape, slow: Callable[..., Any], returns: codegen.Returns) -> Callable[..., Any]:
-        """Code for ``tape`` on floats: the native kernel where the backend choice says so, else Python."""
+    def _compiled(
+        self,
+        tape: Tape,
+        slow: Callable[..., Any],
+        returns: codegen.Returns,
+        store: Callable[[Callable[..., Any]], None],
+    ) -> Callable[..., Any]:
+        """Code for ``tape`` on floats, kept with ``store``: the native kernel where the backend choice
+        says so, else generated Python.
+
+        Under ``auto`` the kernel compiles in the background (:mod:`symgrad.background`): until it
+        is ready, a loop over the records (:func:`symgrad.codegen.interim`) serves the calls with
+        the kernel's numbers, and ``store`` is told of the kernel when it takes over (of generated
+        Python if the compile fails).  ``SYMGRAD_BACKGROUND=0`` compiles before the first call.
+        """
+        fn: Callable[..., Any]
         if native.use_native(self.backend, len(tape)) and (self.backend == "native" or native.emits(tape)):
             from .native.kernel import function as native_function  # only importable with llvmlite
 
-            fn: Callable[..., Any] = native_function(tape, slow, returns)
-            return fn
-        return codegen.function(tape, slow, returns)
+            if self.backend == "auto" and background.enabled():
+                job = background.upgrade_later(
+                    codegen.interim(tape, slow, returns),
+                    lambda: native_function(tape, slow, returns),
+                    store,
+                    fallback=lambda: codegen.function(tape, slow, returns),
+                )
+                self._jobs.append(job)
+                return job.call
+            fn = native_function(tape, slow, returns)
+        else:
+            fn = codegen.function(tape, slow, returns)
+        store(fn)
+        return fn
+
+    def wait_native(self, timeout: float | None = None) -> bool:
+        """Wait for the machine code this function compiles in the background; True once it all runs.
+
+        Under the ``auto`` backend a big tape (see :data:`symgrad.native.AUTO_MIN_RECORDS`) compiles
+        to machine code in a background thread while its first calls run in Python, with the same
+        numbers.  This blocks until those compiles are done (at most ``timeout`` seconds).  False
+        on a timeout or if a compile failed (that code then runs as generated Python); True when
+        nothing was compiling.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        upgraded = True
+        for job in list(self._jobs):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            upgraded = job.wait(left) and upgraded
+        return upgraded
 
     @property
     def llvm_ir(self) -> str:

@@ -19,11 +19,12 @@ which is the tape's source.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 from .builder import Ref, TapeBuilder
-from .expr import Call, Const, Expr, Var, iter_postorder
+from .errors import Span
+from .expr import Call, Const, Expr, Var
+from .gcpause import gc_paused
 from .tape import Tape
 
 __all__ = ["OUTPUT_SEPARATOR", "lower", "lower_many"]
@@ -33,27 +34,35 @@ OUTPUT_SEPARATOR = ", "
 
 
 def _emit_tree(builder: TapeBuilder, expr: Expr, shift: int) -> Ref:
+    # Post-order without recursion: a call is pushed back under a None marker while its
+    # arguments are emitted, then emitted itself (no generator, no (node, flag) tuples).
     refs: list[Ref] = []
-    for node in iter_postorder(expr):
-        if isinstance(node, Var):
-            refs.append(builder.var(node.name))
-        elif isinstance(node, Const):
-            refs.append(builder.const(node.value))
-        elif isinstance(node, Call):
-            n = len(node.args)
+    var, const, emit = builder.var, builder.const, builder.emit
+    stack: list[Expr | None] = [expr]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            call = stack.pop()
+            assert isinstance(call, Call)
+            n = len(call.args)
             args = tuple(refs[len(refs) - n :])
             del refs[len(refs) - n :]
-            span = (
-                dataclasses.replace(node.span, start=node.span.start + shift, end=node.span.end + shift)
-                if shift
-                else node.span
-            )
-            refs.append(builder.emit(node.op, args, span))
+            span = call.span if not shift else Span(call.span.start + shift, call.span.end + shift)
+            refs.append(emit(call.op, args, span))
+        elif type(node) is Var:
+            refs.append(var(node.name))
+        elif type(node) is Const:
+            refs.append(const(node.value))
+        elif isinstance(node, Call):
+            stack.append(node)
+            stack.append(None)
+            stack.extend(reversed(node.args))
         else:  # pragma: no cover - the parser builds no other node type
             raise TypeError(f"cannot lower {type(node).__name__}")
     return refs[-1]
 
 
+@gc_paused
 def lower(expr: Expr, source: str | None = None, *, optimize: bool = True) -> Tape:
     """Lower an expression tree to a one-output tape.
 
@@ -65,6 +74,7 @@ def lower(expr: Expr, source: str | None = None, *, optimize: bool = True) -> Ta
     return builder.finish([_emit_tree(builder, expr, 0)])
 
 
+@gc_paused
 def lower_many(exprs: Sequence[Expr], sources: Sequence[str]) -> Tape:
     """Lower several expressions onto one tape, one output each, named by their source text."""
     joined = OUTPUT_SEPARATOR.join(sources)

@@ -23,12 +23,13 @@ Under ``auto``, a gradient tape of ``AUTO_MIN_RECORDS`` to
 loss over a batch, say: compiling it takes seconds) is loaded from the
 persistent cache if it is there, else it replays as generated Python until
 those replays have taken about as long as compiling would
-(:data:`COMPILE_SECONDS_PER_RECORD`), and is then compiled, synchronously,
-in the replay that crosses the line: a long training run gets machine code,
-a short one never waits for LLVM, and (as far as the estimate holds) neither
-spends more than about twice what the better choice made in advance would.
-(A compile in a background thread was tried and rejected: a process that
-exits while LLVM runs in a daemon thread dies with a segmentation fault.)
+(:data:`COMPILE_SECONDS_PER_RECORD`); the replay that crosses the line
+starts the compile on symgrad's background worker (:mod:`symgrad.background`)
+and Python keeps serving until the kernel is ready.  A long training run gets
+machine code without a pause, a short one never starts LLVM, and a process
+that ends during the compile waits for it (the worker is joined at exit, never
+cut off inside LLVM), which costs at most about what its replays already took.
+``wait_native()`` blocks until that kernel serves.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from . import interpret, native
+from . import background, interpret, native
 from .errors import InputError
 from .function import Function
 from .tape import Tape
@@ -70,7 +71,7 @@ class Traced(Function):
     and :meth:`backward`, which reads and writes the parameters themselves.
     """
 
-    __slots__ = ("_budget", "_entry", "_lock", "_pack", "params")
+    __slots__ = ("_budget", "_compiling", "_entry", "_lock", "_pack", "params")
 
     def __init__(self, tape: Tape, params: Sequence[Value], backend: str | None = None) -> None:
         super().__init__(tape, backend=backend)
@@ -80,6 +81,7 @@ class Traced(Function):
         self._budget = math.inf  # seconds of Python replays after which auto compiles (see _kernel)
         self._lock = threading.Lock()  # the entry's buffer is shared by the calls
         self._pack: Callable[..., None] = struct.Struct(f"<{len(self.params)}d").pack_into
+        self._compiling: background.Upgrade | None = None  # the budget's compile, once started
 
     def _native(self) -> BufferEntry | None:
         """The gradient tape's kernel on a buffer, or None to replay generated Python (decided once)."""
@@ -182,12 +184,36 @@ class Traced(Function):
         result = self.value_and_grad(*values)
         self._budget -= time.perf_counter() - start
         if self._budget <= 0.0:
-            with self._lock:  # one thread compiles
+            with self._lock:  # one replay starts the compile
                 due, self._budget = self._budget <= 0.0, math.inf
-            kernel = self._kernel(cached_only=False) if due else None
-            if kernel is not None:
-                self._install(kernel)
+            if due:
+                self._compiling = background.upgrade_later(
+                    interim=lambda: None, build=self._built_kernel, publish=self._publish
+                )
         return result
+
+    def _built_kernel(self) -> Callable[..., Any]:
+        kernel = self._kernel(cached_only=False)
+        if kernel is None:
+            raise RuntimeError("the backend chose Python")  # kept on the job; Python keeps serving
+        return kernel
+
+    def _publish(self, fn: Callable[..., Any]) -> None:
+        """The background job's result: the kernel (the job's own interim is not a replay)."""
+        if hasattr(fn, "buffer_entry"):
+            self._install(cast("NativeKernel", fn))
+
+    def wait_native(self, timeout: float | None = None) -> bool:
+        """Wait for machine code being compiled in the background (this Function's and the replay's).
+
+        False on a timeout or if a compile failed (the replay then stays generated Python); True
+        when it upgraded or nothing was compiling.
+        """
+        upgraded = super().wait_native(timeout)
+        job = self._compiling
+        if job is not None:
+            upgraded = job.wait(timeout) and upgraded
+        return upgraded
 
     def _replay(self, entry: BufferEntry, values: Any) -> list[float] | None:
         """``[value, *partials]`` from the kernel, or None when the values are not all numbers."""

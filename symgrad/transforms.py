@@ -32,8 +32,9 @@ from collections.abc import Iterable, Sequence
 
 from .builder import Ref, TapeBuilder
 from .errors import InputError, UnknownVariableError
+from .gcpause import gc_paused
 from .ops import OPS, Op
-from .rules import arg_names, partial_patterns
+from .rules import CONST, VAR, arg_names, partial_patterns
 from .tape import Instr, Tape
 
 __all__ = [
@@ -75,12 +76,18 @@ def _origin(instr: Instr) -> Op:
 def _partial(b: TapeBuilder, instr: Instr, refs: list[Ref], slot: int, k: int) -> Ref:
     """∂(record at ``slot``)/∂(its argument k), emitted from the op table's rule."""
     args = instr.args
+    pattern = partial_patterns(instr.op, len(args))[k]
+    kind = pattern[0]
+    if kind == CONST:  # the common rules "1", "-1", "0": no names to bind
+        return b.const(pattern[1])
     env = {"out": refs[slot], "a": refs[args[0]]}
     if len(args) == 2:
         env["b"] = refs[args[1]]
     elif len(args) > 2:
         env.update(zip(arg_names(len(args)), (refs[a] for a in args), strict=True))
-    return b.instantiate(partial_patterns(instr.op, len(args))[k], env, instr.span, _origin(instr))
+    if kind == VAR:  # "a", "b", "out" (mul's partials, exp's)
+        return env[pattern[1]]
+    return b.instantiate(pattern, env, instr.span, _origin(instr))
 
 
 def _sum(b: TapeBuilder, terms: list[Ref], instr: Instr | None) -> Ref | None:
@@ -188,6 +195,7 @@ def tangent_names(tape: Tape) -> tuple[str, ...]:
 
 
 # -------------------------------------------------------------- transforms ---
+@gc_paused
 def grad_tape(tape: Tape, wrt: str | Iterable[str] | None = None, *, output: int = 0, with_value: bool = True) -> Tape:
     """Reverse mode: a tape whose outputs are the value (if ``with_value``) and ∂/∂ each of ``wrt``.
 
@@ -208,6 +216,7 @@ def grad_tape(tape: Tape, wrt: str | Iterable[str] | None = None, *, output: int
     return b.finish(outputs, names)
 
 
+@gc_paused
 def derivative_tape(tape: Tape, wrt: Sequence[str], *, output: int = 0) -> Tape:
     """∂ⁿ(output)/∂wrt[0]…∂wrt[-1] as a one-output tape.
 
@@ -238,6 +247,7 @@ def derivative_tape(tape: Tape, wrt: Sequence[str], *, output: int = 0) -> Tape:
     )
 
 
+@gc_paused
 def jvp_tape(tape: Tape, tangents: Sequence[str] | None = None) -> Tape:
     """Forward mode: inputs are the variables and one tangent per variable (``dx``, …).
 
@@ -255,6 +265,7 @@ def jvp_tape(tape: Tape, tangents: Sequence[str] | None = None) -> Tape:
     return b.finish([*values, *dots], [*labels, *(f"jvp({label})" for label in labels)])
 
 
+@gc_paused
 def hvp_tape(tape: Tape, *, output: int = 0) -> Tape:
     """Hessian-vector product without the Hessian: forward mode over the gradient tape.
 
@@ -269,6 +280,7 @@ def hvp_tape(tape: Tape, *, output: int = 0) -> Tape:
     return b.finish([_zero_if_none(b, tangent[o]) for o in gradient.outputs], [f"(Hv)_{name}" for name in tape.inputs])
 
 
+@gc_paused
 def hessian_tape(
     tape: Tape, wrt: str | Iterable[str] | None = None, *, output: int = 0, method: str = "forward-over-reverse"
 ) -> Tape:
@@ -304,6 +316,7 @@ def hessian_tape(
     return b.finish(outputs, labels)
 
 
+@gc_paused
 def jacobian_tape(tape: Tape, wrt: str | Iterable[str] | None = None, *, mode: str | None = None) -> Tape:
     """∂(output k)/∂(variable j) for every output and variable, row-major.
 

@@ -26,6 +26,7 @@ from symgrad.function import MAX_SHAPES, Function
 from symgrad.lower import lower
 from symgrad.ops import OPS, Op
 from symgrad.parser import parse
+from symgrad.transforms import grad_tape
 
 
 def same(a: float, b: float) -> bool:
@@ -56,6 +57,14 @@ def assert_agree(text: str, point: list[float], optimize: bool = True) -> None:
         assert gen_f == ref_f, (text, point)
     else:
         assert same(gen_f, ref_f), (text, point, gen_f, ref_f)
+    if isinstance(ref_vg[0], str) and "the derivative of" in ref_vg[1] and not isinstance(gen_vg[0], str):
+        # The classic sweep evaluates a local partial before multiplying it by the adjoint's factor;
+        # the gradient tape never emits a term whose factor is a structural zero.  So at sqrt(0*x),
+        # x = 0, the sweep meets sqrt'(0) and raises, while the tape gives the true derivative 0 of
+        # this constant function.  Its reference is then the interpreter on the gradient tape.
+        value, *grads = interpret.evaluate(grad_tape(tape), point)
+        assert gen_vg == (value, grads), (text, point)
+        return
     if isinstance(ref_vg[0], str):
         assert gen_vg == ref_vg, (text, point)
         return
@@ -167,6 +176,16 @@ def test_folding_an_overflow_is_a_domain_error_with_the_caret() -> None:
     with pytest.raises(symgrad.DomainError, match="overflows") as info:
         symgrad.compile("x * (1e300*1e300)")
     assert info.value.column == 5
+
+
+def test_a_partial_times_a_structural_zero_is_never_evaluated() -> None:
+    """d/dx sqrt(0*x) at 0: the function is constant, so 0; the classic sweep meets sqrt'(0) and raises."""
+    f = symgrad.compile("sqrt(x*0)")
+    assert f.value_and_grad(x=0.0) == (0.0, 0.0) and f.vg(0.0) == (0.0, [0.0])
+    assert interpret.evaluate(grad_tape(f.tape), [0.0]) == [0.0, 0.0]
+    with pytest.raises(symgrad.DomainError, match=r"derivative of sqrt\(0.0\)"):
+        interpret.value_and_grad(f.tape, [0.0])
+    assert_agree("sqrt(x*0)", [0.0])  # the executors agree with that reference
 
 
 def test_vg_entry_point() -> None:

@@ -1,0 +1,236 @@
+"""Background compilation: the first calls are served at once, with the numbers of the code that replaces them.
+
+Under the ``auto`` backend a big tape compiles to machine code on a worker
+thread while :func:`symgrad.codegen.interim` (a loop over the records) answers;
+the swap must be invisible in the results, survive a failing compile, let the
+process exit cleanly (a compile in progress finishes, its cache file is
+written) and survive a fork.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import Case, cases
+
+import symgrad
+from symgrad import background, codegen, interpret, native, transforms
+from symgrad.errors import DomainError
+
+needs_llvm = pytest.mark.skipif(not native.available(), reason=f"native backend: {native.unavailable_reason()}")
+
+BIG = " + ".join(f"log(x + {k}) * sin(y * {k + 1}) / (z - {k / 7})" for k in range(40))  # > AUTO_MIN_RECORDS
+
+
+# ------------------------------------------------------------ the mechanism ---
+def test_interim_serves_until_the_build_is_ready() -> None:
+    release = threading.Event()
+    published: list[Callable[..., Any]] = []
+
+    def build() -> Callable[..., Any]:
+        release.wait(10)
+        return lambda x: ("built", x)
+
+    job = background.upgrade_later(lambda x: ("interim", x), build, published.append)
+    assert job.call(1) == ("interim", 1)
+    assert published == [job.call] and not job.ready
+    release.set()
+    assert job.wait(10)
+    assert job.call(2) == ("built", 2)
+    assert published[1](3) == ("built", 3) and len(published) == 2
+    assert job.ready and job.upgraded and job.error is None
+
+
+def test_a_failing_build_keeps_the_interim_silently() -> None:
+    def build() -> Callable[..., Any]:
+        raise RuntimeError("no compiler today")
+
+    published: list[Callable[..., Any]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        job = background.upgrade_later(lambda: "interim", build, published.append)
+        assert not job.wait(10)
+    assert job.call() == "interim" and isinstance(job.error, RuntimeError) and published == [job.call]
+    fallback = background.upgrade_later(lambda: "interim", build, fallback=lambda: lambda: "fallback")
+    assert not fallback.wait(10)
+    assert fallback.call() == "fallback"
+
+
+def test_a_failing_publish_neither_hangs_nor_kills_the_worker() -> None:
+    calls: list[Callable[..., Any]] = []
+
+    def publish(fn: Callable[..., Any]) -> None:
+        calls.append(fn)
+        if len(calls) > 1:
+            raise KeyError("the caller's slot is gone")
+
+    job = background.upgrade_later(lambda: "interim", lambda: lambda: "built", publish)
+    assert job.wait(10) and job.call() == "built" and isinstance(job.error, KeyError)
+    assert background.upgrade_later(lambda: 1, lambda: lambda: 2).wait(10)  # the worker still runs builds
+
+
+def test_background_off_builds_before_returning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYMGRAD_BACKGROUND", "0")
+    caller = threading.get_ident()
+    built_on: list[int] = []
+
+    def build() -> Callable[..., Any]:
+        built_on.append(threading.get_ident())
+        return lambda: "built"
+
+    job = background.upgrade_later(lambda: "interim", build)
+    assert job.ready and job.call() == "built" and built_on == [caller]
+
+
+# ------------------------------------------------------ the interim executor ---
+def _outcome(fn: Callable[..., Any], point: list[float]) -> Any:
+    try:
+        value, grads = fn(*point)
+    except DomainError as e:
+        return ("error", str(e))
+    return [v.hex() if isinstance(v, float) else v for v in (value, *grads)]  # bit for bit, nan included
+
+
+@needs_llvm
+@settings(max_examples=40, deadline=None)
+@given(cases(max_depth=3), st.sampled_from([None, 0.0, -1.0, 1e300, math.inf]))
+def test_interim_returns_the_kernels_numbers(case: Case, poke: float | None) -> None:
+    """Same values, bit for bit, and the same errors as the native kernel, also where it hands over."""
+    from symgrad.native.kernel import function as native_function
+
+    f = symgrad.compile(case.text)
+    point = [case.point[name] for name in f.variables]
+    if poke is not None and point:
+        point[0] = poke  # a point off the domain: both must hand over to the reference sweeps
+    tape = transforms.grad_tape(f.tape)
+
+    def slow(*p: float) -> tuple[float, list[float]]:
+        return interpret.value_and_grad(f.tape, p)
+
+    interim = codegen.interim(tape, slow, "value_and_grad")
+    assert _outcome(interim, point) == _outcome(native_function(tape, slow, "value_and_grad"), point)
+
+
+def test_interim_agrees_with_the_interpreter_on_every_output() -> None:
+    f = symgrad.compile("max(x, y) * exp(-x) + atan2(x, y)")
+    tape = f.hessian_function().tape
+    run = codegen.interim(tape, lambda *p: pytest.fail("no hand-over expected"), "tuple")
+    assert run(0.3, 1.7) == tuple(interpret.evaluate(tape, [0.3, 1.7]))
+
+
+# ------------------------------------------------------------- in Function ---
+@needs_llvm
+def test_function_compiles_big_tapes_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SYMGRAD_BACKGROUND", raising=False)
+    f = symgrad.compile(BIG)
+    assert len(transforms.grad_tape(f.tape)) >= native.AUTO_MIN_RECORDS
+    point = (0.5, 0.25, -1.0)
+    first = f.vg(*point)
+    bound = f.vg  # kept by a hot loop: it must upgrade too
+    forward = f(*point)
+    assert f.wait_native(60)
+    assert f.vg is not bound  # the slot now holds the kernel itself
+    assert f.vg(*point) == first == bound(*point)
+    assert f(*point) == forward == interpret.evaluate(f.tape, list(point))[0]
+    with pytest.raises(DomainError, match="log") as before:
+        bound(-5.0, 0.25, -1.0)
+    with pytest.raises(DomainError, match="log") as after:
+        f.vg(-5.0, 0.25, -1.0)
+    assert str(before.value) == str(after.value)
+
+
+def test_wait_native_is_true_at_once_without_compiles() -> None:
+    f = symgrad.compile("x * y", backend="python")
+    f.vg(1.0, 2.0)
+    assert f.wait_native(0)
+
+
+@needs_llvm
+def test_a_failing_compile_falls_back_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    from symgrad.native import kernel
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("LLVM is having a bad day")
+
+    monkeypatch.setattr(kernel, "function", broken)
+    f = symgrad.compile(BIG + " + 0.5 * x")  # not the cached Function of another test
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, grads = f.vg(0.5, 0.25, -1.0)
+        assert not f.wait_native(60)
+    assert f.vg(0.5, 0.25, -1.0) == (value, grads)
+    assert "generated" in f.vg.__name__  # generated Python, compiled on the worker
+
+
+# -------------------------------------------------------- exit and fork ---
+EXIT_EARLY = f"""
+import symgrad
+f = symgrad.compile({BIG!r})
+print(f.vg(0.5, 0.25, -1.0)[0])
+"""
+
+FORK = f"""
+import os, symgrad
+f = symgrad.compile({BIG!r})
+expected = f.vg(0.5, 0.25, -1.0)
+pid = os.fork()
+if pid == 0:
+    ok = f.vg(0.5, 0.25, -1.0) == expected and f.wait_native(60) and f.vg(0.5, 0.25, -1.0) == expected
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert f.wait_native(60) and f.vg(0.5, 0.25, -1.0) == expected
+print("fork ok")
+"""
+
+
+def _python(code: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(cache)}
+    for name in ("SYMGRAD_BACKGROUND", "SYMGRAD_BACKEND"):
+        env.pop(name, None)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+@needs_llvm
+def test_exit_right_after_the_first_call_is_clean(tmp_path: Path) -> None:
+    result = _python(EXIT_EARLY, tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
+    assert float(result.stdout) == symgrad.compile(BIG)(0.5, 0.25, -1.0)
+
+
+def test_exit_lets_a_running_build_finish(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    code = f"""
+import threading, time
+from symgrad import background
+started = threading.Event()
+def build():
+    started.set()
+    time.sleep(0.5)
+    open({str(done)!r}, "w").write("written")
+    return print
+background.upgrade_later(print, build)
+assert started.wait(30)
+"""
+    result = _python(code, tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
+    assert done.read_text() == "written"
+
+
+@needs_llvm
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_fork_while_compiling(tmp_path: Path) -> None:
+    result = _python(FORK, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "fork ok" in result.stdout
