@@ -6,8 +6,11 @@
 Measures, in this run (medians; ratios are other / native):
 
 1. W3 (generated expression, 20 variables) forward value per call at N = 1,000 and 10,000:
-   native scalar entry vs generated Python (``codegen.forward_function``) vs CasADi SX Function
-   and JAX jit (forward only, when installed), with setup times;
+   native scalar entry vs generated Python (``codegen.function``) vs CasADi SX Function
+   and JAX jit (forward only, when installed), with setup times; and value + gradient per call
+   (``f.vg``, the gradient tape) vs CasADi SX (function and gradient) and JAX jit(value_and_grad),
+   wall time and this thread's CPU time (steadier on a shared machine), with what the kernel
+   does: libm calls (``sin``/``cos`` pairs as one ``sincos``) and the domain checks it keeps;
 2. W1, W2 and W3 at N = 50 and 200 per call, native vs Python (where ``auto`` switches);
 3. the fused array kernel on the Gaussian (W2 formula) at 10^6 points, 1 and 2 threads,
    vs numpy written by hand (allocating and in place) and symgrad's numpy program;
@@ -37,12 +40,14 @@ os.environ["SYMGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="symgrad-bench-cache-"
 import workloads as W  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-from symgrad import codegen  # noqa: E402
+import symgrad  # noqa: E402
+from symgrad import arraycode, codegen, interpret  # noqa: E402
 from symgrad.lower import lower  # noqa: E402
-from symgrad.native import cache  # noqa: E402
-from symgrad.native.build import build_ir  # noqa: E402
+from symgrad.native import cache, jit  # noqa: E402
+from symgrad.native.build import build_ir, layout_of  # noqa: E402
+from symgrad.native.emit import PROPAGATES, calls_libm, checks_result  # noqa: E402
 from symgrad.native.kernel import compile_native  # noqa: E402
-from symgrad.native.program import Program  # noqa: E402
+from symgrad.native.program import Program, unchecked  # noqa: E402
 from symgrad.parser import parse  # noqa: E402
 from symgrad.tape import Tape  # noqa: E402
 
@@ -122,7 +127,9 @@ def scalar_section(name: str, src: str, point: dict[str, float], peers: bool) ->
     args = [point[n] for n in tape.inputs]
     t_native, kernel = timed(lambda: compile_native(tape, [tape.output]))
     native = kernel.scalar
-    t_python, python = timed(lambda: codegen.forward_function(tape))
+    t_python, python = timed(
+        lambda: codegen.function(tape, lambda *p: interpret.forward(tape, p)[tape.output], "value")
+    )
     assert native(*args)[0] == python(*args), "native and Python disagree"
     t_n = per_call(lambda: native(*args))
     t_py = per_call(lambda: python(*args))
@@ -140,6 +147,76 @@ def scalar_section(name: str, src: str, point: dict[str, float], peers: bool) ->
             t = per_call(fn)
             rows.append([name, f"{len(tape)}", label, fmt(t), f"{t / t_n:.1f}", fmt(t_setup)])
     rows.append([name, f"{len(tape)}", "(parse + lower, shared)", "", "", fmt(t_lower)])
+    return rows
+
+
+def per_call_cpu(fn: Callable[[], Any]) -> float:
+    """As :func:`per_call`, in this thread's CPU time (time spent waiting for a core is not counted)."""
+    runs, number = [], 1
+    while True:
+        start = time.thread_time()
+        for _ in range(number):
+            fn()
+        if time.thread_time() - start >= (0.01 if QUICK else 0.05):
+            break
+        number *= 2
+    for _ in range(3 if QUICK else 7):
+        start = time.thread_time()
+        for _ in range(number):
+            fn()
+        runs.append((time.thread_time() - start) / number)
+    return sorted(runs)[len(runs) // 2]
+
+
+def vg_peers(tape: Tape, args: list[float]) -> list[tuple[str, Callable[[], Any] | None]]:
+    """CasADi SX and JAX jit value-and-gradient functions of ``tape`` (None where not installed)."""
+    peers: list[tuple[str, Callable[[], Any] | None]] = []
+    try:
+        import casadi as ca
+
+        xs = [ca.SX.sym(name) for name in tape.inputs]
+        e = run_tape(tape, xs, ca)
+        fn = ca.Function("f", xs, [e, ca.gradient(e, ca.vertcat(*xs))])
+        peers.append(("CasADi SX Function (value, gradient)", lambda: fn(*args)))
+    except ImportError:
+        peers.append(("CasADi SX Function (value, gradient)", None))
+    try:
+        import jax
+        import jax.numpy as jnp
+
+        jax.config.update("jax_enable_x64", True)
+        jxs = [jnp.float64(v) for v in args]
+        n = tape.n_inputs
+        jfn = jax.jit(jax.value_and_grad(lambda *v: run_tape(tape, list(v), jnp), argnums=tuple(range(n))))
+        jax.block_until_ready(jfn(*jxs))
+        peers.append(("JAX jit(value_and_grad)", lambda: jax.block_until_ready(jfn(*jxs))))
+    except ImportError:
+        peers.append(("JAX jit(value_and_grad)", None))
+    return peers
+
+
+def gradient_w3_section(n: int) -> list[list[str]]:
+    """Value + gradient per call on W3: ``f.vg`` (the gradient tape as machine code) vs peers."""
+    src = W.generated(n)
+    point = W.generated_point()
+    t_setup, f = timed(lambda: symgrad.compile(src, backend="native"))
+    t_vg, vg = timed(lambda: f.vg)
+    gtape = f._gradient_tape(None)
+    args = [point[name] for name in f.variables]
+    program = Program.from_tape(gtape, gtape.outputs)
+    layout = layout_of(program, jit.fused_pairs())
+    quiet = unchecked(program, PROPAGATES, checks_result)
+    calls = sum(calls_libm(name, len(a)) for name, a in program.records) - len(layout.fused)
+    checks = sum(checks_result(name, len(a)) and not quiet[i] for i, (name, a) in enumerate(program.records))
+    note = f"{len(gtape):,} records, {calls:,} libm calls, {checks:,} checks kept"
+    t_n, c_n = per_call(lambda: vg(*args)), per_call_cpu(lambda: vg(*args))
+    rows = [[f"W3 N={n:,}", "native `vg = f.vg`", fmt(t_n), "1.0", fmt(c_n), "1.0", fmt(t_setup + t_vg), note]]
+    for label, fn in vg_peers(lower(parse(src), src), args):
+        if fn is None:
+            rows.append([f"W3 N={n:,}", label, "not installed", "", "", "", "", ""])
+            continue
+        t, c = per_call(fn), per_call_cpu(fn)
+        rows.append([f"W3 N={n:,}", label, fmt(t), f"{t / t_n:.1f}", fmt(c), f"{c / c_n:.1f}", "", ""])
     return rows
 
 
@@ -166,7 +243,7 @@ def gaussian_section(n_points: int) -> list[list[str]]:
         np.divide(out, math.sqrt(two_pi) * s, out=out)
         return out
 
-    program = codegen.array_forward_function(tape, ((n_points,), (), ()))
+    program = arraycode.array_function(tape, ((n_points,), (), ()))
     ref = numpy_alloc()
     (one,) = kernel.array(x, mu, s, threads=1)
     assert np.allclose(one, ref, rtol=1e-13, atol=0)
@@ -230,7 +307,7 @@ def compile_curve(sizes: list[int]) -> list[list[str]]:
         src = W.generated(n)
         t_lower, tape = timed(lambda src=src: lower(parse(src), src))
         program = Program.from_tape(tape, [tape.output])
-        t_ir, _ = timed(lambda program=program: build_ir(program, "scalar"))
+        t_ir, _ = timed(lambda program=program: build_ir(program, "scalar", pairs=jit.fused_pairs()))
         cache.clear()
         t_compile, kernel = timed(lambda tape=tape: compile_native(tape, [tape.output]))
         t_load, _ = timed(lambda tape=tape: compile_native(tape, [tape.output]))
@@ -265,6 +342,12 @@ def main() -> None:
     for n in (1_000, 10_000):
         rows += scalar_section(f"W3 N={n:,}", W.generated(n), W.generated_point(), peers=True)
     table("Forward value per call (ratio: time / native)", header, rows)
+    rows = [row for n in (1_000, 10_000) for row in gradient_w3_section(n)]
+    table(
+        "Value + gradient per call (ratio: time / native; CPU: this thread's CPU time per call)",
+        ["workload", "executor", "per call", "ratio", "CPU per call", "CPU ratio", "setup (compile)", "kernel"],
+        rows,
+    )
 
     n_points = 200_000 if QUICK else 1_000_000
     table(

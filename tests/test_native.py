@@ -7,8 +7,12 @@ kernel flags is re-run by the interpreter, so values and DomainErrors agree.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import random
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,10 +23,11 @@ import symgrad
 from symgrad import interpret, native, ops
 from symgrad.errors import DomainError, InputError
 from symgrad.lower import lower
-from symgrad.native import cache
-from symgrad.native.emit import EMITTERS
+from symgrad.native import cache, jit, libm
+from symgrad.native.build import layout_of
+from symgrad.native.emit import EMITTERS, PROPAGATES, checks_result
 from symgrad.native.kernel import NativeKernel, compile_native
-from symgrad.native.program import CHUNK, Program
+from symgrad.native.program import CHUNK, DELAY, Layout, Program, unchecked
 from symgrad.ops import OPS, Op
 from symgrad.parser import parse
 from symgrad.tape import Instr, Tape, TapeError
@@ -178,6 +183,153 @@ def test_bad_output_slots_and_bad_points_are_clear_errors() -> None:
         kernel.array(np.zeros(3))
     with pytest.raises(InputError, match="broadcast"):
         kernel.array(np.zeros(3), np.zeros(4))
+
+
+def test_domain_flag_sees_values_no_output_shows_and_sums_that_overflow_are_false_alarms() -> None:
+    # An overflow that a later op hides (1 / inf = 0) still reaches the interpreter's error.
+    text = "1 / exp(x) + y"
+    tape = lower(parse(text), text)
+    kernel = compile_native(tape, [tape.output])
+    assert_same_outcome(outcome(kernel, 800.0, 1.0), outcome(reference(tape, [tape.output]), 800.0, 1.0), text)
+    assert outcome(kernel, 800.0, 1.0)[0] == "error"
+    # Finite values whose sum overflows (the checked values are summed): a false alarm, the same numbers.
+    text = "(x * 1.5 - x * 1.25) + (y * 1.75 - y * 1.5)"
+    tape = lower(parse(text), text)
+    kernel = compile_native(tape, [tape.output, tape.first_instr_slot, tape.first_instr_slot + 1])
+    for point in [(1e308, 1e308), (1e308, -1e308), (-1e308, 1.0), (2.0, 3.0)]:
+        want = outcome(reference(tape, [tape.output, tape.first_instr_slot, tape.first_instr_slot + 1]), *point)
+        assert want[0] == "ok"
+        assert_same_outcome(outcome(kernel, *point), want, point)
+
+
+@pytest.mark.parametrize("name", sorted(PROPAGATES))
+def test_propagating_arguments_turn_inf_and_nan_into_inf_or_nan(name: str) -> None:
+    # The fact that lets a record skip its own check (program.unchecked), tested on the machine code.
+    flows = PROPAGATES[name]
+    tape = one_op_tape(OPS[name])
+    kernel = compile_native(tape, [tape.output])
+    for k, flow in enumerate(flows):
+        assert flow or len(flows) > 1  # only the arguments that do propagate are listed as True
+        if not flow:
+            continue
+        others = [list(EDGES)] * len(flows)
+        others[k] = [INF, -INF, NAN]
+        grid = np.meshgrid(*(np.array(v) for v in others), indexing="ij")
+        (values,) = kernel.array(*(g.ravel() for g in grid), errors="ignore")
+        assert not np.isfinite(values).any(), name
+
+
+def test_records_skip_their_check_only_where_a_checked_reader_sees_their_inf() -> None:
+    # x*y feeds add (propagates, checked): skipped.  y-x feeds only exp (checked, propagates nothing)
+    # and tanh: kept.  x/y feeds div as the divisor (propagates nothing): kept.  The output add: kept.
+    names = {"mul": ("mul", (0, 1)), "sub": ("sub", (1, 0)), "div": ("div", (0, 1))}
+    records = (
+        names["mul"],  # 2
+        names["sub"],  # 3
+        ("exp", (3,)),  # 4
+        ("tanh", (3,)),  # 5
+        names["div"],  # 6
+        ("div", (4, 6)),  # 7: its numerator exp(y-x) is seen through it
+        ("neg", (7,)),  # 8
+        ("add", (2, 8)),  # 9
+    )
+    program = Program(2, (), records, (9,))
+    quiet = unchecked(program, PROPAGATES, checks_result)
+    assert list(quiet) == [1, 0, 1, 0, 0, 1, 1, 0]
+    tape = Tape(("x", "y"), (), tuple(Instr(OPS[n], a) for n, a in records), 9)
+    kernel = compile_native(tape, [9])
+    for point in [(1.0, 2.0), (0.0, 800.0), (1e300, 1e300), (-1e300, 1e10), (2.0, 0.0), (INF, 1.0), (NAN, 1.0)]:
+        assert_same_outcome(outcome(kernel, *point), outcome(reference(tape, [9]), *point), point)
+
+
+def test_sin_and_cos_of_one_argument_are_one_libm_call_with_the_same_bits() -> None:
+    text = "sin(x) * cos(x) + cos(y) - sin(x * y) + tanh(cos(x * y))"
+    tape = lower(parse(text), text)
+    slots = list(range(tape.n_slots))
+    kernel = compile_native(tape, slots)
+    kernel.libmvec = False  # scalar libm in every lane of the array loop: bit-identical, sincos per lane
+    fused = ("sin", "cos") in jit.fused_pairs()
+    assert fused == ("sincos" in libm.pairs())
+    assert ("@symgrad_sincos(" in kernel.llvm_ir()) == fused == ("@symgrad_sincos(" in kernel.llvm_ir("array"))
+    rng = np.random.default_rng(3)
+    points = [(float(a), float(b)) for a, b in rng.uniform(-4.0, 4.0, (30, 2))]
+    points += [(float(a), float(b)) for a, b in 10.0 ** rng.uniform(-10.0, 300.0, (30, 2))]
+    points += [(e, 0.5) for e in EDGES]
+    want_fn = reference(tape, slots)
+    for p in points:
+        assert_same_outcome(outcome(kernel, *p), outcome(want_fn, *p), p)
+    good = [p for p in points if outcome(want_fn, *p)[0] == "ok"]
+    columns = kernel.array(*(np.array(c) for c in zip(*good, strict=True)))  # four lanes per call, then the tail
+    for n, p in enumerate(good):
+        assert_same_outcome(("ok", [float(c[n]) for c in columns]), outcome(want_fn, *p), p)
+
+
+def test_a_partner_far_down_the_tape_moves_up_next_to_its_pair() -> None:
+    n = 3 * CHUNK
+    r = random.Random(2)
+    instrs = [Instr(OPS["sin"], (0,))]  # slot 2; cos(x) comes last, two chunks later
+    for _ in range(n):
+        op = OPS[r.choice(["add", "mul", "sin", "cos"])]
+        top = 2 + len(instrs)
+        instrs.append(Instr(op, tuple(r.randrange(max(0, top - 5), top) for _ in range(op.arity))))
+    instrs.append(Instr(OPS["cos"], (0,)))
+    instrs.append(Instr(OPS["add"], (2 + len(instrs) - 1, 2 + len(instrs) - 2)))
+    tape = Tape(("x", "y"), (), tuple(instrs), 2 + len(instrs) - 1)
+    outputs = [tape.output, 2, tape.output - 1, tape.output - 2, 1]
+    program = Program.from_tape(tape, outputs)
+    layout = Layout(program, pairs={("sin", "cos"), ("cos", "sin")})
+    last = len(instrs) - 2
+    assert layout.fused[0] == last and layout.chunks[0][:2] == [0, last]
+    assert sorted(i for c in layout.chunks for i in c) == list(range(len(instrs)))
+    assert max(len(c) for c in layout.chunks) <= CHUNK + 1
+    kernel = compile_native(tape, outputs)
+    for point in [(0.3, -1.2), (2.5, 0.7), (-40.0, 3.0)]:
+        values = interpret.forward(tape, point)
+        assert kernel(*point) == tuple(values[s] for s in outputs)
+
+
+def test_readers_of_libm_results_run_later_and_every_record_still_after_its_arguments() -> None:
+    tape = _big_tape(3 * CHUNK)
+    program = Program.from_tape(tape, [tape.output])
+    layout = layout_of(program, {("sin", "cos"), ("cos", "sin")})
+    order = [i for chunk in layout.chunks for i in chunk]
+    assert sorted(order) == list(range(len(program.records))) and order != sorted(order)
+    at = {i: n for n, i in enumerate(order)}
+    first = program.first_record
+    for i, (_, args) in enumerate(program.records):
+        assert all(at[a - first] < at[i] for a in args if a >= first), i
+    # A reader of a libm result runs at least DELAY records after it unless it had to wait for another argument.
+    slow = {"sin", "cos", "tanh", "sigmoid"}
+    gaps = [
+        at[i] - at[a - first]
+        for i, (_, args) in enumerate(program.records)
+        for a in args
+        if a >= first and program.records[a - first][0] in slow and a - first not in layout.fused
+    ]
+    assert gaps and sorted(gaps)[len(gaps) // 2] >= DELAY // 2
+
+
+def test_a_pair_function_is_used_only_where_it_gives_the_bits_of_the_two_functions() -> None:
+    pointer = ctypes.POINTER(ctypes.c_double)
+
+    def finite(fn: Callable[[float], float]) -> Callable[[float], float]:
+        return lambda x: fn(x) if math.isfinite(x) else math.nan
+
+    single = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double)
+    sin, cos = single(finite(math.sin)), single(finite(math.cos))
+
+    def exact(x: float, a: Any, b: Any) -> None:
+        a[0], b[0] = finite(math.sin)(x), finite(math.cos)(x)
+
+    def off_by_one_ulp(x: float, a: Any, b: Any) -> None:
+        exact(x, a, b)
+        if x > 1.0:
+            b[0] = math.nextafter(b[0], 0.0)
+
+    pair = ctypes.CFUNCTYPE(None, ctypes.c_double, pointer, pointer)
+    assert libm._agrees(SimpleNamespace(sincos=pair(exact), sin=sin, cos=cos), "sincos")  # type: ignore[arg-type]
+    assert not libm._agrees(SimpleNamespace(sincos=pair(off_by_one_ulp), sin=sin, cos=cos), "sincos")  # type: ignore[arg-type]
+    assert not libm._agrees(SimpleNamespace(sin=sin, cos=cos), "sincos")  # type: ignore[arg-type]
 
 
 def _big_tape(n_records: int, n_inputs: int = 20, seed: int = 5) -> Tape:

@@ -36,12 +36,12 @@ output written once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from .emit import EMITTERS, LIBM, PREFIX, Emit
-from .program import Layout, Program
+from .emit import EMITTERS, FUSED, LIBM, LIBM_PAIRS, PREFIX, PROPAGATES, Emit, calls_libm, checks_result
+from .program import DELAY, Layout, Program, unchecked
 
-__all__ = ["ARRAY", "MAX_WIDTH", "SCALAR", "STACK_LIMIT", "SUM_BLOCK", "WIDTH", "build_ir"]
+__all__ = ["ARRAY", "MAX_WIDTH", "SCALAR", "STACK_LIMIT", "SUM_BLOCK", "WIDTH", "build_ir", "layout_of"]
 
 SCALAR = "symgrad_scalar"
 ARRAY = "symgrad_array"
@@ -68,6 +68,7 @@ def _chunk(
     width: int,
     vector: int = 0,
     vector_libm: set[str] | None = None,
+    quiet: bytearray | None = None,
 ) -> list[str]:
     program = layout.program
     suffix = "" if width == 1 else f"_v{width}"
@@ -82,23 +83,35 @@ def _chunk(
         v = here.get(slot)
         if v is None:
             if n_inputs <= slot < first:
-                v = e.const(program.consts[slot - n_inputs])
-            else:  # an input, or a record of an earlier chunk
-                p = _gep(lines, f"%p{slot}", d, "%w", layout.location[slot])
-                v = f"%v{slot}"
+                v = here[slot] = e.const(program.consts[slot - n_inputs])
+            else:  # an input or a record of an earlier chunk: loaded at each use (measured: cheaper than
+                # one load whose value the fast register allocator spills to the stack across libm calls)
+                p = _gep(lines, f"%p{len(lines)}", d, "%w", layout.location[slot])
+                v = f"%v{len(lines)}"
                 lines.append(f"  {v} = load {d}, ptr {p}, align 8")
-            here[slot] = v
         return v
 
-    for i in layout.chunks[k]:
-        name, args = program.records[i]
-        result = EMITTERS[name](e, [value(a) for a in args])
+    def define(i: int, result: str) -> None:
         slot = first + i
         here[slot] = result
         index = layout.location.get(slot)
         if index is not None:
             p = _gep(lines, f"%s{slot}", d, "%w", index)
             lines.append(f"  store {d} {result}, ptr {p}, align 8")
+
+    for i in layout.chunks[k]:
+        name, args = program.records[i]
+        if first + i in here:  # computed with the record before it (layout.fused)
+            continue
+        j = layout.fused.get(i)
+        if j is None:
+            e.checking = quiet is None or not quiet[i]
+            define(i, EMITTERS[name](e, [value(a) for a in args]))
+        else:
+            e.checking = quiet is None or not (quiet[i] and quiet[j])
+            ours, theirs = FUSED[name, program.records[j][0]][1](e, [value(a) for a in args])
+            define(i, ours)
+            define(j, theirs)
     flag = e.finish()
     if width == 1:
         lines.append(f"  %flag = zext i1 {flag} to i32")
@@ -428,8 +441,19 @@ def _array(layout: Layout, width: int, uniform: int = 0, summed: Sequence[int] |
     ]
 
 
+def layout_of(program: Program, pairs: Collection[tuple[str, str]] = ()) -> Layout:
+    """The layout :func:`build_ir` compiles ``program`` with (the caller sizes ``w`` by it)."""
+    slow = {name for name, args in program.records if calls_libm(name, len(args))}
+    return Layout(program, pairs=pairs, slow=slow, delay=DELAY)
+
+
 def build_ir(
-    program: Program, part: str, vector: int = 0, uniform: int = 0, summed: Sequence[int] | None = None
+    program: Program,
+    part: str,
+    vector: int = 0,
+    uniform: int = 0,
+    summed: Sequence[int] | None = None,
+    pairs: Collection[tuple[str, str]] = (),
 ) -> str:
     """The IR of ``program``: ``part`` is ``"scalar"`` (the scalar entry) or ``"array"`` (the array loop).
 
@@ -439,16 +463,19 @@ def build_ir(
     vector loop call libmvec; 0 keeps scalar libm in every lane.  The last
     ``uniform`` inputs are one value for every point (stride 0): the vector
     loop loads them once, before the loop.  ``summed``: the outputs whose sums
-    the array loop computes (default: all).
+    the array loop computes (default: all).  ``pairs``: the ops computed together
+    where they share arguments (see :class:`~symgrad.native.program.Layout`;
+    :func:`symgrad.native.jit.fused_pairs`).
     """
-    layout = Layout(program)
+    layout = layout_of(program, pairs)
+    quiet = unchecked(program, PROPAGATES, checks_result)
     inline = part == "array" and len(layout.chunks) <= 1
     width = max(WIDTH, vector) if inline else 1  # measured on AVX-512: 8 lanes (zmm) beat 4 by 20%
     libm: set[str] = set()
     vector_libm: set[str] = set()
     body: list[str] = []
     for k in range(len(layout.chunks)):
-        body += _chunk(layout, k, inline, libm, width, vector, vector_libm)
+        body += _chunk(layout, k, inline, libm, width, vector, vector_libm, quiet)
         body.append("")
     body += _scalar(layout, inline, width)
     body.append("")
@@ -461,7 +488,9 @@ def build_ir(
         f"{len(program.outputs)} outputs"
     ]
     head += [
-        f"declare double @{PREFIX}{name}({', '.join(['double'] * LIBM[name])}) nounwind memory(none)"
+        f"declare void @{PREFIX}{name}(double, ptr, ptr) nounwind memory(argmem: write)"
+        if name in LIBM_PAIRS
+        else f"declare double @{PREFIX}{name}({', '.join(['double'] * LIBM[name])}) nounwind memory(none)"
         for name in sorted(libm)
     ]
     vd = f"<{vector} x double>"

@@ -17,7 +17,14 @@ calls, ``sqrt``, ``+ - * /``, ``xlogy``) flags the point.  A flag where the
 interpreter would not raise (``exp(inf)``, ``inf + 1``) only costs an
 interpreter call that returns the same numbers.  Ops that cannot leave the
 finite numbers (``neg``, ``abs``, ``relu``, ``min``, ``max``, ``sigmoid``,
-``heaviside``, ``sign``) emit no test at all.
+``heaviside``, ``sign``) emit no test at all.  The tests are cheap: checked
+values are summed and only the sum is tested (:meth:`Emit.check`), and a
+record whose inf or nan would reach a checked reader anyway (``x*y`` read by
+``+``: see :data:`PROPAGATES`) is not checked itself.
+
+Two libm calls on one argument can be one call (``sin``/``cos`` as
+``sincos``: :data:`FUSED`) where the C library's combined function gives the
+same bits (checked in :mod:`symgrad.native.libm`).
 
 This table is the ``native`` column of the op table, kept here while the table
 itself is being rewritten; ``heaviside``, ``sign`` and ``xlogy`` are the
@@ -29,7 +36,20 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["BY_RECIPROCAL", "EMITTERS", "LIBM", "PREFIX", "Emit", "Emitter", "double"]
+__all__ = [
+    "BY_RECIPROCAL",
+    "EMITTERS",
+    "FUSED",
+    "LIBM",
+    "LIBM_PAIRS",
+    "PREFIX",
+    "PROPAGATES",
+    "Emit",
+    "Emitter",
+    "calls_libm",
+    "checks_result",
+    "double",
+]
 
 _EXPONENT = 0x7FF0000000000000
 _MAGNITUDE = 0x7FFFFFFFFFFFFFFF
@@ -68,11 +88,15 @@ class Emit:
         """The libm functions called (to declare in the module)."""
         self.vector_libm: set[str] = set()
         """The libmvec functions called on ``vector`` doubles (to declare in the module)."""
-        self.summed_checks: list[str] | None = [] if width > 1 else None
-        """Values whose finiteness is tested at the end (see :meth:`check`); None: tested one by one."""
         self.no = "false" if width == 1 else "zeroinitializer"
         self.flag = self.no
-        """true (per lane) once any operation left its domain (see the module docstring)."""
+        """true (per lane) where a :meth:`mark` condition held (see :meth:`finish`)."""
+        self._sums: list[tuple[int, str]] = []
+        """Pairwise partial sums of the values :meth:`check` was given: (level, value), levels decreasing."""
+        self.checking = True
+        """False while emitting a record whose value need not be checked (see :data:`PROPAGATES`)."""
+        self.checks = 0
+        """How many times :meth:`check` was called (checking or not)."""
 
     def _new(self, text: str) -> str:
         name = f"%t{self._count}"
@@ -137,6 +161,27 @@ class Emit:
             m *= 2
         return parts[0]
 
+    def call_pair(self, name: str, a: str) -> tuple[str, str]:
+        """A libm function of one argument with two results written through pointers (``sincos``), per lane
+        (also in ``vector`` mode: libmvec's are not used for pairs)."""
+        self.libm.add(name)
+        firsts, seconds = [], []
+        for lane in range(self.width):
+            x = a if self.width == 1 else self._new(f"extractelement {self.d} {a}, i32 {lane}")
+            p, q = self._new("alloca double, align 8"), self._new("alloca double, align 8")
+            self.lines.append(f"  call void @{PREFIX}{name}(double {x}, ptr {p}, ptr {q})")
+            firsts.append(self._new(f"load double, ptr {p}, align 8"))
+            seconds.append(self._new(f"load double, ptr {q}, align 8"))
+        if self.width == 1:
+            return firsts[0], seconds[0]
+        results = []
+        for lanes in (firsts, seconds):
+            result = "poison"
+            for lane, one in enumerate(lanes):
+                result = self._new(f"insertelement {self.d} {result}, double {one}, i32 {lane}")
+            results.append(result)
+        return results[0], results[1]
+
     def sqrt(self, a: str) -> str:
         suffix = "f64" if self.width == 1 else f"v{self.width}f64"
         return self._new(f"call {self.d} @llvm.sqrt.{suffix}({self.d} {a})")
@@ -166,29 +211,38 @@ class Emit:
         self.flag = condition if self.flag == self.no else self._new(f"or {self.i1} {self.flag}, {condition}")
 
     def check(self, value: str) -> None:
-        """Raise the flag where ``value`` is not finite.
+        """Raise the domain flag where ``value`` is inf or nan.
 
-        With ``summed_checks`` (the vector loop) the values are only collected;
-        :meth:`finish` adds them up and tests the sum once (one ``fadd`` per
-        check instead of three integer operations).  A nan or inf among them
-        makes the sum nan or inf; a sum that overflows from finite values is a
-        false alarm, which only sends the points to the slow path.
+        Cheaper than ``mark(nonfinite(value))`` for each value (measured: that
+        was a quarter of a big kernel's time): the checked values are summed,
+        one ``fadd`` each, and only the sum is tested, in :meth:`finish`.
+        A non-finite value makes the sum non-finite (inf + -inf is nan, nan
+        sticks); finite values can only make it non-finite by overflowing near
+        1.8e308, a flag the interpreter then clears.  The sum is pairwise, so
+        the additions do not form one long chain of dependent instructions.
+        Does nothing while :attr:`checking` is off.
         """
-        if self.summed_checks is None:
-            self.mark(self.nonfinite(value))
-        else:
-            self.summed_checks.append(value)
+        self.checks += 1
+        if not self.checking:
+            return
+        level = 0
+        while self._sums and self._sums[-1][0] == level:
+            value = self.binary("fadd", self._sums.pop()[1], value)
+            level += 1
+        self._sums.append((level, value))
 
     def finish(self) -> str:
-        """The flag, once every record is emitted (tests the collected checks, if any)."""
-        checks = self.summed_checks
-        if checks:
-            self.summed_checks = None
-            while len(checks) > 1:  # a balanced tree: independent adds
-                pairs = [self.binary("fadd", a, b) for a, b in zip(checks[::2], checks[1::2], strict=False)]
-                checks = pairs + checks[len(pairs) * 2 :]
-            self.mark(self.nonfinite(checks[0]))
-        return self.flag
+        """The function's flag (``i1`` per lane), once every record is emitted: any :meth:`mark` condition,
+        or a non-finite checked value."""
+        flag = self.flag
+        if self._sums:
+            total = self._sums[-1][1]
+            for _, partial in reversed(self._sums[:-1]):
+                total = self.binary("fadd", partial, total)
+            self._sums = [(0, total)]
+            nonfinite = self.nonfinite(total)
+            flag = nonfinite if flag == self.no else self._new(f"or {self.i1} {flag}, {nonfinite}")
+        return flag
 
     def checked(self, name: str, *args: str) -> str:
         """A libm call whose non-finite result raises the flag."""
@@ -206,6 +260,14 @@ LIBM: dict[str, int] = {
     "atan2": 2,
 }
 """The libm functions generated code may call, with their arity."""
+LIBM_PAIRS: dict[str, tuple[str, str]] = {"sincos": ("sin", "cos")}
+"""libm functions ``void f(double x, double *a, double *b)`` computing two of :data:`LIBM` at once.
+
+Used only where the C library has them and they give the same bits as the
+two calls (checked when registered, see :mod:`symgrad.native.libm`): glibc's
+``sincos`` is its ``sin`` and ``cos`` sharing the argument reduction, at about
+60% of their cost.
+"""
 
 
 def _libm(name: str) -> Emitter:
@@ -279,9 +341,65 @@ def _xlogy(e: Emit, args: Sequence[str]) -> str:
     log_y = e.call("log", y)
     zero = e.const(0.0)
     used = e.fcmp("une", x, zero)
-    product = e.binary("fmul", x, log_y)
-    e.mark(e.both(used, e.nonfinite(product)))  # log(y) undefined, or x*log(y) overflows
-    return e.select(used, product, zero)
+    result = e.select(used, e.binary("fmul", x, log_y), zero)
+    e.check(result)  # where used: log(y) undefined, or x*log(y) overflows
+    return result
+
+
+def _fused(name: str, swap: bool) -> Callable[[Emit, Sequence[str]], tuple[str, str]]:
+    def emit(e: Emit, args: Sequence[str]) -> tuple[str, str]:
+        if e.vector:  # the array loop with libmvec: two vector calls beat one scalar call per lane
+            a, b = (e.checked(single, args[0]) for single in LIBM_PAIRS[name])
+        else:
+            a, b = e.call_pair(name, args[0])
+            e.check(a)
+            e.check(b)
+        return (b, a) if swap else (a, b)
+
+    return emit
+
+
+FUSED: Mapping[tuple[str, str], tuple[str, Callable[[Emit, Sequence[str]], tuple[str, str]]]] = {
+    ("sin", "cos"): ("sincos", _fused("sincos", False)),
+    ("cos", "sin"): ("sincos", _fused("sincos", True)),
+}
+"""(op, op) on the same argument → the :data:`LIBM_PAIRS` function computing both, and its emitter,
+which returns the two ops' values in that order."""
+
+PROPAGATES: Mapping[str, tuple[bool, ...]] = {
+    **dict.fromkeys(("add", "sub", "mul"), (True, True)),
+    "div": (True, False),  # inf / y is inf or nan for every y; x / inf is 0
+    **dict.fromkeys(("neg", "abs", "sqrt", "sin", "cos", "tan", "log"), (True,)),
+}
+"""Per op, per argument: whether an inf or nan there always makes the result inf or nan (IEEE
+arithmetic; libm returns nan for sin(inf) and inf or nan for log(inf), log(-inf)).
+
+A record whose value feeds such an argument of a record that is itself checked,
+or feeds on in the same way to one, needs no check of its own: its inf or nan
+reaches a checked value (see :func:`symgrad.native.program.unchecked`).  Ops
+missing here (``exp(-inf)`` is 0, ``tanh(inf)`` is 1...) propagate nothing.
+"""
+
+_PROBES: dict[tuple[str, int], Emit] = {}
+
+
+def _probe(name: str, arity: int) -> Emit:
+    """The emitter of ``name`` run once on placeholders, to see what it emits."""
+    e = _PROBES.get((name, arity))
+    if e is None:
+        e = _PROBES[name, arity] = Emit([])
+        EMITTERS[name](e, [f"%a{k}" for k in range(arity)])
+    return e
+
+
+def checks_result(name: str, arity: int) -> bool:
+    """Whether the emitter of ``name`` checks its result."""
+    return _probe(name, arity).checks > 0
+
+
+def calls_libm(name: str, arity: int) -> bool:
+    """Whether the emitter of ``name`` calls libm (a slow op, whose readers had better wait)."""
+    return bool(_probe(name, arity).libm)
 
 
 EMITTERS: Mapping[str, Emitter] = {

@@ -23,8 +23,9 @@ import llvmlite
 import llvmlite.binding as llvm
 
 from . import libm
+from .emit import FUSED
 
-__all__ = ["Loaded", "compile_object", "host_id", "load_object", "optimize_ir"]
+__all__ = ["Loaded", "compile_object", "fused_pairs", "host_id", "load_object", "optimize_ir"]
 
 _lock = threading.RLock()
 """LLVM's global state is not thread-safe: one compile or load at a time."""
@@ -67,6 +68,14 @@ def host_id() -> str:
                 ".".join(map(str, llvm.llvm_version_info)),
             )
         )
+
+
+def fused_pairs() -> frozenset[tuple[str, str]]:
+    """The (op, op) pairs of :data:`~symgrad.native.emit.FUSED` this host's libm computes in one call."""
+    with _lock:
+        _init()
+        have = libm.pairs()
+        return frozenset(pair for pair, (name, _) in FUSED.items() if name in have)
 
 
 def _module(ir_text: str, opt: int) -> tuple[llvm.ModuleRef, llvm.TargetMachine]:

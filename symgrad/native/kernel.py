@@ -32,8 +32,8 @@ from .. import interpret
 from ..errors import InputError
 from ..tape import Tape
 from . import cache, jit, libm
-from .build import ARRAY, MAX_WIDTH, SCALAR, STACK_LIMIT, build_ir
-from .program import CHUNK, Layout, Program
+from .build import ARRAY, MAX_WIDTH, SCALAR, STACK_LIMIT, build_ir, layout_of
+from .program import CHUNK, Program
 
 __all__ = [
     "MIN_POINTS_PER_THREAD",
@@ -53,7 +53,7 @@ everything else at opt 0 (see jit.py): measured, opt 1 costs 5-10x the compile t
 nothing measurable per scalar call."""
 MIN_POINTS_PER_THREAD = 50_000
 """An array call is split across threads only when every thread gets at least this many points."""
-CODE_VERSION = "3"  # 3: array loop with sums and libmvec; 2: the large code model (1 was small)
+CODE_VERSION = "8"  # 8: sincos, fewer checks, record order; 3: array loop with sums and libmvec
 """Bump when the generated code changes meaning: it is part of the cache key."""
 
 STATS = {"compiled": 0, "loaded": 0}
@@ -134,11 +134,12 @@ def cached_kernel(
 
 def llvm_ir(tape: Tape, outputs: Sequence[int], part: str = "scalar") -> str:
     """The IR :func:`compile_native` would compile for these outputs (without compiling it)."""
-    return build_ir(Program.from_tape(tape, outputs), part)
+    return build_ir(Program.from_tape(tape, outputs), part, pairs=jit.fused_pairs())
 
 
 def _cache_key(program: Program, part: str, opt: int, extra: str = "") -> str:
-    text = f"{CODE_VERSION}|{part}|{opt}|{jit.host_id()}|{program.digest()}{extra}"
+    pairs = ",".join(sorted("+".join(pair) for pair in jit.fused_pairs()))  # sincos or not
+    text = f"{CODE_VERSION}|{part}|{opt}|{pairs}|{jit.host_id()}|{program.digest()}{extra}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -158,7 +159,8 @@ class NativeKernel:
         self.program = program
         self.fallback = fallback
         self._opt = opt
-        self.layout = Layout(program)
+        self.pairs = jit.fused_pairs()
+        self.layout = layout_of(program, self.pairs)
         self._lock = threading.Lock()
         self._loaded: dict[str, jit.Loaded] = {}
         self._array_fn: Any = None
@@ -195,9 +197,11 @@ class NativeKernel:
     def llvm_ir(self, part: str = "scalar", optimized: bool = False) -> str:
         """The LLVM IR of ``part`` (``optimized``: after the pass pipeline, as compiled)."""
         if part == "array":
-            text = build_ir(self.program, part, self.vector_width(), self.uniform_inputs, self.summed_outputs)
+            text = build_ir(
+                self.program, part, self.vector_width(), self.uniform_inputs, self.summed_outputs, self.pairs
+            )
         else:
-            text = build_ir(self.program, part)
+            text = build_ir(self.program, part, pairs=self.pairs)
         return jit.optimize_ir(text, self.opt(part)) if optimized else text
 
     def _load(self, part: str, symbol: str) -> int:

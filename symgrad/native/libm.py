@@ -15,25 +15,35 @@ uses them (arrays follow numpy, whose own SIMD ``exp`` is not bit-identical to
 ``math.exp`` either).  :func:`vector_width` says which set this process has (0:
 none, e.g. not glibc or a glibc older than 2.35; the array loop then calls
 scalar libm once per lane).
+
+Functions computing two results at once (``sincos``, see
+:data:`~symgrad.native.emit.LIBM_PAIRS`) are registered only where the C
+library has them and they give the same bits as its separate functions at a
+spread of test arguments (every range of the argument reduction, the edges,
+inf and nan): :func:`pairs` says which.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
+import random
+import struct
 import sys
 import threading
 
 import llvmlite.binding as llvm
 
-from .emit import LIBM, PREFIX
+from .emit import LIBM, LIBM_PAIRS, PREFIX
 
-__all__ = ["register", "vector_name", "vector_width", "widths"]
+__all__ = ["pairs", "register", "vector_name", "vector_width", "widths"]
 
 
 _lock = threading.Lock()
 _done = False
+_pairs: frozenset[str] = frozenset()
 _vector: tuple[int, dict[str, int]] | None = None
 
 
@@ -104,9 +114,45 @@ def widths() -> list[int]:
     return sorted({int(symbol.split("_")[1][1:]) for symbol in symbols}, reverse=True)
 
 
+def _test_points() -> list[float]:
+    """Arguments in every range where libm's algorithms change (tiny, the reduction boundaries, huge)."""
+    r = random.Random(0)
+    points = [0.0, -0.0, 5e-324, 1e-300, 2.0**-27, 0.855469, 2.426265, math.pi / 4, math.pi, 105414350.0, 2.0**1023]
+    points += [math.inf, -math.inf, math.nan, 1.7976931348623157e308]
+    for exponent in range(-30, 40):
+        points += [r.uniform(0.5, 1.0) * 2.0**exponent for _ in range(8)]
+    points += [r.uniform(-4.0, 4.0) for _ in range(500)]
+    return points + [-x for x in points]
+
+
+def _bits(x: float) -> bytes:
+    return struct.pack("<d", x)
+
+
+def _agrees(lib: ctypes.CDLL, name: str) -> bool:
+    """Whether ``name`` (a :data:`LIBM_PAIRS` function) exists and equals its two separate functions."""
+    try:
+        both = getattr(lib, name)
+    except AttributeError:
+        return False
+    both.restype = None
+    both.argtypes = [ctypes.c_double, ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_double)]
+    fa, fb = (getattr(lib, single) for single in LIBM_PAIRS[name])
+    for fn in (fa, fb):
+        fn.restype = ctypes.c_double
+        fn.argtypes = [ctypes.c_double]
+    a, b = ctypes.c_double(), ctypes.c_double()
+    for x in _test_points():
+        both(x, ctypes.byref(a), ctypes.byref(b))
+        for got, want in ((a.value, fa(x)), (b.value, fb(x))):
+            if _bits(got) != _bits(want) and not (math.isnan(got) and math.isnan(want)):
+                return False
+    return True
+
+
 def register() -> None:
     """Map every ``symgrad_<name>`` symbol to libm's ``<name>`` (once per process), and the vector ones."""
-    global _done
+    global _done, _pairs
     width = vector_width()
     with _lock:
         if _done:
@@ -120,4 +166,17 @@ def register() -> None:
         if width and _vector is not None:
             for symbol, address in _vector[1].items():
                 llvm.add_symbol(symbol, address)
+        found = set()
+        for name in LIBM_PAIRS:
+            if _agrees(lib, name):
+                address = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                if address is not None:
+                    llvm.add_symbol(PREFIX + name, address)
+                    found.add(name)
+        _pairs = frozenset(found)
         _done = True
+
+
+def pairs() -> frozenset[str]:
+    """The :data:`~symgrad.native.emit.LIBM_PAIRS` functions registered in this process (after :func:`register`)."""
+    return _pairs
