@@ -69,8 +69,10 @@ BACKENDS = ("auto", "native", "python")
 AUTO_MIN_RECORDS = 200
 """``auto`` compiles tapes of at least this many records to machine code (see bench/native.py)."""
 AUTO_MAX_RECORDS = 20_000
-"""... and of at most this many: compiling a bigger tape takes seconds (about 50 µs per record),
-which a training loop of a few hundred steps would not win back; ask for ``backend="native"``."""
+"""... and of at most this many: compiling a bigger tape takes seconds (about 20 µs per record,
+measured up to 100,000 records), which a few hundred calls would not win back, and a process that
+ends during a background compile waits for it; ask for ``backend="native"`` (a traced training
+step compiles once its replays have paid for it: see :mod:`symgrad.trace`)."""
 _warned = False
 
 
