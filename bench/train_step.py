@@ -126,6 +126,19 @@ def symgrad_eager(pb: Problem) -> Step:
     return step
 
 
+def _replay_step(model: Any, traced: Any, params: Sequence[Any]) -> Step:
+    """One SGD step on a traced loss: zero the gradients, replay, update the parameters."""
+
+    def step() -> float:
+        model.zero_grad()
+        loss: float = traced.backward()
+        for p in params:
+            p.data -= LR * p.grad
+        return loss
+
+    return step
+
+
 def symgrad_record_once(pb: Problem) -> tuple[Step, float, float, int]:
     """The replay step, the seconds ``symgrad.trace`` and code generation took, and the tape's length."""
     model = pb.model()
@@ -137,12 +150,7 @@ def symgrad_record_once(pb: Problem) -> tuple[Step, float, float, int]:
     generated = time.perf_counter()
     traced.wait_native()  # untimed: a tape that auto compiles to machine code does so in the background; steps time it
 
-    def step() -> float:
-        model.zero_grad()
-        loss = traced.backward()
-        for p in params:
-            p.data -= LR * p.grad
-        return loss
+    step = _replay_step(model, traced, params)
 
     return step, recorded - start, generated - recorded, len(traced.tape)
 
@@ -188,12 +196,7 @@ def symgrad_native(pb: Problem) -> tuple[Step, NativeSetup] | None:
                 os.environ["SYMGRAD_CACHE_DIR"] = previous
     (t_trace, t_tape, cold), (_, _, warm) = times
 
-    def step() -> float:
-        model.zero_grad()
-        loss = traced.backward()
-        for p in params:
-            p.data -= LR * p.grad
-        return loss
+    step = _replay_step(model, traced, params)
 
     return step, NativeSetup(t_trace, t_tape, cold, warm, n_records)
 
