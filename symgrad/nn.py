@@ -40,9 +40,9 @@ def _rng(seed: int | None, rng: random.Random | None) -> random.Random:
     return rng if rng is not None else random.Random(seed)
 
 
-def _check_inputs(who: str, nin: int, x: Sequence[Value | Number]) -> None:
-    if len(x) != nin:
-        raise InputError(f"{who} takes {nin} inputs, got {len(x)}; pass a sequence of {nin} numbers or Values")
+def _check_inputs(who: Module, nin: int, x: Sequence[Value | Number]) -> None:
+    if len(x) != nin:  # the repr of a big layer is long to build: only on the error
+        raise InputError(f"{who!r} takes {nin} inputs, got {len(x)}; pass a sequence of {nin} numbers or Values")
 
 
 class Neuron(Module):
@@ -79,7 +79,7 @@ class Neuron(Module):
         return self.activation != "linear"
 
     def __call__(self, x: Sequence[Value | Number]) -> Value:
-        _check_inputs(repr(self), len(self.w), x)
+        _check_inputs(self, len(self.w), x)
         act = sum((wi * xi for wi, xi in zip(self.w, x, strict=True)), self.b)
         if self.activation == "relu":
             return act.relu()
@@ -119,7 +119,7 @@ class Layer(Module):
         self.nin = nin
 
     def __call__(self, x: Sequence[Value | Number]) -> Value | list[Value]:
-        _check_inputs(repr(self), self.nin, x)
+        _check_inputs(self, self.nin, x)
         out = [n(x) for n in self.neurons]
         return out[0] if len(out) == 1 else out
 
@@ -152,7 +152,7 @@ class MLP(Module):
         self.nin = nin
 
     def __call__(self, x: Sequence[Value | Number]) -> Value | list[Value]:
-        _check_inputs(repr(self), self.nin, x)
+        _check_inputs(self, self.nin, x)
         out = self.layers[0](x)
         for layer in self.layers[1:]:
             out = layer([out] if isinstance(out, Value) else out)
