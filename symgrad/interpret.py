@@ -10,9 +10,10 @@
   the op table's rules (:func:`symgrad.rules.scalar_partials`).  A record whose
   adjoint is exactly 0 is skipped: its contribution would be 0 (or nan from
   ``0 * inf``), and skipping it avoids evaluating partials on branches that do
-  not matter (a dead ``relu``, the unused side of ``max``).  ``Value.backward``
-  runs it, and the gradient of a compiled formula falls back to it when its
-  derivative tape meets such a point.
+  not matter (a dead ``relu``, the unused side of ``max``).  The gradient of a
+  compiled formula falls back to it when its derivative tape meets such a
+  point, and ``Value.backward`` runs the same sweep on the Values themselves
+  (:func:`symgrad.value._reverse_sweep`: a graph swept once is not worth a tape).
 
 Policy for non-finite numbers: an op that raises, or that returns inf or nan
 from finite arguments (an overflow), is a :class:`~symgrad.errors.DomainError`
@@ -30,12 +31,12 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import DomainError
-from .ops import domain_message
+from .errors import DomainError, Span
+from .ops import Op, domain_message
 from .rules import scalar_partials
 from .tape import Tape
 
-__all__ = ["backward", "evaluate", "forward", "requires_grad", "value_and_grad"]
+__all__ = ["backward", "derivative_error", "evaluate", "forward", "requires_grad", "value_and_grad"]
 
 _Fn = Callable[..., float]
 _ForwardStep = tuple[_Fn, int, int]
@@ -198,11 +199,14 @@ def backward(
                             raise ValueError("non-finite partial")
     except _CATCH:
         instr = tape.instr_at(out)
-        call = f"{instr.op.name}({', '.join(repr(float(values[x])) for x in instr.args)})"
-        raise DomainError(
-            f"the derivative of {call} is undefined or infinite", instr.op.name, tape.source, instr.span
-        ) from None
+        raise derivative_error(instr.op, [values[x] for x in instr.args], tape.source, instr.span) from None
     return adjoint
+
+
+def derivative_error(op: Op, args: Sequence[float], source: str | None = None, span: Span | None = None) -> DomainError:
+    """The error of a reverse sweep whose local partial of ``op`` at ``args`` raised or is not finite."""
+    call = f"{op.name}({', '.join(repr(float(a)) for a in args)})"
+    return DomainError(f"the derivative of {call} is undefined or infinite", op.name, source, span)
 
 
 def value_and_grad(tape: Tape, inputs: Sequence[float], wrt: Sequence[int] | None = None) -> tuple[float, list[float]]:

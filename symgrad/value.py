@@ -2,16 +2,19 @@
 
 Building an expression from :class:`Value` objects with Python operators
 computes each forward value at once (with the op table's ``scalar`` column) and
-remembers, per ``Value``, its op-table :class:`~symgrad.ops.Op` and its argument
-Values (in order, duplicates kept, so ``a*a`` is right).  Nothing else is
-stored and nothing global holds the graph: it lives exactly as long as the
-Values that reference it.
+remembers, per ``Value``, its op-table :class:`~symgrad.ops.Op`, its argument
+Values (in order, duplicates kept, so ``a*a`` is right) and a creation number.
+Nothing else is stored and nothing global holds the graph: it lives exactly as
+long as the Values that reference it.
 
-``backward()`` turns the graph into the same :class:`~symgrad.tape.Tape` the
-string front end produces (an iterative post-order walk, so a 100,000-deep
-chain works), runs the *same* reverse sweep (:func:`symgrad.interpret.backward`)
-and adds each slot's adjoint to the ``.grad`` of the Value at that slot.
-There is no second set of derivative rules.
+``backward()`` finds the Values the graph reaches (an iterative walk, so a
+100,000-deep chain works) and sorts them by creation number, a topological
+order; then it runs the reverse sweep over them with the op table's partials
+and adds each adjoint to ``.grad``.  :func:`linearise` turns the same graph
+into the :class:`~symgrad.tape.Tape` the string front end produces (``.tape``,
+``trace``, drawing), with its records in that same order, so the interpreter's
+sweep over that tape gives the same numbers bit for bit.  There is no second
+set of derivative rules.
 
 Every operator emits the op of the same name: ``-`` is ``sub`` (not ``add`` of
 ``neg``) and ``/`` is ``div``, so ``a*b + c`` through Values and through
@@ -20,9 +23,11 @@ Every operator emits the op of the same name: ``-`` is ``sub`` (not ``add`` of
 
 from __future__ import annotations
 
+import itertools
 import numbers
 import threading
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from . import display, interpret
@@ -30,6 +35,7 @@ from . import explain as explain_mod
 from .errors import DomainError, InputError
 from .explain import Explanation, local_partials
 from .ops import OPS, Op, domain_message
+from .rules import scalar_partials
 from .tape import Instr, Tape
 
 if TYPE_CHECKING:
@@ -53,16 +59,18 @@ class Value:
     Value(data=4.0, grad=0.0)
     """
 
-    __slots__ = ("__weakref__", "_args", "_const", "_mark", "_opr", "_slot", "data", "grad", "label")
+    __slots__ = ("__weakref__", "_adj", "_args", "_mark", "_n", "_need", "_opr", "_slot", "data", "grad", "label")
 
     data: float
     grad: float
     label: str
     _opr: Op | None
     _args: tuple[Value, ...]
-    _const: bool
-    _mark: object  # scratch space for linearise()
-    _slot: int
+    _need: bool  # depends on a leaf that is not a constant: only then does its adjoint matter
+    _n: int  # creation number (see _SERIAL)
+    _mark: object  # scratch space for the graph walks
+    _slot: int  # scratch space for linearise()
+    _adj: float  # scratch space for backward()
 
     def __init__(self, data: Number, label: str = "") -> None:
         self.data = _real(data, "Value() data")
@@ -70,8 +78,21 @@ class Value:
         self.label = label
         self._opr = None
         self._args = ()
-        self._const = False
+        self._need = True
         self._mark = None
+        self._n = next(_SERIAL)
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Unpickling and ``copy.deepcopy``: the saved slots, and a new creation number.
+
+        Both rebuild a Value's arguments before the Value itself, so taking
+        the next number here keeps numbers increasing along every edge in
+        this process (a number from another process would not).
+        """
+        for name, value in state[1].items():
+            setattr(self, name, value)
+        self._mark = None
+        self._n = next(_SERIAL)
 
     # -- structure (read-only views for printing and drawing) ---------------
     @property
@@ -87,7 +108,7 @@ class Value:
     @property
     def is_constant(self) -> bool:
         """True for the leaves made from plain numbers (``a * 2`` makes one)."""
-        return self._const
+        return self._opr is None and not self._need
 
     @property
     def tape(self) -> Tape:
@@ -159,7 +180,7 @@ class Value:
 
     def _repr_html_(self) -> str:
         """Jupyter: label, data, grad and op in a one-row table."""
-        op = "constant" if self._const else "leaf" if self._opr is None else self._opr.symbol
+        op = "constant" if self.is_constant else "leaf" if self._opr is None else self._opr.symbol
         return display.html_table(["Value", "data", "grad", "op"], [[self.label, repr(self.data), repr(self.grad), op]])
 
     # -- differentiation -----------------------------------------------------
@@ -172,10 +193,11 @@ class Value:
         built.
         """
         with _LINEARISING:  # one graph walk at a time; the += below is not atomic either
-            tape, nodes = _linearise(self, None)
-            adjoint = interpret.backward(tape, [node.data for node in nodes], keep_plan=False)
-            for node, g in zip(nodes, adjoint, strict=True):
-                node.grad += g
+            order = _reachable(self)
+            self._adj = 1.0
+            _reverse_sweep(order)
+            for node in order:
+                node.grad += node._adj
 
     def draw(self, *, rankdir: str = "LR") -> graphviz.Digraph:
         """The graph that ends at this Value, drawn with each node's ``data`` and ``grad``.
@@ -193,43 +215,43 @@ class Value:
 
     # -- operators (each emits the op-table op of the same name) ------------
     def __add__(self, other: Value | Number) -> Value:
-        return _apply(_ADD, self, _lift(other))
+        return _apply2(_ADD, self, _lift(other))
 
     def __radd__(self, other: Number) -> Value:
-        return _apply(_ADD, _lift(other), self)
+        return _apply2(_ADD, _lift(other), self)
 
     def __sub__(self, other: Value | Number) -> Value:
-        return _apply(_SUB, self, _lift(other))
+        return _apply2(_SUB, self, _lift(other))
 
     def __rsub__(self, other: Number) -> Value:
-        return _apply(_SUB, _lift(other), self)
+        return _apply2(_SUB, _lift(other), self)
 
     def __mul__(self, other: Value | Number) -> Value:
-        return _apply(_MUL, self, _lift(other))
+        return _apply2(_MUL, self, _lift(other))
 
     def __rmul__(self, other: Number) -> Value:
-        return _apply(_MUL, _lift(other), self)
+        return _apply2(_MUL, _lift(other), self)
 
     def __truediv__(self, other: Value | Number) -> Value:
-        return _apply(_DIV, self, _lift(other))
+        return _apply2(_DIV, self, _lift(other))
 
     def __rtruediv__(self, other: Number) -> Value:
-        return _apply(_DIV, _lift(other), self)
+        return _apply2(_DIV, _lift(other), self)
 
     def __pow__(self, other: Value | Number) -> Value:
-        return _apply(_POW, self, _lift(other))
+        return _apply2(_POW, self, _lift(other))
 
     def __rpow__(self, other: Number) -> Value:
-        return _apply(_POW, _lift(other), self)
+        return _apply2(_POW, _lift(other), self)
 
     def __neg__(self) -> Value:
-        return _apply(_NEG, self)
+        return _apply1(_NEG, self)
 
     def __pos__(self) -> Value:
         return self
 
     def __abs__(self) -> Value:
-        return _apply(_ABS, self)
+        return _apply1(_ABS, self)
 
     # -- one method per op of the table that has no operator ------------------
     def __getattr__(self, name: str) -> Callable[..., Value]:
@@ -250,7 +272,7 @@ def _method(op: Op) -> Callable[..., Value]:
     if op.arity == 1:
 
         def unary(self: Value) -> Value:
-            return _apply(op, self)
+            return _apply1(op, self)
 
         fn: Callable[..., Value] = unary
     elif op.variadic:
@@ -264,7 +286,7 @@ def _method(op: Op) -> Callable[..., Value]:
     else:
 
         def binary(self: Value, other: Value | Number) -> Value:
-            return _apply(op, self, _lift(other))
+            return _apply2(op, self, _lift(other))
 
         fn = binary
     fn.__name__ = fn.__qualname__ = op.name
@@ -288,14 +310,15 @@ def _leaf_backward() -> None:
 
 
 def _constant(data: float) -> Value:
-    v = Value.__new__(Value)
+    v = _new_value(Value)
     v.data = data
     v.grad = 0.0
     v.label = ""
     v._opr = None
     v._args = ()
-    v._const = True
+    v._need = False
     v._mark = None
+    v._n = next(_SERIAL)
     return v
 
 
@@ -303,6 +326,8 @@ def _lift(x: Value | Number | Any) -> Value:
     """A Value as is; a plain number as a constant leaf."""
     if isinstance(x, Value):
         return x
+    if type(x) is float:  # the common case, before the slower checks below
+        return _constant(x)
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise InputError(
             f"cannot combine a Value with {type(x).__name__} {_short(repr(x))}; use a Value or a real number"
@@ -333,25 +358,75 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _apply(op: Op, *args: Value) -> Value:
-    """A new Value: ``op`` applied to ``args``, forward value computed now."""
+# The three ways to apply an op differ only in how they pass the arguments'
+# data: one per arity, because building Values is the eager step's hot loop
+# (a list or a *args tuple per op costs about a tenth of it, measured).
+
+
+def _apply1(op: Op, a: Value) -> Value:
+    """A new Value: unary ``op`` applied to ``a``, forward value computed now."""
     try:
-        data = op.scalar(*[a.data for a in args])
-    except (ArithmeticError, ValueError) as e:
-        message = domain_message(op, [a.data for a in args], e)
-        raise DomainError(message, op.name) from None
-    v = Value.__new__(Value)
+        data = op.scalar(a.data)
+    except _CATCH as e:
+        raise DomainError(domain_message(op, [a.data], e), op.name) from None
+    v = _new_value(Value)
     v.data = float(data)
     v.grad = 0.0
     v.label = ""
     v._opr = op
-    v._args = args
-    v._const = False
+    v._args = (a,)
+    v._need = a._need
     v._mark = None
+    v._n = next(_SERIAL)
     return v
 
 
-# ------------------------------------------------------------ linearising ---
+def _apply2(op: Op, a: Value, b: Value) -> Value:
+    """A new Value: binary ``op`` applied to ``a`` and ``b``, forward value computed now."""
+    try:
+        data = op.scalar(a.data, b.data)
+    except _CATCH as e:
+        raise DomainError(domain_message(op, [a.data, b.data], e), op.name) from None
+    v = _new_value(Value)
+    v.data = float(data)
+    v.grad = 0.0
+    v.label = ""
+    v._opr = op
+    v._args = (a, b)
+    v._need = a._need or b._need
+    v._mark = None
+    v._n = next(_SERIAL)
+    return v
+
+
+def _apply(op: Op, *args: Value) -> Value:
+    """A new Value: ``op`` applied to any number of ``args`` (variadic ops), forward value computed now."""
+    data = [a.data for a in args]
+    try:
+        result = op.scalar(*data)
+    except _CATCH as e:
+        raise DomainError(domain_message(op, data, e), op.name) from None
+    v = _new_value(Value)
+    v.data = float(result)
+    v.grad = 0.0
+    v.label = ""
+    v._opr = op
+    v._args = args
+    v._need = any(a._need for a in args)
+    v._mark = None
+    v._n = next(_SERIAL)
+    return v
+
+
+_new_value = object.__new__
+_CATCH = (ArithmeticError, ValueError)
+_SERIAL = itertools.count()
+"""Every Value takes the next number when it is made.  Its arguments exist before it, so
+increasing numbers are a topological order of any graph: a walk only has to find the Values
+it reaches and sort them (half the cost of a post-order walk, measured on the moons step)."""
+
+
+# ---------------------------------------------------------- graph walks ---
 
 
 _LINEARISING = threading.Lock()
@@ -360,23 +435,115 @@ shared Values at once would read each other's marks (measured: 8 threads on one 
 raised TapeError or returned wrong gradients).  Uncontended, it costs well under 1%."""
 
 
+def _reachable(root: Value) -> list[Value]:
+    """Every Value the graph of ``root`` reaches, ``root`` included, in creation order.
+
+    Iterative (graph depth is limited only by memory).  It marks the Values
+    it visits (``_mark``, a fresh marker per call) instead of keeping a set
+    keyed by ``id``: that is why walks take a lock (threads may share Values).
+    It also zeroes each Value's adjoint scratch for :func:`_reverse_sweep`,
+    while the Value is at hand.  A depth-first walk finds the Values in
+    nearly reverse creation order, which the sort handles in a few passes.
+    """
+    seen = object()
+    root._mark = seen
+    root._adj = 0.0
+    found = [root]
+    stack = [root]
+    pop, push, append = stack.pop, stack.append, found.append
+    while stack:
+        for arg in pop()._args:
+            if arg._mark is not seen:
+                arg._mark = seen
+                arg._adj = 0.0
+                push(arg)
+                append(arg)
+    found.sort(key=_creation_number)
+    return found
+
+
+_creation_number = attrgetter("_n")
+
+
+def _reverse_sweep(order: list[Value]) -> None:
+    """Accumulate ``arg._adj += node._adj * ∂node/∂arg`` over ``order`` backwards.
+
+    The classic reverse sweep of :func:`symgrad.interpret.backward`, run on
+    the Values themselves: the same partial functions (from the op table, by
+    :func:`symgrad.rules.scalar_partials`), the same skip of a zero adjoint,
+    the same errors, and, because ``linearise`` orders records the same way,
+    the same sums in the same order (tests/test_value.py compares them bit
+    for bit).  Building a tape for a graph that is swept once cost three
+    times this sweep (measured on the moons step).
+    """
+    cache = _PARTIALS
+    node = order[-1]
+    try:
+        for node in reversed(order):
+            g = node._adj
+            if g == 0.0:
+                continue
+            op = node._opr
+            if op is None:
+                continue
+            args = node._args
+            partials = cache.get(op)
+            if partials is None:
+                partials = scalar_partials(op, len(args))
+                if not op.variadic:
+                    cache[op] = partials
+            v = node.data
+            if len(args) == 2:
+                a, b = args
+                va = a.data
+                vb = b.data
+                if a._need:
+                    t = g * partials[0](v, va, vb)
+                    a._adj += t
+                    if t - t != 0.0 and g - g == 0.0:
+                        raise ValueError("non-finite partial")
+                if b._need:
+                    t = g * partials[1](v, va, vb)
+                    b._adj += t
+                    if t - t != 0.0 and g - g == 0.0:
+                        raise ValueError("non-finite partial")
+            elif len(args) == 1:
+                a = args[0]
+                if a._need:
+                    t = g * partials[0](v, a.data)
+                    a._adj += t
+                    if t - t != 0.0 and g - g == 0.0:
+                        raise ValueError("non-finite partial")
+            else:
+                data = [x.data for x in args]
+                for x, dx in zip(args, partials, strict=True):
+                    if x._need:
+                        t = g * dx(v, *data)
+                        x._adj += t
+                        if t - t != 0.0 and g - g == 0.0:
+                            raise ValueError("non-finite partial")
+    except _CATCH:
+        assert node._opr is not None
+        raise interpret.derivative_error(node._opr, [x.data for x in node._args]) from None
+
+
+_PARTIALS: dict[Op, tuple[Callable[..., float], ...]] = {}
+"""The partial functions of each fixed-arity op, looked up once per op instead of once per node."""
+
+
 def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape, list[Value]]:
     """The tape of the graph ending at ``root``, and the Value at each of its slots.
 
-    Records come in post-order (arguments left to right, each shared Value
-    once), which is the order the string front end emits for the same
-    expression.  Inputs are the leaf Values that are not constants, in order
-    of first appearance (named by ``label``, or ``v0``, ``v1``, ... when
-    unlabelled or taken).  With ``params``, the inputs are exactly ``params``
-    in that order and every other leaf is recorded as a constant at its
-    current ``data``.  Constants with equal values share one slot, as in the
-    string front end.
-
-    The walk is iterative, so graph depth is limited only by memory.  It marks
-    the Values it visits (``_mark``/``_slot``, fresh markers per call) instead
-    of keeping dictionaries keyed by ``id``: that halves its cost, and it is
-    why walks take a lock (threads may share Values).  A leaf whose ``data``
-    was set to an int or a numpy scalar is recorded as a plain float.
+    Records come in the order the Values were made, which for an expression
+    written out in one go is post-order (arguments left to right, each
+    shared Value once): the order the string front end emits.  Inputs are
+    the leaf Values that are not constants, in order of first appearance
+    (left to right, as in the text; named by ``label``, or ``v0``, ``v1``,
+    ... when unlabelled or taken).  With ``params``, the inputs are exactly ``params`` in that order
+    and every other leaf is recorded as a constant at its current ``data``.
+    Constants with equal values share one slot, as in the string front end.
+    A leaf whose ``data`` was set to an int or a numpy scalar is recorded as
+    a plain float.
     """
     with _LINEARISING:
         return _linearise(root, params)
@@ -384,15 +551,15 @@ def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape,
 
 def _linearise(root: Value, params: Sequence[Value] | None) -> tuple[Tape, list[Value]]:
     """:func:`linearise` without the lock (the caller holds it)."""
-    opened, closed = object(), object()
+    numbered = object()  # marks a Value that has its slot (or, for a record, its place in ops)
     inputs: list[Value] = []
     if params is not None:
         for p in params:
-            if not isinstance(p, Value) or p._opr is not None or p._const:
+            if not isinstance(p, Value) or p._opr is not None or not p._need:
                 raise InputError(f"trace() parameters must be leaf Values (made with Value(...)), got {p!r}")
-            if p._mark is closed:
+            if p._mark is numbered:
                 raise InputError(f"parameter {p!r} is listed twice; list each parameter once")
-            p._mark = closed
+            p._mark = numbered
             p._slot = len(inputs)
             inputs.append(p)
 
@@ -403,44 +570,38 @@ def _linearise(root: Value, params: Sequence[Value] | None) -> tuple[Tape, list[
     ops: list[Value] = []
     stack = [root]
     pop, push = stack.pop, stack.append
-    while stack:
-        node = stack[-1]
-        mark = node._mark
-        if mark is closed:
-            pop()
-        elif mark is opened:  # all its arguments are done
-            pop()
-            node._mark = closed
+    while stack:  # depth first, arguments left to right: leaves get slots in order of appearance
+        node = pop()
+        if node._mark is numbered:
+            continue
+        node._mark = numbered
+        if node._opr is not None:
             ops.append(node)
-        elif node._opr is not None:
-            node._mark = opened
             args = node._args
             for k in range(len(args) - 1, -1, -1):
-                if args[k]._mark is not closed:
+                if args[k]._mark is not numbered:
                     push(args[k])
+        elif not node._need or params is not None:  # a non-parameter leaf under trace() is a constant
+            data = node.data
+            if type(data) is not float:  # set after construction: np.float64, int, bool (as eager accepts)
+                data = _real(float(data) if isinstance(data, bool) else data, "the data of a leaf Value")
+            h = data.hex()  # tells 0.0 from -0.0
+            c = const_index.get(h)
+            if c is None:
+                c = const_index[h] = len(consts)
+                consts.append(data)
+                const_nodes.append(node)
+            node._slot = c
+            const_leaves.append(node)
         else:
-            pop()
-            node._mark = closed
-            if node._const or params is not None:  # a non-parameter leaf under trace() is a constant
-                data = node.data
-                if type(data) is not float:  # set after construction: np.float64, int, bool (as eager accepts)
-                    data = _real(float(data) if isinstance(data, bool) else data, "the data of a leaf Value")
-                h = data.hex()  # tells 0.0 from -0.0
-                c = const_index.get(h)
-                if c is None:
-                    c = const_index[h] = len(consts)
-                    consts.append(data)
-                    const_nodes.append(node)
-                node._slot = c
-                const_leaves.append(node)
-            else:
-                node._slot = len(inputs)
-                inputs.append(node)
+            node._slot = len(inputs)
+            inputs.append(node)
+    ops.sort(key=_creation_number)  # the order backward() sweeps in
 
     n_in = len(inputs)
     base = n_in + len(consts)
-    for node in const_leaves:
-        node._slot += n_in
+    for leaf in const_leaves:
+        leaf._slot += n_in
     for j, node in enumerate(ops):
         node._slot = base + j
     instrs = tuple([Instr(node._opr, tuple([a._slot for a in node._args])) for node in ops])  # type: ignore[arg-type]
