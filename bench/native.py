@@ -11,6 +11,7 @@ Measures, in this run (medians; ratios are other / native):
    (``f.vg``, the gradient tape) vs CasADi SX (function and gradient) and JAX jit(value_and_grad),
    wall time and this thread's CPU time (steadier on a shared machine), with what the kernel
    does: libm calls (``sin``/``cos`` pairs as one ``sincos``) and the domain checks it keeps;
+   and where that call's time goes (libm, the calls, the rest of the kernel, Python);
 2. W1, W2 and W3 at N = 50 and 200 per call, native vs Python (where ``auto`` switches);
 3. the fused array kernel on the Gaussian (W2 formula) at 10^6 points, 1 and 2 threads,
    vs numpy written by hand (allocating and in place) and symgrad's numpy program;
@@ -44,7 +45,7 @@ import symgrad  # noqa: E402
 from symgrad import arraycode, codegen, interpret  # noqa: E402
 from symgrad.lower import lower  # noqa: E402
 from symgrad.native import cache, jit  # noqa: E402
-from symgrad.native.build import build_ir, layout_of  # noqa: E402
+from symgrad.native.build import SCALAR, build_ir, layout_of  # noqa: E402
 from symgrad.native.emit import PROPAGATES, calls_libm, checks_result  # noqa: E402
 from symgrad.native.kernel import compile_native  # noqa: E402
 from symgrad.native.program import Program, unchecked  # noqa: E402
@@ -220,6 +221,75 @@ def gradient_w3_section(n: int) -> list[list[str]]:
     return rows
 
 
+def _raw_kernel(ir_text: str, args: list[float], size: int) -> tuple[Callable[[], Any], Any]:
+    """The scalar entry of ``ir_text`` compiled as the backend does, called on a work vector (no Python around it)."""
+    import ctypes
+
+    loaded = jit.load_object(jit.compile_object(ir_text, 0), (SCALAR,))
+    fn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)(loaded.addresses[SCALAR])
+    work = (ctypes.c_double * size)(*args)
+    address = ctypes.addressof(work)
+    return (lambda: fn(address)), (loaded, work)  # the second item keeps code and buffer alive
+
+
+_STUBS = """
+define internal void @stub_sincos(double %x, ptr %s, ptr %c) noinline nounwind {
+  store double 0.5, ptr %s
+  store double 0.8, ptr %c
+  ret void
+}
+define internal double @stub_tanh(double %x) noinline nounwind {
+  ret double 0.3
+}
+"""
+
+
+def time_split_section(n: int) -> list[list[str]]:
+    """Where a W3 value + gradient call spends its time: libm, the calls themselves, the rest, Python.
+
+    The same IR is compiled three times: as the backend compiles it, with each
+    libm call replaced by a call to a stub returning a constant (the calls and
+    the register spills around them stay), and with the calls removed. The
+    differences are the C library's share, the calls' share and the rest.
+    """
+    import re
+
+    f = symgrad.compile(W.generated(n), backend="native")
+    point = W.generated_point()
+    args = [point[name] for name in f.variables]
+    vg = f.vg
+    ir = f.llvm_ir
+    gtape = f._gradient_tape(None)
+    size = layout_of(Program.from_tape(gtape, gtape.outputs), jit.fused_pairs()).size
+    stubbed = ir.replace("call void @symgrad_sincos(", "call void @stub_sincos(")
+    stubbed = stubbed.replace("call double @symgrad_tanh(", "call double @stub_tanh(") + _STUBS
+    removed = re.sub(
+        r"call void @symgrad_sincos\(double (%[\w.]+), ptr (%[\w.]+), ptr (%[\w.]+)\)",
+        r"store double 0.5, ptr \2\n  store double 0.8, ptr \3",
+        ir,
+    )
+    removed = re.sub(r"call double @symgrad_tanh\(double (%[\w.]+)\)", r"fadd double \1, 0.0", removed)
+    unknown = set(re.findall(r"call [^@]*@(symgrad_\w+)\(", removed)) - {SCALAR}
+    if unknown:  # another libm function: the split would be wrong, so say so
+        return [[f"W3 N={n:,}", f"not split: libm calls to {sorted(unknown)}", "", ""]]
+    t_vg = per_call_cpu(lambda: vg(*args))
+    times = {}
+    keep = []
+    for label, text in (("kernel", ir), ("stubbed", stubbed), ("removed", removed)):
+        call, alive = _raw_kernel(text, args, size)
+        keep.append(alive)
+        times[label] = per_call_cpu(call)
+    parts = [
+        ("`vg(*floats)` in all", t_vg),
+        ("the kernel alone (one ctypes call)", times["kernel"]),
+        ("libm (`sincos`, `tanh`): kernel - stubbed calls", times["kernel"] - times["stubbed"]),
+        ("the calls and the spills around them: stubbed - no calls", times["stubbed"] - times["removed"]),
+        ("everything else in the kernel, and ctypes: no calls", times["removed"]),
+        ("Python around the kernel (pack, unpack, result): `vg` - kernel", t_vg - times["kernel"]),
+    ]
+    return [[f"W3 N={n:,}", label, fmt(t), f"{100 * t / t_vg:.0f} %"] for label, t in parts]
+
+
 def gaussian_section(n_points: int) -> list[list[str]]:
     src = W.W2
     tape = lower(parse(src), src)
@@ -347,6 +417,11 @@ def main() -> None:
         "Value + gradient per call (ratio: time / native; CPU: this thread's CPU time per call)",
         ["workload", "executor", "per call", "ratio", "CPU per call", "CPU ratio", "setup (compile)", "kernel"],
         rows,
+    )
+    table(
+        "Where a value + gradient call spends its time (this thread's CPU time; see time_split_section)",
+        ["workload", "part", "per call", "share"],
+        [row for n in (1_000, 10_000) for row in time_split_section(n)],
     )
 
     n_points = 200_000 if QUICK else 1_000_000
