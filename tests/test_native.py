@@ -577,3 +577,88 @@ def test_function_adapter_has_the_shapes_of_generated_code() -> None:
             fn(-1.0, 3.0)
     with pytest.raises(ValueError, match="returns must be"):
         function(tape, values, "dict")
+
+
+# ------------------------------------------------- libm calls batched (opt-in) --
+
+_MANY_CALLS = " + ".join(
+    f"{fn}({x} * {k + 1}.25 {sign} {k}.5)"
+    for k in range(12)
+    for fn, x, sign in (
+        ("sin", "x", "-"),
+        ("cos", "x", "-"),
+        ("tanh", "y", "-"),
+        ("exp", "y", "-"),
+        ("atan", "x", "-"),
+        ("log", "x", "+"),
+    )
+)
+"""Many independent libm calls (sin and cos of one argument pair up): batches of every function."""
+
+
+def test_libm_calls_are_batched_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    tape = lower(parse(_MANY_CALLS), _MANY_CALLS)
+    for setting in (None, "1", "0", "scalar"):
+        if setting is None:
+            monkeypatch.delenv("SYMGRAD_VECTOR_LIBM", raising=False)
+        else:
+            monkeypatch.setenv("SYMGRAD_VECTOR_LIBM", setting)
+        assert libm.batch_width() == 0, setting
+        assert "symgrad_v" not in NativeKernel(Program.from_tape(tape, [tape.output]), list).llvm_ir(), setting
+
+
+@pytest.mark.skipif(libm.vector_width() == 0, reason="no libmvec on this host")
+def test_batched_libm_calls_are_within_a_few_ulp_and_errors_stay_the_interpreters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SYMGRAD_VECTOR_LIBM", "all")
+    width = libm.batch_width()
+    assert width in libm.widths()
+    tape = lower(parse(_MANY_CALLS), _MANY_CALLS)
+    program = Program.from_tape(tape, [tape.output, *range(tape.first_instr_slot, tape.n_slots)])
+    run: Any = reference(tape, list(program.outputs))
+    kernel = NativeKernel(program, lambda p: run(*p))
+    ir = kernel.llvm_ir()
+    for fn in ("sin", "cos", "tanh", "exp", "atan", "log"):
+        assert f"@symgrad_v{width}_{fn}(" in ir, fn
+    exact = NativeKernel.__new__(NativeKernel)  # the cache tells the two modes apart
+    exact.program, exact.batch, exact._opt = program, 0, None
+    assert kernel.cache_key() != exact.cache_key()
+    rng = random.Random(5)
+    for _ in range(200):
+        point = (rng.uniform(0.01, 3.0), rng.uniform(-2.0, 2.0))
+        got, want = kernel.scalar(*point), run(*point)
+        for a, b in zip(got, want, strict=True):  # every record: libm's few ulp, a sum's rounding
+            assert a == pytest.approx(b, rel=1e-13, abs=1e-13), point
+    # A point where log leaves its domain: the kernel flags it, and the interpreter raises.
+    with pytest.raises(DomainError) as ours:
+        kernel.scalar(-1.0, 0.5)
+    with pytest.raises(DomainError) as theirs:
+        run(-1.0, 0.5)
+    assert str(ours.value) == str(theirs.value) and "log(-0.75) is undefined" in str(ours.value)
+    assert same(kernel.scalar(*point)[0], kernel.scalar(*point)[0])  # deterministic
+
+
+def test_a_batch_never_holds_a_record_read_before_its_last_member() -> None:
+    from symgrad.native.build import batches
+
+    tape = _big_tape(3 * CHUNK)
+    program = Program.from_tape(tape, [tape.output])
+    layout = layout_of(program, {("sin", "cos"), ("cos", "sin")})
+    first = program.first_record
+    grouped = 0
+    for k, chunk in enumerate(layout.chunks):
+        at = {i: n for n, i in enumerate(chunk)}
+        readers: dict[int, int] = {}
+        for n, i in enumerate(chunk):
+            for a in program.records[i][1]:
+                readers.setdefault(a - first, n)
+        for last, members in batches(layout, k, 4).items():
+            assert members[-1] == last and 2 <= len(members) <= 4
+            functions = {"sincos" if m in layout.fused else program.records[m][0] for m in members}
+            assert len(functions) == 1, functions  # one libm function (sin-and-cos pairs, in either order)
+            for m in members:
+                for r in (m, layout.fused.get(m)):
+                    assert r is None or readers.get(r, len(chunk)) > at[last], (k, members)
+            grouped += len(members)
+    assert grouped > 100  # the big tape's sin/cos/tanh records mostly batch

@@ -60,6 +60,50 @@ def _gep(lines: list[str], name: str, ty: str, base: str, index: int | str) -> s
     return name
 
 
+def batches(layout: Layout, k: int, width: int) -> dict[int, list[int]]:
+    """Groups of 2 to ``width`` records of chunk ``k`` that one libmvec call per function can compute.
+
+    A group holds records of one unary libm op (``tanh``...) or one fused pair
+    (``sin`` and ``cos`` of one argument: then one call of each function), in
+    execution order; it is emitted at its last member, so a record joins only
+    if no earlier member is read before it (readers of libm results already
+    wait :data:`~symgrad.native.program.DELAY` records, which leaves room).
+    Keyed by the last member's record index.
+    """
+    program = layout.program
+    first = program.first_record
+    order = layout.chunks[k]
+    first_read: dict[int, int] = {}  # record index -> position of its first reader in the chunk
+    for at, i in enumerate(order):
+        for a in program.records[i][1]:
+            first_read.setdefault(a - first, at)
+    partners = set(layout.fused.values())
+    never = len(order)
+    open_groups: dict[str, tuple[list[int], int]] = {}  # function -> (members, first read of any member)
+    groups: dict[int, list[int]] = {}
+    for at, i in enumerate(order):
+        name, args = program.records[i]
+        j = layout.fused.get(i)
+        if j is not None:
+            function = FUSED[name, program.records[j][0]][0]
+        elif LIBM.get(name) == 1 and len(args) == 1 and i not in partners:
+            function = name
+        else:
+            continue
+        read = min(first_read.get(i, never), first_read.get(j, never) if j is not None else never)
+        members, earliest = open_groups.get(function, ([], never))
+        if len(members) >= width or earliest <= at:  # full, or a member is read by now: emit it as it is
+            if len(members) > 1:
+                groups[members[-1]] = members
+            members, earliest = [], never
+        members.append(i)
+        open_groups[function] = (members, min(earliest, read))
+    for members, _ in open_groups.values():
+        if len(members) > 1:
+            groups[members[-1]] = members
+    return groups
+
+
 def _chunk(
     layout: Layout,
     k: int,
@@ -75,6 +119,9 @@ def _chunk(
     attrs = "alwaysinline" if inline else "noinline"
     lines = [f"define internal i32 @chunk_{k}{suffix}(ptr noalias %w) nounwind {attrs} {{", "entry:"]
     e = Emit(lines, width, vector)
+    groups = batches(layout, k, vector) if width == 1 and vector > 1 else {}
+    waiting = {i for members in groups.values() for i in members[:-1]}  # emitted with their group's last
+    waiting |= {layout.fused[i] for i in waiting if i in layout.fused}
     d = e.d
     first, n_inputs = program.first_record, program.n_inputs
     here: dict[int, str] = {}
@@ -99,10 +146,8 @@ def _chunk(
             p = _gep(lines, f"%s{slot}", d, "%w", index)
             lines.append(f"  store {d} {result}, ptr {p}, align 8")
 
-    for i in layout.chunks[k]:
+    def emit(i: int) -> None:
         name, args = program.records[i]
-        if first + i in here:  # computed with the record before it (layout.fused)
-            continue
         j = layout.fused.get(i)
         if j is None:
             e.checking = quiet is None or not quiet[i]
@@ -112,6 +157,26 @@ def _chunk(
             ours, theirs = FUSED[name, program.records[j][0]][1](e, [value(a) for a in args])
             define(i, ours)
             define(j, theirs)
+
+    for i in layout.chunks[k]:
+        if first + i in here or i in waiting:  # computed with the record before it (layout.fused), or later
+            continue
+        members = groups.get(i)
+        if members is None:
+            emit(i)
+            continue
+        name = program.records[i][0]
+        j = layout.fused.get(i)
+        function = FUSED[name, program.records[j][0]][0] if j is not None else name
+        xs = [value(program.records[m][1][0]) for m in members]
+        if function in LIBM_PAIRS:
+            firsts, seconds = (e.lanes_call(single, xs, vector) for single in LIBM_PAIRS[function])
+            e.batched_pairs = {(function, x): (a, b) for x, a, b in zip(xs, firsts, seconds, strict=True)}
+        else:
+            e.batched = {(function, (x,)): r for x, r in zip(xs, e.lanes_call(function, xs, vector), strict=True)}
+        for m in members:  # each member's own emitter, its libm call answered from the batch
+            emit(m)
+        e.batched, e.batched_pairs = {}, {}
     flag = e.finish()
     if width == 1:
         lines.append(f"  %flag = zext i1 {flag} to i32")
@@ -454,6 +519,7 @@ def build_ir(
     uniform: int = 0,
     summed: Sequence[int] | None = None,
     pairs: Collection[tuple[str, str]] = (),
+    batch: int = 0,
 ) -> str:
     """The IR of ``program``: ``part`` is ``"scalar"`` (the scalar entry) or ``"array"`` (the array loop).
 
@@ -465,8 +531,13 @@ def build_ir(
     loop loads them once, before the loop.  ``summed``: the outputs whose sums
     the array loop computes (default: all).  ``pairs``: the ops computed together
     where they share arguments (see :class:`~symgrad.native.program.Layout`;
-    :func:`symgrad.native.jit.fused_pairs`).
+    :func:`symgrad.native.jit.fused_pairs`).  ``batch`` (2, 4 or 8; scalar part
+    only) computes up to that many independent libm calls with one libmvec
+    call (see :func:`batches`); 0 calls libm once per record, bit-identical to
+    the interpreter.
     """
+    if part == "scalar":
+        vector = batch
     layout = layout_of(program, pairs)
     quiet = unchecked(program, PROPAGATES, checks_result)
     inline = part == "array" and len(layout.chunks) <= 1
@@ -474,8 +545,9 @@ def build_ir(
     libm: set[str] = set()
     vector_libm: set[str] = set()
     body: list[str] = []
+    lanes = vector if width > 1 or part == "scalar" else 0  # a multi-chunk array loop: libm per point
     for k in range(len(layout.chunks)):
-        body += _chunk(layout, k, inline, libm, width, vector, vector_libm, quiet)
+        body += _chunk(layout, k, inline, libm, width, lanes, vector_libm, quiet)
         body.append("")
     body += _scalar(layout, inline, width)
     body.append("")

@@ -97,6 +97,11 @@ class Emit:
         """False while emitting a record whose value need not be checked (see :data:`PROPAGATES`)."""
         self.checks = 0
         """How many times :meth:`check` was called (checking or not)."""
+        self.batched: dict[tuple[str, tuple[str, ...]], str] = {}
+        """Scalar code: results of libm calls already made for several records at once by
+        :meth:`lanes_call`, by (function, arguments); :meth:`call` returns them."""
+        self.batched_pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        """The same for :meth:`call_pair` (both results of ``sincos``, by (function, argument))."""
 
     def _new(self, text: str) -> str:
         name = f"%t{self._count}"
@@ -128,9 +133,13 @@ class Emit:
         """A libm function (``exp``, ``atan2``...) under its private name, once per lane."""
         if self.vector:
             return self._vector_call(name, args)
-        self.libm.add(name)
         if self.width == 1:
+            done = self.batched.get((name, args))
+            if done is not None:
+                return done
+            self.libm.add(name)
             return self._new(f"call double @{PREFIX}{name}({', '.join(f'double {a}' for a in args)})")
+        self.libm.add(name)
         result = "poison"
         for lane in range(self.width):
             lanes = [self._new(f"extractelement {self.d} {a}, i32 {lane}") for a in args]
@@ -161,9 +170,29 @@ class Emit:
             m *= 2
         return parts[0]
 
+    def lanes_call(self, name: str, scalars: Sequence[str], width: int) -> list[str]:
+        """libmvec's ``name`` (one argument) on up to ``width`` scalars in one call, one result per scalar.
+
+        Idle lanes repeat the first scalar.  For scalar code whose independent
+        libm calls are batched (``SYMGRAD_VECTOR_LIBM=all``, see
+        :func:`symgrad.native.build.batches`): a few ulp from libm.
+        """
+        self.vector_libm.add(name)
+        vd = f"<{width} x double>"
+        packed = "poison"
+        for lane in range(width):
+            x = scalars[lane] if lane < len(scalars) else scalars[0]
+            packed = self._new(f"insertelement {vd} {packed}, double {x}, i32 {lane}")
+        result = self._new(f"call {vd} @{PREFIX}v{width}_{name}({vd} {packed})")
+        return [self._new(f"extractelement {vd} {result}, i32 {lane}") for lane in range(len(scalars))]
+
     def call_pair(self, name: str, a: str) -> tuple[str, str]:
         """A libm function of one argument with two results written through pointers (``sincos``), per lane
         (also in ``vector`` mode: libmvec's are not used for pairs)."""
+        if self.width == 1:
+            done = self.batched_pairs.get((name, a))
+            if done is not None:
+                return done
         self.libm.add(name)
         firsts, seconds = [], []
         for lane in range(self.width):

@@ -134,7 +134,7 @@ def cached_kernel(
 
 def llvm_ir(tape: Tape, outputs: Sequence[int], part: str = "scalar") -> str:
     """The IR :func:`compile_native` would compile for these outputs (without compiling it)."""
-    return build_ir(Program.from_tape(tape, outputs), part, pairs=jit.fused_pairs())
+    return build_ir(Program.from_tape(tape, outputs), part, pairs=jit.fused_pairs(), batch=libm.batch_width())
 
 
 def _cache_key(program: Program, part: str, opt: int, extra: str = "") -> str:
@@ -160,6 +160,8 @@ class NativeKernel:
         self.fallback = fallback
         self._opt = opt
         self.pairs = jit.fused_pairs()
+        self.batch = libm.batch_width()
+        """libm calls per libmvec call in the scalar entry (0: one libm call per record, bit-identical)."""
         self.layout = layout_of(program, self.pairs)
         self._lock = threading.Lock()
         self._loaded: dict[str, jit.Loaded] = {}
@@ -173,7 +175,7 @@ class NativeKernel:
 
     def cache_key(self, part: str = "scalar") -> str:
         """What the persistent cache files this part of the kernel under."""
-        extra = ""
+        extra = f"|batch{self.batch}" if self.batch else ""
         if part == "array":
             extra = f"|libmvec{self.vector_width()}|uniform{self.uniform_inputs}|summed{self.summed_outputs}"
         return _cache_key(self.program, part, self.opt(part), extra)
@@ -201,7 +203,7 @@ class NativeKernel:
                 self.program, part, self.vector_width(), self.uniform_inputs, self.summed_outputs, self.pairs
             )
         else:
-            text = build_ir(self.program, part, pairs=self.pairs)
+            text = build_ir(self.program, part, pairs=self.pairs, batch=self.batch)
         return jit.optimize_ir(text, self.opt(part)) if optimized else text
 
     def _load(self, part: str, symbol: str) -> int:

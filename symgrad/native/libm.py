@@ -14,7 +14,8 @@ within a few ulp of libm's, not bit-identical, which is why only the array loop
 uses them (arrays follow numpy, whose own SIMD ``exp`` is not bit-identical to
 ``math.exp`` either).  :func:`vector_width` says which set this process has (0:
 none, e.g. not glibc or a glibc older than 2.35; the array loop then calls
-scalar libm once per lane).
+scalar libm once per lane).  The scalar entry uses them only when asked
+(``SYMGRAD_VECTOR_LIBM=all``, :func:`batch_width`).
 
 Functions computing two results at once (``sincos``, see
 :data:`~symgrad.native.emit.LIBM_PAIRS`) are registered only where the C
@@ -38,7 +39,7 @@ import llvmlite.binding as llvm
 
 from .emit import LIBM, LIBM_PAIRS, PREFIX
 
-__all__ = ["pairs", "register", "vector_name", "vector_width", "widths"]
+__all__ = ["batch_width", "pairs", "register", "vector_name", "vector_width", "widths"]
 
 
 _lock = threading.Lock()
@@ -105,6 +106,20 @@ def vector_width() -> int:
         if _vector is None:
             _vector = _find_vector()
         return _vector[0]
+
+
+def batch_width() -> int:
+    """Independent libm calls the scalar entry makes as one libmvec call, or 0 (the default: one libm call each).
+
+    ``SYMGRAD_VECTOR_LIBM=all`` asks for it (read when a kernel is built):
+    faster where a tape calls libm often, within a few ulp of libm instead of
+    bit-identical.  Four lanes where the CPU has them (measured on an AVX-512
+    machine: 4 beat 8, as groups of independent calls are rarely full).
+    """
+    if os.environ.get("SYMGRAD_VECTOR_LIBM", "").strip().lower() != "all":
+        return 0
+    have = widths()
+    return 4 if 4 in have else (have[0] if have else 0)
 
 
 def widths() -> list[int]:
