@@ -309,17 +309,22 @@ def _leaf_backward() -> None:
     """A leaf's ``_backward``: nothing to pass on."""
 
 
-def _constant(data: float) -> Value:
+def _made(data: float, op: Op | None, args: tuple[Value, ...], need: bool) -> Value:
+    """A new Value, every slot set: the one place besides ``Value.__init__`` that lists them."""
     v = _new_value(Value)
     v.data = data
     v.grad = 0.0
     v.label = ""
-    v._opr = None
-    v._args = ()
-    v._need = False
+    v._opr = op
+    v._args = args
+    v._need = need
     v._mark = None
     v._n = next(_SERIAL)
     return v
+
+
+def _constant(data: float) -> Value:
+    return _made(data, None, (), False)
 
 
 def _lift(x: Value | Number | Any) -> Value:
@@ -358,9 +363,8 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# The three ways to apply an op differ only in how they pass the arguments'
-# data: one per arity, because building Values is the eager step's hot loop
-# (a list or a *args tuple per op costs about a tenth of it, measured).
+# One applier per arity: building Values is the eager step's hot loop, and a
+# list or a *args tuple per op cost about a tenth of it (measured).
 
 
 def _apply1(op: Op, a: Value) -> Value:
@@ -369,16 +373,7 @@ def _apply1(op: Op, a: Value) -> Value:
         data = op.scalar(a.data)
     except _CATCH as e:
         raise DomainError(domain_message(op, [a.data], e), op.name) from None
-    v = _new_value(Value)
-    v.data = float(data)
-    v.grad = 0.0
-    v.label = ""
-    v._opr = op
-    v._args = (a,)
-    v._need = a._need
-    v._mark = None
-    v._n = next(_SERIAL)
-    return v
+    return _made(float(data), op, (a,), a._need)
 
 
 def _apply2(op: Op, a: Value, b: Value) -> Value:
@@ -387,16 +382,7 @@ def _apply2(op: Op, a: Value, b: Value) -> Value:
         data = op.scalar(a.data, b.data)
     except _CATCH as e:
         raise DomainError(domain_message(op, [a.data, b.data], e), op.name) from None
-    v = _new_value(Value)
-    v.data = float(data)
-    v.grad = 0.0
-    v.label = ""
-    v._opr = op
-    v._args = (a, b)
-    v._need = a._need or b._need
-    v._mark = None
-    v._n = next(_SERIAL)
-    return v
+    return _made(float(data), op, (a, b), a._need or b._need)
 
 
 def _apply(op: Op, *args: Value) -> Value:
@@ -406,16 +392,7 @@ def _apply(op: Op, *args: Value) -> Value:
         result = op.scalar(*data)
     except _CATCH as e:
         raise DomainError(domain_message(op, data, e), op.name) from None
-    v = _new_value(Value)
-    v.data = float(result)
-    v.grad = 0.0
-    v.label = ""
-    v._opr = op
-    v._args = args
-    v._need = any(a._need for a in args)
-    v._mark = None
-    v._n = next(_SERIAL)
-    return v
+    return _made(float(result), op, args, any(a._need for a in args))
 
 
 _new_value = object.__new__
