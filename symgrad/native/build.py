@@ -32,6 +32,10 @@ The array loop keeps ``w`` on its stack when it is small (then LLVM keeps the
 values in registers), else uses ``work``; either way each thread of a split
 array call has its own.  No temporaries: one pass over the points, every
 output written once.
+
+The scalar entry calls libm once per record, bit-identical to the
+interpreter, unless asked (``SYMGRAD_VECTOR_LIBM=all``) to compute
+independent calls of one function together with libmvec (:func:`batches`).
 """
 
 from __future__ import annotations
