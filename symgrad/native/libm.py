@@ -114,7 +114,7 @@ def batch_width() -> int:
     ``SYMGRAD_VECTOR_LIBM=all`` asks for it (read when a kernel is built):
     faster where a tape calls libm often, within a few ulp of libm instead of
     bit-identical.  Four lanes where the CPU has them (measured on an AVX-512
-    machine: 4 beat 8, as groups of independent calls are rarely full).
+    machine, W3 at N = 10,000: 14.8 µs per kernel call with 4 lanes, 15.3 µs with 8).
     """
     if os.environ.get("SYMGRAD_VECTOR_LIBM", "").strip().lower() != "all":
         return 0
