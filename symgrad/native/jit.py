@@ -17,6 +17,7 @@ engine owns its target machine, so each engine gets a fresh one.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import llvmlite
@@ -25,7 +26,7 @@ import llvmlite.binding as llvm
 from . import libm
 from .emit import FUSED
 
-__all__ = ["Loaded", "compile_object", "fused_pairs", "host_id", "load_object", "optimize_ir"]
+__all__ = ["Loaded", "add_symbols", "compile_object", "fused_pairs", "host_id", "load_object", "optimize_ir"]
 
 _lock = threading.RLock()
 """LLVM's global state is not thread-safe: one compile or load at a time."""
@@ -68,6 +69,13 @@ def host_id() -> str:
                 ".".join(map(str, llvm.llvm_version_info)),
             )
         )
+
+
+def add_symbols(symbols: Mapping[str, int]) -> None:
+    """Let machine code call these functions by name (address of each), from now on in this process."""
+    with _lock:
+        for name, address in symbols.items():
+            llvm.add_symbol(name, address)
 
 
 def fused_pairs() -> frozenset[tuple[str, str]]:

@@ -17,6 +17,7 @@ the caret under the source.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import math
 import os
@@ -29,9 +30,10 @@ from typing import Any
 import numpy as np
 
 from .. import interpret
+from ..codegen import Returns
 from ..errors import InputError
 from ..tape import Tape
-from . import cache, jit, libm
+from . import cache, jit, libm, pyentry
 from .build import ARRAY, MAX_WIDTH, SCALAR, STACK_LIMIT, build_ir, layout_of
 from .program import CHUNK, Program
 
@@ -69,6 +71,12 @@ _ARRAY_PROTO = ctypes.CFUNCTYPE(  # releases the GIL: array calls run in paralle
     ctypes.c_int64,
 )
 _BUFFER_PROTO = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)  # releases the GIL: the entry owns its buffer
+_SHAPES: dict[str, Callable[[tuple[float, ...]], Any]] = {
+    "value": lambda outputs: outputs[0],
+    "tuple": lambda outputs: outputs,
+    "value_and_grad": lambda outputs: (outputs[0], list(outputs[1:])),
+}
+"""The result of each kind of entry, from the tuple of outputs."""
 _CPUS = os.cpu_count() or 1
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -80,6 +88,10 @@ def _threads() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="symgrad-native")
         return _pool
+
+
+def _wrong_inputs(n_in: int, point: Sequence[object]) -> str:
+    return f"the kernel takes {n_in} floats, got {len(point)} values: {point!r}"[:300]
 
 
 def _interpreter(tape: Tape, outputs: tuple[int, ...]) -> Fallback:
@@ -166,8 +178,8 @@ class NativeKernel:
         self._lock = threading.Lock()
         self._loaded: dict[str, jit.Loaded] = {}
         self._array_fn: Any = None
-        self.scalar = self._scalar_entry()
-        """``scalar(*floats) -> (output values)``: the entry for hot loops (bind it once)."""
+        self._via_ctypes = not pyentry.available()
+        self._scalar_machine  # noqa: B018  (compiled now: compile errors surface here, not at a first call)
 
     def opt(self, part: str = "scalar") -> int:
         """The optimisation level of ``part`` (see :func:`symgrad.native.jit.compile_object`)."""
@@ -231,28 +243,68 @@ class NativeKernel:
         return self.program.outputs
 
     # -- scalar entry ---------------------------------------------------------
-    def _scalar_entry(self) -> Callable[..., tuple[float, ...]]:
+    def entry(self, returns: Returns = "tuple") -> Callable[..., Any]:
+        """``fn(*floats)`` returning one float (``"value"``: output 0), a tuple of the outputs
+        (``"tuple"``) or ``(output 0, [the other outputs])`` (``"value_and_grad"``).
+
+        On CPython a built-in function of the machine code (:mod:`.pyentry`): one C call per
+        call, atomic under the GIL.  Elsewhere a Python function around a ctypes call, behind
+        a lock.  Either way the entries of one kernel share its work vector, one call at a time.
+        """
         n_in, n_out = self.program.n_inputs, len(self.program.outputs)
-        work = (ctypes.c_double * max(self.layout.size, 1))()
-        address = ctypes.addressof(work)
-        fn = _SCALAR_PROTO(self._load("scalar", SCALAR))
+        if returns == "value_and_grad" and n_out < 1:
+            raise ValueError("value_and_grad needs the value as output 0")
+        shape = _SHAPES[returns]
+        if self._via_ctypes:
+            scalar = self.scalar
+            return lambda *point: shape(scalar(*point))
+        check = struct.Struct(f"<{n_in}d").pack
         fallback = self.fallback
-        loaded = self._loaded["scalar"]  # keeps the machine code alive as long as this closure
+
+        def slow(*point: float) -> Any:  # wrong arguments or a flagged point: the usual error or result
+            try:
+                check(*point)
+            except struct.error:
+                raise InputError(_wrong_inputs(n_in, point)) from None
+            return shape(tuple(fallback(point)))
+
+        kernel, work = self._scalar_machine
+        return pyentry.entry(kernel, ctypes.addressof(work), n_in, n_out, returns, slow, (self._loaded["scalar"], work))
+
+    @functools.cached_property
+    def _scalar_machine(self) -> tuple[int, ctypes.Array[ctypes.c_double]]:
+        """The scalar entry's address and the work vector every entry of this kernel shares."""
+        return self._load("scalar", SCALAR), (ctypes.c_double * max(self.layout.size, 1))()
+
+    @functools.cached_property
+    def scalar(self) -> Callable[..., tuple[float, ...]]:
+        """``scalar(*floats) -> (output values)``: the entry for hot loops (bind it once)."""
+        if not self._via_ctypes:
+            return self.entry("tuple")
+        n_in, n_out = self.program.n_inputs, len(self.program.outputs)
+        address, work = self._scalar_machine
+        fn = _SCALAR_PROTO(address)
+        fallback = self.fallback
+        lock = threading.Lock()  # packing, the call and unpacking are separate steps: one thread at a time
         # One C call each way (struct), not a ctypes slice: measured 3x cheaper per call.
         pack = struct.Struct(f"<{n_in}d").pack_into
         unpack = struct.Struct(f"<{n_out}d").unpack_from
         offset = 8 * n_in
 
-        def scalar(*point: float) -> tuple[float, ...]:
-            try:
-                pack(work, 0, *point)
-            except struct.error:
-                raise InputError(f"the kernel takes {n_in} floats, got {len(point)} values: {point!r}"[:300]) from None
-            if fn(address):
-                return tuple(fallback(point))
-            return unpack(work, offset)
+        work_address = ctypes.addressof(work)
+        loaded = self._loaded["scalar"]
 
-        scalar.loaded = loaded  # type: ignore[attr-defined]
+        def scalar(*point: float) -> tuple[float, ...]:
+            with lock:
+                try:
+                    pack(work, 0, *point)
+                except struct.error:
+                    raise InputError(_wrong_inputs(n_in, point)) from None
+                if not fn(work_address):
+                    return unpack(work, offset)
+            return tuple(fallback(point))
+
+        scalar.loaded = loaded  # type: ignore[attr-defined]  # the machine code lives as long as the entry
         return scalar
 
     def __call__(self, *point: float) -> tuple[float, ...]:
@@ -465,7 +517,7 @@ class BufferEntry:
 
 
 def function(
-    tape: Tape, slow: Callable[..., Any], returns: str = "tuple", outputs: Sequence[int] | None = None
+    tape: Tape, slow: Callable[..., Any], returns: Returns = "tuple", outputs: Sequence[int] | None = None
 ) -> Callable[..., Any]:
     """``fn(*floats)`` running machine code, shaped like ``codegen``'s generated functions.
 
@@ -477,22 +529,16 @@ def function(
     """
     if outputs is None:
         outputs = tuple(getattr(tape, "outputs", None) or (tape.output,))
-    if returns == "value":
-        scalar = compile_native(tape, outputs, fallback=lambda p: (slow(*p),)).scalar
-        return lambda *point: scalar(*point)[0]
-    if returns == "tuple":
-        return compile_native(tape, outputs, fallback=lambda p: tuple(slow(*p))).scalar
-    if returns == "value_and_grad":
+    if returns not in _SHAPES:
+        raise ValueError(f"returns must be 'value', 'tuple' or 'value_and_grad', not {returns!r}")
 
-        def flat(point: Sequence[float]) -> tuple[float, ...]:
-            value, grads = slow(*point)
-            return (value, *grads)
+    def flat(point: Sequence[float]) -> tuple[float, ...]:  # ``slow``'s result as the kernel's outputs
+        result = slow(*point)
+        if returns == "value":
+            return (result,)
+        if returns == "tuple":
+            return tuple(result)
+        value, grads = result
+        return (value, *grads)
 
-        scalar = compile_native(tape, outputs, fallback=flat).scalar
-
-        def value_and_grad(*point: float) -> tuple[float, list[float]]:
-            value, *grads = scalar(*point)
-            return value, grads
-
-        return value_and_grad
-    raise ValueError(f"returns must be 'value', 'tuple' or 'value_and_grad', not {returns!r}")
+    return compile_native(tape, outputs, fallback=flat).entry(returns)
