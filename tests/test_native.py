@@ -23,7 +23,7 @@ import symgrad
 from symgrad import interpret, native, ops
 from symgrad.errors import DomainError, InputError
 from symgrad.lower import lower
-from symgrad.native import cache, jit, libm
+from symgrad.native import cache, jit, libm, pyentry
 from symgrad.native.build import layout_of
 from symgrad.native.emit import EMITTERS, PROPAGATES, checks_result
 from symgrad.native.kernel import NativeKernel, compile_native
@@ -431,6 +431,11 @@ def cache_dir(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     return tmp_path
 
 
+def kernel_files(directory) -> list:  # type: ignore[no-untyped-def]
+    """The cache's kernel files (not the one file of the Python entries' code)."""
+    return [p for p in directory.glob("*.sgk") if p.stem != pyentry.cache_key()]
+
+
 def _stats() -> dict[str, int]:
     return dict(cache.STATS)
 
@@ -438,7 +443,7 @@ def _stats() -> dict[str, int]:
 def test_cache_files_are_verified_and_corrupted_ones_rebuilt(cache_dir) -> None:  # type: ignore[no-untyped-def]
     tape = lower(parse(GAUSS), GAUSS)
     first = compile_native(tape, [tape.output])
-    (path,) = cache_dir.glob("*.sgk")
+    (path,) = kernel_files(cache_dir)
     before = _stats()
     assert compile_native(tape, [tape.output])(0.7, 0.2, 1.5) == first(0.7, 0.2, 1.5)
     assert _stats()["hits"] == before["hits"] + 1
@@ -453,7 +458,7 @@ def test_cache_files_are_verified_and_corrupted_ones_rebuilt(cache_dir) -> None:
     # A valid file of another kernel renamed to this key (a foreign file) is rejected too.
     other = lower(parse("x*y"), "x*y")
     compile_native(other, [other.output])
-    foreign = next(p for p in cache_dir.glob("*.sgk") if p != path)
+    foreign = next(p for p in kernel_files(cache_dir) if p != path)
     path.write_bytes(foreign.read_bytes())
     before = _stats()
     assert compile_native(tape, [tape.output])(0.7, 0.2, 1.5) == first(0.7, 0.2, 1.5)
@@ -467,14 +472,14 @@ def test_cache_can_be_disabled_bounded_and_cleared(cache_dir, monkeypatch) -> No
     assert list(cache_dir.iterdir()) == []
     monkeypatch.delenv("SYMGRAD_CACHE")
     compile_native(tape, [tape.output])
-    (first,) = cache_dir.glob("*.sgk")
+    (first,) = kernel_files(cache_dir)
     limit = 1.5 * first.stat().st_size  # room for one kernel of this kind, not two
     monkeypatch.setenv("SYMGRAD_CACHE_MAX_MB", str(limit / 1024 / 1024))
     for k in range(4):
         text = f"x * {k + 2}"
         t = lower(parse(text), text)
         compile_native(t, [t.output])
-    kept = list(cache_dir.glob("*.sgk"))
+    kept = kernel_files(cache_dir)
     assert len(kept) == 1 and first not in kept  # the least recently used went first
     assert sum(p.stat().st_size for p in kept) <= limit
     assert cache.clear() >= 1 and list(cache_dir.glob("*.sgk")) == []
@@ -514,7 +519,7 @@ def test_second_process_loads_instead_of_compiling_and_concurrent_writers(cache_
     # Three processes start together on an empty cache: each compiles and writes the same file.
     writers = _children(cache_dir, 3, text)
     assert all(out[2] == "0" and float(out[3]) == want[-1] for out in writers)
-    assert len(list(cache_dir.glob("*.sgk"))) == 1 and not list(cache_dir.glob(".tmp-*"))
+    assert len(kernel_files(cache_dir)) == 1 and not list(cache_dir.glob(".tmp-*"))
     (reader,) = _children(cache_dir, 1, text)
     assert reader[:3] == ["0", "1", "0"]  # loaded, not compiled; the file was valid
     assert float(reader[3]) == want[-1]

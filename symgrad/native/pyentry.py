@@ -34,7 +34,7 @@ from typing import Any
 from ..codegen import Returns
 from . import cache, jit
 
-__all__ = ["Returns", "available", "entry"]
+__all__ = ["available", "cache_key", "entry"]
 
 _C_API = {
     "PyFloat_AsDouble": "double (ptr)",
@@ -267,7 +267,7 @@ def _addresses() -> dict[str, int]:
             api = ctypes.pythonapi
             jit.add_symbols({name: ctypes.cast(getattr(api, name), ctypes.c_void_p).value or 0 for name in _C_API})
             text = _ir()
-            key = hashlib.sha256(f"pyentry|{jit.host_id()}|{sys.implementation.cache_tag}|{text}".encode()).hexdigest()
+            key = cache_key()
             data = cache.load(key)
             if data is None:
                 data = jit.compile_object(text, 0)
@@ -275,6 +275,11 @@ def _addresses() -> dict[str, int]:
             names = tuple(f"entry_{shape}" for shape in ("value", "tuple", "value_and_grad"))
             _loaded = jit.load_object(data, names)
         return _loaded.addresses
+
+
+def cache_key() -> str:
+    """What the persistent cache files the entries' object code under (one file for all kernels)."""
+    return hashlib.sha256(f"pyentry|{jit.host_id()}|{sys.implementation.cache_tag}|{_ir()}".encode()).hexdigest()
 
 
 _new_function = None
