@@ -13,6 +13,7 @@ Layout (one responsibility per module)::
     jit.py      IR → object code → loaded machine code
     cache.py    object code on disk (SYMGRAD_CACHE_DIR), keyed by program and host
     kernel.py   compile_native, NativeKernel: how Python calls the machine code
+    pyentry.py  the scalar entry as a built-in function (CPython's C API, in IR)
     arrays.py   Function's array path on the fused kernel (numpy's semantics)
 """
 
