@@ -68,7 +68,9 @@ def available() -> bool:
 # ------------------------------------------------------------ backend choice ---
 BACKENDS = ("auto", "native", "python")
 AUTO_MIN_RECORDS = 200
-"""``auto`` compiles tapes of at least this many records to machine code (see bench/native.py)."""
+"""``auto`` compiles tapes of at least this many records to machine code.  Machine code is faster per
+call at every size, but below this a call saves under a microsecond, and the 5-10 ms compile would
+be repaid only after thousands of calls (bench/native.py; docs/performance.md)."""
 AUTO_MAX_RECORDS = 20_000
 """... and of at most this many: compiling a bigger tape takes seconds (about 20 µs per record,
 measured up to 100,000 records), which a few hundred calls would not win back, and a process that
