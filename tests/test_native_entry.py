@@ -202,3 +202,39 @@ def test_calls_from_several_threads_do_not_mix_their_points(entry_kind: str) -> 
         sys.setswitchinterval(interval)
     assert not wrong, f"{len(wrong)} calls returned another point's results, e.g. {wrong[0]}"
     assert math.isfinite(scalar(*points[5])[0])
+
+
+def test_calls_made_in_the_middle_of_a_call_do_not_mix_their_points(entry_kind: str) -> None:
+    """``__float__`` and the garbage collector run Python code in the middle of a call (reading the
+    arguments, making the result); when that code calls the same kernel, each call still gets its
+    own point's numbers."""
+    vg = symgrad.compile(SRC, backend="native").vg
+    assert_kind(vg, entry_kind)
+    want = reference_vg(SRC)
+    outer, inner = (2.0, 1.0, 0.5), (0.3, -2.0, 1.5)
+    seen: list[object] = []
+
+    class CallsTheKernel:
+        def __float__(self) -> float:
+            seen.append(vg(*inner))
+            return 2.0
+
+    assert vg(CallsTheKernel(), 1.0, 0.5) == want(*outer)
+    assert vg(2.0, 1.0, CallsTheKernel()) == want(2.0, 1.0, 2.0)
+    assert seen == [want(*inner)] * 2
+
+    def during(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and len(seen) < 200:
+            seen.append(vg(*inner))
+
+    seen.clear()
+    threshold = gc.get_threshold()
+    gc.callbacks.append(during)
+    gc.set_threshold(1)  # a collection at every allocation of a container, the result's too, once
+    try:  # the free lists of tuples and lists (which the collector does not count) are used up
+        results = [vg(*outer) for _ in range(3000)]
+    finally:
+        gc.callbacks.remove(during)
+        gc.set_threshold(*threshold)
+    assert len(seen) >= 20 and all(s == want(*inner) for s in seen)
+    assert all(r == want(*outer) for r in results)

@@ -282,29 +282,44 @@ class NativeKernel:
         if not self._via_ctypes:
             return self.entry("tuple")
         n_in, n_out = self.program.n_inputs, len(self.program.outputs)
-        address, work = self._scalar_machine
+        address, shared = self._scalar_machine
+        size = ctypes.sizeof(shared)
         fn = _SCALAR_PROTO(address)
         fallback = self.fallback
-        lock = threading.Lock()  # packing, the call and unpacking are separate steps: one thread at a time
-        # One C call each way (struct), not a ctypes slice: measured 3x cheaper per call.
-        pack = struct.Struct(f"<{n_in}d").pack_into
-        unpack = struct.Struct(f"<{n_out}d").unpack_from
-        offset = 8 * n_in
-
-        work_address = ctypes.addressof(work)
+        # The shared work vector serves one call at a time; a call that finds it taken (another
+        # thread, or this one: ``__float__`` or the garbage collector may run Python code that calls
+        # this kernel) takes a vector of its own.  Whatever may run Python happens outside the lock:
+        # converting the arguments, and making the result (from a bytes copy of the outputs).
+        lock = threading.Lock()
+        pack = struct.Struct(f"<{n_in}d").pack  # one C call each way: measured 3x cheaper than slices
+        unpack = struct.Struct(f"<{n_out}d").unpack
+        memmove, string_at, addressof = ctypes.memmove, ctypes.string_at, ctypes.addressof
+        shared_address = addressof(shared)
         loaded = self._loaded["scalar"]
 
         def scalar(*point: float) -> tuple[float, ...]:
-            with lock:
+            try:
+                packed = pack(*point)
+            except struct.error:
+                raise InputError(_wrong_inputs(n_in, point)) from None
+            if lock.acquire(False):
                 try:
-                    pack(work, 0, *point)
-                except struct.error:
-                    raise InputError(_wrong_inputs(n_in, point)) from None
-                if not fn(work_address):
-                    return unpack(work, offset)
-            return tuple(fallback(point))
+                    memmove(shared_address, packed, 8 * n_in)
+                    flagged = fn(shared_address)
+                    outputs = string_at(shared_address + 8 * n_in, 8 * n_out)
+                finally:
+                    lock.release()
+            else:
+                own = ctypes.create_string_buffer(size)
+                own_address = addressof(own)
+                memmove(own_address, packed, 8 * n_in)
+                flagged = fn(own_address)
+                outputs = string_at(own_address + 8 * n_in, 8 * n_out)
+            if flagged:
+                return tuple(fallback(point))
+            return unpack(outputs)
 
-        scalar.loaded = loaded  # type: ignore[attr-defined]  # the machine code lives as long as the entry
+        scalar.keep = (loaded, shared)  # type: ignore[attr-defined]  # machine code and work vector live as long
         return scalar
 
     def __call__(self, *point: float) -> tuple[float, ...]:

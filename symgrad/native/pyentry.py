@@ -93,9 +93,13 @@ _WORK, _FALLBACK, _N_IN, _N_OUT = (getattr(_Entry, name).offset for name in ("wo
 def _ir() -> str:
     """The module: a shared prologue (read the arguments, run the kernel) and one epilogue per shape."""
     lines = [f"declare {sig.split(' ', 1)[0]} @{name}{sig.split(' ', 1)[1]}" for name, sig in _C_API.items()]
+    lines.append("declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)")
     lines += [
-        # 1: the outputs are in w[n_in:]; 0: take the Python path (args or flag).
-        "define internal i1 @run(ptr %e, ptr %args, i64 %nargs) {",
+        # 1: the outputs are in ``out``; 0: take the Python path (args or flag).  The arguments are
+        # read into ``in`` first: ``__float__`` may run Python code, even this kernel (from this
+        # thread or, as the GIL may be released there, from another).  From the copy into w to the
+        # copy out of it only machine code runs, so no other call of the kernel comes in between.
+        "define internal i1 @run(ptr %e, ptr %args, i64 %nargs, ptr %in, ptr %out) {",
         "start:",
         f"  %nin.p = getelementptr inbounds i8, ptr %e, i64 {_N_IN}",
         "  %nin = load i64, ptr %nin.p",
@@ -121,13 +125,20 @@ def _ir() -> str:
         "  call void @PyErr_Clear()",  # the fallback raises the usual error for this argument
         "  br label %no",
         "stored:",
-        "  %w.j = getelementptr inbounds double, ptr %work, i64 %j",
-        "  store double %v, ptr %w.j",
+        "  %in.j = getelementptr inbounds double, ptr %in, i64 %j",
+        "  store double %v, ptr %in.j",
         "  %j.next = add i64 %j, 1",
         "  br label %head",
         "call:",
+        "  %in.bytes = shl i64 %nin, 3",
+        "  call void @llvm.memcpy.p0.p0.i64(ptr %work, ptr %in, i64 %in.bytes, i1 false)",
         "  %fn = load ptr, ptr %e",
         "  %flag = call i32 %fn(ptr %work)",
+        f"  %nout.p = getelementptr inbounds i8, ptr %e, i64 {_N_OUT}",
+        "  %nout = load i64, ptr %nout.p",
+        "  %out.bytes = shl i64 %nout, 3",
+        "  %w.out = getelementptr inbounds double, ptr %work, i64 %nin",
+        "  call void @llvm.memcpy.p0.p0.i64(ptr %out, ptr %w.out, i64 %out.bytes, i1 false)",
         "  %clean = icmp eq i32 %flag, 0",
         "  ret i1 %clean",
         "no:",
@@ -169,19 +180,18 @@ def _ir() -> str:
             "start:",
             "  %h = call ptr @PyTuple_GetItem(ptr %self, i64 0)",
             "  %e = call ptr @PyLong_AsVoidPtr(ptr %h)",
-            "  %ok = call i1 @run(ptr %e, ptr %args, i64 %nargs)",
+            f"  %nin.p = getelementptr inbounds i8, ptr %e, i64 {_N_IN}",
+            "  %nin = load i64, ptr %nin.p",
+            f"  %nout.p = getelementptr inbounds i8, ptr %e, i64 {_N_OUT}",
+            "  %nout = load i64, ptr %nout.p",
+            "  %in = alloca double, i64 %nin, align 8",  # this call's own copies: see @run
+            "  %out = alloca double, i64 %nout, align 8",
+            "  %ok = call i1 @run(ptr %e, ptr %args, i64 %nargs, ptr %in, ptr %out)",
             "  br i1 %ok, label %fast, label %slow",
             "slow:",
             "  %s = call ptr @slow(ptr %e, ptr %args, i64 %nargs)",
             "  ret ptr %s",
             "fast:",
-            f"  %nin.p = getelementptr inbounds i8, ptr %e, i64 {_N_IN}",
-            "  %nin = load i64, ptr %nin.p",
-            f"  %nout.p = getelementptr inbounds i8, ptr %e, i64 {_N_OUT}",
-            "  %nout = load i64, ptr %nout.p",
-            f"  %work.p = getelementptr inbounds i8, ptr %e, i64 {_WORK}",
-            "  %work = load ptr, ptr %work.p",
-            "  %out = getelementptr inbounds double, ptr %work, i64 %nin",
             *_shape(shape),
             "}",
         ]
