@@ -146,6 +146,25 @@ def _python_setup(src: str) -> Function:
     return f
 
 
+def _native_setup(src: str) -> Function | None:
+    """``backend="native"`` (machine code whatever the size), compiled from an empty kernel cache, or None."""
+    if not symgrad.native.available():
+        return None
+    saved = os.environ.get("SYMGRAD_CACHE_DIR")
+    cold = tempfile.mkdtemp(prefix="symgrad-bench-cache-")
+    os.environ["SYMGRAD_CACHE_DIR"] = cold
+    try:
+        f = Function(lower(parse(src), src), src, "native")
+        f.vg  # noqa: B018 - compiles the machine code
+        return f
+    finally:
+        shutil.rmtree(cold, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("SYMGRAD_CACHE_DIR", None)
+        else:
+            os.environ["SYMGRAD_CACHE_DIR"] = saved
+
+
 def _batched_libm(src: str) -> Function | None:
     """The native backend with ``SYMGRAD_VECTOR_LIBM=all`` (libm calls batched; a few ulp), or None without it."""
     if not symgrad.native.available():
@@ -290,6 +309,11 @@ def scalar_workload(title: str, src: str, point: dict[str, float], micrograd_cod
             "the tape walked by the reference sweeps",
         ),
     ]
+    t_native, f_native = once(lambda: _native_setup(src))
+    if f_native is not None:
+        vg_native = f_native.vg
+        note = "backend='native': machine code whatever the size; setup compiles it (empty kernel cache)"
+        rows.insert(2, ("symgrad vg, native backend", per_call(lambda: vg_native(*args)), t_native, note))
     fn, t = sympy_peer(src, point, cse=False)
     rows.append(("sympy diff + lambdify", per_call(fn), t, ""))
     if micrograd_code is None:
