@@ -8,6 +8,7 @@ Both are checked here against the reference interpreter, bit for bit.
 from __future__ import annotations
 
 import gc
+import inspect
 import math
 import random
 import sys
@@ -73,6 +74,7 @@ def test_every_result_shape_equals_the_interpreter(entry_kind: str) -> None:
     outputs = function(gtape, lambda *p: (lambda v, g: (v, *g))(*slow(*p)), "tuple")
     for fn in (vg, value, outputs):
         assert_kind(fn, entry_kind)
+        assert str(inspect.signature(fn)) == ("(*floats)" if entry_kind == "c-api" else "(*point)")
     rng = random.Random(3)
     for _ in range(200):
         point = (rng.uniform(0.1, 3.0), rng.uniform(-3.0, 3.0), rng.uniform(-0.05, 2.0))

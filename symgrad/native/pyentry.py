@@ -295,6 +295,13 @@ def cache_key() -> str:
 _new_function = None
 
 
+_DOCS = {
+    "value": "The value at one point (one float per input, in order), computed by machine code.",
+    "tuple": "The outputs at one point (one float per input, in order), computed by machine code.",
+    "value_and_grad": "(value, [partials]) at one point (one float per input, in order), computed by machine code.",
+}
+
+
 class machine_code(tuple[object, ...]):
     """``self`` of an entry: its record's address first (read per call), then what must outlive it."""
 
@@ -329,7 +336,8 @@ def entry(
         _new_function = fn
     record = _Entry(kernel, work, fallback, n_in, n_out)
     name_bytes = returns.encode()
-    method = _MethodDef(name_bytes, address, METH_FASTCALL, None)
-    state = machine_code((ctypes.addressof(record), record, method, name_bytes, fallback, keep))
+    doc = f"{returns}($self, /, *floats)\n--\n\n{_DOCS[returns]}".encode()  # the signature line: inspect reads it
+    method = _MethodDef(name_bytes, address, METH_FASTCALL, doc)
+    state = machine_code((ctypes.addressof(record), record, method, name_bytes, doc, fallback, keep))
     result: Callable[..., Any] = _new_function(ctypes.addressof(method), state, None)
     return result
