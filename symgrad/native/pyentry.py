@@ -7,8 +7,12 @@ those are separate Python steps, a second thread could pack its point between
 another thread's packing and its call.  Here the whole call is one function
 written in LLVM IR against CPython's C API (``METH_FASTCALL``): it reads the
 arguments with ``PyFloat_AsDouble`` (what ``struct`` does: floats, ints and
-objects with ``__float__``), runs the kernel and builds the result, all under
-the GIL, so calls from several threads cannot interleave.
+objects with ``__float__``) into its own stack memory, copies them into the
+work vector, runs the kernel, copies the outputs out and then builds the
+result.  Between the two copies only machine code runs, under the GIL, so no
+other call of the kernel can come in between: not from another thread, and
+not from Python code run by ``__float__`` or by a garbage collection that
+starts while the result is built.
 
 Anything unusual (a wrong number of arguments, an argument that is not a
 number, the kernel's domain flag) is handed to a Python callable with the same
@@ -18,7 +22,7 @@ One module of three entries (one per result shape) is compiled once per
 process and serves every kernel: each built-in function carries its kernel's
 address, work vector and fallback in the object CPython passes as ``self``.
 Only CPython with a GIL qualifies (:func:`available`); elsewhere the ctypes
-entry, behind a lock, serves.
+entry serves (a call that finds the shared work vector taken uses its own).
 """
 
 from __future__ import annotations
