@@ -248,8 +248,9 @@ class NativeKernel:
         (``"tuple"``) or ``(output 0, [the other outputs])`` (``"value_and_grad"``).
 
         On CPython a built-in function of the machine code (:mod:`.pyentry`): one C call per
-        call, atomic under the GIL.  Elsewhere a Python function around a ctypes call, behind
-        a lock.  Either way the entries of one kernel share its work vector, one call at a time.
+        call, with the machine code's use of the work vector atomic under the GIL.  Elsewhere a
+        Python function around a ctypes call (see :attr:`scalar`).  Either way calls from several
+        threads, or from code that runs in the middle of a call, never mix their points.
         """
         n_in, n_out = self.program.n_inputs, len(self.program.outputs)
         if returns == "value_and_grad" and n_out < 1:
