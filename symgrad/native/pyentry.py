@@ -330,8 +330,6 @@ def entry(
     as the function (the machine code and the work vector).
     """
     global _new_function
-    if returns == "value_and_grad" and n_out < 1:
-        raise ValueError("value_and_grad needs the value as output 0")
     address = _addresses()[f"entry_{returns}"]
     if _new_function is None:
         fn = ctypes.pythonapi.PyCFunction_NewEx
