@@ -84,15 +84,17 @@ def have(module: str) -> bool:
 
 
 Row = tuple[str, float | None, float | None, str]  # name, per call, setup, note
+VG_ROW = "symgrad vg(*floats), vg = f.vg"
+"""The row peers are compared with on scalar workloads: floats in by position, as every peer takes them."""
 
 
-def table(title: str, rows: list[Row], ours: str) -> str:
-    """Markdown: per call, setup, and ratio to the symgrad row named ``ours``."""
+def table(title: str, rows: list[Row], ours: str, label: str = "symgrad") -> str:
+    """Markdown: per call, setup, and ratio to the symgrad row named ``ours`` (``label`` in the header)."""
     base = {name: (call, setup) for name, call, setup, _ in rows}[ours]
     out = [
         f"### {title}",
         "",
-        "| implementation | per call | setup | peer / symgrad per call | peer / symgrad setup | note |",
+        f"| implementation | per call | setup | peer / {label} per call | peer / {label} setup | note |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for name, call, setup, note in rows:
@@ -300,7 +302,7 @@ def scalar_workload(title: str, src: str, point: dict[str, float], micrograd_cod
             t_setup,
             f"compiled code, checked kwargs; {ready_note(t_setup, t_ready)}",
         ),
-        ("symgrad vg(*floats), vg = f.vg", per_call(lambda: vg(*args)), t_setup, "same code, positional, unchecked"),
+        (VG_ROW, per_call(lambda: vg(*args)), t_setup, "same code, positional, unchecked"),
         ("symgrad.grad(text, **point)", per_call(lambda: symgrad.grad(src, **point)), None, "one-shot, string cached"),
         (
             "symgrad interpreter (reference)",
@@ -333,7 +335,7 @@ def scalar_workload(title: str, src: str, point: dict[str, float], micrograd_cod
             continue
         fn, t = peer(f.tape, point)
         rows.append((name, per_call(fn), t or None, ""))
-    return table(title, rows, "symgrad f.value_and_grad(**point)")
+    return table(title, rows, VG_ROW, "symgrad `vg`")
 
 
 def micrograd_w1() -> Any:
@@ -403,7 +405,7 @@ def w3(n_ops: int, budget: float) -> str:
             f"{len(f.tape)} records after CSE; {ready_note(t_setup, t_ready)}; "
             f"first result = parse + lower {fmt(t_tape)} + gradient tape and first-call code {fmt(t_code)}",
         ),
-        ("symgrad vg(*floats), vg = f.vg", per_call(lambda: vg(*args)), t_setup, f"backend {f.backend}"),
+        (VG_ROW, per_call(lambda: vg(*args)), t_setup, f"backend {f.backend}"),
     ]
     f_fast = _batched_libm(src)
     if f_fast is not None:
@@ -436,9 +438,7 @@ def w3(n_ops: int, budget: float) -> str:
             continue
         call, setup, note = budgeted(peer, n_ops, budget)
         rows.append((name, call, setup, note))
-    return table(
-        f"W3: generated expression, 20 variables, N = {n_ops:,} ops", rows, "symgrad f.value_and_grad(**point)"
-    )
+    return table(f"W3: generated expression, 20 variables, N = {n_ops:,} ops", rows, VG_ROW, "symgrad `vg`")
 
 
 def w3_scaling() -> str:
@@ -734,18 +734,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller budgets (about two minutes)")
     QUICK = parser.parse_args().quick
     parse("x")  # load the grammar once; every peer also gets its imports for free
-    print(machine())
-    print(scalar_workload(f"W1: `{W.W1}`, value + grad", W.W1, W.W1_POINT, micrograd_w1))
-    print(scalar_workload(f"W2: Gaussian pdf `{W.W2}`, value + 3 partials", W.W2, W.W2_POINT, None))
+    print(machine(), flush=True)
+    print(scalar_workload(f"W1: `{W.W1}`, value + grad", W.W1, W.W1_POINT, micrograd_w1), flush=True)
+    print(scalar_workload(f"W2: Gaussian pdf `{W.W2}`, value + 3 partials", W.W2, W.W2_POINT, None), flush=True)
     budget = 10.0 if QUICK else 60.0
     for n in (1_000, 10_000):
-        print(w3(n, budget))
-    print(w3_scaling())
-    print(train_step.w4(QUICK))
-    print(w5(1_000_000))
-    print(array_cheap_gradient())
-    print(hessian_workload("Hessian of W2 (3×3)", W.W2, W.W2_POINT, budget))
-    print(hessian_workload("Hessian of W3, N = 100 ops (20×20)", W.generated(100), W.generated_point(), budget))
+        print(w3(n, budget), flush=True)
+    print(w3_scaling(), flush=True)
+    print(train_step.w4(QUICK), flush=True)
+    print(w5(1_000_000), flush=True)
+    print(array_cheap_gradient(), flush=True)
+    print(hessian_workload("Hessian of W2 (3×3)", W.W2, W.W2_POINT, budget), flush=True)
+    print(
+        hessian_workload("Hessian of W3, N = 100 ops (20×20)", W.generated(100), W.generated_point(), budget),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
