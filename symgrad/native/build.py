@@ -24,9 +24,12 @@ instead: the same records on ``<4 x double>`` (four points at once, eight with
 AVX-512's libmvec, each lane
 bit-identical to the scalar code, or calling libmvec, see
 :class:`~symgrad.native.emit.Emit`), returning one flag bit per lane.  The
-array loop then runs a vector of points per iteration, the last one partial
-(its extra lanes repeat the last point), with the body inlined once.  Bigger
-programs run the scalar entry's chunks once per point.
+array loop then runs a whole vector of points per iteration, with nothing
+per lane, and the points left over (fewer than a vector) once after it, in a
+second inlined copy of the body whose extra lanes repeat the last point
+(measured on W5, one thread: 2.45 ms per call with one loop that checked for
+a partial vector at every iteration, 2.07 ms with the partial one apart).
+Bigger programs run the scalar entry's chunks once per point.
 
 The array loop keeps ``w`` on its stack when it is small (then LLVM keeps the
 values in registers), else uses ``work``; either way each thread of a split
@@ -34,8 +37,8 @@ array call has its own.  It realigns its stack to 64 bytes (``alignstack``):
 the vectors it spills around libmvec calls then never straddle two cache
 lines.  Without it, a call ran at either speed depending on where the
 caller's stack happened to end: W5 took 2.4 ms per call on one thread in
-most processes and 3.7 or 5.1-5.4 ms in about one in four (measured).  No temporaries: one pass over the points, every
-output written once.
+most processes and 3.7 or 5.1-5.4 ms in about one in four (measured).  No
+temporaries: one pass over the points, every output written once.
 
 The scalar entry calls libm once per record, bit-identical to the
 interpreter, unless asked (``SYMGRAD_VECTOR_LIBM=all``) to compute
@@ -226,12 +229,12 @@ def _scalar(layout: Layout, inline: bool, width: int) -> list[str]:
     return lines
 
 
-def _lanes(lines: list[str], tag: str, width: int) -> list[str]:
-    """Lane indices ``vi + l``, clamped to the last point (a lane past ``end`` repeats it)."""
+def _lanes(lines: list[str], tag: str, width: int, base: str) -> list[str]:
+    """Lane indices ``base + l``, clamped to the last point (a lane past ``end`` repeats it)."""
     names = []
     for lane in range(width):
         lines += [
-            f"  %{tag}i{lane} = add i64 %vi, {lane}",
+            f"  %{tag}i{lane} = add i64 {base}, {lane}",
             f"  %{tag}ok{lane} = icmp slt i64 %{tag}i{lane}, %end",
             f"  %{tag}x{lane} = select i1 %{tag}ok{lane}, i64 %{tag}i{lane}, i64 %last",
         ]
@@ -240,41 +243,123 @@ def _lanes(lines: list[str], tag: str, width: int) -> list[str]:
 
 
 def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]) -> list[str]:
-    """The loop over ``[start, end)``, ``width`` points per iteration, the body inlined once.
+    """The loop over ``[start, end)``: whole vectors of ``width`` points, then one partial vector.
 
-    A full vector of points is loaded and stored as whole vectors (a stride-0
-    input is a buffer of ``width`` copies).  The last, partial vector gathers
-    its points lane by lane, lanes past ``end`` repeating the last point (so
-    they compute, and store, the same numbers); they are masked out of the
-    sums and of the flag count.  Each output in ``summed`` is also added up in
-    a vector accumulator (a register), added into a running total in memory
-    (``%tot``) every :data:`SUM_BLOCK` points: rounding grows with the block
-    length plus the number of blocks, not with the points.
+    The main loop loads and stores whole vectors (a stride-0 input is a buffer
+    of ``width`` copies) and has no per-lane work.  The points left over (fewer
+    than ``width``) run once after it, in a copy of the body that gathers them
+    lane by lane, lanes past ``end`` repeating the last point (so they compute,
+    and store, the same numbers); those lanes are masked out of the sums and
+    of the flag count.  Each output in ``summed`` is also added up in a vector
+    accumulator (a register), added into a running total in memory (``%tot``)
+    every :data:`SUM_BLOCK` points: rounding grows with the block length plus
+    the number of blocks, not with the points.
     """
     program = layout.program
     n_in, n_out = program.n_inputs, len(program.outputs)
     vec, mask = f"<{width} x double>", f"<{width} x i1>"
     varying = range(n_in - uniform)
+
+    def body(tag: str, inputs: dict[int, str]) -> None:
+        """Inputs into ``%wv``, the inlined body, its outputs as ``%{tag}y{k}``; the flag bits ``%{tag}flag``."""
+        for j in range(n_in):
+            _gep(lines, f"%{tag}w{j}", vec, "%wv", j)
+            lines.append(f"  store {vec} {inputs[j] if j in varying else f'%u{j}'}, ptr %{tag}w{j}, align 8")
+        lines.append(f"  %{tag}flag = call i32 @{SCALAR}_v{width}(ptr %wv)")
+        for k in range(n_out):
+            _gep(lines, f"%{tag}yp{k}", vec, "%wv", n_in + k)
+            lines.append(f"  %{tag}y{k} = load {vec}, ptr %{tag}yp{k}, align 8")
+
+    def flush(tag: str, done: str, sums: dict[int, str], after: str) -> None:
+        """Every :data:`SUM_BLOCK` points (``done`` so far), the vector sums go into ``%tot``."""
+        lines.extend(
+            [
+                f"  %{tag}done_n = sub i64 {done}, %start",
+                f"  %{tag}block = and i64 %{tag}done_n, {SUM_BLOCK - 1}",
+                f"  %{tag}flush = icmp eq i64 %{tag}block, 0",
+                f"  br i1 %{tag}flush, label %{tag}flushing, label %{after}",
+                f"{tag}flushing:",
+            ]
+        )
+        for k in summed:
+            _gep(lines, f"%{tag}tp{k}", vec, "%tot", k)
+            lines.extend(
+                [
+                    f"  %{tag}tv{k} = load {vec}, ptr %{tag}tp{k}, align 8",
+                    f"  %{tag}tn{k} = fadd {vec} %{tag}tv{k}, {sums[k]}",
+                    f"  store {vec} %{tag}tn{k}, ptr %{tag}tp{k}, align 8",
+                ]
+            )
+        lines.append(f"  br label %{after}")
+
     lines = [
+        "  %span = sub i64 %end, %start",
+        f"  %nfull = and i64 %span, {-width}",
+        "  %mend = add i64 %start, %nfull",
+        "  %anyfull = icmp slt i64 %start, %mend",
+        "  br i1 %anyfull, label %vloop, label %vafter",
+        # -- whole vectors
         "vloop:",
         "  %vi = phi i64 [ %start, %entry ], [ %vi.next, %vcont ]",
         "  %vcount = phi i64 [ 0, %entry ], [ %vcount.next, %vcont ]",
     ]
     lines += [f"  %acc{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vcont ]" for k in summed]
-    lines += [
-        f"  %vi.next = add i64 %vi, {width}",
-        "  %full = icmp sle i64 %vi.next, %end",
-        "  br i1 %full, label %vload, label %vgather",
-        "vload:",
-    ]
+    lines.append(f"  %vi.next = add i64 %vi, {width}")
+    loaded = {}
     for j in varying:
         lines += [
             f"  %va{j} = mul i64 %vi, %st{j}",
             f"  %vp{j} = getelementptr inbounds double, ptr %in{j}, i64 %va{j}",
             f"  %vx{j} = load {vec}, ptr %vp{j}, align 8",
         ]
-    lines += ["  br label %vbody", "vgather:"]
-    lanes = _lanes(lines, "g", width)
+        loaded[j] = f"%vx{j}"
+    body("v", loaded)
+    lines += [f"  %accn{k} = fadd {vec} %acc{k}, %vy{k}" for k in summed]
+    lines += [
+        "  %vpop = call i32 @llvm.ctpop.i32(i32 %vflag)",
+        "  %vpop64 = zext i32 %vpop to i64",
+        "  %vcount.next = add i64 %vcount, %vpop64",
+    ]
+    for k in range(n_out):
+        lines += [
+            f"  %vb{k} = mul i64 %vi, %ost{k}",
+            f"  %vo{k} = getelementptr inbounds double, ptr %out{k}, i64 %vb{k}",
+            f"  store {vec} %vy{k}, ptr %vo{k}, align 8",
+        ]
+    lines += [
+        "  %vbad = icmp ne i32 %vflag, 0",
+        "  %vstoreflags = and i1 %vbad, %has_flags",
+        "  br i1 %vstoreflags, label %vflags, label %vnext",
+        "vflags:",
+    ]
+    for lane in range(width):
+        lines += [
+            f"  %vfb{lane} = lshr i32 %vflag, {lane}",
+            f"  %vc{lane} = and i32 %vfb{lane}, 1",
+            f"  %vc8_{lane} = trunc i32 %vc{lane} to i8",
+            f"  %vfi{lane} = add i64 %vi, {lane}",
+            f"  %vfp{lane} = getelementptr inbounds i8, ptr %flags, i64 %vfi{lane}",
+            f"  store i8 %vc8_{lane}, ptr %vfp{lane}, align 1",
+        ]
+    lines += ["  br label %vnext", "vnext:"]
+    flush("v", "%vi.next", {k: f"%accn{k}" for k in summed}, "vcont")
+    lines.append("vcont:")
+    lines += [f"  %acc{k}.next = phi {vec} [ zeroinitializer, %vflushing ], [ %accn{k}, %vnext ]" for k in summed]
+    lines += [
+        "  %vmore = icmp slt i64 %vi.next, %mend",
+        "  br i1 %vmore, label %vloop, label %vafter",
+        # -- the partial vector left over, if any
+        "vafter:",
+        "  %ti = phi i64 [ %start, %entry ], [ %vi.next, %vcont ]",
+        "  %tcount = phi i64 [ 0, %entry ], [ %vcount.next, %vcont ]",
+    ]
+    lines += [f"  %tacc{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vcont ]" for k in summed]
+    lines += [
+        "  %anytail = icmp slt i64 %ti, %end",
+        "  br i1 %anytail, label %tail, label %lsum",
+        "tail:",
+    ]
+    lanes = _lanes(lines, "g", width, "%ti")
     valid = "poison"
     for lane in range(width):
         lines.append(f"  %gvalid{lane} = insertelement {mask} {valid}, i1 %gok{lane}, i32 {lane}")
@@ -291,90 +376,52 @@ def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]
             ]
             x = f"%gv{j}_{lane}"
         gathered[j] = x
-    lines += ["  br label %vbody", "vbody:"]
-    ones = "<" + ", ".join(["i1 true"] * width) + ">"
-    lines.append(f"  %valid = phi {mask} [ {ones}, %vload ], [ {valid}, %vgather ]")
-    lines += [f"  %x{j} = phi {vec} [ %vx{j}, %vload ], [ {gathered[j]}, %vgather ]" for j in varying]
-    for j in range(n_in):
-        _gep(lines, f"%vw{j}", vec, "%wv", j)
-        lines.append(f"  store {vec} {f'%x{j}' if j in varying else f'%u{j}'}, ptr %vw{j}, align 8")
-    lines.append(f"  %vflag = call i32 @{SCALAR}_v{width}(ptr %wv)")
-    for k in range(n_out):
-        _gep(lines, f"%vyp{k}", vec, "%wv", n_in + k)
-        lines.append(f"  %vy{k} = load {vec}, ptr %vyp{k}, align 8")
+    body("t", gathered)
     for k in summed:
         lines += [
-            f"  %vm{k} = select {mask} %valid, {vec} %vy{k}, {vec} zeroinitializer",
-            f"  %accn{k} = fadd {vec} %acc{k}, %vm{k}",
+            f"  %tm{k} = select {mask} {valid}, {vec} %ty{k}, {vec} zeroinitializer",
+            f"  %taccn{k} = fadd {vec} %tacc{k}, %tm{k}",
         ]
     lines += [
-        f"  %vbits = bitcast {mask} %valid to i{width}",
-        f"  %vmask = zext i{width} %vbits to i32",
-        "  %vf = and i32 %vflag, %vmask",
-        "  %vpop = call i32 @llvm.ctpop.i32(i32 %vf)",
-        "  %vpop64 = zext i32 %vpop to i64",
-        "  %vcount.next = add i64 %vcount, %vpop64",
-        "  br i1 %full, label %vstore, label %vscatter",
-        "vstore:",
+        f"  %tbits = bitcast {mask} {valid} to i{width}",
+        f"  %tmask = zext i{width} %tbits to i32",
+        "  %tf = and i32 %tflag, %tmask",
+        "  %tpop = call i32 @llvm.ctpop.i32(i32 %tf)",
+        "  %tpop64 = zext i32 %tpop to i64",
+        "  %tcount.next = add i64 %tcount, %tpop64",
     ]
-    for k in range(n_out):
-        lines += [
-            f"  %vb{k} = mul i64 %vi, %ost{k}",
-            f"  %vo{k} = getelementptr inbounds double, ptr %out{k}, i64 %vb{k}",
-            f"  store {vec} %vy{k}, ptr %vo{k}, align 8",
-        ]
-    lines += ["  br label %vstored", "vscatter:"]
-    lanes = _lanes(lines, "s", width)
     for k in range(n_out):
         for lane, index in enumerate(lanes):
             lines += [
-                f"  %se{k}_{lane} = extractelement {vec} %vy{k}, i32 {lane}",
+                f"  %se{k}_{lane} = extractelement {vec} %ty{k}, i32 {lane}",
                 f"  %sb{k}_{lane} = mul i64 {index}, %ost{k}",
                 f"  %so{k}_{lane} = getelementptr inbounds double, ptr %out{k}, i64 %sb{k}_{lane}",
                 f"  store double %se{k}_{lane}, ptr %so{k}_{lane}, align 8",
             ]
     lines += [
-        "  br label %vstored",
-        "vstored:",
-        "  %vbad = icmp ne i32 %vf, 0",
-        "  %vstoreflags = and i1 %vbad, %has_flags",
-        "  br i1 %vstoreflags, label %vflags, label %vnext",
-        "vflags:",
+        "  %tbad = icmp ne i32 %tf, 0",
+        "  %tstoreflags = and i1 %tbad, %has_flags",
+        "  br i1 %tstoreflags, label %tflags, label %tnext",
+        "tflags:",
     ]
-    lanes = _lanes(lines, "f", width)
     for lane, index in enumerate(lanes):  # a repeated lane stores the last point's own flag again
         lines += [
-            f"  %vfb{lane} = lshr i32 %vflag, {lane}",
-            f"  %vc{lane} = and i32 %vfb{lane}, 1",
-            f"  %vc8_{lane} = trunc i32 %vc{lane} to i8",
-            f"  %vfp{lane} = getelementptr inbounds i8, ptr %flags, i64 {index}",
-            f"  store i8 %vc8_{lane}, ptr %vfp{lane}, align 1",
+            f"  %tfb{lane} = lshr i32 %tflag, {lane}",
+            f"  %tc{lane} = and i32 %tfb{lane}, 1",
+            f"  %tc8_{lane} = trunc i32 %tc{lane} to i8",
+            f"  %tfp{lane} = getelementptr inbounds i8, ptr %flags, i64 {index}",
+            f"  store i8 %tc8_{lane}, ptr %tfp{lane}, align 1",
         ]
+    lines += ["  br label %tnext", "tnext:", f"  %ti.next = add i64 %ti, {width}"]
+    flush("t", "%ti.next", {k: f"%taccn{k}" for k in summed}, "tdone")
+    lines.append("tdone:")
+    lines += [f"  %tacc{k}.next = phi {vec} [ zeroinitializer, %tflushing ], [ %taccn{k}, %tnext ]" for k in summed]
     lines += [
-        "  br label %vnext",
-        "vnext:",
-        "  %vdone_n = sub i64 %vi.next, %start",
-        f"  %vblock = and i64 %vdone_n, {SUM_BLOCK - 1}",
-        "  %flush = icmp eq i64 %vblock, 0",
-        "  br i1 %flush, label %vflush, label %vcont",
-        "vflush:",
-    ]
-    for k in summed:
-        _gep(lines, f"%tp{k}", vec, "%tot", k)
-        lines += [
-            f"  %tv{k} = load {vec}, ptr %tp{k}, align 8",
-            f"  %tn{k} = fadd {vec} %tv{k}, %accn{k}",
-            f"  store {vec} %tn{k}, ptr %tp{k}, align 8",
-        ]
-    lines += ["  br label %vcont", "vcont:"]
-    lines += [f"  %acc{k}.next = phi {vec} [ zeroinitializer, %vflush ], [ %accn{k}, %vnext ]" for k in summed]
-    lines += [
-        "  %vmore = icmp slt i64 %vi.next, %end",
-        "  br i1 %vmore, label %vloop, label %lsum",
+        "  br label %lsum",
         "lsum:",
-        "  %total = phi i64 [ 0, %entry ], [ %vcount.next, %vcont ]",
+        "  %total = phi i64 [ %tcount, %vafter ], [ %tcount.next, %tdone ]",
     ]
-    lines += [f"  %fsum{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vcont ]" for k in summed]
+    lines += [f"  %fsum{k} = phi {vec} [ %tacc{k}, %vafter ], [ %tacc{k}.next, %tdone ]" for k in summed]
     for k in summed:
         _gep(lines, f"%ftp{k}", vec, "%tot", k)
         lines += [
@@ -508,8 +555,6 @@ def _array(layout: Layout, width: int, uniform: int = 0, summed: Sequence[int] |
     return [
         *lines,
         "  %last = sub i64 %end, 1",
-        "  %any = icmp slt i64 %start, %end",
-        "  br i1 %any, label %vloop, label %lsum",
         *_vector_loop(layout, width, uniform, sums),
     ]
 

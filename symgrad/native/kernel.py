@@ -55,7 +55,7 @@ everything else at opt 0 (see jit.py): measured, opt 1 costs 5-10x the compile t
 nothing measurable per scalar call."""
 MIN_POINTS_PER_THREAD = 50_000
 """An array call is split across threads only when every thread gets at least this many points."""
-CODE_VERSION = "9"  # 9: array loop realigns its stack; 8: sincos, fewer checks, record order; 3: libmvec
+CODE_VERSION = "10"  # 10: array loop of whole vectors, then the rest; 9: stack realigned; 8: sincos, fewer checks, record order; 3: libmvec
 """Bump when the generated code changes meaning: it is part of the cache key."""
 
 STATS = {"compiled": 0, "loaded": 0}
