@@ -394,6 +394,34 @@ def test_array_kernel_broadcasts_like_numpy_and_equals_the_interpreter(shapes: t
             assert near(float(got[k][index]), values[slot], 8)  # libmvec's exp: a few ulp
 
 
+@pytest.mark.parametrize("n", range(19))
+def test_every_length_of_the_partial_vector_after_the_whole_ones(n: int) -> None:
+    """Whole vectors run in the loop, the rest once after it: every split of n points, with sums and flags."""
+    text = "log(x) * exp(-y*x)"
+    tape = lower(parse(text), text)
+    outputs = [tape.output, tape.first_instr_slot, tape.output]  # the value, log(x), and the value summed
+    kernel = compile_native(tape, outputs)
+    x = np.linspace(0.5, 3.0, n)
+    if n:
+        x[n // 2] = -1.0  # log of a negative: the kernel flags it (in the loop or in the rest)
+        x[-1] = -2.0
+    written, count = kernel.array_count(x, 0.7, summed=(2,))
+    bad = {n // 2, n - 1} if n else set()
+    assert count == len(bad)
+    want_sum = 0.0
+    for i in range(n):
+        if i in bad:
+            assert math.isnan(written[0][i])
+            continue
+        values = interpret.forward(tape, [float(x[i]), 0.7])
+        assert near(float(written[0][i]), values[outputs[0]], 8)
+        assert near(float(written[1][i]), values[outputs[1]], 8)
+        want_sum += values[outputs[2]]
+    good = np.array([i not in bad for i in range(n)], dtype=bool)
+    sums = kernel.array(x[good], 0.7, summed=(2,))[2]
+    assert abs(float(sums) - want_sum) <= 1e-12 * max(1.0, abs(want_sum))
+
+
 def test_threads_split_the_points_and_give_the_same_numbers() -> None:
     tape = lower(parse(GAUSS), GAUSS)
     kernel = compile_native(tape, [tape.output, tape.first_instr_slot + 1])
