@@ -408,6 +408,9 @@ def test_every_length_of_the_partial_vector_after_the_whole_ones(n: int) -> None
     written, count = kernel.array_count(x, 0.7, summed=(2,))
     bad = {n // 2, n - 1} if n else set()
     assert count == len(bad)
+    flags = np.zeros(n, dtype=np.uint8)  # where array(errors="raise") asks the interpreter
+    kernel._array_pass([x, np.asarray(0.7)], (n,), (), threads=1, flags=flags)
+    assert set(np.flatnonzero(flags).tolist()) == bad
     want_sum = 0.0
     for i in range(n):
         if i in bad:
