@@ -4,9 +4,10 @@
 *interim* implementation until a *build* (compiling a big tape to machine code,
 say) has finished on a background thread, and the built one from then on.  It
 is for builds whose result computes exactly what the interim computes, so a
-caller cannot tell, from the numbers, which one answered (the one exception
-is asked for: kernels built with ``SYMGRAD_VECTOR_LIBM=all`` differ from the
-interim by a few ulp, as documented there).
+caller cannot tell, from the numbers, which one answered (kernels built with
+``SYMGRAD_VECTOR_LIBM=all`` differ from the interim by a few ulp, so they are
+compiled before their first call instead, see
+:func:`symgrad.native.vector_libm_everywhere`).
 
 * One worker thread runs the builds one at a time, in order (a burst of
   compiles does not start a thread each), and ends when none is left.  It is

@@ -492,13 +492,14 @@ class Function:
         Under ``auto`` the kernel compiles in the background (:mod:`symgrad.background`): until it
         is ready, a loop over the records (:func:`symgrad.codegen.interim`) serves the calls with
         the kernel's numbers, and ``store`` is told of the kernel when it takes over (of generated
-        Python if the compile fails).  ``SYMGRAD_BACKGROUND=0`` compiles before the first call.
+        Python if the compile fails).  ``SYMGRAD_BACKGROUND=0`` compiles before the first call, and
+        so does ``SYMGRAD_VECTOR_LIBM=all``, whose kernels do not give the loop's numbers.
         """
         fn: Callable[..., Any]
         if native.use_native(self.backend, len(tape)) and (self.backend == "native" or native.emits(tape)):
             from .native.kernel import function as native_function  # only importable with llvmlite
 
-            if self.backend == "auto" and background.enabled():
+            if self.backend == "auto" and background.enabled() and not native.vector_libm_everywhere():
                 job = background.upgrade_later(
                     codegen.interim(tape, slow, returns),
                     lambda: native_function(tape, slow, returns),

@@ -108,7 +108,9 @@ class Traced(Function):
         A big tape under ``auto`` whose kernel is not cached gets a budget
         instead: :meth:`value_and_grad_list` compiles it once Python replays
         have cost about what compiling costs (then at most twice the time of
-        the better choice made in advance is spent).
+        the better choice made in advance is spent).  Not under
+        ``SYMGRAD_VECTOR_LIBM=all``, whose kernel does not give the Python
+        replays' numbers: it compiles at once.
         """
         tape = self._gradient_tape(None)
         n = len(tape)
@@ -127,7 +129,12 @@ class Traced(Function):
             return [value, *grads]
 
         outputs = list(tape.outputs)
-        if cached_only and self.backend == "auto" and n > native.AUTO_MAX_RECORDS:
+        if (
+            cached_only
+            and self.backend == "auto"
+            and n > native.AUTO_MAX_RECORDS
+            and not native.vector_libm_everywhere()
+        ):
             kernel = cached_kernel(tape, outputs, fallback=slow, opt=TRAIN_OPT)
             if kernel is None:
                 self._budget = n * COMPILE_SECONDS_PER_RECORD

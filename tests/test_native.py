@@ -675,6 +675,24 @@ def test_batched_libm_calls_are_within_a_few_ulp_and_errors_stay_the_interpreter
     assert same(kernel.scalar(*point)[0], kernel.scalar(*point)[0])  # deterministic
 
 
+@pytest.mark.skipif(libm.vector_width() == 0, reason="no libmvec on this host: SYMGRAD_VECTOR_LIBM=all changes nothing")
+def test_batched_kernels_answer_from_the_first_call_under_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Their numbers are not the interpreter's, so no call is answered from Python while they compile."""
+    monkeypatch.setenv("SYMGRAD_VECTOR_LIBM", "all")
+    monkeypatch.setenv("SYMGRAD_BACKGROUND", "1")
+    text = " + ".join(f"({_MANY_CALLS}) * {k}" for k in range(1, 4))  # big enough for auto's machine code
+    f = symgrad.Function(lower(parse(text), text), text, "auto")
+    assert native.AUTO_MIN_RECORDS <= len(f._gradient_tape(None)) <= native.AUTO_MAX_RECORDS
+    point = (0.7, 0.3)
+    first = f.vg(*point)
+    assert not f._jobs  # compiled before the first call, not in the background
+    exact = interpret.value_and_grad(f.tape, list(point))
+    assert first != (exact[0], list(exact[1]))  # the kernel's numbers (libmvec), not the interpreter's
+    assert first == symgrad.Function(f.tape, text, "native").vg(*point)
+    for value, want in zip([first[0], *first[1]], [exact[0], *exact[1]], strict=True):
+        assert value == pytest.approx(want, rel=1e-13)
+
+
 def test_a_batch_never_holds_a_record_read_before_its_last_member() -> None:
     from symgrad.native.build import batches
 

@@ -37,6 +37,7 @@ __all__ = [
     "unavailable_reason",
     "use_native",
     "use_native_arrays",
+    "vector_libm_everywhere",
 ]
 
 _reason: str | None = None
@@ -86,6 +87,16 @@ def resolve_backend(backend: str | None) -> str:
         source = "backend" if backend is not None else "SYMGRAD_BACKEND"
         raise InputError(f"{source} must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
     return name
+
+
+def vector_libm_everywhere() -> bool:
+    """Whether ``SYMGRAD_VECTOR_LIBM=all`` asks the scalar machine code to batch libm calls too.
+
+    Its numbers are then a few ulp from the interpreter's, so ``auto`` compiles
+    such kernels before their first call instead of answering from Python in
+    the meantime: a function's numbers never depend on when its kernel was ready.
+    """
+    return os.environ.get("SYMGRAD_VECTOR_LIBM", "").strip().lower() == "all"
 
 
 def emits(tape: Tape) -> bool:

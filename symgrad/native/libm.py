@@ -37,6 +37,7 @@ import threading
 
 import llvmlite.binding as llvm
 
+from . import vector_libm_everywhere
 from .emit import LIBM, LIBM_PAIRS, PREFIX
 
 __all__ = ["batch_width", "pairs", "register", "vector_name", "vector_width", "widths"]
@@ -116,7 +117,7 @@ def batch_width() -> int:
     bit-identical.  Four lanes where the CPU has them (measured on an AVX-512
     machine, W3 at N = 10,000: 14.8 µs per kernel call with 4 lanes, 15.3 µs with 8).
     """
-    if os.environ.get("SYMGRAD_VECTOR_LIBM", "").strip().lower() != "all":
+    if not vector_libm_everywhere():
         return 0
     have = widths()
     return 4 if 4 in have else (have[0] if have else 0)
