@@ -259,6 +259,7 @@ def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]
     n_in, n_out = program.n_inputs, len(program.outputs)
     vec, mask = f"<{width} x double>", f"<{width} x i1>"
     varying = range(n_in - uniform)
+    lines: list[str] = []
 
     def body(tag: str, inputs: dict[int, str]) -> None:
         """Inputs into ``%wv``, the inlined body, its outputs as ``%{tag}y{k}``; the flag bits ``%{tag}flag``."""
@@ -292,7 +293,7 @@ def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]
             )
         lines.append(f"  br label %{after}")
 
-    lines = [
+    lines += [
         "  %span = sub i64 %end, %start",
         f"  %nfull = and i64 %span, {-width}",
         "  %mend = add i64 %start, %nfull",
