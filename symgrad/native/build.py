@@ -271,6 +271,19 @@ def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]
             _gep(lines, f"%{tag}yp{k}", vec, "%wv", n_in + k)
             lines.append(f"  %{tag}y{k} = load {vec}, ptr %{tag}yp{k}, align 8")
 
+    def flag_bytes(tag: str, indices: Sequence[str]) -> None:
+        """Each lane's bit of ``%{tag}flag`` as one byte of ``flags``, at that lane's point index."""
+        for lane, index in enumerate(indices):
+            lines.extend(
+                [
+                    f"  %{tag}fb{lane} = lshr i32 %{tag}flag, {lane}",
+                    f"  %{tag}c{lane} = and i32 %{tag}fb{lane}, 1",
+                    f"  %{tag}c8_{lane} = trunc i32 %{tag}c{lane} to i8",
+                    f"  %{tag}fp{lane} = getelementptr inbounds i8, ptr %flags, i64 {index}",
+                    f"  store i8 %{tag}c8_{lane}, ptr %{tag}fp{lane}, align 1",
+                ]
+            )
+
     def flush(tag: str, done: str, sums: dict[int, str], after: str) -> None:
         """Every :data:`SUM_BLOCK` points (``done`` so far), the vector sums go into ``%tot``."""
         lines.extend(
@@ -333,15 +346,8 @@ def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]
         "  br i1 %vstoreflags, label %vflags, label %vnext",
         "vflags:",
     ]
-    for lane in range(width):
-        lines += [
-            f"  %vfb{lane} = lshr i32 %vflag, {lane}",
-            f"  %vc{lane} = and i32 %vfb{lane}, 1",
-            f"  %vc8_{lane} = trunc i32 %vc{lane} to i8",
-            f"  %vfi{lane} = add i64 %vi, {lane}",
-            f"  %vfp{lane} = getelementptr inbounds i8, ptr %flags, i64 %vfi{lane}",
-            f"  store i8 %vc8_{lane}, ptr %vfp{lane}, align 1",
-        ]
+    lines += [f"  %vfi{lane} = add i64 %vi, {lane}" for lane in range(width)]
+    flag_bytes("v", [f"%vfi{lane}" for lane in range(width)])
     lines += ["  br label %vnext", "vnext:"]
     flush("v", "%vi.next", {k: f"%accn{k}" for k in summed}, "vcont")
     lines.append("vcont:")
@@ -405,14 +411,7 @@ def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]
         "  br i1 %tstoreflags, label %tflags, label %tnext",
         "tflags:",
     ]
-    for lane, index in enumerate(lanes):  # a repeated lane stores the last point's own flag again
-        lines += [
-            f"  %tfb{lane} = lshr i32 %tflag, {lane}",
-            f"  %tc{lane} = and i32 %tfb{lane}, 1",
-            f"  %tc8_{lane} = trunc i32 %tc{lane} to i8",
-            f"  %tfp{lane} = getelementptr inbounds i8, ptr %flags, i64 {index}",
-            f"  store i8 %tc8_{lane}, ptr %tfp{lane}, align 1",
-        ]
+    flag_bytes("t", lanes)  # a repeated lane stores the last point's own flag again
     lines += ["  br label %tnext", "tnext:", f"  %ti.next = add i64 %ti, {width}"]
     flush("t", "%ti.next", {k: f"%taccn{k}" for k in summed}, "tdone")
     lines.append("tdone:")
