@@ -42,13 +42,15 @@ import workloads as W  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 import symgrad  # noqa: E402
-from symgrad import arraycode, codegen, interpret  # noqa: E402
+from symgrad.backends import interpreter  # noqa: E402
+from symgrad.backends import numpy as arraycode  # noqa: E402
+from symgrad.backends import python as codegen  # noqa: E402
+from symgrad.backends.native import cache, jit  # noqa: E402
+from symgrad.backends.native.build import SCALAR, build_ir, layout_of  # noqa: E402
+from symgrad.backends.native.emit import PROPAGATES, calls_libm, checks_result  # noqa: E402
+from symgrad.backends.native.kernel import compile_native  # noqa: E402
+from symgrad.backends.native.program import Program, unchecked  # noqa: E402
 from symgrad.lower import lower  # noqa: E402
-from symgrad.native import cache, jit  # noqa: E402
-from symgrad.native.build import SCALAR, build_ir, layout_of  # noqa: E402
-from symgrad.native.emit import PROPAGATES, calls_libm, checks_result  # noqa: E402
-from symgrad.native.kernel import compile_native  # noqa: E402
-from symgrad.native.program import Program, unchecked  # noqa: E402
 from symgrad.parser import parse  # noqa: E402
 from symgrad.tape import Tape  # noqa: E402
 
@@ -129,7 +131,7 @@ def scalar_section(name: str, src: str, point: dict[str, float], peers: bool) ->
     t_native, kernel = timed(lambda: compile_native(tape, [tape.output]))
     native = kernel.scalar
     t_python, python = timed(
-        lambda: codegen.function(tape, lambda *p: interpret.forward(tape, p)[tape.output], "value")
+        lambda: codegen.function(tape, lambda *p: interpreter.forward(tape, p)[tape.output], "value")
     )
     assert native(*args)[0] == python(*args), "native and Python disagree"
     t_n = per_call(lambda: native(*args))
@@ -409,7 +411,7 @@ def main() -> None:
     header = ["workload", "records", "executor", "per call", "ratio", "setup (compile)"]
     rows = scalar_section("W1", W.W1, W.W1_POINT, peers=False)
     rows += scalar_section("W2", W.W2, W.W2_POINT, peers=False)
-    for n in (50, 200):  # around symgrad.native.AUTO_MIN_RECORDS
+    for n in (50, 200):  # around symgrad.backends.native.AUTO_MIN_RECORDS
         rows += scalar_section(f"W3 N={n}", W.generated(n), W.generated_point(), peers=False)
     for n in (1_000, 10_000):
         rows += scalar_section(f"W3 N={n:,}", W.generated(n), W.generated_point(), peers=True)

@@ -41,7 +41,8 @@ import workloads as W  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 import symgrad  # noqa: E402
-from symgrad import interpret, native, transforms  # noqa: E402
+from symgrad import transforms  # noqa: E402
+from symgrad.backends import interpreter, native  # noqa: E402
 from symgrad.function import Function  # noqa: E402
 from symgrad.lower import lower  # noqa: E402
 from symgrad.parser import parse  # noqa: E402
@@ -151,7 +152,7 @@ def _python_setup(src: str) -> Function:
 
 def _native_setup(src: str) -> Function | None:
     """``backend="native"`` (machine code whatever the size), compiled from an empty kernel cache, or None."""
-    if not symgrad.native.available():
+    if not symgrad.backends.native.available():
         return None
     saved = os.environ.get("SYMGRAD_CACHE_DIR")
     cold = tempfile.mkdtemp(prefix="symgrad-bench-cache-")
@@ -170,9 +171,9 @@ def _native_setup(src: str) -> Function | None:
 
 def _batched_libm(src: str) -> Function | None:
     """The native backend with ``SYMGRAD_VECTOR_LIBM=all`` (libm calls batched; a few ulp), or None without it."""
-    if not symgrad.native.available():
+    if not symgrad.backends.native.available():
         return None
-    from symgrad.native import libm
+    from symgrad.backends.native import libm
 
     previous = os.environ.get("SYMGRAD_VECTOR_LIBM")
     os.environ["SYMGRAD_VECTOR_LIBM"] = "all"  # read when the kernel is built
@@ -307,7 +308,7 @@ def scalar_workload(title: str, src: str, point: dict[str, float], micrograd_cod
         ("symgrad.grad(text, **point)", per_call(lambda: symgrad.grad(src, **point)), None, "one-shot, string cached"),
         (
             "symgrad interpreter (reference)",
-            per_call(lambda: interpret.value_and_grad(f.tape, args)),
+            per_call(lambda: interpreter.value_and_grad(f.tape, args)),
             None,
             "the tape walked by the reference sweeps",
         ),
@@ -425,7 +426,7 @@ def w3(n_ops: int, budget: float) -> str:
     vg_py = f_py.vg
     rows += [
         ("symgrad vg, Python backend", per_call(lambda: vg_py(*args)), t_py, "generated Python from the gradient tape"),
-        ("symgrad interpreter (reference)", per_call(lambda: interpret.value_and_grad(f.tape, args)), None, ""),
+        ("symgrad interpreter (reference)", per_call(lambda: interpreter.value_and_grad(f.tape, args)), None, ""),
     ]
     for name, module, peer in (
         ("sympy diff + lambdify(cse=True)", "sympy", "sympy"),
@@ -493,7 +494,7 @@ def w5_setup(src: str, x: Any, mu: float, s: float) -> float | None:
     """Parse, lower and the first array call, compiling the fused kernel (no disk cache: a first process's cost)."""
     if not native.available():
         return None
-    from symgrad.native import arrays
+    from symgrad.backends.native import arrays
 
     saved = os.environ.get("SYMGRAD_CACHE")
     os.environ["SYMGRAD_CACHE"] = "0"
@@ -553,7 +554,7 @@ def w5(n_points: int) -> str:
         ("symgrad numpy program (backend='python')", t_numpy, None, f"hand numpy / this {t_hand / t_numpy:.2f}")
     )
     if native.available():
-        from symgrad.native import arrays
+        from symgrad.backends.native import arrays
 
         for threads in (1, 2):
             arrays.THREADS = threads

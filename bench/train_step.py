@@ -174,7 +174,7 @@ def symgrad_native(pb: Problem) -> tuple[Step, NativeSetup] | None:
     The kernel is compiled into a fresh, empty cache directory (cold); a second
     trace of the same loss then loads it from there (warm) and is the one timed.
     """
-    if not symgrad.native.available():
+    if not symgrad.backends.native.available():
         return None
     previous = os.environ.get("SYMGRAD_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="symgrad-w4-cache-") as directory:
@@ -379,7 +379,7 @@ def w4(quick: bool = False, seed: int = 0) -> str:
     native = symgrad_native(pb)
     native_name = "symgrad record-once, native (trace, then machine code)"
     if native is None:
-        measure(native_name, None, missing=f"llvmlite unavailable: {symgrad.native.unavailable_reason()}")
+        measure(native_name, None, missing=f"llvmlite unavailable: {symgrad.backends.native.unavailable_reason()}")
     else:
         ns = native[1]
         measure(

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import native
+from .backends import native
 from .errors import InputError
 from .function import Function, Gradient, merge_point
 from .lower import lower, lower_many

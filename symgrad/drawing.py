@@ -30,7 +30,7 @@ from typing import Any
 
 import graphviz
 
-from . import interpret
+from .backends import interpreter
 from .errors import InputError, MissingDependencyError
 from .files import cannot_write, writable
 from .tape import Tape
@@ -175,8 +175,8 @@ def draw_tape(
 ) -> graphviz.Digraph:
     """Draw ``tape`` as a :class:`graphviz.Digraph`.
 
-    ``values`` and ``grads`` hold one entry per slot (``interpret.forward`` and
-    ``interpret.backward`` give exactly that); leave them out to draw the
+    ``values`` and ``grads`` hold one entry per slot (``interpreter.forward`` and
+    ``interpreter.backward`` give exactly that); leave them out to draw the
     structure only, or put None in ``grads`` for slots whose gradient was not
     computed.  ``labels`` names slots by number; by default inputs show their
     variable name, constants their value and computed slots ``%k`` as in the
@@ -249,9 +249,9 @@ def draw_tape(
 
 def draw_point(tape: Tape, inputs: Sequence[float], *, rankdir: str = "LR", layout: str = "auto") -> graphviz.Digraph:
     """Draw ``tape`` with each slot's data and grad at one point (both sweeps of the reference interpreter)."""
-    slot_values = interpret.forward(tape, inputs)
-    adjoint = interpret.backward(tape, slot_values)
-    needs = interpret.requires_grad(tape)
+    slot_values = interpreter.forward(tape, inputs)
+    adjoint = interpreter.backward(tape, slot_values)
+    needs = interpreter.requires_grad(tape)
     grads = [g if needed else None for g, needed in zip(adjoint, needs, strict=True)]
     return draw_tape(tape, slot_values, grads, rankdir=rankdir, layout=layout)
 

@@ -1,8 +1,8 @@
 """The chain rule, shown: every slot of a tape with its value, local partials and adjoint.
 
 :func:`explain_tape` runs the reference interpreter's two textbook sweeps over
-a primal tape (:func:`symgrad.interpret.forward` for the values,
-:func:`symgrad.interpret.backward` for the adjoints) and lays out what they did,
+a primal tape (:func:`symgrad.backends.interpreter.forward` for the values,
+:func:`symgrad.backends.interpreter.backward` for the adjoints) and lays out what they did,
 one row per slot, in tape order::
 
     slot  source  op     value  local partials  adjoint
@@ -34,7 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import display, interpret
+from . import display
+from .backends import interpreter
 from .ops import Op
 from .rules import arg_names, scalar_partials
 from .tape import Tape
@@ -429,13 +430,13 @@ def explain_tape(
         raise TypeError("explain_tape() takes either inputs or values")
     if values is None:
         assert inputs is not None
-        values = interpret.forward(tape, [float(x) for x in inputs])
+        values = interpreter.forward(tape, [float(x) for x in inputs])
     labels = labels or {}
     seed = _output_of(tape) if output is None else output
     adjoint: list[float] | None = None
     if reverse:
-        adjoint = interpret.backward(tape, values, seed=seed)
-    needs = interpret.requires_grad(tape)
+        adjoint = interpreter.backward(tape, values, seed=seed)
+    needs = interpreter.requires_grad(tape)
     n_slots = tape.n_slots
     contributions: list[list[Contribution]] = [[] for _ in range(n_slots)]
     uses = [0] * n_slots

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from . import dask_arrays
 from .api import compile
+from .backends import dask as dask_arrays
 from .errors import InputError, MissingDependencyError, UnknownVariableError
 from .function import Function
 

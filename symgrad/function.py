@@ -8,9 +8,9 @@ call it as often as you like.
 Derivatives are tapes (:mod:`symgrad.transforms`): the gradient of ``f`` is a
 forward-only tape whose outputs are the value and the partials, and
 ``f.value_and_grad`` runs the straight-line code generated from it
-(:mod:`symgrad.codegen`).  When that code meets a point where an op raises or
+(:mod:`symgrad.backends.python`).  When that code meets a point where an op raises or
 an output is not finite, the point goes to the reference interpreter's classic
-sweeps (:mod:`symgrad.interpret`), which skip dead branches (a zero adjoint)
+sweeps (:mod:`symgrad.backends.interpreter`), which skip dead branches (a zero adjoint)
 and otherwise raise the precise :class:`~symgrad.errors.DomainError`.  Higher
 derivatives (:meth:`Function.derivative`, :meth:`Function.hessian`, …) are
 Functions of their own, whose reference is the interpreter evaluating their
@@ -22,7 +22,7 @@ comes back in its input's shape (the gradient of the sum of the outputs).  On
 arrays, domain violations follow numpy (nan or inf plus a ``RuntimeWarning``).
 
 If any value of a point is a dask array, the result is lazy:
-:mod:`symgrad.dask_arrays` runs that same numpy evaluation chunk by chunk.  A
+:mod:`symgrad.backends.dask` runs that same numpy evaluation chunk by chunk.  A
 Function pickles as its tape (and its backend choice), so it can be sent to
 other processes; executors are rebuilt there on first use.
 """
@@ -42,8 +42,13 @@ from typing import Any
 import graphviz
 import numpy as np
 
-from . import arraycode, background, codegen, dask_arrays, display, drawing, interpret, native, symbolic, transforms
+from . import display, drawing, symbolic, transforms
 from . import explain as explain_mod
+from .backends import background, interpreter, native
+from .backends import dask as dask_arrays
+from .backends import numpy as arraycode
+from .backends import python as codegen
+from .backends.protocol import Returns
 from .errors import InputError, MissingVariableError, UnknownVariableError
 from .explain import Explanation
 from .formula import to_formula
@@ -222,7 +227,7 @@ class Function:
             fn = arraycode.array_function(tape, shapes, reduce_to)
             n_points = math.prod(np.broadcast_shapes(*shapes)) if _broadcasts(shapes) else 0
             if native.use_native_arrays(self.backend, n_points, len(tape)) and native.emits(tape):
-                from .native.arrays import array_function as native_arrays  # only importable with llvmlite
+                from .backends.native.arrays import array_function as native_arrays  # only importable with llvmlite
 
                 fn = native_arrays(tape, shapes, reduce_to, fn) or fn
             self._arrays[key] = fn
@@ -242,13 +247,13 @@ class Function:
             if self.n_outputs == 1:
 
                 def slow(*point: float) -> float:
-                    return interpret.evaluate(tape, point)[0]
+                    return interpreter.evaluate(tape, point)[0]
 
                 fn = self._compiled(tape, slow, "value", self._store_forward)
             else:
 
                 def slow_all(*point: float) -> tuple[float, ...]:
-                    return tuple(interpret.evaluate(tape, point))
+                    return tuple(interpreter.evaluate(tape, point))
 
                 fn = self._compiled(tape, slow_all, "tuple", self._store_forward)
         result: Callable[..., Any] = fn
@@ -284,7 +289,7 @@ class Function:
             wrt = None if positions is None else list(positions)
 
             def slow(*point: float) -> tuple[float, list[float]]:  # the classic sweeps: dead branches skipped
-                return interpret.value_and_grad(primal, point, wrt)
+                return interpreter.value_and_grad(primal, point, wrt)
 
             def store(fn: Callable[..., Any]) -> None:
                 if positions is None:
@@ -483,21 +488,21 @@ class Function:
         self,
         tape: Tape,
         slow: Callable[..., Any],
-        returns: codegen.Returns,
+        returns: Returns,
         store: Callable[[Callable[..., Any]], None],
     ) -> Callable[..., Any]:
         """Code for ``tape`` on floats, kept with ``store``: the native kernel where the backend choice
         says so, else generated Python.
 
-        Under ``auto`` the kernel compiles in the background (:mod:`symgrad.background`): until it
-        is ready, a loop over the records (:func:`symgrad.codegen.interim`) serves the calls with
+        Under ``auto`` the kernel compiles in the background (:mod:`symgrad.backends.background`): until it
+        is ready, a loop over the records (:func:`symgrad.backends.python.interim`) serves the calls with
         the kernel's numbers, and ``store`` is told of the kernel when it takes over (of generated
         Python if the compile fails).  ``SYMGRAD_BACKGROUND=0`` compiles before the first call, and
         so does ``SYMGRAD_VECTOR_LIBM=all``, whose kernels do not give the loop's numbers.
         """
         fn: Callable[..., Any]
         if native.use_native(self.backend, len(tape)) and (self.backend == "native" or native.emits(tape)):
-            from .native.kernel import function as native_function  # only importable with llvmlite
+            from .backends.native.kernel import function as native_function  # only importable with llvmlite
 
             if self.backend == "auto" and background.enabled() and not native.vector_libm_everywhere():
                 job = background.upgrade_later(
@@ -517,7 +522,7 @@ class Function:
     def wait_native(self, timeout: float | None = None) -> bool:
         """Wait for the machine code this function compiles in the background; True once it all runs.
 
-        Under the ``auto`` backend a big tape (see :data:`symgrad.native.AUTO_MIN_RECORDS`) compiles
+        Under the ``auto`` backend a big tape (see :data:`symgrad.backends.native.AUTO_MIN_RECORDS`) compiles
         to machine code in a background thread while its first calls run in Python, with the same
         numbers.  This blocks until those compiles are done (at most ``timeout`` seconds).  False
         on a timeout or if a compile failed (that code then runs as generated Python); True when
@@ -534,7 +539,7 @@ class Function:
     def llvm_ir(self) -> str:
         """The LLVM IR the native backend compiles for ``vg`` (the gradient tape; needs llvmlite)."""
         native.use_native("native", len(self.tape))  # raises MissingDependencyError without llvmlite
-        from .native.kernel import llvm_ir
+        from .backends.native.kernel import llvm_ir
 
         tape = self.tape if self.n_outputs != 1 else self._gradient_tape(None)
         return llvm_ir(tape, list(tape.outputs))

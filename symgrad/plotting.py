@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from . import interpret
 from .api import compile as compile_expression
+from .backends import interpreter
 from .errors import DomainError, InputError, MissingDependencyError, MissingVariableError, UnknownVariableError
 from .files import cannot_write, writable
 from .function import Function, bind_scalars
@@ -102,13 +102,13 @@ def sample(
     for x in xs:
         inputs[k] = x
         try:
-            values = interpret.forward(tape, inputs)
+            values = interpreter.forward(tape, inputs)
         except DomainError:
             ys.append(math.nan)
             dys.append(math.nan)
             continue
         try:
-            dy = interpret.backward(tape, values)[k]
+            dy = interpreter.backward(tape, values)[k]
         except DomainError:
             dy = math.nan
         y = values[tape.output]

@@ -15,7 +15,7 @@ are not parameters (training data, say) are recorded as constants at their
 ``data`` at tracing time; to vary them, pass them as parameters too.
 
 Which code replays: the gradient tape (value and every partial) runs as
-machine code when the backend says native (:mod:`symgrad.native`), through
+machine code when the backend says native (:mod:`symgrad.backends.native`), through
 one buffer: the parameters' ``data`` are packed into it with one C call, one
 call runs the kernel, and the value and partials come back as one array.
 Under ``auto``, a gradient tape of ``AUTO_MIN_RECORDS`` to
@@ -24,7 +24,7 @@ loss over a batch, say: compiling it takes seconds) is loaded from the
 persistent cache if it is there, else it replays as generated Python until
 those replays have taken about as long as compiling would
 (:data:`COMPILE_SECONDS_PER_RECORD`); the replay that crosses the line
-starts the compile on symgrad's background worker (:mod:`symgrad.background`)
+starts the compile on symgrad's background worker (:mod:`symgrad.backends.background`)
 and Python keeps serving until the kernel is ready.  A long training run gets
 machine code without a pause, a short one never starts LLVM, and a process
 that ends during the compile waits for it (the worker is joined at exit, never
@@ -42,14 +42,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from . import background, interpret, native
+from .backends import background, interpreter, native
 from .errors import InputError
 from .function import Function
 from .tape import Tape
 from .value import Value, linearise
 
 if TYPE_CHECKING:
-    from .native.kernel import BufferEntry, NativeKernel
+    from .backends.native.kernel import BufferEntry, NativeKernel
 
 __all__ = ["Traced", "trace"]
 
@@ -118,14 +118,14 @@ class Traced(Function):
             return None
         if self.backend == "auto" and not native.emits(tape):
             return None
-        from .native.kernel import cached_kernel, compile_native  # only importable with llvmlite
+        from .backends.native.kernel import cached_kernel, compile_native  # only importable with llvmlite
 
         primal = self.tape
 
         def slow(point: Sequence[float]) -> list[float]:
             """Flagged points: the bound point's errors, else the classic sweeps (the exact DomainError)."""
             values = self.bind(tuple(point), {})
-            value, grads = interpret.value_and_grad(primal, values)
+            value, grads = interpreter.value_and_grad(primal, values)
             return [value, *grads]
 
         outputs = list(tape.outputs)

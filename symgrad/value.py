@@ -30,8 +30,9 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from . import display, interpret
+from . import display
 from . import explain as explain_mod
+from .backends import interpreter
 from .errors import DomainError, InputError
 from .explain import Explanation, local_partials
 from .ops import OPS, Op, domain_message
@@ -445,7 +446,7 @@ _creation_number = attrgetter("_n")
 def _reverse_sweep(order: list[Value]) -> None:
     """Accumulate ``arg._adj += node._adj * ∂node/∂arg`` over ``order`` backwards.
 
-    The classic reverse sweep of :func:`symgrad.interpret.backward`, run on
+    The classic reverse sweep of :func:`symgrad.backends.interpreter.backward`, run on
     the Values themselves: the same partial functions (from the op table, by
     :func:`symgrad.rules.scalar_partials`), the same skip of a zero adjoint,
     the same errors, and, because ``linearise`` orders records the same way,
@@ -501,7 +502,7 @@ def _reverse_sweep(order: list[Value]) -> None:
                             raise ValueError("non-finite partial")
     except _CATCH:
         assert node._opr is not None
-        raise interpret.derivative_error(node._opr, [x.data for x in node._args]) from None
+        raise interpreter.derivative_error(node._opr, [x.data for x in node._args]) from None
 
 
 _PARTIALS: dict[Op, tuple[Callable[..., float], ...]] = {}

@@ -38,7 +38,7 @@ from collections.abc import Callable
 import sympy
 
 import symgrad
-from symgrad import interpret
+from symgrad.backends import interpreter
 from symgrad.errors import SymgradError
 from symgrad.oracle import DIGITS, finite_difference
 from symgrad.rules import scalar_partials
@@ -85,7 +85,7 @@ def _abs_reverse(tape: Tape, values: list[float]) -> list[float]:
     acc = [0.0] * tape.n_slots
     acc[tape.output] = 1.0
     base = tape.first_instr_slot
-    needs = interpret.requires_grad(tape)  # a constant's partial may be undefined (d/db x**b at x < 0)
+    needs = interpreter.requires_grad(tape)  # a constant's partial may be undefined (d/db x**b at x < 0)
     for i in range(len(tape.instrs) - 1, -1, -1):
         instr = tape.instrs[i]
         g = acc[base + i]
@@ -109,8 +109,8 @@ def _rounded_forward(tape: Tape, x: list[float], factor: Callable[[int], float])
 
 def magnitudes(tape: Tape, x: list[float]) -> tuple[float, list[float]]:
     """(M for the value, M for each partial), as in the module docstring."""
-    values = interpret.forward(tape, x)
-    adjoint = interpret.backward(tape, values)
+    values = interpreter.forward(tape, x)
+    adjoint = interpreter.backward(tape, values)
     m_value = sum(abs(a * v) for a, v in zip(adjoint, values, strict=True))
     paths = _abs_reverse(tape, values)[: tape.n_inputs]
     sensitivity = [0.0] * tape.n_inputs
@@ -119,7 +119,7 @@ def magnitudes(tape: Tape, x: list[float]) -> tuple[float, list[float]]:
     for factor in (up, alternating):
         try:
             wobbled = _rounded_forward(tape, x, factor)
-            shifted = interpret.backward(tape, wobbled)[: tape.n_inputs]
+            shifted = interpreter.backward(tape, wobbled)[: tape.n_inputs]
         except (SymgradError, ArithmeticError, ValueError):
             continue
         for j, (s, g) in enumerate(zip(shifted, adjoint[: tape.n_inputs], strict=True)):

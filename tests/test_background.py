@@ -1,7 +1,7 @@
 """Background compilation: the first calls are served at once, with the numbers of the code that replaces them.
 
 Under the ``auto`` backend a big tape compiles to machine code on a worker
-thread while :func:`symgrad.codegen.interim` (a loop over the records) answers;
+thread while :func:`symgrad.backends.python.interim` (a loop over the records) answers;
 the swap must be invisible in the results, survive a failing compile, let the
 process exit cleanly (a compile in progress finishes, its cache file is
 written) and survive a fork.
@@ -25,7 +25,9 @@ from hypothesis import strategies as st
 from strategies import Case, cases
 
 import symgrad
-from symgrad import background, codegen, interpret, native, transforms
+from symgrad import transforms
+from symgrad.backends import background, interpreter, native
+from symgrad.backends import python as codegen
 from symgrad.errors import DomainError
 
 needs_llvm = pytest.mark.skipif(not native.available(), reason=f"native backend: {native.unavailable_reason()}")
@@ -107,7 +109,7 @@ def _outcome(fn: Callable[..., Any], point: list[float]) -> Any:
 @given(cases(max_depth=3), st.sampled_from([None, 0.0, -1.0, 1e300, math.inf]))
 def test_interim_returns_the_kernels_numbers(case: Case, poke: float | None) -> None:
     """Same values, bit for bit, and the same errors as the native kernel, also where it hands over."""
-    from symgrad.native.kernel import function as native_function
+    from symgrad.backends.native.kernel import function as native_function
 
     f = symgrad.compile(case.text)
     point = [case.point[name] for name in f.variables]
@@ -116,7 +118,7 @@ def test_interim_returns_the_kernels_numbers(case: Case, poke: float | None) -> 
     tape = transforms.grad_tape(f.tape)
 
     def slow(*p: float) -> tuple[float, list[float]]:
-        return interpret.value_and_grad(f.tape, p)
+        return interpreter.value_and_grad(f.tape, p)
 
     interim = codegen.interim(tape, slow, "value_and_grad")
     assert _outcome(interim, point) == _outcome(native_function(tape, slow, "value_and_grad"), point)
@@ -126,7 +128,7 @@ def test_interim_agrees_with_the_interpreter_on_every_output() -> None:
     f = symgrad.compile("max(x, y) * exp(-x) + atan2(x, y)")
     tape = f.hessian_function().tape
     run = codegen.interim(tape, lambda *p: pytest.fail("no hand-over expected"), "tuple")
-    assert run(0.3, 1.7) == tuple(interpret.evaluate(tape, [0.3, 1.7]))
+    assert run(0.3, 1.7) == tuple(interpreter.evaluate(tape, [0.3, 1.7]))
 
 
 # ------------------------------------------------------------- in Function ---
@@ -142,7 +144,7 @@ def test_function_compiles_big_tapes_in_the_background(monkeypatch: pytest.Monke
     assert f.wait_native(60)
     assert f.vg is not bound  # the slot now holds the kernel itself
     assert f.vg(*point) == first == bound(*point)
-    assert f(*point) == forward == interpret.evaluate(f.tape, list(point))[0]
+    assert f(*point) == forward == interpreter.evaluate(f.tape, list(point))[0]
     with pytest.raises(DomainError, match="log") as before:
         bound(-5.0, 0.25, -1.0)
     with pytest.raises(DomainError, match="log") as after:
@@ -158,7 +160,7 @@ def test_wait_native_is_true_at_once_without_compiles() -> None:
 
 @needs_llvm
 def test_a_failing_compile_falls_back_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
-    from symgrad.native import kernel
+    from symgrad.backends.native import kernel
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OSError("LLVM is having a bad day")
@@ -213,7 +215,7 @@ def test_exit_lets_a_running_build_finish(tmp_path: Path) -> None:
     done = tmp_path / "done"
     code = f"""
 import threading, time
-from symgrad import background
+from symgrad.backends import background
 started = threading.Event()
 def build():
     started.set()

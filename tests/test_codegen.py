@@ -1,6 +1,6 @@
 """Generated code and the numpy path against the reference interpreter.
 
-The interpreter (:mod:`symgrad.interpret`) is the oracle here: every fast path
+The interpreter (:mod:`symgrad.backends.interpreter`) is the oracle here: every fast path
 must give the same values, the same partials and the same domain errors.
 Values agree exactly (the generated lines are the same float operations in the
 same order); partials come from the simplified gradient tape, whose sums may be
@@ -21,7 +21,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import symgrad
-from symgrad import codegen, interpret
+from symgrad.backends import interpreter
+from symgrad.backends import python as codegen
 from symgrad.function import MAX_SHAPES, Function
 from symgrad.lower import lower
 from symgrad.ops import OPS, Op
@@ -49,9 +50,9 @@ def outcome(fn: Any, *args: Any) -> Any:
 def assert_agree(text: str, point: list[float], optimize: bool = True) -> None:
     tape = lower(parse(text), text, optimize=optimize)
     f = Function(tape, text)
-    ref_vg = outcome(interpret.value_and_grad, tape, point)
+    ref_vg = outcome(interpreter.value_and_grad, tape, point)
     gen_vg = outcome(f.vg, *point)
-    ref_f = outcome(lambda p: interpret.forward(tape, p)[tape.output], point)
+    ref_f = outcome(lambda p: interpreter.forward(tape, p)[tape.output], point)
     gen_f = outcome(f, *point)
     if isinstance(ref_f, tuple):
         assert gen_f == ref_f, (text, point)
@@ -62,7 +63,7 @@ def assert_agree(text: str, point: list[float], optimize: bool = True) -> None:
         # the gradient tape never emits a term whose factor is a structural zero.  So at sqrt(0*x),
         # x = 0, the sweep meets sqrt'(0) and raises, while the tape gives the true derivative 0 of
         # this constant function.  Its reference is then the interpreter on the gradient tape.
-        value, *grads = interpret.evaluate(grad_tape(tape), point)
+        value, *grads = interpreter.evaluate(grad_tape(tape), point)
         assert gen_vg == (value, grads), (text, point)
         return
     if isinstance(ref_vg[0], str):
@@ -182,9 +183,9 @@ def test_a_partial_times_a_structural_zero_is_never_evaluated() -> None:
     """d/dx sqrt(0*x) at 0: the function is constant, so 0; the classic sweep meets sqrt'(0) and raises."""
     f = symgrad.compile("sqrt(x*0)")
     assert f.value_and_grad(x=0.0) == (0.0, 0.0) and f.vg(0.0) == (0.0, [0.0])
-    assert interpret.evaluate(grad_tape(f.tape), [0.0]) == [0.0, 0.0]
+    assert interpreter.evaluate(grad_tape(f.tape), [0.0]) == [0.0, 0.0]
     with pytest.raises(symgrad.DomainError, match=r"derivative of sqrt\(0.0\)"):
-        interpret.value_and_grad(f.tape, [0.0])
+        interpreter.value_and_grad(f.tape, [0.0])
     assert_agree("sqrt(x*0)", [0.0])  # the executors agree with that reference
 
 
@@ -210,7 +211,7 @@ def test_hundred_thousand_records() -> None:
     assert len(f.tape) >= 100_000
     point = [0.01 * (i + 1) for i in range(20)]
     value, grads = f.vg(*point)
-    ref_value, ref_grads = interpret.value_and_grad(f.tape, point)
+    ref_value, ref_grads = interpreter.value_and_grad(f.tape, point)
     assert value == ref_value and grads == ref_grads
     assert f(*point) == ref_value
 
@@ -392,8 +393,8 @@ def test_lowering_identities_are_exact(text: str, x: float) -> None:
     # the optimised tape gives the very same floats as one record per operator (signed zeros, nan)
     optimised, plain = lower(parse(text), text), lower(parse(text), text, optimize=False)
     point = {"x": x, "y": 1.0 if x != x else -0.0}
-    va = interpret.forward(optimised, [point[n] for n in optimised.inputs])[optimised.output]
-    vb = interpret.forward(plain, [point[n] for n in plain.inputs])[plain.output]
+    va = interpreter.forward(optimised, [point[n] for n in optimised.inputs])[optimised.output]
+    vb = interpreter.forward(plain, [point[n] for n in plain.inputs])[plain.output]
     assert bits(va) == bits(vb), (text, x, va, vb)
 
 

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from strategies import Case, cases
 
 import symgrad
-from symgrad import Instr, Tape, Value, interpret
+from symgrad import Instr, Tape, Value
+from symgrad.backends import interpreter
 from symgrad.cli import main
 from symgrad.errors import DomainError, InputError
 from symgrad.explain import Explanation, Row, explain_tape, format_number, rule_text
@@ -110,9 +111,9 @@ def test_contributions_come_in_the_order_the_reverse_sweep_adds_them() -> None:
 
 
 def _check_consistency(e: Explanation, tape: Tape, point: list[float]) -> None:
-    values = interpret.forward(tape, point)
-    adjoint = interpret.backward(tape, values)
-    needs = interpret.requires_grad(tape)
+    values = interpreter.forward(tape, point)
+    adjoint = interpreter.backward(tape, values)
+    needs = interpreter.requires_grad(tape)
     for row in e.rows:
         assert row.value == values[row.slot] or (math.isnan(row.value) and math.isnan(values[row.slot]))
         if not needs[row.slot] and row.slot != e.output:
@@ -135,7 +136,7 @@ def test_contributions_add_up_to_the_interpreters_adjoints_exactly(case: Case) -
         e = f.explain(*point)
     except DomainError:
         with pytest.raises(DomainError):
-            interpret.value_and_grad(f.tape, point)
+            interpreter.value_and_grad(f.tape, point)
         return
     _check_consistency(e, f.tape, point)
 
@@ -233,10 +234,10 @@ def test_other_outputs_can_seed_the_reverse_sweep() -> None:
     """explain_tape differentiates any slot, as the interpreter's seed does (e.g. an intermediate)."""
     tape = symgrad.compile("x*sin(y) + 2").tape
     point = [0.7, 1.3]
-    values = interpret.forward(tape, point)
+    values = interpreter.forward(tape, point)
     sin_slot = next(s for s in range(tape.first_instr_slot, tape.n_slots) if tape.instr_at(s).op.name == "sin")
     e = explain_tape(tape, point, output=sin_slot)
-    want = interpret.backward(tape, values, seed=sin_slot)
+    want = interpreter.backward(tape, values, seed=sin_slot)
     assert [r.adjoint for r in e.rows if r.kind == "input"] == want[:2]
     assert e.rows[1].adjoint == pytest.approx(math.cos(1.3))
 

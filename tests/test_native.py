@@ -20,14 +20,15 @@ from hypothesis import given, settings
 from strategies import Case, cases
 
 import symgrad
-from symgrad import interpret, native, ops
+from symgrad import ops
+from symgrad.backends import interpreter, native
+from symgrad.backends.native import cache, jit, libm, pyentry
+from symgrad.backends.native.build import layout_of
+from symgrad.backends.native.emit import EMITTERS, PROPAGATES, checks_result
+from symgrad.backends.native.kernel import NativeKernel, compile_native
+from symgrad.backends.native.program import CHUNK, DELAY, Layout, Program, unchecked
 from symgrad.errors import DomainError, InputError
 from symgrad.lower import lower
-from symgrad.native import cache, jit, libm, pyentry
-from symgrad.native.build import layout_of
-from symgrad.native.emit import EMITTERS, PROPAGATES, checks_result
-from symgrad.native.kernel import NativeKernel, compile_native
-from symgrad.native.program import CHUNK, DELAY, Layout, Program, unchecked
 from symgrad.ops import OPS, Op
 from symgrad.parser import parse
 from symgrad.tape import Instr, Tape, TapeError
@@ -76,7 +77,7 @@ def one_op_tape(op: Op) -> Tape:
 
 def reference(tape: Tape, outputs: list[int]) -> object:
     def run(*point: float) -> list[float]:
-        values = interpret.forward(tape, point)
+        values = interpreter.forward(tape, point)
         return [values[s] for s in outputs]
 
     return run
@@ -166,7 +167,7 @@ def test_multiple_outputs_in_any_order_with_repeats_inputs_and_constants() -> No
     outputs = [tape.output, 0, const_slot, tape.n_slots - 2, tape.output, tape.first_instr_slot, 1]
     kernel = compile_native(tape, outputs)
     for point in [(0.3, 1.7), (-2.0, 0.25), (1e-300, -3.0)]:
-        values = interpret.forward(tape, point)
+        values = interpreter.forward(tape, point)
         assert kernel(*point) == tuple(values[s] for s in outputs)
     with pytest.raises(DomainError, match="divides by zero"):
         kernel(1.0, 0.0)
@@ -284,7 +285,7 @@ def test_a_partner_far_down_the_tape_moves_up_next_to_its_pair() -> None:
     assert max(len(c) for c in layout.chunks) <= CHUNK + 1
     kernel = compile_native(tape, outputs)
     for point in [(0.3, -1.2), (2.5, 0.7), (-40.0, 3.0)]:
-        values = interpret.forward(tape, point)
+        values = interpreter.forward(tape, point)
         assert kernel(*point) == tuple(values[s] for s in outputs)
 
 
@@ -356,13 +357,13 @@ def test_hundred_thousand_records_in_chunks() -> None:
     kernel = compile_native(tape, outputs)
     assert kernel.opt() == kernel.opt("array") == 0 and len(kernel.layout.chunks) == 200
     point = [0.05 * (i + 1) for i in range(20)]
-    values = interpret.forward(tape, point)
+    values = interpreter.forward(tape, point)
     assert kernel(*point) == tuple(values[s] for s in outputs)
     xs = [np.full(3, v) for v in point]
     xs[0] = np.array([point[0], -1.0, 2.0])
     got = kernel.array(*xs, threads=2)
     for i in range(3):
-        values = interpret.forward(tape, [float(x[i]) for x in xs])
+        values = interpreter.forward(tape, [float(x[i]) for x in xs])
         assert [g[i] for g in got] == [values[s] for s in outputs]
 
 
@@ -390,7 +391,7 @@ def test_array_kernel_broadcasts_like_numpy_and_equals_the_interpreter(shapes: t
     for k, slot in enumerate(outputs):
         assert got[k].shape == shape
         for index in np.ndindex(shape):
-            values = interpret.forward(tape, [float(w[index]) for w in wide])
+            values = interpreter.forward(tape, [float(w[index]) for w in wide])
             assert near(float(got[k][index]), values[slot], 8)  # libmvec's exp: a few ulp
 
 
@@ -416,7 +417,7 @@ def test_every_length_of_the_partial_vector_after_the_whole_ones(n: int) -> None
         if i in bad:
             assert math.isnan(written[0][i])
             continue
-        values = interpret.forward(tape, [float(x[i]), 0.7])
+        values = interpreter.forward(tape, [float(x[i]), 0.7])
         assert near(float(written[0][i]), values[outputs[0]], 8)
         assert near(float(written[1][i]), values[outputs[1]], 8)
         want_sum += values[outputs[2]]
@@ -434,7 +435,7 @@ def test_threads_split_the_points_and_give_the_same_numbers() -> None:
     for a, b in zip(one, two, strict=True):
         assert np.array_equal(a, b)
     i = 12_345
-    values = interpret.forward(tape, [float(x[i]), 0.2, 1.5])
+    values = interpreter.forward(tape, [float(x[i]), 0.2, 1.5])
     assert near(float(one[0][i]), values[tape.output], 8)
 
 
@@ -449,7 +450,7 @@ def test_array_domain_error_is_the_interpreters_and_false_alarms_keep_their_valu
     assert ignored[0] == 1.0 and math.isnan(ignored[1])
     # exp(inf) = inf is flagged (a non-finite libm result) but valid: the interpreter's value is kept.
     (values,) = kernel.array(np.array([1.0, 2.0]), np.array([INF, 0.5]))
-    assert values[0] == INF and values[1] == interpret.forward(tape, [2.0, 0.5])[tape.output]
+    assert values[0] == INF and values[1] == interpreter.forward(tape, [2.0, 0.5])[tape.output]
 
 
 # ------------------------------------------------------------------ cache --
@@ -484,7 +485,7 @@ def test_cache_files_are_verified_and_corrupted_ones_rebuilt(cache_dir) -> None:
         before = _stats()
         kernel = compile_native(tape, [tape.output])
         assert _stats()["rejected"] == before["rejected"] + 1 and _stats()["stores"] == before["stores"] + 1
-        assert kernel(0.7, 0.2, 1.5) == (interpret.forward(tape, [0.7, 0.2, 1.5])[tape.output],)
+        assert kernel(0.7, 0.2, 1.5) == (interpreter.forward(tape, [0.7, 0.2, 1.5])[tape.output],)
         assert path.read_bytes() == good  # rebuilt
     # A valid file of another kernel renamed to this key (a foreign file) is rejected too.
     other = lower(parse("x*y"), "x*y")
@@ -520,7 +521,7 @@ _CHILD = """
 import sys
 from symgrad.lower import lower
 from symgrad.parser import parse
-from symgrad.native import cache, kernel
+from symgrad.backends.native import cache, kernel
 text = sys.argv[1]
 tape = lower(parse(text), text)
 k = kernel.compile_native(tape, [tape.output])
@@ -546,7 +547,7 @@ def _children(cache_dir, count: int, text: str) -> list[list[str]]:  # type: ign
 
 def test_second_process_loads_instead_of_compiling_and_concurrent_writers(cache_dir) -> None:  # type: ignore[no-untyped-def]
     text = GAUSS + " + sin(x*mu)"
-    want = interpret.forward(lower(parse(text), text), [0.7, 0.2, 1.5])
+    want = interpreter.forward(lower(parse(text), text), [0.7, 0.2, 1.5])
     # Three processes start together on an empty cache: each compiles and writes the same file.
     writers = _children(cache_dir, 3, text)
     assert all(out[2] == "0" and float(out[3]) == want[-1] for out in writers)
@@ -591,14 +592,14 @@ def test_backend_from_environment(monkeypatch) -> None:  # type: ignore[no-untyp
 
 
 def test_function_adapter_has_the_shapes_of_generated_code() -> None:
-    from symgrad.native.kernel import function
+    from symgrad.backends.native.kernel import function
 
     text = "log(x) * y + sqrt(y)"
     tape = lower(parse(text), text)
     slots = [tape.output, tape.first_instr_slot, 1]
 
     def values(*p: float) -> list[float]:
-        v = interpret.forward(tape, p)
+        v = interpreter.forward(tape, p)
         return [v[s] for s in slots]
 
     value = function(tape, lambda *p: values(*p)[0], "value")
@@ -686,7 +687,7 @@ def test_batched_kernels_answer_from_the_first_call_under_auto(monkeypatch: pyte
     point = (0.7, 0.3)
     first = f.vg(*point)
     assert not f._jobs  # compiled before the first call, not in the background
-    exact = interpret.value_and_grad(f.tape, list(point))
+    exact = interpreter.value_and_grad(f.tape, list(point))
     assert first != (exact[0], list(exact[1]))  # the kernel's numbers (libmvec), not the interpreter's
     assert first == symgrad.Function(f.tape, text, "native").vg(*point)
     for value, want in zip([first[0], *first[1]], [exact[0], *exact[1]], strict=True):
@@ -694,7 +695,7 @@ def test_batched_kernels_answer_from_the_first_call_under_auto(monkeypatch: pyte
 
 
 def test_a_batch_never_holds_a_record_read_before_its_last_member() -> None:
-    from symgrad.native.build import batches
+    from symgrad.backends.native.build import batches
 
     tape = _big_tape(3 * CHUNK)
     program = Program.from_tape(tape, [tape.output])

@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 
 import symgrad
-from symgrad import native
+from symgrad.backends import native
 from symgrad.errors import InputError
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="needs llvmlite")
 
-from symgrad.native import arrays, libm  # noqa: E402
-from symgrad.native.kernel import NativeKernel  # noqa: E402
-from symgrad.native.program import Program  # noqa: E402
+from symgrad.backends.native import arrays, libm  # noqa: E402
+from symgrad.backends.native.kernel import NativeKernel  # noqa: E402
+from symgrad.backends.native.program import Program  # noqa: E402
 
 GAUSS = "exp(-((x-mu)/s)**2/2)/(sqrt(2*pi)*s)"
 N = native.ARRAY_MIN_POINTS + 3  # big enough for "auto", and not a multiple of the vector width
@@ -288,7 +288,7 @@ def test_sums_of_a_kernel_compiled_for_some_outputs() -> None:
 def test_without_libmvec_the_kernel_uses_scalar_libm() -> None:
     code = (
         "import numpy as np, symgrad\n"
-        "from symgrad.native import libm, arrays\n"
+        "from symgrad.backends.native import libm, arrays\n"
         "f = symgrad.compile('exp(x) + sin(x)')\n"
         "x = np.linspace(-3, 3, 20_001)\n"
         "v = f(x=x)\n"

@@ -1,7 +1,7 @@
 """How Python calls a kernel's scalar entry: results, errors, references and threads.
 
 On CPython the entry is a built-in function compiled from LLVM IR against the C
-API (``symgrad/native/pyentry.py``); elsewhere a ctypes call behind a lock.
+API (``symgrad/backends/native/pyentry.py``); elsewhere a ctypes call behind a lock.
 Both are checked here against the reference interpreter, bit for bit.
 """
 
@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 import symgrad
-from symgrad import interpret
+from symgrad.backends import interpreter
+from symgrad.backends.native import pyentry
+from symgrad.backends.native.kernel import compile_native, function
 from symgrad.errors import DomainError, InputError
 from symgrad.lower import lower
-from symgrad.native import pyentry
-from symgrad.native.kernel import compile_native, function
 from symgrad.parser import parse
 from symgrad.tape import Tape
 
@@ -58,7 +58,7 @@ def reference_vg(src: str) -> Callable[..., tuple[float, list[float]]]:
     gtape = symgrad.compile(src, backend="python")._gradient_tape(None)
 
     def vg(*point: float) -> tuple[float, list[float]]:
-        values = interpret.forward(gtape, list(map(float, point)))
+        values = interpreter.forward(gtape, list(map(float, point)))
         value, *grads = (values[slot] for slot in gtape.outputs)
         return value, grads
 
@@ -170,7 +170,7 @@ def test_the_entry_keeps_its_machine_code_alive(entry_kind: str) -> None:
     gc.collect()
     assert_kind(scalar, entry_kind)
     for point in ((2.0, 1.0, 0.5), (0.3, -2.0, 1.5)):
-        assert scalar(*point) == (interpret.forward(tape, list(point))[tape.output],)
+        assert scalar(*point) == (interpreter.forward(tape, list(point))[tape.output],)
 
 
 def test_calls_from_several_threads_do_not_mix_their_points(entry_kind: str) -> None:
@@ -181,7 +181,7 @@ def test_calls_from_several_threads_do_not_mix_their_points(entry_kind: str) -> 
     scalar = kernel.scalar
     assert_kind(scalar, entry_kind)
     points = [(0.1 * i, 0.2 * i - 1.0, 1.0 + 0.05 * i) for i in range(64)]
-    want = {p: (interpret.forward(tape, list(p))[tape.output],) for p in points}
+    want = {p: (interpreter.forward(tape, list(p))[tape.output],) for p in points}
     wrong: list[Any] = []
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible

@@ -24,7 +24,7 @@ sys.meta_path.insert(0, _NoLlvmlite())
 CHECK = """
 import warnings
 import symgrad
-from symgrad import interpret, native
+from symgrad.backends import interpreter, native
 
 text = " + ".join(f"sin(x * {k + 1}) * y" for k in range(80))  # above the auto threshold
 assert not native.available() and "llvmlite is not installed" in native.unavailable_reason()
@@ -33,8 +33,8 @@ with warnings.catch_warnings(record=True) as caught:
     f = symgrad.compile(text)
     g = symgrad.compile(text + " + 1")
     assert len(f.tape) >= native.AUTO_MIN_RECORDS
-    assert f(0.3, 2.0) == interpret.forward(f.tape, [0.3, 2.0])[f.tape.output]
-    assert g(0.3, 2.0) == interpret.forward(g.tape, [0.3, 2.0])[g.tape.output]
+    assert f(0.3, 2.0) == interpreter.forward(f.tape, [0.3, 2.0])[f.tape.output]
+    assert g(0.3, 2.0) == interpreter.forward(g.tape, [0.3, 2.0])[g.tape.output]
 messages = [str(w.message) for w in caught]
 assert len(messages) == 1 and "\\n" not in messages[0] and "using Python" in messages[0], messages
 try:
@@ -62,7 +62,7 @@ with warnings.catch_warnings(record=True) as caught:
     value = traced.backward()
 eager = loss(model.parameters())
 assert traced._native() is None and value == eager.data, (value, eager.data)
-assert len(traced._gradient_tape(None)) >= symgrad.native.AUTO_MIN_RECORDS
+assert len(traced._gradient_tape(None)) >= symgrad.backends.native.AUTO_MIN_RECORDS
 assert any("using Python" in str(w.message) for w in caught), [str(w.message) for w in caught]
 try:
     symgrad.trace(loss, model.parameters(), backend="native").backward()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import symgrad
-from symgrad import native
+from symgrad.backends import native
 from symgrad.cli import main
 from symgrad.errors import DomainError, InputError
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from strategies import Case, cases, random_text
 
 import symgrad
-from symgrad import interpret
+from symgrad.backends import interpreter
 from symgrad.errors import SymgradError
 from symgrad.oracle import to_sympy
 from symgrad.parser import parse
@@ -57,7 +57,7 @@ def test_generated_code_matches_the_reference_interpreter(case: Case) -> None:
     f = symgrad.compile(case.text)
     point = [float(case.point[name]) for name in f.variables]
     try:
-        expected = interpret.value_and_grad(f.tape, point)
+        expected = interpreter.value_and_grad(f.tape, point)
     except symgrad.DomainError as e:
         with pytest.raises(symgrad.DomainError) as info:
             f.vg(*point)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import symgrad
-from symgrad import DomainError, InputError, Value, native, trace
-from symgrad.native.kernel import BufferEntry, compile_native
+from symgrad import DomainError, InputError, Value, trace
+from symgrad.backends import native
+from symgrad.backends.native.kernel import BufferEntry, compile_native
 from symgrad.nn import MLP
 
 

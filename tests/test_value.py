@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import symgrad
-from symgrad import DomainError, InputError, SymgradError, Value, interpret
+from symgrad import DomainError, InputError, SymgradError, Value
+from symgrad.backends import interpreter
 from symgrad.lower import lower
 from symgrad.nn import MLP
 from symgrad.ops import OPS
@@ -268,7 +269,7 @@ def test_value_gradients_equal_interpreter_on_the_string_tape() -> None:
     v = x * y.sin() + (x / y).exp() - (x - y).relu() ** 2 + 2**x
     v.backward()
     tape = lower(parse(text), optimize=False)
-    value, grads = interpret.value_and_grad(tape, [0.7, 1.3])
+    value, grads = interpreter.value_and_grad(tape, [0.7, 1.3])
     assert v.data == value
     assert [x.grad, y.grad] == grads  # the same sweep over the same records: bit for bit
     assert symgrad.grad(text, x=0.7, y=1.3) == pytest.approx({"x": x.grad, "y": y.grad}, rel=1e-12)
@@ -345,15 +346,15 @@ def test_value_path_matches_string_path(tree: object, point: tuple[float, float,
         _, v = _text_and_value(tree, leaves)
     except DomainError as e:  # an overflow in the forward: the string path must agree
         with pytest.raises(DomainError) as info:
-            interpret.forward(tape, [leaves[n].data for n in tape.inputs])
+            interpreter.forward(tape, [leaves[n].data for n in tape.inputs])
         assert info.value.op == e.op
         return
     v.backward()
     used = list(tape.inputs)
     assert v.tape.records() == tape.records(), text
-    values = interpret.forward(tape, [leaves[n].data for n in tape.inputs])
+    values = interpreter.forward(tape, [leaves[n].data for n in tape.inputs])
     assert v.data == values[tape.output] or (math.isnan(v.data) and math.isnan(values[tape.output]))
-    adjoint = interpret.backward(tape, values)
+    adjoint = interpreter.backward(tape, values)
     for k, name in enumerate(tape.inputs):
         assert leaves[name].grad == adjoint[k] or (math.isnan(adjoint[k]) and math.isnan(leaves[name].grad))
     # And the optimised string front end (folding, CSE) agrees up to rounding.
@@ -398,7 +399,7 @@ def test_backward_equals_the_interpreter_on_the_linearised_tape_bit_for_bit(seed
     leaves, root = _random_dag(seed)
     root.backward()
     tape, nodes = symgrad.value.linearise(root)
-    adjoint = interpret.backward(tape, [node.data for node in nodes])
+    adjoint = interpreter.backward(tape, [node.data for node in nodes])
     for node, g in zip(nodes, adjoint, strict=True):
         if not node.is_constant:
             assert node.grad == g  # intermediate Values too: the same sums in the same order
@@ -415,7 +416,7 @@ def test_a_partial_with_respect_to_a_constant_expression_is_never_evaluated() ->
     assert x.grad == 2.0 * -2.0
     assert exponent.grad == 0.0 and k.grad == 0.0
     tape, nodes = symgrad.value.linearise(y)
-    assert interpret.backward(tape, [n.data for n in nodes])[0] == x.grad
+    assert interpreter.backward(tape, [n.data for n in nodes])[0] == x.grad
 
 
 @pytest.mark.parametrize("copier", ["deepcopy", "pickle"])

@@ -1,8 +1,8 @@
 """Function's array path on the fused kernel: one pass over the broadcast points, numpy's semantics.
 
-:func:`array_function` wraps the numpy program of :mod:`symgrad.arraycode`
+:func:`array_function` wraps the numpy program of :mod:`symgrad.backends.numpy`
 for one tuple of input shapes (same arguments, same results) with a
-:class:`~symgrad.native.kernel.NativeKernel` call:
+:class:`~symgrad.backends.native.kernel.NativeKernel` call:
 
 * Inputs of one element (a float, or an array of size 1) are the same at
   every point, and so is every record that reads only such values.  Those
@@ -16,7 +16,7 @@ for one tuple of input shapes (same arguments, same results) with a
   array; other partials are written and summed down like numpy's (``fit``).
 * numpy's semantics are kept by handing over, not by imitation: where the
   kernel flags any point (a non-finite value anywhere, see
-  :mod:`symgrad.native.emit`), where a once-per-call value is not finite or
+  :mod:`symgrad.backends.native.emit`), where a once-per-call value is not finite or
   raises, and when ``np.errstate`` asks to hear of underflow, the call runs the
   numpy program instead, which gives numpy's nan/inf and ``RuntimeWarning``.
   Everywhere else the results are the kernel's, which agree with numpy's to
@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ..arraycode import Shape, fit
-from ..ops import OPS
-from ..tape import Tape
+from ...ops import OPS
+from ...tape import Tape
+from ..numpy import Shape, fit
 from .emit import BY_RECIPROCAL
 from .kernel import NativeKernel
 from .program import Program
@@ -46,7 +46,7 @@ __all__ = ["STATS", "THREADS", "array_function", "clear", "reciprocals", "split_
 
 THREADS: int | None = None
 """Threads per array call: None splits big arrays across the CPUs (see
-:data:`symgrad.native.kernel.MIN_POINTS_PER_THREAD`); 1 keeps each call on its caller's thread."""
+:data:`symgrad.backends.native.kernel.MIN_POINTS_PER_THREAD`); 1 keeps each call on its caller's thread."""
 MAX_KERNELS = 32
 """Array kernels kept in this process (least recently used dropped first); the disk cache keeps more."""
 STATS = {"native": 0, "numpy": 0}

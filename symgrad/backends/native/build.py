@@ -1,6 +1,6 @@
 """Program → LLVM IR text: chunk functions, the scalar entry, the fused array loop.
 
-Functions (see :class:`~symgrad.native.program.Layout` for ``w``)::
+Functions (see :class:`~symgrad.backends.native.program.Layout` for ``w``)::
 
     i32 chunk_k(ptr w)         records of chunk k; loads what earlier chunks stored in w,
                                stores what later chunks or the caller read; returns its domain flag
@@ -23,7 +23,7 @@ The array part of a program of one chunk holds ``chunk_0_v4``/``symgrad_scalar_v
 instead: the same records on ``<4 x double>`` (four points at once, eight with
 AVX-512's libmvec, each lane
 bit-identical to the scalar code, or calling libmvec, see
-:class:`~symgrad.native.emit.Emit`), returning one flag bit per lane.  The
+:class:`~symgrad.backends.native.emit.Emit`), returning one flag bit per lane.  The
 array loop then runs a whole vector of points per iteration, with nothing
 per lane, and the points left over (fewer than a vector) once after it, in a
 second inlined copy of the body whose extra lanes repeat the last point
@@ -78,7 +78,7 @@ def batches(layout: Layout, k: int, width: int) -> dict[int, list[int]]:
     (``sin`` and ``cos`` of one argument: then one call of each function), in
     execution order; it is emitted at its last member, so a record joins only
     if no earlier member is read before it (readers of libm results already
-    wait :data:`~symgrad.native.program.DELAY` records, which leaves room).
+    wait :data:`~symgrad.backends.native.program.DELAY` records, which leaves room).
     Keyed by the last member's record index.
     """
     program = layout.program
@@ -578,13 +578,13 @@ def build_ir(
 
     The two are separate modules, compiled when first used: a caller of the
     scalar entry never pays for the array loop and its vector variant.
-    ``vector`` (2, 4 or 8; see :func:`symgrad.native.libm.vector_width`) lets the
+    ``vector`` (2, 4 or 8; see :func:`symgrad.backends.native.libm.vector_width`) lets the
     vector loop call libmvec; 0 keeps scalar libm in every lane.  The last
     ``uniform`` inputs are one value for every point (stride 0): the vector
     loop loads them once, before the loop.  ``summed``: the outputs whose sums
     the array loop computes (default: all).  ``pairs``: the ops computed together
-    where they share arguments (see :class:`~symgrad.native.program.Layout`;
-    :func:`symgrad.native.jit.fused_pairs`).  ``batch`` (2, 4 or 8; scalar part
+    where they share arguments (see :class:`~symgrad.backends.native.program.Layout`;
+    :func:`symgrad.backends.native.jit.fused_pairs`).  ``batch`` (2, 4 or 8; scalar part
     only) computes up to that many independent libm calls with one libmvec
     call (see :func:`batches`); 0 calls libm once per record, bit-identical to
     the interpreter.

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .tape import Tape
+from ..tape import Tape
 
 __all__ = ["Shape", "array_function", "fit", "source"]
 

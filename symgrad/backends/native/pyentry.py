@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..codegen import Returns
+from ..protocol import Returns
 from . import cache, jit
 
 __all__ = ["available", "cache_key", "entry"]

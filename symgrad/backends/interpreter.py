@@ -31,10 +31,10 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import DomainError, Span
-from .ops import Op, domain_message
-from .rules import scalar_partials
-from .tape import Tape
+from ..errors import DomainError, Span
+from ..ops import Op, domain_message
+from ..rules import scalar_partials
+from ..tape import Tape
 
 __all__ = ["backward", "derivative_error", "evaluate", "forward", "requires_grad", "value_and_grad"]
 

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import InputError, UnknownVariableError
+from ..errors import InputError, UnknownVariableError
 
 __all__ = ["ArrayFunction", "checked", "compute", "forward", "is_dask", "value_and_grad"]
 

@@ -1,8 +1,8 @@
 """The native backend: forward-only tapes with several outputs, compiled to machine code by LLVM.
 
 Needs llvmlite.  This package's ``__init__`` imports nothing from llvmlite, so
-``symgrad.native.available()`` can be asked anywhere; import
-:mod:`symgrad.native.kernel` (``compile_native``) only once it returned True.
+``symgrad.backends.native.available()`` can be asked anywhere; import
+:mod:`symgrad.backends.native.kernel` (``compile_native``) only once it returned True.
 
 Layout (one responsibility per module)::
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 import warnings
 
-from ..errors import InputError, MissingDependencyError
-from ..tape import Tape
+from ...errors import InputError, MissingDependencyError
+from ...tape import Tape
 
 __all__ = [
     "ARRAY_MAX_RECORDS",
@@ -62,7 +62,7 @@ def unavailable_reason() -> str | None:
 
 
 def available() -> bool:
-    """True when llvmlite imports, i.e. ``symgrad.native.kernel`` can be used."""
+    """True when llvmlite imports, i.e. ``symgrad.backends.native.kernel`` can be used."""
     return unavailable_reason() is None
 
 

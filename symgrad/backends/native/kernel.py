@@ -9,7 +9,7 @@ Same numbers, same errors as the interpreter: the machine code performs the
 interpreter's IEEE operations in the same order with the same libm, so results
 are bit-identical (the array loop, on glibc, calls libmvec instead: a few ulp;
 set ``kernel.libmvec = False`` for the same bits); where the kernel raises its domain flag, the point is handed
-to ``fallback`` (by default :func:`symgrad.interpret.forward`), which returns
+to ``fallback`` (by default :func:`symgrad.backends.interpreter.forward`), which returns
 its own numbers or raises the exact :class:`~symgrad.errors.DomainError` with
 the caret under the source.
 """
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import interpret
-from ..codegen import Returns
-from ..errors import InputError
-from ..tape import Tape
+from ...errors import InputError
+from ...tape import Tape
+from .. import interpreter
+from ..protocol import Returns
 from . import cache, jit, libm, pyentry
 from .build import ARRAY, MAX_WIDTH, SCALAR, STACK_LIMIT, build_ir, layout_of
 from .program import CHUNK, Program
@@ -96,7 +96,7 @@ def _wrong_inputs(n_in: int, point: Sequence[object]) -> str:
 
 def _interpreter(tape: Tape, outputs: tuple[int, ...]) -> Fallback:
     def run(point: Sequence[float]) -> list[float]:
-        values = interpret.forward(tape, point)
+        values = interpreter.forward(tape, point)
         return [values[slot] for slot in outputs]
 
     return run
@@ -114,8 +114,8 @@ def compile_native(
     ``fallback(point) -> [output values]`` runs where the kernel flags a domain
     problem (default: the reference interpreter, which raises the exact
     ``DomainError``).  ``opt`` overrides the optimisation level (see
-    :func:`symgrad.native.jit.compile_object`; default by size).
-    Object code is kept in the persistent cache (:mod:`symgrad.native.cache`).
+    :func:`symgrad.backends.native.jit.compile_object`; default by size).
+    Object code is kept in the persistent cache (:mod:`symgrad.backends.native.cache`).
     """
     program = Program.from_tape(tape, outputs)
     if fallback is None:
@@ -182,7 +182,7 @@ class NativeKernel:
         self._scalar_machine  # noqa: B018  (compiled now: compile errors surface here, not at a first call)
 
     def opt(self, part: str = "scalar") -> int:
-        """The optimisation level of ``part`` (see :func:`symgrad.native.jit.compile_object`)."""
+        """The optimisation level of ``part`` (see :func:`symgrad.backends.native.jit.compile_object`)."""
         return _default_opt(self.program, part) if self._opt is None else self._opt
 
     def cache_key(self, part: str = "scalar") -> str:
@@ -345,7 +345,7 @@ class NativeKernel:
         whose index is in ``summed`` come back as their sum over the points (a
         float64), taken in registers without writing an array.
 
-        On glibc the loop calls libmvec (see :mod:`symgrad.native.libm`), so
+        On glibc the loop calls libmvec (see :mod:`symgrad.backends.native.libm`), so
         its numbers agree with the interpreter's to a few ulp rather than bit
         for bit; the domain flags are the same.
         """

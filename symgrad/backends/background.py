@@ -7,7 +7,7 @@ is for builds whose result computes exactly what the interim computes, so a
 caller cannot tell, from the numbers, which one answered (kernels built with
 ``SYMGRAD_VECTOR_LIBM=all`` differ from the interim by a few ulp, so they are
 compiled before their first call instead, see
-:func:`symgrad.native.vector_libm_everywhere`).
+:func:`symgrad.backends.native.vector_libm_everywhere`).
 
 * One worker thread runs the builds one at a time, in order (a burst of
   compiles does not start a thread each), and ends when none is left.  It is

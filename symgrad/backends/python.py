@@ -28,18 +28,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
-from .gcpause import gc_paused
-from .tape import Tape
+from ..gcpause import gc_paused
+from ..tape import Tape
+from .protocol import Returns
 
-__all__ = ["INLINE_DEPTH", "Returns", "function", "interim", "source"]
+__all__ = ["INLINE_DEPTH", "function", "interim", "source"]
 
 INLINE_DEPTH = 8
 """How deeply single-use records may be nested into one line (keeps the compiler shallow)."""
-
-Returns = Literal["value", "tuple", "value_and_grad"]
-"""What the generated function returns: the one output, a tuple of all outputs, or ``(first, [rest])``."""
 
 _CATCH = (ArithmeticError, ValueError)
 

@@ -30,7 +30,7 @@ import struct
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..tape import Tape, TapeError
+from ...tape import Tape, TapeError
 
 __all__ = ["CHUNK", "DELAY", "Layout", "Program", "unchecked"]
 

@@ -18,7 +18,7 @@ scalar libm once per lane).  The scalar entry uses them only when asked
 (``SYMGRAD_VECTOR_LIBM=all``, :func:`batch_width`).
 
 Functions computing two results at once (``sincos``, see
-:data:`~symgrad.native.emit.LIBM_PAIRS`) are registered only where the C
+:data:`~symgrad.backends.native.emit.LIBM_PAIRS`) are registered only where the C
 library has them and they give the same bits as its separate functions at a
 spread of test arguments (every range of the argument reduction, the edges,
 inf and nan): :func:`pairs` says which.
@@ -194,5 +194,5 @@ def register() -> None:
 
 
 def pairs() -> frozenset[str]:
-    """The :data:`~symgrad.native.emit.LIBM_PAIRS` functions registered in this process (after :func:`register`)."""
+    """The :data:`~symgrad.backends.native.emit.LIBM_PAIRS` functions registered in this process (after :func:`register`)."""
     return _pairs

@@ -4,7 +4,7 @@ An emitter receives the :class:`Emit` context (which writes IR text)
 and the argument values, and returns the result value.  Emitters reproduce the
 interpreter's arithmetic exactly: the same IEEE operations in the same order,
 and the same libm functions (called under a private name, see
-:mod:`symgrad.native.libm`, so that LLVM cannot rewrite ``pow(x, 2.0)`` into
+:mod:`symgrad.backends.native.libm`, so that LLVM cannot rewrite ``pow(x, 2.0)`` into
 ``x * x`` or use its own ``exp``).  No fast-math flags anywhere.
 
 Domain flags: where the interpreter raises (``math.log(-1)``, ``1 / 0``,
@@ -24,7 +24,7 @@ record whose inf or nan would reach a checked reader anyway (``x*y`` read by
 
 Two libm calls on one argument can be one call (``sin``/``cos`` as
 ``sincos``: :data:`FUSED`) where the C library's combined function gives the
-same bits (checked in :mod:`symgrad.native.libm`).
+same bits (checked in :mod:`symgrad.backends.native.libm`).
 
 This table is the ``native`` column of the op table, kept here while the table
 itself is being rewritten; ``heaviside``, ``sign`` and ``xlogy`` are the
@@ -73,7 +73,7 @@ class Emit:
     lane, so every lane is bit-identical to the scalar code, and libm calls are
     made once per lane.  The flag is then one bit per lane.  ``vector`` (2, 4 or 8)
     instead calls libmvec on that many lanes at once (``symgrad_v4_exp``; see
-    :mod:`symgrad.native.libm`): a few ulp from libm, for the array loop only.
+    :mod:`symgrad.backends.native.libm`): a few ulp from libm, for the array loop only.
     """
 
     def __init__(self, lines: list[str], width: int = 1, vector: int = 0) -> None:
@@ -175,7 +175,7 @@ class Emit:
 
         Idle lanes repeat the first scalar.  For scalar code whose independent
         libm calls are batched (``SYMGRAD_VECTOR_LIBM=all``, see
-        :func:`symgrad.native.build.batches`): a few ulp from libm.
+        :func:`symgrad.backends.native.build.batches`): a few ulp from libm.
         """
         self.vector_libm.add(name)
         vd = f"<{width} x double>"
@@ -282,7 +282,7 @@ class Emit:
 
 Emitter = Callable[[Emit, Sequence[str]], str]
 PREFIX = "symgrad_"
-"""libm functions are called as ``symgrad_<name>`` (see :mod:`symgrad.native.libm`)."""
+"""libm functions are called as ``symgrad_<name>`` (see :mod:`symgrad.backends.native.libm`)."""
 LIBM: dict[str, int] = {
     **dict.fromkeys(("exp", "log", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh"), 1),
     "pow": 2,
@@ -293,7 +293,7 @@ LIBM_PAIRS: dict[str, tuple[str, str]] = {"sincos": ("sin", "cos")}
 """libm functions ``void f(double x, double *a, double *b)`` computing two of :data:`LIBM` at once.
 
 Used only where the C library has them and they give the same bits as the
-two calls (checked when registered, see :mod:`symgrad.native.libm`): glibc's
+two calls (checked when registered, see :mod:`symgrad.backends.native.libm`): glibc's
 ``sincos`` is its ``sin`` and ``cos`` sharing the argument reduction, at about
 60% of their cost.
 """
@@ -405,7 +405,7 @@ arithmetic; libm returns nan for sin(inf) and inf or nan for log(inf), log(-inf)
 
 A record whose value feeds such an argument of a record that is itself checked,
 or feeds on in the same way to one, needs no check of its own: its inf or nan
-reaches a checked value (see :func:`symgrad.native.program.unchecked`).  Ops
+reaches a checked value (see :func:`symgrad.backends.native.program.unchecked`).  Ops
 missing here (``exp(-inf)`` is 0, ``tanh(inf)`` is 1...) propagate nothing.
 """
 
@@ -465,4 +465,4 @@ EMITTERS: Mapping[str, Emitter] = {
 BY_RECIPROCAL: Mapping[str, str] = {"div": "mul"}
 """``op(a, b) == other(a, 1/b)`` up to one rounding: where ``b`` is the same at every point, the
 array loop computes ``1/b`` once and runs ``other`` (a vector division costs about ten
-multiplications; see :func:`symgrad.native.arrays.reciprocals`)."""
+multiplications; see :func:`symgrad.backends.native.arrays.reciprocals`)."""

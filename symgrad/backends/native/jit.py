@@ -79,7 +79,7 @@ def add_symbols(symbols: Mapping[str, int]) -> None:
 
 
 def fused_pairs() -> frozenset[tuple[str, str]]:
-    """The (op, op) pairs of :data:`~symgrad.native.emit.FUSED` this host's libm computes in one call."""
+    """The (op, op) pairs of :data:`~symgrad.backends.native.emit.FUSED` this host's libm computes in one call."""
     with _lock:
         _init()
         have = libm.pairs()
