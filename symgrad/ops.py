@@ -178,6 +178,10 @@ class Op:
     """``op(sum x, sum y) == sum op(x, y)``: a sum over points may be taken before the op (add, sub, neg)."""
     linear_in: tuple[int, ...] = ()
     """Arguments the op is linear in when the others are fixed (``mul``: both; ``div``: the dividend)."""
+    propagates: tuple[bool, ...] = ()
+    """Per argument: an inf or nan there always makes the result inf or nan (IEEE arithmetic; libm's
+    ``sin(inf)`` is nan, ``log(inf)`` inf).  Executors that check values for inf and nan skip a record
+    whose inf or nan reaches a checked reader this way.  Ops without it (``exp(-inf)`` is 0) propagate nothing."""
 
     def __post_init__(self) -> None:
         wanted = 1 if self.variadic else self.arity
@@ -225,20 +229,21 @@ _TABLE: tuple[Op, ...] = (
     #    name     n  symbol   scalar           array          python code        partials ∂/∂a, ∂/∂b                 sympy
     _op("add",   2, "+",     operator.add,    np.add,        "{0} + {1}",       ("1", "1"),                         lambda a, b: a + b,
         "a + b", infix=True, commutative=True, additive=True,
-        rewrites=("a + -0.0 -> a", "a + -b -> a - b", "~ a + a -> 2 * a")),
+        rewrites=("a + -0.0 -> a", "a + -b -> a - b", "~ a + a -> 2 * a"), propagates=(True, True)),
     _op("sub",   2, "-",     operator.sub,    np.subtract,   "{0} - {1}",       ("1", "-1"),                        lambda a, b: a - b,
         "a - b", infix=True, additive=True,
-        rewrites=("a - 0.0 -> a", "a - -b -> a + b")),
+        rewrites=("a - 0.0 -> a", "a - -b -> a + b"), propagates=(True, True)),
     _op("mul",   2, "*",     operator.mul,    np.multiply,   "{0} * {1}",       ("b", "a"),                         lambda a, b: a * b,
         "a * b", infix=True, commutative=True, linear_in=(0, 1),
         rewrites=("a * 1 -> a", "a * -1 -> -a", "a * -b -> -(a * b)", "~ k1 * (k2 * a) -> (k1 * k2) * a",
-                  "~ k1 * (a * (k2 * b)) -> (k1 * k2) * (a * b)")),
+                  "~ k1 * (a * (k2 * b)) -> (k1 * k2) * (a * b)"), propagates=(True, True)),
     _op("div",   2, "/",     operator.truediv, np.true_divide, "{0} / {1}",     ("1 / b", "-out / b"),              lambda a, b: a / b,
         "a / b", infix=True, domain=((-3.0, 3.0), (0.2, 3.0)), linear_in=(0,),
-        rewrites=("a / 1 -> a", "a / -1 -> -a", "-a / b -> -(a / b)", "a / -b -> -(a / b)")),
+        rewrites=("a / 1 -> a", "a / -1 -> -a", "-a / b -> -(a / b)", "a / -b -> -(a / b)"),
+        propagates=(True, False)),  # inf / y is inf or nan for every y; x / inf is 0
     _op("neg",   1, "-",     operator.neg,    np.negative,   "-{0}",            ("-1",),                            lambda a: -a,
         "-a", infix=True, additive=True,
-        rewrites=("--a -> a",)),
+        rewrites=("--a -> a",), propagates=(True,)),
     _op("pow",   2, "**",    _pow,            np.power,      "pow({0}, {1})",   ("b * a ** (b - 1)", "xlogy(out, a)"), lambda a, b: a ** b,
         "a ** b (also a ^ b); real-valued, so a negative base needs an integer exponent",
         call_names=("pow",), domain=((0.2, 3.0), (-2.5, 2.5)),
@@ -246,15 +251,17 @@ _TABLE: tuple[Op, ...] = (
     _op("exp",   1, "exp",   math.exp,        np.exp,        "exp({0})",        ("out",),                           lambda a: _sp().exp(a),
         "e ** a", call_names=("exp",)),
     _op("log",   1, "log",   math.log,        np.log,        "log({0})",        ("1 / a",),                         lambda a: _sp().log(a),
-        "natural logarithm, a > 0", call_names=("log", "ln"), domain=((0.05, 5.0),)),
+        "natural logarithm, a > 0", call_names=("log", "ln"), domain=((0.05, 5.0),),
+        propagates=(True,)),
     _op("sqrt",  1, "sqrt",  math.sqrt,       np.sqrt,       "sqrt({0})",       ("0.5 / out",),                     lambda a: _sp().sqrt(a),
-        "square root, a >= 0 (derivative infinite at 0)", call_names=("sqrt",), domain=((0.05, 5.0),)),
+        "square root, a >= 0 (derivative infinite at 0)", call_names=("sqrt",), domain=((0.05, 5.0),),
+        propagates=(True,)),
     _op("sin",   1, "sin",   math.sin,        np.sin,        "sin({0})",        ("cos(a)",),                        lambda a: _sp().sin(a),
-        "sine (radians)", call_names=("sin",)),
+        "sine (radians)", call_names=("sin",), propagates=(True,)),
     _op("cos",   1, "cos",   math.cos,        np.cos,        "cos({0})",        ("-sin(a)",),                       lambda a: _sp().cos(a),
-        "cosine (radians)", call_names=("cos",)),
+        "cosine (radians)", call_names=("cos",), propagates=(True,)),
     _op("tan",   1, "tan",   math.tan,        np.tan,        "tan({0})",        ("1 + out * out",),                 lambda a: _sp().tan(a),
-        "tangent (radians)", call_names=("tan",), domain=((-1.4, 1.4),)),
+        "tangent (radians)", call_names=("tan",), domain=((-1.4, 1.4),), propagates=(True,)),
     _op("asin",  1, "asin",  math.asin,       np.arcsin,     "asin({0})",       ("1 / sqrt(1 - a * a)",),           lambda a: _sp().asin(a),
         "inverse sine, -1 <= a <= 1", call_names=("asin",), domain=((-0.95, 0.95),)),
     _op("acos",  1, "acos",  math.acos,       np.arccos,     "acos({0})",       ("-1 / sqrt(1 - a * a)",),          lambda a: _sp().acos(a),
@@ -274,7 +281,7 @@ _TABLE: tuple[Op, ...] = (
     _op("relu",  1, "relu",  _relu,           _np_relu,      "relu({0})",       ("heaviside(a, 0)",),               lambda a: a * _sp().Heaviside(a, 0),
         "max(a, 0); relu'(0) = 0", call_names=("relu",)),
     _op("abs",   1, "abs",   math.fabs,       np.abs,        "abs({0})",        ("sign(a)",),                       lambda a: _sp().Abs(a),
-        "absolute value; abs'(0) = 0", call_names=("abs", "Abs")),
+        "absolute value; abs'(0) = 0", call_names=("abs", "Abs"), propagates=(True,)),
     _op("atan2", 2, "atan2", math.atan2,      np.arctan2,    "atan2({0}, {1})",
         # Scaled by m = max(|a|, |b|): (a*a + b*b) overflows (or underflows) near |a|, |b| = 1e±154, where
         # the partial is finite; a/m, b/m lie in [-1, 1] and (a/m)*a + (b/m)*b = (a*a + b*b)/m in [m, 2m].

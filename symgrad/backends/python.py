@@ -13,11 +13,16 @@ constants are ``repr`` of floats (non-finite constants and ``-0.0`` are passed
 in by name), so user text never reaches ``compile``.
 
 Errors and non-finite results: the lines run inside one ``try``; if an op
-raises, or any output comes out inf or nan, the function returns
+raises, or any record comes out inf or nan, the function returns
 ``slow(*point)`` instead — the caller's reference path (the interpreter),
 which returns its own result or raises the precise
-:class:`~symgrad.errors.DomainError` with the caret under the source.  So the
-fast path costs one addition per output and one comparison per call.
+:class:`~symgrad.errors.DomainError` with the caret under the source.  That is
+where the native kernel and :func:`interim` hand a point over too, so every
+executor returns the same bits, signed zeros included (checking only the
+outputs let ``1/(x*x)`` at ``x = 1e200`` return 0.0 here and raise natively).
+A record whose inf or nan reaches a checked reader (``x*y`` read by ``+``) is
+not checked itself, so the fast path costs one addition per output and per
+record read only by ops like ``exp`` or a divisor, and one comparison per call.
 
 Huge tapes need no chunking: straight-line code has no nesting, so CPython's
 compiler does not recurse, and its time grows about linearly (400,000 lines in
@@ -51,8 +56,26 @@ def _const_text(value: float, name: str, named: dict[str, Any]) -> str:
     return name
 
 
-def _body(tape: Tape) -> tuple[list[str], list[str], dict[str, Any]]:
-    """The lines, the text of each output, and the names the lines use besides the op functions."""
+def _unseen(tape: Tape) -> list[bool]:
+    """Per slot: a record whose inf or nan no reader passes on (see the op table's ``propagates``).
+
+    Such a record is checked itself; any other record's inf or nan reaches one
+    of them or an output (``x*y`` read by ``+``), so checking those finds every
+    non-finite record, as the native kernel's flags do.
+    """
+    unseen = [False] * tape.first_instr_slot + [True] * len(tape.instrs)
+    for instr in tape.instrs:
+        flows = instr.op.propagates
+        if flows:
+            for a, flow in zip(instr.args, flows, strict=False):
+                if flow:
+                    unseen[a] = False
+    return unseen
+
+
+def _body(tape: Tape) -> tuple[list[str], list[str], dict[str, Any], list[str]]:
+    """The lines, the text of each output, the names the lines use besides the op functions, and
+    the locals to check for inf and nan besides the outputs."""
     n_in = tape.n_inputs
     named: dict[str, Any] = {}
     text = [f"v{i}" for i in range(n_in)]
@@ -62,6 +85,8 @@ def _body(tape: Tape) -> tuple[list[str], list[str], dict[str, Any]]:
         for a in instr.args:
             uses[a] += 1
     outputs = set(tape.outputs)
+    unseen = _unseen(tape)
+    checks: list[str] = []
     depth = [0] * tape.n_slots
     lines: list[str] = []
     base = tape.first_instr_slot
@@ -72,13 +97,15 @@ def _body(tape: Tape) -> tuple[list[str], list[str], dict[str, Any]]:
             [text[a] if depth[a] == 0 and not _is_compound(text[a]) else f"({text[a]})" for a in args]
         )
         level = 1 + max(depth[a] for a in args)
-        if uses[slot] == 1 and slot not in outputs and level <= INLINE_DEPTH:
+        if uses[slot] == 1 and slot not in outputs and level <= INLINE_DEPTH and not unseen[slot]:
             text.append(expression)
             depth[slot] = level
         else:
             lines.append(f"v{slot} = {expression}")
             text.append(f"v{slot}")
-    return lines, [text[o] for o in tape.outputs], named
+            if unseen[slot] and slot not in outputs:
+                checks.append(f"v{slot}")
+    return lines, [text[o] for o in tape.outputs], named, checks
 
 
 def _is_input(text: str, tape: Tape) -> bool:
@@ -96,14 +123,13 @@ def source(tape: Tape, returns: Returns = "tuple") -> str:
 
 
 def _source(tape: Tape, returns: Returns) -> tuple[str, dict[str, Any]]:
-    lines, outs, named = _body(tape)
+    lines, outs, named, checked = _body(tape)
     params = ", ".join(f"v{i}" for i in range(tape.n_inputs))
     out_names = []
     code = [f"def generated({params}):", "    try:"]
     code += [f"        {line}" for line in lines]
     if not lines:
         code.append("        pass")
-    checked: list[str] = []
     for k, text in enumerate(outs):  # an output that is an expression gets a local; records are checked
         if _is_compound(text):
             code.append(f"        r{k} = {text}")

@@ -36,6 +36,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 
+from ..ops import OPS
+
 __all__ = [
     "BY_RECIPROCAL",
     "EMITTERS",
@@ -395,13 +397,9 @@ FUSED: Mapping[tuple[str, str], tuple[str, Callable[[Emit, Sequence[str]], tuple
 """(op, op) on the same argument → the :data:`LIBM_PAIRS` function computing both, and its emitter,
 which returns the two ops' values in that order."""
 
-PROPAGATES: Mapping[str, tuple[bool, ...]] = {
-    **dict.fromkeys(("add", "sub", "mul"), (True, True)),
-    "div": (True, False),  # inf / y is inf or nan for every y; x / inf is 0
-    **dict.fromkeys(("neg", "abs", "sqrt", "sin", "cos", "tan", "log"), (True,)),
-}
-"""Per op, per argument: whether an inf or nan there always makes the result inf or nan (IEEE
-arithmetic; libm returns nan for sin(inf) and inf or nan for log(inf), log(-inf)).
+PROPAGATES: Mapping[str, tuple[bool, ...]] = {op.name: op.propagates for op in OPS.values() if op.propagates}
+"""Per op, per argument: whether an inf or nan there always makes the result inf or nan (the op
+table's ``propagates``: IEEE arithmetic; libm returns nan for sin(inf) and inf or nan for log(inf), log(-inf)).
 
 A record whose value feeds such an argument of a record that is itself checked,
 or feeds on in the same way to one, needs no check of its own: its inf or nan
