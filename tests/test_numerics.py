@@ -21,7 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import symgrad
-from symgrad import codegen, interpret, transforms
+from symgrad import transforms
+from symgrad.backends import interpreter as interpret
+from symgrad.backends import python as codegen
 from symgrad.ops import OPS
 from symgrad.oracle import DIGITS
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 
-from ..ops import OPS
+from ...ops import OPS
 
 __all__ = [
     "BY_RECIPROCAL",
