@@ -390,8 +390,13 @@ class Function:
         """The Hessian at a point: ``{x: {x: ..., y: ...}, y: {...}}`` (a float for one variable)."""
         h = self.hessian_function(wrt)
         names = [self.variables[i] for i in self._positions(wrt)]
-        values = _as_tuple(h(*args, **kwargs), h.n_outputs)
         n = len(names)
+        values, shapes = _outputs_at(h, args, kwargs)
+        if shapes is not None:  # entry (i, j): of the sum over the points, on the points both i and j vary over
+            shape_of = [shapes[h.variables.index(name)] for name in names]
+            full = np.broadcast_shapes(*shapes)
+            targets = [np.broadcast_shapes(shape_of[i], shape_of[j]) for i in range(n) for j in range(n)]
+            values = tuple(arraycode.fit(v, full, t) for v, t in zip(values, targets, strict=True))
         if isinstance(wrt, str) or (wrt is None and n == 1):
             return values[0]
         return {names[i]: {names[j]: values[i * n + j] for j in range(n)} for i in range(n)}
@@ -405,8 +410,12 @@ class Function:
         """The Jacobian at a point: ``{output: {variable: ∂output/∂variable}}``."""
         j = self.jacobian_function(wrt)
         names = [self.variables[i] for i in self._positions(wrt)]
-        values = _as_tuple(j(*args, **kwargs), j.n_outputs)
+        values, shapes = _outputs_at(j, args, kwargs)
         n = len(names)
+        if shapes is not None:  # as grad: each partial of the sum over the points, in its variable's shape
+            full = np.broadcast_shapes(*shapes)
+            targets = [shapes[j.variables.index(name)] for name in names] * self.n_outputs
+            values = tuple(arraycode.fit(v, full, t) for v, t in zip(values, targets, strict=True))
         return {out: {names[k]: values[row * n + k] for k in range(n)} for row, out in enumerate(self.output_names)}
 
     def jvp_function(self) -> Function:
@@ -423,7 +432,10 @@ class Function:
             raise UnknownVariableError(f"tangent for {unknown[0]!r}, which is not a variable of {self._describe()}")
         names = transforms.tangent_names(self.tape)
         args = {**point, **{t: tangent.get(v, 0.0) for v, t in zip(self.variables, names, strict=True)}}
-        out = _as_tuple(self.jvp_function()(args), 2 * self.n_outputs)
+        out, shapes = _outputs_at(self.jvp_function(), (args,), {})
+        if shapes is not None:  # values and directional derivatives are per point
+            full = np.broadcast_shapes(*shapes)
+            out = tuple(arraycode.fit(v, full, full) for v in out)
         m = self.n_outputs
         if m == 1:
             return out[0], out[1]
@@ -441,7 +453,14 @@ class Function:
             raise UnknownVariableError(f"direction for {unknown[0]!r}, which is not a variable of {self._describe()}")
         names = transforms.tangent_names(self.tape)
         args = {**point, **{t: vector.get(v, 0.0) for v, t in zip(self.variables, names, strict=True)}}
-        out = _as_tuple(self.hvp_function()(args), self._n)
+        h = self.hvp_function()
+        out, shapes = _outputs_at(h, (args,), {})
+        if shapes is not None:  # as grad: of the sum over the points, in each variable's shape
+            full = np.broadcast_shapes(*shapes)
+            out = tuple(
+                arraycode.fit(v, full, shapes[h.variables.index(name)])
+                for v, name in zip(out, self.variables, strict=True)
+            )
         if self._n == 1:
             return out[0]
         return dict(zip(self.variables, out, strict=True))
@@ -622,6 +641,19 @@ class Function:
 
 def _as_tuple(result: Any, n: int) -> tuple[Any, ...]:
     return (result,) if n == 1 else tuple(result)
+
+
+def _outputs_at(f: Function, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], list[Any] | None]:
+    """``f``'s outputs at a point, and the shapes of its inputs there if the point holds numpy arrays.
+
+    Derivative outputs that constant folding freed from an array input come out as numbers (the
+    Hessian of ``x*x*y*y`` by ``x`` is ``2*y*y``): the caller shapes them by the shapes of the inputs.
+    """
+    point, arrays = f._point(args, kwargs)
+    values = _as_tuple(f(*point), f.n_outputs)
+    if not arrays or _has_dask(point):
+        return values, None
+    return values, [np.shape(v) for v in point]
 
 
 def _numpy(point: list[Any]) -> list[Any]:

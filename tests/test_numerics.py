@@ -189,3 +189,73 @@ def test_random_formulas_give_the_same_bits_on_every_executor(source: str) -> No
         if symgrad.compile(source).variables != ("x", "y"):
             source = f"x*0 + y*0 + ({source})"
     _assert_same_bits(source, list(itertools.product(_ZERO_POINTS[::3], repeat=2)))
+
+
+# ------------------------------------------------- derivatives on arrays ---
+
+_F = "x*x*y*y + sin(x)*y"
+
+
+def _sympy_at(expr: sympy.Expr, x: float, y: float) -> float:
+    sx, sy = sympy.symbols("x y", real=True)
+    return float(sympy.N(expr.xreplace({sx: sympy.Rational(x), sy: sympy.Rational(y)}), DIGITS))
+
+
+def _summed_to(per_point: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The per-point values summed over the axes an input of ``shape`` was broadcast along (the rule)."""
+    lead = per_point.ndim - len(shape)
+    total = per_point.sum(axis=tuple(range(lead))) if lead else per_point
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and total.shape[i] != 1)
+    return total.sum(axis=axes, keepdims=True) if axes else total
+
+
+@pytest.mark.parametrize(
+    ("x", "y"),
+    [
+        (np.array([1.0, 2.0, 3.0]), 2.0),  # the issue's case: y broadcast over x's points
+        (0.5, np.array([1.0, -2.0])),
+        (np.array([[1.0], [2.0], [-1.5]]), np.array([[0.5, 2.0, -3.0, 1.0]])),  # (3, 1) with (1, 4)
+        (np.array([1.0, 2.0]), np.array([3.0, -1.0])),
+    ],
+)
+def test_hessian_jacobian_jvp_hvp_on_arrays_follow_grads_rule(x: Any, y: Any) -> None:
+    sx, sy = sympy.symbols("x y", real=True)
+    f = sx * sx * sy * sy + sympy.sin(sx) * sy  # _F
+    full = np.broadcast_shapes(np.shape(x), np.shape(y))
+    xs, ys = np.broadcast_to(x, full), np.broadcast_to(y, full)
+    shape = {"x": np.shape(x), "y": np.shape(y)}
+    syms = {"x": sx, "y": sy}
+
+    def per_point(expr: sympy.Expr) -> np.ndarray:
+        return np.vectorize(lambda a, b: _sympy_at(expr, float(a), float(b)))(xs, ys).reshape(full)
+
+    def check(got: Any, want: np.ndarray, what: str) -> None:
+        assert np.shape(got) == want.shape, (what, np.shape(got), want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13, err_msg=what)
+
+    h = symgrad.hessian(_F, x=x, y=y)
+    for a, b in itertools.product("xy", repeat=2):
+        target = np.broadcast_shapes(shape[a], shape[b])  # the points both a and b vary over
+        check(h[a][b], _summed_to(per_point(sympy.diff(f, syms[a], syms[b])), target), f"H[{a}][{b}]")
+    g = symgrad.grad(_F, x=x, y=y)
+    jac = symgrad.jacobian([_F, "x*y"], x=x, y=y)
+    for a in "xy":
+        want = _summed_to(per_point(sympy.diff(f, syms[a])), shape[a])
+        check(g[a], want, f"grad {a}")
+        check(jac[_F][a], want, f"J[f][{a}]")
+        check(jac["x*y"][a], _summed_to(per_point(sympy.diff(sx * sy, syms[a])), shape[a]), f"J[x*y][{a}]")
+    value, slope = symgrad.jvp(_F, {"x": x, "y": y}, {"y": 1.0})
+    check(value, per_point(f), "jvp value")
+    check(slope, per_point(sympy.diff(f, sy)), "jvp")
+    hv = symgrad.hvp(_F, {"x": x, "y": y}, {"x": 1.0})
+    for a in "xy":
+        check(hv[a], _summed_to(per_point(sympy.diff(f, sx, syms[a])), shape[a]), f"hvp {a}")
+
+
+def test_one_output_derivatives_on_dask_arrays_keep_the_shape_of_the_points() -> None:
+    dask_array = pytest.importorskip("dask.array")
+    x = dask_array.from_array(np.array([1.0, 2.0, 3.0]), chunks=2)
+    assert np.shape(symgrad.hessian("x*x", x=x).compute()) == (3,)  # a constant second derivative
+    np.testing.assert_array_equal(symgrad.hvp("x*x", {"x": x}, {"x": 1.0}).compute(), [2.0, 2.0, 2.0])
+    with pytest.raises(symgrad.InputError, match="one output"):  # several outputs on dask: a clear refusal
+        symgrad.hessian("x*x*y", x=x, y=2.0)
