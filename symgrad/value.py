@@ -332,16 +332,13 @@ def _lift(x: Value | Number | Any) -> Value:
     """A Value as is; a plain number as a constant leaf."""
     if isinstance(x, Value):
         return x
-    if type(x) is float:  # the common case, before the slower checks below
+    if type(x) is float and x - x == 0.0:  # the common case (finite), before the slower checks below
         return _constant(x)
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise InputError(
             f"cannot combine a Value with {type(x).__name__} {_short(repr(x))}; use a Value or a real number"
         )
-    try:
-        return _constant(float(x))
-    except OverflowError:
-        raise InputError("a Value operand is too large for a 64-bit float (largest about 1.8e308)") from None
+    return _constant(_real(x, "a Value operand"))
 
 
 def _real(x: object, what: str) -> float:
@@ -353,11 +350,16 @@ def _real(x: object, what: str) -> float:
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise InputError(f"{what} must be a real number, got {type(x).__name__} {_short(repr(x))}")
     try:
-        return float(x)  # float() of a float subclass is an exact float
+        number = float(x)  # float() of a float subclass is an exact float
     except OverflowError:
         raise InputError(f"{what} is too large for a 64-bit float (largest about 1.8e308)") from None
     except (TypeError, ValueError) as e:
         raise InputError(f"{what} must convert to float: {type(x).__name__}.__float__ failed ({e})") from None
+    if number - number != 0.0:
+        raise InputError(
+            f"{what} is {number!r}: Values hold finite numbers (as formulas are evaluated at finite points)"
+        )
+    return number
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -374,6 +376,8 @@ def _apply1(op: Op, a: Value) -> Value:
         data = op.scalar(a.data)
     except _CATCH as e:
         raise DomainError(domain_message(op, [a.data], e), op.name) from None
+    if data - data != 0.0:
+        _overflow(op, (a,))
     return _made(float(data), op, (a,), a._need)
 
 
@@ -383,6 +387,8 @@ def _apply2(op: Op, a: Value, b: Value) -> Value:
         data = op.scalar(a.data, b.data)
     except _CATCH as e:
         raise DomainError(domain_message(op, [a.data, b.data], e), op.name) from None
+    if data - data != 0.0:
+        _overflow(op, (a, b))
     return _made(float(data), op, (a, b), a._need or b._need)
 
 
@@ -393,7 +399,17 @@ def _apply(op: Op, *args: Value) -> Value:
         result = op.scalar(*data)
     except _CATCH as e:
         raise DomainError(domain_message(op, data, e), op.name) from None
+    if result - result != 0.0:
+        _overflow(op, args)
     return _made(float(result), op, args, any(a._need for a in args))
+
+
+def _overflow(op: Op, args: Sequence[Value]) -> None:
+    """The DomainError for an inf or nan made from finite ``args`` (the interpreter's rule, and a traced
+    replay's); from an inf or nan that was already there (a ``.data`` set by hand) it passes on."""
+    data = [a.data for a in args]
+    if all(v - v == 0.0 for v in data):
+        raise DomainError(domain_message(op, data, None), op.name)
 
 
 _new_value = object.__new__

@@ -259,3 +259,41 @@ def test_one_output_derivatives_on_dask_arrays_keep_the_shape_of_the_points() ->
     np.testing.assert_array_equal(symgrad.hvp("x*x", {"x": x}, {"x": 1.0}).compute(), [2.0, 2.0, 2.0])
     with pytest.raises(symgrad.InputError, match="one output"):  # several outputs on dask: a clear refusal
         symgrad.hessian("x*x*y", x=x, y=2.0)
+
+
+# ------------------------------------------------------------------ Value ---
+
+
+@pytest.mark.parametrize(
+    ("build", "op"),
+    [
+        (lambda: symgrad.Value(1e200) * symgrad.Value(1e200), "mul"),
+        (lambda: symgrad.Value(1e308) + 1e308, "add"),
+        (lambda: 1.0 / symgrad.Value(1e-310), "div"),
+        (lambda: symgrad.Value(1000.0).exp(), "exp"),
+        (lambda: symgrad.Value(1e300).max(symgrad.Value(2.0)) * 1e10, "mul"),
+    ],
+)
+def test_a_value_op_that_overflows_is_a_domain_error_as_in_a_traced_replay(build: Callable[[], Any], op: str) -> None:
+    with pytest.raises(symgrad.DomainError, match=f"{op}\\(") as eager:
+        build()
+    assert eager.value.op == op
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, np.float64("nan")])
+def test_a_value_holds_finite_numbers_only(bad: float) -> None:
+    with pytest.raises(symgrad.InputError, match="finite"):
+        symgrad.Value(bad)
+    with pytest.raises(symgrad.InputError, match="finite"):
+        symgrad.Value(1.0) * bad
+    with pytest.raises(symgrad.InputError, match="finite"):
+        bad + symgrad.Value(1.0)
+
+
+def test_a_traced_replay_and_eager_values_agree_on_overflow() -> None:
+    x = symgrad.Value(2.0)
+    replay = symgrad.trace(lambda ps: ps[0] * ps[0], [x])
+    with pytest.raises(symgrad.DomainError, match=r"mul\(1e\+200, 1e\+200\)"):
+        replay.value_and_grad_list([1e200])
+    with pytest.raises(symgrad.DomainError, match=r"mul\(1e\+200, 1e\+200\)"):
+        symgrad.Value(1e200) * symgrad.Value(1e200)
