@@ -244,6 +244,21 @@ def test_threads_give_the_same_values() -> None:
 # ------------------------------------------------------------ kernel building blocks --
 
 
+def test_array_kernels_build_only_their_array_loop() -> None:
+    # The array path calls the loop alone: compiling (or loading) a scalar entry per array
+    # kernel cost a few ms of LLVM each, for nothing.
+    arrays.clear()
+    f = symgrad.compile(GAUSS, backend="native")
+    x = RNG.normal(size=N)
+    before = dict(arrays.STATS)
+    f.value_and_grad(x=x, mu=0.3, s=1.2)
+    f(x=x, mu=0.3, s=1.2)
+    assert _calls(before) == {"native": 2, "numpy": 0}
+    kernels = list(arrays._kernels.values())
+    assert len(kernels) == 2
+    assert [sorted(k._loaded) for k in kernels] == [["array"], ["array"]]
+
+
 def test_divisions_by_once_per_call_values_become_multiplications() -> None:
     # x/2 (exact), x/3, x/2**-1024 (1/c overflows: kept), x/u and x/u again (u: the last input, one value)
     records = (("div", (0, 2)), ("div", (0, 3)), ("div", (0, 4)), ("div", (5, 1)), ("div", (6, 1)), ("add", (8, 9)))

@@ -163,11 +163,14 @@ def _default_opt(program: Program, part: str) -> int:
 class NativeKernel:
     """A program compiled to machine code: ``kernel(*floats)`` and ``kernel.array(*arrays)``.
 
-    The scalar entry is compiled (or loaded from the cache) at construction;
-    the array loop on the first ``array`` call.
+    The scalar entry is compiled (or loaded from the cache) at construction,
+    so that compile errors surface there, unless ``scalar=False`` (a kernel
+    only ever called on arrays: its scalar entry waits for a first scalar
+    call, which saves a few ms of LLVM per kernel); the array loop on the
+    first ``array`` call.
     """
 
-    def __init__(self, program: Program, fallback: Fallback, opt: int | None = None) -> None:
+    def __init__(self, program: Program, fallback: Fallback, opt: int | None = None, *, scalar: bool = True) -> None:
         self.program = program
         self.fallback = fallback
         self._opt = opt
@@ -179,7 +182,8 @@ class NativeKernel:
         self._loaded: dict[str, jit.Loaded] = {}
         self._array_fn: Any = None
         self._via_ctypes = not pyentry.available()
-        self._scalar_machine  # noqa: B018  (compiled now: compile errors surface here, not at a first call)
+        if scalar:
+            self._scalar_machine  # noqa: B018  (compiled now: compile errors surface here, not at a first call)
 
     def opt(self, part: str = "scalar") -> int:
         """The optimisation level of ``part`` (see :func:`symgrad.backends.native.jit.compile_object`)."""
