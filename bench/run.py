@@ -41,7 +41,7 @@ import workloads as W  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 import symgrad  # noqa: E402
-from symgrad import transforms  # noqa: E402
+from symgrad import config, transforms  # noqa: E402
 from symgrad.backends import interpreter, native  # noqa: E402
 from symgrad.function import Function  # noqa: E402
 from symgrad.lower import lower  # noqa: E402
@@ -112,26 +112,19 @@ def symgrad_setup(src: str, args: list[float], repeats: int) -> tuple[float, flo
     (``f.vg(*args)`` returned) and of parse → machine code ready (under ``auto`` a big tape compiles
     in the background while the first calls run; each repetition starts from an empty kernel cache)."""
     firsts, readies = [], []
-    saved = os.environ.get("SYMGRAD_CACHE_DIR")
     f: Function | None = None
-    try:
-        for _ in range(repeats):
-            cold = tempfile.mkdtemp(prefix="symgrad-bench-cache-")
-            os.environ["SYMGRAD_CACHE_DIR"] = cold
+    for _ in range(repeats):
+        cold = tempfile.mkdtemp(prefix="symgrad-bench-cache-")
+        with config.override(CACHE_DIR=cold):
             t0 = time.perf_counter()
             f = Function(lower(parse(src), src), src)
             f.vg(*args)
             t1 = time.perf_counter()
             f.wait_native()
             t2 = time.perf_counter()
-            firsts.append(t1 - t0)
-            readies.append(t2 - t0)
-            shutil.rmtree(cold, ignore_errors=True)
-    finally:
-        if saved is None:
-            os.environ.pop("SYMGRAD_CACHE_DIR", None)
-        else:
-            os.environ["SYMGRAD_CACHE_DIR"] = saved
+        firsts.append(t1 - t0)
+        readies.append(t2 - t0)
+        shutil.rmtree(cold, ignore_errors=True)
     assert f is not None
     return statistics.median(firsts), statistics.median(readies), f
 
@@ -154,19 +147,14 @@ def _native_setup(src: str) -> Function | None:
     """``backend="native"`` (machine code whatever the size), compiled from an empty kernel cache, or None."""
     if not symgrad.backends.native.available():
         return None
-    saved = os.environ.get("SYMGRAD_CACHE_DIR")
     cold = tempfile.mkdtemp(prefix="symgrad-bench-cache-")
-    os.environ["SYMGRAD_CACHE_DIR"] = cold
     try:
-        f = Function(lower(parse(src), src), src, "native")
-        f.vg  # noqa: B018 - compiles the machine code
+        with config.override(CACHE_DIR=cold):
+            f = Function(lower(parse(src), src), src, "native")
+            f.vg  # noqa: B018 - compiles the machine code
         return f
     finally:
         shutil.rmtree(cold, ignore_errors=True)
-        if saved is None:
-            os.environ.pop("SYMGRAD_CACHE_DIR", None)
-        else:
-            os.environ["SYMGRAD_CACHE_DIR"] = saved
 
 
 def _batched_libm(src: str) -> Function | None:
@@ -175,19 +163,12 @@ def _batched_libm(src: str) -> Function | None:
         return None
     from symgrad.backends.native import libm
 
-    previous = os.environ.get("SYMGRAD_VECTOR_LIBM")
-    os.environ["SYMGRAD_VECTOR_LIBM"] = "all"  # read when the kernel is built
-    try:
+    with config.override(VECTOR_LIBM="all"):  # read when the kernel is built
         if libm.batch_width() == 0:
             return None
         f = Function(lower(parse(src), src), src, "native")
         f.vg  # noqa: B018 - compiles the kernel
         return f
-    finally:
-        if previous is None:
-            del os.environ["SYMGRAD_VECTOR_LIBM"]
-        else:
-            os.environ["SYMGRAD_VECTOR_LIBM"] = previous
 
 
 def _codegen_only(tape: symgrad.Tape, args: list[float], repeats: int) -> float:
@@ -496,20 +477,13 @@ def w5_setup(src: str, x: Any, mu: float, s: float) -> float | None:
         return None
     from symgrad.backends.native import arrays
 
-    saved = os.environ.get("SYMGRAD_CACHE")
-    os.environ["SYMGRAD_CACHE"] = "0"
-    try:
+    with config.override(CACHE=False):
 
         def first() -> Any:  # a fresh Function (symgrad.compile would return its cached one)
             arrays.clear()
             return Function(lower(parse(src), src)).value_and_grad(x=x, mu=mu, s=s)
 
         return once(first)[0]
-    finally:
-        if saved is None:
-            del os.environ["SYMGRAD_CACHE"]
-        else:
-            os.environ["SYMGRAD_CACHE"] = saved
 
 
 def w5(n_points: int) -> str:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
-import os
 import random
 import tempfile
 import time
@@ -54,6 +53,7 @@ import numpy as np
 from timing import median_seconds
 
 import symgrad
+from symgrad import config
 from symgrad.nn import MLP
 
 LR = 0.01  # small and fixed, so that repeated steps stay in the same regime
@@ -176,26 +176,18 @@ def symgrad_native(pb: Problem) -> tuple[Step, NativeSetup] | None:
     """
     if not symgrad.backends.native.available():
         return None
-    previous = os.environ.get("SYMGRAD_CACHE_DIR")
-    with tempfile.TemporaryDirectory(prefix="symgrad-w4-cache-") as directory:
-        os.environ["SYMGRAD_CACHE_DIR"] = directory
-        try:
-            times = []
-            for _ in range(2):  # cold, then warm
-                model = pb.model()
-                params = model.parameters()
-                start = time.perf_counter()
-                traced = symgrad.trace(lambda ps, m=model: pb.moons.loss_of(m, pb.X, pb.y), params, backend="native")
-                recorded = time.perf_counter()
-                n_records = len(traced._gradient_tape(None))  # built once per trace, whichever backend
-                taped = time.perf_counter()
-                traced.vg  # noqa: B018 - compiles (or loads) the kernel
-                times.append((recorded - start, taped - recorded, time.perf_counter() - taped))
-        finally:
-            if previous is None:
-                del os.environ["SYMGRAD_CACHE_DIR"]
-            else:
-                os.environ["SYMGRAD_CACHE_DIR"] = previous
+    with tempfile.TemporaryDirectory(prefix="symgrad-w4-cache-") as directory, config.override(CACHE_DIR=directory):
+        times = []
+        for _ in range(2):  # cold, then warm
+            model = pb.model()
+            params = model.parameters()
+            start = time.perf_counter()
+            traced = symgrad.trace(lambda ps, m=model: pb.moons.loss_of(m, pb.X, pb.y), params, backend="native")
+            recorded = time.perf_counter()
+            n_records = len(traced._gradient_tape(None))  # built once per trace, whichever backend
+            taped = time.perf_counter()
+            traced.vg  # noqa: B018 - compiles (or loads) the kernel
+            times.append((recorded - start, taped - recorded, time.perf_counter() - taped))
     (t_trace, t_tape, cold), (_, _, warm) = times
 
     step = _replay_step(model, traced, params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .api import clear_cache, compile, diff, draw, grad, hessian, hvp, jacobian, jvp, value_and_grad
 from .errors import (
     ArityError,
+    ConfigError,
     DomainError,
     InputError,
     MissingDependencyError,
@@ -35,6 +36,7 @@ __all__ = [
     "OPS",
     "ArityError",
     "CheckReport",
+    "ConfigError",
     "DomainError",
     "FitResult",
     "Function",

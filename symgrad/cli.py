@@ -16,12 +16,13 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import api
-from .errors import InputError, SymgradError
+from . import api, config
+from .errors import ConfigError, InputError, SymgradError
 from .explain import DEFAULT_MAX_ROWS
 from .oracle import DEFAULT_ATOL, DEFAULT_FD_ATOL, DEFAULT_FD_RTOL, DEFAULT_RTOL, check
 
@@ -365,6 +366,45 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_DISAGREE
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    rows = config.settings()
+    if args.json:
+        _write_json(
+            {
+                "settings": [
+                    {
+                        "variable": row.knob.env,
+                        "value": None if row.error else _json_value(row.value),
+                        "source": row.source,
+                        "default": _json_value(row.knob.default),
+                        "accepts": row.knob.accepted,
+                        "help": row.knob.help,
+                        "error": row.error,
+                    }
+                    for row in rows
+                ]
+            }
+        )
+    else:
+        for row in rows:
+            value = (
+                f"{row.text!r}  (environment, not valid)"
+                if row.error
+                else f"{row.knob.show(row.value)}  ({row.source})"
+            )
+            print(f"{row.knob.env}={value}")
+            text = f"{row.knob.help}; accepts {row.knob.accepted}"
+            print(textwrap.fill(text, width=100, initial_indent="    ", subsequent_indent="    "))
+    errors = [row.error for row in rows if row.error]
+    if errors:
+        raise ConfigError("\n".join(errors), tuple(row.knob.env for row in rows if row.error))
+    return EXIT_OK
+
+
+def _json_value(value: object) -> object:
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symgrad",
@@ -422,6 +462,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="print machine-readable JSON")
     check.set_defaults(run=_cmd_check)
+
+    settings = sub.add_parser(
+        "config",
+        help="the SYMGRAD_* settings in force, and where each comes from",
+        description="Print every SYMGRAD_* environment variable symgrad reads: its value, where the value "
+        "comes from (default, environment or override), what it does and what it accepts. Exit 2 if any "
+        "is invalid (the others are still printed).",
+    )
+    settings.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    settings.set_defaults(run=_cmd_config)
     return parser
 
 
@@ -463,7 +513,7 @@ def _split_positionals(parser: argparse.ArgumentParser, argv: list[str]) -> list
             values = [" " + v if v.startswith("-") else v for v in values]
         flags.extend([token, *values])
         i += 1 + takes
-    if not flags and not any(p.startswith("-") for p in positionals):
+    if not positionals or (not flags and not any(p.startswith("-") for p in positionals)):
         return argv  # also reorder when flags sit between positionals: `grad "x*y" --json x=1 y=2`
     return [argv[0], *flags, "--", *positionals]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ArityError",
+    "ConfigError",
     "DomainError",
     "InputError",
     "MissingDependencyError",
@@ -135,6 +136,18 @@ class DomainError(SymgradError, ValueError):
             self.line, self.column = line_and_column(source, span.start)
             self.excerpt = excerpt(source, span)
             message = f"line {self.line}, column {self.column}: {message}\n{self.excerpt}"
+        super().__init__(message)
+
+
+class ConfigError(SymgradError, ValueError):
+    """A ``SYMGRAD_*`` environment variable, or a :func:`symgrad.config.override`, has a value
+    symgrad does not accept; the message names the variable, the value and what it accepts.
+
+    ``names`` lists the variables at fault (all of them, when several are).
+    """
+
+    def __init__(self, message: str, names: tuple[str, ...] = ()) -> None:
+        self.names = names
         super().__init__(message)
 
 

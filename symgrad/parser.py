@@ -22,7 +22,6 @@ import importlib.resources
 import keyword
 import math
 import operator
-import os
 import re
 import unicodedata
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import lark
 from lark import Lark, Token, Transformer
 
+from . import config
 from .errors import ArityError, ParseError, Span, UnknownFunctionError, clip, did_you_mean
 from .expr import Call, Const, Expr, Var
 from .gcpause import gc_paused
@@ -179,11 +179,13 @@ class _Builder(Transformer[Token, Expr]):
         return Call(span, op, tuple(args))
 
 
-@functools.cache
 def _fast_plugins() -> dict[str, Any] | None:
-    """lark-cython's plugins, unless absent or ``SYMGRAD_PARSER=python`` (read once per process)."""
-    if os.environ.get("SYMGRAD_PARSER", "").strip().lower() == "python":
-        return None
+    """lark-cython's plugins, unless absent or ``SYMGRAD_PARSER=python``."""
+    return None if config.PARSER.get() == "python" else _cython_plugins()
+
+
+@functools.cache
+def _cython_plugins() -> dict[str, Any] | None:
     try:
         import lark_cython
     except ImportError:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from strategies import Case, cases
 
 import symgrad
-from symgrad import transforms
+from symgrad import config, transforms
 from symgrad.backends import background, interpreter, native
 from symgrad.backends import python as codegen
 from symgrad.errors import DomainError
@@ -82,8 +82,8 @@ def test_a_failing_publish_neither_hangs_nor_kills_the_worker() -> None:
     assert background.upgrade_later(lambda: 1, lambda: lambda: 2).wait(10)  # the worker still runs builds
 
 
-def test_background_off_builds_before_returning(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SYMGRAD_BACKGROUND", "0")
+@config.override(BACKGROUND=False)
+def test_background_off_builds_before_returning() -> None:
     caller = threading.get_ident()
     built_on: list[int] = []
 
@@ -133,8 +133,8 @@ def test_interim_agrees_with_the_interpreter_on_every_output() -> None:
 
 # ------------------------------------------------------------- in Function ---
 @needs_llvm
-def test_function_compiles_big_tapes_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SYMGRAD_BACKGROUND", raising=False)
+@config.override(BACKGROUND=True)
+def test_function_compiles_big_tapes_in_the_background() -> None:
     f = symgrad.compile(BIG)
     assert len(transforms.grad_tape(f.tape)) >= native.AUTO_MIN_RECORDS
     point = (0.5, 0.25, -1.0)

@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 
 import symgrad
-from symgrad import cli
+from symgrad import cli, config
 from symgrad.ops import OPS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -311,7 +311,15 @@ def _ops_table() -> str:
     return "\n".join(rows)
 
 
-GENERATED = {"functions": _functions_table, "ops": _ops_table}
+def _config_table() -> str:
+    """api.md: every SYMGRAD_* variable, from symgrad.config."""
+    rows = ["| variable | default | accepts | meaning |", "|---|---|---|---|"]
+    for knob in config.KNOBS.values():
+        rows.append(f"| `{knob.env}` | `{knob.show(knob.default)}` | {knob.accepted} | {knob.help} |")
+    return "\n".join(rows)
+
+
+GENERATED = {"functions": _functions_table, "ops": _ops_table, "config": _config_table}
 _SECTION = re.compile(r"(<!-- generated: (\w+)[^>]*-->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import ctypes
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,7 +21,7 @@ from hypothesis import given, settings
 from strategies import Case, cases
 
 import symgrad
-from symgrad import ops
+from symgrad import config, ops
 from symgrad.backends import interpreter, native
 from symgrad.backends.native import cache, jit, libm, pyentry
 from symgrad.backends.native.build import layout_of
@@ -457,10 +458,9 @@ def test_array_domain_error_is_the_interpreters_and_false_alarms_keep_their_valu
 
 
 @pytest.fixture
-def cache_dir(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("SYMGRAD_CACHE", raising=False)
-    return tmp_path
+def cache_dir(tmp_path: Path) -> Iterator[Path]:
+    with config.override(CACHE_DIR=tmp_path, CACHE=True):
+        yield tmp_path
 
 
 def kernel_files(directory) -> list:  # type: ignore[no-untyped-def]
@@ -497,20 +497,19 @@ def test_cache_files_are_verified_and_corrupted_ones_rebuilt(cache_dir) -> None:
     assert _stats()["rejected"] == before["rejected"] + 1
 
 
-def test_cache_can_be_disabled_bounded_and_cleared(cache_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("SYMGRAD_CACHE", "0")
+def test_cache_can_be_disabled_bounded_and_cleared(cache_dir: Path) -> None:
     tape = lower(parse("x + 1"), "x + 1")
-    compile_native(tape, [tape.output])
+    with config.override(CACHE=False):
+        compile_native(tape, [tape.output])
     assert list(cache_dir.iterdir()) == []
-    monkeypatch.delenv("SYMGRAD_CACHE")
     compile_native(tape, [tape.output])
     (first,) = kernel_files(cache_dir)
     limit = 1.5 * first.stat().st_size  # room for one kernel of this kind, not two
-    monkeypatch.setenv("SYMGRAD_CACHE_MAX_MB", str(limit / 1024 / 1024))
-    for k in range(4):
-        text = f"x * {k + 2}"
-        t = lower(parse(text), text)
-        compile_native(t, [t.output])
+    with config.override(CACHE_MAX_MB=limit / 1024 / 1024):
+        for k in range(4):
+            text = f"x * {k + 2}"
+            t = lower(parse(text), text)
+            compile_native(t, [t.output])
     kept = kernel_files(cache_dir)
     assert len(kept) == 1 and first not in kept  # the least recently used went first
     assert sum(p.stat().st_size for p in kept) <= limit
@@ -583,12 +582,13 @@ def test_compile_backend_choice() -> None:
     assert native.use_native("native", native.AUTO_MAX_RECORDS + 1)
 
 
-def test_backend_from_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("SYMGRAD_BACKEND", "python")
-    assert symgrad.compile("x + 2*y").backend == "python"
-    monkeypatch.setenv("SYMGRAD_BACKEND", "nonsense")
-    with pytest.raises(InputError, match="SYMGRAD_BACKEND must be one of"):
-        symgrad.compile("x + 3*y")
+def test_backend_from_configuration() -> None:
+    with config.override(BACKEND="python"):
+        assert symgrad.compile("x + 2*y").backend == "python"
+    with config.override(BACKEND="Native"):  # any case, as in the environment
+        assert symgrad.compile("x + 2*y").backend == "native"
+    with pytest.raises(symgrad.ConfigError, match="SYMGRAD_BACKEND accepts auto, native or python"):
+        config.override(BACKEND="nonsense")
 
 
 def test_function_adapter_has_the_shapes_of_generated_code() -> None:
@@ -633,22 +633,17 @@ _MANY_CALLS = " + ".join(
 """Many independent libm calls (sin and cos of one argument pair up): batches of every function."""
 
 
-def test_libm_calls_are_batched_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_libm_calls_are_batched_only_when_asked() -> None:
     tape = lower(parse(_MANY_CALLS), _MANY_CALLS)
-    for setting in (None, "1", "0", "scalar"):
-        if setting is None:
-            monkeypatch.delenv("SYMGRAD_VECTOR_LIBM", raising=False)
-        else:
-            monkeypatch.setenv("SYMGRAD_VECTOR_LIBM", setting)
-        assert libm.batch_width() == 0, setting
-        assert "symgrad_v" not in NativeKernel(Program.from_tape(tape, [tape.output]), list).llvm_ir(), setting
+    for setting in (config.VECTOR_LIBM.default, "1", "0", "off", "on"):
+        with config.override(VECTOR_LIBM=setting):
+            assert libm.batch_width() == 0, setting
+            assert "symgrad_v" not in NativeKernel(Program.from_tape(tape, [tape.output]), list).llvm_ir(), setting
 
 
 @pytest.mark.skipif(libm.vector_width() == 0, reason="no libmvec on this host")
-def test_batched_libm_calls_are_within_a_few_ulp_and_errors_stay_the_interpreters(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("SYMGRAD_VECTOR_LIBM", "all")
+@config.override(VECTOR_LIBM="all")
+def test_batched_libm_calls_are_within_a_few_ulp_and_errors_stay_the_interpreters() -> None:
     width = libm.batch_width()
     assert width in libm.widths()
     tape = lower(parse(_MANY_CALLS), _MANY_CALLS)
@@ -677,10 +672,9 @@ def test_batched_libm_calls_are_within_a_few_ulp_and_errors_stay_the_interpreter
 
 
 @pytest.mark.skipif(libm.vector_width() == 0, reason="no libmvec on this host: SYMGRAD_VECTOR_LIBM=all changes nothing")
-def test_batched_kernels_answer_from_the_first_call_under_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+@config.override(VECTOR_LIBM="all", BACKGROUND=True)
+def test_batched_kernels_answer_from_the_first_call_under_auto() -> None:
     """Their numbers are not the interpreter's, so no call is answered from Python while they compile."""
-    monkeypatch.setenv("SYMGRAD_VECTOR_LIBM", "all")
-    monkeypatch.setenv("SYMGRAD_BACKGROUND", "1")
     text = " + ".join(f"({_MANY_CALLS}) * {k}" for k in range(1, 4))  # big enough for auto's machine code
     f = symgrad.Function(lower(parse(text), text), text, "auto")
     assert native.AUTO_MIN_RECORDS <= len(f._gradient_tape(None)) <= native.AUTO_MAX_RECORDS

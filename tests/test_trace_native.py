@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import symgrad
-from symgrad import DomainError, InputError, Value, trace
+from symgrad import DomainError, InputError, Value, config, trace
 from symgrad.backends import native
 from symgrad.backends.native.kernel import BufferEntry, compile_native
 from symgrad.nn import MLP
@@ -148,11 +148,10 @@ def test_auto_compiles_tapes_in_its_window_and_takes_bigger_ones_only_from_the_c
 def test_with_batched_libm_calls_auto_compiles_a_big_tape_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Such a kernel's numbers are not the Python replays' (a few ulp), so no replay runs in Python first."""
     monkeypatch.setattr(native, "AUTO_MAX_RECORDS", native.AUTO_MIN_RECORDS)  # every such tape is "big"
-    monkeypatch.setenv("SYMGRAD_VECTOR_LIBM", "all")
-    _, big = _traced("auto", seed=6)
-    assert len(big._gradient_tape(None)) > native.AUTO_MAX_RECORDS
-    assert isinstance(big._native(), BufferEntry)  # compiled now, although nothing was cached
-    monkeypatch.delenv("SYMGRAD_VECTOR_LIBM")
+    with config.override(VECTOR_LIBM="all"):
+        _, big = _traced("auto", seed=6)
+        assert len(big._gradient_tape(None)) > native.AUTO_MAX_RECORDS
+        assert isinstance(big._native(), BufferEntry)  # compiled now, although nothing was cached
     _, exact = _traced("auto", seed=6)
     assert exact._native() is None  # the exact kernel: Python replays first, as before
 

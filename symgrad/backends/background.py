@@ -33,6 +33,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .. import config
+
 __all__ = ["Upgrade", "enabled", "upgrade_later"]
 
 Fn = Callable[..., Any]
@@ -40,7 +42,7 @@ Fn = Callable[..., Any]
 
 def enabled() -> bool:
     """Whether builds run in the background (``SYMGRAD_BACKGROUND``, default on)."""
-    return os.environ.get("SYMGRAD_BACKGROUND", "1").strip().lower() not in ("0", "off", "false", "no")
+    return config.BACKGROUND.get()
 
 
 class Upgrade:

@@ -19,9 +19,9 @@ Layout (one responsibility per module)::
 
 from __future__ import annotations
 
-import os
 import warnings
 
+from ... import config
 from ...errors import InputError, MissingDependencyError
 from ...tape import Tape
 
@@ -47,17 +47,16 @@ _checked = False
 def unavailable_reason() -> str | None:
     """Why the native backend cannot run here, or None if it can."""
     global _checked, _reason
+    if not config.NATIVE.get():
+        return "disabled by SYMGRAD_NATIVE=0"
     if not _checked:
         _checked = True
-        if os.environ.get("SYMGRAD_NATIVE", "1").strip().lower() in ("0", "off", "false", "no"):
-            _reason = "disabled by SYMGRAD_NATIVE=0"
-        else:
-            try:
-                import llvmlite.binding  # noqa: F401
-            except ImportError:
-                _reason = "llvmlite is not installed (pip install llvmlite)"
-            except Exception as e:  # a broken install: OSError from its shared library, and the like
-                _reason = f"llvmlite cannot be imported ({type(e).__name__}: {e})"
+        try:
+            import llvmlite.binding  # noqa: F401
+        except ImportError:
+            _reason = "llvmlite is not installed (pip install llvmlite)"
+        except Exception as e:  # a broken install: OSError from its shared library, and the like
+            _reason = f"llvmlite cannot be imported ({type(e).__name__}: {e})"
     return _reason
 
 
@@ -67,7 +66,7 @@ def available() -> bool:
 
 
 # ------------------------------------------------------------ backend choice ---
-BACKENDS = ("auto", "native", "python")
+BACKENDS = config.BACKENDS
 AUTO_MIN_RECORDS = 200
 """``auto`` compiles tapes of at least this many records to machine code.  Machine code is faster per
 call at every size, but below this a call saves under a microsecond, and the 5-10 ms compile would
@@ -81,11 +80,10 @@ _warned = False
 
 
 def resolve_backend(backend: str | None) -> str:
-    """The backend asked for: the argument, else ``SYMGRAD_BACKEND``, else ``auto``; checked."""
-    name = backend if backend is not None else os.environ.get("SYMGRAD_BACKEND", "auto").strip().lower() or "auto"
+    """The backend asked for: the argument, else ``SYMGRAD_BACKEND`` (checked by :mod:`symgrad.config`); checked."""
+    name = backend if backend is not None else config.BACKEND.get()
     if name not in BACKENDS:
-        source = "backend" if backend is not None else "SYMGRAD_BACKEND"
-        raise InputError(f"{source} must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
+        raise InputError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
     return name
 
 
@@ -96,7 +94,7 @@ def vector_libm_everywhere() -> bool:
     such kernels before their first call instead of answering from Python in
     the meantime: a function's numbers never depend on when its kernel was ready.
     """
-    return os.environ.get("SYMGRAD_VECTOR_LIBM", "").strip().lower() == "all"
+    return config.VECTOR_LIBM.get() == "all"
 
 
 def emits(tape: Tape) -> bool:

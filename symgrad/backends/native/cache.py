@@ -26,11 +26,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ... import config
+
 __all__ = ["STATS", "cache_dir", "clear", "load", "store"]
 
 MAGIC = b"SYMGRAD-NATIVE-1\n"
 SUFFIX = ".sgk"
-DEFAULT_MAX_MB = 256
+DEFAULT_MAX_MB = config.CACHE_MAX_MB.default
 
 STATS = {"hits": 0, "misses": 0, "rejected": 0, "stores": 0}
 """Counters for this process: kernels loaded from disk, not found, found but invalid, written."""
@@ -38,11 +40,11 @@ STATS = {"hits": 0, "misses": 0, "rejected": 0, "stores": 0}
 
 def cache_dir() -> Path | None:
     """Where kernels are kept, or None when caching is disabled."""
-    if os.environ.get("SYMGRAD_CACHE", "1").strip().lower() in ("0", "off", "false", "no"):
+    if not config.CACHE.get():
         return None
-    configured = os.environ.get("SYMGRAD_CACHE_DIR")
-    if configured:
-        return Path(configured)
+    configured = config.CACHE_DIR.get()
+    if configured is not None:
+        return configured
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
     elif sys.platform == "darwin":
@@ -111,10 +113,7 @@ def store(key: str, payload: bytes) -> None:
 
 
 def _max_bytes() -> int:
-    try:
-        return int(float(os.environ.get("SYMGRAD_CACHE_MAX_MB", DEFAULT_MAX_MB)) * 1024 * 1024)
-    except ValueError:
-        return DEFAULT_MAX_MB * 1024 * 1024
+    return int(config.CACHE_MAX_MB.get() * 1024 * 1024)
 
 
 def _prune(directory: Path) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
-import os
 import random
 import struct
 import sys
@@ -37,6 +36,7 @@ import threading
 
 import llvmlite.binding as llvm
 
+from ... import config
 from . import vector_libm_everywhere
 from .emit import LIBM, LIBM_PAIRS, PREFIX
 
@@ -68,8 +68,6 @@ def _mangled(name: str, isa: str, width: int) -> str:
 
 def _find_vector() -> tuple[int, dict[str, int]]:
     """(widest width, {private symbol: address} for every complete width) of libmvec here, or (0, {})."""
-    if os.environ.get("SYMGRAD_VECTOR_LIBM", "1").strip().lower() in ("0", "off", "false", "no"):
-        return 0, {}
     if sys.platform != "linux" or llvm.get_process_triple().split("-")[0] not in ("x86_64", "amd64"):
         return 0, {}
     try:
@@ -100,13 +98,14 @@ def vector_width() -> int:
     """Doubles per libmvec call on this host (8: AVX-512, 4: AVX2, 2: SSE), or 0 without a complete libmvec.
 
     The narrower widths the CPU supports are registered too (:func:`widths`).
-    ``SYMGRAD_VECTOR_LIBM=0`` turns libmvec off (scalar libm per lane).
+    ``SYMGRAD_VECTOR_LIBM=0`` turns libmvec off (scalar libm per lane): read at each call, so an
+    override applies to the kernels built after it (the symbols stay registered).
     """
     global _vector
     with _lock:
         if _vector is None:
             _vector = _find_vector()
-        return _vector[0]
+        return _vector[0] if config.VECTOR_LIBM.get() != "off" else 0
 
 
 def batch_width() -> int:
@@ -125,7 +124,8 @@ def batch_width() -> int:
 
 def widths() -> list[int]:
     """Every libmvec width this host has (widest first); the array loop uses the first."""
-    vector_width()
+    if not vector_width():
+        return []
     symbols = _vector[1] if _vector is not None else {}
     return sorted({int(symbol.split("_")[1][1:]) for symbol in symbols}, reverse=True)
 
@@ -169,7 +169,7 @@ def _agrees(lib: ctypes.CDLL, name: str) -> bool:
 def register() -> None:
     """Map every ``symgrad_<name>`` symbol to libm's ``<name>`` (once per process), and the vector ones."""
     global _done, _pairs
-    width = vector_width()
+    vector_width()
     with _lock:
         if _done:
             return
@@ -179,7 +179,7 @@ def register() -> None:
             if address is None:  # pragma: no cover - every C library has these
                 raise OSError(f"the C math library has no {name}()")
             llvm.add_symbol(PREFIX + name, address)
-        if width and _vector is not None:
+        if _vector is not None:  # all of them, whatever SYMGRAD_VECTOR_LIBM says now
             for symbol, address in _vector[1].items():
                 llvm.add_symbol(symbol, address)
         found = set()
