@@ -47,7 +47,7 @@ from symgrad.backends import numpy as arraycode  # noqa: E402
 from symgrad.backends import python as codegen  # noqa: E402
 from symgrad.backends.native import cache, jit  # noqa: E402
 from symgrad.backends.native.build import SCALAR, build_ir, layout_of  # noqa: E402
-from symgrad.backends.native.emit import PROPAGATES, calls_libm, checks_result  # noqa: E402
+from symgrad.backends.native.emit import calls_libm, checks_result, propagates  # noqa: E402
 from symgrad.backends.native.kernel import compile_native  # noqa: E402
 from symgrad.backends.native.program import Program, unchecked  # noqa: E402
 from symgrad.lower import lower  # noqa: E402
@@ -208,7 +208,7 @@ def gradient_w3_section(n: int) -> list[list[str]]:
     args = [point[name] for name in f.variables]
     program = Program.from_tape(gtape, gtape.outputs)
     layout = layout_of(program, jit.fused_pairs())
-    quiet = unchecked(program, PROPAGATES, checks_result)
+    quiet = unchecked(program, propagates, checks_result)
     calls = sum(calls_libm(name, len(a)) for name, a in program.records) - len(layout.fused)
     checks = sum(checks_result(name, len(a)) and not quiet[i] for i, (name, a) in enumerate(program.records))
     note = f"{len(gtape):,} records, {calls:,} libm calls, {checks:,} checks kept"

@@ -3,7 +3,10 @@
 Each :class:`Op` row holds the primitive's name, arity, display symbol, its
 scalar forward (``math``) and array forward (``numpy``) side by side, how
 Python spells the forward (``code``), the local partial derivatives, the exact
-rewrites that hold for it, and the sympy counterpart used only by the oracle.
+rewrites that hold for it, the sympy counterpart used only by the oracle, and
+how machine code computes it (``native``: plain data, an LLVM instruction or a
+C library function and the facts the backend relies on; the emitting code
+stays in :mod:`symgrad.backends.native`, and this module never imports llvmlite).
 
 Partial derivatives and rewrites are written in symgrad's own language over
 the argument names ``a``, ``b`` and the op's result ``out`` (so ``exp``,
@@ -45,6 +48,7 @@ import numpy as np
 __all__ = [
     "FUNCTIONS",
     "OPS",
+    "NativeRule",
     "Op",
     "domain_message",
     "lookup_function",
@@ -143,6 +147,53 @@ def _sp() -> Any:
 # ------------------------------------------------------------------ table ---
 
 
+@dataclass(frozen=True)
+class NativeRule:
+    """How the LLVM backend computes an op: plain data, read by :mod:`symgrad.backends.native.emit`.
+
+    Exactly one of ``instruction``, ``libm`` and ``recipe`` says what is
+    emitted; the rest are facts the backend's optimisations rely on (with the
+    op's own ``propagates``).  Every choice keeps the interpreter's bits: the
+    same IEEE operation or the same C library function (see the module
+    docstring of :mod:`symgrad.backends.native.emit`).
+    """
+
+    instruction: str = ""
+    """One exact operation on doubles: ``fadd``, ``fsub``, ``fmul``, ``fdiv``, ``fneg``, ``sqrt`` (IEEE,
+    correctly rounded like libm's) or ``fabs`` (the sign bit cleared)."""
+    libm: str = ""
+    """The C library function computing the op (``exp``, ``atan2``), called with the op's arguments."""
+    recipe: str = ""
+    """A few compares and selects (maybe a libm call), by the name of the native package's recipe."""
+    checked: bool = False
+    """A non-finite result raises the domain flag: the op can leave the finite numbers (``exp(1000)``,
+    ``1 / 0``), where the interpreter may raise."""
+    pair: tuple[str, str] | None = None
+    """(other op, C function): on one argument, the function computes this op's value and the other's
+    in one call, through two pointers in that order (``sin``: ``("cos", "sincos")``; stated on one of
+    the two rows only)."""
+    by_reciprocal: str = ""
+    """``op(a, b) == other(a, 1 / b)`` up to one rounding: the other op, for a ``b`` fixed per call
+    (``div``: ``mul``; a vector division costs about ten multiplications)."""
+
+    def __post_init__(self) -> None:
+        kinds = [kind for kind in (self.instruction, self.libm, self.recipe) if kind]
+        if len(kinds) != 1:
+            raise ValueError(f"a native rule names one instruction, libm function or recipe, got {kinds}")
+
+
+def _ieee(instruction: str, checked: bool = True, **kw: Any) -> NativeRule:
+    return NativeRule(instruction=instruction, checked=checked, **kw)
+
+
+def _libm(symbol: str, **kw: Any) -> NativeRule:
+    return NativeRule(libm=symbol, checked=True, **kw)
+
+
+def _recipe(name: str, checked: bool = False) -> NativeRule:
+    return NativeRule(recipe=name, checked=checked)
+
+
 @dataclass(frozen=True, eq=False)
 class Op:
     """One primitive.  Everything else in symgrad looks facts up here."""
@@ -182,6 +233,8 @@ class Op:
     """Per argument: an inf or nan there always makes the result inf or nan (IEEE arithmetic; libm's
     ``sin(inf)`` is nan, ``log(inf)`` inf).  Executors that check values for inf and nan skip a record
     whose inf or nan reaches a checked reader this way.  Ops without it (``exp(-inf)`` is 0) propagate nothing."""
+    native: NativeRule | None = None
+    """How machine code computes it (None: a tape with this op runs on the Python backend)."""
 
     def __post_init__(self) -> None:
         wanted = 1 if self.variadic else self.arity
@@ -229,79 +282,106 @@ _TABLE: tuple[Op, ...] = (
     #    name     n  symbol   scalar           array          python code        partials ∂/∂a, ∂/∂b                 sympy
     _op("add",   2, "+",     operator.add,    np.add,        "{0} + {1}",       ("1", "1"),                         lambda a, b: a + b,
         "a + b", infix=True, commutative=True, additive=True,
-        rewrites=("a + -0.0 -> a", "a + -b -> a - b", "~ a + a -> 2 * a"), propagates=(True, True)),
+        rewrites=("a + -0.0 -> a", "a + -b -> a - b", "~ a + a -> 2 * a"), propagates=(True, True),
+        native=_ieee("fadd")),
     _op("sub",   2, "-",     operator.sub,    np.subtract,   "{0} - {1}",       ("1", "-1"),                        lambda a, b: a - b,
         "a - b", infix=True, additive=True,
-        rewrites=("a - 0.0 -> a", "a - -b -> a + b"), propagates=(True, True)),
+        rewrites=("a - 0.0 -> a", "a - -b -> a + b"), propagates=(True, True),
+        native=_ieee("fsub")),
     _op("mul",   2, "*",     operator.mul,    np.multiply,   "{0} * {1}",       ("b", "a"),                         lambda a, b: a * b,
         "a * b", infix=True, commutative=True, linear_in=(0, 1),
         rewrites=("a * 1 -> a", "a * -1 -> -a", "a * -b -> -(a * b)", "~ k1 * (k2 * a) -> (k1 * k2) * a",
-                  "~ k1 * (a * (k2 * b)) -> (k1 * k2) * (a * b)"), propagates=(True, True)),
+                  "~ k1 * (a * (k2 * b)) -> (k1 * k2) * (a * b)"), propagates=(True, True),
+        native=_ieee("fmul")),
     _op("div",   2, "/",     operator.truediv, np.true_divide, "{0} / {1}",     ("1 / b", "-out / b"),              lambda a, b: a / b,
         "a / b", infix=True, domain=((-3.0, 3.0), (0.2, 3.0)), linear_in=(0,),
         rewrites=("a / 1 -> a", "a / -1 -> -a", "-a / b -> -(a / b)", "a / -b -> -(a / b)"),
-        propagates=(True, False)),  # inf / y is inf or nan for every y; x / inf is 0
+        propagates=(True, False),  # inf / y is inf or nan for every y; x / inf is 0
+        native=_ieee("fdiv", by_reciprocal="mul")),
     _op("neg",   1, "-",     operator.neg,    np.negative,   "-{0}",            ("-1",),                            lambda a: -a,
         "-a", infix=True, additive=True,
-        rewrites=("--a -> a",), propagates=(True,)),
+        rewrites=("--a -> a",), propagates=(True,),
+        native=_ieee("fneg", checked=False)),
     _op("pow",   2, "**",    _pow,            np.power,      "pow({0}, {1})",   ("b * a ** (b - 1)", "xlogy(out, a)"), lambda a, b: a ** b,
         "a ** b (also a ^ b); real-valued, so a negative base needs an integer exponent",
         call_names=("pow",), domain=((0.2, 3.0), (-2.5, 2.5)),
-        rewrites=("a ** 1 -> a", "a ** 0 -> 1", "a ** 2 -> a * a")),
+        rewrites=("a ** 1 -> a", "a ** 0 -> 1", "a ** 2 -> a * a"),
+        native=_libm("pow")),
     _op("exp",   1, "exp",   math.exp,        np.exp,        "exp({0})",        ("out",),                           lambda a: _sp().exp(a),
-        "e ** a", call_names=("exp",)),
+        "e ** a", call_names=("exp",),
+        native=_libm("exp")),
     _op("log",   1, "log",   math.log,        np.log,        "log({0})",        ("1 / a",),                         lambda a: _sp().log(a),
         "natural logarithm, a > 0", call_names=("log", "ln"), domain=((0.05, 5.0),),
-        propagates=(True,)),
+        propagates=(True,),
+        native=_libm("log")),
     _op("sqrt",  1, "sqrt",  math.sqrt,       np.sqrt,       "sqrt({0})",       ("0.5 / out",),                     lambda a: _sp().sqrt(a),
         "square root, a >= 0 (derivative infinite at 0)", call_names=("sqrt",), domain=((0.05, 5.0),),
-        propagates=(True,)),
+        propagates=(True,),
+        native=_ieee("sqrt")),
     _op("sin",   1, "sin",   math.sin,        np.sin,        "sin({0})",        ("cos(a)",),                        lambda a: _sp().sin(a),
-        "sine (radians)", call_names=("sin",), propagates=(True,)),
+        "sine (radians)", call_names=("sin",), propagates=(True,),
+        native=_libm("sin", pair=("cos", "sincos"))),
     _op("cos",   1, "cos",   math.cos,        np.cos,        "cos({0})",        ("-sin(a)",),                       lambda a: _sp().cos(a),
-        "cosine (radians)", call_names=("cos",), propagates=(True,)),
+        "cosine (radians)", call_names=("cos",), propagates=(True,),
+        native=_libm("cos")),
     _op("tan",   1, "tan",   math.tan,        np.tan,        "tan({0})",        ("1 + out * out",),                 lambda a: _sp().tan(a),
-        "tangent (radians)", call_names=("tan",), domain=((-1.4, 1.4),), propagates=(True,)),
+        "tangent (radians)", call_names=("tan",), domain=((-1.4, 1.4),), propagates=(True,),
+        native=_libm("tan")),
     _op("asin",  1, "asin",  math.asin,       np.arcsin,     "asin({0})",       ("1 / sqrt(1 - a * a)",),           lambda a: _sp().asin(a),
-        "inverse sine, -1 <= a <= 1", call_names=("asin",), domain=((-0.95, 0.95),)),
+        "inverse sine, -1 <= a <= 1", call_names=("asin",), domain=((-0.95, 0.95),),
+        native=_libm("asin")),
     _op("acos",  1, "acos",  math.acos,       np.arccos,     "acos({0})",       ("-1 / sqrt(1 - a * a)",),          lambda a: _sp().acos(a),
-        "inverse cosine, -1 <= a <= 1", call_names=("acos",), domain=((-0.95, 0.95),)),
+        "inverse cosine, -1 <= a <= 1", call_names=("acos",), domain=((-0.95, 0.95),),
+        native=_libm("acos")),
     _op("atan",  1, "atan",  math.atan,       np.arctan,     "atan({0})",       ("1 / (1 + a * a)",),               lambda a: _sp().atan(a),
-        "inverse tangent", call_names=("atan",)),
+        "inverse tangent", call_names=("atan",),
+        native=_libm("atan")),
     _op("sinh",  1, "sinh",  math.sinh,       np.sinh,       "sinh({0})",       ("cosh(a)",),                       lambda a: _sp().sinh(a),
-        "hyperbolic sine", call_names=("sinh",)),
+        "hyperbolic sine", call_names=("sinh",),
+        native=_libm("sinh")),
     _op("cosh",  1, "cosh",  math.cosh,       np.cosh,       "cosh({0})",       ("sinh(a)",),                       lambda a: _sp().cosh(a),
-        "hyperbolic cosine", call_names=("cosh",)),
+        "hyperbolic cosine", call_names=("cosh",),
+        native=_libm("cosh")),
     _op("tanh",  1, "tanh",  math.tanh,       np.tanh,       "tanh({0})",       ("1 - out * out",),                 lambda a: _sp().tanh(a),
-        "hyperbolic tangent", call_names=("tanh",)),
+        "hyperbolic tangent", call_names=("tanh",),
+        native=_libm("tanh")),
     _op("sigmoid", 1, "σ",   _sigmoid,        _np_sigmoid,   "sigmoid({0})",    ("out * (1 - out)",),               lambda a: 1 / (1 + _sp().exp(-a)),
-        "logistic function 1 / (1 + e ** -a)", call_names=("sigmoid",)),
+        "logistic function 1 / (1 + e ** -a)", call_names=("sigmoid",),
+        native=_recipe("sigmoid")),
     # relu's sympy form is a*Heaviside(a, 0) (derivative 0 at 0, like ours), not a Piecewise: sympy
     # folds Piecewise conditions and fails to compare them, e.g. in relu(log(relu(x))).
     _op("relu",  1, "relu",  _relu,           _np_relu,      "relu({0})",       ("heaviside(a, 0)",),               lambda a: a * _sp().Heaviside(a, 0),
-        "max(a, 0); relu'(0) = 0", call_names=("relu",)),
+        "max(a, 0); relu'(0) = 0", call_names=("relu",),
+        native=_recipe("relu")),
     _op("abs",   1, "abs",   math.fabs,       np.abs,        "abs({0})",        ("sign(a)",),                       lambda a: _sp().Abs(a),
-        "absolute value; abs'(0) = 0", call_names=("abs", "Abs"), propagates=(True,)),
+        "absolute value; abs'(0) = 0", call_names=("abs", "Abs"), propagates=(True,),
+        native=_ieee("fabs", checked=False)),
     _op("atan2", 2, "atan2", math.atan2,      np.arctan2,    "atan2({0}, {1})",
         # Scaled by m = max(|a|, |b|): (a*a + b*b) overflows (or underflows) near |a|, |b| = 1e±154, where
         # the partial is finite; a/m, b/m lie in [-1, 1] and (a/m)*a + (b/m)*b = (a*a + b*b)/m in [m, 2m].
         (f"(b / {_M}) / ((a / {_M}) * a + (b / {_M}) * b)", f"-(a / {_M}) / ((a / {_M}) * a + (b / {_M}) * b)"),
                                                                                                                    lambda a, b: _sp().atan2(a, b),
-        "angle of the point (x=b, y=a), as atan2(y, x)", call_names=("atan2",), domain=((-3.0, 3.0), (0.2, 3.0))),
+        "angle of the point (x=b, y=a), as atan2(y, x)", call_names=("atan2",), domain=((-3.0, 3.0), (0.2, 3.0)),
+        native=_libm("atan2")),
     # Variadic: the one partial is a tie weight, 1 for an argument equal to out (see the docstring).
     _op("min",   2, "min",   min,             _np_minimum,   "min({0})",        ("heaviside(out - a, 1)",),         lambda *a: _sp().Min(*a),
         "smallest argument; a tie among k arguments gives each 1/k of the gradient", call_names=("min", "Min"),
-        variadic=True),
+        variadic=True,
+        native=_recipe("min")),
     _op("max",   2, "max",   max,             _np_maximum,   "max({0})",        ("heaviside(a - out, 1)",),         lambda *a: _sp().Max(*a),
         "largest argument; a tie among k arguments gives each 1/k of the gradient", call_names=("max", "Max"),
-        variadic=True),
+        variadic=True,
+        native=_recipe("max")),
     # Helpers of the derivative rules: steps and x*log(y), with derivative 0 where the step jumps.
     _op("heaviside", 2, "H", _heaviside,      np.heaviside,  "heaviside({0}, {1})", ("0", "0"),                    _sympy_heaviside,
-        "step: 0 for a < 0, 1 for a > 0, b at a = 0", call_names=("heaviside",), domain=((-3.0, 3.0), (0.0, 1.0))),
+        "step: 0 for a < 0, 1 for a > 0, b at a = 0", call_names=("heaviside",), domain=((-3.0, 3.0), (0.0, 1.0)),
+        native=_recipe("heaviside")),
     _op("sign",  1, "sign",  _sign,           np.sign,       "sign({0})",       ("0",),                             lambda a: _sp().sign(a),
-        "-1, 0 or 1 by the sign of a", call_names=("sign",)),
+        "-1, 0 or 1 by the sign of a", call_names=("sign",),
+        native=_recipe("sign")),
     _op("xlogy", 2, "xlogy", _xlogy,          _np_xlogy,     "xlogy({0}, {1})", ("log(b)", "a / b"),               lambda a, b: a * _sp().log(b),
-        "a * log(b), taken as 0 when a == 0", call_names=("xlogy",), domain=((-3.0, 3.0), (0.05, 5.0))),
+        "a * log(b), taken as 0 when a == 0", call_names=("xlogy",), domain=((-3.0, 3.0), (0.05, 5.0)),
+        native=_recipe("xlogy", checked=True)),
 )
 # fmt: on
 

@@ -25,7 +25,7 @@ from symgrad import config, ops
 from symgrad.backends import interpreter, native
 from symgrad.backends.native import cache, jit, libm, pyentry
 from symgrad.backends.native.build import layout_of
-from symgrad.backends.native.emit import EMITTERS, PROPAGATES, checks_result
+from symgrad.backends.native.emit import checks_result, emitter, propagates, supported
 from symgrad.backends.native.kernel import NativeKernel, compile_native
 from symgrad.backends.native.program import CHUNK, DELAY, Layout, Program, unchecked
 from symgrad.errors import DomainError, InputError
@@ -88,8 +88,61 @@ def reference(tape: Tape, outputs: list[int]) -> object:
 
 
 def test_every_op_of_the_table_has_an_emitter() -> None:
-    assert set(OPS) <= set(EMITTERS)
-    assert {"heaviside", "sign", "xlogy"} <= set(EMITTERS)
+    assert all(supported(op) for op in OPS.values())
+    assert {"heaviside", "sign", "xlogy"} <= set(OPS)
+    for op in OPS.values():
+        assert callable(emitter(op.name))
+
+
+def _ramp(native: ops.NativeRule | None) -> Op:
+    """A temporary row computing relu under another name, with the given native column."""
+    return Op("ramp", 1, "ramp", OPS["relu"].scalar, OPS["relu"].array, "ramp({0})", ("heaviside(a, 0)",),
+              OPS["relu"].sympy, "max(a, 0)", call_names=("ramp",), native=native)  # fmt: skip
+
+
+def test_a_new_row_with_a_native_column_is_machine_code_with_nothing_else() -> None:
+    # The emitter reads the row's column (here: relu's recipe), not a table of op names.
+    ops.register(_ramp(ops.NativeRule(recipe="relu")))
+    try:
+        tape = lower(parse("ramp(x) * y"), "ramp(x) * y")
+        assert native.emits(tape)
+        kernel = compile_native(tape, [tape.output])
+        want = reference(tape, [tape.output])
+        for x in EDGES:
+            assert_same_outcome(outcome(kernel, x, 3.0), outcome(want, x, 3.0), x)
+        assert "select" in kernel.llvm_ir()
+    finally:
+        ops.unregister("ramp")
+
+
+@pytest.mark.parametrize(
+    "rule", [None, ops.NativeRule(libm="cbrt"), ops.NativeRule(recipe="cube")], ids=["none", "libm", "recipe"]
+)
+def test_a_row_without_a_known_native_rule_runs_on_python(rule: ops.NativeRule | None) -> None:
+    # cbrt is no libm function of the table (not declared, not registered); "cube" no recipe.
+    ops.register(_ramp(rule))
+    try:
+        tape = lower(parse("ramp(x) * y"), "ramp(x) * y")
+        assert not native.emits(tape)
+        f = symgrad.compile(" + ".join(f"ramp(x*{k} + y)" for k in range(1, 120)))  # > 200 records: auto
+        assert f(x=0.5, y=-0.25) == sum(max(0.5 * k - 0.25, 0.0) for k in range(1, 120))
+    finally:
+        ops.unregister("ramp")
+
+
+def test_native_rules_name_one_way() -> None:
+    with pytest.raises(ValueError, match="one instruction, libm function or recipe"):
+        ops.NativeRule(instruction="fadd", libm="exp")
+    with pytest.raises(ValueError, match="one instruction, libm function or recipe"):
+        ops.NativeRule()
+
+
+def test_the_op_table_does_not_import_llvmlite() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, symgrad.ops; assert 'llvmlite' not in sys.modules, 'llvmlite imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize("opt", [None, 2], ids=["default", "O2"])
@@ -204,10 +257,10 @@ def test_domain_flag_sees_values_no_output_shows_and_sums_that_overflow_are_fals
         assert_same_outcome(outcome(kernel, *point), want, point)
 
 
-@pytest.mark.parametrize("name", sorted(PROPAGATES))
+@pytest.mark.parametrize("name", sorted(name for name, op in OPS.items() if op.propagates))
 def test_propagating_arguments_turn_inf_and_nan_into_inf_or_nan(name: str) -> None:
     # The fact that lets a record skip its own check (program.unchecked), tested on the machine code.
-    flows = PROPAGATES[name]
+    flows = propagates(name)
     tape = one_op_tape(OPS[name])
     kernel = compile_native(tape, [tape.output])
     for k, flow in enumerate(flows):
@@ -236,7 +289,7 @@ def test_records_skip_their_check_only_where_a_checked_reader_sees_their_inf() -
         ("add", (2, 8)),  # 9
     )
     program = Program(2, (), records, (9,))
-    quiet = unchecked(program, PROPAGATES, checks_result)
+    quiet = unchecked(program, propagates, checks_result)
     assert list(quiet) == [1, 0, 1, 0, 0, 1, 1, 0]
     tape = Tape(("x", "y"), (), tuple(Instr(OPS[n], a) for n, a in records), 9)
     kernel = compile_native(tape, [9])

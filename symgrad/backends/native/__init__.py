@@ -100,9 +100,9 @@ def vector_libm_everywhere() -> bool:
 def emits(tape: Tape) -> bool:
     """Whether the native backend has an emitter for every op of ``tape`` (a row added to the op
     table without one runs on the Python backend under ``auto``)."""
-    from .emit import EMITTERS  # plain Python: no llvmlite
+    from .emit import supported  # plain Python: no llvmlite
 
-    return all(instr.op.name in EMITTERS for instr in tape.instrs)
+    return all(supported(instr.op) for instr in tape.instrs)
 
 
 def use_native(backend: str, n_records: int) -> bool:

@@ -38,7 +38,7 @@ import numpy as np
 from ...ops import OPS
 from ...tape import Tape
 from ..numpy import Shape, fit
-from .emit import BY_RECIPROCAL
+from .emit import by_reciprocal
 from .kernel import NativeKernel
 from .program import Program
 
@@ -111,8 +111,8 @@ def reciprocals(program: Program, n_uniform: int) -> tuple[Program, list[int]]:
     recips: dict[int, int] = {}  # input -> index among the new inputs
     records: list[tuple[str, tuple[int, ...]]] = []
     for name, args in program.records:
-        other = BY_RECIPROCAL.get(name)
-        b = args[-1] if other is not None else -1
+        other = by_reciprocal(name)
+        b = args[-1] if other else -1
         if n_in <= b < first:
             r = 1.0 / program.consts[b - n_in]
             if math.isfinite(r) and abs(r) >= sys.float_info.min:

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from .emit import EMITTERS, FUSED, LIBM, LIBM_PAIRS, PREFIX, PROPAGATES, Emit, calls_libm, checks_result
+from .emit import LIBM, LIBM_PAIRS, PAIRS, PREFIX, Emit, calls_libm, checks_result, emit_pair, emitter, propagates
 from .program import DELAY, Layout, Program, unchecked
 
 __all__ = ["ARRAY", "MAX_WIDTH", "SCALAR", "STACK_LIMIT", "SUM_BLOCK", "WIDTH", "build_ir", "layout_of"]
@@ -96,7 +96,7 @@ def batches(layout: Layout, k: int, width: int) -> dict[int, list[int]]:
         name, args = program.records[i]
         j = layout.fused.get(i)
         if j is not None:
-            function = FUSED[name, program.records[j][0]][0]
+            function = PAIRS[name, program.records[j][0]]
         elif LIBM.get(name) == 1 and len(args) == 1 and i not in partners:
             function = name
         else:
@@ -162,10 +162,10 @@ def _chunk(
         j = layout.fused.get(i)
         if j is None:
             e.checking = quiet is None or not quiet[i]
-            define(i, EMITTERS[name](e, [value(a) for a in args]))
+            define(i, emitter(name)(e, [value(a) for a in args]))
         else:
             e.checking = quiet is None or not (quiet[i] and quiet[j])
-            ours, theirs = FUSED[name, program.records[j][0]][1](e, [value(a) for a in args])
+            ours, theirs = emit_pair(e, name, program.records[j][0], [value(a) for a in args])
             define(i, ours)
             define(j, theirs)
 
@@ -178,7 +178,7 @@ def _chunk(
             continue
         name = program.records[i][0]
         j = layout.fused.get(i)
-        function = FUSED[name, program.records[j][0]][0] if j is not None else name
+        function = PAIRS[name, program.records[j][0]] if j is not None else name
         xs = [value(program.records[m][1][0]) for m in members]
         if function in LIBM_PAIRS:
             firsts, seconds = (e.lanes_call(single, xs, vector) for single in LIBM_PAIRS[function])
@@ -592,7 +592,7 @@ def build_ir(
     if part == "scalar":
         vector = batch
     layout = layout_of(program, pairs)
-    quiet = unchecked(program, PROPAGATES, checks_result)
+    quiet = unchecked(program, propagates, checks_result)
     inline = part == "array" and len(layout.chunks) <= 1
     width = max(WIDTH, vector) if inline else 1  # measured on AVX-512: 8 lanes (zmm) beat 4 by 20%
     libm: set[str] = set()

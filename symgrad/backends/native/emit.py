@@ -1,7 +1,12 @@
-"""How each op becomes LLVM IR: one emitter per op name, in one table.
+"""How each op becomes LLVM IR: the emitting code behind the op table's ``native`` column.
 
-An emitter receives the :class:`Emit` context (which writes IR text)
-and the argument values, and returns the result value.  Emitters reproduce the
+Each row of :data:`symgrad.ops.OPS` says in plain data how machine code computes
+it (:class:`~symgrad.ops.NativeRule`: an IEEE instruction, a libm function or a
+named recipe of a few selects; whether its result is checked; a fused libm
+pair; a reciprocal form), and
+:func:`emitter` turns that row into the code that writes its IR.  An emitter
+receives the :class:`Emit` context (which writes IR text) and the argument
+values, and returns the result value.  Emitters reproduce the
 interpreter's arithmetic exactly: the same IEEE operations in the same order,
 and the same libm functions (called under a private name, see
 :mod:`symgrad.backends.native.libm`, so that LLVM cannot rewrite ``pow(x, 2.0)`` into
@@ -13,22 +18,18 @@ overflow of ``+ - * /``), the emitter raises the function's flag instead, and
 the caller hands the point to the interpreter for the exact
 :class:`~symgrad.errors.DomainError`.  The test is deliberately conservative:
 a non-finite result of any op that can make one from finite arguments (libm
-calls, ``sqrt``, ``+ - * /``, ``xlogy``) flags the point.  A flag where the
+calls, ``sqrt``, ``+ - * /``, ``xlogy``: ``native.checked``) flags the point.  A flag where the
 interpreter would not raise (``exp(inf)``, ``inf + 1``) only costs an
 interpreter call that returns the same numbers.  Ops that cannot leave the
 finite numbers (``neg``, ``abs``, ``relu``, ``min``, ``max``, ``sigmoid``,
 ``heaviside``, ``sign``) emit no test at all.  The tests are cheap: checked
 values are summed and only the sum is tested (:meth:`Emit.check`), and a
 record whose inf or nan would reach a checked reader anyway (``x*y`` read by
-``+``: see :data:`PROPAGATES`) is not checked itself.
+``+``: see :func:`propagates`) is not checked itself.
 
 Two libm calls on one argument can be one call (``sin``/``cos`` as
-``sincos``: :data:`FUSED`) where the C library's combined function gives the
+``sincos``: :data:`PAIRS`) where the C library's combined function gives the
 same bits (checked in :mod:`symgrad.backends.native.libm`).
-
-This table is the ``native`` column of the op table, kept here while the table
-itself is being rewritten; ``heaviside``, ``sign`` and ``xlogy`` are the
-helpers that derivative rules use.
 """
 
 from __future__ import annotations
@@ -36,21 +37,24 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 
-from ...ops import OPS
+from ...ops import OPS, NativeRule, Op
 
 __all__ = [
-    "BY_RECIPROCAL",
-    "EMITTERS",
-    "FUSED",
     "LIBM",
     "LIBM_PAIRS",
+    "PAIRS",
     "PREFIX",
-    "PROPAGATES",
+    "RECIPES",
     "Emit",
     "Emitter",
+    "by_reciprocal",
     "calls_libm",
     "checks_result",
     "double",
+    "emit_pair",
+    "emitter",
+    "propagates",
+    "supported",
 ]
 
 _EXPONENT = 0x7FF0000000000000
@@ -96,7 +100,7 @@ class Emit:
         self._sums: list[tuple[int, str]] = []
         """Pairwise partial sums of the values :meth:`check` was given: (level, value), levels decreasing."""
         self.checking = True
-        """False while emitting a record whose value need not be checked (see :data:`PROPAGATES`)."""
+        """False while emitting a record whose value need not be checked (see :func:`propagates`)."""
         self.checks = 0
         """How many times :meth:`check` was called (checking or not)."""
         self.batched: dict[tuple[str, tuple[str, ...]], str] = {}
@@ -283,44 +287,41 @@ class Emit:
 
 
 Emitter = Callable[[Emit, Sequence[str]], str]
+PairEmitter = Callable[[Emit, Sequence[str]], tuple[str, str]]
 PREFIX = "symgrad_"
 """libm functions are called as ``symgrad_<name>`` (see :mod:`symgrad.backends.native.libm`)."""
-LIBM: dict[str, int] = {
-    **dict.fromkeys(("exp", "log", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh"), 1),
-    "pow": 2,
-    "atan2": 2,
+
+
+def _native(name: str) -> NativeRule:
+    rule = OPS[name].native
+    if rule is None:
+        raise ValueError(f"op {name!r} has no native rule")
+    return rule
+
+
+LIBM: Mapping[str, int] = {op.native.libm: op.arity for op in OPS.values() if op.native is not None and op.native.libm}
+"""The libm functions generated code may call, with their arity: the op table's ``native.libm``
+(of the rows there when this module is first imported; see :func:`supported`)."""
+LIBM_PAIRS: Mapping[str, tuple[str, str]] = {
+    op.native.pair[1]: (op.native.libm, _native(op.native.pair[0]).libm)
+    for op in OPS.values()
+    if op.native is not None and op.native.pair is not None
 }
-"""The libm functions generated code may call, with their arity."""
-LIBM_PAIRS: dict[str, tuple[str, str]] = {"sincos": ("sin", "cos")}
-"""libm functions ``void f(double x, double *a, double *b)`` computing two of :data:`LIBM` at once.
+"""libm functions ``void f(double x, double *a, double *b)`` computing two of :data:`LIBM` at once
+(the op table's ``native.pair``).
 
 Used only where the C library has them and they give the same bits as the
 two calls (checked when registered, see :mod:`symgrad.backends.native.libm`): glibc's
 ``sincos`` is its ``sin`` and ``cos`` sharing the argument reduction, at about
 60% of their cost.
 """
-
-
-def _libm(name: str) -> Emitter:
-    return lambda e, args: e.checked(name, *args)
-
-
-def _arith(instruction: str) -> Emitter:
-    """``+ - * /``: the flag is raised by a non-finite result (overflow, x / 0, inf - inf...)."""
-
-    def emit(e: Emit, args: Sequence[str]) -> str:
-        result = e.binary(instruction, args[0], args[1])
-        e.check(result)
-        return result
-
-    return emit
-
-
-def _sqrt(e: Emit, args: Sequence[str]) -> str:
-    # llvm.sqrt is IEEE sqrt, correctly rounded like libm's; it lowers to one instruction.
-    result = e.sqrt(args[0])
-    e.check(result)
-    return result
+PAIRS: Mapping[tuple[str, str], str] = {
+    pair: op.native.pair[1]
+    for op in OPS.values()
+    if op.native is not None and op.native.pair is not None
+    for pair in ((op.name, op.native.pair[0]), (op.native.pair[0], op.name))
+}
+"""(op, op) on the same argument, in either order → the :data:`LIBM_PAIRS` function computing both."""
 
 
 def _sigmoid(e: Emit, args: Sequence[str]) -> str:
@@ -372,95 +373,124 @@ def _xlogy(e: Emit, args: Sequence[str]) -> str:
     log_y = e.call("log", y)
     zero = e.const(0.0)
     used = e.fcmp("une", x, zero)
-    result = e.select(used, e.binary("fmul", x, log_y), zero)
-    e.check(result)  # where used: log(y) undefined, or x*log(y) overflows
-    return result
+    return e.select(used, e.binary("fmul", x, log_y), zero)  # checked (op table): log(y) undefined, or overflow
 
 
-def _fused(name: str, swap: bool) -> Callable[[Emit, Sequence[str]], tuple[str, str]]:
-    def emit(e: Emit, args: Sequence[str]) -> tuple[str, str]:
-        if e.vector:  # the array loop with libmvec: two vector calls beat one scalar call per lane
-            a, b = (e.checked(single, args[0]) for single in LIBM_PAIRS[name])
-        else:
-            a, b = e.call_pair(name, args[0])
-            e.check(a)
-            e.check(b)
-        return (b, a) if swap else (a, b)
-
-    return emit
-
-
-FUSED: Mapping[tuple[str, str], tuple[str, Callable[[Emit, Sequence[str]], tuple[str, str]]]] = {
-    ("sin", "cos"): ("sincos", _fused("sincos", False)),
-    ("cos", "sin"): ("sincos", _fused("sincos", True)),
-}
-"""(op, op) on the same argument → the :data:`LIBM_PAIRS` function computing both, and its emitter,
-which returns the two ops' values in that order."""
-
-PROPAGATES: Mapping[str, tuple[bool, ...]] = {op.name: op.propagates for op in OPS.values() if op.propagates}
-"""Per op, per argument: whether an inf or nan there always makes the result inf or nan (the op
-table's ``propagates``: IEEE arithmetic; libm returns nan for sin(inf) and inf or nan for log(inf), log(-inf)).
-
-A record whose value feeds such an argument of a record that is itself checked,
-or feeds on in the same way to one, needs no check of its own: its inf or nan
-reaches a checked value (see :func:`symgrad.backends.native.program.unchecked`).  Ops
-missing here (``exp(-inf)`` is 0, ``tanh(inf)`` is 1...) propagate nothing.
-"""
-
-_PROBES: dict[tuple[str, int], Emit] = {}
-
-
-def _probe(name: str, arity: int) -> Emit:
-    """The emitter of ``name`` run once on placeholders, to see what it emits."""
-    e = _PROBES.get((name, arity))
-    if e is None:
-        e = _PROBES[name, arity] = Emit([])
-        EMITTERS[name](e, [f"%a{k}" for k in range(arity)])
-    return e
-
-
-def checks_result(name: str, arity: int) -> bool:
-    """Whether the emitter of ``name`` checks its result."""
-    return _probe(name, arity).checks > 0
-
-
-def calls_libm(name: str, arity: int) -> bool:
-    """Whether the emitter of ``name`` calls libm (a slow op, whose readers had better wait)."""
-    return bool(_probe(name, arity).libm)
-
-
-EMITTERS: Mapping[str, Emitter] = {
-    "add": _arith("fadd"),
-    "sub": _arith("fsub"),
-    "mul": _arith("fmul"),
-    "div": _arith("fdiv"),
-    "neg": lambda e, a: e.fneg(a[0]),
-    "pow": _libm("pow"),
-    "exp": _libm("exp"),
-    "log": _libm("log"),
-    "sqrt": _sqrt,
-    "sin": _libm("sin"),
-    "cos": _libm("cos"),
-    "tan": _libm("tan"),
-    "asin": _libm("asin"),
-    "acos": _libm("acos"),
-    "atan": _libm("atan"),
-    "sinh": _libm("sinh"),
-    "cosh": _libm("cosh"),
-    "tanh": _libm("tanh"),
+RECIPES: Mapping[str, Emitter] = {
     "sigmoid": _sigmoid,
     "relu": _relu,
-    "abs": lambda e, a: e.fabs(a[0]),
-    "atan2": _libm("atan2"),
     "min": _min,
     "max": _max,
     "heaviside": _heaviside,
     "sign": _sign,
     "xlogy": _xlogy,
 }
-"""Per op name: how to emit it.  Every op of :data:`symgrad.OPS` has a row (tested)."""
+"""The ops that are several instructions, by the recipe name their op table row gives (``native.recipe``)."""
 
-BY_RECIPROCAL: Mapping[str, str] = {"div": "mul"}
-"""``op(a, b) == other(a, 1/b)`` up to one rounding: where ``b`` is the same at every point, the
-array loop computes ``1/b`` once and runs ``other`` (a vector division costs about ten
-multiplications; see :func:`symgrad.backends.native.arrays.reciprocals`)."""
+
+def _binary(instruction: str) -> Emitter:
+    return lambda e, a: e.binary(instruction, a[0], a[1])
+
+
+_INSTRUCTIONS: Mapping[str, Emitter] = {
+    **{instruction: _binary(instruction) for instruction in ("fadd", "fsub", "fmul", "fdiv")},
+    "fneg": lambda e, a: e.fneg(a[0]),
+    # llvm.sqrt is IEEE sqrt, correctly rounded like libm's; it lowers to one instruction.
+    "sqrt": lambda e, a: e.sqrt(a[0]),
+    "fabs": lambda e, a: e.fabs(a[0]),
+}
+"""What ``native.instruction`` may name."""
+
+
+def supported(op: Op) -> bool:
+    """Whether the native backend can emit ``op``: its row has a native rule this module knows
+    (a libm function of a row registered later is not among :data:`LIBM`: that row runs on Python)."""
+    rule = op.native
+    if rule is None:
+        return False
+    return rule.instruction in _INSTRUCTIONS or rule.libm in LIBM or rule.recipe in RECIPES
+
+
+_EMITTERS: dict[Op, Emitter] = {}
+
+
+def emitter(name: str) -> Emitter:
+    """How to emit op ``name``, made from its op table row (the instruction, libm call or recipe, then
+    the result's check where the row says ``checked``)."""
+    op = OPS[name]
+    done = _EMITTERS.get(op)
+    if done is not None:
+        return done
+    rule = _native(name)
+    if rule.libm:
+        symbol = rule.libm
+        base: Emitter = lambda e, args: e.call(symbol, *args)  # noqa: E731
+    else:
+        base = _INSTRUCTIONS[rule.instruction] if rule.instruction else RECIPES[rule.recipe]
+    made = _checked(base) if rule.checked else base
+    _EMITTERS[op] = made
+    return made
+
+
+def _checked(base: Emitter) -> Emitter:
+    """``base``, then a non-finite result raises the flag (overflow, x / 0, inf - inf, log(-1)...)."""
+
+    def emit(e: Emit, args: Sequence[str]) -> str:
+        result = base(e, args)
+        e.check(result)
+        return result
+
+    return emit
+
+
+def emit_pair(e: Emit, name: str, other: str, args: Sequence[str]) -> tuple[str, str]:
+    """Ops ``name`` and ``other`` (a :data:`PAIRS` pair) on the same argument, both checked: their two
+    values in that order."""
+    function = PAIRS[name, other]
+    if e.vector:  # the array loop with libmvec: two vector calls beat one scalar call per lane
+        a, b = (e.checked(single, args[0]) for single in LIBM_PAIRS[function])
+    else:
+        a, b = e.call_pair(function, args[0])
+        e.check(a)
+        e.check(b)
+    return (a, b) if _native(name).pair == (other, function) else (b, a)
+
+
+def propagates(name: str) -> tuple[bool, ...]:
+    """Per argument of op ``name``: whether an inf or nan there always makes the result inf or nan
+    (the op table's ``propagates``).
+
+    A record whose value feeds such an argument of a record that is itself checked,
+    or feeds on in the same way to one, needs no check of its own: its inf or nan
+    reaches a checked value (see :func:`symgrad.backends.native.program.unchecked`).
+    Ops whose row lists nothing (``exp(-inf)`` is 0, ``tanh(inf)`` is 1...) propagate nothing.
+    """
+    return OPS[name].propagates
+
+
+def by_reciprocal(name: str) -> str:
+    """The op computing ``name(a, b)`` as ``other(a, 1/b)`` up to one rounding, or "".
+
+    Where ``b`` is the same at every point, the array loop computes ``1/b``
+    once and runs ``other`` (a vector division costs about ten multiplications;
+    see :func:`symgrad.backends.native.arrays.reciprocals`).
+    """
+    return _native(name).by_reciprocal
+
+
+def checks_result(name: str, arity: int) -> bool:
+    """Whether the emitter of ``name`` checks its result (``native.checked`` in the op table)."""
+    return _native(name).checked
+
+
+_PROBES: dict[tuple[Op, int], Emit] = {}
+
+
+def calls_libm(name: str, arity: int) -> bool:
+    """Whether the emitter of ``name`` calls libm (a slow op, whose readers had better wait)."""
+    key = (OPS[name], arity)
+    e = _PROBES.get(key)
+    if e is None:  # the emitter run once on placeholders, to see what it emits
+        e = _PROBES[key] = Emit([])
+        emitter(name)(e, [f"%a{k}" for k in range(arity)])
+    return bool(e.libm)

@@ -24,7 +24,7 @@ import llvmlite
 import llvmlite.binding as llvm
 
 from . import libm
-from .emit import FUSED
+from .emit import PAIRS
 
 __all__ = ["Loaded", "add_symbols", "compile_object", "fused_pairs", "host_id", "load_object", "optimize_ir"]
 
@@ -79,11 +79,11 @@ def add_symbols(symbols: Mapping[str, int]) -> None:
 
 
 def fused_pairs() -> frozenset[tuple[str, str]]:
-    """The (op, op) pairs of :data:`~symgrad.backends.native.emit.FUSED` this host's libm computes in one call."""
+    """The (op, op) pairs of :data:`~symgrad.backends.native.emit.PAIRS` this host's libm computes in one call."""
     with _lock:
         _init()
         have = libm.pairs()
-        return frozenset(pair for pair, (name, _) in FUSED.items() if name in have)
+        return frozenset(pair for pair, name in PAIRS.items() if name in have)
 
 
 def _module(ir_text: str, opt: int) -> tuple[llvm.ModuleRef, llvm.TargetMachine]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from ...tape import Tape, TapeError
@@ -177,12 +177,12 @@ class Layout:
 
 
 def unchecked(
-    program: Program, propagates: Mapping[str, tuple[bool, ...]], checks: Callable[[str, int], bool]
+    program: Program, propagates: Callable[[str], tuple[bool, ...]], checks: Callable[[str, int], bool]
 ) -> bytearray:
     """1 for each record whose domain check is redundant: an inf or nan there reaches a checked value.
 
     ``checks(name, arity)``: whether the op's emitter checks its result;
-    ``propagates[name][k]``: whether an inf or nan as argument ``k`` always
+    ``propagates(name)[k]``: whether an inf or nan as argument ``k`` always
     makes the result inf or nan.  One sweep from the last record back: a
     record's inf or nan is *seen* if its check is kept, or if it is an argument
     that propagates into a record whose inf or nan is seen; the check of a seen
@@ -196,7 +196,7 @@ def unchecked(
     for i in range(len(records) - 1, -1, -1):
         name, args = records[i]
         if covered[i] or checks(name, len(args)):  # its inf or nan is seen
-            flows = propagates.get(name)
+            flows = propagates(name)
             if flows:
                 for a, flow in zip(args, flows, strict=True):
                     if flow and a >= first:
