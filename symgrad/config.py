@@ -88,13 +88,11 @@ class Knob(Generic[T]):
         Raises :class:`ConfigError` if any ``SYMGRAD_*`` variable of the environment is invalid
         (one not overridden).
         """
-        overrides = _state.overrides
-        if self.name in overrides:
-            return cast(T, overrides[self.name])
-        environment = _state.environment or _read()
-        if environment.errors:
-            _raise_invalid(environment, overrides)
-        return cast(T, environment.values.get(self.name, self.default))
+        current = _state.current
+        if current is None:
+            current = _current()
+        value: T = current[self.name]
+        return value
 
     def source(self) -> str:
         """Where :meth:`get`'s value comes from: ``"override"``, ``"environment"`` or ``"default"``."""
@@ -283,9 +281,20 @@ class _State:
         self.lock = threading.Lock()
         self.environment: _Environment | None = None
         self.overrides: Mapping[str, Any] = {}
+        self.current: dict[str, Any] | None = None
+        """Every knob's value (override, environment, default), or None to recompute: what get() reads."""
 
 
 _state = _State()
+
+
+def _after_fork_in_child() -> None:
+    """A fork while another thread held the lock would leave it held forever in the child."""
+    _state.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _read() -> _Environment:
@@ -308,10 +317,18 @@ def _read() -> _Environment:
         return _state.environment
 
 
-def _raise_invalid(environment: _Environment, overrides: Mapping[str, Any]) -> None:
-    bad = {name: message for name, message in environment.errors.items() if name not in overrides}
-    if bad:
-        raise ConfigError("\n".join(bad.values()), tuple(KNOBS[name].env for name in bad))
+def _current() -> dict[str, Any]:
+    """Every knob's value, cached in ``_state.current``; raises while an invalid variable is not overridden."""
+    environment = _read()
+    with _state.lock:
+        overrides = _state.overrides
+        bad = {name: message for name, message in environment.errors.items() if name not in overrides}
+        if bad:
+            raise ConfigError("\n".join(bad.values()), tuple(KNOBS[name].env for name in bad))
+        current = {name: knob.default for name, knob in KNOBS.items()} | environment.values | dict(overrides)
+        if _state.environment is environment and _state.overrides is overrides:  # no reload or override meanwhile
+            _state.current = current
+        return current
 
 
 def reload() -> None:
@@ -322,6 +339,7 @@ def reload() -> None:
     """
     with _state.lock:
         _state.environment = None
+        _state.current = None
 
 
 def override(**values: object) -> contextlib.AbstractContextManager[None]:
@@ -348,6 +366,7 @@ def _overriding(parsed: dict[str, Any]) -> Iterator[None]:
     with _state.lock:
         previous = {name: _state.overrides.get(name, missing) for name in parsed}
         _state.overrides = {**_state.overrides, **parsed}
+        _state.current = None
     try:
         yield
     finally:
@@ -359,6 +378,7 @@ def _overriding(parsed: dict[str, Any]) -> Iterator[None]:
                 else:
                     restored[name] = value
             _state.overrides = restored
+            _state.current = None
 
 
 class Setting(NamedTuple):

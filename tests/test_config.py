@@ -223,6 +223,7 @@ def test_a_bad_value_raises_the_same_error_under_every_backend(
     name: str, bad: str, environment: pytest.MonkeyPatch
 ) -> None:
     """In the caller's thread, at its first read of any setting: not in a background compile, where it would be lost."""
+    tape = symgrad.compile(BIG).tape  # parsed while the environment was still good
     set_env(environment, name, bad)
     messages = set()
     for backend in ("auto", "native", "python"):
@@ -230,6 +231,11 @@ def test_a_bad_value_raises_the_same_error_under_every_backend(
         config.reload()
         with pytest.raises(ConfigError) as raised:
             symgrad.compile(BIG, backend=backend).vg(0.5, 0.25)
+        messages.add(str(raised.value))
+    for backend in ("auto", "native"):  # no parse: the choice of machine code reads the settings, in this thread
+        config.reload()
+        with pytest.raises(ConfigError) as raised:
+            symgrad.Function(tape, BIG, backend).vg(0.5, 0.25)
         messages.add(str(raised.value))
     with pytest.raises(ConfigError) as raised:
         symgrad.trace(lambda ps: ps[0] * ps[1], [symgrad.Value(1.0), symgrad.Value(2.0)])
