@@ -37,6 +37,7 @@ import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import graphviz
@@ -679,6 +680,8 @@ def _has_dask(point: list[Any]) -> bool:
 
 def _as_value(name: str, value: Any) -> Any:
     """A float, or a float64 array for a numpy array."""
+    if isinstance(value, Decimal):
+        value = _decimal(name, value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         try:
             number = float(value)
@@ -696,6 +699,13 @@ def _as_value(name: str, value: Any) -> Any:
     if isinstance(value, bool):
         raise InputError(f"value for '{name}' must be a number, got a bool ({value})")
     if isinstance(value, np.ndarray):
+        if isinstance(value, np.ma.MaskedArray):
+            if np.ma.is_masked(value):
+                raise InputError(
+                    f"value for '{name}' is a masked array with masked entries, and symgrad would evaluate "
+                    f"the hidden values too: give {name}.filled(...) or {name}.compressed() instead"
+                )
+            value = np.ma.getdata(value)  # nothing is masked: its plain data
         if value.dtype.kind not in "fiu":
             raise InputError(
                 f"value for '{name}' must be an array of real numbers, got an array of dtype {value.dtype}"
@@ -706,6 +716,19 @@ def _as_value(name: str, value: Any) -> Any:
     raise InputError(
         f"value for '{name}' must be a real number or an array, got {type(value).__name__} {_short(repr(value))}"
     )
+
+
+def _decimal(name: str, value: Decimal) -> float:
+    """A Decimal as the nearest float: a finite Decimal beyond the float range is too large, not inf."""
+    try:
+        number = float(value)
+    except ValueError:  # a signalling nan
+        raise InputError(f"value for '{name}' is {value!r}: formulas are evaluated at finite points") from None
+    if value.is_finite() and number - number != 0.0:
+        raise InputError(
+            f"value for '{name}' is too large for a 64-bit float (largest: {_FLOAT_MAX:.6g}), got {_short(repr(value))}"
+        )
+    return number
 
 
 # -- binding helpers (shared by the string front end, drawing and the oracle) --

@@ -307,7 +307,16 @@ def _lookalike_hint(source: str, pos: int) -> str:
     ascii_spelling = _LOOKALIKES.get(source[pos])
     if ascii_spelling is not None:
         return f"{_char_name(source[pos])} is not an operator here: write {ascii_spelling!r}"
-    return _script_hint(source[pos : pos + 40], source[:pos])
+    return _script_hint(source[pos : pos + 40], source[:pos]) or _digit_hint(source[pos : pos + 40])
+
+
+def _digit_hint(text: str) -> str:
+    """The ASCII spelling of a number written in other digits (``٣``, ``３``): numbers take 0-9 only."""
+    digits = re.match(r"\d[\d.]*", text)
+    if digits is None:
+        return ""
+    ascii_number = "".join(ch if ch == "." else str(unicodedata.decimal(ch)) for ch in digits.group())
+    return f"{_char_name(text[0])} is not an ASCII digit; numbers are written with 0-9: write {ascii_number}"
 
 
 def _parses(text: str) -> bool:

@@ -24,9 +24,11 @@ Every operator emits the op of the same name: ``-`` is ``sub`` (not ``add`` of
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 import threading
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -334,6 +336,8 @@ def _lift(x: Value | Number | Any) -> Value:
         return x
     if type(x) is float and x - x == 0.0:  # the common case (finite), before the slower checks below
         return _constant(x)
+    if isinstance(x, Decimal):
+        return _constant(_real(x, "a Value operand"))
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise InputError(
             f"cannot combine a Value with {type(x).__name__} {_short(repr(x))}; use a Value or a real number"
@@ -347,6 +351,11 @@ def _real(x: object, what: str) -> float:
     Whatever becomes a tape constant passes here, so generated code only ever
     prints the ``repr`` of a plain float, never text from a user's object.
     """
+    if isinstance(x, Decimal):
+        finite = x.is_finite()
+        x = math.nan if x.is_snan() else float(x)
+        if finite and math.isinf(x):  # (float() of a Decimal rounds to inf rather than raise)
+            raise InputError(f"{what} is too large for a 64-bit float (largest about 1.8e308)")
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise InputError(f"{what} must be a real number, got {type(x).__name__} {_short(repr(x))}")
     try:

@@ -297,3 +297,53 @@ def test_a_traced_replay_and_eager_values_agree_on_overflow() -> None:
         replay.value_and_grad_list([1e200])
     with pytest.raises(symgrad.DomainError, match=r"mul\(1e\+200, 1e\+200\)"):
         symgrad.Value(1e200) * symgrad.Value(1e200)
+
+
+# ----------------------------------------------------------- odd inputs ---
+
+
+@pytest.mark.parametrize(("text", "ascii_number"), [("x*٣", "3"), ("x*３２", "32"), ("٣*x", "3"), ("x + ۱.5", "1.5")])
+def test_numbers_take_ascii_digits_only(text: str, ascii_number: str) -> None:
+    # before, float() read any Unicode digits: 'x*٣' was 3*x
+    with pytest.raises(symgrad.ParseError) as error:
+        symgrad.compile(text)
+    message = str(error.value)
+    position = next(i for i, ch in enumerate(text) if ch.isdigit() and not ch.isascii())
+    caret_line = message.splitlines()[2]
+    assert caret_line.index("^") - 2 == position, message  # the excerpt is indented by two spaces
+    assert f"write {ascii_number}" in message and "not an ASCII digit" in message
+
+
+def test_names_may_still_hold_other_digits() -> None:
+    assert symgrad.compile("x٣ + 1").variables == ("x٣",)
+
+
+def test_decimal_values_are_converted_like_other_reals() -> None:
+    from decimal import Decimal
+    from fractions import Fraction
+
+    f = symgrad.compile("x*x + y")
+    assert f.value_and_grad(x=Decimal("1.5"), y=Decimal("-0.25")) == f.value_and_grad(x=1.5, y=-0.25)
+    assert f.grad(x=Decimal("0.1"), y=0) == f.grad(x=Fraction(1, 10), y=0) == f.grad(x=0.1, y=0)
+    with pytest.raises(symgrad.InputError, match="'x' is too large"):  # float() would round it to inf
+        f(x=Decimal("1e400"), y=0)
+    for bad in ("NaN", "sNaN", "-Infinity"):
+        with pytest.raises(symgrad.InputError, match="'x' is"):
+            f(x=Decimal(bad), y=0)
+    assert symgrad.Value(Decimal("2.5")).data == 2.5
+    assert (symgrad.Value(1.0) * Decimal("3")).data == 3.0
+    with pytest.raises(symgrad.InputError, match="too large"):
+        symgrad.Value(Decimal("-1e309"))
+
+
+def test_a_masked_array_with_masked_entries_is_refused() -> None:
+    f = symgrad.compile("x*x")
+    masked = np.ma.masked_array([1.0, 2.0, 3.0], mask=[False, True, False])
+    with pytest.raises(symgrad.InputError, match="'x' is a masked array"):
+        f(x=masked)  # before, the hidden 2.0 was evaluated and the mask dropped
+    with pytest.raises(symgrad.InputError, match="'x' is a masked array"):
+        f.grad(x=masked)
+    nothing_masked = np.ma.masked_array([1.0, 2.0, 3.0])
+    result = f(x=nothing_masked)
+    assert type(result) is np.ndarray
+    np.testing.assert_array_equal(result, [1.0, 4.0, 9.0])
