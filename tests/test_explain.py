@@ -188,7 +188,7 @@ def test_rules_read_like_formulas() -> None:
     assert rule_text(OPS["tanh"], 0) == "1 - out²"
     assert rule_text(OPS["mul"], 0) == "b"
     assert rule_text(OPS["div"], 1) == "-out / b"
-    assert rule_text(OPS["atan2"], 0) == "b / (a² + b²)"
+    assert rule_text(OPS["atan"], 0) == "1 / (1 + a²)"
     assert rule_text(OPS["sigmoid"], 0) == "out * (1 - out)"
     assert rule_text(OPS["pow"], 0) == "b * a ** (b - 1)"
     assert rule_text(OPS["min"], 0) == "heaviside(out - a, 1) / Σ weights"
