@@ -13,16 +13,18 @@ see :func:`jsonable` for how numbers that are not finite are written.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
+import stat
 import sys
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from . import api, config
-from .errors import ConfigError, InputError, SymgradError
+from .errors import ConfigError, InputError, ParseError, SymgradError, clip, excerpt
 from .explain import DEFAULT_MAX_ROWS
 from .oracle import DEFAULT_ATOL, DEFAULT_FD_ATOL, DEFAULT_FD_RTOL, DEFAULT_RTOL, check
 
@@ -55,13 +57,30 @@ def parse_point(assignments: Sequence[str]) -> dict[str, float]:
             raise InputError(f"{name!r} is not a valid variable name (in {item!r})")
         if name in point:
             raise InputError(f"variable '{name}' was given twice")
+        point[name] = _value_of(name, text)
+    return point
+
+
+_NOT_FINITE = frozenset({"nan", "inf", "infinity"})
+
+
+def _value_of(name: str, text: str) -> float:
+    """The number ``text`` gives ``name``; every error names the variable and quotes the value."""
+    quoted = f"the value of '{name}' ({clip(text.strip(), 40)!r})"
+    try:
         value = api.compile(text)
         if value.variables:
-            raise InputError(
-                f"the value of '{name}' must be a number, not an expression in {', '.join(value.variables)}"
-            )
-        point[name] = value()
-    return point
+            if _NOT_FINITE.intersection(v.lower() for v in value.variables):
+                raise InputError(f"{quoted} must be a finite number: formulas are evaluated at finite points")
+            names = ", ".join(clip(v, 20) for v in value.variables[:3])
+            raise InputError(f"{quoted} must be a number such as 3 or pi/4, not an expression in {names}")
+        return float(value())
+    except ParseError as e:
+        raise InputError(f"{quoted} is not a number: {e.reason}") from None
+    except InputError:
+        raise
+    except SymgradError as e:
+        raise InputError(f"{quoted} is undefined: {getattr(e, 'reason', e)}") from None
 
 
 def jsonable(payload: dict[str, Any]) -> dict[str, Any]:
@@ -94,19 +113,73 @@ def _write_json(payload: dict[str, Any]) -> None:
     sys.stdout.write("\n")
 
 
+MAX_EXPRESSION_BYTES = 4 * 2**20
+"""The most an EXPRESSION read from ``-`` or ``@FILE`` may hold (4 MiB, about 500,000 terms).
+
+Reading stops one byte past it, so ``@/dev/zero`` or ``- < /dev/urandom`` is an error at once,
+not a hang or a ``MemoryError``; a formula this long takes minutes and gigabytes to compile anyway.
+"""
+
+READ_EXCERPT_WIDTH = 24
+"""Characters shown around a parse error in a formula read from a file or stdin.
+
+The file may be anything (``@/etc/shadow``): its error shows only this much of it."""
+
+
 def read_expression(text: str) -> str:
-    """The formula an EXPRESSION argument names: itself, or ``-`` for stdin, or ``@FILE`` for a file."""
+    """The formula an EXPRESSION argument names: itself, or ``-`` for stdin, or ``@FILE`` for a file.
+
+    What is read must be UTF-8 text of at most :data:`MAX_EXPRESSION_BYTES`; ``@FILE`` must name a
+    regular file (a symlink to one is fine), so devices and FIFOs are refused before any read.
+    """
     if text == "-":
-        return sys.stdin.read().rstrip()
+        data = sys.stdin.buffer.read(MAX_EXPRESSION_BYTES + 1)
+        return _as_text(data, "standard input")
     if text.startswith("@"):
         name = text[1:]
-        try:
-            return Path(name).read_text(encoding="utf-8").rstrip()
-        except OSError as e:
-            raise InputError(f"cannot read the expression from {name!r}: {e.strerror or e}") from None
-        except UnicodeDecodeError:
-            raise InputError(f"cannot read the expression from {name!r}: it is not UTF-8 text") from None
+        return _as_text(_read_file(name), repr(name))
     return text
+
+
+def _read_file(name: str) -> bytes:
+    """The bytes of the regular file ``name`` (at most the bound + 1); InputError for anything else."""
+    where = f"cannot read the expression from {clip(name)!r}"
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below)
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise InputError(f"{where}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{where}: it is not a regular file")
+        if info.st_size > MAX_EXPRESSION_BYTES:
+            raise InputError(f"{where}: it has {info.st_size:,} bytes, more than the {MAX_EXPRESSION_BYTES:,} allowed")
+        try:
+            return file.read(MAX_EXPRESSION_BYTES + 1)
+        except OSError as e:
+            raise InputError(f"{where}: {e.strerror or e}") from None
+
+
+_CONTROL = frozenset(chr(c) for c in [*range(0x20), 0x7F]) - set("\t\n\r")
+
+
+def _as_text(data: bytes, what: str) -> str:
+    """``data`` as a formula: refused, without quoting any of it, unless short UTF-8 text."""
+    if len(data) > MAX_EXPRESSION_BYTES:
+        raise InputError(f"cannot read the expression from {what}: it has more than {MAX_EXPRESSION_BYTES:,} bytes")
+    try:
+        source = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read the expression from {what}: it is not UTF-8 text") from None
+    if not _CONTROL.isdisjoint(source):
+        raise InputError(f"cannot read the expression from {what}: it is not text (it holds control characters)")
+    return source.rstrip()
+
+
+def _short_parse_error(e: ParseError, origin: str) -> str:
+    """A parse error in a formula read from ``origin``, quoting at most a short excerpt of it."""
+    shown = excerpt(e.source, e.span, READ_EXCERPT_WIDTH)
+    return f"{origin}, line {e.line}, column {e.column}: {clip(e.reason, READ_EXCERPT_WIDTH + 20)}\n{shown}"
 
 
 def _wrt_names(groups: list[str] | None) -> list[str] | None:
@@ -523,16 +596,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(_split_positionals(parser, args_list))
+    origin = ""
     try:
         if hasattr(args, "expression"):
-            args.expression = read_expression(args.expression)
+            text = args.expression
+            origin = "standard input" if text == "-" else f"{clip(text[1:])}" if text.startswith("@") else ""
+            args.expression = read_expression(text)
         status: int = args.run(args)
+        sys.stdout.flush()  # a full disk or a closed pipe shows here, not at exit
+    except ParseError as e:
+        print(f"symgrad: error: {_short_parse_error(e, origin) if origin else e}", file=sys.stderr)
+        return EXIT_USAGE
     except SymgradError as e:
         print(f"symgrad: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:  # pragma: no cover - e.g. `symgrad ... | head`
+    except BrokenPipeError:  # `symgrad ... | head`: the reader has gone; stop quietly, as Unix tools do
+        _silence_stdout()
         return EXIT_OK
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG):
+            raise
+        _silence_stdout()
+        print(f"symgrad: error: cannot write the output: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
     return status
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so the flush at exit cannot fail a second time."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a replaced stdout (tests) has no descriptor
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
 
 
 def entry_point() -> None:

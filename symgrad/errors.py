@@ -47,11 +47,11 @@ EXCERPT_WIDTH = 80
 """Columns of a long line shown around an error; the rest is cut at ``…``."""
 
 
-def excerpt(source: str, span: Span) -> str:
+def excerpt(source: str, span: Span, width: int = EXCERPT_WIDTH) -> str:
     """The source line holding ``span.start`` and a caret line under the span.
 
-    A line longer than :data:`EXCERPT_WIDTH` is cut to a window around the
-    span, marked with ``…``, so a megabyte formula gives a two-line excerpt.
+    A line longer than ``width`` (:data:`EXCERPT_WIDTH`) is cut to a window around
+    the span, marked with ``…``, so a megabyte formula gives a two-line excerpt.
     """
     line_start = source.rfind("\n", 0, span.start) + 1
     line_end = source.find("\n", span.start)
@@ -60,9 +60,9 @@ def excerpt(source: str, span: Span) -> str:
     text = source[line_start:line_end]
     column, stop = span.start - line_start, min(span.end, line_end) - line_start
     lo, hi = 0, len(text)
-    if len(text) > EXCERPT_WIDTH:
-        lo = max(0, min(column - EXCERPT_WIDTH // 2, len(text) - EXCERPT_WIDTH))
-        hi = lo + EXCERPT_WIDTH
+    if len(text) > width:
+        lo = max(0, min(column - width // 2, len(text) - width))
+        hi = lo + width
     shown = ("…" if lo > 0 else "") + text[lo:hi] + ("…" if hi < len(text) else "")
     width = max(1, min(stop, hi) - column)
     pad = (" " if lo > 0 else "") + "".join("\t" if ch == "\t" else " " for ch in text[lo:column])
@@ -127,6 +127,7 @@ class DomainError(SymgradError, ValueError):
 
     def __init__(self, message: str, op: str, source: str | None = None, span: Span | None = None) -> None:
         self.op = op
+        self.reason = message
         self.source = source
         self.span = span
         self.line: int | None = None

@@ -11,6 +11,7 @@ and always with the non-interactive Agg canvas.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,20 @@ import numpy as np
 
 from .api import compile as compile_expression
 from .backends import interpreter
-from .errors import DomainError, InputError, MissingDependencyError, MissingVariableError, UnknownVariableError
+from .errors import DomainError, InputError, MissingDependencyError, MissingVariableError, UnknownVariableError, clip
 from .files import cannot_write, writable
 from .function import Function, bind_scalars
 
-__all__ = ["DEFAULT_POINTS", "FORMATS", "plot", "sample"]
+__all__ = ["DEFAULT_POINTS", "FORMATS", "MAX_POINTS", "plot", "sample"]
 
 DEFAULT_POINTS = 401
 """Samples across the range: odd, so the midpoint (often 0) is one of them."""
+
+MAX_POINTS = 100_000
+"""The most samples a plot takes: far more than a figure has pixels across.
+
+Each sample costs about 150 bytes and a sweep, so ``points=10**8`` would need 15 GB;
+beyond this bound :func:`sample` and :func:`plot` raise an InputError before any work."""
 
 FORMATS = (".png", ".svg", ".pdf")
 """Files :func:`plot` writes, by extension."""
@@ -65,11 +72,23 @@ def _variable(function: Function, var: str | None, fixed: Mapping[str, Any]) -> 
     return var
 
 
-def _check_range(lo: float, hi: float, points: int) -> None:
+def _check_range(lo: object, hi: object, points: object) -> tuple[float, float]:
+    """``(lo, hi)`` as floats; an InputError for a bad range or number of points."""
+    ends = []
+    for what, end in (("lo", lo), ("hi", hi)):
+        if isinstance(end, bool) or not isinstance(end, numbers.Real):
+            raise InputError(f"the range must be two numbers: {what} is {type(end).__name__} {clip(repr(end))}")
+        ends.append(float(end))
+    lo, hi = ends
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise InputError(f"the range must be two finite numbers with lo < hi, got lo={lo!r}, hi={hi!r}")
     if isinstance(points, bool) or not isinstance(points, int) or points < 2:
-        raise InputError(f"points must be an integer >= 2, got {points!r}")
+        raise InputError(f"points must be an integer >= 2, got {clip(repr(points))}")
+    if points > MAX_POINTS:
+        raise InputError(
+            f"points must be at most {MAX_POINTS:,} (a figure has far fewer pixels across), got {points:,}"
+        )
+    return lo, hi
 
 
 def sample(
@@ -90,8 +109,7 @@ def sample(
     function = compile_expression(expr)
     fixed = dict(fixed or {})
     name = _variable(function, var, fixed)
-    lo, hi = float(lo), float(hi)
-    _check_range(lo, hi, points)
+    lo, hi = _check_range(lo, hi, points)
     tape = function.tape
     inputs = bind_scalars(function, {**fixed, name: lo}, "plot()")
     k = function.variables.index(name)
@@ -147,6 +165,7 @@ def plot(
         if path.suffix.lower() not in FORMATS:
             raise InputError(f"cannot write {str(path)!r}: the file name must end in {', '.join(FORMATS)}")
         writable(path)
+    _check_range(lo, hi, points)  # before matplotlib is imported and anything is sampled
     Figure, FigureCanvasAgg = _figure_class()
     function = compile_expression(expr)
     xs, ys, dys = sample(function, lo, hi, var=var, points=points, fixed=fixed)
