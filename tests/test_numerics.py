@@ -347,3 +347,14 @@ def test_a_masked_array_with_masked_entries_is_refused() -> None:
     result = f(x=nothing_masked)
     assert type(result) is np.ndarray
     np.testing.assert_array_equal(result, [1.0, 4.0, 9.0])
+
+
+def test_generated_python_checks_thousands_of_records_without_deep_recursion() -> None:
+    # every x*k is read only by tanh, which passes no inf on: 3,000 values to check, in lines of bounded length
+    source = " + ".join(f"tanh(x*{k})" for k in range(1, 3001))
+    f = symgrad.compile(source, backend="python")
+    value, (slope,) = f.vg(1e-3)
+    assert value == pytest.approx(sum(math.tanh(1e-3 * k) for k in range(1, 3001)), rel=1e-12)
+    assert slope == pytest.approx(sum(k * (1 - math.tanh(1e-3 * k) ** 2) for k in range(1, 3001)), rel=1e-12)
+    with pytest.raises(symgrad.DomainError, match="mul"):
+        f.vg(1e306)  # x*3000 overflows: handed over to the interpreter, which names the op

@@ -43,6 +43,8 @@ __all__ = ["INLINE_DEPTH", "function", "interim", "source"]
 
 INLINE_DEPTH = 8
 """How deeply single-use records may be nested into one line (keeps the compiler shallow)."""
+CHECK_TERMS = 100
+"""Values summed per line of the inf-or-nan check (a longer chain of ``+`` makes CPython's compiler recurse too deep)."""
 
 _CATCH = (ArithmeticError, ValueError)
 
@@ -139,11 +141,11 @@ def _source(tape: Tape, returns: Returns) -> tuple[str, dict[str, Any]]:
         out_names.append(text)
     code += ["    except _CATCH:", f"        return _slow({params})"]
     if checked:
-        code += [
-            f"    _s = {' + '.join(sorted(set(checked)))}",
-            "    if _s - _s != 0.0:",
-            f"        return _slow({params})",
-        ]
+        names = sorted(set(checked))
+        for start in range(0, len(names), CHECK_TERMS):  # lines of bounded length: the compiler recurses per "+"
+            terms = " + ".join(names[start : start + CHECK_TERMS])
+            code.append(f"    _s = {terms}" if start == 0 else f"    _s += {terms}")
+        code += ["    if _s - _s != 0.0:", f"        return _slow({params})"]
     if returns == "value":
         code.append(f"    return {out_names[0]}")
     elif returns == "value_and_grad":
