@@ -7,11 +7,16 @@ The language has no ``let``, so every record is written out where it is read
 base.  A right operand of the same precedence keeps its parentheses
 (``a - (b - c)``; and ``a + (b + c)`` too, since float addition is not
 associative), so ``parse(formula)`` lowers to a tape that computes the same
-numbers.  Two printing conveniences are exact in IEEE arithmetic: ``-(a*b)``
-prints as ``-a*b`` and ``-(a/b)`` as ``-a/b`` (rounding is symmetric in sign).
+numbers.  Three printing conveniences are exact in IEEE arithmetic:
+``-(a*b)`` prints as ``-a*b`` and ``-(a/b)`` as ``-a/b`` (rounding is
+symmetric in sign), and ``a*a`` as ``a**2`` (which the parser lowers back to
+``a*a``).  ``-a*b`` reads as ``(-a)*b``, a *product*: it is parenthesised
+wherever a product would be (``x**(-a*b)``, ``c/(-a*b)``), since
+``x**-a*b`` means ``(x**-a)*b``.
 
 Numbers print as the shortest text that reads back to the same float
-(``6`` for 6.0).  The walk is iterative; a formula longer than
+(``6`` for 6.0); the floats of the constants ``pi`` and ``E`` print as
+their names (unless a variable has that name).  The walk is iterative; a formula longer than
 :data:`MAX_CHARS` raises a :class:`~symgrad.errors.SymgradError` rather than
 filling memory (look at the tape listing instead).
 """
@@ -22,6 +27,7 @@ import math
 
 from .errors import SymgradError
 from .ops import OPS
+from .parser import CONSTANTS
 from .tape import Tape
 
 __all__ = ["MAX_CHARS", "FormulaTooLongError", "number_text", "to_formula"]
@@ -32,7 +38,7 @@ MAX_CHARS = 1_000_000
 # Precedence levels of the grammar.
 _SUM, _PRODUCT, _UNARY, _POWER, _ATOM = 1, 2, 3, 4, 5
 _INFIX = {"add": (_SUM, " + "), "sub": (_SUM, " - "), "mul": (_PRODUCT, "*"), "div": (_PRODUCT, "/")}
-_NEG, _POW = OPS["neg"], OPS["pow"]
+_NEG, _POW, _MUL = OPS["neg"], OPS["pow"], OPS["mul"]
 
 
 class FormulaTooLongError(SymgradError, ValueError):
@@ -55,15 +61,19 @@ def to_formula(tape: Tape) -> list[str]:
     """One formula per output of the tape."""
     text: list[str] = list(tape.inputs)
     prec: list[int] = [_ATOM] * len(tape.inputs)
+    named = {value.hex(): name for name, value in CONSTANTS.items() if name not in tape.inputs}
     for c in tape.consts:
-        t = number_text(c)
+        name = named.get(abs(c).hex())
+        t = number_text(c) if name is None else f"-{name}" if c < 0 else name
         text.append(t)
         prec.append(_UNARY if t.startswith("-") else _ATOM)
     uses = tape.use_counts()
     for instr in tape.instrs:
         op, args = instr.op, instr.args
         infix = _INFIX.get(op.name) if op.infix else None
-        if infix is not None:
+        if op is _MUL and args[0] == args[1]:  # a*a: the parser lowers a**2 back to a*a
+            out, out_prec = f"{_wrap(text[args[0]], prec[args[0]], _ATOM)}**2", _POWER
+        elif infix is not None:
             level, symbol = infix
             left = _wrap(text[args[0]], prec[args[0]], level)
             right = _wrap(text[args[1]], prec[args[1]], level + 1)
@@ -71,10 +81,9 @@ def to_formula(tape: Tape) -> list[str]:
         elif op is _NEG:
             inner = args[0]
             if prec[inner] == _PRODUCT and not text[inner].startswith("-"):
-                out = f"-{text[inner]}"  # -(a*b) == (-a)*b exactly
+                out, out_prec = f"-{text[inner]}", _PRODUCT  # -(a*b) == (-a)*b exactly; still a product
             else:
-                out = f"-{_wrap(text[inner], prec[inner], _UNARY)}"
-            out_prec = _UNARY
+                out, out_prec = f"-{_wrap(text[inner], prec[inner], _UNARY)}", _UNARY
         elif op is _POW:
             base = _wrap(text[args[0]], prec[args[0]], _ATOM)
             exponent = _wrap(text[args[1]], prec[args[1]], _UNARY)

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from symgrad.ops import OPS, Op
 
-__all__ = ["VARIABLE_NAMES", "Case", "cases", "expression_texts", "numbers", "random_text"]
+__all__ = ["VARIABLE_NAMES", "Case", "cases", "expression_texts", "numbers", "power_cases", "random_text"]
 
 VARIABLE_NAMES = ("x", "y", "z", "t0", "_u", "I", "E_n", "gamma", "lambd", "beta", "S", "N", "Q", "ξ")
 """Identifiers, including ones sympy's parser would turn into special objects."""
@@ -130,7 +130,10 @@ def _const(text: str) -> Node:
 def _apply(draw: st.DrawFn, op: Op, args: list[Node]) -> Node:
     """The node for ``op(*args)`` in a spelling the grammar accepts."""
     sym = op.sympy(*(a.sym for a in args))
-    value = float(op.scalar(*(a.value for a in args)))
+    try:
+        value = float(op.scalar(*(a.value for a in args)))
+    except (ArithmeticError, ValueError):  # (only unguarded trees, see _Shape.guards: an overflow)
+        value = math.nan
     sp = lambda: draw(_SPACE)  # noqa: E731 - a tiny local helper
     if op.name in INFIX_PRECEDENCE:
         prec = INFIX_PRECEDENCE[op.name]
@@ -199,8 +202,30 @@ def _fit(draw: st.DrawFn, op: Op, args: list[Node], margin: float) -> tuple[Op, 
     return op, fitted
 
 
+ARITHMETIC_OPS = ("add", "sub", "mul", "div", "neg", "pow")
+"""What :func:`power_cases` draws from: the ops the printer writes with operators (precedence matters)."""
+COMPOUND_EXPONENT_OPS = ("add", "sub", "mul", "div", "neg", "neg", "pow")
+"""The root of an exponent in :func:`power_cases`: a sum, product, quotient, negation or power."""
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a tree is drawn from: the ops (None: every op of the table but the helpers), whether every
+    exponent is a compound expression, and the number literals."""
+
+    ops: tuple[str, ...] | None = None
+    compound_exponents: bool = False
+    literals: st.SearchStrategy[str] | None = None
+    guards: bool = True
+    """False: no ``tanh`` guards (their calls print as atoms and would hide the shapes under test);
+    only a negative base of ``**`` is negated and a zero base or divisor moved, see :func:`_fit_lightly`."""
+
+
+_ANY_SHAPE = _Shape()
+
+
 @st.composite
-def _tree(draw: st.DrawFn, point: dict[str, float], depth: int, margin: float) -> Node:
+def _tree(draw: st.DrawFn, point: dict[str, float], depth: int, margin: float, shape: _Shape = _ANY_SHAPE) -> Node:
     if depth == 0 or draw(st.integers(0, 3)) == 0:
         kind = draw(st.sampled_from(["var", "var", "var", "number", "constant"]))
         if kind == "var":
@@ -211,16 +236,34 @@ def _tree(draw: st.DrawFn, point: dict[str, float], depth: int, margin: float) -
             return Node(
                 name, ATOM, sympy.pi if name == "pi" else sympy.E, math.pi if name == "pi" else math.e, leaf=True
             )
-        return _const(draw(numbers()))
-    choice = draw(st.sampled_from([*sorted(set(OPS) - set(HELPER_OPS)), "pos"]))
+        return _const(draw(numbers() if shape.literals is None else shape.literals))
+    choices = sorted(set(OPS) - set(HELPER_OPS)) if shape.ops is None else list(shape.ops)
+    choice = draw(st.sampled_from([*choices, "pos"]))
+    sub = lambda: _tree(point, depth - 1, margin, shape)  # noqa: E731 - a tiny local helper
     if choice == "pos":
-        child = draw(_tree(point, depth - 1, margin))
+        child = draw(sub())
         return Node(f"+{draw(_SPACE)}{_wrap(draw, child, UNARY)}", UNARY, child.sym, child.value)
     op = OPS[choice]
     n_args = op.arity + (draw(st.integers(0, 2)) if op.variadic else 0)  # max(a, b, c): one record
-    args = [draw(_tree(point, depth - 1, margin)) for _ in range(n_args)]
-    op, args = _fit(draw, op, args, margin)
+    args = [draw(sub()) for _ in range(n_args)]
+    fit = _fit if shape.guards else _fit_lightly
+    if op.name == "pow" and shape.compound_exponents:  # x**(-2*y), 2**(-x**2), E**(-x**2/2), x**(y + z)
+        inner = OPS[draw(st.sampled_from(COMPOUND_EXPONENT_OPS))]
+        inner, inner_args = fit(draw, inner, [draw(sub()) for _ in range(inner.arity)], margin)
+        args[1] = _apply(draw, inner, inner_args)
+    op, args = fit(draw, op, args, margin)
     return _apply(draw, op, args)
+
+
+def _fit_lightly(draw: st.DrawFn, op: Op, args: list[Node], margin: float) -> tuple[Op, list[Node]]:
+    """Keep ``+ - * / - **`` defined without guards: a negative base is negated, a zero base or
+    divisor moved by 0.5 (a value may still overflow: both sides of a round trip then raise)."""
+    if op.name == "pow" and args[0].value < 0:
+        args = [_apply(draw, OPS["neg"], [args[0]]), args[1]]
+    if op.name in ("pow", "div") and args[-1 if op.name == "div" else 0].value == 0:
+        k = 1 if op.name == "div" else 0
+        args = [_away(draw, a) if i == k else a for i, a in enumerate(args)]
+    return op, args
 
 
 def _coordinate() -> st.SearchStrategy[float]:
@@ -246,6 +289,22 @@ def cases(draw: st.DrawFn, max_depth: int = 4, kink_margin: float = KINK_MARGIN)
         if name not in used and _mentions(text, name):
             used[name] = v
     return Case(text, node.sym, used)
+
+
+_POWER_SHAPE = _Shape(ARITHMETIC_OPS, True, st.sampled_from(["2", "3", "0.5", "1.5", ".25", "2.0"]), guards=False)
+
+
+@st.composite
+def power_cases(draw: st.DrawFn, max_depth: int = 4) -> Case:
+    """Like :func:`cases`, over ``+ - * /``, unary minus and ``**`` only, every exponent a sum,
+    product, quotient, negation or power: where a printer's precedence rules can go wrong
+    (``x**(-2*y)`` is not ``x**-2*y``; ``a/(-b*c)`` is not ``a/-b*c``)."""
+    names = draw(st.lists(st.sampled_from(VARIABLE_NAMES[:4]), min_size=1, max_size=3, unique=True))
+    # positive coordinates and small literals: few negated bases, few overflows
+    point = {name: draw(st.floats(0.25, 1.5)) for name in names}
+    node = draw(_tree(point, max_depth, KINK_MARGIN, _POWER_SHAPE))
+    used = {name: v for name, v in point.items() if _mentions(node.text, name)}
+    return Case(node.text, node.sym, used)
 
 
 def _mentions(text: str, name: str) -> bool:
