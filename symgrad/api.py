@@ -119,7 +119,7 @@ def compile(source: Expression, backend: str | None = None) -> Function:
     if isinstance(source, Function):
         if backend is None or native.resolve_backend(backend) == source.backend:
             return source
-        return Function(source.tape, source.source, backend)
+        return Function(source.tape, source.source, backend, source.derivation)
     chosen = native.resolve_backend(backend)
     if isinstance(source, str):
         return _cache.get((source, chosen), lambda: _compile_one(source, chosen))

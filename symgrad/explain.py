@@ -383,13 +383,16 @@ def _record_text(op: Op, args: Sequence[str]) -> str:
 
 def _sources(tape: Tape, labels: Mapping[int, str]) -> list[str]:
     """What each slot computes: the span's text when the tape came from text, else the record
-    written over its arguments' names (labels, variable names, constants or ``%k``)."""
+    written over its arguments' names (labels, variable names, constants or ``%k``).
+
+    A record of a derivative keeps the span of the op it derives from (for the caret of a domain
+    error), but computes something else (``3*x*x`` for ``x**3``): it is written over its arguments."""
     names = _slot_names(tape, labels)
     sources = names[: tape.first_instr_slot]
     text = tape.source
     for i, instr in enumerate(tape.instrs):
         slot = tape.first_instr_slot + i
-        if text is not None and instr.span is not None:
+        if text is not None and instr.span is not None and instr.derivative_of is None:
             sources.append(" ".join(text[instr.span.start : instr.span.end].split()))
             continue
         body = _record_text(instr.op, [names[a] for a in instr.args])

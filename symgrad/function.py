@@ -38,7 +38,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import graphviz
 import numpy as np
@@ -50,9 +50,9 @@ from .backends import dask as dask_arrays
 from .backends import numpy as arraycode
 from .backends import python as codegen
 from .backends.protocol import Returns
-from .errors import InputError, MissingVariableError, UnknownVariableError
+from .errors import InputError, MissingVariableError, UnknownVariableError, clip
 from .explain import Explanation
-from .formula import to_formula
+from .formula import FormulaTooLongError, to_formula
 from .tape import Tape
 
 __all__ = ["Function", "Gradient", "bind_scalars"]
@@ -86,14 +86,22 @@ class Function:
         "_vg",
         "_vg_wrt",
         "backend",
+        "derivation",
         "source",
         "tape",
         "variables",
     )
 
-    def __init__(self, tape: Tape, source: str | None = None, backend: str | None = None) -> None:
+    def __init__(
+        self, tape: Tape, source: str | None = None, backend: str | None = None, derivation: str | None = None
+    ) -> None:
         self.tape = tape
-        self.source = source if source is not None else tape.source
+        self.derivation = derivation
+        """For a derived Function (``f.derivative("x")``, ``f.hessian_function()``, …) what it is derived
+        from, as ``"d/dx of 'x**3'"``; None otherwise."""
+        # A derived tape keeps its parent's source text (its records' spans point into it, for the carets
+        # of domain errors), but that text is not what it computes: a derived Function has no source.
+        self.source = None if derivation is not None else source if source is not None else tape.source
         self.variables: tuple[str, ...] = tape.inputs
         """The variables, in order of first appearance in the source."""
         self._index = {name: i for i, name in enumerate(self.variables)}
@@ -163,6 +171,8 @@ class Function:
         return name if name in self._index else None
 
     def _describe(self) -> str:
+        if self.derivation is not None:
+            return self.derivation
         return f"'{self.source}'" if self.source is not None else repr(self)
 
     def _names(self) -> str:
@@ -361,11 +371,42 @@ class Function:
 
     # -- derivatives as functions ------------------------------------------------
     def _derived_function(self, key: tuple[Any, ...], build: Callable[[], Tape]) -> Function:
-        """The derivative Function for ``key``, built once (with its compiled code) and kept."""
+        """The derivative Function for ``key``, built once (with its compiled code) and kept.
+
+        It has no source text (its tape's ``source`` is this function's, for error carets): its
+        :attr:`derivation` says what it is, and its sympy form, displays and ``check`` read its tape.
+        """
         f = self._derived_functions.get(key)
         if f is None:
-            f = self._derived_functions[key] = Function(build(), self.source, self.backend)
+            f = self._derived_functions[key] = Function(build(), None, self.backend, self._derivation_of(key))
         return f
+
+    _SOURCE_IN_DERIVATION = 200
+    """Characters of the parent's source quoted in a derivation (longer ones end in ``…``)."""
+
+    _DERIVED_KINDS: ClassVar[dict[str, str]] = {
+        "gradient": "value and gradient",
+        "hessian": "Hessian",
+        "jacobian": "Jacobian",
+        "jvp": "jvp",
+        "hvp": "Hessian-vector product",
+    }
+
+    def _derivation_of(self, key: tuple[Any, ...]) -> str:
+        """``"d2/dxdy of 'x*y**2'"``, ``"Hessian (y) of 'x*y'"``: what ``_derived_function(key)`` makes."""
+        kind, *rest = key
+        if self.derivation is not None:
+            parent = f"({self.derivation})"
+        else:  # (a long source is cut: a 100,000-term sum need not be copied into every derivative's label)
+            parent = f"'{clip(self.source, self._SOURCE_IN_DERIVATION)}'" if self.source is not None else repr(self)
+        if kind == "diff":
+            return f"{transforms.derivative_name(list(rest[0]))} of {parent}"
+        what = self._DERIVED_KINDS[kind]
+        if rest and rest[0] is not None:  # with respect to some variables only
+            names = [self.variables[i] for i in rest[0]] if kind == "gradient" else list(rest[0])
+            if tuple(names) != self.variables:
+                what += f" ({', '.join(names)})"
+        return f"{what} of {parent}"
 
     def gradient_function(self, wrt: Wrt = None) -> Function:
         """The value and the partials as one multi-output Function (one forward-only tape)."""
@@ -573,11 +614,18 @@ class Function:
 
     # -- the oracle (sympy, imported only when these are called) ---------------
     def to_sympy(self) -> Any:
-        """This function as a sympy expression, built from the op table (see :mod:`symgrad.symbolic`)."""
+        """This function as a sympy expression, built from the op table (see :mod:`symgrad.symbolic`).
+
+        From the source text when there is one; a derived Function (``f.derivative("x")``) and a
+        recorded one convert their own tape.  Several outputs give a tuple, one expression each.
+        """
+        if self.n_outputs != 1:
+            return symbolic.to_sympy_outputs(self.tape)
         return symbolic.to_sympy(symbolic.tree_of(self.source, self.tape))
 
     def symbolic_grad(self) -> dict[str, Any]:
-        """``{name: sympy derivative}`` for every variable, in variable order."""
+        """``{name: sympy derivative}`` for every variable, in variable order (of :meth:`to_sympy`'s form)."""
+        self._one_output("symbolic_grad()")
         return symbolic.symbolic_grad(symbolic.tree_of(self.source, self.tape), self.variables)
 
     # -- for learners: the sweeps shown, and Jupyter's rich display ------------
@@ -601,9 +649,14 @@ class Function:
         )
         if not 0 <= output < self.n_outputs:
             raise InputError(f"output must be 0..{self.n_outputs - 1}, got {output!r}")
-        name = self.source if self.source is not None else repr(self)
-        if self.tape.output_names:  # a derivative: say of which formula
-            name = f"{self.tape.output_names[output]} of {name}"
+        if self.derivation is not None:  # e.g. "d/dx of 'x**3'"; "d/dy, output 2 of value and gradient of ..."
+            name = self.derivation
+            if self.n_outputs > 1:
+                name = f"{self.output_names[output]}, output {output} of {name}"
+        else:
+            name = self.source if self.source is not None else repr(self)
+            if self.tape.output_names:  # several formulas: say which one
+                name = f"{self.tape.output_names[output]} of {name}"
         title = f"{name}  at  {at}" if at else name
         return explain_mod.explain_tape(
             self.tape, point, title=title, max_rows=max_rows, output=self.tape.outputs[output]
@@ -621,22 +674,48 @@ class Function:
         return f"$\\displaystyle {sympy.latex(self.to_sympy())}$"
 
     def _repr_html_(self) -> str:
-        """Jupyter: the formula, its variables and the size of its tape."""
-        formula = self.source if self.source is not None else "(recorded from Value operations)"
-        rows = [
-            ["formula", formula],
+        """Jupyter: the formula (for a derived Function: what it is and its printed formula), its
+        variables and the size of its tape."""
+        if self.derivation is not None:
+            printed = self._short_formulas()
+            rows = [["derivative", self.derivation]]
+            if printed is not None:
+                rows += [[name, text] for name, text in printed] if self.n_outputs > 1 else [["formula", printed[0][1]]]
+        else:
+            rows = [["formula", self.source if self.source is not None else "(recorded from Value operations)"]]
+        rows += [
             ["variables", ", ".join(self.variables) or "(none)"],
             ["tape", f"{len(self.tape)} records, {self.tape.n_slots} slots"],
         ]
         return display.html_table(["Function", ""], rows)
 
+    _SHORT_RECORDS, _SHORT_CHARS = 60, 120
+    """Displays print a derived Function's formula up to this many records and characters (per output)."""
+
+    def _short_formulas(self) -> list[tuple[str, str]] | None:
+        """``(output name, formula)`` per output when every formula is short, else None."""
+        if len(self.tape) > self._SHORT_RECORDS:
+            return None
+        try:
+            texts = to_formula(self.tape)
+        except FormulaTooLongError:  # records read many times, written out each time
+            return None
+        if any(len(text) > self._SHORT_CHARS for text in texts):
+            return None
+        return list(zip(self.output_names, texts, strict=True))
+
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled as its tape, source and backend; compiled code is rebuilt lazily where it is unpickled."""
-        return type(self), (self.tape, self.source, self.backend)
+        """Pickled as its tape, source, backend and derivation; compiled code is rebuilt lazily where it
+        is unpickled."""
+        return type(self), (self.tape, self.source, self.backend, self.derivation)
 
     def __repr__(self) -> str:
-        name = f" {self.source!r}" if self.source is not None else ""
         outs = "out" if self.n_outputs == 1 else f"{self.n_outputs} outputs"
+        if self.derivation is not None:
+            printed = self._short_formulas() if self.n_outputs == 1 else None
+            name = f" {self.derivation}" + (f" = {printed[0][1]}" if printed else "")
+        else:
+            name = f" {self.source!r}" if self.source is not None else ""
         return f"<Function{name} f:({','.join(self.variables)})->{outs}, {len(self.tape)} records>"
 
 

@@ -295,6 +295,11 @@ def check(
     ``point`` mapping: ``check("rtol*x", {"rtol": 1, "x": 2})``.
     """
     fn = compile(expr)
+    if fn.n_outputs != 1:
+        raise InputError(
+            f"check() compares one output's value and gradient; {_describe(expr, fn)} has {fn.n_outputs} "
+            f"outputs ({', '.join(fn.output_names)}): check one formula, or one derivative (f.derivative(...))"
+        )
     for name, tolerance in (("rtol", rtol), ("atol", atol), ("fd_rtol", fd_rtol), ("fd_atol", fd_atol)):
         _check_tolerance(name, tolerance)
     x = bind_scalars(fn, merge_point(point, values), "check()")  # a name in both is an InputError
@@ -382,4 +387,6 @@ def fd_error_estimate(f: Function, point: Mapping[str, float], name: str) -> flo
 def _describe(expr: str | Function, fn: Function) -> str:
     if isinstance(expr, str):
         return expr
-    return fn.source if fn.source is not None else repr(fn)
+    if fn.source is not None:
+        return fn.source
+    return fn.derivation if fn.derivation is not None else repr(fn)

@@ -41,10 +41,17 @@ FORMATS = (".png", ".svg", ".pdf")
 INSTALL_MATPLOTLIB = "plotting needs matplotlib, which is not installed: pip install 'symgrad[plot]'"
 
 
+def _described(function: Function) -> str:
+    """``'x**3'``, ``d/dx of 'x**3'`` (a derived Function has no source), or the repr."""
+    if function.source is not None:
+        return f"'{function.source}'"
+    return function.derivation if function.derivation is not None else repr(function)
+
+
 def _variable(function: Function, var: str | None, fixed: Mapping[str, Any]) -> str:
     """The variable to plot against; every other variable must be in ``fixed``."""
     names = function.variables
-    described = f"'{function.source}'" if function.source is not None else repr(function)
+    described = _described(function)
     if var is None:
         free = [name for name in names if name not in fixed]
         if len(free) != 1:
@@ -171,7 +178,7 @@ def plot(
     xs, ys, dys = sample(function, lo, hi, var=var, points=points, fixed=fixed)
     if all(math.isnan(y) for y in ys):
         raise DomainError(
-            f"'{function.source}' is undefined at every point of [{lo:g}, {hi:g}]; try another range", "plot"
+            f"{_described(function)} is undefined at every point of [{lo:g}, {hi:g}]; try another range", "plot"
         )
     name = var if var is not None else _variable(function, None, dict(fixed or {}))
 
@@ -181,7 +188,7 @@ def plot(
     axes.axhline(0.0, color="#94a3b8", linewidth=0.8)
     axes.plot(xs, ys, color="#2563eb", linewidth=2.0, label=f"f({name})")
     axes.plot(xs, dys, color="#ea580c", linewidth=1.8, linestyle="--", label=f"df/d{name}")
-    source = function.source if function.source is not None else "f"
+    source = function.source if function.source is not None else function.derivation or "f"
     given = ", ".join(f"{k}={v:g}" for k, v in (fixed or {}).items())
     axes.set_title(f"f({name}) = {source}" + (f"   ({given})" if given else ""))
     axes.set_xlabel(name)

@@ -9,7 +9,11 @@ import it.  Checking (``check``, finite differences) is :mod:`symgrad.oracle`.
 Numbers.  A ``Const`` node keeps its source text, so the conversion uses the
 *exact* number the user wrote: ``0.1`` becomes ``Rational(1, 10)``, ``1e-3``
 becomes ``1/1000``, ``pi`` and ``E`` stay symbolic.  (The tape uses the nearest
-float, which differs by at most half an ulp; the tolerances absorb that.)
+float, which differs by at most half an ulp; the tolerances absorb that.)  A
+tape (of a derivative, or recorded from ``Value`` operations) has only floats:
+each becomes the shortest decimal that reads back to it, as the formula
+printer writes it (``0.1`` is ``1/10`` again), and the floats of ``pi`` and
+``E`` become ``pi`` and ``E``.
 Points are substituted as the exact value of each float (a 50-digit sympy
 ``Float``), then the result is evaluated to :data:`DIGITS` significant digits.
 
@@ -30,8 +34,9 @@ from typing import Any, TypeVar
 
 from .errors import InputError
 from .expr import Call, Const, Expr, Var, iter_postorder
+from .formula import number_text
 from .ops import Op
-from .parser import parse
+from .parser import CONSTANTS, parse
 from .tape import Tape
 
 __all__ = [
@@ -46,6 +51,7 @@ __all__ = [
     "sympy_value",
     "to_sympy",
     "to_sympy_at_depth",
+    "to_sympy_outputs",
     "tree_of",
 ]
 
@@ -94,10 +100,16 @@ def to_sympy(expr: Expr | Tape, *, real: bool = False) -> Any:
     The walk here is iterative, and sympy itself (which recurses) runs on a helper thread with a
     large stack, so any depth works (sympy's time grows with the square of the depth: about 20 s
     for 1,000 nested calls).  ``real=True`` makes the symbols real, which is what
-    differentiation needs; the default is plain ``Symbol(name)``.  A :class:`Tape` (which has no
-    source text) converts too, its constants as the exact values of their floats.
+    differentiation needs; the default is plain ``Symbol(name)``.  A one-output :class:`Tape`
+    converts too (see the module's note on numbers); :func:`to_sympy_outputs` converts every
+    output of a tape.
     """
     return deep_stack(lambda: to_sympy_at_depth(expr, real))
+
+
+def to_sympy_outputs(tape: Tape, *, real: bool = False) -> tuple[Any, ...]:
+    """One sympy expression per output of ``tape`` (a gradient or Hessian function, say)."""
+    return deep_stack(lambda: _tape_to_sympy(tape, real, tape.outputs))
 
 
 def to_sympy_at_depth(expr: Expr | Tape, real: bool) -> Any:
@@ -133,9 +145,8 @@ or ``("op", Op, argument indices)``; arguments come before the node."""
 def _nodes(expr: Expr | Tape) -> tuple[list[_Node], int]:
     """The nodes of an expression tree or a tape, children first, and the index of the result."""
     if isinstance(expr, Tape):
-        sp = _sympy()
         nodes: list[_Node] = [("var", name, ()) for name in expr.inputs]
-        nodes += [("const", sp.Rational(c), ()) for c in expr.consts]
+        nodes += [("const", _tape_const(c), ()) for c in expr.consts]
         nodes += [("op", instr.op, tuple(instr.args)) for instr in expr.instrs]
         return nodes, expr.output
     index: dict[int, int] = {}
@@ -214,12 +225,24 @@ def deep_stack(work: Callable[[], _T]) -> _T:
     return result[0]
 
 
-def _tape_to_sympy(tape: Tape, real: bool) -> Any:
+def _tape_const(value: float) -> Any:
+    """A tape's float as sympy: ``pi`` and ``E`` by name, else the shortest decimal that reads back to it."""
+    sp = _sympy()
+    for name, constant in CONSTANTS.items():
+        if abs(value) == constant:
+            return _const(name, constant) * (-1 if value < 0 else 1)
+    return sp.Rational(number_text(value))
+
+
+def _tape_to_sympy(tape: Tape, real: bool, outputs: tuple[int, ...] | None = None) -> Any:
+    """The sympy form of the tape's output, or a tuple of those of ``outputs``."""
     sp = _sympy()
     slots: list[Any] = [sp.Symbol(name, real=True) if real else sp.Symbol(name) for name in tape.inputs]
-    slots += [sp.Rational(c) for c in tape.consts]
+    slots += [_tape_const(c) for c in tape.consts]
     for instr in tape.instrs:
         slots.append(instr.op.sympy(*(slots[a] for a in instr.args)))
+    if outputs is not None:
+        return tuple(slots[o] for o in outputs)
     return slots[tape.output]
 
 

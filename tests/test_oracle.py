@@ -86,9 +86,10 @@ def test_tape_without_source_converts() -> None:
     tape = lower(parse("x*0.1 + sin(y)"))
     f = symgrad.Function(tape, None)
     assert f.source is None
-    e = f.to_sympy()  # the tape's constant is the float nearest 0.1, kept exactly
-    assert e == sympy.Rational(0.1) * x + sympy.sin(y)
+    e = f.to_sympy()  # the tape's float nearest 0.1 reads as 1/10 again, as from the source text
+    assert e == sympy.Rational(1, 10) * x + sympy.sin(y)
     assert set(f.symbolic_grad()) == {"x", "y"}
+    assert symgrad.Function(lower(parse("pi*x - E")), None).to_sympy() == sympy.pi * x - sympy.E
 
 
 def test_sympy_is_not_imported_by_symgrad() -> None:
