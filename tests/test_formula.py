@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from strategies import Case, power_cases
 
 import symgrad
-from symgrad import interpret
+from symgrad.backends import interpreter
 from symgrad.builder import Ref, TapeBuilder
 from symgrad.errors import DomainError
 from symgrad.formula import to_formula
@@ -63,7 +63,7 @@ def _tape(tree: Tree) -> Tape:
 
 def _values(tape: Tape, point: dict[str, float]) -> list[float] | type[DomainError]:
     try:
-        return interpret.evaluate(tape, [point[name] for name in tape.inputs])
+        return interpreter.evaluate(tape, [point[name] for name in tape.inputs])
     except DomainError:
         return DomainError
 
