@@ -25,7 +25,7 @@ from symgrad import config, ops
 from symgrad.backends import interpreter, native
 from symgrad.backends.native import cache, jit, libm, pyentry
 from symgrad.backends.native.build import layout_of
-from symgrad.backends.native.emit import checks_result, emitter, propagates, supported
+from symgrad.backends.native.emit import Builder, checks_result, constant, emitter, propagates, supported
 from symgrad.backends.native.kernel import NativeKernel, compile_native
 from symgrad.backends.native.program import CHUNK, DELAY, Layout, Program, unchecked
 from symgrad.errors import DomainError, InputError
@@ -85,6 +85,40 @@ def reference(tape: Tape, outputs: list[int]) -> object:
 
 
 # ------------------------------------------------------------------ the table --
+
+
+def test_the_ir_builder_names_every_value_and_fills_phis_in_later() -> None:
+    # A loop written through the Builder (no SSA name spelled by hand): sum of k * x for k < n.
+    b = Builder("define double @sum_k_x({}) {{", [("double", "x"), ("i64", "n")])
+    x, n = b.args
+    entry, loop, done = b.block, b.append_basic_block("loop"), b.append_basic_block("done")
+    b.cbranch(b.icmp("slt", constant("i64", 0), n), loop, done)
+    b.position_at_end(loop)
+    k, total = b.phi("i64", name="k"), b.phi("double", name="total")
+    xk = b.call("double", "@llvm.fmuladd.f64", [x, b.call("double", "@to_double", [k]), constant("double", "0.0")])
+    more_total = b.fadd(total, xk, name="total")  # the same hint again: a new name
+    k_next = b.add(k, constant("i64", 1), name="k")
+    b.cbranch(b.icmp("slt", k_next, n), loop, done)
+    k.add_incoming(constant("i64", 0), entry)
+    k.add_incoming(k_next, loop)
+    total.add_incoming(constant("double", "0.0"), entry)
+    total.add_incoming(more_total, loop)
+    b.position_at_end(done)
+    result = b.phi("double")
+    result.add_incoming(constant("double", "0.0"), entry)
+    result.add_incoming(more_total, loop)
+    b.ret(result)
+    helper = "define internal double @to_double(i64 %k) {\n  %d = sitofp i64 %k to double\n  ret double %d\n}"
+    text = "\n".join(["declare double @llvm.fmuladd.f64(double, double, double)", helper, *b.text()])
+    defined = [line.split(" = ")[0].strip() for line in b.text() if " = " in line]
+    assert len(defined) == len(set(defined))  # every value its own name
+    loaded = jit.load_object(jit.compile_object(text, 0), ("sum_k_x",))
+    fn = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double, ctypes.c_int64)(loaded.addresses["sum_k_x"])
+    for x_value, count in [(0.5, 10), (3.0, 1), (2.0, 0), (-1.25, 7)]:
+        want = 0.0
+        for i in range(count):
+            want += x_value * i
+        assert fn(x_value, count) == want
 
 
 def test_every_op_of_the_table_has_an_emitter() -> None:

@@ -49,7 +49,23 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from .emit import LIBM, LIBM_PAIRS, PAIRS, PREFIX, Emit, calls_libm, checks_result, emit_pair, emitter, propagates
+from .emit import (
+    LIBM,
+    LIBM_PAIRS,
+    PAIRS,
+    PREFIX,
+    Block,
+    Builder,
+    Emit,
+    Phi,
+    Value,
+    calls_libm,
+    checks_result,
+    constant,
+    emit_pair,
+    emitter,
+    propagates,
+)
 from .program import DELAY, Layout, Program, unchecked
 
 __all__ = ["ARRAY", "MAX_WIDTH", "SCALAR", "STACK_LIMIT", "SUM_BLOCK", "WIDTH", "build_ir", "layout_of"]
@@ -229,20 +245,37 @@ def _scalar(layout: Layout, inline: bool, width: int) -> list[str]:
     return lines
 
 
-def _lanes(lines: list[str], tag: str, width: int, base: str) -> list[str]:
-    """Lane indices ``base + l``, clamped to the last point (a lane past ``end`` repeats it)."""
-    names = []
-    for lane in range(width):
-        lines += [
-            f"  %{tag}i{lane} = add i64 {base}, {lane}",
-            f"  %{tag}ok{lane} = icmp slt i64 %{tag}i{lane}, %end",
-            f"  %{tag}x{lane} = select i1 %{tag}ok{lane}, i64 %{tag}i{lane}, i64 %last",
-        ]
-        names.append(f"%{tag}x{lane}")
-    return names
+def _i64(value: int) -> Value:
+    return constant("i64", value)
 
 
-def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]) -> list[str]:
+def _i32(value: int) -> Value:
+    return constant("i32", value)
+
+
+class _Frame:
+    """The array function's arguments and what its entry block reads from them."""
+
+    def __init__(self, b: Builder, n_in: int, n_out: int) -> None:
+        ins, strides, outs, ostrides, self.sums, self.work, self.flags, self.start, self.end = b.args
+        self.ins: list[Value] = []
+        self.strides: list[Value] = []
+        self.outs: list[Value] = []
+        self.ostrides: list[Value] = []
+        for j in range(n_in):
+            self.ins.append(b.load_at("ptr", ins, j, name=f"in{j}"))
+            self.strides.append(b.load_at("i64", strides, j, name=f"st{j}"))
+        for k in range(n_out):
+            self.outs.append(b.load_at("ptr", outs, k, name=f"out{k}"))
+            self.ostrides.append(b.load_at("i64", ostrides, k, name=f"ost{k}"))
+        self.has_flags = b.icmp("ne", self.flags, constant("ptr", "null"), name="has_flags")
+        self.tot = b.gep("double", self.sums, n_out, name="tot")
+        """The running totals of the summed outputs, after the sums themselves."""
+
+
+def _vector_loop(
+    b: Builder, f: _Frame, layout: Layout, width: int, uniform: int, summed: Sequence[int], wv: Value
+) -> None:
     """The loop over ``[start, end)``: whole vectors of ``width`` points, then one partial vector.
 
     The main loop loads and stores whole vectors (a stride-0 input is a buffer
@@ -251,312 +284,217 @@ def _vector_loop(layout: Layout, width: int, uniform: int, summed: Sequence[int]
     lane by lane, lanes past ``end`` repeating the last point (so they compute,
     and store, the same numbers); those lanes are masked out of the sums and
     of the flag count.  Each output in ``summed`` is also added up in a vector
-    accumulator (a register), added into a running total in memory (``%tot``)
+    accumulator (a register), added into a running total in memory (``tot``)
     every :data:`SUM_BLOCK` points: rounding grows with the block length plus
     the number of blocks, not with the points.
     """
     program = layout.program
     n_in, n_out = program.n_inputs, len(program.outputs)
     vec, mask = f"<{width} x double>", f"<{width} x i1>"
+    zeros = constant(vec, "zeroinitializer")
     varying = range(n_in - uniform)
-    lines: list[str] = []
+    fixed = {j: b.load(vec, f.ins[j], name=f"u{j}") for j in range(n_in - uniform, n_in)}
+    last = b.sub(f.end, _i64(1), name="last")
+    entry = b.block
+    names = ("vloop", "vflags", "vnext", "vflushing", "vcont", "vafter", "tail", "tflags", "tnext", "tflushing")
+    vloop, vflags, vnext, vflushing, vcont, vafter, tail, tflags, tnext, tflushing = map(b.append_basic_block, names)
+    tdone, lsum = b.append_basic_block("tdone"), b.append_basic_block("lsum")
 
-    def body(tag: str, inputs: dict[int, str]) -> None:
-        """Inputs into ``%wv``, the inlined body, its outputs as ``%{tag}y{k}``; the flag bits ``%{tag}flag``."""
+    def body(inputs: dict[int, Value]) -> tuple[Value, list[Value]]:
+        """Inputs into ``wv``, the inlined body: its flag bits and outputs."""
         for j in range(n_in):
-            _gep(lines, f"%{tag}w{j}", vec, "%wv", j)
-            lines.append(f"  store {vec} {inputs[j] if j in varying else f'%u{j}'}, ptr %{tag}w{j}, align 8")
-        lines.append(f"  %{tag}flag = call i32 @{SCALAR}_v{width}(ptr %wv)")
-        for k in range(n_out):
-            _gep(lines, f"%{tag}yp{k}", vec, "%wv", n_in + k)
-            lines.append(f"  %{tag}y{k} = load {vec}, ptr %{tag}yp{k}, align 8")
+            b.store_at(inputs[j] if j in varying else fixed[j], wv, j)
+        flag = b.call("i32", f"@{SCALAR}_v{width}", [wv], name="flag")
+        return flag, [b.load_at(vec, wv, n_in + k, name=f"y{k}") for k in range(n_out)]
 
-    def flag_bytes(tag: str, indices: Sequence[str]) -> None:
-        """Each lane's bit of ``%{tag}flag`` as one byte of ``flags``, at that lane's point index."""
+    def flag_bytes(flag: Value, indices: Sequence[Value]) -> None:
+        """Each lane's bit of ``flag`` as one byte of ``flags``, at that lane's point index."""
         for lane, index in enumerate(indices):
-            lines.extend(
-                [
-                    f"  %{tag}fb{lane} = lshr i32 %{tag}flag, {lane}",
-                    f"  %{tag}c{lane} = and i32 %{tag}fb{lane}, 1",
-                    f"  %{tag}c8_{lane} = trunc i32 %{tag}c{lane} to i8",
-                    f"  %{tag}fp{lane} = getelementptr inbounds i8, ptr %flags, i64 {index}",
-                    f"  store i8 %{tag}c8_{lane}, ptr %{tag}fp{lane}, align 1",
-                ]
-            )
+            bit = b.and_(b.lshr(flag, _i32(lane)), _i32(1))
+            b.store(b.trunc(bit, "i8"), b.gep("i8", f.flags, index), align=1)
 
-    def flush(tag: str, done: str, sums: dict[int, str], after: str) -> None:
-        """Every :data:`SUM_BLOCK` points (``done`` so far), the vector sums go into ``%tot``."""
-        lines.extend(
-            [
-                f"  %{tag}done_n = sub i64 {done}, %start",
-                f"  %{tag}block = and i64 %{tag}done_n, {SUM_BLOCK - 1}",
-                f"  %{tag}flush = icmp eq i64 %{tag}block, 0",
-                f"  br i1 %{tag}flush, label %{tag}flushing, label %{after}",
-                f"{tag}flushing:",
-            ]
-        )
+    def flush(done: Value, sums: dict[int, Value], flushing: Block, after: Block) -> None:
+        """Every :data:`SUM_BLOCK` points (``done`` so far), the vector sums go into ``tot``."""
+        block = b.and_(b.sub(done, f.start), _i64(SUM_BLOCK - 1))
+        b.cbranch(b.icmp("eq", block, _i64(0)), flushing, after)
+        b.position_at_end(flushing)
         for k in summed:
-            _gep(lines, f"%{tag}tp{k}", vec, "%tot", k)
-            lines.extend(
-                [
-                    f"  %{tag}tv{k} = load {vec}, ptr %{tag}tp{k}, align 8",
-                    f"  %{tag}tn{k} = fadd {vec} %{tag}tv{k}, {sums[k]}",
-                    f"  store {vec} %{tag}tn{k}, ptr %{tag}tp{k}, align 8",
-                ]
-            )
-        lines.append(f"  br label %{after}")
+            p = b.gep(vec, f.tot, k)
+            b.store(b.fadd(b.load(vec, p), sums[k]), p)
+        b.branch(after)
 
-    lines += [
-        "  %span = sub i64 %end, %start",
-        f"  %nfull = and i64 %span, {-width}",
-        "  %mend = add i64 %start, %nfull",
-        "  %anyfull = icmp slt i64 %start, %mend",
-        "  br i1 %anyfull, label %vloop, label %vafter",
-        # -- whole vectors
-        "vloop:",
-        "  %vi = phi i64 [ %start, %entry ], [ %vi.next, %vcont ]",
-        "  %vcount = phi i64 [ 0, %entry ], [ %vcount.next, %vcont ]",
-    ]
-    lines += [f"  %acc{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vcont ]" for k in summed]
-    lines.append(f"  %vi.next = add i64 %vi, {width}")
-    loaded = {}
-    for j in varying:
-        lines += [
-            f"  %va{j} = mul i64 %vi, %st{j}",
-            f"  %vp{j} = getelementptr inbounds double, ptr %in{j}, i64 %va{j}",
-            f"  %vx{j} = load {vec}, ptr %vp{j}, align 8",
-        ]
-        loaded[j] = f"%vx{j}"
-    body("v", loaded)
-    lines += [f"  %accn{k} = fadd {vec} %acc{k}, %vy{k}" for k in summed]
-    lines += [
-        "  %vpop = call i32 @llvm.ctpop.i32(i32 %vflag)",
-        "  %vpop64 = zext i32 %vpop to i64",
-        "  %vcount.next = add i64 %vcount, %vpop64",
-    ]
+    span = b.sub(f.end, f.start, name="span")
+    mend = b.add(f.start, b.and_(span, _i64(-width)), name="mend")
+    b.cbranch(b.icmp("slt", f.start, mend), vloop, vafter)
+    # -- whole vectors
+    b.position_at_end(vloop)
+    vi, vcount = b.phi("i64", name="vi"), b.phi("i64", name="vcount")
+    acc = {k: b.phi(vec, name=f"acc{k}") for k in summed}
+    vi_next = b.add(vi, _i64(width), name="vi.next")
+    loaded = {j: b.load(vec, b.gep("double", f.ins[j], b.mul(vi, f.strides[j]))) for j in varying}
+    vflag, vy = body(loaded)
+    accn = {k: b.fadd(acc[k], vy[k]) for k in summed}
+    vcount_next = b.add(vcount, b.zext(b.call("i32", "@llvm.ctpop.i32", [vflag]), "i64"), name="vcount.next")
     for k in range(n_out):
-        lines += [
-            f"  %vb{k} = mul i64 %vi, %ost{k}",
-            f"  %vo{k} = getelementptr inbounds double, ptr %out{k}, i64 %vb{k}",
-            f"  store {vec} %vy{k}, ptr %vo{k}, align 8",
-        ]
-    lines += [
-        "  %vbad = icmp ne i32 %vflag, 0",
-        "  %vstoreflags = and i1 %vbad, %has_flags",
-        "  br i1 %vstoreflags, label %vflags, label %vnext",
-        "vflags:",
-    ]
-    lines += [f"  %vfi{lane} = add i64 %vi, {lane}" for lane in range(width)]
-    flag_bytes("v", [f"%vfi{lane}" for lane in range(width)])
-    lines += ["  br label %vnext", "vnext:"]
-    flush("v", "%vi.next", {k: f"%accn{k}" for k in summed}, "vcont")
-    lines.append("vcont:")
-    lines += [f"  %acc{k}.next = phi {vec} [ zeroinitializer, %vflushing ], [ %accn{k}, %vnext ]" for k in summed]
-    lines += [
-        "  %vmore = icmp slt i64 %vi.next, %mend",
-        "  br i1 %vmore, label %vloop, label %vafter",
-        # -- the partial vector left over, if any
-        "vafter:",
-        "  %ti = phi i64 [ %start, %entry ], [ %vi.next, %vcont ]",
-        "  %tcount = phi i64 [ 0, %entry ], [ %vcount.next, %vcont ]",
-    ]
-    lines += [f"  %tacc{k} = phi {vec} [ zeroinitializer, %entry ], [ %acc{k}.next, %vcont ]" for k in summed]
-    lines += [
-        "  %anytail = icmp slt i64 %ti, %end",
-        "  br i1 %anytail, label %tail, label %lsum",
-        "tail:",
-    ]
-    lanes = _lanes(lines, "g", width, "%ti")
-    valid = "poison"
-    for lane in range(width):
-        lines.append(f"  %gvalid{lane} = insertelement {mask} {valid}, i1 %gok{lane}, i32 {lane}")
-        valid = f"%gvalid{lane}"
+        b.store(vy[k], b.gep("double", f.outs[k], b.mul(vi, f.ostrides[k])))
+    b.cbranch(b.and_(b.icmp("ne", vflag, _i32(0)), f.has_flags), vflags, vnext)
+    b.position_at_end(vflags)
+    flag_bytes(vflag, [b.add(vi, _i64(lane)) for lane in range(width)])
+    b.branch(vnext)
+    b.position_at_end(vnext)
+    flush(vi_next, accn, vflushing, vcont)
+    b.position_at_end(vcont)
+    acc_next = {k: b.phi(vec, name=f"acc{k}.next") for k in summed}
+    for k in summed:
+        acc_next[k].add_incoming(zeros, vflushing)
+        acc_next[k].add_incoming(accn[k], vnext)
+    b.cbranch(b.icmp("slt", vi_next, mend), vloop, vafter)
+    for phi, start, later in ((vi, f.start, vi_next), (vcount, _i64(0), vcount_next)):
+        phi.add_incoming(start, entry)
+        phi.add_incoming(later, vcont)
+    for k in summed:
+        acc[k].add_incoming(zeros, entry)
+        acc[k].add_incoming(acc_next[k], vcont)
+    # -- the partial vector left over, if any
+    b.position_at_end(vafter)
+    ti, tcount = b.phi("i64", name="ti"), b.phi("i64", name="tcount")
+    tacc = {k: b.phi(vec, name=f"tacc{k}") for k in summed}
+    for phi, start, later in ((ti, f.start, vi_next), (tcount, _i64(0), vcount_next)):
+        phi.add_incoming(start, entry)
+        phi.add_incoming(later, vcont)
+    for k in summed:
+        tacc[k].add_incoming(zeros, entry)
+        tacc[k].add_incoming(acc_next[k], vcont)
+    b.cbranch(b.icmp("slt", ti, f.end), tail, lsum)
+    b.position_at_end(tail)
+    lanes, oks = [], []
+    for lane in range(width):  # lane indices ti + lane, clamped to the last point
+        index = b.add(ti, _i64(lane))
+        ok = b.icmp("slt", index, f.end)
+        lanes.append(b.select(ok, index, last))
+        oks.append(ok)
+    valid = constant(mask, "poison")
+    for lane, ok in enumerate(oks):
+        valid = b.insert_element(valid, ok, lane)
     gathered = {}
     for j in varying:
-        x = "poison"
+        x = constant(vec, "poison")
         for lane, index in enumerate(lanes):
-            lines += [
-                f"  %ga{j}_{lane} = mul i64 {index}, %st{j}",
-                f"  %gp{j}_{lane} = getelementptr inbounds double, ptr %in{j}, i64 %ga{j}_{lane}",
-                f"  %gd{j}_{lane} = load double, ptr %gp{j}_{lane}, align 8",
-                f"  %gv{j}_{lane} = insertelement {vec} {x}, double %gd{j}_{lane}, i32 {lane}",
-            ]
-            x = f"%gv{j}_{lane}"
+            x = b.insert_element(x, b.load("double", b.gep("double", f.ins[j], b.mul(index, f.strides[j]))), lane)
         gathered[j] = x
-    body("t", gathered)
-    for k in summed:
-        lines += [
-            f"  %tm{k} = select {mask} {valid}, {vec} %ty{k}, {vec} zeroinitializer",
-            f"  %taccn{k} = fadd {vec} %tacc{k}, %tm{k}",
-        ]
-    lines += [
-        f"  %tbits = bitcast {mask} {valid} to i{width}",
-        f"  %tmask = zext i{width} %tbits to i32",
-        "  %tf = and i32 %tflag, %tmask",
-        "  %tpop = call i32 @llvm.ctpop.i32(i32 %tf)",
-        "  %tpop64 = zext i32 %tpop to i64",
-        "  %tcount.next = add i64 %tcount, %tpop64",
-    ]
+    tflag, ty = body(gathered)
+    taccn = {k: b.fadd(tacc[k], b.select(valid, ty[k], zeros)) for k in summed}
+    tf = b.and_(tflag, b.zext(b.bitcast(valid, f"i{width}"), "i32"))
+    tcount_next = b.add(tcount, b.zext(b.call("i32", "@llvm.ctpop.i32", [tf]), "i64"), name="tcount.next")
     for k in range(n_out):
         for lane, index in enumerate(lanes):
-            lines += [
-                f"  %se{k}_{lane} = extractelement {vec} %ty{k}, i32 {lane}",
-                f"  %sb{k}_{lane} = mul i64 {index}, %ost{k}",
-                f"  %so{k}_{lane} = getelementptr inbounds double, ptr %out{k}, i64 %sb{k}_{lane}",
-                f"  store double %se{k}_{lane}, ptr %so{k}_{lane}, align 8",
-            ]
-    lines += [
-        "  %tbad = icmp ne i32 %tf, 0",
-        "  %tstoreflags = and i1 %tbad, %has_flags",
-        "  br i1 %tstoreflags, label %tflags, label %tnext",
-        "tflags:",
-    ]
-    flag_bytes("t", lanes)  # a repeated lane stores the last point's own flag again
-    lines += ["  br label %tnext", "tnext:", f"  %ti.next = add i64 %ti, {width}"]
-    flush("t", "%ti.next", {k: f"%taccn{k}" for k in summed}, "tdone")
-    lines.append("tdone:")
-    lines += [f"  %tacc{k}.next = phi {vec} [ zeroinitializer, %tflushing ], [ %taccn{k}, %tnext ]" for k in summed]
-    lines += [
-        "  br label %lsum",
-        "lsum:",
-        "  %total = phi i64 [ %tcount, %vafter ], [ %tcount.next, %tdone ]",
-    ]
-    lines += [f"  %fsum{k} = phi {vec} [ %tacc{k}, %vafter ], [ %tacc{k}.next, %tdone ]" for k in summed]
+            one = b.extract_element(ty[k], lane)
+            b.store(one, b.gep("double", f.outs[k], b.mul(index, f.ostrides[k])))
+    b.cbranch(b.and_(b.icmp("ne", tf, _i32(0)), f.has_flags), tflags, tnext)
+    b.position_at_end(tflags)
+    flag_bytes(tflag, lanes)  # a repeated lane stores the last point's own flag again
+    b.branch(tnext)
+    b.position_at_end(tnext)
+    ti_next = b.add(ti, _i64(width), name="ti.next")
+    flush(ti_next, taccn, tflushing, tdone)
+    b.position_at_end(tdone)
+    tacc_next = {k: b.phi(vec, name=f"tacc{k}.next") for k in summed}
     for k in summed:
-        _gep(lines, f"%ftp{k}", vec, "%tot", k)
-        lines += [
-            f"  %ftv{k} = load {vec}, ptr %ftp{k}, align 8",
-            f"  %fall{k} = fadd {vec} %ftv{k}, %fsum{k}",
-        ]
-        parts = []
-        for lane in range(width):
-            lines.append(f"  %fe{k}_{lane} = extractelement {vec} %fall{k}, i32 {lane}")
-            parts.append(f"%fe{k}_{lane}")
-        n = 0
+        tacc_next[k].add_incoming(zeros, tflushing)
+        tacc_next[k].add_incoming(taccn[k], tnext)
+    b.branch(lsum)
+    b.position_at_end(lsum)
+    total = b.phi("i64", name="total")
+    total.add_incoming(tcount, vafter)
+    total.add_incoming(tcount_next, tdone)
+    fsum = {k: b.phi(vec, name=f"fsum{k}") for k in summed}
+    for k in summed:
+        fsum[k].add_incoming(tacc[k], vafter)
+        fsum[k].add_incoming(tacc_next[k], tdone)
+    for k in summed:
+        everything = b.fadd(b.load_at(vec, f.tot, k), fsum[k])
+        parts = [b.extract_element(everything, lane) for lane in range(width)]
         while len(parts) > 1:  # pairwise: (l0 + l1) + (l2 + l3)
-            pairs = []
-            for a, b in zip(parts[::2], parts[1::2], strict=True):
-                lines.append(f"  %fh{k}_{n} = fadd double {a}, {b}")
-                pairs.append(f"%fh{k}_{n}")
-                n += 1
-            parts = pairs
-        _gep(lines, f"%sp{k}", "double", "%sums", k)
-        lines.append(f"  store double {parts[0]}, ptr %sp{k}, align 8")
-    return [*lines, "  ret i64 %total", "}"]
+            parts = [b.fadd(x, y) for x, y in zip(parts[::2], parts[1::2], strict=True)]
+        b.store_at(parts[0], f.sums, k)
+    b.ret(total)
 
 
-def _scalar_loop(layout: Layout, summed: Sequence[int]) -> list[str]:
+def _scalar_loop(b: Builder, f: _Frame, layout: Layout, summed: Sequence[int], w: Value) -> None:
     """Blocks ``loop``/``store_flag``/``next``/``done``: one point per iteration (programs of several chunks)."""
     program = layout.program
     n_in, n_out = program.n_inputs, len(program.outputs)
-    lines = [
-        "  %any = icmp slt i64 %start, %end",
-        "  br i1 %any, label %loop, label %done",
-        "loop:",
-        "  %i = phi i64 [ %start, %entry ], [ %i.next, %next ]",
-        "  %count = phi i64 [ 0, %entry ], [ %count.next, %next ]",
-    ]
+    entry = b.block
+    loop, store_flag, next_, done = map(b.append_basic_block, ("loop", "store_flag", "next", "done"))
+    zero = constant("double", "0.0")
+    b.cbranch(b.icmp("slt", f.start, f.end), loop, done)
+    b.position_at_end(loop)
+    i, count = b.phi("i64", name="i"), b.phi("i64", name="count")
+    acc, tot = {}, {}
     for k in summed:
-        lines += [
-            f"  %acc{k} = phi double [ 0.0, %entry ], [ %acc{k}.next, %next ]",
-            f"  %tot{k} = phi double [ 0.0, %entry ], [ %tot{k}.next, %next ]",
-        ]
+        acc[k], tot[k] = b.phi("double", name=f"acc{k}"), b.phi("double", name=f"tot{k}")
     for j in range(n_in):
-        lines += [
-            f"  %at{j} = mul i64 %i, %st{j}",
-            f"  %xp{j} = getelementptr inbounds double, ptr %in{j}, i64 %at{j}",
-            f"  %x{j} = load double, ptr %xp{j}, align 8",
-        ]
-        _gep(lines, f"%sx{j}", "double", "%w", j)
-        lines.append(f"  store double %x{j}, ptr %sx{j}, align 8")
-    lines.append(f"  %flag = call i32 @{SCALAR}(ptr %w)")
+        b.store_at(b.load("double", b.gep("double", f.ins[j], b.mul(i, f.strides[j]))), w, j)
+    flag = b.call("i32", f"@{SCALAR}", [w], name="flag")
+    ys = []
     for k in range(n_out):
-        _gep(lines, f"%yp{k}", "double", "%w", n_in + k)
-        lines += [
-            f"  %y{k} = load double, ptr %yp{k}, align 8",
-            f"  %ob{k} = mul i64 %i, %ost{k}",
-            f"  %op{k} = getelementptr inbounds double, ptr %out{k}, i64 %ob{k}",
-            f"  store double %y{k}, ptr %op{k}, align 8",
-        ]
-    lines += [f"  %accn{k} = fadd double %acc{k}, %y{k}" for k in summed]
-    lines += [
-        "  %bad = icmp ne i32 %flag, 0",
-        "  %bad64 = zext i1 %bad to i64",
-        "  %count.next = add i64 %count, %bad64",
-        "  br i1 %has_flags, label %store_flag, label %next",
-        "store_flag:",
-        "  %flag8 = trunc i32 %flag to i8",
-        "  %fp = getelementptr inbounds i8, ptr %flags, i64 %i",
-        "  store i8 %flag8, ptr %fp, align 1",
-        "  br label %next",
-        "next:",
-        "  %i.next = add i64 %i, 1",
-        "  %done_n = sub i64 %i.next, %start",
-        f"  %block = and i64 %done_n, {SUM_BLOCK - 1}",
-        "  %flush = icmp eq i64 %block, 0",
-    ]
+        ys.append(b.load_at("double", w, n_in + k, name=f"y{k}"))
+        b.store(ys[k], b.gep("double", f.outs[k], b.mul(i, f.ostrides[k])))
+    accn = {k: b.fadd(acc[k], ys[k]) for k in summed}
+    count_next = b.add(count, b.zext(b.icmp("ne", flag, _i32(0)), "i64"), name="count.next")
+    b.cbranch(f.has_flags, store_flag, next_)
+    b.position_at_end(store_flag)
+    b.store(b.trunc(flag, "i8"), b.gep("i8", f.flags, i), align=1)
+    b.branch(next_)
+    b.position_at_end(next_)
+    i_next = b.add(i, _i64(1), name="i.next")
+    flush = b.icmp("eq", b.and_(b.sub(i_next, f.start), _i64(SUM_BLOCK - 1)), _i64(0), name="flush")
+    acc_next, tot_next = {}, {}
     for k in summed:
-        lines += [
-            f"  %tsum{k} = fadd double %tot{k}, %accn{k}",
-            f"  %tot{k}.next = select i1 %flush, double %tsum{k}, double %tot{k}",
-            f"  %acc{k}.next = select i1 %flush, double 0.0, double %accn{k}",
-        ]
-    lines += [
-        "  %more = icmp slt i64 %i.next, %end",
-        "  br i1 %more, label %loop, label %done",
-        "done:",
-        "  %total = phi i64 [ 0, %entry ], [ %count.next, %next ]",
-    ]
+        tot_next[k] = b.select(flush, b.fadd(tot[k], accn[k]), tot[k], name=f"tot{k}.next")
+        acc_next[k] = b.select(flush, zero, accn[k], name=f"acc{k}.next")
+    b.cbranch(b.icmp("slt", i_next, f.end), loop, done)
+    for phi, start, later in ((i, f.start, i_next), (count, _i64(0), count_next)):
+        phi.add_incoming(start, entry)
+        phi.add_incoming(later, next_)
     for k in summed:
-        lines += [
-            f"  %accd{k} = phi double [ 0.0, %entry ], [ %acc{k}.next, %next ]",
-            f"  %totd{k} = phi double [ 0.0, %entry ], [ %tot{k}.next, %next ]",
-        ]
+        for phi, later in ((acc[k], acc_next[k]), (tot[k], tot_next[k])):
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(later, next_)
+    b.position_at_end(done)
+    total = b.phi("i64", name="total")
+    total.add_incoming(_i64(0), entry)
+    total.add_incoming(count_next, next_)
+    ends: dict[int, list[Phi]] = {k: [b.phi("double"), b.phi("double")] for k in summed}
     for k in summed:
-        lines.append(f"  %fsum{k} = fadd double %totd{k}, %accd{k}")
-        _gep(lines, f"%sp{k}", "double", "%sums", k)
-        lines.append(f"  store double %fsum{k}, ptr %sp{k}, align 8")
-    lines += ["  ret i64 %total", "}"]
-    return lines
+        for phi, later in zip(ends[k], (acc_next[k], tot_next[k]), strict=True):
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(later, next_)
+    for k in summed:
+        accd, totd = ends[k]
+        b.store_at(b.fadd(totd, accd), f.sums, k)
+    b.ret(total)
 
 
 def _array(layout: Layout, width: int, uniform: int = 0, summed: Sequence[int] | None = None) -> list[str]:
     program = layout.program
     n_in, n_out = program.n_inputs, len(program.outputs)
-    lines = [
-        f"define i64 @{ARRAY}(ptr %ins, ptr %strides, ptr %outs, ptr %ostrides, ptr %sums, ptr %work, "
-        "ptr %flags, i64 %start, i64 %end) nounwind alignstack(64) {",
-        "entry:",
-    ]
+    names = ("ins", "strides", "outs", "ostrides", "sums", "work", "flags", "start", "end")
+    args = [("ptr", name) for name in names[:7]] + [("i64", "start"), ("i64", "end")]
+    b = Builder(f"define i64 @{ARRAY}({{}}) nounwind alignstack(64) {{{{", args)
     if width > 1:
-        lines.append(f"  %wv = alloca [{max(layout.size, 1)} x <{width} x double>], align 64")
+        w = b.alloca(f"[{max(layout.size, 1)} x <{width} x double>]", 64, name="wv")
     elif layout.size <= STACK_LIMIT:
-        lines.append(f"  %w = alloca [{max(layout.size, 1)} x double], align 8")
+        w = b.alloca(f"[{max(layout.size, 1)} x double]", 8, name="w")
     else:
-        lines.append("  %w = getelementptr inbounds double, ptr %work, i64 0")
-    for j in range(n_in):
-        _gep(lines, f"%inp{j}", "ptr", "%ins", j)
-        lines.append(f"  %in{j} = load ptr, ptr %inp{j}, align 8")
-        _gep(lines, f"%stp{j}", "i64", "%strides", j)
-        lines.append(f"  %st{j} = load i64, ptr %stp{j}, align 8")
-    for k in range(n_out):
-        _gep(lines, f"%outp{k}", "ptr", "%outs", k)
-        lines.append(f"  %out{k} = load ptr, ptr %outp{k}, align 8")
-        _gep(lines, f"%ostp{k}", "i64", "%ostrides", k)
-        lines.append(f"  %ost{k} = load i64, ptr %ostp{k}, align 8")
-    lines += [
-        "  %has_flags = icmp ne ptr %flags, null",
-        f"  %tot = getelementptr inbounds double, ptr %sums, i64 {n_out}",
-    ]
+        w = b.gep("double", b.args[5], 0, name="w")
+    f = _Frame(b, n_in, n_out)
     sums = list(range(n_out)) if summed is None else sorted(summed)
     if width == 1:
-        return lines + _scalar_loop(layout, sums)
-    lines += [f"  %u{j} = load <{width} x double>, ptr %in{j}, align 8" for j in range(n_in - uniform, n_in)]
-    return [
-        *lines,
-        "  %last = sub i64 %end, 1",
-        *_vector_loop(layout, width, uniform, sums),
-    ]
+        _scalar_loop(b, f, layout, sums, w)
+    else:
+        _vector_loop(b, f, layout, width, uniform, sums, w)
+    return b.text()
 
 
 def layout_of(program: Program, pairs: Collection[tuple[str, str]] = ()) -> Layout:
