@@ -37,6 +37,7 @@ from typing import Any
 
 from ..protocol import Returns
 from . import cache, jit
+from .emit import Builder, Value, constant
 
 __all__ = ["available", "cache_key", "entry"]
 
@@ -98,175 +99,187 @@ def _ir() -> str:
     """The module: a shared prologue (read the arguments, run the kernel) and one epilogue per shape."""
     lines = [f"declare {sig.split(' ', 1)[0]} @{name}{sig.split(' ', 1)[1]}" for name, sig in _C_API.items()]
     lines.append("declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)")
-    lines += [
-        # 1: the outputs are in ``out``; 0: take the Python path (args or flag).  The arguments are
-        # read into ``in`` first: ``__float__`` may run Python code, even this kernel (from this
-        # thread or, as the GIL may be released there, from another).  From the copy into w to the
-        # copy out of it only machine code runs, so no other call of the kernel comes in between.
-        "define internal i1 @run(ptr %e, ptr %args, i64 %nargs, ptr %in, ptr %out) {",
-        "start:",
-        f"  %nin.p = getelementptr inbounds i8, ptr %e, i64 {_N_IN}",
-        "  %nin = load i64, ptr %nin.p",
-        f"  %work.p = getelementptr inbounds i8, ptr %e, i64 {_WORK}",
-        "  %work = load ptr, ptr %work.p",
-        "  %count.ok = icmp eq i64 %nargs, %nin",
-        "  br i1 %count.ok, label %head, label %no",
-        "head:",
-        "  %j = phi i64 [0, %start], [%j.next, %stored]",
-        "  %more = icmp ult i64 %j, %nin",
-        "  br i1 %more, label %read, label %call",
-        "read:",
-        "  %a.p = getelementptr inbounds ptr, ptr %args, i64 %j",
-        "  %a = load ptr, ptr %a.p",
-        "  %v = call double @PyFloat_AsDouble(ptr %a)",
-        "  %maybe = fcmp oeq double %v, -1.0",  # the C API's error value: look closer
-        "  br i1 %maybe, label %check, label %stored",
-        "check:",
-        "  %err = call ptr @PyErr_Occurred()",
-        "  %fine = icmp eq ptr %err, null",
-        "  br i1 %fine, label %stored, label %clear",
-        "clear:",
-        "  call void @PyErr_Clear()",  # the fallback raises the usual error for this argument
-        "  br label %no",
-        "stored:",
-        "  %in.j = getelementptr inbounds double, ptr %in, i64 %j",
-        "  store double %v, ptr %in.j",
-        "  %j.next = add i64 %j, 1",
-        "  br label %head",
-        "call:",
-        "  %in.bytes = shl i64 %nin, 3",
-        "  call void @llvm.memcpy.p0.p0.i64(ptr %work, ptr %in, i64 %in.bytes, i1 false)",
-        "  %fn = load ptr, ptr %e",
-        "  %flag = call i32 %fn(ptr %work)",
-        f"  %nout.p = getelementptr inbounds i8, ptr %e, i64 {_N_OUT}",
-        "  %nout = load i64, ptr %nout.p",
-        "  %out.bytes = shl i64 %nout, 3",
-        "  %w.out = getelementptr inbounds double, ptr %work, i64 %nin",
-        "  call void @llvm.memcpy.p0.p0.i64(ptr %out, ptr %w.out, i64 %out.bytes, i1 false)",
-        "  %clean = icmp eq i32 %flag, 0",
-        "  ret i1 %clean",
-        "no:",
-        "  ret i1 0",
-        "}",
-        # The Python path: fallback(*args).
-        "define internal ptr @slow(ptr %e, ptr %args, i64 %nargs) {",
-        "start:",
-        "  %t = call ptr @PyTuple_New(i64 %nargs)",
-        "  %none = icmp eq ptr %t, null",
-        "  br i1 %none, label %fail, label %head",
-        "head:",
-        "  %k = phi i64 [0, %start], [%k.next, %put]",
-        "  %more = icmp ult i64 %k, %nargs",
-        "  br i1 %more, label %put, label %call",
-        "put:",
-        "  %a.p = getelementptr inbounds ptr, ptr %args, i64 %k",
-        "  %a = load ptr, ptr %a.p",
-        "  call void @Py_IncRef(ptr %a)",  # PyTuple_SetItem steals a reference
-        "  %r1 = call i32 @PyTuple_SetItem(ptr %t, i64 %k, ptr %a)",
-        "  %k.next = add i64 %k, 1",
-        "  br label %head",
-        "call:",
-        f"  %fb.p = getelementptr inbounds i8, ptr %e, i64 {_FALLBACK}",
-        "  %fb = load ptr, ptr %fb.p",
-        "  %r = call ptr @PyObject_Call(ptr %fb, ptr %t, ptr null)",
-        "  call void @Py_DecRef(ptr %t)",
-        "  ret ptr %r",
-        "fail:",
-        "  ret ptr null",
-        "}",
-        # Floats w[from:from+n] into a new tuple or list (``new``/``set``); null if out of memory.
-        *_fill("tuple", "PyTuple_New", "PyTuple_SetItem"),
-        *_fill("list", "PyList_New", "PyList_SetItem"),
-    ]
+    lines += (
+        _run()
+        + _slow()
+        + _fill("tuple", "PyTuple_New", "PyTuple_SetItem")
+        + _fill("list", "PyList_New", "PyList_SetItem")
+    )
     for shape in ("value", "tuple", "value_and_grad"):
-        lines += [
-            f"define ptr @entry_{shape}(ptr %self, ptr %args, i64 %nargs) {{",
-            "start:",
-            "  %h = call ptr @PyTuple_GetItem(ptr %self, i64 0)",
-            "  %e = call ptr @PyLong_AsVoidPtr(ptr %h)",
-            f"  %nin.p = getelementptr inbounds i8, ptr %e, i64 {_N_IN}",
-            "  %nin = load i64, ptr %nin.p",
-            f"  %nout.p = getelementptr inbounds i8, ptr %e, i64 {_N_OUT}",
-            "  %nout = load i64, ptr %nout.p",
-            "  %in = alloca double, i64 %nin, align 8",  # this call's own copies: see @run
-            "  %out = alloca double, i64 %nout, align 8",
-            "  %ok = call i1 @run(ptr %e, ptr %args, i64 %nargs, ptr %in, ptr %out)",
-            "  br i1 %ok, label %fast, label %slow",
-            "slow:",
-            "  %s = call ptr @slow(ptr %e, ptr %args, i64 %nargs)",
-            "  ret ptr %s",
-            "fast:",
-            *_shape(shape),
-            "}",
-        ]
+        lines += _entry(shape)
     return "\n".join(lines) + "\n"
 
 
+def _i64(value: int) -> Value:
+    return constant("i64", value)
+
+
+_NULL = constant("ptr", "null")
+
+
+def _field(b: Builder, e: Value, offset: int, type: str, name: str) -> Value:
+    """The field of the entry record ``e`` at byte ``offset``."""
+    return b.load(type, b.gep("i8", e, offset, name=f"{name}.p"), align=None, name=name)
+
+
+def _run() -> list[str]:
+    """``i1 @run``: 1 when the outputs are in ``out``; 0: take the Python path (args or flag).
+
+    The arguments are read into ``in`` first: ``__float__`` may run Python code,
+    even this kernel (from this thread or, as the GIL may be released there,
+    from another).  From the copy into w to the copy out of it only machine
+    code runs, so no other call of the kernel comes in between.
+    """
+    b = Builder(
+        "define internal i1 @run({}) {{",
+        [("ptr", "e"), ("ptr", "args"), ("i64", "nargs"), ("ptr", "in"), ("ptr", "out")],
+    )
+    e, args, nargs, in_, out = b.args
+    start = b.block
+    head, read, check, clear, stored, call, no = map(
+        b.append_basic_block, ("head", "read", "check", "clear", "stored", "call", "no")
+    )
+    nin = _field(b, e, _N_IN, "i64", "nin")
+    work = _field(b, e, _WORK, "ptr", "work")
+    b.cbranch(b.icmp("eq", nargs, nin), head, no)
+    b.position_at_end(head)
+    j = b.phi("i64", name="j")
+    b.cbranch(b.icmp("ult", j, nin), read, call)
+    b.position_at_end(read)
+    a = b.load("ptr", b.gep("ptr", args, j), align=None, name="a")
+    v = b.call("double", "@PyFloat_AsDouble", [a], name="v")
+    b.cbranch(b.fcmp("oeq", v, constant("double", "-1.0")), check, stored)  # the C API's error value: look closer
+    b.position_at_end(check)
+    err = b.call("ptr", "@PyErr_Occurred", [], name="err")
+    b.cbranch(b.icmp("eq", err, _NULL), stored, clear)
+    b.position_at_end(clear)
+    b.call("void", "@PyErr_Clear", [])  # the fallback raises the usual error for this argument
+    b.branch(no)
+    b.position_at_end(stored)
+    b.store(v, b.gep("double", in_, j), align=None)
+    j_next = b.add(j, _i64(1), name="j.next")
+    b.branch(head)
+    j.add_incoming(_i64(0), start)
+    j.add_incoming(j_next, stored)
+    b.position_at_end(call)
+    memcpy = "@llvm.memcpy.p0.p0.i64"
+    b.call("void", memcpy, [work, in_, b.shl(nin, _i64(3)), constant("i1", "false")])
+    flag = b.call("i32", b.load("ptr", e, align=None, name="fn").ref, [work], name="flag")
+    nout = _field(b, e, _N_OUT, "i64", "nout")
+    out_bytes = b.shl(nout, _i64(3))
+    b.call("void", memcpy, [out, b.gep("double", work, nin), out_bytes, constant("i1", "false")])
+    b.ret(b.icmp("eq", flag, constant("i32", 0), name="clean"))
+    b.position_at_end(no)
+    b.ret(constant("i1", 0))
+    return b.text()
+
+
+def _slow() -> list[str]:
+    """``ptr @slow``: the Python path, ``fallback(*args)``."""
+    b = Builder("define internal ptr @slow({}) {{", [("ptr", "e"), ("ptr", "args"), ("i64", "nargs")])
+    e, args, nargs = b.args
+    start = b.block
+    head, put, call, fail = map(b.append_basic_block, ("head", "put", "call", "fail"))
+    t = b.call("ptr", "@PyTuple_New", [nargs], name="t")
+    b.cbranch(b.icmp("eq", t, _NULL), fail, head)
+    b.position_at_end(head)
+    k = b.phi("i64", name="k")
+    b.cbranch(b.icmp("ult", k, nargs), put, call)
+    b.position_at_end(put)
+    a = b.load("ptr", b.gep("ptr", args, k), align=None, name="a")
+    b.call("void", "@Py_IncRef", [a])  # PyTuple_SetItem steals a reference
+    b.call("i32", "@PyTuple_SetItem", [t, k, a])
+    k_next = b.add(k, _i64(1), name="k.next")
+    b.branch(head)
+    k.add_incoming(_i64(0), start)
+    k.add_incoming(k_next, put)
+    b.position_at_end(call)
+    fallback = _field(b, e, _FALLBACK, "ptr", "fallback")
+    r = b.call("ptr", "@PyObject_Call", [fallback, t, _NULL], name="r")
+    b.call("void", "@Py_DecRef", [t])
+    b.ret(r)
+    b.position_at_end(fail)
+    b.ret(_NULL)
+    return b.text()
+
+
 def _fill(kind: str, new: str, put: str) -> list[str]:
-    return [
-        f"define internal ptr @{kind}(ptr %w, i64 %n) {{",
-        "start:",
-        f"  %c = call ptr @{new}(i64 %n)",
-        "  %none = icmp eq ptr %c, null",
-        "  br i1 %none, label %fail, label %head",
-        "head:",
-        "  %k = phi i64 [0, %start], [%k.next, %set]",
-        "  %more = icmp ult i64 %k, %n",
-        "  br i1 %more, label %make, label %done",
-        "make:",
-        "  %w.k = getelementptr inbounds double, ptr %w, i64 %k",
-        "  %x = load double, ptr %w.k",
-        "  %f = call ptr @PyFloat_FromDouble(double %x)",
-        "  %bad = icmp eq ptr %f, null",
-        "  br i1 %bad, label %drop, label %set",
-        "set:",
-        f"  %r = call i32 @{put}(ptr %c, i64 %k, ptr %f)",  # steals the float's reference
-        "  %k.next = add i64 %k, 1",
-        "  br label %head",
-        "drop:",
-        "  call void @Py_DecRef(ptr %c)",
-        "  br label %fail",
-        "done:",
-        "  ret ptr %c",
-        "fail:",
-        "  ret ptr null",
-        "}",
-    ]
+    """``ptr @tuple``/``@list``: floats ``w[0:n]`` into a new tuple or list; null if out of memory."""
+    b = Builder(f"define internal ptr @{kind}({{}}) {{{{", [("ptr", "w"), ("i64", "n")])
+    w, n = b.args
+    start = b.block
+    head, make, set_, drop, done, fail = map(b.append_basic_block, ("head", "make", "set", "drop", "done", "fail"))
+    c = b.call("ptr", f"@{new}", [n], name=kind)
+    b.cbranch(b.icmp("eq", c, _NULL), fail, head)
+    b.position_at_end(head)
+    k = b.phi("i64", name="k")
+    b.cbranch(b.icmp("ult", k, n), make, done)
+    b.position_at_end(make)
+    f = b.call("ptr", "@PyFloat_FromDouble", [b.load("double", b.gep("double", w, k), align=None)], name="f")
+    b.cbranch(b.icmp("eq", f, _NULL), drop, set_)
+    b.position_at_end(set_)
+    b.call("i32", f"@{put}", [c, k, f])  # steals the float's reference
+    k_next = b.add(k, _i64(1), name="k.next")
+    b.branch(head)
+    k.add_incoming(_i64(0), start)
+    k.add_incoming(k_next, set_)
+    b.position_at_end(drop)
+    b.call("void", "@Py_DecRef", [c])
+    b.branch(fail)
+    b.position_at_end(done)
+    b.ret(c)
+    b.position_at_end(fail)
+    b.ret(_NULL)
+    return b.text()
 
 
-def _shape(shape: str) -> list[str]:
-    if shape == "value":
-        return ["  %x = load double, ptr %out", "  %f = call ptr @PyFloat_FromDouble(double %x)", "  ret ptr %f"]
+def _entry(shape: str) -> list[str]:
+    """``ptr @entry_<shape>``: the built-in function's C body, ``(self, args, nargs) -> result``."""
+    b = Builder(f"define ptr @entry_{shape}({{}}) {{{{", [("ptr", "self"), ("ptr", "args"), ("i64", "nargs")])
+    self, args, nargs = b.args
+    slow, fast = b.append_basic_block("slow"), b.append_basic_block("fast")
+    h = b.call("ptr", "@PyTuple_GetItem", [self, _i64(0)], name="h")
+    e = b.call("ptr", "@PyLong_AsVoidPtr", [h], name="e")
+    nin = _field(b, e, _N_IN, "i64", "nin")
+    nout = _field(b, e, _N_OUT, "i64", "nout")
+    in_ = b.alloca("double", 8, nin, name="in")  # this call's own copies: see @run
+    out = b.alloca("double", 8, nout, name="out")
+    b.cbranch(b.call("i1", "@run", [e, args, nargs, in_, out], name="ok"), fast, slow)
+    b.position_at_end(slow)
+    b.ret(b.call("ptr", "@slow", [e, args, nargs]))
+    b.position_at_end(fast)
     if shape == "tuple":
-        return ["  %t = call ptr @tuple(ptr %out, i64 %nout)", "  ret ptr %t"]
-    return [  # (value, [partials])
-        "  %x = load double, ptr %out",
-        "  %f = call ptr @PyFloat_FromDouble(double %x)",
-        "  %nf = icmp eq ptr %f, null",
-        "  br i1 %nf, label %fail, label %grads",
-        "grads:",
-        "  %rest = getelementptr inbounds double, ptr %out, i64 1",
-        "  %n = sub i64 %nout, 1",
-        "  %l = call ptr @list(ptr %rest, i64 %n)",
-        "  %nl = icmp eq ptr %l, null",
-        "  br i1 %nl, label %drop.f, label %pair",
-        "pair:",
-        "  %t = call ptr @PyTuple_New(i64 2)",
-        "  %nt = icmp eq ptr %t, null",
-        "  br i1 %nt, label %drop.fl, label %fill",
-        "fill:",
-        "  %r0 = call i32 @PyTuple_SetItem(ptr %t, i64 0, ptr %f)",
-        "  %r1 = call i32 @PyTuple_SetItem(ptr %t, i64 1, ptr %l)",
-        "  ret ptr %t",
-        "drop.fl:",
-        "  call void @Py_DecRef(ptr %l)",
-        "  br label %drop.f",
-        "drop.f:",
-        "  call void @Py_DecRef(ptr %f)",
-        "  br label %fail",
-        "fail:",
-        "  ret ptr null",
-    ]
+        b.ret(b.call("ptr", "@tuple", [out, nout]))
+        return b.text()
+    f = b.call("ptr", "@PyFloat_FromDouble", [b.load("double", out, align=None, name="x")], name="value")
+    if shape == "value":
+        b.ret(f)
+        return b.text()
+    # (value, [partials])
+    grads, pair, fill, drop_fl, drop_f, fail = map(
+        b.append_basic_block, ("grads", "pair", "fill", "drop.fl", "drop.f", "fail")
+    )
+    b.cbranch(b.icmp("eq", f, _NULL), fail, grads)
+    b.position_at_end(grads)
+    rest = b.gep("double", out, 1, name="rest")
+    partials = b.call("ptr", "@list", [rest, b.sub(nout, _i64(1))], name="partials")
+    b.cbranch(b.icmp("eq", partials, _NULL), drop_f, pair)
+    b.position_at_end(pair)
+    t = b.call("ptr", "@PyTuple_New", [_i64(2)], name="t")
+    b.cbranch(b.icmp("eq", t, _NULL), drop_fl, fill)
+    b.position_at_end(fill)
+    b.call("i32", "@PyTuple_SetItem", [t, _i64(0), f])
+    b.call("i32", "@PyTuple_SetItem", [t, _i64(1), partials])
+    b.ret(t)
+    b.position_at_end(drop_fl)
+    b.call("void", "@Py_DecRef", [partials])
+    b.branch(drop_f)
+    b.position_at_end(drop_f)
+    b.call("void", "@Py_DecRef", [f])
+    b.branch(fail)
+    b.position_at_end(fail)
+    b.ret(_NULL)
+    return b.text()
 
 
 _lock = threading.Lock()
