@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-__all__ = ["Cell", "escape", "html_table"]
+__all__ = ["Cell", "escape", "html_table", "latex_text"]
 
 Cell = str | Sequence[str]
 """One table cell: a string, or several lines shown one under another."""
@@ -31,6 +31,49 @@ _STYLE = (
 def escape(text: object) -> str:
     """``text`` as literal characters in HTML (``<``, ``&``, quotes escaped)."""
     return html.escape(str(text), quote=True)
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\backslash ",
+    "{": r"\{",
+    "}": r"\}",
+    "$": r"\$",
+    "&": r"\&",
+    "#": r"\#",
+    "%": r"\%",
+    "^": r"\wedge ",
+    "~": r"\sim ",
+    "_": r"\_",
+}
+"""Characters that LaTeX (and MathJax) would read as markup, with a math-mode symbol for each."""
+
+
+def latex_text(name: str) -> str:
+    """A variable name as LaTeX that typesets it literally and cannot run a command.
+
+    A name from the grammar (an identifier) keeps sympy's rendering (``x_1`` → :math:`x_1`,
+    ``alpha`` → :math:`\\alpha`); any other text (a ``Value`` label such as
+    ``\\href{javascript:…}``) becomes ``\\text{…}`` runs with each special character spelled
+    as a symbol, so nothing in it is read as markup.
+    """
+    if name.isidentifier():
+        import sympy  # the oracle's library (already loaded by whoever asks for LaTeX)
+
+        return str(sympy.latex(sympy.Symbol(name)))
+    parts: list[str] = []
+    run: list[str] = []
+    for ch in name:
+        special = _LATEX_SPECIALS.get(ch)
+        if special is None and ch.isprintable():
+            run.append(ch)
+            continue
+        if run:
+            parts.append(r"\text{" + "".join(run) + "}")
+            run = []
+        parts.append(special if special is not None else rf"\text{{U+{ord(ch):04X}}}")
+    if run:
+        parts.append(r"\text{" + "".join(run) + "}")
+    return "".join(parts) or r"\text{}"
 
 
 def _cell(tag: str, cell: Cell, extra: str = "") -> str:

@@ -7,6 +7,8 @@ fix it.  Catch ``SymgradError`` to catch them all.
 
 from __future__ import annotations
 
+import reprlib
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -22,9 +24,14 @@ __all__ = [
     "SymgradError",
     "UnknownFunctionError",
     "UnknownVariableError",
+    "abbreviate",
     "clip",
+    "did_you_mean",
     "excerpt",
     "line_and_column",
+    "lookalike_hint",
+    "quote",
+    "short_repr",
 ]
 
 
@@ -72,6 +79,59 @@ def excerpt(source: str, span: Span, width: int = EXCERPT_WIDTH) -> str:
 def clip(text: str, limit: int = 60) -> str:
     """``text`` cut to ``limit`` characters with ``…``, for quoting user text in messages."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def abbreviate(text: str, limit: int = 60) -> str:
+    """``text`` whole when short, else its start, ``…`` and its length, for echoing user text.
+
+    A 100,000-term formula is quoted as ``x*0+x*1+…(788,889 characters)``, not in full.
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 1]}… ({len(text):,} characters)"
+
+
+def quote(text: str, limit: int = 60) -> str:
+    """``text`` in quotes, abbreviated like :func:`abbreviate`: ``'x*y'``, ``'x*0+…' (788,889 characters)``."""
+    if len(text) <= limit:
+        return f"'{text}'"
+    return f"'{text[: limit - 1]}…' ({len(text):,} characters)"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxdict = _REPR.maxarray = 8
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)`` of at most ``limit`` characters, without walking a long list or string."""
+    return clip(_REPR.repr(value), limit)
+
+
+_LATIN_LOOKALIKES = str.maketrans(
+    "аеорсухіјѕԁԛԝАВЕКМНОРСТХІЈЅΑΒΕΖΗΙΚΜΝΟΡΤΥΧοτνι",
+    "aeopcyxijsdqwABEKMHOPCTXIJSABEZHIKMNOPTYXotvi",
+)
+"""Cyrillic and Greek letters that look like Latin ones (``х`` U+0445 and ``x``)."""
+
+
+def _letter(ch: str) -> str:
+    return f"'{ch}' (U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')})"
+
+
+def lookalike_hint(name: str, candidates: Iterable[str]) -> str:
+    """A hint when ``name`` differs from a candidate only by look-alike letters, or ``""``.
+
+    ``wrt="х"`` (Cyrillic) for a formula in ``x`` reads the same but is another name.
+    """
+    skeleton = name.translate(_LATIN_LOOKALIKES)
+    for candidate in candidates:
+        if candidate != name and candidate.translate(_LATIN_LOOKALIKES) == skeleton:
+            mine, theirs = next((a, b) for a, b in zip(name, candidate, strict=False) if a != b)
+            return (
+                f"{_letter(mine)} is not {_letter(theirs)}, though it looks like it: did you mean '{clip(candidate)}'?"
+            )
+    return ""
 
 
 class SymgradError(Exception):

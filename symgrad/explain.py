@@ -36,6 +36,7 @@ from typing import Any
 
 from . import display
 from .backends import interpreter
+from .errors import abbreviate
 from .ops import Op
 from .rules import arg_names, scalar_partials
 from .tape import Tape
@@ -59,6 +60,9 @@ _MAX_SOURCE = 24
 """Widest source fragment in the terminal table; longer ones end in an ellipsis."""
 _MAX_CONTRIBUTIONS = 4
 """Contribution lines shown per slot in the terminal and HTML tables."""
+
+SOURCE_WIDTH = 120
+"""Characters of a record's source text shown in its row (the output of a big formula spans all of it)."""
 
 
 # -------------------------------------------------- reading the op table ---
@@ -393,7 +397,7 @@ def _sources(tape: Tape, labels: Mapping[int, str]) -> list[str]:
     for i, instr in enumerate(tape.instrs):
         slot = tape.first_instr_slot + i
         if text is not None and instr.span is not None and instr.derivative_of is None:
-            sources.append(" ".join(text[instr.span.start : instr.span.end].split()))
+            sources.append(abbreviate(" ".join(text[instr.span.start : instr.span.end].split()), SOURCE_WIDTH))
             continue
         body = _record_text(instr.op, [names[a] for a in instr.args])
         label = labels.get(slot)
@@ -487,7 +491,7 @@ def explain_tape(
             )
         )
     if title is None:
-        title = tape.source if tape.source is not None else "Value graph"
+        title = abbreviate(tape.source, 100) if tape.source is not None else "Value graph"
     return Explanation(title, rows, seed, reverse, max_rows)
 
 

@@ -50,7 +50,17 @@ from .backends import dask as dask_arrays
 from .backends import numpy as arraycode
 from .backends import python as codegen
 from .backends.protocol import Returns
-from .errors import InputError, MissingVariableError, UnknownVariableError, clip
+from .errors import (
+    InputError,
+    MissingVariableError,
+    UnknownVariableError,
+    abbreviate,
+    clip,
+    did_you_mean,
+    lookalike_hint,
+    quote,
+    short_repr,
+)
 from .explain import Explanation
 from .formula import FormulaTooLongError, to_formula
 from .tape import Tape
@@ -148,6 +158,7 @@ class Function:
             if name is None:
                 raise UnknownVariableError(
                     f"{_quoted(key)} is not a variable of {self._describe()}; its variables are {self._names()}"
+                    + self._hint(key)
                 )
             if name in point:
                 raise InputError(f"variable '{name}' was given twice (positionally and by name)")
@@ -171,12 +182,25 @@ class Function:
         return name if name in self._index else None
 
     def _describe(self) -> str:
+        """The function in a message: what it derives, or its source abbreviated (never a whole big formula)."""
         if self.derivation is not None:
             return self.derivation
-        return f"'{self.source}'" if self.source is not None else repr(self)
+        return quote(self.source) if self.source is not None else repr(self)
 
     def _names(self) -> str:
-        return ", ".join(self.variables) if self.variables else "(none)"
+        """The variables in a message: the first few, and how many there are."""
+        if not self.variables:
+            return "(none)"
+        shown = ", ".join(clip(name, 30) for name in self.variables[:_NAMES_SHOWN])
+        more = len(self.variables) - _NAMES_SHOWN
+        return shown if more <= 0 else f"{shown}, … ({len(self.variables):,} variables)"
+
+    def _hint(self, key: object) -> str:
+        """``; did you mean 'x'?`` for a near miss or a look-alike letter (Cyrillic ``х``), or ``""``."""
+        if not isinstance(key, str) or len(self.variables) > 10_000:
+            return ""
+        hint = lookalike_hint(key, self.variables) or did_you_mean(key, self.variables)
+        return f"; {hint}" if hint else ""
 
     def _positions(self, wrt: Wrt) -> tuple[int, ...]:
         names = list(self.variables) if wrt is None else _wrt_names(wrt)
@@ -188,7 +212,7 @@ class Function:
                 if variable is None:
                     raise UnknownVariableError(
                         f"cannot differentiate with respect to {_quoted(name)}: it is not a variable of "
-                        f"{self._describe()}; its variables are {self._names()}"
+                        f"{self._describe()}; its variables are {self._names()}{self._hint(name)}"
                     )
                 position = self._index[variable]
             positions.append(position)
@@ -654,7 +678,7 @@ class Function:
             if self.n_outputs > 1:
                 name = f"{self.output_names[output]}, output {output} of {name}"
         else:
-            name = self.source if self.source is not None else repr(self)
+            name = abbreviate(self.source, 100) if self.source is not None else repr(self)
             if self.tape.output_names:  # several formulas: say which one
                 name = f"{self.tape.output_names[output]} of {name}"
         title = f"{name}  at  {at}" if at else name
@@ -671,7 +695,9 @@ class Function:
             return None
         import sympy  # the oracle's library, only when a notebook asks for LaTeX
 
-        return f"$\\displaystyle {sympy.latex(self.to_sympy())}$"
+        expression = self.to_sympy()
+        names = {symbol: display.latex_text(symbol.name) for symbol in expression.free_symbols}
+        return f"$\\displaystyle {sympy.latex(expression, symbol_names=names)}$"
 
     def _repr_html_(self) -> str:
         """Jupyter: the formula (for a derived Function: what it is and its printed formula), its
@@ -682,7 +708,8 @@ class Function:
             if printed is not None:
                 rows += [[name, text] for name, text in printed] if self.n_outputs > 1 else [["formula", printed[0][1]]]
         else:
-            rows = [["formula", self.source if self.source is not None else "(recorded from Value operations)"]]
+            formula = abbreviate(self.source, 500) if self.source is not None else "(recorded from Value operations)"
+            rows = [["formula", formula]]
         rows += [
             ["variables", ", ".join(self.variables) or "(none)"],
             ["tape", f"{len(self.tape)} records, {self.tape.n_slots} slots"],
@@ -715,7 +742,7 @@ class Function:
             printed = self._short_formulas() if self.n_outputs == 1 else None
             name = f" {self.derivation}" + (f" = {printed[0][1]}" if printed else "")
         else:
-            name = f" {self.source!r}" if self.source is not None else ""
+            name = f" {quote(self.source)}" if self.source is not None else ""
         return f"<Function{name} f:({','.join(self.variables)})->{outs}, {len(self.tape)} records>"
 
 
@@ -793,7 +820,7 @@ def _as_value(name: str, value: Any) -> Any:
     if dask_arrays.is_dask(value):
         return dask_arrays.checked(name, value)
     raise InputError(
-        f"value for '{name}' must be a real number or an array, got {type(value).__name__} {_short(repr(value))}"
+        f"value for '{name}' must be a real number or an array, got {type(value).__name__} {short_repr(value)}"
     )
 
 
@@ -805,7 +832,7 @@ def _decimal(name: str, value: Decimal) -> float:
         raise InputError(f"value for '{name}' is {value!r}: formulas are evaluated at finite points") from None
     if value.is_finite() and number - number != 0.0:
         raise InputError(
-            f"value for '{name}' is too large for a 64-bit float (largest: {_FLOAT_MAX:.6g}), got {_short(repr(value))}"
+            f"value for '{name}' is too large for a 64-bit float (largest: {_FLOAT_MAX:.6g}), got {short_repr(value)}"
         )
     return number
 
@@ -837,14 +864,12 @@ def _wrt_names(wrt: object) -> list[str]:
     if isinstance(wrt, str):
         return [wrt]
     if isinstance(wrt, (bytes, bytearray)) or not isinstance(wrt, Iterable):
-        raise InputError(
-            f"wrt must be a variable name or a list of names, got {type(wrt).__name__} {_short(repr(wrt))}"
-        )
+        raise InputError(f"wrt must be a variable name or a list of names, got {type(wrt).__name__} {short_repr(wrt)}")
     names = list(wrt)
     for name in names:
         if not isinstance(name, str):
             raise InputError(
-                f"wrt must be a variable name or a list of names, got {type(name).__name__} {_short(repr(name))} in it"
+                f"wrt must be a variable name or a list of names, got {type(name).__name__} {short_repr(name)} in it"
             )
     return names
 
@@ -865,17 +890,21 @@ def _check_broadcast(names: tuple[str, ...], point: list[Any]) -> None:
 
 
 def _quoted(key: object) -> str:
-    return f"'{_short(key)}'" if isinstance(key, str) else f"{type(key).__name__} {_short(repr(key))}"
+    return f"'{_short(key)}'" if isinstance(key, str) else f"{type(key).__name__} {short_repr(key)}"
 
 
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_NAMES_SHOWN = 10
+"""Variables a message lists before it says how many there are."""
+
+
 def _short_number(value: Any) -> str:
     if isinstance(value, int):  # (str() of a huge int is slow, and refused beyond 4,300 digits)
         return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
-    return _short(repr(value))
+    return short_repr(value)
 
 
 def bind_scalars(function: Function, point: Mapping[str, Any], purpose: str) -> list[float]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from . import display
 from .api import compile
-from .errors import DomainError, InputError
+from .errors import DomainError, InputError, abbreviate
 from .expr import Expr
 from .function import Function, bind_scalars, merge_point
 from .symbolic import (
@@ -386,7 +386,7 @@ def fd_error_estimate(f: Function, point: Mapping[str, float], name: str) -> flo
 
 def _describe(expr: str | Function, fn: Function) -> str:
     if isinstance(expr, str):
-        return expr
+        return abbreviate(expr, 200)
     if fn.source is not None:
-        return fn.source
+        return abbreviate(fn.source, 200)
     return fn.derivation if fn.derivation is not None else repr(fn)

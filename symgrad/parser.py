@@ -300,10 +300,26 @@ def _script_hint(text: str, before: str = "") -> str:
     return ""
 
 
+_INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff")
+"""Zero-width characters that word processors insert (U+200B ZERO WIDTH SPACE, …)."""
+
+
+def _space_hint(ch: str) -> str:
+    """A hint for a space other than ASCII's (a no-break space pasted from a document), or ``""``."""
+    if ch in _INVISIBLE:
+        return f"{_char_name(ch)} is an invisible character: delete it"
+    if ch and ch not in " \t\n\r" and (ch.isspace() or unicodedata.category(ch) == "Zs"):
+        return f"{_char_name(ch)} is not a plain space: replace it with an ordinary space ' '"
+    return ""
+
+
 def _lookalike_hint(source: str, pos: int) -> str:
     """A hint naming the ASCII spelling of a typeset character at ``source[pos]``."""
     if pos >= len(source):
         return ""
+    spacing = _space_hint(source[pos])
+    if spacing:
+        return spacing
     ascii_spelling = _LOOKALIKES.get(source[pos])
     if ascii_spelling is not None:
         return f"{_char_name(source[pos])} is not an operator here: write {ascii_spelling!r}"

@@ -20,7 +20,16 @@ import numpy as np
 
 from .api import compile as compile_expression
 from .backends import interpreter
-from .errors import DomainError, InputError, MissingDependencyError, MissingVariableError, UnknownVariableError, clip
+from .errors import (
+    DomainError,
+    InputError,
+    MissingDependencyError,
+    MissingVariableError,
+    UnknownVariableError,
+    abbreviate,
+    clip,
+    quote,
+)
 from .files import cannot_write, writable
 from .function import Function, bind_scalars
 
@@ -44,7 +53,7 @@ INSTALL_MATPLOTLIB = "plotting needs matplotlib, which is not installed: pip ins
 def _described(function: Function) -> str:
     """``'x**3'``, ``d/dx of 'x**3'`` (a derived Function has no source), or the repr."""
     if function.source is not None:
-        return f"'{function.source}'"
+        return quote(function.source)
     return function.derivation if function.derivation is not None else repr(function)
 
 
@@ -188,7 +197,7 @@ def plot(
     axes.axhline(0.0, color="#94a3b8", linewidth=0.8)
     axes.plot(xs, ys, color="#2563eb", linewidth=2.0, label=f"f({name})")
     axes.plot(xs, dys, color="#ea580c", linewidth=1.8, linestyle="--", label=f"df/d{name}")
-    source = function.source if function.source is not None else function.derivation or "f"
+    source = abbreviate(function.source, 80) if function.source is not None else function.derivation or "f"
     given = ", ".join(f"{k}={v:g}" for k, v in (fixed or {}).items())
     axes.set_title(f"f({name}) = {source}" + (f"   ({given})" if given else ""))
     axes.set_xlabel(name)

@@ -26,16 +26,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from . import display
-from .errors import Span
+from .errors import Span, SymgradError
 from .ops import OPS, Op
 
 __all__ = ["Instr", "Tape", "TapeError"]
 
 
-class TapeError(ValueError):
-    """A tape is malformed (a bug in whoever built it, not a user error)."""
+class TapeError(SymgradError, ValueError):
+    """A tape is malformed: a bug in whoever built it, or a corrupt or tampered pickle."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +132,24 @@ class Tape:
         return self.consts[slot - len(self.inputs)]
 
     # -- checking ----------------------------------------------------------
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its fields; unpickling rebuilds it through :func:`_unpickle`, which validates."""
+        return _unpickle, (self.inputs, self.consts, self.instrs, self.outputs, self.source, self.output_names)
+
     def validate(self) -> None:
         """Raise :class:`TapeError` unless every record reads only earlier slots."""
         base = self.first_instr_slot
+        if not all(type(name) is str for name in self.inputs):
+            raise TapeError("the inputs must be names (str)")
+        if not all(type(out) is int for out in self.outputs):
+            raise TapeError("the outputs must be slot numbers (int)")
+        if not all(type(name) is str for name in self.output_names):
+            raise TapeError("the output names must be str")
         for i, instr in enumerate(self.instrs):
+            if not isinstance(instr, Instr) or not isinstance(instr.args, tuple):
+                raise TapeError(f"record %{base + i} is not an Instr with a tuple of argument slots")
+            if not all(type(a) is int for a in instr.args):
+                raise TapeError(f"record %{base + i}: argument slots must be int, got {instr.args!r}"[:200])
             if OPS.get(instr.op.name) is not instr.op:
                 raise TapeError(f"record %{base + i}: {instr.op!r} is not in the op table")
             if not instr.op.takes(len(instr.args)):
@@ -192,3 +207,16 @@ class Tape:
     def __repr__(self) -> str:
         outs = f"output %{self.outputs[0]}" if len(self.outputs) == 1 else f"{len(self.outputs)} outputs"
         return f"<Tape {len(self.inputs)} inputs, {len(self.consts)} consts, {len(self.instrs)} records, {outs}>"
+
+
+def _unpickle(inputs: Any, consts: Any, instrs: Any, outputs: Any, source: Any, output_names: Any) -> Tape:
+    """A pickled tape, validated like a new one: a corrupt or tampered pickle is a clear TapeError
+    here, not an IndexError deep inside a sweep later."""
+    try:
+        return Tape(tuple(inputs), tuple(consts), tuple(instrs), tuple(outputs), source, tuple(output_names))
+    except TapeError as e:
+        raise TapeError(f"cannot unpickle a tape: {e} (the pickle is corrupt or was changed)") from None
+    except (TypeError, ValueError, OverflowError) as e:
+        raise TapeError(
+            f"cannot unpickle a tape: its fields are malformed ({e}) (the pickle is corrupt or was changed)"
+        ) from None

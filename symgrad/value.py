@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from . import display
 from . import explain as explain_mod
 from .backends import interpreter
-from .errors import DomainError, InputError
+from .errors import DomainError, InputError, short_repr
 from .explain import Explanation, local_partials
 from .ops import OPS, Op, domain_message
 from .rules import scalar_partials
@@ -340,7 +340,7 @@ def _lift(x: Value | Number | Any) -> Value:
         return _constant(_real(x, "a Value operand"))
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise InputError(
-            f"cannot combine a Value with {type(x).__name__} {_short(repr(x))}; use a Value or a real number"
+            f"cannot combine a Value with {type(x).__name__} {short_repr(x)}; use a Value or a real number"
         )
     return _constant(_real(x, "a Value operand"))
 
@@ -357,7 +357,7 @@ def _real(x: object, what: str) -> float:
         if finite and math.isinf(x):  # (float() of a Decimal rounds to inf rather than raise)
             raise InputError(f"{what} is too large for a 64-bit float (largest about 1.8e308)")
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise InputError(f"{what} must be a real number, got {type(x).__name__} {_short(repr(x))}")
+        raise InputError(f"{what} must be a real number, got {type(x).__name__} {short_repr(x)}")
     try:
         number = float(x)  # float() of a float subclass is an exact float
     except OverflowError:
@@ -369,10 +369,6 @@ def _real(x: object, what: str) -> float:
             f"{what} is {number!r}: Values hold finite numbers (as formulas are evaluated at finite points)"
         )
     return number
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # One applier per arity: building Values is the eager step's hot loop, and a

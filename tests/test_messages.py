@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +161,176 @@ def test_a_bad_value_names_the_variable(capsys: pytest.CaptureFixture[str], valu
     assert status == 2
     assert err.startswith(f"symgrad: error: {message}")
     assert "line 1, column" not in err
+
+
+# -- user text in messages and displays is capped ---------------------------------------------------
+
+BIG = "+".join(f"x*{i}" for i in range(20_000))  # 150 KB
+
+
+@pytest.fixture(scope="module")
+def big() -> symgrad.Function:
+    return symgrad.compile(BIG)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda f: f(x=1, y=2),  # UnknownVariableError
+        lambda f: f(),  # MissingVariableError
+        lambda f: f.grad(x=1, wrt="y"),
+        lambda f: f(x=1, z=[1.0] * 100_000),
+        lambda f: symgrad.plot(f.source + "+y", 0, 1),
+    ],
+)
+def test_errors_quote_a_big_formula_in_an_excerpt(big: symgrad.Function, call: object) -> None:
+    with pytest.raises(symgrad.SymgradError) as caught:
+        call(big)  # type: ignore[operator]
+    message = str(caught.value)
+    assert len(message) < 400
+    assert "'x*0+x*1+x*2" in message and re.search(r"\(148,8\d\d characters\)", message)
+
+
+def test_displays_of_a_big_formula_are_capped(big: symgrad.Function) -> None:
+    assert len(repr(big)) < 200 and f"({len(BIG):,} characters)" in repr(big)
+    assert len(big._repr_html_()) < 2_000
+    medium = symgrad.compile(BIG[:7_000])  # 1,000 terms: explain and check take seconds at most
+    assert len(medium.explain(x=1).title) < 200
+    rows = medium.explain(x=1, max_rows=None).rows
+    assert max(len(row.source) for row in rows) < 200
+    report = symgrad.check(medium, x=1.0)
+    assert len(report.expression) < 300 and len(str(report).splitlines()[0]) < 400
+
+
+def test_a_cli_error_for_a_big_formula_is_short(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """stderr held all 789 KB of a 100,000-term formula; here 150 KB of 20,000 terms."""
+    path = tmp_path / "big.txt"
+    path.write_text(BIG)
+    status, _, err = run(capsys, "grad", f"@{path}", "x=1", "y=2")
+    assert status == 2 and len(err) < 300
+    status, _, err = run(capsys, "grad", f"@{path}")
+    assert status == 2 and len(err) < 300
+
+
+def test_a_long_list_value_is_quoted_without_walking_it() -> None:
+    with pytest.raises(InputError) as caught:
+        symgrad.compile("x")(x=[0.5] * 1_000_000)
+    assert len(str(caught.value)) < 150 and "[0.5, 0.5" in str(caught.value)
+
+
+def test_many_variables_are_listed_by_count() -> None:
+    f = symgrad.compile("+".join(f"v{i}" for i in range(500)))
+    with pytest.raises(symgrad.UnknownVariableError) as caught:
+        f.grad({**{f"v{i}": 1.0 for i in range(500)}, "w": 1.0})
+    message = str(caught.value)
+    assert "v0, v1" in message and "(500 variables)" in message and "v499" not in message
+
+
+# -- hints for names and spaces that only look right ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("formula", "name", "hint"),
+    [
+        ("x*y", "\u0445", "'\u0445' (U+0445 CYRILLIC SMALL LETTER HA) is not 'x' (U+0078 LATIN SMALL LETTER X)"),
+        ("\u0445*y", "x", "'x' (U+0078 LATIN SMALL LETTER X) is not '\u0445' (U+0445 CYRILLIC SMALL LETTER HA)"),
+        ("alpha*beta", "\u0430lpha", "did you mean 'alpha'?"),  # Cyrillic a
+        ("rate*time", "rtae", "did you mean 'rate'?"),
+    ],
+)
+def test_an_unknown_name_gets_a_hint(formula: str, name: str, hint: str) -> None:
+    f = symgrad.compile(formula)
+    point = dict.fromkeys(f.variables, 1.0)
+    with pytest.raises(symgrad.UnknownVariableError, match=re.escape(hint)):
+        f.grad(point, wrt=name)
+    with pytest.raises(symgrad.UnknownVariableError, match=re.escape(hint)):
+        f({**point, name: 2.0})
+
+
+@pytest.mark.parametrize(
+    ("char", "hint"),
+    [
+        ("\u00a0", "(U+00A0 NO-BREAK SPACE) is not a plain space"),
+        ("\u2003", "(U+2003 EM SPACE) is not a plain space"),
+        ("\u202f", "(U+202F NARROW NO-BREAK SPACE) is not a plain space"),
+        ("\u200b", "(U+200B ZERO WIDTH SPACE) is an invisible character: delete it"),
+    ],
+)
+def test_a_unicode_space_gets_a_hint(char: str, hint: str) -> None:
+    with pytest.raises(symgrad.ParseError) as caught:
+        symgrad.compile(f"x{char}+ 1")
+    assert hint in caught.value.hint
+
+
+# -- LaTeX and HTML displays escape user text ------------------------------------------------------
+
+NASTY = r"\href{javascript:alert(1)}{x} $ <script>alert(1)</script> & % # ^ ~ _"
+
+
+def test_value_labels_cannot_run_latex_commands() -> None:
+    a = symgrad.Value(2.0, label=NASTY)
+    latex = symgrad.Function((a * a).tape)._repr_latex_()
+    assert latex is not None
+    body = latex.removeprefix("$\\displaystyle ").removesuffix("$")
+    assert "$" not in body.replace("\\$", "")
+    # every backslash starts one of the symbols the label's specials are spelled with, or \text
+    commands = set(re.findall(r"\\[A-Za-z]+", body))
+    assert commands <= {"\\text", "\\backslash", "\\wedge", "\\sim"}, commands
+    unescaped_braces = re.sub(r"\\[{}]|\\text\{[^{}]*\}|\^\{2\}", "", body)
+    assert "{" not in unescaped_braces and "}" not in unescaped_braces
+
+
+def test_identifier_names_keep_sympys_latex() -> None:
+    latex = symgrad.compile("x_1*alpha + y2")._repr_latex_()
+    assert latex == "$\\displaystyle \\alpha x_{1} + y_{2}$"
+
+
+def test_every_html_display_escapes_user_text() -> None:
+    import xml.etree.ElementTree as ET
+
+    a = symgrad.Value(2.0, label=NASTY)
+    b = symgrad.Value(3.0, label="<b>bold</b>")
+    out = (a * b).tanh()
+    out.backward()
+    f = symgrad.Function(out.tape)
+    shown = [
+        a._repr_html_(),
+        f._repr_html_(),
+        f.tape._repr_html_(),
+        out.explain()._repr_html_(),
+        f.explain(dict.fromkeys(f.variables, 0.5))._repr_html_(),
+        symgrad.check(f, dict.fromkeys(f.variables, 0.5))._repr_html_(),
+    ]
+    for html in shown:
+        root = ET.fromstring(html)  # well-formed: a raw '<' or '&' from the label would break it
+        tags = {element.tag for element in root.iter()}
+        assert not tags & {"script", "b", "a"}, tags
+
+
+# -- unpickling validates the tape ------------------------------------------------------------------
+
+
+def _tampered(tape: symgrad.Tape, instrs: tuple[symgrad.Instr, ...]) -> symgrad.Tape:
+    """A tape whose records were changed behind its back (as a edited pickle would carry)."""
+    bad = object.__new__(symgrad.Tape)
+    for name in ("inputs", "consts", "outputs", "source", "output_names"):
+        object.__setattr__(bad, name, getattr(tape, name))
+    object.__setattr__(bad, "instrs", instrs)
+    return bad
+
+
+@pytest.mark.parametrize("args", [(0, 99), (0, -1), (0, 1.5), (5, 5)])
+def test_unpickling_a_tampered_function_is_a_clear_error(args: tuple[object, ...]) -> None:
+    f = symgrad.compile("x*sin(y) + 2")
+    last = f.tape.instrs[-1]
+    bad = _tampered(f.tape, (*f.tape.instrs[:-1], dataclasses.replace(last, args=args)))  # type: ignore[arg-type]
+    blob = pickle.dumps(symgrad.Function(bad))
+    with pytest.raises(symgrad.SymgradError, match=r"cannot unpickle a tape: .*the pickle is corrupt or was changed"):
+        pickle.loads(blob)
+
+
+def test_an_honest_pickle_still_round_trips() -> None:
+    f = symgrad.compile("x*sin(y) + 2")
+    g = pickle.loads(pickle.dumps(f))
+    assert g(x=1.5, y=0.5) == f(x=1.5, y=0.5)
+    assert g.grad(x=1.5, y=0.5) == f.grad(x=1.5, y=0.5)
