@@ -218,11 +218,10 @@ class Function:
             positions.append(position)
         return tuple(positions)
 
-    def _one_output(self, what: str) -> None:
+    def _one_output(self, what: str, instead: str = "use jacobian() for several outputs") -> None:
         if self.n_outputs != 1:
             raise InputError(
-                f"{what} needs a function with one output; {self._describe()} has {self.n_outputs} "
-                f"(use jacobian() for several outputs)"
+                f"{what} needs a function with one output; {self._describe()} has {self.n_outputs} ({instead})"
             )
 
     # -- evaluating -----------------------------------------------------------
@@ -417,7 +416,7 @@ class Function:
     }
 
     def _derivation_of(self, key: tuple[Any, ...]) -> str:
-        """``"d2/dxdy of 'x*y**2'"``, ``"Hessian (y) of 'x*y'"``: what ``_derived_function(key)`` makes."""
+        """``"d2/(dx dy) of 'x*y**2'"``, ``"Hessian (y) of 'x*y'"``: what ``_derived_function(key)`` makes."""
         kind, *rest = key
         if self.derivation is not None:
             parent = f"({self.derivation})"
@@ -535,7 +534,7 @@ class Function:
     @property
     def formula(self) -> str:
         """The function as text in symgrad's language (``6*x - 4``), printed from the tape."""
-        self._one_output("formula")
+        self._one_output("formula", "use .formulas for one formula per output")
         return to_formula(self.tape)[0]
 
     @property
@@ -696,7 +695,7 @@ class Function:
         import sympy  # the oracle's library, only when a notebook asks for LaTeX
 
         expression = self.to_sympy()
-        names = {symbol: display.latex_text(symbol.name) for symbol in expression.free_symbols}
+        names = {sympy.Symbol(name): display.latex_text(name) for name in self.variables}  # (to_sympy's symbols)
         return f"$\\displaystyle {sympy.latex(expression, symbol_names=names)}$"
 
     def _repr_html_(self) -> str:

@@ -168,7 +168,13 @@ def _value_name(tape: Tape, output: int) -> str:
 
 
 def derivative_name(wrt: Sequence[str], of: str = "f") -> str:
-    """``d/dx``, ``d2/dx2``, ``d2/dxdy``: a label for a derivative output."""
+    """``d/dx``, ``d2/dx^2``, ``d2/(dx dy)``: a label for a derivative output.
+
+    A power is written ``^n`` and several factors are parenthesised and spaced, so
+    names that end in digits stay unambiguous: ∂²/∂x1² is ``d2/dx1^2`` and
+    ∂²/∂x1∂x2 is ``d2/(dx1 dx2)`` (``d2/dx12`` and ``d2/dx1dx2`` could be read
+    several ways).
+    """
     order = len(wrt)
     groups: list[tuple[str, int]] = []
     for name in wrt:
@@ -176,7 +182,8 @@ def derivative_name(wrt: Sequence[str], of: str = "f") -> str:
             groups[-1] = (name, groups[-1][1] + 1)
         else:
             groups.append((name, 1))
-    below = "".join(f"d{name}" + (str(n) if n > 1 else "") for name, n in groups)
+    factors = [f"d{name}" + (f"^{n}" if n > 1 else "") for name, n in groups]
+    below = factors[0] if len(factors) == 1 else f"({' '.join(factors)})"
     top = "d" if order == 1 else f"d{order}"
     return f"{top}/{below}" if of == "f" else f"{top}({of})/{below}"
 

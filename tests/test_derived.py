@@ -39,7 +39,7 @@ def _hessian(f: sympy.Expr) -> list[sympy.Expr]:
 # (how to derive it from compile(TEXT), what sympy says it computes, what its description starts with)
 KINDS: dict[str, tuple[Callable[[Function], Function], Callable[[sympy.Expr], list[sympy.Expr]], str]] = {
     "derivative": (lambda f: f.derivative("x"), lambda f: [sympy.diff(f, X)], "d/dx of"),
-    "mixed": (lambda f: f.derivative("x", "y"), lambda f: [sympy.diff(f, X, Y)], "d2/dxdy of"),
+    "mixed": (lambda f: f.derivative("x", "y"), lambda f: [sympy.diff(f, X, Y)], "d2/(dx dy) of"),
     "derivative twice": (
         lambda f: f.derivative("x").derivative("x"),
         lambda f: [sympy.diff(f, X, X)],

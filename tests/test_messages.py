@@ -334,3 +334,31 @@ def test_an_honest_pickle_still_round_trips() -> None:
     g = pickle.loads(pickle.dumps(f))
     assert g(x=1.5, y=0.5) == f(x=1.5, y=0.5)
     assert g.grad(x=1.5, y=0.5) == f.grad(x=1.5, y=0.5)
+
+
+# -- derivatives: labels and errors ------------------------------------------------------------------
+
+
+def test_hessian_labels_are_unambiguous_for_names_ending_in_digits() -> None:
+    """``d2/dx12`` read as ∂²/∂x1² and as ∂²/∂x12; ``d2/dx1dx12`` was no better."""
+    names = symgrad.compile("x1*x12 + x1**2").hessian_function().output_names
+    assert names == ("d2/dx1^2", "d2/(dx1 dx12)", "d2/(dx12 dx1)", "d2/dx12^2")
+    assert symgrad.compile("x*y").derivative("x", "x", "y").derivation.startswith("d3/(dx^2 dy) of")
+    assert symgrad.compile("x*y").gradient_function().output_names[1:] == ("d/dx", "d/dy")
+
+
+def test_formula_of_several_outputs_suggests_formulas() -> None:
+    g = symgrad.compile("x*y").gradient_function()
+    with pytest.raises(InputError, match=r"use \.formulas for one formula per output"):
+        _ = g.formula
+    assert g.formulas == ("x*y", "y", "x")
+
+
+def test_a_power_at_a_negative_base_says_which_partial_failed() -> None:
+    f = symgrad.compile("x**y")
+    with pytest.raises(symgrad.DomainError) as caught:
+        f.grad(x=-2, y=2)
+    message = str(caught.value)
+    assert "the partial by its second argument ('y') is not finite there" in message
+    assert "pass wrt='x'" in message
+    assert f.grad(x=-2, y=2, wrt="x") == pytest.approx(2 * -2.0)  # d/dx x**2 = 2x, as suggested

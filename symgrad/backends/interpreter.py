@@ -199,14 +199,64 @@ def backward(
                             raise ValueError("non-finite partial")
     except _CATCH:
         instr = tape.instr_at(out)
-        raise derivative_error(instr.op, [values[x] for x in instr.args], tape.source, instr.span) from None
+        names = [tape.inputs[x] if x < tape.n_inputs else None for x in instr.args]
+        at = [values[x] for x in instr.args]
+        raise derivative_error(instr.op, at, tape.source, instr.span, names=names, wanted=wrt) from None
     return adjoint
 
 
-def derivative_error(op: Op, args: Sequence[float], source: str | None = None, span: Span | None = None) -> DomainError:
-    """The error of a reverse sweep whose local partial of ``op`` at ``args`` raised or is not finite."""
+def derivative_error(
+    op: Op,
+    args: Sequence[float],
+    source: str | None = None,
+    span: Span | None = None,
+    *,
+    names: Sequence[str | None] = (),
+    wanted: Sequence[int] | None = None,
+) -> DomainError:
+    """The error of a reverse sweep whose local partial of ``op`` at ``args`` raised or is not finite.
+
+    It says which partial failed (``x**y`` at x < 0: the one by the exponent, ``out*log(a)``),
+    and when that argument is a variable (``names``) and others are too, suggests asking only
+    for the others with ``wrt=``.  Runs only on the error path.
+    """
     call = f"{op.name}({', '.join(repr(float(a)) for a in args)})"
-    return DomainError(f"the derivative of {call} is undefined or infinite", op.name, source, span)
+    message = f"the derivative of {call} is undefined or infinite"
+    failing = _failing_partials(op, args) if len(args) > 1 else []  # (one argument: nothing to tell apart)
+    if failing:
+        which = " and ".join(
+            f"the partial by its {_ORDINALS.get(i, f'#{i + 1}')} argument"
+            + (f" ('{names[i]}')" if i < len(names) and names[i] else "")
+            for i in failing
+        )
+        message += f": {which} is not finite there"
+        bad = {names[i] for i in failing if i < len(names) and names[i]}
+        good = [n for i, n in enumerate(names) if n and n not in bad and i not in failing]
+        if bad and good and wanted is None:
+            listed = ", ".join(f"'{n}'" for n in dict.fromkeys(good))
+            message += f"; if you need only the partial by {listed}, pass wrt={good[0]!r}"
+    return DomainError(message, op.name, source, span)
+
+
+_ORDINALS = {0: "first", 1: "second", 2: "third"}
+
+
+def _failing_partials(op: Op, args: Sequence[float]) -> list[int]:
+    """The positions whose local partial of ``op`` at ``args`` raises or is not finite."""
+    try:
+        out = op.scalar(*args)
+        partials = scalar_partials(op, len(args))
+    except (ArithmeticError, ValueError, TypeError):
+        return []
+    failing = []
+    for i, partial in enumerate(partials):
+        try:
+            ok = math.isfinite(partial(out, *args))
+        except (ArithmeticError, ValueError):
+            ok = False
+        if not ok:
+            failing.append(i)
+    return failing
 
 
 def value_and_grad(tape: Tape, inputs: Sequence[float], wrt: Sequence[int] | None = None) -> tuple[float, list[float]]:
