@@ -16,6 +16,11 @@ engine owns its target machine, so each engine gets a fresh one.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.metadata
+import importlib.resources
+import struct
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +31,16 @@ import llvmlite.binding as llvm
 from . import libm
 from .emit import PAIRS
 
-__all__ = ["Loaded", "add_symbols", "compile_object", "fused_pairs", "host_id", "load_object", "optimize_ir"]
+__all__ = [
+    "Loaded",
+    "add_symbols",
+    "code_id",
+    "compile_object",
+    "fused_pairs",
+    "host_id",
+    "load_object",
+    "optimize_ir",
+]
 
 _lock = threading.RLock()
 """LLVM's global state is not thread-safe: one compile or load at a time."""
@@ -69,6 +83,24 @@ def host_id() -> str:
                 ".".join(map(str, llvm.llvm_version_info)),
             )
         )
+
+
+@functools.cache
+def code_id() -> str:
+    """What besides the program determines the machine code, as one hash: :func:`host_id` and the
+    source of every module of this package (the emitters, the IR builder, the layout, the libm
+    choices, these compile options).  Part of every cache key, so an edit to the code generator is
+    a new key without a version number to remember to bump.  Computed once per process (about a
+    millisecond: the files are read once)."""
+    h = hashlib.sha256(host_id().encode())
+    package = importlib.resources.files(__package__)
+    sources = sorted((entry.name, entry) for entry in package.iterdir() if entry.name.endswith((".py", ".pyc")))
+    for name, entry in sources:
+        data = entry.read_bytes()
+        h.update(struct.pack("<QQ", len(name), len(data)) + name.encode() + data)
+    if not sources:  # no files to read (an unusual loader): the installed version stands in for them
+        h.update(importlib.metadata.version("symgrad").encode())
+    return h.hexdigest()
 
 
 def add_symbols(symbols: Mapping[str, int]) -> None:

@@ -55,8 +55,6 @@ everything else at opt 0 (see jit.py): measured, opt 1 costs 5-10x the compile t
 nothing measurable per scalar call."""
 MIN_POINTS_PER_THREAD = 50_000
 """An array call is split across threads only when every thread gets at least this many points."""
-CODE_VERSION = "10"  # 10: array loop of whole vectors, then the rest; 9: stack realigned; 8: sincos, fewer checks, record order; 3: libmvec
-"""Bump when the generated code changes meaning: it is part of the cache key."""
 
 STATS = {"compiled": 0, "loaded": 0}
 """Kernels compiled by LLVM / loaded from the persistent cache, in this process."""
@@ -150,8 +148,9 @@ def llvm_ir(tape: Tape, outputs: Sequence[int], part: str = "scalar") -> str:
 
 
 def _cache_key(program: Program, part: str, opt: int, extra: str = "") -> str:
+    """The program and every choice made for it, with :func:`jit.code_id` (host, versions, the code generator's source)."""
     pairs = ",".join(sorted("+".join(pair) for pair in jit.fused_pairs()))  # sincos or not
-    text = f"{CODE_VERSION}|{part}|{opt}|{pairs}|{jit.host_id()}|{program.digest()}{extra}"
+    text = f"{part}|{opt}|{pairs}|{jit.code_id()}|{program.digest()}{extra}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -306,7 +306,7 @@ def _addresses() -> dict[str, int]:
 
 def cache_key() -> str:
     """What the persistent cache files the entries' object code under (one file for all kernels)."""
-    return hashlib.sha256(f"pyentry|{jit.host_id()}|{sys.implementation.cache_tag}|{_ir()}".encode()).hexdigest()
+    return hashlib.sha256(f"pyentry|{jit.code_id()}|{sys.implementation.cache_tag}|{_ir()}".encode()).hexdigest()
 
 
 _new_function = None
