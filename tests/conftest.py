@@ -26,8 +26,17 @@ settings.register_profile("ci", max_examples=CI_EXAMPLES, derandomize=True, prin
 settings.register_profile("long", max_examples=LONG_EXAMPLES, print_blob=True, **_COMMON)
 settings.load_profile(os.environ.get("SYMGRAD_HYPOTHESIS_PROFILE", "ci"))
 
-# Native kernels compiled by the tests go to a fresh directory, never the user's cache.
-os.environ.setdefault("SYMGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="symgrad-test-cache-"))
+# Native kernels compiled by the tests go to a fresh directory, never the user's cache: set here, before
+# any test module imports symgrad, and removed when the run ends (a test run leaves nothing behind).
+_OWN_CACHE: str | None = None
+if "SYMGRAD_CACHE_DIR" not in os.environ:
+    _OWN_CACHE = os.environ["SYMGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="symgrad-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run's kernel cache (not a directory the caller chose with SYMGRAD_CACHE_DIR)."""
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 # ------------------------------------------------------------ Graphviz dot ---

@@ -11,7 +11,7 @@ Layout (one responsibility per module)::
     program.py  the tape as plain data; chunks and the work vector
     build.py    program → LLVM IR (chunks, scalar entry, fused array loop)
     jit.py      IR → object code → loaded machine code
-    cache.py    object code on disk (SYMGRAD_CACHE_DIR), keyed by program and host
+    cache.py    object code on disk (SYMGRAD_CACHE_DIR), authenticated, keyed by program, host and source
     kernel.py   compile_native, NativeKernel: how Python calls the machine code
     pyentry.py  the scalar entry as a built-in function (CPython's C API, in IR)
     arrays.py   Function's array path on the fused kernel (numpy's semantics)
