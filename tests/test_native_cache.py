@@ -196,7 +196,10 @@ def test_special_files_in_place_of_kernels_neither_hang_nor_exhaust_memory(cache
         f.truncate(64 << 30)
     result = subprocess.run(
         [sys.executable, "-c", _SPECIAL, *texts],
-        env=child_env(SYMGRAD_CACHE_DIR=str(cache_dir)), capture_output=True, text=True, timeout=60
+        env=child_env(SYMGRAD_CACHE_DIR=str(cache_dir)),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     *values, hits, rejected = result.stdout.split()
