@@ -9,30 +9,56 @@ Compiles N distinct formulas with ``backend="native"`` into a fresh cache direct
 seconds per thousand formulas, wall time and this process's CPU time (steadier on a shared
 machine): flat when a write costs the same however many kernels are already on disk.  Then the cache-hit compile: ``symgrad.compile`` of a formula whose kernel is on disk and
 its first ``vg`` call (parse, lower, gradient tape, load from the cache), median over ``--hits``
-formulas.  The directory is removed at the end.
+formulas; and the two steps of a lookup alone (a kernel's key, ``cache.load``).  The directory is
+removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 DIRECTORY = tempfile.mkdtemp(prefix="symgrad-bench-cache-")
-os.environ["SYMGRAD_CACHE_DIR"] = DIRECTORY  # before symgrad is imported: never the user's cache
-os.environ.pop("SYMGRAD_CACHE", None)
-
-import symgrad  # noqa: E402
-from symgrad.backends.native import cache  # noqa: E402
 
 
 def formula(k: int) -> str:
     """The ``k``-th formula: the same shape, a constant of its own (so a kernel of its own)."""
     return f"x*sin(y) + {k + 1}*exp(-x*y/{k + 2}) + cos(x + {k})"
+
+
+def lookup(cache: Any) -> None:
+    """CPU time of the two steps of a lookup: a kernel's key, and ``cache.load`` of a small kernel."""
+    from symgrad.backends.native.kernel import compile_native
+    from symgrad.lower import lower
+    from symgrad.parser import parse
+
+    text = formula(0)
+    tape = lower(parse(text), text)
+    kernel = compile_native(tape, [tape.output])
+    key = kernel.cache_key()
+
+    def per_call(fn: Callable[[], object], calls: int = 2000) -> float:
+        best = math.inf
+        for _ in range(5):
+            start = time.process_time()
+            for _ in range(calls):
+                fn()
+            best = min(best, (time.process_time() - start) / calls)
+        return best * 1e6
+
+    size = len(cache.load(key) or b"")
+    print(
+        f"lookup: key {per_call(kernel.cache_key):.1f} us, cache.load {per_call(lambda: cache.load(key)):.1f} us "
+        f"({size} bytes of object code; CPU, best of 5 x 2000 calls)"
+    )
 
 
 def main() -> None:
@@ -41,8 +67,13 @@ def main() -> None:
     parser.add_argument("--hits", type=int, default=200, help="cache-hit compiles to time (default 200)")
     parser.add_argument("--max-mb", type=float, default=None, help="SYMGRAD_CACHE_MAX_MB for the run")
     args = parser.parse_args()
+    os.environ["SYMGRAD_CACHE_DIR"] = DIRECTORY  # before symgrad reads its settings: never the user's cache
+    os.environ.pop("SYMGRAD_CACHE", None)
     if args.max_mb is not None:
         os.environ["SYMGRAD_CACHE_MAX_MB"] = str(args.max_mb)
+    import symgrad
+    from symgrad.backends.native import cache
+
     try:
         print(f"{args.n} distinct formulas, backend='native', cache {DIRECTORY}", flush=True)
         start = block = time.perf_counter()
@@ -77,6 +108,7 @@ def main() -> None:
                 f"(CPU {statistics.median(cpu_times) * 1000:.2f} ms) over {len(times)} formulas "
                 f"({hits} loads from disk)"
             )
+        lookup(cache)
     finally:
         shutil.rmtree(DIRECTORY, ignore_errors=True)
 
