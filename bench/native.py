@@ -411,7 +411,7 @@ def main() -> None:
     header = ["workload", "records", "executor", "per call", "ratio", "setup (compile)"]
     rows = scalar_section("W1", W.W1, W.W1_POINT, peers=False)
     rows += scalar_section("W2", W.W2, W.W2_POINT, peers=False)
-    for n in (50, 200):  # around symgrad.backends.native.AUTO_MIN_RECORDS
+    for n in (50, 200):  # small tapes, where a compile pays only after many calls
         rows += scalar_section(f"W3 N={n}", W.generated(n), W.generated_point(), peers=False)
     for n in (1_000, 10_000):
         rows += scalar_section(f"W3 N={n:,}", W.generated(n), W.generated_point(), peers=True)

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .backends import native
+from .backends import dispatch
 from .errors import InputError
 from .function import Function, Gradient, merge_point
 from .lower import lower, lower_many
@@ -117,10 +117,10 @@ def compile(source: Expression, backend: str | None = None) -> Function:
     (6.0, 5.0)
     """
     if isinstance(source, Function):
-        if backend is None or native.resolve_backend(backend) == source.backend:
+        if backend is None or dispatch.resolve_backend(backend) == source.backend:
             return source
         return Function(source.tape, source.source, backend, source.derivation)
-    chosen = native.resolve_backend(backend)
+    chosen = dispatch.resolve_backend(backend)
     if isinstance(source, str):
         return _cache.get((source, chosen), lambda: _compile_one(source, chosen))
     if isinstance(source, (list, tuple)) and source and all(isinstance(s, str) for s in source):

@@ -38,17 +38,17 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import graphviz
 import numpy as np
 
 from . import display, drawing, symbolic, transforms
 from . import explain as explain_mod
-from .backends import background, interpreter, native
 from .backends import dask as dask_arrays
-from .backends import numpy as arraycode
-from .backends import python as codegen
+from .backends import dispatch, interpreter
+from .backends import python as python_code
+from .backends.numpy import fit as fit_shape
 from .backends.protocol import Returns
 from .errors import (
     InputError,
@@ -64,6 +64,9 @@ from .errors import (
 from .explain import Explanation
 from .formula import FormulaTooLongError, to_formula
 from .tape import Tape
+
+if TYPE_CHECKING:
+    from .backends.native.kernel import NativeKernel
 
 __all__ = ["Function", "Gradient", "bind_scalars"]
 
@@ -91,8 +94,8 @@ class Function:
         "_fwd",
         "_getter",
         "_index",
-        "_jobs",
         "_n",
+        "_rentals",
         "_vg",
         "_vg_wrt",
         "backend",
@@ -123,9 +126,9 @@ class Function:
         self._derived: dict[tuple[Any, ...], Tape] = {}  # derivative tapes by what was asked
         self._derived_functions: dict[tuple[Any, ...], Function] = {}
         self._arrays: OrderedDict[tuple[Any, ...], Callable[..., list[Any]]] = OrderedDict()
-        self._jobs: list[background.Upgrade] = []  # machine code being compiled in the background
-        self.backend = native.resolve_backend(backend)
-        """Executor of the scalar code: ``"auto"`` (machine code for big tapes), ``"native"`` or ``"python"``."""
+        self._rentals: list[dispatch.Rental] = []  # entries that may still move to a faster executor
+        self.backend = dispatch.resolve_backend(backend)
+        """``"auto"`` (the dispatcher chooses, see :mod:`symgrad.backends.dispatch`), ``"native"`` or ``"python"``."""
 
     # -- shape ------------------------------------------------------------------
     @property
@@ -252,21 +255,24 @@ class Function:
         point = self.bind(args, kwargs)
         return point, _has_array(point)
 
-    def _array_run(self, tape: Tape, point: list[Any], reduce_to: tuple[int | None, ...]) -> list[Any]:
-        """Evaluate ``tape`` on arrays (compiled per tuple of shapes, a few kept)."""
+    def _array_run(
+        self, what: tuple[Any, ...], tape: Tape, point: list[Any], reduce_to: tuple[int | None, ...]
+    ) -> list[Any]:
+        """Evaluate ``tape`` (``what`` was asked of this Function) on arrays: one entry per tuple of
+        shapes, a few kept, each chosen by the dispatcher."""
         shapes = tuple(np.shape(v) for v in point)
-        key = (id(tape), shapes, reduce_to)
+        key = (what, shapes, reduce_to)
         fn = self._arrays.get(key)
         if fn is None:
-            fn = arraycode.array_function(tape, shapes, reduce_to)
-            n_points = math.prod(np.broadcast_shapes(*shapes)) if _broadcasts(shapes) else 0
-            if native.use_native_arrays(self.backend, n_points, len(tape)) and native.emits(tape):
-                from .backends.native.arrays import array_function as native_arrays  # only importable with llvmlite
 
-                fn = native_arrays(tape, shapes, reduce_to, fn) or fn
-            self._arrays[key] = fn
-            while len(self._arrays) > MAX_SHAPES:
-                self._arrays.popitem(last=False)
+            def keep(fn: Callable[..., list[Any]]) -> None:
+                self._arrays[key] = fn
+                while len(self._arrays) > MAX_SHAPES:
+                    self._arrays.popitem(last=False)
+
+            fn, rental = dispatch.array_entry(tape, shapes, reduce_to, self.backend, keep)
+            if rental is not None:
+                self._rentals.append(rental)
         else:
             self._arrays.move_to_end(key)
         try:
@@ -283,15 +289,29 @@ class Function:
                 def slow(*point: float) -> float:
                     return interpreter.evaluate(tape, point)[0]
 
-                fn = self._compiled(tape, slow, "value", self._store_forward)
+                fn = self._scalar(tape, slow, "value", self._store_forward)
             else:
 
                 def slow_all(*point: float) -> tuple[float, ...]:
                     return tuple(interpreter.evaluate(tape, point))
 
-                fn = self._compiled(tape, slow_all, "tuple", self._store_forward)
+                fn = self._scalar(tape, slow_all, "tuple", self._store_forward)
         result: Callable[..., Any] = fn
         return result
+
+    @property
+    def entry(self) -> Callable[..., Any]:
+        """The compiled function itself, for hot loops: ``f.entry(*floats)`` is ``f(*floats)``.
+
+        One float per variable, positionally in ``f.variables`` order; returns a
+        float (a tuple for several outputs).  Like :attr:`vg` it skips the
+        checking of its arguments, and domain errors are still
+        :class:`~symgrad.errors.DomainError`.  Read it again after
+        :meth:`wait_native` to get the machine code itself rather than the
+        entry that counts calls towards compiling it.
+        """
+        fn = self._fwd
+        return fn if fn is not None else self._forward_fn()
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         """The value at a point: ``f(a=2, b=-3, c=10)`` or ``f(2, -3, 10)``; a tuple for several outputs."""
@@ -303,7 +323,7 @@ class Function:
                 )
             return dask_arrays.forward(self, point)
         if arrays:
-            results = self._array_run(self.tape, point, ())
+            results = self._array_run(("value",), self.tape, point, ())
             return results[0] if self.n_outputs == 1 else tuple(results)
         return self._forward_fn()(*point)
 
@@ -331,7 +351,13 @@ class Function:
                 else:
                     self._vg_wrt[positions] = fn
 
-            fn = self._compiled(self._gradient_tape(positions), slow, "value_and_grad", store)
+            fn = self._scalar(
+                self._gradient_tape(positions),
+                slow,
+                "value_and_grad",
+                store,
+                on_kernel=self._gradient_kernel if positions is None else None,
+            )
         return fn
 
     def _store_forward(self, fn: Callable[..., Any]) -> None:
@@ -374,7 +400,9 @@ class Function:
                 if _has_array(point):
                     if _has_dask(point):
                         return dask_arrays.value_and_grad(self, point, wrt)
-                    value, *grads = self._array_run(self._gradient_tape(None), point, (None, *range(self._n)))
+                    value, *grads = self._array_run(
+                        ("grad", None), self._gradient_tape(None), point, (None, *range(self._n))
+                    )
                 else:
                     value, grads = fn(*point)
             if self._n == 1:
@@ -385,7 +413,9 @@ class Function:
         if arrays and _has_dask(point):
             return dask_arrays.value_and_grad(self, point, wrt)
         if arrays:
-            value, *grads = self._array_run(self._gradient_tape(positions), point, (None, *positions))
+            value, *grads = self._array_run(
+                ("grad", positions), self._gradient_tape(positions), point, (None, *positions)
+            )
         else:
             value, grads = self._vg_fn(positions)(*point)
         if isinstance(wrt, str):
@@ -461,7 +491,7 @@ class Function:
             shape_of = [shapes[h.variables.index(name)] for name in names]
             full = np.broadcast_shapes(*shapes)
             targets = [np.broadcast_shapes(shape_of[i], shape_of[j]) for i in range(n) for j in range(n)]
-            values = tuple(arraycode.fit(v, full, t) for v, t in zip(values, targets, strict=True))
+            values = tuple(fit_shape(v, full, t) for v, t in zip(values, targets, strict=True))
         if isinstance(wrt, str) or (wrt is None and n == 1):
             return values[0]
         return {names[i]: {names[j]: values[i * n + j] for j in range(n)} for i in range(n)}
@@ -480,7 +510,7 @@ class Function:
         if shapes is not None:  # as grad: each partial of the sum over the points, in its variable's shape
             full = np.broadcast_shapes(*shapes)
             targets = [shapes[j.variables.index(name)] for name in names] * self.n_outputs
-            values = tuple(arraycode.fit(v, full, t) for v, t in zip(values, targets, strict=True))
+            values = tuple(fit_shape(v, full, t) for v, t in zip(values, targets, strict=True))
         return {out: {names[k]: values[row * n + k] for k in range(n)} for row, out in enumerate(self.output_names)}
 
     def jvp_function(self) -> Function:
@@ -500,7 +530,7 @@ class Function:
         out, shapes = _outputs_at(self.jvp_function(), (args,), {})
         if shapes is not None:  # values and directional derivatives are per point
             full = np.broadcast_shapes(*shapes)
-            out = tuple(arraycode.fit(v, full, full) for v in out)
+            out = tuple(fit_shape(v, full, full) for v in out)
         m = self.n_outputs
         if m == 1:
             return out[0], out[1]
@@ -523,8 +553,7 @@ class Function:
         if shapes is not None:  # as grad: of the sum over the points, in each variable's shape
             full = np.broadcast_shapes(*shapes)
             out = tuple(
-                arraycode.fit(v, full, shapes[h.variables.index(name)])
-                for v, name in zip(out, self.variables, strict=True)
+                fit_shape(v, full, shapes[h.variables.index(name)]) for v, name in zip(out, self.variables, strict=True)
             )
         if self._n == 1:
             return out[0]
@@ -567,62 +596,47 @@ class Function:
         inputs = bind_scalars(self, merged, "draw()")
         return drawing.draw_point(self.tape, inputs, rankdir=rankdir, layout=layout)
 
-    # -- backend choice (native machine code via llvmlite, else generated Python) ---------
-    def _compiled(
+    # -- executors: the dispatcher chooses ---------------------------------------
+    def _scalar(
         self,
         tape: Tape,
         slow: Callable[..., Any],
         returns: Returns,
         store: Callable[[Callable[..., Any]], None],
+        on_kernel: Callable[[NativeKernel], None] | None = None,
     ) -> Callable[..., Any]:
-        """Code for ``tape`` on floats, kept with ``store``: the native kernel where the backend choice
-        says so, else generated Python.
-
-        Under ``auto`` the kernel compiles in the background (:mod:`symgrad.backends.background`): until it
-        is ready, a loop over the records (:func:`symgrad.backends.python.interim`) serves the calls with
-        the kernel's numbers, and ``store`` is told of the kernel when it takes over (of generated
-        Python if the compile fails).  ``SYMGRAD_BACKGROUND=0`` compiles before the first call, and
-        so does ``SYMGRAD_VECTOR_LIBM=all``, whose kernels do not give the loop's numbers.
-        """
-        fn: Callable[..., Any]
-        if native.use_native(self.backend, len(tape)) and (self.backend == "native" or native.emits(tape)):
-            from .backends.native.kernel import function as native_function  # only importable with llvmlite
-
-            if self.backend == "auto" and background.enabled() and not native.vector_libm_everywhere():
-                job = background.upgrade_later(
-                    codegen.interim(tape, slow, returns),
-                    lambda: native_function(tape, slow, returns),
-                    store,
-                    fallback=lambda: codegen.function(tape, slow, returns),
-                )
-                self._jobs.append(job)
-                return job.call
-            fn = native_function(tape, slow, returns)
-        else:
-            fn = codegen.function(tape, slow, returns)
-        store(fn)
+        """The dispatcher's entry for ``tape`` on floats, kept with ``store`` (which it tells of every
+        faster executor that takes over; see :mod:`symgrad.backends.dispatch`)."""
+        fn, rental = dispatch.scalar_entry(tape, slow, returns, self.backend, store, on_kernel=on_kernel)
+        if rental is not None:
+            self._rentals.append(rental)
         return fn
 
-    def wait_native(self, timeout: float | None = None) -> bool:
-        """Wait for the machine code this function compiles in the background; True once it all runs.
+    def _gradient_kernel(self, kernel: NativeKernel) -> None:
+        """Told of the gradient tape's native kernel when it serves (a traced function replays through it)."""
 
-        Under the ``auto`` backend a big tape (see :data:`symgrad.backends.native.AUTO_MIN_RECORDS`) compiles
-        to machine code in a background thread while its first calls run in Python, with the same
-        numbers.  This blocks until those compiles are done (at most ``timeout`` seconds).  False
-        on a timeout or if a compile failed (that code then runs as generated Python); True when
-        nothing was compiling.
+    def wait_native(self, timeout: float | None = None) -> bool:
+        """Compile this function's machine code now, if ``auto`` would in time, and wait for it.
+
+        Under ``auto`` the first calls run on the interpreter or generated Python,
+        and machine code is compiled in the background once they have cost about
+        what compiling costs (see :mod:`symgrad.backends.dispatch`).  This starts
+        those compiles at once and blocks until they are done (at most
+        ``timeout`` seconds).  False on a timeout or if a compile failed (that
+        code then runs as generated Python); True when nothing was to compile.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         upgraded = True
-        for job in list(self._jobs):
+        for rental in list(self._rentals):
+            rental.buy_now()
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            upgraded = job.wait(left) and upgraded
+            upgraded = rental.wait(left) and upgraded
         return upgraded
 
     @property
     def llvm_ir(self) -> str:
         """The LLVM IR the native backend compiles for ``vg`` (the gradient tape; needs llvmlite)."""
-        native.use_native("native", len(self.tape))  # raises MissingDependencyError without llvmlite
+        dispatch.native_ready("native", self.tape)  # raises MissingDependencyError without llvmlite
         from .backends.native.kernel import llvm_ir
 
         tape = self.tape if self.n_outputs != 1 else self._gradient_tape(None)
@@ -632,8 +646,8 @@ class Function:
     def code(self) -> str:
         """The Python source generated from the gradient tape (value and partials on floats)."""
         if self.n_outputs != 1:
-            return codegen.source(self.tape, "tuple")
-        return codegen.source(self._gradient_tape(None), "value_and_grad")
+            return python_code.source(self.tape, "tuple")
+        return python_code.source(self._gradient_tape(None), "value_and_grad")
 
     # -- the oracle (sympy, imported only when these are called) ---------------
     def to_sympy(self) -> Any:

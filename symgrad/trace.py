@@ -14,22 +14,16 @@ at every replay, so networks built from them replay correctly.  Leaves that
 are not parameters (training data, say) are recorded as constants at their
 ``data`` at tracing time; to vary them, pass them as parameters too.
 
-Which code replays: the gradient tape (value and every partial) runs as
-machine code when the backend says native (:mod:`symgrad.backends.native`), through
+Which code replays: the gradient tape (value and every partial), on the
+executor the dispatcher (:mod:`symgrad.backends.dispatch`) chooses, as for
+any Function: under ``auto`` the first replays run on the interpreter or
+generated Python, and machine code is compiled in the background once the
+replays have cost about what compiling costs (at once when the persistent
+cache holds it).  A long training run gets machine code without a pause, a
+short one never starts LLVM.  Once machine code serves, a replay goes through
 one buffer: the parameters' ``data`` are packed into it with one C call, one
 call runs the kernel, and the value and partials come back as one array.
-Under ``auto``, a gradient tape of ``AUTO_MIN_RECORDS`` to
-``AUTO_MAX_RECORDS`` records is compiled at once.  A bigger one (a training
-loss over a batch, say: compiling it takes seconds) is loaded from the
-persistent cache if it is there, else it replays as generated Python until
-those replays have taken about as long as compiling would
-(:data:`COMPILE_SECONDS_PER_RECORD`); the replay that crosses the line
-starts the compile on symgrad's background worker (:mod:`symgrad.backends.background`)
-and Python keeps serving until the kernel is ready.  A long training run gets
-machine code without a pause, a short one never starts LLVM, and a process
-that ends during the compile waits for it (the worker is joined at exit, never
-cut off inside LLVM), which costs at most about what its replays already took.
-``wait_native()`` blocks until that kernel serves.
+``wait_native()`` compiles at once and blocks until that kernel serves.
 """
 
 from __future__ import annotations
@@ -38,12 +32,10 @@ import math
 import operator
 import struct
 import threading
-import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from .backends import background, interpreter, native
-from .errors import InputError
+from .errors import DomainError, InputError
 from .function import Function
 from .tape import Tape
 from .value import Value, linearise
@@ -53,14 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Traced", "trace"]
 
-TRAIN_OPT: int | None = None
-"""Optimisation level of a traced function's native kernel (None: the kernel's default by size)."""
-COMPILE_SECONDS_PER_RECORD = 30e-6
-"""Estimated LLVM time per gradient-tape record (measured 25-35 µs on W4's 188,114 records, loaded
-2-core machine): ``auto`` compiles a big tape once its Python replays have taken about this long."""
-
 _DATA = operator.attrgetter("data")
-_UNSET: Any = object()
 
 
 class Traced(Function):
@@ -71,91 +56,21 @@ class Traced(Function):
     and :meth:`backward`, which reads and writes the parameters themselves.
     """
 
-    __slots__ = ("_budget", "_compiling", "_entry", "_lock", "_pack", "params")
+    __slots__ = ("_buffer", "_lock", "_pack", "params")
 
     def __init__(self, tape: Tape, params: Sequence[Value], backend: str | None = None) -> None:
         super().__init__(tape, backend=backend)
         self.params: tuple[Value, ...] = tuple(params)
         """The parameter Values, in the order of the tape's inputs."""
-        self._entry: BufferEntry | None = _UNSET  # chosen on first use (see _native)
-        self._budget = math.inf  # seconds of Python replays after which auto compiles (see _kernel)
-        self._lock = threading.Lock()  # the entry's buffer is shared by the calls
+        self._buffer: BufferEntry | None = None  # the gradient kernel's buffer, once machine code serves
+        self._lock = threading.Lock()  # the buffer is shared by the calls
         self._pack: Callable[..., None] = struct.Struct(f"<{len(self.params)}d").pack_into
-        self._compiling: background.Upgrade | None = None  # the budget's compile, once started
 
-    def _native(self) -> BufferEntry | None:
-        """The gradient tape's kernel on a buffer, or None to replay generated Python (decided once)."""
-        entry = self._entry
-        if entry is _UNSET:
-            with self._lock:
-                if self._entry is _UNSET:
-                    kernel = self._kernel()
-                    self._entry = None if kernel is None else kernel.buffer_entry()
-                entry = self._entry
-        return entry
-
-    def _install(self, kernel: NativeKernel) -> None:
-        """From now on replay on ``kernel`` (compiled for the gradient tape's outputs)."""
+    def _gradient_kernel(self, kernel: NativeKernel) -> None:
+        """Replays go through ``kernel``'s buffer from now on (one C call in, one call, one array out)."""
         entry = kernel.buffer_entry()
         with self._lock:
-            self._entry = entry
-            self._budget = math.inf
-            self._vg = None  # rebuilt on the kernel by _vg_fn
-
-    def _kernel(self, cached_only: bool = True) -> NativeKernel | None:
-        """The backend's choice for the gradient tape (see the module docstring).
-
-        A big tape under ``auto`` whose kernel is not cached gets a budget
-        instead: :meth:`value_and_grad_list` compiles it once Python replays
-        have cost about what compiling costs (then at most twice the time of
-        the better choice made in advance is spent).  Not under
-        ``SYMGRAD_VECTOR_LIBM=all``, whose kernel does not give the Python
-        replays' numbers: it compiles at once.
-        """
-        tape = self._gradient_tape(None)
-        n = len(tape)
-        if self.backend == "python" or not native.use_native(self.backend, min(n, native.AUTO_MAX_RECORDS)):
-            return None
-        if self.backend == "auto" and not native.emits(tape):
-            return None
-        from .backends.native.kernel import cached_kernel, compile_native  # only importable with llvmlite
-
-        primal = self.tape
-
-        def slow(point: Sequence[float]) -> list[float]:
-            """Flagged points: the bound point's errors, else the classic sweeps (the exact DomainError)."""
-            values = self.bind(tuple(point), {})
-            value, grads = interpreter.value_and_grad(primal, values)
-            return [value, *grads]
-
-        outputs = list(tape.outputs)
-        if (
-            cached_only
-            and self.backend == "auto"
-            and n > native.AUTO_MAX_RECORDS
-            and not native.vector_libm_everywhere()
-        ):
-            kernel = cached_kernel(tape, outputs, fallback=slow, opt=TRAIN_OPT)
-            if kernel is None:
-                self._budget = n * COMPILE_SECONDS_PER_RECORD
-            return kernel
-        return compile_native(tape, outputs, fallback=slow, opt=TRAIN_OPT)
-
-    def _vg_fn(self, positions: tuple[int, ...] | None) -> Callable[..., tuple[float, list[float]]]:
-        """``vg`` and ``value_and_grad`` share the replay's kernel (one compile) when it is native."""
-        if positions is None and self._vg is None:
-            entry = self._native()
-            if entry is not None:
-                n = len(self.params)
-
-                def vg(*point: float) -> tuple[float, list[float]]:
-                    result = self._replay(entry, point) if len(point) == n else None
-                    if result is None:
-                        raise InputError(f"{self!r}.vg takes {n} floats, got {point!r}"[:300])
-                    return result[0], result[1:]
-
-                self._vg = vg
-        return super()._vg_fn(positions)
+            self._buffer = entry
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled as its tape and its parameters, which are leaf Values (``data``, ``grad``, ``label``).
@@ -170,57 +85,15 @@ class Traced(Function):
         """The value and the partials at ``values`` (one float per parameter, in order)."""
         if len(values) != len(self.params):
             raise InputError(f"{self!r} takes {len(self.params)} parameter values, got {len(values)}")
-        entry = self._entry if self._entry is not _UNSET else self._native()
+        entry = self._buffer
         if entry is not None:
             result = self._replay(entry, values)
             if result is not None:
                 return result[0], result[1:]
-        if self._budget < math.inf:
-            value, grads = self._timed_python(values)
-        else:
-            value, grads = self.value_and_grad(*values)
+        value, grads = self.value_and_grad(*values)
         if isinstance(grads, dict):
             return value, list(grads.values())
         return value, [grads]
-
-    def _timed_python(self, values: Sequence[float]) -> tuple[float, Any]:
-        """A Python replay charged to the compile budget; when it is spent, compile (auto, big tapes)."""
-        if self._vg is None:
-            self._vg_fn(None)  # generating the Python code is not a replay
-        start = time.perf_counter()
-        result = self.value_and_grad(*values)
-        self._budget -= time.perf_counter() - start
-        if self._budget <= 0.0:
-            with self._lock:  # one replay starts the compile
-                due, self._budget = self._budget <= 0.0, math.inf
-            if due:
-                self._compiling = background.upgrade_later(
-                    interim=lambda: None, build=self._built_kernel, publish=self._publish
-                )
-        return result
-
-    def _built_kernel(self) -> Callable[..., Any]:
-        kernel = self._kernel(cached_only=False)
-        if kernel is None:
-            raise RuntimeError("the backend chose Python")  # kept on the job; Python keeps serving
-        return kernel
-
-    def _publish(self, fn: Callable[..., Any]) -> None:
-        """The background job's result: the kernel (the job's own interim is not a replay)."""
-        if hasattr(fn, "buffer_entry"):
-            self._install(cast("NativeKernel", fn))
-
-    def wait_native(self, timeout: float | None = None) -> bool:
-        """Wait for machine code being compiled in the background (this Function's and the replay's).
-
-        False on a timeout or if a compile failed (the replay then stays generated Python); True
-        when it upgraded or nothing was compiling.
-        """
-        upgraded = super().wait_native(timeout)
-        job = self._compiling
-        if job is not None:
-            upgraded = job.wait(timeout) and upgraded
-        return upgraded
 
     def _replay(self, entry: BufferEntry, values: Any) -> list[float] | None:
         """``[value, *partials]`` from the kernel, or None when the values are not all numbers."""
@@ -229,7 +102,13 @@ class Traced(Function):
                 self._pack(entry.work, 0, *values)
             except struct.error:
                 return None  # the Python path says what is wrong with them
-            entry()
+            try:
+                entry()
+            except DomainError:
+                point = entry.work[: len(self.params)].tolist()
+                if not all(map(math.isfinite, point)):
+                    return None  # a nan or inf parameter: the Python path names it (an InputError)
+                raise
             result: list[float] = entry.outputs.tolist()
         return result
 
@@ -240,7 +119,7 @@ class Traced(Function):
         the gradients between steps (``model.zero_grad()``).
         """
         params = self.params
-        entry = self._entry if self._entry is not _UNSET else self._native()
+        entry = self._buffer
         result = None if entry is None else self._replay(entry, map(_DATA, params))
         if result is None:
             value, grads = self.value_and_grad_list([p.data for p in params])

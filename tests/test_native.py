@@ -22,7 +22,7 @@ from strategies import Case, cases
 
 import symgrad
 from symgrad import config, ops
-from symgrad.backends import interpreter, native
+from symgrad.backends import dispatch, interpreter, native
 from symgrad.backends.native import cache, jit, libm, pyentry
 from symgrad.backends.native.build import layout_of
 from symgrad.backends.native.emit import Builder, checks_result, constant, emitter, propagates, supported
@@ -662,11 +662,8 @@ def test_compile_backend_choice() -> None:
     with pytest.raises(InputError, match="backend must be one of"):
         symgrad.compile(text, backend="gpu")
     assert symgrad.compile(f_python, backend="native").backend == "native"
-    assert not native.use_native("auto", native.AUTO_MIN_RECORDS - 1)
-    assert native.use_native("auto", native.AUTO_MIN_RECORDS)
-    assert native.use_native("auto", native.AUTO_MAX_RECORDS)
-    assert not native.use_native("auto", native.AUTO_MAX_RECORDS + 1)  # compiling would take seconds
-    assert native.use_native("native", native.AUTO_MAX_RECORDS + 1)
+    assert dispatch.native_ready("auto", f_native.tape) and dispatch.native_ready("native", f_native.tape)
+    assert not dispatch.native_ready("python", f_native.tape)
 
 
 def test_backend_from_configuration() -> None:
@@ -764,10 +761,9 @@ def test_batched_kernels_answer_from_the_first_call_under_auto() -> None:
     """Their numbers are not the interpreter's, so no call is answered from Python while they compile."""
     text = " + ".join(f"({_MANY_CALLS}) * {k}" for k in range(1, 4))  # big enough for auto's machine code
     f = symgrad.Function(lower(parse(text), text), text, "auto")
-    assert native.AUTO_MIN_RECORDS <= len(f._gradient_tape(None)) <= native.AUTO_MAX_RECORDS
     point = (0.7, 0.3)
     first = f.vg(*point)
-    assert not f._jobs  # compiled before the first call, not in the background
+    assert not f._rentals  # compiled before the first call, not in the background
     exact = interpreter.value_and_grad(f.tape, list(point))
     assert first != (exact[0], list(exact[1]))  # the kernel's numbers (libmvec), not the interpreter's
     assert first == symgrad.Function(f.tape, text, "native").vg(*point)

@@ -26,13 +26,12 @@ import warnings
 import symgrad
 from symgrad.backends import interpreter, native
 
-text = " + ".join(f"sin(x * {k + 1}) * y" for k in range(80))  # above the auto threshold
+text = " + ".join(f"sin(x * {k + 1}) * y" for k in range(80))  # big enough that auto would compile it in time
 assert not native.available() and "llvmlite is not installed" in native.unavailable_reason()
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     f = symgrad.compile(text)
     g = symgrad.compile(text + " + 1")
-    assert len(f.tape) >= native.AUTO_MIN_RECORDS
     assert f(0.3, 2.0) == interpreter.forward(f.tape, [0.3, 2.0])[f.tape.output]
     assert g(0.3, 2.0) == interpreter.forward(g.tape, [0.3, 2.0])[g.tape.output]
 messages = [str(w.message) for w in caught]
@@ -61,8 +60,7 @@ with warnings.catch_warnings(record=True) as caught:
     traced = symgrad.trace(loss, model.parameters())
     value = traced.backward()
 eager = loss(model.parameters())
-assert traced._native() is None and value == eager.data, (value, eager.data)
-assert len(traced._gradient_tape(None)) >= symgrad.backends.native.AUTO_MIN_RECORDS
+assert traced._buffer is None and value == eager.data, (value, eager.data)
 assert any("using Python" in str(w.message) for w in caught), [str(w.message) for w in caught]
 try:
     symgrad.trace(loss, model.parameters(), backend="native").backward()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import pickle
 import random
-import sys
 import threading
 
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 
 import symgrad
 from symgrad import DomainError, InputError, Value, config, trace
-from symgrad.backends import native
 from symgrad.backends.native.kernel import BufferEntry, compile_native
 from symgrad.nn import MLP
 
@@ -49,7 +47,8 @@ def _eager(model: MLP, values: list[float]) -> tuple[float, list[float]]:
 def test_native_replay_equals_python_replay_and_eager_backward() -> None:
     model, fast = _traced("native")
     _, slow = _traced("python")
-    assert isinstance(fast._native(), BufferEntry) and slow._native() is None
+    assert fast.vg and slow.vg  # (the replay's entry, chosen on first use)
+    assert isinstance(fast._buffer, BufferEntry) and slow._buffer is None
     r = random.Random(3)
     for _ in range(5):
         values = [r.uniform(-1.5, 1.5) for _ in model.parameters()]
@@ -123,64 +122,57 @@ def test_errors_are_those_of_the_python_path() -> None:
         w.data = 0.5
 
 
-def test_auto_compiles_tapes_in_its_window_and_takes_bigger_ones_only_from_the_cache(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _, small = _traced("auto")
-    n = len(small._gradient_tape(None))
-    assert native.AUTO_MIN_RECORDS <= n <= native.AUTO_MAX_RECORDS
-    assert isinstance(small._native(), BufferEntry)
-    tiny = trace(lambda ps: ps[0] * 2.0, [Value(1.0)], backend="auto")
-    assert tiny._native() is None  # too small to pay for a kernel
-
-    monkeypatch.setattr(native, "AUTO_MAX_RECORDS", native.AUTO_MIN_RECORDS)  # now every such tape is "big"
-    _, big = _traced("auto", seed=5)
-    assert len(big._gradient_tape(None)) > native.AUTO_MAX_RECORDS
-    assert big._native() is None  # not compiled, not cached: Python
-    _, compiled = _traced("native", seed=5)  # the same recording: compiles and stores the kernel
-    assert compiled._native() is not None
-    _, again = _traced("auto", seed=5)
-    assert isinstance(again._native(), BufferEntry)  # loaded from the persistent cache
-    values = [0.1 * k for k in range(len(again.params))]
-    assert again.value_and_grad_list(values) == big.value_and_grad_list(values)
+def test_auto_replays_on_python_first_then_on_the_kernel_and_loads_cached_kernels_at_once() -> None:
+    model, first = _traced("auto", seed=5)
+    _, reference = _traced("python", seed=5)
+    values = [p.data for p in model.parameters()]
+    assert first.value_and_grad_list(values) == reference.value_and_grad_list(values)
+    assert first._buffer is None  # one replay has not paid for a compile
+    assert first.wait_native(timeout=120)  # compile now
+    assert isinstance(first._buffer, BufferEntry)
+    assert first.value_and_grad_list(values) == reference.value_and_grad_list(values)
+    assert first.vg(*values) == reference.value_and_grad_list(values)  # vg moved to the kernel too
+    _, again = _traced("auto", seed=5)  # the same recording: its kernel is in the persistent cache
+    again.value_and_grad_list(values)
+    assert isinstance(again._buffer, BufferEntry)  # loaded at once
 
 
-def test_with_batched_libm_calls_auto_compiles_a_big_tape_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_batched_libm_calls_auto_compiles_at_once() -> None:
     """Such a kernel's numbers are not the Python replays' (a few ulp), so no replay runs in Python first."""
-    monkeypatch.setattr(native, "AUTO_MAX_RECORDS", native.AUTO_MIN_RECORDS)  # every such tape is "big"
     with config.override(VECTOR_LIBM="all"):
-        _, big = _traced("auto", seed=6)
-        assert len(big._gradient_tape(None)) > native.AUTO_MAX_RECORDS
-        assert isinstance(big._native(), BufferEntry)  # compiled now, although nothing was cached
-    _, exact = _traced("auto", seed=6)
-    assert exact._native() is None  # the exact kernel: Python replays first, as before
+        model, batched = _traced("auto", seed=6)
+        batched.value_and_grad_list([p.data for p in model.parameters()])
+        assert isinstance(batched._buffer, BufferEntry)  # compiled now, although nothing was cached
+    model, exact = _traced("auto", seed=6)
+    exact.value_and_grad_list([p.data for p in model.parameters()])
+    assert exact._buffer is None  # the exact kernel: Python replays first
 
 
-def test_auto_compiles_a_big_tape_once_python_replays_have_cost_the_compile_time(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    trace_module = sys.modules["symgrad.trace"]
-    monkeypatch.setattr(native, "AUTO_MAX_RECORDS", native.AUTO_MIN_RECORDS)
+def test_auto_compiles_once_replays_have_cost_the_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rent or buy, counted in the cost model's seconds: with a compile priced at a few replays, a few
+    replays start it (in the background) and the kernel then serves the replays."""
+    from dataclasses import replace
+
+    from symgrad.backends import dispatch
+
+    cheap = replace(dispatch.COSTS, native_setup_fixed=0.0, native_setup_per_record=1e-9)
+    monkeypatch.setattr(dispatch, "COSTS", cheap)
     model, big = _traced("auto", seed=7)
     _, reference = _traced("python", seed=7)
-    n = len(big._gradient_tape(None))
-    monkeypatch.setattr(trace_module, "COMPILE_SECONDS_PER_RECORD", 1.0 / n)  # a budget of one second
     values = [p.data for p in model.parameters()]
-    assert big.value_and_grad_list(values) == reference.value_and_grad_list(values)
-    assert big._native() is None and 0.0 < big._budget < 1.0  # charged for one replay, still Python
-    big._budget = 1e-9  # as if the second were spent
-    model.zero_grad()
-    assert big.backward() == reference.value_and_grad_list(values)[0]  # starts the compile in the background
+    for _ in range(10):
+        assert big.value_and_grad_list(values) == reference.value_and_grad_list(values)
     assert big.wait_native(timeout=120)
-    assert isinstance(big._native(), BufferEntry) and big._budget == math.inf  # compiled: native from now on
-    assert big.value_and_grad_list(values) == reference.value_and_grad_list(values)
-    assert big.vg(*values) == reference.value_and_grad_list(values)  # vg moved to the kernel too
+    assert isinstance(big._buffer, BufferEntry)
+    model.zero_grad()
+    assert big.backward() == reference.value_and_grad_list(values)[0]
+    assert big.vg(*values) == reference.value_and_grad_list(values)
 
 
 def test_pickle_keeps_the_backend_and_threads_share_one_traced() -> None:
     model, traced = _traced("native")
     copy = pickle.loads(pickle.dumps(traced))
-    assert copy.backend == "native" and isinstance(copy._native(), BufferEntry)
+    assert copy.backend == "native" and copy.vg and isinstance(copy._buffer, BufferEntry)
     r = random.Random(9)
     points = [[r.uniform(-1, 1) for _ in model.parameters()] for _ in range(8)]
     expected = [traced.value_and_grad_list(p) for p in points]

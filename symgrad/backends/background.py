@@ -110,31 +110,48 @@ def upgrade_later(
     build: Callable[[], Fn],
     publish: Callable[[Fn], None] = lambda fn: None,
     fallback: Callable[[], Fn] | None = None,
+    *,
+    lane: str = "small",
+    announce: bool = True,
 ) -> Upgrade:
     """Start ``build()`` in the background; the returned job's ``call`` serves meanwhile.
 
     ``publish(fn)`` is where the caller keeps the callable: it is called at once
-    with ``job.call``, and again with the built callable once that serves (so
-    whoever reads the caller's slot later calls it directly).  ``fallback()``
-    builds the replacement when ``build()`` raises (both run on the worker).
+    with ``job.call`` (unless ``announce`` is False), and again with the built callable
+    once that serves (so whoever reads the caller's slot later calls it directly).
+    ``fallback()`` builds the replacement when ``build()`` raises (both run on the worker).
+    ``lane`` picks the queue: ``"small"`` builds run in this process one at a time;
+    ``"isolated"`` ones (long compiles, which do their heavy part in a child process)
+    have a queue and a worker of their own, so a small build never waits behind them.
     With ``SYMGRAD_BACKGROUND=0`` everything runs now, here.
     """
+    if lane not in LANES:
+        raise ValueError(f"lane must be one of {LANES}, not {lane!r}")
     job = Upgrade(interim, build, fallback, publish)
-    publish(job.call)  # before the build can finish and publish its own
+    if announce:
+        publish(job.call)  # before the build can finish and publish its own
     if not enabled():
         job._run()
         return job
-    with _state.lock:
-        _state.queue.append(job)
-    _ensure_worker()
+    state = _states[lane]
+    with state.lock:
+        state.queue.append(job)
+    _ensure_worker(state)
     return job
 
 
-# ----------------------------------------------------------------- worker ---
-class _State:
-    """The worker's shared state (rebuilt in a forked child)."""
+# ----------------------------------------------------------------- workers ---
+LANES = ("small", "isolated")
+EXIT_WAIT_SECONDS = 1.0
+"""At exit, how long to wait for the isolated lane's worker (its compile runs in a child process,
+which is stopped first, so the worker is normally done within milliseconds)."""
 
-    def __init__(self, queue: collections.deque[Upgrade] | None = None) -> None:
+
+class _State:
+    """One lane's shared state (rebuilt in a forked child)."""
+
+    def __init__(self, name: str, queue: collections.deque[Upgrade] | None = None) -> None:
+        self.name = name
         self.lock = threading.Lock()  # taken before ``busy`` wherever both are taken
         self.busy = threading.Lock()  # held while a build runs
         self.queue: collections.deque[Upgrade] = queue if queue is not None else collections.deque()
@@ -142,15 +159,24 @@ class _State:
         self.stopping = False
 
 
-_state = _State()
+_states = {lane: _State(lane) for lane in LANES}
+_exit_hooks: list[Callable[[], None]] = []
 
 
-def _ensure_worker() -> None:
-    """Start the worker if builds are queued and none runs (it ends when the queue is empty)."""
-    with _state.lock:
-        if _state.worker is None and _state.queue and not _state.stopping:
-            _state.worker = threading.Thread(target=_work, args=(_state,), name="symgrad-background", daemon=True)
-            _state.worker.start()
+def on_exit(hook: Callable[[], None]) -> None:
+    """Run ``hook`` at exit before the workers are joined (e.g. stop a child process compiling for one)."""
+    _exit_hooks.append(hook)
+
+
+def _ensure_worker(state: _State | None = None) -> None:
+    """Start a lane's worker if builds are queued and none runs (it ends when the queue is empty)."""
+    for lane in [state] if state is not None else list(_states.values()):
+        with lane.lock:
+            if lane.worker is None and lane.queue and not lane.stopping:
+                lane.worker = threading.Thread(
+                    target=_work, args=(lane,), name=f"symgrad-background-{lane.name}", daemon=True
+                )
+                lane.worker.start()
 
 
 def _work(state: _State) -> None:
@@ -168,35 +194,48 @@ def _work(state: _State) -> None:
 
 
 def _stop() -> None:
-    """At exit: drop builds not started, let a running one finish (it may be writing a cache file)."""
-    with _state.lock:
-        _state.stopping = True
-        dropped = list(_state.queue)
-        _state.queue.clear()
-        worker = _state.worker
-    for job in dropped:
-        job._done.set()
-    if worker is not None:
-        worker.join(timeout=120.0)
+    """At exit: drop builds not started, stop child compiles, let an in-process build finish.
+
+    The small lane's build runs LLVM in this process (it may also be writing a cache file): it
+    is joined.  The isolated lane's build waits on a child process, stopped by the exit hooks:
+    its worker is given :data:`EXIT_WAIT_SECONDS` and then left behind (a daemon thread).
+    """
+    workers = []
+    for state in _states.values():
+        with state.lock:
+            state.stopping = True
+            dropped = list(state.queue)
+            state.queue.clear()
+            workers.append((state.name, state.worker))
+        for job in dropped:
+            job._done.set()
+    for hook in _exit_hooks:
+        with contextlib.suppress(Exception):
+            hook()
+    for name, worker in workers:
+        if worker is not None:
+            worker.join(timeout=EXIT_WAIT_SECONDS if name == "isolated" else 120.0)
 
 
 def _before_fork() -> None:
-    if threading.current_thread() is _state.worker:  # pragma: no cover - builds do not fork
+    if threading.current_thread() in [state.worker for state in _states.values()]:  # pragma: no cover
         return
-    _state.lock.acquire()
-    _state.busy.acquire()  # wait for a running build: the locks it holds (LLVM's, say) are free at the fork
+    for state in _states.values():
+        state.lock.acquire()
+        state.busy.acquire()  # wait for a running build: the locks it holds (LLVM's, say) are free at the fork
 
 
 def _after_fork_parent() -> None:
-    if threading.current_thread() is _state.worker:  # pragma: no cover
+    if threading.current_thread() in [state.worker for state in _states.values()]:  # pragma: no cover
         return
-    _state.busy.release()
-    _state.lock.release()
+    for state in reversed(list(_states.values())):
+        state.busy.release()
+        state.lock.release()
 
 
 def _after_fork_child() -> None:
-    global _state
-    _state = _State(_state.queue)  # fresh locks and no worker: one starts when something waits
+    global _states
+    _states = {name: _State(name, state.queue) for name, state in _states.items()}  # fresh locks, no workers
 
 
 atexit.register(_stop)

@@ -168,12 +168,17 @@ def _no_fallback(point: Sequence[float]) -> Sequence[float]:  # pragma: no cover
 
 
 def array_function(
-    tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None], numpy_fn: Callable[..., list[Any]]
+    tape: Tape,
+    shapes: Sequence[Shape],
+    reduce_to: Sequence[int | None],
+    numpy_fn: Callable[..., list[Any]],
+    compile_now: bool = False,
 ) -> Callable[..., list[Any]] | None:
     """``fn(*point) -> [outputs]`` like ``numpy_fn`` (the numpy program for these shapes), on the kernel.
 
     None where the kernel cannot give numpy's result shapes (an output that
     is not a partial and does not vary over the points): use ``numpy_fn``.
+    ``compile_now``: compile the loop here (on a background worker, say), not at the first call.
     """
     shapes = [tuple(s) for s in shapes]
     point_shape = np.broadcast_shapes(*shapes)
@@ -199,6 +204,8 @@ def array_function(
             if math.prod(shapes[target]) == 1:
                 summed.append(k)
     kernel = _kernel(loop, len(boundary) + len(recips), tuple(summed))
+    if compile_now:
+        kernel.prepare_array()
     varying_inputs = [j for j, u in enumerate(uniform_inputs) if not u]
     records = program.records
     n_in = program.n_inputs

@@ -16,18 +16,23 @@ engine owns its target machine, so each engine gets a fresh one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
 import importlib.resources
+import json
 import struct
+import subprocess
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import llvmlite
 import llvmlite.binding as llvm
 
+from .. import background
 from . import libm
 from .emit import PAIRS
 
@@ -38,6 +43,7 @@ __all__ = [
     "compile_object",
     "fused_pairs",
     "host_id",
+    "isolated",
     "load_object",
     "optimize_ir",
 ]
@@ -138,11 +144,81 @@ def _module(ir_text: str, opt: int) -> tuple[llvm.ModuleRef, llvm.TargetMachine]
 
 def compile_object(ir_text: str, opt: int) -> bytes:
     """Object code for this host: ``opt`` 0 (no IR passes, fast instruction selection), 1 (inliner and
-    SROA only), 2-3 (LLVM's O2/O3 pipelines)."""
+    SROA only), 2-3 (LLVM's O2/O3 pipelines).  Inside :func:`isolated`, in a child process."""
+    if getattr(_isolation, "on", False):
+        return _compile_in_child(ir_text, opt)
     with _lock:
         _init()
         mod, tm = _module(ir_text, opt)
         return bytes(tm.emit_object(mod))
+
+
+# ------------------------------------------------------- isolated compiles ---
+_isolation = threading.local()
+_children: set[subprocess.Popen[bytes]] = set()
+_children_lock = threading.Lock()
+_CHILD = (
+    "import json, sys; sys.path[:0] = json.loads(sys.argv[2]); "  # the child imports this very symgrad
+    "from symgrad.backends.native.jit import child_main; child_main()"
+)
+
+
+@contextlib.contextmanager
+def isolated() -> Iterator[None]:
+    """Compiles made by this thread inside the block run in a child process.
+
+    For long compiles on the background worker: LLVM then never runs in this
+    process for seconds, so the process can exit at any moment (the child is
+    stopped, see :func:`stop_children`) and never waits for it.  The object code
+    is the same: the child runs :func:`compile_object` on the same IR, for the
+    same host.
+    """
+    before = getattr(_isolation, "on", False)
+    _isolation.on = True
+    try:
+        yield
+    finally:
+        _isolation.on = before
+
+
+def _compile_in_child(ir_text: str, opt: int) -> bytes:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(int(opt)), json.dumps([p for p in sys.path if p])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    with _children_lock:
+        _children.add(proc)
+    try:
+        data, err = proc.communicate(ir_text.encode())
+    finally:
+        with _children_lock:
+            _children.discard(proc)
+    if proc.returncode != 0 or not data:
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        raise OSError(f"the compile in a child process failed (exit {proc.returncode}): {tail[0][:300]}")
+    return data
+
+
+def child_main() -> None:
+    """The child's side of :func:`isolated`: IR text on stdin, object code on stdout."""
+    opt = int(sys.argv[1])
+    data = compile_object(sys.stdin.buffer.read().decode(), opt)
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+def stop_children() -> None:
+    """Kill every child process compiling for this one (at exit: nobody will wait for its result)."""
+    with _children_lock:
+        children = list(_children)
+    for proc in children:
+        with contextlib.suppress(OSError):
+            proc.kill()
+
+
+background.on_exit(stop_children)
 
 
 def optimize_ir(ir_text: str, opt: int) -> str:

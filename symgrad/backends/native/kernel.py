@@ -245,6 +245,13 @@ class NativeKernel:
     def outputs(self) -> tuple[int, ...]:
         return self.program.outputs
 
+    def prepare_array(self) -> None:
+        """Compile (or load) the array loop now rather than at the first array call."""
+        with self._lock:
+            ready = self._array_fn is not None
+        if not ready:
+            self._array_fn = _ARRAY_PROTO(self._load("array", ARRAY))
+
     # -- scalar entry ---------------------------------------------------------
     def entry(self, returns: Returns = "tuple") -> Callable[..., Any]:
         """``fn(*floats)`` returning one float (``"value"``: output 0), a tuple of the outputs

@@ -1,0 +1,265 @@
+"""Where the fast path is reachable: ``backend="auto"`` against every fixed choice, cell by cell.
+
+    python bench/dispatch.py [--quick] [--tables scalar,arrays,traced] [--cap SECONDS]
+
+Three tables, each run with one process per column (``auto``, and each fixed
+choice), every process with an empty kernel cache, so the columns compare:
+
+* **scalar**: W3-style generated expressions of N ops (``bench/workloads.py``),
+  ``f.vg(*floats)`` called 1, 10, 100, 1,000 and 10,000 times.  Fixed choices:
+  ``backend="python"`` (generated Python, never machine code) and
+  ``backend="native"`` (machine code compiled before the first call).
+* **arrays**: ``f.value_and_grad`` on generated tapes of about 10 to 5,000
+  records over 10 to 10^6 points, 1, 10 and 100 calls, with every variable an
+  array ("per point") or only ``x`` an array and the others scalars whose
+  partials are summed ("summed").  Fixed choices: the numpy program
+  (``backend="python"``) and the fused kernel (``backend="native"``).
+* **traced**: the moons training step of ``bench/train_step.py`` (``trace`` of
+  the loss over 100 points, then ``backward`` and an SGD update per step), 10,
+  100 and 1,000 steps.  Fixed choices: generated Python and machine code.
+
+For each cell: the total seconds of the calls with everything after
+``symgrad.compile`` (or ``trace``) included (derivative tapes, code generation,
+compiles), measured as the calls run; ``auto / best`` is auto's total against
+the best fixed choice's.  A cell whose calls would exceed ``--cap`` seconds is
+extrapolated from the calls timed so far (marked ``~``).  Then the steady state:
+per-call seconds once auto has settled (after ``wait_native()``) against the
+fastest fixed choice's per-call seconds.  Targets (docs/performance.md): auto's
+total within 2x of the best fixed choice in every cell; steady state within
+1.25x of the fastest.
+
+Only public entries are used (``symgrad.compile``, ``f.vg``,
+``f.value_and_grad``, ``symgrad.trace``, ``backward``, ``wait_native``), so the
+same script measures any version of symgrad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+SCALAR_OPS = [300, 1_000, 3_000, 10_000, 30_000, 100_000]
+SCALAR_CALLS = [1, 10, 100, 1_000, 10_000]
+ARRAY_OPS = [4, 40, 400, 2_000]  # about 10, 100, 1,000 and 5,000 gradient records
+ARRAY_POINTS = [10, 100, 1_000, 10_000, 1_000_000]
+ARRAY_CALLS = [1, 10, 100]
+TRACED_STEPS = [10, 100, 1_000]
+COLUMNS = {
+    "scalar": ["auto", "python", "native"],
+    "arrays": ["auto", "python", "native"],
+    "traced": ["auto", "python", "native"],
+}
+
+
+def _timeline(call: Callable[[], Any], counts: list[int], cap: float, start: float) -> list[tuple[float, bool]]:
+    """Seconds from ``start`` until the k-th call returned, for each k in ``counts`` (True: extrapolated)."""
+    out: list[tuple[float, bool]] = []
+    done = 0
+    now = time.perf_counter()
+    for k in counts:
+        while done < k:
+            if now - start > cap and done > 0:  # too slow to run on: extrapolate at the recent per-call time
+                t0 = time.perf_counter()
+                call()
+                done += 1
+                now = time.perf_counter()
+                per = now - t0
+                out.append((now - start + (k - done) * per, True))
+                break
+            call()
+            done += 1
+            now = time.perf_counter()
+        else:
+            out.append((now - start, False))
+            continue
+        for rest in counts[len(out) :]:
+            out.append((out[-1][0] + (rest - k) * per, True))
+        return out
+    return out
+
+
+def _steady(call: Callable[[], Any], budget: float = 0.5) -> float:
+    """Median-free steady per-call seconds: as many calls as fit in ``budget`` (at least 3)."""
+    n, start = 0, time.perf_counter()
+    while n < 3 or time.perf_counter() - start < budget:
+        call()
+        n += 1
+    return (time.perf_counter() - start) / n
+
+
+# ------------------------------------------------------------------ columns ---
+def scalar_column(backend: str, sizes: list[int], cap: float) -> list[dict[str, Any]]:
+    import workloads as W
+
+    import symgrad
+
+    rows = []
+    point = W.generated_point()
+    for n_ops in sizes:
+        f = symgrad.compile(W.generated(n_ops), backend=backend)
+        args = [point[name] for name in f.variables]
+        start = time.perf_counter()
+        line = _timeline(lambda f=f, args=args: f.vg(*args), SCALAR_CALLS, cap, start)
+        f.wait_native()
+        rows.append({"n_ops": n_ops, "totals": line, "steady": _steady(lambda f=f, args=args: f.vg(*args))})
+    return rows
+
+
+def array_column(backend: str, sizes: list[int], points: list[int], cap: float) -> list[dict[str, Any]]:
+    import numpy as np
+    import workloads as W
+
+    import symgrad
+
+    rows = []
+    for n_ops in sizes:
+        src = W.generated(n_ops, n_vars=4)
+        for n_points in points:
+            for summed in (False, True):
+                f = symgrad.compile(src, backend=backend)
+                rng = np.random.default_rng(0)
+                values: dict[str, Any] = {}
+                for i, name in enumerate(f.variables):
+                    if summed and i > 0:
+                        values[name] = float(rng.uniform(0.5, 1.5))
+                    else:
+                        values[name] = rng.uniform(0.5, 1.5, n_points)
+                start = time.perf_counter()
+                line = _timeline(lambda f=f, v=values: f.value_and_grad(**v), ARRAY_CALLS, cap, start)
+                f.wait_native()
+                steady = _steady(lambda f=f, v=values: f.value_and_grad(**v))
+                records = len(symgrad.transforms.grad_tape(f.tape))
+                rows.append(
+                    {
+                        "n_ops": n_ops,
+                        "records": records,
+                        "points": n_points,
+                        "summed": summed,
+                        "totals": line,
+                        "steady": steady,
+                    }
+                )
+    return rows
+
+
+def traced_column(backend: str, cap: float) -> list[dict[str, Any]]:
+    import train_step as T
+
+    import symgrad
+
+    pb = T.problem(0)
+    model = pb.model()
+    params = model.parameters()
+    traced = symgrad.trace(lambda ps: pb.moons.loss_of(model, pb.X, pb.y), params, backend=backend)
+    step = T._replay_step(model, traced, params)
+    start = time.perf_counter()
+    line = _timeline(step, TRACED_STEPS, cap, start)
+    traced.wait_native()
+    return [{"records": len(traced.tape), "totals": line, "steady": _steady(step, 1.0)}]
+
+
+def child(table: str, backend: str, quick: bool, cap: float) -> None:
+    sizes = SCALAR_OPS[:3] if quick else SCALAR_OPS
+    if table == "scalar":
+        rows = scalar_column(backend, sizes, cap)
+    elif table == "arrays":
+        rows = array_column(
+            backend, ARRAY_OPS[:3] if quick else ARRAY_OPS, ARRAY_POINTS[:4] if quick else ARRAY_POINTS, cap
+        )
+    else:
+        rows = traced_column(backend, cap)
+    print(json.dumps(rows))
+
+
+# -------------------------------------------------------------------- report ---
+def run_column(table: str, backend: str, quick: bool, cap: float) -> list[dict[str, Any]]:
+    env = dict(os.environ)
+    env["SYMGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="symgrad-bench-dispatch-")  # every column compiles
+    env.pop("SYMGRAD_BACKEND", None)
+    argv = [sys.executable, __file__, "--child", table, backend, "--cap", str(cap)] + (["--quick"] if quick else [])
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{table}/{backend} failed:\n{done.stderr[-3000:]}")
+    rows: list[dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return rows
+
+
+def fmt(seconds: float, extrapolated: bool = False) -> str:
+    mark = "~" if extrapolated else ""
+    if seconds >= 1.0:
+        return f"{mark}{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{mark}{seconds * 1e3:.1f} ms"
+    return f"{mark}{seconds * 1e6:.1f} µs"
+
+
+def report(table: str, columns: dict[str, list[dict[str, Any]]], counts: list[int]) -> tuple[str, float, float]:
+    """A markdown table, and the worst ``auto / best`` total ratio and steady-state ratio."""
+    fixed = [c for c in columns if c != "auto"]
+    head = "| row | calls | auto | " + " | ".join(fixed) + " | auto / best |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    worst_total = worst_steady = 0.0
+    steady_lines = ["| row | auto steady | " + " | ".join(f"{c} steady" for c in fixed) + " | auto / fastest |"]
+    steady_lines.append("|" + "---|" * (steady_lines[0].count("|") - 1))
+    for r, row in enumerate(columns["auto"]):
+        label = _label(table, row)
+        for i, k in enumerate(counts):
+            auto_t, auto_x = row["totals"][i]
+            others = [columns[c][r]["totals"][i] for c in fixed]
+            best = min(t for t, _ in others)
+            ratio = auto_t / best
+            worst_total = max(worst_total, ratio)
+            cells = " | ".join(fmt(t, x) for t, x in others)
+            lines.append(f"| {label} | {k:,} | {fmt(auto_t, auto_x)} | {cells} | {ratio:.2f} |")
+        fastest = min(columns[c][r]["steady"] for c in fixed)
+        ratio = row["steady"] / fastest
+        worst_steady = max(worst_steady, ratio)
+        cells = " | ".join(fmt(columns[c][r]["steady"]) for c in fixed)
+        steady_lines.append(f"| {label} | {fmt(row['steady'])} | {cells} | {ratio:.2f} |")
+    text = "\n".join(lines) + "\n\nSteady state (per call, after `wait_native()`):\n\n" + "\n".join(steady_lines)
+    return text, worst_total, worst_steady
+
+
+def _label(table: str, row: dict[str, Any]) -> str:
+    if table == "scalar":
+        return f"N = {row['n_ops']:,}"
+    if table == "arrays":
+        kind = "summed" if row["summed"] else "per point"
+        return f"{row['records']:,} records × {row['points']:,} points, {kind}"
+    return f"moons, {row['records']:,} records"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the smaller rows only")
+    parser.add_argument("--tables", default="scalar,arrays,traced", help="comma-separated: scalar, arrays, traced")
+    parser.add_argument("--cap", type=float, default=30.0, help="seconds per cell before extrapolating")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.quick, args.cap)
+        return
+    counts = {"scalar": SCALAR_CALLS, "arrays": ARRAY_CALLS, "traced": TRACED_STEPS}
+    for table in args.tables.split(","):
+        columns = {backend: run_column(table, backend, args.quick, args.cap) for backend in COLUMNS[table]}
+        text, worst_total, worst_steady = report(table, columns, counts[table])
+        print(f"\n## {table}\n\n{text}\n")
+        print(
+            f"worst auto / best total: {worst_total:.2f} (target <= 2); worst steady auto / fastest: {worst_steady:.2f} (target <= 1.25)"
+        )
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

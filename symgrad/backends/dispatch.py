@@ -1,0 +1,423 @@
+"""The one place that chooses which executor runs a tape, and when to compile.
+
+Every caller (:class:`~symgrad.function.Function` and its derived Functions,
+:class:`~symgrad.trace.Traced`, the array path) asks here for an *entry*: a
+callable of the point.  Under ``backend="auto"`` the same rule holds
+everywhere, *rent or buy*:
+
+* Start on the executor that is cheapest to start (the interpreter's record
+  loop needs no setup; generated Python needs a CPython compile; machine code
+  needs LLVM).
+* Count the calls.  Once the calls served have cost (by the cost model
+  :data:`COSTS`) about what the next executor's setup costs, buy it: generated
+  Python is compiled in the caller (it is cheap where it is bought), machine
+  code on the background worker (:mod:`.background`) while the current
+  executor keeps serving.  So a workload spends at most about twice what the
+  best choice made in advance would have spent, whatever its size or length,
+  and a hot function always ends on the fastest executor: there is no size
+  ceiling.
+* A kernel already in the persistent cache is loaded at once (loading is cheap).
+
+``backend="native"`` compiles before the first call, ``"python"`` never
+compiles machine code.  Every executor returns the reference interpreter's
+numbers bit for bit, so the switch is invisible except in speed (kernels
+built with ``SYMGRAD_VECTOR_LIBM=all`` are not: they are compiled before the
+first call).  Caches belong to their callers, keyed by what determines the code
+(the tape and what is asked of it), never by ``id()``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import config
+from ..errors import InputError, MissingDependencyError
+from ..tape import Tape
+from . import background, native
+from . import numpy as numpy_code
+from . import python as python_code
+from .protocol import Fallback, Returns
+
+if TYPE_CHECKING:
+    from .native.kernel import NativeKernel
+
+__all__ = ["BACKENDS", "COSTS", "CostModel", "Rental", "array_entry", "native_ready", "resolve_backend", "scalar_entry"]
+
+Fn = Callable[..., Any]
+BACKENDS = config.BACKENDS
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds per unit of work, measured on the project's 2-core machines (``python bench/dispatch.py``
+    prints them as measured in the same run).  Decisions depend on their ratios, which a loaded machine
+    changes far less than the figures themselves."""
+
+    interim_call_per_record: float = 350e-9
+    """The interpreter's record loop (:func:`symgrad.backends.python.interim`), per call and record."""
+    python_setup_per_record: float = 10e-6
+    """Generating and compiling straight-line Python, per record."""
+    python_call_per_record: float = 70e-9
+    python_call_fixed: float = 0.3e-6
+    native_setup_fixed: float = 8e-3
+    native_setup_per_record: float = 25e-6
+    """LLVM at the kernel's default optimisation level, per record (linear up to 10^5 records)."""
+    native_call_per_record: float = 3e-9
+    native_call_fixed: float = 0.25e-6
+    numpy_setup_per_record: float = 15e-6
+    numpy_call_per_record: float = 2.5e-6
+    """numpy's fixed cost per array operation (one per record), whatever the size."""
+    numpy_call_per_element: float = 2.5e-9
+    fused_setup_fixed: float = 10e-3
+    fused_setup_per_record: float = 40e-6
+    fused_call_fixed: float = 15e-6
+    fused_call_per_element: float = 0.8e-9
+    llvm_start: float = 0.2
+    """Importing llvmlite and reading the host's CPU, once per process: the price of even asking the
+    persistent cache for a kernel (its key names the host)."""
+    isolated_from_seconds: float = 0.3
+    """Compiles estimated to take longer than this run in a child process (:mod:`.native.jit`), so
+    that a small kernel never queues behind them and a process that exits during one does not wait."""
+
+    def scalar(self, n_records: int) -> tuple[tuple[str, float, float], ...]:
+        """``(executor, setup seconds, seconds per call)`` of each scalar executor for a tape of this size."""
+        n = n_records
+        return (
+            ("interim", 0.0, self.interim_call_per_record * n),
+            ("python", self.python_setup_per_record * n, self.python_call_fixed + self.python_call_per_record * n),
+            ("native", self.native_setup_fixed + self.native_setup_per_record * n, self.native_call(n)),
+        )
+
+    def native_call(self, n_records: int) -> float:
+        return self.native_call_fixed + self.native_call_per_record * n_records
+
+    def native_setup(self, n_records: int) -> float:
+        return self.native_setup_fixed + self.native_setup_per_record * n_records
+
+    def arrays(self, n_records: int, n_points: int) -> tuple[tuple[str, float, float], ...]:
+        """The same for array calls of ``n_points`` broadcast points."""
+        n, p = n_records, max(n_points, 1)
+        return (
+            (
+                "numpy",
+                self.numpy_setup_per_record * n,
+                n * (self.numpy_call_per_record + self.numpy_call_per_element * p),
+            ),
+            (
+                "native",
+                self.fused_setup_fixed + self.fused_setup_per_record * n,
+                self.fused_call_fixed + self.fused_call_per_element * n * p,
+            ),
+        )
+
+
+COSTS = CostModel()
+"""The cost model every choice reads."""
+
+_warned = False
+
+
+def resolve_backend(backend: str | None) -> str:
+    """The backend asked for: the argument, else ``SYMGRAD_BACKEND`` (checked by :mod:`symgrad.config`); checked."""
+    name = backend if backend is not None else config.BACKEND.get()
+    if name not in BACKENDS:
+        raise InputError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
+    return name
+
+
+def native_ready(backend: str, tape: Tape) -> bool:
+    """Whether ``backend`` may run ``tape`` as machine code here.
+
+    ``native`` without llvmlite raises :class:`~symgrad.errors.MissingDependencyError`;
+    ``auto`` answers False, with a one-line warning once per process, or when an op of
+    the tape has no native emitter.
+    """
+    global _warned
+    if backend == "python":
+        return False
+    reason = native.unavailable_reason()
+    if reason is not None:
+        if backend == "native":
+            raise MissingDependencyError(f"the native backend needs llvmlite: {reason}")
+        if not _warned:
+            _warned = True
+            warnings.warn(f"symgrad: native backend unavailable, using Python ({reason})", RuntimeWarning, stacklevel=4)
+        return False
+    return backend == "native" or native.emits(tape)
+
+
+# ------------------------------------------------------------------ rentals ---
+class Rental:
+    """One entry under ``auto``: serves from the current executor, buys the next when calls have paid for it.
+
+    ``call`` is the entry handed out: it counts calls and forwards them to the
+    executor serving now.  ``publish`` is told of every executor that takes
+    over, so the caller's slot holds the executor itself (read afterwards, it
+    costs no counting); ``on_kernel`` is told of the native kernel.
+    """
+
+    __slots__ = ("_builders", "_lock", "_publish", "call", "costs", "current", "entry", "job", "left", "paid", "tier")
+
+    def __init__(
+        self,
+        tiers: Sequence[tuple[str, float, float]],
+        builders: dict[str, Callable[[], Fn]],
+        publish: Callable[[Fn], None],
+        first: Fn,
+    ) -> None:
+        self.costs = tuple(tiers)
+        self._builders = builders
+        self._publish = publish
+        self._lock = threading.Lock()
+        self.tier = 0
+        self.current: Fn = first
+        self.paid = 0.0
+        self.left = 0
+        self.job: background.Upgrade | None = None
+        self._plan()
+
+        def call(*point: Any) -> Any:
+            self.left -= 1
+            if self.left == 0:
+                self._step()
+            return self.current(*point)
+
+        self.call: Fn = call
+        self.entry: Fn = call if self.left > 0 else self.current
+        """What the caller is handed now: the counting entry, or the executor itself when nothing is worth buying."""
+        publish(self.entry)
+
+    def _next(self) -> tuple[int, int] | None:
+        """``(tier, calls until it is bought)`` of the first tier worth buying, or None."""
+        _, _, per_call = self.costs[self.tier]
+        best: tuple[int, int] | None = None
+        for k in range(self.tier + 1, len(self.costs)):
+            _, setup, cheaper = self.costs[k]
+            if cheaper >= per_call or per_call <= 0.0:
+                continue
+            calls = max(1, math.ceil((setup - self.paid) / per_call))
+            if best is None or calls < best[1]:
+                best = (k, calls)
+        return best
+
+    def _plan(self) -> None:
+        step = self._next()
+        self.left = 0 if step is None else step[1]
+
+    def _step(self) -> None:
+        """Calls have paid for the next tier: buy it (native in the background)."""
+        with self._lock:
+            step = self._next()
+            if step is None or self.job is not None:
+                return
+            _, _, per_call = self.costs[self.tier]
+            self.paid += step[1] * per_call
+            self._buy(step[0])
+
+    def _buy(self, k: int) -> None:
+        name, setup, _ = self.costs[k]
+        build = self._builders[name]
+        if name == "native":
+            lane = "isolated" if setup > COSTS.isolated_from_seconds else "small"
+            fallback = self._builders.get("python") if self.costs[self.tier][0] == "interim" else None
+            tiers = {name: i for i, (name, _, _) in enumerate(self.costs)}
+            self.job = background.upgrade_later(
+                self.current,
+                _isolated(build) if lane == "isolated" else build,
+                lambda fn: self._take_over(
+                    fn, tiers["native"] if self.job is None or self.job.upgraded else tiers.get("python", self.tier)
+                ),
+                fallback,
+                lane=lane,
+                announce=False,
+            )
+            return
+        fn = build()
+        self.paid += setup
+        self._take_over(fn, k)
+
+    def _take_over(self, fn: Fn, k: int) -> None:
+        """``fn`` (tier ``k``) serves from now on; the caller keeps it itself once nothing more will be bought."""
+        self.current = fn
+        self.tier = k
+        self._plan()
+        if self.left == 0 or self.job is not None:  # nothing more to buy (a failed compile is not retried)
+            self.left = 0
+            self._publish(fn)
+
+    def buy_now(self) -> None:
+        """Start the last tier's build now (``wait_native``): the caller expects machine code."""
+        with self._lock:
+            if self.job is None and self.costs[-1][0] == "native" and self.tier < len(self.costs) - 1:
+                self._buy(len(self.costs) - 1)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait for a background build; True if it took over (or none was started)."""
+        job = self.job
+        return True if job is None else job.wait(timeout)
+
+
+def scalar_entry(
+    tape: Tape,
+    slow: Fallback,
+    returns: Returns,
+    backend: str,
+    publish: Callable[[Fn], None],
+    *,
+    on_kernel: Callable[[NativeKernel], None] | None = None,
+    opt: int | None = None,
+) -> tuple[Fn, Rental | None]:
+    """The scalar entry of ``tape`` (``fn(*floats)`` returning as ``returns`` says) under ``backend``.
+
+    ``slow(*floats)`` is the reference path every fast entry hands flagged points to.
+    ``publish(fn)`` keeps the entry (and later the executor that takes over).
+    Returns the entry, and the rental that may still upgrade it (None when it never will).
+    """
+
+    def python_fn() -> Fn:
+        return python_code.function(tape, slow, returns)
+
+    if not native_ready(backend, tape):
+        fn = python_fn()
+        publish(fn)
+        return fn, None
+
+    def native_fn() -> Fn:
+        kernel = _kernel(tape, slow, returns, opt)
+        if on_kernel is not None:
+            on_kernel(kernel)
+        return kernel.entry(returns)
+
+    if backend == "native" or native.vector_libm_everywhere():
+        fn = native_fn()
+        publish(fn)
+        return fn, None
+    cached = _cached_kernel(tape, slow, returns, opt) if _worth_asking_the_cache(len(tape)) else None
+    if cached is not None:
+        if on_kernel is not None:
+            on_kernel(cached)
+        fn = cached.entry(returns)
+        publish(fn)
+        return fn, None
+    if not background.enabled():  # builds would run in the caller anyway: compile before the first call
+        fn = native_fn()
+        publish(fn)
+        return fn, None
+    rental = Rental(
+        COSTS.scalar(len(tape)),
+        {"python": python_fn, "native": native_fn},
+        publish,
+        python_code.interim(tape, slow, returns),
+    )
+    return rental.entry, rental
+
+
+def _worth_asking_the_cache(n_records: int) -> bool:
+    """Ask the persistent cache at once when LLVM is running already, or when the kernel would save
+    more than starting LLVM costs; otherwise the cache is asked when the kernel is bought (a cached
+    kernel is then loaded instead of compiled), so a one-off call never starts LLVM."""
+    return "symgrad.backends.native.jit" in sys.modules or COSTS.native_setup(n_records) > COSTS.llvm_start
+
+
+def _isolated(build: Callable[[], Fn]) -> Callable[[], Fn]:
+    """``build`` with its LLVM compiles in a child process (see :func:`symgrad.backends.native.jit.isolated`)."""
+
+    def run() -> Fn:
+        from .native import jit  # only importable with llvmlite
+
+        with jit.isolated():
+            return build()
+
+    return run
+
+
+def _flat(slow: Fallback, returns: Returns) -> Callable[[Sequence[float]], tuple[float, ...]]:
+    """``slow``'s result as the kernel's outputs (the kernel's fallback convention)."""
+
+    def flat(point: Sequence[float]) -> tuple[float, ...]:
+        result = slow(*point)
+        if returns == "value":
+            return (result,)
+        if returns == "tuple":
+            return tuple(result)
+        value, grads = result
+        return (value, *grads)
+
+    return flat
+
+
+def _kernel(tape: Tape, slow: Fallback, returns: Returns, opt: int | None) -> NativeKernel:
+    from .native.kernel import compile_native  # only importable with llvmlite
+
+    return compile_native(tape, list(tape.outputs), fallback=_flat(slow, returns), opt=opt)
+
+
+def _cached_kernel(tape: Tape, slow: Fallback, returns: Returns, opt: int | None) -> NativeKernel | None:
+    from .native.kernel import cached_kernel  # only importable with llvmlite
+
+    return cached_kernel(tape, list(tape.outputs), fallback=_flat(slow, returns), opt=opt)
+
+
+# ------------------------------------------------------------------- arrays ---
+ArrayFn = Callable[..., list[Any]]
+
+
+def array_entry(
+    tape: Tape,
+    shapes: Sequence[tuple[int, ...]],
+    reduce_to: Sequence[int | None],
+    backend: str,
+    publish: Callable[[ArrayFn], None],
+) -> tuple[ArrayFn, Rental | None]:
+    """``fn(*arrays) -> [outputs]`` for inputs of these shapes, under ``backend`` (numpy's semantics).
+
+    The numpy program serves first; the fused native kernel takes over once the calls
+    have paid for its compile (at once under ``native``).
+    """
+    numpy_fn = numpy_code.array_function(tape, shapes, reduce_to)
+    if not _broadcasts(shapes) or not native_ready(backend, tape):
+        publish(numpy_fn)
+        return numpy_fn, None
+
+    def native_fn() -> ArrayFn:
+        from .native.arrays import array_function  # only importable with llvmlite
+
+        fused = array_function(tape, shapes, reduce_to, numpy_fn, compile_now=True)
+        if fused is None:
+            raise _NoFusedKernel
+        return fused
+
+    if backend == "native" or not background.enabled():
+        try:
+            fn = native_fn()
+        except _NoFusedKernel:
+            fn = numpy_fn
+        publish(fn)
+        return fn, None
+    n_points = math.prod(_broadcast(shapes))
+    rental = Rental(COSTS.arrays(len(tape), n_points), {"native": native_fn}, publish, numpy_fn)
+    return rental.entry, rental
+
+
+class _NoFusedKernel(Exception):
+    """The fused kernel cannot give numpy's result shapes here: the numpy program keeps serving."""
+
+
+def _broadcast(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
+    import numpy as np
+
+    return tuple(np.broadcast_shapes(*shapes))
+
+
+def _broadcasts(shapes: Sequence[tuple[int, ...]]) -> bool:
+    try:
+        _broadcast(shapes)
+    except ValueError:
+        return False
+    return True
