@@ -204,7 +204,7 @@ def gradient_w3_section(n: int) -> list[list[str]]:
     point = W.generated_point()
     t_setup, f = timed(lambda: symgrad.compile(src, backend="native"))
     t_vg, vg = timed(lambda: f.vg)
-    gtape = f._gradient_tape(None)
+    gtape = f.gradient_function().tape
     args = [point[name] for name in f.variables]
     program = Program.from_tape(gtape, gtape.outputs)
     layout = layout_of(program, jit.fused_pairs())
@@ -261,7 +261,7 @@ def time_split_section(n: int) -> list[list[str]]:
     args = [point[name] for name in f.variables]
     vg = f.vg
     ir = f.llvm_ir
-    gtape = f._gradient_tape(None)
+    gtape = f.gradient_function().tape
     size = layout_of(Program.from_tape(gtape, gtape.outputs), jit.fused_pairs()).size
     stubbed = ir.replace("call void @symgrad_sincos(", "call void @stub_sincos(")
     stubbed = stubbed.replace("call double @symgrad_tanh(", "call double @stub_tanh(") + _STUBS

@@ -184,7 +184,7 @@ def symgrad_native(pb: Problem) -> tuple[Step, NativeSetup] | None:
             start = time.perf_counter()
             traced = symgrad.trace(lambda ps, m=model: pb.moons.loss_of(m, pb.X, pb.y), params, backend="native")
             recorded = time.perf_counter()
-            n_records = len(traced._gradient_tape(None))  # built once per trace, whichever backend
+            n_records = len(traced.gradient_function().tape)  # built once per trace, whichever backend
             taped = time.perf_counter()
             traced.vg  # noqa: B018 - compiles (or loads) the kernel
             times.append((recorded - start, taped - recorded, time.perf_counter() - taped))

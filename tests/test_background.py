@@ -1,7 +1,7 @@
 """Background compilation: the first calls are served at once, with the numbers of the code that replaces them.
 
 Under the ``auto`` backend a big tape compiles to machine code on a worker
-thread while :func:`symgrad.backends.python.interim` (a loop over the records) answers;
+thread while :func:`symgrad.backends.interpreter.entry` (a loop over the records) answers;
 the swap must be invisible in the results, survive a failing compile, let the
 process exit cleanly (a compile in progress finishes, its cache file is
 written) and survive a fork.
@@ -27,7 +27,6 @@ from strategies import Case, cases
 import symgrad
 from symgrad import config, transforms
 from symgrad.backends import background, interpreter, native
-from symgrad.backends import python as codegen
 from symgrad.errors import DomainError
 
 needs_llvm = pytest.mark.skipif(not native.available(), reason=f"native backend: {native.unavailable_reason()}")
@@ -122,14 +121,14 @@ def test_interim_returns_the_kernels_numbers(case: Case, poke: float | None) -> 
     def slow(*p: float) -> tuple[float, list[float]]:
         return interpreter.value_and_grad(f.tape, p)
 
-    interim = codegen.interim(tape, slow, "value_and_grad")
+    interim = interpreter.entry(tape, slow, "value_and_grad")
     assert _outcome(interim, point) == _outcome(native_function(tape, slow, "value_and_grad"), point)
 
 
 def test_interim_agrees_with_the_interpreter_on_every_output() -> None:
     f = symgrad.compile("max(x, y) * exp(-x) + atan2(x, y)")
     tape = f.hessian_function().tape
-    run = codegen.interim(tape, lambda *p: pytest.fail("no hand-over expected"), "tuple")
+    run = interpreter.entry(tape, lambda *p: pytest.fail("no hand-over expected"), "tuple")
     assert run(0.3, 1.7) == tuple(interpreter.evaluate(tape, [0.3, 1.7]))
 
 
@@ -237,3 +236,40 @@ def test_fork_while_compiling(tmp_path: Path) -> None:
     result = _python(FORK, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "fork ok" in result.stdout
+
+
+# ------------------------------------------------- lanes and exit during compiles ---
+LONG_COMPILE = """
+import json, sys, time
+import symgrad
+from symgrad.backends import dispatch
+from symgrad.backends.native import jit
+
+jit._CHILD = "import time; time.sleep(120)"  # a compile in the child process that takes two minutes
+dispatch.ISOLATED_FROM_SECONDS = 0.0  # every compile goes to the isolated lane...
+big = symgrad.compile("sin(x)*y + exp(x*y) + 1")
+big.vg(0.1, 0.2)
+assert not big.wait_native(timeout=0.5)  # ...and this one is still compiling
+dispatch.ISOLATED_FROM_SECONDS = 1e9  # a small compile meanwhile: its own lane, in this process
+small = symgrad.compile("x*y + 3")
+small.vg(1.0, 2.0)
+start = time.monotonic()
+assert small.wait_native(timeout=60)
+print(json.dumps({"small": time.monotonic() - start, "exit_from": time.time()}), flush=True)
+"""
+
+
+@needs_llvm
+def test_a_small_compile_never_waits_behind_a_long_one_and_exit_does_not_wait_for_it(tmp_path: Path) -> None:
+    import json
+    import time
+
+    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", LONG_COMPILE], capture_output=True, text=True, env=env, timeout=110, check=False
+    )
+    ended = time.time()
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["small"] < 30  # not the two minutes of the long compile
+    assert ended - report["exit_from"] < 10  # the child compile is stopped, not waited for (typically < 1.5 s)

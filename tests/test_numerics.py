@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 import symgrad
 from symgrad import transforms
 from symgrad.backends import interpreter as interpret
-from symgrad.backends import python as codegen
 from symgrad.ops import OPS
 from symgrad.oracle import DIGITS
 
@@ -143,7 +142,7 @@ def _fast_executors(source: str) -> tuple[dict[str, Callable[..., list[float]]],
     """python, native and the interim loop on the gradient tape, and the interpreter evaluating it."""
     runs = executors(source)
     tape = symgrad.compile(source).tape
-    loop = codegen.interim(transforms.grad_tape(tape), lambda *p: interpret.value_and_grad(tape, p), "value_and_grad")
+    loop = interpret.entry(transforms.grad_tape(tape), lambda *p: interpret.value_and_grad(tape, p), "value_and_grad")
 
     def interim(*point: float) -> list[float]:
         value, grads = loop(*point)

@@ -153,10 +153,10 @@ def test_auto_compiles_once_replays_have_cost_the_compile(monkeypatch: pytest.Mo
     replays start it (in the background) and the kernel then serves the replays."""
     from dataclasses import replace
 
-    from symgrad.backends import dispatch
+    from symgrad.backends import native
 
-    cheap = replace(dispatch.COSTS, native_setup_fixed=0.0, native_setup_per_record=1e-9)
-    monkeypatch.setattr(dispatch, "COSTS", cheap)
+    machine = native.EXECUTOR
+    monkeypatch.setattr(machine, "figures", replace(machine.figures, setup_fixed=0.0, setup_per_record=1e-9))
     model, big = _traced("auto", seed=7)
     _, reference = _traced("python", seed=7)
     values = [p.data for p in model.parameters()]

@@ -8,8 +8,8 @@ everywhere, *rent or buy*:
 * Start on the executor that is cheapest to start (the interpreter's record
   loop needs no setup; generated Python needs a CPython compile; machine code
   needs LLVM).
-* Count the calls.  Once the calls served have cost (by the cost model
-  :data:`COSTS`) about what the next executor's setup costs, buy it: generated
+* Count the calls.  Once the calls served have cost (by each executor's
+  cost estimate, :meth:`~symgrad.backends.protocol.Executor.scalar_cost`) about what the next executor's setup costs, buy it: generated
   Python is compiled in the caller (it is cheap where it is bought), machine
   code on the background worker (:mod:`.background`) while the current
   executor keeps serving.  So a workload spends at most about twice what the
@@ -33,92 +33,64 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..errors import InputError, MissingDependencyError
 from ..tape import Tape
-from . import background, native
+from . import background, native, registry
 from . import numpy as numpy_code
-from . import python as python_code
-from .protocol import Fallback, Returns
+from .protocol import ArrayEntry, Fallback, Returns, Shape
 
 if TYPE_CHECKING:
     from .native.kernel import NativeKernel
 
-__all__ = ["BACKENDS", "COSTS", "CostModel", "Rental", "array_entry", "native_ready", "resolve_backend", "scalar_entry"]
+__all__ = [
+    "BACKENDS",
+    "ISOLATED_FROM_SECONDS",
+    "Rental",
+    "array_entry",
+    "array_tiers",
+    "native_ready",
+    "resolve_backend",
+    "scalar_entry",
+    "scalar_tiers",
+]
 
 Fn = Callable[..., Any]
 BACKENDS = config.BACKENDS
 
 
-@dataclass(frozen=True)
-class CostModel:
-    """Seconds per unit of work, measured on the project's 2-core machines (``python bench/dispatch.py``
-    prints them as measured in the same run).  Decisions depend on their ratios, which a loaded machine
-    changes far less than the figures themselves."""
+ISOLATED_FROM_SECONDS = 0.3
+"""Compiles estimated (by the executor's cost) to take longer than this run LLVM in a child process
+(:func:`symgrad.backends.native.jit.isolated`): a small kernel never queues behind them, and a
+process that exits during one stops the child instead of waiting for it."""
 
-    interim_call_per_record: float = 350e-9
-    """The interpreter's record loop (:func:`symgrad.backends.python.interim`), per call and record."""
-    python_setup_per_record: float = 10e-6
-    """Generating and compiling straight-line Python, per record."""
-    python_call_per_record: float = 70e-9
-    python_call_fixed: float = 0.3e-6
-    native_setup_fixed: float = 8e-3
-    native_setup_per_record: float = 25e-6
-    """LLVM at the kernel's default optimisation level, per record (linear up to 10^5 records)."""
-    native_call_per_record: float = 3e-9
-    native_call_fixed: float = 0.25e-6
-    numpy_setup_per_record: float = 15e-6
-    numpy_call_per_record: float = 2.5e-6
-    """numpy's fixed cost per array operation (one per record), whatever the size."""
-    numpy_call_per_element: float = 2.5e-9
-    fused_setup_fixed: float = 10e-3
-    fused_setup_per_record: float = 40e-6
-    fused_call_fixed: float = 15e-6
-    fused_call_per_element: float = 0.8e-9
-    llvm_start: float = 0.2
-    """Importing llvmlite and reading the host's CPU, once per process: the price of even asking the
-    persistent cache for a kernel (its key names the host)."""
-    isolated_from_seconds: float = 0.3
-    """Compiles estimated to take longer than this run in a child process (:mod:`.native.jit`), so
-    that a small kernel never queues behind them and a process that exits during one does not wait."""
-
-    def scalar(self, n_records: int) -> tuple[tuple[str, float, float], ...]:
-        """``(executor, setup seconds, seconds per call)`` of each scalar executor for a tape of this size."""
-        n = n_records
-        return (
-            ("interim", 0.0, self.interim_call_per_record * n),
-            ("python", self.python_setup_per_record * n, self.python_call_fixed + self.python_call_per_record * n),
-            ("native", self.native_setup_fixed + self.native_setup_per_record * n, self.native_call(n)),
-        )
-
-    def native_call(self, n_records: int) -> float:
-        return self.native_call_fixed + self.native_call_per_record * n_records
-
-    def native_setup(self, n_records: int) -> float:
-        return self.native_setup_fixed + self.native_setup_per_record * n_records
-
-    def arrays(self, n_records: int, n_points: int) -> tuple[tuple[str, float, float], ...]:
-        """The same for array calls of ``n_points`` broadcast points."""
-        n, p = n_records, max(n_points, 1)
-        return (
-            (
-                "numpy",
-                self.numpy_setup_per_record * n,
-                n * (self.numpy_call_per_record + self.numpy_call_per_element * p),
-            ),
-            (
-                "native",
-                self.fused_setup_fixed + self.fused_setup_per_record * n,
-                self.fused_call_fixed + self.fused_call_per_element * n * p,
-            ),
-        )
+Tier = tuple[str, float, float]
+"""``(executor name, setup seconds, seconds per call)``: one rung of a rental's ladder."""
 
 
-COSTS = CostModel()
-"""The cost model every choice reads."""
+def scalar_tiers(tape: Tape) -> list[Tier]:
+    """The executors that can run ``tape`` on floats, cheapest to start first, with their estimates."""
+    n = len(tape)
+    tiers = []
+    for executor in registry.EXECUTORS.values():
+        cost = executor.scalar_cost(n)
+        if cost is not None and executor.supports(tape):
+            tiers.append((executor.name, cost.setup, cost.call))
+    return sorted(tiers, key=lambda tier: tier[1])
+
+
+def array_tiers(tape: Tape, n_points: int) -> list[Tier]:
+    """The same for array calls of ``n_points`` broadcast points."""
+    n = len(tape)
+    tiers = []
+    for executor in registry.EXECUTORS.values():
+        cost = executor.array_cost(n, n_points)
+        if cost is not None and executor.supports(tape):
+            tiers.append((executor.name, cost.setup, cost.call))
+    return sorted(tiers, key=lambda tier: tier[1])
+
 
 _warned = False
 
@@ -224,8 +196,8 @@ class Rental:
         name, setup, _ = self.costs[k]
         build = self._builders[name]
         if name == "native":
-            lane = "isolated" if setup > COSTS.isolated_from_seconds else "small"
-            fallback = self._builders.get("python") if self.costs[self.tier][0] == "interim" else None
+            lane = "isolated" if setup > ISOLATED_FROM_SECONDS else "small"
+            fallback = self._builders.get("python") if self.costs[self.tier][0] == "interpreter" else None
             tiers = {name: i for i, (name, _, _) in enumerate(self.costs)}
             self.job = background.upgrade_later(
                 self.current,
@@ -277,44 +249,50 @@ def scalar_entry(
 
     ``slow(*floats)`` is the reference path every fast entry hands flagged points to.
     ``publish(fn)`` keeps the entry (and later the executor that takes over).
+    ``on_kernel`` is told of the native kernel when one serves.
     Returns the entry, and the rental that may still upgrade it (None when it never will).
     """
+    executors = registry.EXECUTORS
+    machine = native.EXECUTOR
 
-    def python_fn() -> Fn:
-        return python_code.function(tape, slow, returns)
+    def build(name: str) -> Callable[[], Fn]:
+        if name != "native":
+
+            def entry() -> Fn:
+                fn = executors[name].scalar_entry(tape, slow, returns)
+                if fn is None:
+                    raise ValueError(f"the {name} executor has no scalar entry")
+                return fn
+
+            return entry
+
+        def native_fn() -> Fn:
+            kernel = machine.kernel(tape, slow, returns, opt)
+            if on_kernel is not None:
+                on_kernel(kernel)
+            return kernel.entry(returns)
+
+        return native_fn
+
+    def settle(fn: Fn) -> tuple[Fn, None]:
+        publish(fn)
+        return fn, None
 
     if not native_ready(backend, tape):
-        fn = python_fn()
-        publish(fn)
-        return fn, None
-
-    def native_fn() -> Fn:
-        kernel = _kernel(tape, slow, returns, opt)
-        if on_kernel is not None:
-            on_kernel(kernel)
-        return kernel.entry(returns)
-
+        return settle(build("python")())
     if backend == "native" or native.vector_libm_everywhere():
-        fn = native_fn()
-        publish(fn)
-        return fn, None
-    cached = _cached_kernel(tape, slow, returns, opt) if _worth_asking_the_cache(len(tape)) else None
-    if cached is not None:
-        if on_kernel is not None:
-            on_kernel(cached)
-        fn = cached.entry(returns)
-        publish(fn)
-        return fn, None
+        return settle(build("native")())
+    if _worth_asking_the_cache(len(tape)):
+        cached = machine.cached_kernel(tape, slow, returns, opt)
+        if cached is not None:
+            if on_kernel is not None:
+                on_kernel(cached)
+            return settle(cached.entry(returns))
     if not background.enabled():  # builds would run in the caller anyway: compile before the first call
-        fn = native_fn()
-        publish(fn)
-        return fn, None
-    rental = Rental(
-        COSTS.scalar(len(tape)),
-        {"python": python_fn, "native": native_fn},
-        publish,
-        python_code.interim(tape, slow, returns),
-    )
+        return settle(build("native")())
+    tiers = scalar_tiers(tape)
+    builders = {name: build(name) for name, _, _ in tiers}
+    rental = Rental(tiers, builders, publish, builders[tiers[0][0]]())
     return rental.entry, rental
 
 
@@ -322,7 +300,9 @@ def _worth_asking_the_cache(n_records: int) -> bool:
     """Ask the persistent cache at once when LLVM is running already, or when the kernel would save
     more than starting LLVM costs; otherwise the cache is asked when the kernel is bought (a cached
     kernel is then loaded instead of compiled), so a one-off call never starts LLVM."""
-    return "symgrad.backends.native.jit" in sys.modules or COSTS.native_setup(n_records) > COSTS.llvm_start
+    figures = native.EXECUTOR.figures
+    setup = native.EXECUTOR.scalar_cost(n_records).setup
+    return "symgrad.backends.native.jit" in sys.modules or setup > figures.llvm_start
 
 
 def _isolated(build: Callable[[], Fn]) -> Callable[[], Fn]:
@@ -337,58 +317,26 @@ def _isolated(build: Callable[[], Fn]) -> Callable[[], Fn]:
     return run
 
 
-def _flat(slow: Fallback, returns: Returns) -> Callable[[Sequence[float]], tuple[float, ...]]:
-    """``slow``'s result as the kernel's outputs (the kernel's fallback convention)."""
-
-    def flat(point: Sequence[float]) -> tuple[float, ...]:
-        result = slow(*point)
-        if returns == "value":
-            return (result,)
-        if returns == "tuple":
-            return tuple(result)
-        value, grads = result
-        return (value, *grads)
-
-    return flat
-
-
-def _kernel(tape: Tape, slow: Fallback, returns: Returns, opt: int | None) -> NativeKernel:
-    from .native.kernel import compile_native  # only importable with llvmlite
-
-    return compile_native(tape, list(tape.outputs), fallback=_flat(slow, returns), opt=opt)
-
-
-def _cached_kernel(tape: Tape, slow: Fallback, returns: Returns, opt: int | None) -> NativeKernel | None:
-    from .native.kernel import cached_kernel  # only importable with llvmlite
-
-    return cached_kernel(tape, list(tape.outputs), fallback=_flat(slow, returns), opt=opt)
-
-
 # ------------------------------------------------------------------- arrays ---
-ArrayFn = Callable[..., list[Any]]
-
-
 def array_entry(
     tape: Tape,
-    shapes: Sequence[tuple[int, ...]],
+    shapes: Sequence[Shape],
     reduce_to: Sequence[int | None],
     backend: str,
-    publish: Callable[[ArrayFn], None],
-) -> tuple[ArrayFn, Rental | None]:
+    publish: Callable[[ArrayEntry], None],
+) -> tuple[ArrayEntry, Rental | None]:
     """``fn(*arrays) -> [outputs]`` for inputs of these shapes, under ``backend`` (numpy's semantics).
 
     The numpy program serves first; the fused native kernel takes over once the calls
     have paid for its compile (at once under ``native``).
     """
-    numpy_fn = numpy_code.array_function(tape, shapes, reduce_to)
+    numpy_fn = numpy_code.EXECUTOR.array_entry(tape, shapes, reduce_to, None)
     if not _broadcasts(shapes) or not native_ready(backend, tape):
         publish(numpy_fn)
         return numpy_fn, None
 
-    def native_fn() -> ArrayFn:
-        from .native.arrays import array_function  # only importable with llvmlite
-
-        fused = array_function(tape, shapes, reduce_to, numpy_fn, compile_now=True)
+    def native_fn() -> ArrayEntry:
+        fused = native.EXECUTOR.array_entry(tape, shapes, reduce_to, numpy_fn)
         if fused is None:
             raise _NoFusedKernel
         return fused
@@ -400,8 +348,8 @@ def array_entry(
             fn = numpy_fn
         publish(fn)
         return fn, None
-    n_points = math.prod(_broadcast(shapes))
-    rental = Rental(COSTS.arrays(len(tape), n_points), {"native": native_fn}, publish, numpy_fn)
+    tiers = array_tiers(tape, math.prod(_broadcast(shapes)))
+    rental = Rental(tiers, {"native": native_fn}, publish, numpy_fn)
     return rental.entry, rental
 
 

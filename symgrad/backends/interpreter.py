@@ -30,13 +30,25 @@ import math
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import DomainError, Span
 from ..ops import Op, domain_message
 from ..rules import scalar_partials
 from ..tape import Tape
+from .protocol import ArrayEntry, Cost, Fallback, Returns, ScalarEntry, Shape
 
-__all__ = ["backward", "derivative_error", "evaluate", "forward", "requires_grad", "value_and_grad"]
+__all__ = [
+    "EXECUTOR",
+    "InterpreterExecutor",
+    "backward",
+    "derivative_error",
+    "entry",
+    "evaluate",
+    "forward",
+    "requires_grad",
+    "value_and_grad",
+]
 
 _Fn = Callable[..., float]
 _ForwardStep = tuple[_Fn, int, int]
@@ -271,3 +283,80 @@ def _domain_error(tape: Tape, values: Sequence[float], slot: int, error: Excepti
     instr = tape.instr_at(slot)
     message = domain_message(instr.op, [values[a] for a in instr.args], error, instr.derivative_of)
     return DomainError(message, instr.op.name, tape.source, instr.span)
+
+
+def entry(tape: Tape, slow: Fallback, returns: Returns = "tuple") -> ScalarEntry:
+    """The interpreter as a scalar entry: what the compiled executors return, without generating or
+    compiling code, a loop over the records.
+
+    Slower per call, but ready at once: under ``auto`` it serves the first calls (see
+    :mod:`symgrad.backends.dispatch`).  Same
+    float operations (the op table's ``scalar`` column, which the ``code``
+    column spells), and it hands a point to ``slow`` where the native kernel
+    does: an op raised or some record is not finite.  So it returns what the
+    kernel that replaces it returns, bit for bit, and raises the same errors.
+    """
+    steps = tuple((instr.op.scalar, instr.args) for instr in tape.instrs)
+    start = list(tape.consts)
+    first = tape.first_instr_slot
+    outputs = tape.outputs
+    isfinite = math.isfinite
+
+    def run(*point: float) -> Any:
+        values = [*point, *start]
+        append = values.append
+        try:
+            for fn, args in steps:
+                if len(args) == 2:
+                    append(fn(values[args[0]], values[args[1]]))
+                elif len(args) == 1:
+                    append(fn(values[args[0]]))
+                else:
+                    append(fn(*[values[a] for a in args]))
+        except _CATCH:
+            return slow(*point)
+        if not all(map(isfinite, values[first:])):
+            return slow(*point)
+        if returns == "value":
+            return values[outputs[0]]
+        if returns == "value_and_grad":
+            return values[outputs[0]], [values[o] for o in outputs[1:]]
+        return tuple(values[o] for o in outputs)
+
+    return run
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Measured seconds (``python bench/dispatch.py`` prints them as measured in its run)."""
+
+    call_per_record: float = 350e-9
+
+
+class InterpreterExecutor:
+    """The reference, as the executor that needs no setup: the first calls of ``auto`` run here."""
+
+    name = "interpreter"
+
+    def __init__(self) -> None:
+        self.figures = Figures()
+
+    def supports(self, tape: Tape) -> bool:
+        return True
+
+    def scalar_entry(self, tape: Tape, slow: Fallback, returns: Returns) -> ScalarEntry:
+        return entry(tape, slow, returns)
+
+    def array_entry(
+        self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None], fallback: ArrayEntry | None
+    ) -> ArrayEntry | None:
+        return None
+
+    def scalar_cost(self, n_records: int) -> Cost:
+        return Cost(0.0, self.figures.call_per_record * n_records)
+
+    def array_cost(self, n_records: int, n_points: int) -> Cost | None:
+        return None
+
+
+EXECUTOR = InterpreterExecutor()

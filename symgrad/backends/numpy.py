@@ -22,15 +22,15 @@ sweep would skip a dead branch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..tape import Tape
+from .protocol import ArrayEntry, Cost, Fallback, Returns, ScalarEntry, Shape
 
-__all__ = ["Shape", "array_function", "fit", "source"]
-
-Shape = tuple[int, ...]
+__all__ = ["EXECUTOR", "NumpyExecutor", "Shape", "array_function", "fit", "source"]
 
 
 def fit(g: Any, point_shape: Shape, shape: Shape) -> Any:
@@ -220,3 +220,44 @@ def array_function(
     exec(code, namespace)  # codegen: source built from the tape only (slot names, shapes, op table names)
     fn: Callable[..., list[Any]] = namespace["generated"]
     return fn
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Measured seconds (``python bench/dispatch.py`` prints them as measured in its run)."""
+
+    setup_per_record: float = 15e-6
+    call_per_record: float = 2.5e-6
+    """numpy's fixed cost per array operation (one per record), whatever the size."""
+    call_per_element: float = 2.5e-9
+
+
+class NumpyExecutor:
+    """The array program: the reference semantics of array calls (IEEE values, numpy's warnings)."""
+
+    name = "numpy"
+
+    def __init__(self) -> None:
+        self.figures = Figures()
+
+    def supports(self, tape: Tape) -> bool:
+        return True
+
+    def scalar_entry(self, tape: Tape, slow: Fallback, returns: Returns) -> ScalarEntry | None:
+        return None
+
+    def array_entry(
+        self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None], fallback: ArrayEntry | None
+    ) -> ArrayEntry:
+        return array_function(tape, shapes, reduce_to)
+
+    def scalar_cost(self, n_records: int) -> Cost | None:
+        return None
+
+    def array_cost(self, n_records: int, n_points: int) -> Cost:
+        f = self.figures
+        per_call = n_records * (f.call_per_record + f.call_per_element * max(n_points, 1))
+        return Cost(f.setup_per_record * n_records, per_call)
+
+
+EXECUTOR = NumpyExecutor()

@@ -14,10 +14,15 @@ internals for a type.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
-__all__ = ["Fallback", "Returns", "ScalarEntry"]
+from ..tape import Tape
+
+__all__ = ["ArrayEntry", "Cost", "Executor", "Fallback", "Returns", "ScalarEntry", "Shape"]
+
+Shape = tuple[int, ...]
 
 Returns = Literal["value", "tuple", "value_and_grad"]
 """What a scalar entry returns: the one output, a tuple of all outputs, or ``(first, [rest])``."""
@@ -27,3 +32,49 @@ ScalarEntry = Callable[..., Any]
 
 Fallback = Callable[..., Any]
 """``slow(*point)``: the reference result for one point of floats, or the precise DomainError."""
+
+
+ArrayEntry = Callable[..., list[Any]]
+"""``fn(*arrays) -> [outputs]`` for float64 inputs of fixed shapes, broadcasting like numpy."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """An executor's estimate for one tape: seconds before its first call, and seconds per call."""
+
+    setup: float
+    call: float
+
+
+class Executor(Protocol):
+    """What the dispatcher needs of an executor; each module in ``symgrad/backends/`` provides one.
+
+    An entry method returns None where the executor has no such entry (the
+    interpreter has no array entry), or none for this tape and these shapes.
+    Every scalar entry hands points it cannot evaluate cleanly to ``slow``
+    (the fallback convention above), so that all of them give the reference
+    interpreter's numbers and errors; an array entry hands whole calls to
+    ``fallback``, the numpy program, whose semantics (IEEE values, numpy's
+    warnings) are the array path's.
+    """
+
+    name: str
+    """How ``bench/dispatch.py``, the tests and the dispatcher's tiers name it."""
+
+    def supports(self, tape: Tape) -> bool:
+        """Whether it can run every op of ``tape`` here (a dependency present, an emitter per op)."""
+        ...
+
+    def scalar_entry(self, tape: Tape, slow: Fallback, returns: Returns) -> ScalarEntry | None: ...
+
+    def array_entry(
+        self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None], fallback: ArrayEntry | None
+    ) -> ArrayEntry | None: ...
+
+    def scalar_cost(self, n_records: int) -> Cost | None:
+        """Estimated setup and per-call seconds of its scalar entry, None without one."""
+        ...
+
+    def array_cost(self, n_records: int, n_points: int) -> Cost | None:
+        """The same for array calls of ``n_points`` broadcast points."""
+        ...

@@ -17,7 +17,7 @@ raises, or any record comes out inf or nan, the function returns
 ``slow(*point)`` instead — the caller's reference path (the interpreter),
 which returns its own result or raises the precise
 :class:`~symgrad.errors.DomainError` with the caret under the source.  That is
-where the native kernel and :func:`interim` hand a point over too, so every
+where the native kernel and the interpreter's entry (:func:`symgrad.backends.interpreter.entry`) hand a point over too, so every
 executor returns the same bits, signed zeros included (checking only the
 outputs let ``1/(x*x)`` at ``x = 1e200`` return 0.0 here and raise natively).
 A record whose inf or nan reaches a checked reader (``x*y`` read by ``+``) is
@@ -32,14 +32,15 @@ one function compile in about 3 s).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..gcpause import gc_paused
 from ..tape import Tape
-from .protocol import Returns
+from .protocol import ArrayEntry, Cost, Fallback, Returns, ScalarEntry, Shape
 
-__all__ = ["INLINE_DEPTH", "function", "interim", "source"]
+__all__ = ["EXECUTOR", "INLINE_DEPTH", "PythonExecutor", "function", "source"]
 
 INLINE_DEPTH = 8
 """How deeply single-use records may be nested into one line (keeps the compiler shallow)."""
@@ -172,41 +173,41 @@ def function(tape: Tape, slow: Callable[..., Any], returns: Returns = "tuple") -
     return fn
 
 
-def interim(tape: Tape, slow: Callable[..., Any], returns: Returns = "tuple") -> Callable[..., Any]:
-    """What :func:`function` returns, without generating or compiling code: a loop over the records.
+@dataclass(frozen=True)
+class Figures:
+    """Measured seconds (``python bench/dispatch.py`` prints them as measured in its run)."""
 
-    Slower per call, but ready at once: it serves the first calls while a big
-    tape compiles to machine code in the background (see ``Function``).  Same
-    float operations (the op table's ``scalar`` column, which the ``code``
-    column spells), and it hands a point to ``slow`` where the native kernel
-    does: an op raised or some record is not finite.  So it returns what the
-    kernel that replaces it returns, bit for bit, and raises the same errors.
-    """
-    steps = tuple((instr.op.scalar, instr.args) for instr in tape.instrs)
-    start = list(tape.consts)
-    first = tape.first_instr_slot
-    outputs = tape.outputs
-    isfinite = math.isfinite
+    setup_per_record: float = 10e-6
+    """Generating and compiling the source, per record."""
+    call_fixed: float = 0.3e-6
+    call_per_record: float = 70e-9
 
-    def run(*point: float) -> Any:
-        values = [*point, *start]
-        append = values.append
-        try:
-            for fn, args in steps:
-                if len(args) == 2:
-                    append(fn(values[args[0]], values[args[1]]))
-                elif len(args) == 1:
-                    append(fn(values[args[0]]))
-                else:
-                    append(fn(*[values[a] for a in args]))
-        except _CATCH:
-            return slow(*point)
-        if not all(map(isfinite, values[first:])):
-            return slow(*point)
-        if returns == "value":
-            return values[outputs[0]]
-        if returns == "value_and_grad":
-            return values[outputs[0]], [values[o] for o in outputs[1:]]
-        return tuple(values[o] for o in outputs)
 
-    return run
+class PythonExecutor:
+    """Straight-line Python: a CPython compile per tape, then the fastest entry without machine code."""
+
+    name = "python"
+
+    def __init__(self) -> None:
+        self.figures = Figures()
+
+    def supports(self, tape: Tape) -> bool:
+        return True
+
+    def scalar_entry(self, tape: Tape, slow: Fallback, returns: Returns) -> ScalarEntry:
+        return function(tape, slow, returns)
+
+    def array_entry(
+        self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None], fallback: ArrayEntry | None
+    ) -> ArrayEntry | None:
+        return None
+
+    def scalar_cost(self, n_records: int) -> Cost:
+        f = self.figures
+        return Cost(f.setup_per_record * n_records, f.call_fixed + f.call_per_record * n_records)
+
+    def array_cost(self, n_records: int, n_points: int) -> Cost | None:
+        return None
+
+
+EXECUTOR = PythonExecutor()

@@ -19,10 +19,18 @@ Layout (one responsibility per module)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from ... import config
 from ...tape import Tape
+from ..protocol import ArrayEntry, Cost, Fallback, Returns, ScalarEntry, Shape
 
-__all__ = ["available", "emits", "unavailable_reason", "vector_libm_everywhere"]
+if TYPE_CHECKING:
+    from .kernel import NativeKernel
+
+__all__ = ["EXECUTOR", "NativeExecutor", "available", "emits", "unavailable_reason", "vector_libm_everywhere"]
 
 _reason: str | None = None
 _checked = False
@@ -65,3 +73,73 @@ def emits(tape: Tape) -> bool:
     from .emit import supported  # plain Python: no llvmlite
 
     return all(supported(instr.op) for instr in tape.instrs)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Measured seconds (``python bench/dispatch.py`` prints them as measured in its run)."""
+
+    setup_fixed: float = 8e-3
+    setup_per_record: float = 25e-6
+    """LLVM at the kernel's default optimisation level, per record (linear up to 10^5 records)."""
+    call_fixed: float = 0.25e-6
+    call_per_record: float = 3e-9
+    fused_setup_fixed: float = 10e-3
+    fused_setup_per_record: float = 40e-6
+    fused_call_fixed: float = 15e-6
+    fused_call_per_element: float = 0.8e-9
+    llvm_start: float = 0.2
+    """Importing llvmlite and reading the host's CPU, once per process: the price of even asking the
+    persistent cache for a kernel (its key names the host)."""
+
+
+class NativeExecutor:
+    """LLVM machine code: a scalar entry and the fused array loop (llvmlite is imported on first use)."""
+
+    name = "native"
+
+    def __init__(self) -> None:
+        self.figures = Figures()
+
+    def supports(self, tape: Tape) -> bool:
+        return available() and emits(tape)
+
+    def kernel(self, tape: Tape, slow: Fallback, returns: Returns, opt: int | None = None) -> NativeKernel:
+        """The kernel behind :meth:`scalar_entry` (a traced function replays through its buffer)."""
+        from .kernel import compile_native, flat_fallback
+
+        return compile_native(tape, list(tape.outputs), fallback=flat_fallback(slow, returns), opt=opt)
+
+    def cached_kernel(
+        self, tape: Tape, slow: Fallback, returns: Returns, opt: int | None = None
+    ) -> NativeKernel | None:
+        """:meth:`kernel` if the persistent cache holds its machine code, else None (nothing compiled)."""
+        from .kernel import cached_kernel, flat_fallback
+
+        return cached_kernel(tape, list(tape.outputs), fallback=flat_fallback(slow, returns), opt=opt)
+
+    def scalar_entry(self, tape: Tape, slow: Fallback, returns: Returns) -> ScalarEntry:
+        return self.kernel(tape, slow, returns).entry(returns)
+
+    def array_entry(
+        self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None], fallback: ArrayEntry | None
+    ) -> ArrayEntry | None:
+        """The fused loop, compiled now; calls it cannot take (underflow reporting, flagged points) go
+        to ``fallback``.  None where it cannot give numpy's result shapes."""
+        if fallback is None:
+            raise ValueError("the fused array loop hands calls it cannot take to a fallback: give the numpy program")
+        from .arrays import array_function
+
+        return array_function(tape, shapes, reduce_to, fallback, compile_now=True)
+
+    def scalar_cost(self, n_records: int) -> Cost:
+        f = self.figures
+        return Cost(f.setup_fixed + f.setup_per_record * n_records, f.call_fixed + f.call_per_record * n_records)
+
+    def array_cost(self, n_records: int, n_points: int) -> Cost:
+        f = self.figures
+        setup = f.fused_setup_fixed + f.fused_setup_per_record * n_records
+        return Cost(setup, f.fused_call_fixed + f.fused_call_per_element * n_records * max(n_points, 1))
+
+
+EXECUTOR = NativeExecutor()

@@ -17,7 +17,6 @@ the caret under the source.
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import math
 import os
@@ -181,6 +180,9 @@ class NativeKernel:
         self._loaded: dict[str, jit.Loaded] = {}
         self._array_fn: Any = None
         self._via_ctypes = not pyentry.available()
+        self._machine: tuple[int, ctypes.Array[ctypes.c_double]] | None = None
+        self._machine_lock = threading.Lock()  # this kernel's own (functools.cached_property locks the class)
+        self._scalar: Callable[..., tuple[float, ...]] | None = None
         if scalar:
             self._scalar_machine  # noqa: B018  (compiled now: compile errors surface here, not at a first call)
 
@@ -282,14 +284,31 @@ class NativeKernel:
         kernel, work = self._scalar_machine
         return pyentry.entry(kernel, ctypes.addressof(work), n_in, n_out, returns, slow, (self._loaded["scalar"], work))
 
-    @functools.cached_property
+    @property
     def _scalar_machine(self) -> tuple[int, ctypes.Array[ctypes.c_double]]:
-        """The scalar entry's address and the work vector every entry of this kernel shares."""
-        return self._load("scalar", SCALAR), (ctypes.c_double * max(self.layout.size, 1))()
+        """The scalar entry's address and the work vector every entry of this kernel shares.
 
-    @functools.cached_property
+        Built under this kernel's own lock: ``functools.cached_property`` (Python 3.11) holds one
+        lock for the whole class, so one long compile would make every other kernel wait for it.
+        """
+        machine = self._machine
+        if machine is None:
+            with self._machine_lock:
+                machine = self._machine
+                if machine is None:
+                    address = self._load("scalar", SCALAR)
+                    machine = self._machine = (address, (ctypes.c_double * max(self.layout.size, 1))())
+        return machine
+
+    @property
     def scalar(self) -> Callable[..., tuple[float, ...]]:
         """``scalar(*floats) -> (output values)``: the entry for hot loops (bind it once)."""
+        fn = self._scalar
+        if fn is None:
+            fn = self._scalar = self._make_scalar()
+        return fn
+
+    def _make_scalar(self) -> Callable[..., tuple[float, ...]]:
         if not self._via_ctypes:
             return self.entry("tuple")
         n_in, n_out = self.program.n_inputs, len(self.program.outputs)
@@ -542,23 +561,12 @@ class BufferEntry:
         return False
 
 
-def function(
-    tape: Tape, slow: Callable[..., Any], returns: Returns = "tuple", outputs: Sequence[int] | None = None
-) -> Callable[..., Any]:
-    """``fn(*floats)`` running machine code, shaped like ``codegen``'s generated functions.
-
-    ``returns``: ``"value"`` (one float), ``"tuple"`` (one float per output) or
-    ``"value_and_grad"`` (``(value, [partials])`` from outputs value, ∂/∂x1, ...).
-    ``slow(*floats)`` is the reference path, returning the same shape: it runs
-    wherever the kernel flags a point (and raises the exact ``DomainError``).
-    ``outputs`` defaults to the tape's own output slots.
-    """
-    if outputs is None:
-        outputs = tuple(getattr(tape, "outputs", None) or (tape.output,))
+def flat_fallback(slow: Callable[..., Any], returns: Returns) -> Fallback:
+    """``slow(*floats)``, shaped as ``returns`` says, as the kernel's fallback: a sequence in, the outputs out."""
     if returns not in _SHAPES:
         raise ValueError(f"returns must be 'value', 'tuple' or 'value_and_grad', not {returns!r}")
 
-    def flat(point: Sequence[float]) -> tuple[float, ...]:  # ``slow``'s result as the kernel's outputs
+    def flat(point: Sequence[float]) -> tuple[float, ...]:
         result = slow(*point)
         if returns == "value":
             return (result,)
@@ -567,4 +575,20 @@ def function(
         value, grads = result
         return (value, *grads)
 
-    return compile_native(tape, outputs, fallback=flat).entry(returns)
+    return flat
+
+
+def function(
+    tape: Tape, slow: Callable[..., Any], returns: Returns = "tuple", outputs: Sequence[int] | None = None
+) -> Callable[..., Any]:
+    """``fn(*floats)`` running machine code, shaped like the Python executor's generated functions.
+
+    ``returns``: ``"value"`` (one float), ``"tuple"`` (one float per output) or
+    ``"value_and_grad"`` (``(value, [partials])`` from outputs value, ∂/∂x1, ...).
+    ``slow(*floats)`` is the reference path, returning the same shape: it runs
+    wherever the kernel flags a point (and raises the exact ``DomainError``).
+    ``outputs`` defaults to the tape's own output slots.
+    """
+    if outputs is None:
+        outputs = tuple(tape.outputs)
+    return compile_native(tape, outputs, fallback=flat_fallback(slow, returns)).entry(returns)
