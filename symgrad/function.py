@@ -88,6 +88,7 @@ class Function:
     """
 
     __slots__ = (
+        "_array_rentals",
         "_arrays",
         "_derived",
         "_derived_functions",
@@ -126,7 +127,8 @@ class Function:
         self._derived: dict[tuple[Any, ...], Tape] = {}  # derivative tapes by what was asked
         self._derived_functions: dict[tuple[Any, ...], Function] = {}
         self._arrays: OrderedDict[tuple[Any, ...], Callable[..., list[Any]]] = OrderedDict()
-        self._rentals: list[dispatch.Rental] = []  # entries that may still move to a faster executor
+        self._rentals: list[dispatch.Rental] = []  # scalar entries that may still move to a faster executor
+        self._array_rentals: dict[tuple[Any, ...], dispatch.Rental] = {}  # the same for the array entries kept
         self.backend = dispatch.resolve_backend(backend)
         """``"auto"`` (the dispatcher chooses, see :mod:`symgrad.backends.dispatch`), ``"native"`` or ``"python"``."""
 
@@ -268,11 +270,12 @@ class Function:
             def keep(fn: Callable[..., list[Any]]) -> None:
                 self._arrays[key] = fn
                 while len(self._arrays) > MAX_SHAPES:
-                    self._arrays.popitem(last=False)
+                    dropped, _ = self._arrays.popitem(last=False)
+                    self._array_rentals.pop(dropped, None)
 
             fn, rental = dispatch.array_entry(tape, shapes, reduce_to, self.backend, keep)
-            if rental is not None:
-                self._rentals.append(rental)
+            if rental is not None and key in self._arrays:
+                self._array_rentals[key] = rental
         else:
             self._arrays.move_to_end(key)
         try:
@@ -627,7 +630,7 @@ class Function:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         upgraded = True
-        for rental in list(self._rentals):
+        for rental in [*self._rentals, *self._array_rentals.values()]:
             rental.buy_now()
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             upgraded = rental.wait(left) and upgraded

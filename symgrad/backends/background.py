@@ -142,7 +142,7 @@ def upgrade_later(
 
 # ----------------------------------------------------------------- workers ---
 LANES = ("small", "isolated")
-EXIT_WAIT_SECONDS = 1.0
+EXIT_WAIT_SECONDS = 0.25
 """At exit, how long to wait for the isolated lane's worker (its compile runs in a child process,
 which is stopped first, so the worker is normally done within milliseconds)."""
 

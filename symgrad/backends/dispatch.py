@@ -153,6 +153,7 @@ class Rental:
         self.left = 0
         self.job: background.Upgrade | None = None
         self._plan()
+        self._buy_at_once()
 
         def call(*point: Any) -> Any:
             self.left -= 1
@@ -164,6 +165,27 @@ class Rental:
         self.entry: Fn = call if self.left > 0 else self.current
         """What the caller is handed now: the counting entry, or the executor itself when nothing is worth buying."""
         publish(self.entry)
+
+    def _buy_at_once(self) -> None:
+        """Buy now, in the caller, what costs no more than one call of the current executor would.
+
+        (An array call over a million points, say: waiting for the background compile would cost more
+        than compiling, and the numpy program's temporaries more memory than the fused loop's.)"""
+        while True:
+            step = self._next()
+            if step is None or step[1] != 1:
+                return
+            k = step[0]
+            name, setup, _ = self.costs[k]
+            if setup > self.costs[self.tier][2]:
+                return
+            try:
+                fn = self._builders[name]()
+            except Exception:  # (no such kernel for these shapes, a failed compile): keep serving as now
+                self.left = 0
+                return
+            self.paid += setup
+            self._take_over(fn, k)
 
     def _next(self) -> tuple[int, int] | None:
         """``(tier, calls until it is bought)`` of the first tier worth buying, or None."""
