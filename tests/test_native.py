@@ -584,6 +584,22 @@ def test_cache_files_are_verified_and_corrupted_ones_rebuilt(cache_dir) -> None:
     assert _stats()["rejected"] == before["rejected"] + 1
 
 
+def test_a_row_whose_native_column_changes_is_compiled_anew(cache_dir: Path) -> None:
+    # The cache key covers each op's native rule: the same program over a row whose rule changed
+    # (edited in ops.py, or registered again) must not load the old row's machine code.
+    tape_text = "ramp(x) * y"
+    got = []
+    for recipe in ("relu", "sign"):
+        ops.register(_ramp(ops.NativeRule(recipe=recipe)))
+        try:
+            tape = lower(parse(tape_text), tape_text)
+            got.append(compile_native(tape, [tape.output])(-2.0, 3.0)[0])
+        finally:
+            ops.unregister("ramp")
+    assert got == [0.0, -3.0]  # relu(-2) * 3, then sign(-2) * 3
+    assert len(kernel_files(cache_dir)) == 2
+
+
 def test_cache_can_be_disabled_bounded_and_cleared(cache_dir: Path) -> None:
     tape = lower(parse("x + 1"), "x + 1")
     with config.override(CACHE=False):

@@ -35,7 +35,7 @@ same bits (checked in :mod:`symgrad.backends.native.libm`).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ...ops import OPS, NativeRule, Op
 
@@ -59,6 +59,7 @@ __all__ = [
     "emit_pair",
     "emitter",
     "propagates",
+    "rules_of",
     "supported",
 ]
 
@@ -688,6 +689,13 @@ def by_reciprocal(name: str) -> str:
     see :func:`symgrad.backends.native.arrays.reciprocals`).
     """
     return _native(name).by_reciprocal
+
+
+def rules_of(names: Iterable[str]) -> str:
+    """The op table's facts the machine code of these ops depends on (their ``native`` and
+    ``propagates``), as text for a cache key: a row edited in ``ops.py``, or registered again with
+    another rule, is a different kernel, though the program names the same ops."""
+    return ";".join(f"{name}={OPS[name].native!r}/{OPS[name].propagates!r}" for name in sorted(set(names)))
 
 
 def checks_result(name: str, arity: int) -> bool:

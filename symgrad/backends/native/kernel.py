@@ -34,6 +34,7 @@ from .. import interpreter
 from ..protocol import Returns
 from . import cache, jit, libm, pyentry
 from .build import ARRAY, MAX_WIDTH, SCALAR, STACK_LIMIT, build_ir, layout_of
+from .emit import rules_of
 from .program import CHUNK, Program
 
 __all__ = [
@@ -147,9 +148,11 @@ def llvm_ir(tape: Tape, outputs: Sequence[int], part: str = "scalar") -> str:
 
 
 def _cache_key(program: Program, part: str, opt: int, extra: str = "") -> str:
-    """The program and every choice made for it, with :func:`jit.code_id` (host, versions, the code generator's source)."""
+    """The program and every choice made for it, with :func:`jit.code_id` (host, versions, the code generator's
+    source) and the op table's native rules of the program's ops (:func:`~.emit.rules_of`)."""
     pairs = ",".join(sorted("+".join(pair) for pair in jit.fused_pairs()))  # sincos or not
-    text = f"{part}|{opt}|{pairs}|{jit.code_id()}|{program.digest()}{extra}"
+    rules = rules_of(name for name, _ in program.records)
+    text = f"{part}|{opt}|{pairs}|{jit.code_id()}|{rules}|{program.digest()}{extra}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
