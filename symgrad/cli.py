@@ -133,7 +133,11 @@ def read_expression(text: str) -> str:
     regular file (a symlink to one is fine), so devices and FIFOs are refused before any read.
     """
     if text == "-":
-        data = sys.stdin.buffer.read(MAX_EXPRESSION_BYTES + 1)
+        buffer = getattr(sys.stdin, "buffer", None)  # (a replaced stdin, e.g. io.StringIO, has none)
+        if buffer is not None:
+            data = buffer.read(MAX_EXPRESSION_BYTES + 1)
+        else:
+            data = sys.stdin.read(MAX_EXPRESSION_BYTES + 1).encode("utf-8", "surrogatepass")
         return _as_text(data, "standard input")
     if text.startswith("@"):
         name = text[1:]
