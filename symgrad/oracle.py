@@ -340,6 +340,16 @@ def check(
                 f"note: d/d{name}: finite difference unreliable here: it misses by {abs(t - d):.1e} and its own "
                 f"error estimate is {estimate:.1e}; tape and sympy agree"
             )
+        elif sympy_ok and fd_ok is False:  # two exact methods agree: is the stencil straddling a kink?
+            smaller = _smaller_step_agrees(fn, at, name, t, fd_rtol, fd_atol, scale)
+            if smaller is not None:
+                unreliable = True
+                step, slope = smaller
+                notes.append(
+                    f"note: d/d{name}: the central difference with step {fd_step(at[name]):.1e} disagrees (it reaches "
+                    f"across a kink nearby); with step {step:.1e} and a tenth of it, it gives {slope!r}, as tape and "
+                    f"sympy do"
+                )
         if sympy_ok is None and fd_ok is None:
             notes.append(f"note: no oracle for d/d{name}: sympy gives nan and the stencil leaves the domain")
         verdicts = [v for v in (sympy_ok, True if unreliable else fd_ok) if v is not None]
@@ -359,6 +369,41 @@ def _symbolic_value_and_grad(
     """sympy's value and exact derivative of the whole expression at the point (run on the deep stack)."""
     value = sympy_value(to_sympy_at_depth(tree, real=False), at)
     return value, {name: sympy_value(d, at) for name, d in exact_grad(tree, names).items()}
+
+
+FD_RETRY_SHRINKS = 4
+"""How many times :func:`check` divides the step by 10 when the central difference alone disagrees."""
+
+
+def _smaller_step_agrees(
+    f: Function, point: Mapping[str, float], name: str, slope: float, rtol: float, atol: float, scale: float
+) -> tuple[float, float] | None:
+    """``(step, difference)`` when central differences at two successive steps, each a tenth of the
+    last, both agree with ``slope``; else None.
+
+    Near a kink (``abs(x)`` at 1e-7, ``max(x, y)`` at (1, 1.000001)) the standard step reaches
+    across it and sees a mix of the two slopes, though the function is smooth at the point; a step
+    below the distance to the kink does not.  Two successive steps must agree, so one lucky
+    difference cannot pass; at the kink itself every step reaches across, and nothing changes.
+    """
+    x = point[name]
+    h = fd_step(x)
+    agreed: list[tuple[float, float]] = []
+    for _ in range(FD_RETRY_SHRINKS):
+        h /= 10.0
+        try:
+            hi = f({**point, name: x + h})
+            lo = f({**point, name: x - h})
+        except DomainError:
+            return None
+        difference = (hi - lo) / ((x + h) - (x - h))
+        if _close(slope, difference, rtol, atol, scale):
+            agreed.append((h, difference))
+            if len(agreed) == 2:
+                return agreed[0]
+        else:
+            agreed.clear()
+    return None
 
 
 def fd_error_estimate(f: Function, point: Mapping[str, float], name: str) -> float:

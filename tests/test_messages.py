@@ -362,3 +362,35 @@ def test_a_power_at_a_negative_base_says_which_partial_failed() -> None:
     assert "the partial by its second argument ('y') is not finite there" in message
     assert "pass wrt='x'" in message
     assert f.grad(x=-2, y=2, wrt="x") == pytest.approx(2 * -2.0)  # d/dx x**2 = 2x, as suggested
+
+
+# -- check near a kink -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("formula", "point"),
+    [
+        ("abs(x)", {"x": 1e-7}),
+        ("relu(x)", {"x": 1e-7}),
+        ("relu(x)", {"x": -1e-7}),
+        ("max(x, y)", {"x": 1.0, "y": 1.000001}),
+        ("abs(x - 3) * y", {"x": 3.0000001, "y": 2.0}),
+    ],
+)
+def test_check_near_a_kink_agrees_where_tape_and_sympy_agree(formula: str, point: dict[str, float]) -> None:
+    """The standard step (6e-6) reached across the kink and outvoted two exact methods that agree."""
+    report = symgrad.check(formula, point)
+    assert report.ok, str(report)
+    f = symgrad.compile(formula)
+    for row in report.rows:
+        assert row.tape == row.sympy
+        name, h = row.variable, 1e-9  # this test's own central difference, far inside the smooth side
+        assert name is not None
+        slope = (f({**point, name: point[name] + h}) - f({**point, name: point[name] - h})) / (2 * h)
+        assert row.tape == pytest.approx(slope, abs=1e-6)
+    assert any("reaches across a kink nearby" in note for note in report.notes)
+
+
+def test_at_the_kink_itself_the_convention_is_still_reported() -> None:
+    report = symgrad.check("relu(x)", x=0.0)
+    assert not report.ok and not report.rows[0].fd_unreliable
