@@ -36,7 +36,7 @@ from ..errors import DomainError, Span
 from ..ops import Op, domain_message
 from ..rules import scalar_partials
 from ..tape import Tape
-from .protocol import ArrayEntry, Cost, Fallback, Returns, ScalarEntry, Shape
+from .protocol import BaseExecutor, Cost, Fallback, Returns, ScalarEntry
 
 __all__ = [
     "EXECUTOR",
@@ -333,7 +333,7 @@ class Figures:
     call_per_record: float = 350e-9
 
 
-class InterpreterExecutor:
+class InterpreterExecutor(BaseExecutor):
     """The reference, as the executor that needs no setup: the first calls of ``auto`` run here."""
 
     name = "interpreter"
@@ -341,22 +341,11 @@ class InterpreterExecutor:
     def __init__(self) -> None:
         self.figures = Figures()
 
-    def supports(self, tape: Tape) -> bool:
-        return True
-
     def scalar_entry(self, tape: Tape, slow: Fallback, returns: Returns) -> ScalarEntry:
         return entry(tape, slow, returns)
 
-    def array_entry(
-        self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None], fallback: ArrayEntry | None
-    ) -> ArrayEntry | None:
-        return None
-
     def scalar_cost(self, n_records: int) -> Cost:
         return Cost(0.0, self.figures.call_per_record * n_records)
-
-    def array_cost(self, n_records: int, n_points: int) -> Cost | None:
-        return None
 
 
 EXECUTOR = InterpreterExecutor()

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..tape import Tape
-from .protocol import ArrayEntry, Cost, Fallback, Returns, ScalarEntry, Shape
+from .protocol import ArrayEntry, BaseExecutor, Cost, Shape
 
 __all__ = ["EXECUTOR", "NumpyExecutor", "Shape", "array_function", "fit", "source"]
 
@@ -232,7 +232,7 @@ class Figures:
     call_per_element: float = 2.5e-9
 
 
-class NumpyExecutor:
+class NumpyExecutor(BaseExecutor):
     """The array program: the reference semantics of array calls (IEEE values, numpy's warnings)."""
 
     name = "numpy"
@@ -240,19 +240,10 @@ class NumpyExecutor:
     def __init__(self) -> None:
         self.figures = Figures()
 
-    def supports(self, tape: Tape) -> bool:
-        return True
-
-    def scalar_entry(self, tape: Tape, slow: Fallback, returns: Returns) -> ScalarEntry | None:
-        return None
-
     def array_entry(
         self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None], fallback: ArrayEntry | None
     ) -> ArrayEntry:
         return array_function(tape, shapes, reduce_to)
-
-    def scalar_cost(self, n_records: int) -> Cost | None:
-        return None
 
     def array_cost(self, n_records: int, n_points: int) -> Cost:
         f = self.figures

@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 
 from ..tape import Tape
 
-__all__ = ["ArrayEntry", "Cost", "Executor", "Fallback", "Returns", "ScalarEntry", "Shape"]
+__all__ = ["ArrayEntry", "BaseExecutor", "Cost", "Executor", "Fallback", "Returns", "ScalarEntry", "Shape"]
 
 Shape = tuple[int, ...]
 
@@ -78,3 +78,31 @@ class Executor(Protocol):
     def array_cost(self, n_records: int, n_points: int) -> Cost | None:
         """The same for array calls of ``n_points`` broadcast points."""
         ...
+
+
+class BaseExecutor:
+    """Defaults for an :class:`Executor`: runs every tape, has no entry and no cost until it says so.
+
+    Each executor overrides what it has; ``figures`` holds its measured seconds (a frozen
+    dataclass, replaced whole to model another machine, as tests do).
+    """
+
+    name = "base"
+    figures: Any = None
+
+    def supports(self, tape: Tape) -> bool:
+        return True
+
+    def scalar_entry(self, tape: Tape, slow: Fallback, returns: Returns) -> ScalarEntry | None:
+        return None
+
+    def array_entry(
+        self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None], fallback: ArrayEntry | None
+    ) -> ArrayEntry | None:
+        return None
+
+    def scalar_cost(self, n_records: int) -> Cost | None:
+        return None
+
+    def array_cost(self, n_records: int, n_points: int) -> Cost | None:
+        return None

@@ -32,13 +32,13 @@ one function compile in about 3 s).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..gcpause import gc_paused
 from ..tape import Tape
-from .protocol import ArrayEntry, Cost, Fallback, Returns, ScalarEntry, Shape
+from .protocol import BaseExecutor, Cost, Fallback, Returns, ScalarEntry
 
 __all__ = ["EXECUTOR", "INLINE_DEPTH", "PythonExecutor", "function", "source"]
 
@@ -183,7 +183,7 @@ class Figures:
     call_per_record: float = 70e-9
 
 
-class PythonExecutor:
+class PythonExecutor(BaseExecutor):
     """Straight-line Python: a CPython compile per tape, then the fastest entry without machine code."""
 
     name = "python"
@@ -191,23 +191,12 @@ class PythonExecutor:
     def __init__(self) -> None:
         self.figures = Figures()
 
-    def supports(self, tape: Tape) -> bool:
-        return True
-
     def scalar_entry(self, tape: Tape, slow: Fallback, returns: Returns) -> ScalarEntry:
         return function(tape, slow, returns)
-
-    def array_entry(
-        self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None], fallback: ArrayEntry | None
-    ) -> ArrayEntry | None:
-        return None
 
     def scalar_cost(self, n_records: int) -> Cost:
         f = self.figures
         return Cost(f.setup_per_record * n_records, f.call_fixed + f.call_per_record * n_records)
-
-    def array_cost(self, n_records: int, n_points: int) -> Cost | None:
-        return None
 
 
 EXECUTOR = PythonExecutor()
