@@ -394,3 +394,45 @@ def test_check_near_a_kink_agrees_where_tape_and_sympy_agree(formula: str, point
 def test_at_the_kink_itself_the_convention_is_still_reported() -> None:
     report = symgrad.check("relu(x)", x=0.0)
     assert not report.ok and not report.rows[0].fd_unreliable
+
+
+# -- the hot path: vg with something other than numbers -------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["python", "native", "auto"])
+@pytest.mark.parametrize("args", [("a", 1.0), (1.0, None), (1.0, [2.0])])
+def test_vg_with_a_non_number_is_an_input_error_on_every_backend(backend: str, args: tuple[object, ...]) -> None:
+    """Generated Python raised a bare TypeError ("can't multiply sequence by non-int of type 'float'")."""
+    f = symgrad.compile("x*y + sin(x)", backend=backend)
+    with pytest.raises(InputError):
+        f.vg(*args)
+    value, grads = f.value_and_grad(x=1.0, y=2.0)
+    assert f.vg(1.0, 2.0) == (value, [grads["x"], grads["y"]])
+
+
+def test_vg_on_generated_python_names_the_variable() -> None:
+    f = symgrad.compile("x*y + sin(x)", backend="python")
+    with pytest.raises(InputError, match=r"one real number per variable \(x, y\), got str 'a' for 'x'"):
+        f.vg("a", 1.0)
+
+
+def test_the_type_check_costs_the_happy_path_nothing() -> None:
+    """The check is an exception handler in the generated code: the instructions a call with
+    floats runs are the same with and without it (CPython 3.11+ handlers cost nothing until used)."""
+    import dis
+
+    from symgrad.backends import python as generated
+
+    tape = symgrad.compile("x*y + sin(x)").gradient_function().tape
+    text = generated.source(tape, "value_and_grad")
+    without = text.replace("    except TypeError:\n        raise _wrong_arguments((v0, v1))\n", "")
+    assert without != text
+
+    def happy_path(source: str) -> list[tuple[str, str]]:
+        namespace: dict[str, object] = {}
+        exec(compile(source, "<generated>", "exec"), namespace)  # codegen: the tape's own generated source
+        instructions = [(i.opname, i.argrepr) for i in dis.get_instructions(namespace["generated"])]  # type: ignore[arg-type]
+        end = [name for name, _ in instructions].index("PUSH_EXC_INFO")
+        return [(name, "" if name.startswith("JUMP") else arg) for name, arg in instructions[:end]]
+
+    assert happy_path(text) == happy_path(without)

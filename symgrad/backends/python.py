@@ -32,10 +32,12 @@ one function compile in about 3 s).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InputError, short_repr
 from ..gcpause import gc_paused
 from ..tape import Tape
 from .protocol import BaseExecutor, Cost, Fallback, Returns, ScalarEntry
@@ -48,6 +50,21 @@ CHECK_TERMS = 100
 """Values summed per line of the inf-or-nan check (a longer chain of ``+`` makes CPython's compiler recurse too deep)."""
 
 _CATCH = (ArithmeticError, ValueError)
+
+
+def _wrong_arguments(names: Sequence[str], point: Sequence[Any]) -> InputError:
+    """The error for a generated function called with something other than real numbers.
+
+    Made only after the call failed with a TypeError (an exception handler costs nothing until
+    it runs), so the hot path checks nothing.
+    """
+    for name, value in zip(names, point, strict=False):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return InputError(
+                f"the compiled function takes one real number per variable ({', '.join(names)}), "
+                f"got {type(value).__name__} {short_repr(value)} for '{name}'"
+            )
+    return InputError(f"the compiled function takes one real number per variable, got {short_repr(tuple(point))}")
 
 
 def _const_text(value: float, name: str, named: dict[str, Any]) -> str:
@@ -141,6 +158,7 @@ def _source(tape: Tape, returns: Returns) -> tuple[str, dict[str, Any]]:
             checked.append(text)
         out_names.append(text)
     code += ["    except _CATCH:", f"        return _slow({params})"]
+    code += ["    except TypeError:", f"        raise _wrong_arguments(({params}{',' if tape.n_inputs == 1 else ''}))"]
     if checked:
         names = sorted(set(checked))
         for start in range(0, len(names), CHECK_TERMS):  # lines of bounded length: the compiler recurses per "+"
@@ -166,7 +184,12 @@ def function(tape: Tape, slow: Callable[..., Any], returns: Returns = "tuple") -
     text, named = _source(tape, returns)
     namespace: dict[str, Any] = {instr.op.name: instr.op.scalar for instr in tape.instrs}
     namespace.update(named)
-    namespace.update({"_CATCH": _CATCH, "_slow": slow})
+    names = tape.inputs
+
+    def wrong_arguments(point: tuple[Any, ...]) -> InputError:
+        return _wrong_arguments(names, point)
+
+    namespace.update({"_CATCH": _CATCH, "_slow": slow, "_wrong_arguments": wrong_arguments})
     code = compile(text, f"<symgrad {returns} {len(tape)} records>", "exec")
     exec(code, namespace)  # codegen: source built from the tape only (slot names, float reprs, op code column)
     fn: Callable[..., Any] = namespace["generated"]
