@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import api, config
-from .errors import ConfigError, InputError, ParseError, SymgradError, clip, excerpt
+from .errors import ConfigError, DomainError, InputError, ParseError, SymgradError, clip, excerpt
 from .explain import DEFAULT_MAX_ROWS
 from .oracle import DEFAULT_ATOL, DEFAULT_FD_ATOL, DEFAULT_FD_RTOL, DEFAULT_RTOL, check
 
@@ -77,10 +77,8 @@ def _value_of(name: str, text: str) -> float:
         return float(value())
     except ParseError as e:
         raise InputError(f"{quoted} is not a number: {e.reason}") from None
-    except InputError:
-        raise
-    except SymgradError as e:
-        raise InputError(f"{quoted} is undefined: {getattr(e, 'reason', e)}") from None
+    except DomainError as e:  # (other errors, a bad SYMGRAD_* setting say, are not about the value)
+        raise InputError(f"{quoted} is undefined: {e.reason}") from None
 
 
 def jsonable(payload: dict[str, Any]) -> dict[str, Any]:
