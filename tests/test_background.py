@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from floats import outcome
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import Case, cases
@@ -97,14 +98,6 @@ def test_background_off_builds_before_returning() -> None:
 
 
 # ------------------------------------------------------ the interim executor ---
-def _outcome(fn: Callable[..., Any], point: list[float]) -> Any:
-    try:
-        value, grads = fn(*point)
-    except DomainError as e:
-        return ("error", str(e))
-    return [v.hex() if isinstance(v, float) else v for v in (value, *grads)]  # bit for bit, nan included
-
-
 @needs_llvm
 @settings(max_examples=40, deadline=None)
 @given(cases(max_depth=3), st.sampled_from([None, 0.0, -1.0, 1e300, math.inf]))
@@ -122,7 +115,7 @@ def test_interim_returns_the_kernels_numbers(case: Case, poke: float | None) -> 
         return interpreter.value_and_grad(f.tape, p)
 
     interim = interpreter.entry(tape, slow, "value_and_grad")
-    assert _outcome(interim, point) == _outcome(native_function(tape, slow, "value_and_grad"), point)
+    assert outcome(interim, *point) == outcome(native_function(tape, slow, "value_and_grad"), *point)
 
 
 def test_interim_agrees_with_the_interpreter_on_every_output() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from floats import bits, same
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -28,10 +29,6 @@ from symgrad.lower import lower
 from symgrad.ops import OPS, Op
 from symgrad.parser import parse
 from symgrad.transforms import grad_tape
-
-
-def same(a: float, b: float) -> bool:
-    return (math.isnan(a) and math.isnan(b)) or a == b
 
 
 def close(a: float, b: float) -> bool:
@@ -359,11 +356,6 @@ def test_array_inputs_are_checked() -> None:
 
 
 # ------------------------------------------------------------- lowering ----
-
-
-def bits(v: float) -> tuple[bool, float, float]:
-    """Compare floats exactly: nan with nan, and -0.0 apart from 0.0."""
-    return (math.isnan(v), 0.0 if math.isnan(v) else v, math.copysign(1.0, v))
 
 
 @pytest.mark.parametrize(

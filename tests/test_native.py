@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from floats import near, same
 from hypothesis import given, settings
 from strategies import Case, cases
 
@@ -36,20 +37,6 @@ from symgrad.tape import Instr, Tape, TapeError
 
 INF, NAN = math.inf, math.nan
 EDGES = (0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.5, 1e-310, 1e-200, 1e200, 1e308, 710.0, -745.5, INF, -INF, NAN)
-
-
-def same(a: float, b: float) -> bool:
-    """Bit-identical up to the nan payload."""
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
-
-
-def near(a: float, b: float, ulps: int = 4) -> bool:
-    """Equal within a few units in the last place (libmvec in the array loop), or ``same``."""
-    if same(a, b):
-        return True
-    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= ulps * math.ulp(max(abs(a), abs(b)))
 
 
 def outcome(fn: object, *args: float) -> tuple[str, object]:

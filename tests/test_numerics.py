@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 import sympy
+from floats import bits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,11 +27,6 @@ from symgrad.ops import OPS
 from symgrad.oracle import DIGITS
 
 BACKENDS = ("python", "native")
-
-
-def bits(v: float) -> int:
-    """The 64 bits of a float: tells -0.0 from 0.0 (and compares nan payloads too)."""
-    return int(struct.unpack("<Q", struct.pack("<d", v))[0])
 
 
 def executors(source: str) -> dict[str, Callable[..., list[float]]]:
