@@ -22,7 +22,8 @@ For each cell: the total seconds of the calls with everything after
 ``symgrad.compile`` (or ``trace``) included (derivative tapes, code generation,
 compiles), measured as the calls run; ``auto / best`` is auto's total against
 the best fixed choice's.  A cell whose calls would exceed ``--cap`` seconds is
-extrapolated from the calls timed so far (marked ``~``).  Then the steady state:
+extrapolated from the latest call (marked ``~``); auto's cells only once its
+machine code serves, or past ten times ``--cap``.  Then the steady state:
 per-call seconds once auto has settled (after ``wait_native()``) against the
 fastest fixed choice's per-call seconds.  Targets (docs/performance.md): auto's
 total within 2x of the best fixed choice in every cell; steady state within
@@ -62,31 +63,43 @@ COLUMNS = {
 }
 
 
-def _timeline(call: Callable[[], Any], counts: list[int], cap: float, start: float) -> list[tuple[float, bool]]:
-    """Seconds from ``start`` until the k-th call returned, for each k in ``counts`` (True: extrapolated)."""
+def _timeline(
+    call: Callable[[], Any],
+    counts: list[int],
+    cap: float,
+    start: float,
+    settled: Callable[[], bool] = lambda: True,
+) -> list[tuple[float, bool]]:
+    """Seconds from ``start`` until the k-th call returned, for each k in ``counts`` (True: extrapolated).
+
+    Past ``cap`` seconds the rest is extrapolated at the latest call's time, but only once
+    ``settled()`` says the executor serving will not change any more (auto, still renting, is
+    run for real up to ten times ``cap``): extrapolating a slow executor that is about to be
+    replaced would charge auto for calls it would never make there.
+    """
     out: list[tuple[float, bool]] = []
     done = 0
+    per = 0.0
     now = time.perf_counter()
     for k in counts:
         while done < k:
-            if now - start > cap and done > 0:  # too slow to run on: extrapolate at the recent per-call time
-                t0 = time.perf_counter()
-                call()
-                done += 1
-                now = time.perf_counter()
-                per = now - t0
-                out.append((now - start + (k - done) * per, True))
-                break
+            t0 = time.perf_counter()
             call()
             done += 1
             now = time.perf_counter()
-        else:
-            out.append((now - start, False))
-            continue
-        for rest in counts[len(out) :]:
-            out.append((out[-1][0] + (rest - k) * per, True))
-        return out
+            per = now - t0
+            if now - start > cap and (settled() or now - start > 10 * cap) and done < k:
+                out.append((now - start + (k - done) * per, True))
+                for rest in counts[len(out) :]:
+                    out.append((out[-1][0] + (rest - counts[len(out) - 1]) * per, True))
+                return out
+        out.append((now - start, False))
     return out
+
+
+def _native_serves(f: Any) -> bool:
+    """Whether ``f.vg`` is the machine code itself (a built-in function), i.e. auto has settled there."""
+    return type(f.vg).__name__ == "builtin_function_or_method"
 
 
 def _steady(call: Callable[[], Any], budget: float = 0.5) -> float:
@@ -110,7 +123,8 @@ def scalar_column(backend: str, sizes: list[int], cap: float) -> list[dict[str, 
         f = symgrad.compile(W.generated(n_ops), backend=backend)
         args = [point[name] for name in f.variables]
         start = time.perf_counter()
-        line = _timeline(lambda f=f, args=args: f.vg(*args), SCALAR_CALLS, cap, start)
+        settled = (lambda f=f: _native_serves(f)) if backend == "auto" else (lambda: True)
+        line = _timeline(lambda f=f, args=args: f.vg(*args), SCALAR_CALLS, cap, start, settled)
         f.wait_native()
         rows.append({"n_ops": n_ops, "totals": line, "steady": _steady(lambda f=f, args=args: f.vg(*args))})
     return rows
@@ -136,7 +150,8 @@ def array_column(backend: str, sizes: list[int], points: list[int], cap: float) 
                     else:
                         values[name] = rng.uniform(0.5, 1.5, n_points)
                 start = time.perf_counter()
-                line = _timeline(lambda f=f, v=values: f.value_and_grad(**v), ARRAY_CALLS, cap, start)
+                settled = (lambda: False) if backend == "auto" else (lambda: True)
+                line = _timeline(lambda f=f, v=values: f.value_and_grad(**v), ARRAY_CALLS, cap, start, settled)
                 f.wait_native()
                 steady = _steady(lambda f=f, v=values: f.value_and_grad(**v))
                 records = len(symgrad.transforms.grad_tape(f.tape))
@@ -164,7 +179,7 @@ def traced_column(backend: str, cap: float) -> list[dict[str, Any]]:
     traced = symgrad.trace(lambda ps: pb.moons.loss_of(model, pb.X, pb.y), params, backend=backend)
     step = T._replay_step(model, traced, params)
     start = time.perf_counter()
-    line = _timeline(step, TRACED_STEPS, cap, start)
+    line = _timeline(step, TRACED_STEPS, cap, start, (lambda: False) if backend == "auto" else (lambda: True))
     traced.wait_native()
     return [{"records": len(traced.tape), "totals": line, "steady": _steady(step, 1.0)}]
 

@@ -8,8 +8,9 @@ everywhere, *rent or buy*:
 * Start on the executor that is cheapest to start (the interpreter's record
   loop needs no setup; generated Python needs a CPython compile; machine code
   needs LLVM).
-* Count the calls.  Once the calls served have cost (by each executor's
-  cost estimate, :meth:`~symgrad.backends.protocol.Executor.scalar_cost`) about what the next executor's setup costs, buy it: generated
+* Time the calls.  Once the calls served have cost (measured) about what the
+  next executor's setup costs (its estimate,
+  :meth:`~symgrad.backends.protocol.Executor.scalar_cost`), buy it: generated
   Python is compiled in the caller (it is cheap where it is bought), machine
   code on the background worker (:mod:`.background`) while the current
   executor keeps serving.  So a workload spends at most about twice what the
@@ -31,6 +32,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -128,17 +130,20 @@ def native_ready(backend: str, tape: Tape) -> bool:
 class Rental:
     """One entry under ``auto``: serves from the current executor, buys the next when calls have paid for it.
 
-    ``call`` is the entry handed out: it counts calls and forwards them to the
-    executor serving now.  ``publish`` is told of every executor that takes
-    over, so the caller's slot holds the executor itself (read afterwards, it
-    costs no counting); ``on_kernel`` is told of the native kernel.
+    ``call`` is the entry handed out: it times each call (``perf_counter``, about 0.1 µs) and
+    forwards it to the executor serving now.  Rent is *measured*: once the seconds spent
+    serving (and on setups already bought) reach the next executor's estimated setup, that
+    executor is bought, so the total stays within about twice the best choice made in advance
+    whatever the machine's load.  ``publish`` is told of every executor that takes over; once
+    nothing more will be bought it is told of the executor itself, so the caller's slot then
+    holds it with no timing around it.
     """
 
-    __slots__ = ("_builders", "_lock", "_publish", "call", "costs", "current", "entry", "job", "left", "paid", "tier")
+    __slots__ = ("_builders", "_lock", "_publish", "call", "costs", "current", "due", "entry", "job", "paid", "tier")
 
     def __init__(
         self,
-        tiers: Sequence[tuple[str, float, float]],
+        tiers: Sequence[Tier],
         builders: dict[str, Callable[[], Fn]],
         publish: Callable[[Fn], None],
         first: Fn,
@@ -150,69 +155,63 @@ class Rental:
         self.tier = 0
         self.current: Fn = first
         self.paid = 0.0
-        self.left = 0
+        """Seconds spent so far: calls served, and setups bought in the caller."""
+        self.due = math.inf
+        """``paid`` at which the next executor is bought."""
         self.job: background.Upgrade | None = None
         self._plan()
         self._buy_at_once()
+        perf = time.perf_counter
 
         def call(*point: Any) -> Any:
-            self.left -= 1
-            if self.left == 0:
+            start = perf()
+            result = self.current(*point)
+            self.paid += perf() - start
+            if self.paid >= self.due:
                 self._step()
-            return self.current(*point)
+            return result
 
         self.call: Fn = call
-        self.entry: Fn = call if self.left > 0 else self.current
-        """What the caller is handed now: the counting entry, or the executor itself when nothing is worth buying."""
+        self.entry: Fn = call if self.due < math.inf else self.current
+        """What the caller is handed now: the timed entry, or the executor itself when nothing is worth buying."""
         publish(self.entry)
+
+    def _next(self) -> int | None:
+        """The next tier worth buying (cheaper per call than the current one, least setup first), or None."""
+        _, _, per_call = self.costs[self.tier]
+        best: int | None = None
+        for k in range(self.tier + 1, len(self.costs)):
+            _, setup, cheaper = self.costs[k]
+            if cheaper < per_call and (best is None or setup < self.costs[best][1]):
+                best = k
+        return best
+
+    def _plan(self) -> None:
+        k = self._next() if self.job is None else None
+        self.due = math.inf if k is None else self.costs[k][1]
 
     def _buy_at_once(self) -> None:
         """Buy now, in the caller, what costs no more than one call of the current executor would.
 
         (An array call over a million points, say: waiting for the background compile would cost more
         than compiling, and the numpy program's temporaries more memory than the fused loop's.)"""
-        while True:
-            step = self._next()
-            if step is None or step[1] != 1:
-                return
-            k = step[0]
-            name, setup, _ = self.costs[k]
-            if setup > self.costs[self.tier][2]:
-                return
+        while (k := self._next()) is not None and self.costs[k][1] <= self.costs[self.tier][2]:
             try:
-                fn = self._builders[name]()
+                fn = self._builders[self.costs[k][0]]()
             except Exception:  # (no such kernel for these shapes, a failed compile): keep serving as now
-                self.left = 0
+                self.due = math.inf
                 return
-            self.paid += setup
+            self.paid += self.costs[k][1]
             self._take_over(fn, k)
-
-    def _next(self) -> tuple[int, int] | None:
-        """``(tier, calls until it is bought)`` of the first tier worth buying, or None."""
-        _, _, per_call = self.costs[self.tier]
-        best: tuple[int, int] | None = None
-        for k in range(self.tier + 1, len(self.costs)):
-            _, setup, cheaper = self.costs[k]
-            if cheaper >= per_call or per_call <= 0.0:
-                continue
-            calls = max(1, math.ceil((setup - self.paid) / per_call))
-            if best is None or calls < best[1]:
-                best = (k, calls)
-        return best
-
-    def _plan(self) -> None:
-        step = self._next()
-        self.left = 0 if step is None else step[1]
 
     def _step(self) -> None:
         """Calls have paid for the next tier: buy it (native in the background)."""
         with self._lock:
-            step = self._next()
-            if step is None or self.job is not None:
+            k = self._next() if self.job is None else None
+            if k is None:
+                self.due = math.inf
                 return
-            _, _, per_call = self.costs[self.tier]
-            self.paid += step[1] * per_call
-            self._buy(step[0])
+            self._buy(k)
 
     def _buy(self, k: int) -> None:
         name, setup, _ = self.costs[k]
@@ -221,6 +220,7 @@ class Rental:
             lane = "isolated" if setup > ISOLATED_FROM_SECONDS else "small"
             fallback = self._builders.get("python") if self.costs[self.tier][0] == "interpreter" else None
             tiers = {name: i for i, (name, _, _) in enumerate(self.costs)}
+            self.due = math.inf  # nothing more to buy: the job publishes what serves next
             self.job = background.upgrade_later(
                 self.current,
                 _isolated(build) if lane == "isolated" else build,
@@ -232,8 +232,9 @@ class Rental:
                 announce=False,
             )
             return
+        start = time.perf_counter()
         fn = build()
-        self.paid += setup
+        self.paid += time.perf_counter() - start
         self._take_over(fn, k)
 
     def _take_over(self, fn: Fn, k: int) -> None:
@@ -241,8 +242,7 @@ class Rental:
         self.current = fn
         self.tier = k
         self._plan()
-        if self.left == 0 or self.job is not None:  # nothing more to buy (a failed compile is not retried)
-            self.left = 0
+        if self.due == math.inf:  # nothing more to buy (a failed compile is not retried)
             self._publish(fn)
 
     def buy_now(self) -> None:
