@@ -20,9 +20,9 @@ lists every contribution that was added into it: that sum is micrograd's
 ``+=`` lesson.  Records whose adjoint is 0 pass nothing on, as in the
 interpreter.
 
-The contributions are recomputed here with the same partials and in the same
-order as the interpreter, so they add up to its adjoints exactly (the tests
-check that).  The helpers :func:`rule_text` and :func:`local_partial` are the
+The contributions are the ones the interpreter's sweep reports as it adds
+them (``backward(..., report=...)``): there is no second sweep here, so they
+add up to its adjoints exactly (the tests check that).  The helpers :func:`rule_text` and :func:`local_partial` are the
 only places that read the op table's partials (the rule text, and its number).
 """
 
@@ -440,35 +440,36 @@ def explain_tape(
         values = interpreter.forward(tape, [float(x) for x in inputs])
     labels = labels or {}
     seed = _output_of(tape) if output is None else output
+    n_slots = tape.n_slots
+    heard: list[list[tuple[int, int, float]]] = [[] for _ in range(n_slots)]
     adjoint: list[float] | None = None
     if reverse:
-        adjoint = interpreter.backward(tape, values, seed=seed)
+
+        def report(record: int, position: int, partial: float) -> None:
+            heard[tape.instr_at(record).args[position]].append((record, position, partial))
+
+        adjoint = interpreter.backward(tape, values, seed=seed, report=report)
     needs = interpreter.requires_grad(tape)
-    n_slots = tape.n_slots
-    contributions: list[list[Contribution]] = [[] for _ in range(n_slots)]
+    contributions = [
+        tuple(Contribution(r, k, adjoint[r], p, adjoint[r] * p) for r, k, p in terms) if adjoint is not None else ()
+        for terms in heard
+    ]
     uses = [0] * n_slots
     partials: list[tuple[Partial, ...]] = [()] * n_slots
     base = tape.first_instr_slot
-    for i in range(len(tape.instrs) - 1, -1, -1):  # the reverse sweep, as the interpreter runs it
-        slot = base + i
-        instr = tape.instrs[i]
+    for i, instr in enumerate(tape.instrs):  # the local partials column: every record's rule and its number
         arg_values = [values[a] for a in instr.args]
         for a in instr.args:
             uses[a] += 1
-        partials[slot] = tuple(
+        partials[base + i] = tuple(
             Partial(
-                a, k, rule_text(instr.op, k, len(instr.args)), _partial_or_nan(instr.op, k, values[slot], arg_values)
+                a,
+                k,
+                rule_text(instr.op, k, len(instr.args)),
+                _partial_or_nan(instr.op, k, values[base + i], arg_values),
             )
             for k, a in enumerate(instr.args)
         )
-        if adjoint is None or not needs[slot]:
-            continue
-        g = _adjoint_before(contributions[slot], slot == seed)
-        if g == 0.0:
-            continue
-        for p in partials[slot]:
-            if needs[p.arg]:
-                contributions[p.arg].append(Contribution(slot, p.position, g, p.value, g * p.value))
     sources = _sources(tape, labels)
     rows = []
     for slot in range(n_slots):
@@ -486,18 +487,10 @@ def explain_tape(
                 values[slot],
                 partials[slot],
                 adj,
-                tuple(contributions[slot]),
+                contributions[slot],
                 uses[slot],
             )
         )
     if title is None:
         title = abbreviate(tape.source, 100) if tape.source is not None else "Value graph"
     return Explanation(title, rows, seed, reverse, max_rows)
-
-
-def _adjoint_before(received: list[Contribution], is_seed: bool) -> float:
-    """A record's adjoint when the reverse sweep reaches it: its seed plus what it received."""
-    total = 1.0 if is_seed else 0.0
-    for c in received:
-        total += c.amount
-    return total

@@ -121,3 +121,36 @@ def test_a_long_chain_runs_without_recursion() -> None:
         v = math.sin(v)
     assert value == v
     assert dx == pytest.approx(d, rel=1e-12)
+
+
+def test_backward_reports_each_local_partial_as_it_adds_it() -> None:
+    tape = hand_built()  # %3 = sin(%1), %4 = mul(%0, %3), %5 = add(%4, %2); %2 is the constant 2
+    x, y = 1.5, 0.25
+    values = interpreter.forward(tape, [x, y])
+    heard: list[tuple[int, int, float]] = []
+    adjoint = interpreter.backward(tape, values, report=lambda *term: heard.append(term))
+    # last record first; the constant's partial is never evaluated (it needs no adjoint)
+    assert heard == [(5, 0, 1.0), (4, 0, math.sin(y)), (4, 1, x), (3, 0, math.cos(y))]
+    assert adjoint == interpreter.backward(tape, values)  # reporting changes no number
+
+
+def test_explain_and_drawings_run_the_interpreters_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """explain (of a formula and of a Value graph) and drawings have no reverse sweep of their own."""
+    from symgrad import Value
+    from symgrad.drawing import draw_point
+
+    calls: list[int] = []
+    one_sweep = interpreter.sweep
+
+    def counted(*args: object) -> int:
+        calls.append(1)
+        return one_sweep(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(interpreter, "sweep", counted)
+    a, b = Value(2.0), Value(-3.0)
+    loss = (a * b + a.max(b, 1.0)).tanh()
+    loss.explain(reverse=True)
+    symgrad.compile("x*sin(y)").explain(x=1.0, y=2.0)
+    assert len(calls) == 2
+    draw_point(symgrad.compile("x*sin(y)").tape, [1.0, 2.0])
+    assert len(calls) == 3
