@@ -392,22 +392,21 @@ class Function:
     def value_and_grad(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> tuple[Any, Any]:
         """The value and the partials, from the gradient tape (one forward evaluation)."""
         if wrt is None:
-            fn = self._vg
-            if fn is None:
-                fn = self._vg_fn(None)
             point = self._floats(args, kwargs)  # the hot path: plain floats, all by name or all by position
             if point is not None:
-                value, grads = fn(*point)
+                fn = self._vg
+                value, grads = (fn if fn is not None else self._vg_fn(None))(*point)
             else:
                 point = self.bind(args, kwargs)
-                if _has_array(point):
+                if _has_array(point):  # (the scalar entry is not built for arrays)
+                    self._one_output("a gradient")
                     if _has_dask(point):
                         return dask_arrays.value_and_grad(self, point, wrt)
                     value, *grads = self._array_run(
                         ("grad", None), self._gradient_tape(None), point, (None, *range(self._n))
                     )
                 else:
-                    value, grads = fn(*point)
+                    value, grads = (self._vg or self._vg_fn(None))(*point)
             if self._n == 1:
                 return value, grads[0]
             return value, dict(zip(self.variables, grads, strict=True))

@@ -350,3 +350,13 @@ def test_libmvec_is_called_and_within_a_few_ulp(name: str, width: int) -> None:
     fn = getattr(math, name)
     want = np.array([fn(*p) for p in zip(*(x.tolist() for x in xs), strict=True)])
     assert np.all(np.abs(got - want) <= 4 * np.spacing(np.abs(want)))
+
+
+def test_an_array_call_builds_no_scalar_entry() -> None:
+    """Only the array loop is compiled for array calls: the scalar gradient kernel waits for a float call."""
+    f = symgrad.compile("x*sin(y) + 0.25", backend="native")
+    f.value_and_grad(x=RNG.normal(size=1000), y=0.5)
+    assert f._vg is None
+    assert f.value_and_grad(x=2.0, y=0.5) == symgrad.compile("x*sin(y) + 0.25", backend="python").value_and_grad(
+        x=2.0, y=0.5
+    )
