@@ -89,7 +89,14 @@ def _timeline(
             now = time.perf_counter()
             per = now - t0
             if now - start > cap and (settled() or now - start > 10 * cap) and done < k:
-                out.append((now - start + (k - done) * per, True))
+                sample = min(5, k - done)  # the executor serving from now on, not the call that switched
+                t0 = time.perf_counter()
+                for _ in range(sample):
+                    call()
+                done += sample
+                now = time.perf_counter()
+                per = (now - t0) / sample
+                out.append((now - start + (k - done) * per, done < k))
                 for rest in counts[len(out) :]:
                     out.append((out[-1][0] + (rest - counts[len(out) - 1]) * per, True))
                 return out
