@@ -63,11 +63,17 @@ def source(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] 
 
     ``reduce_to[k]`` is the input whose shape output k is summed down to (a
     partial), or None (a value, returned in its own shape).
+
+    No line nests or grows with the tape beyond one call per record: a sum
+    split over a chain of additions (see :func:`_results`) is one statement per
+    addition, and each summed record is summed right after it is computed,
+    which also gives its scratch buffer back at once (a sum of 10,000 terms
+    needs a handful of buffers, not 10,000).
     """
     slot_shape = _slot_shapes(tape, shapes)
     n_in, base = tape.n_inputs, tape.first_instr_slot
     point_shape = slot_shape[tape.outputs[0]]
-    results, needed = _results(tape, slot_shape, point_shape, reduce_to)
+    nodes, results, needed = _results(tape, slot_shape, point_shape, reduce_to)
     names: dict[str, Any] = {f"k{n_in + k}": np.float64(c) for k, c in enumerate(tape.consts)}
     text = [f"v{i}" for i in range(n_in)] + [f"k{n_in + k}" for k in range(len(tape.consts))]
     last_use = [-1] * tape.n_slots
@@ -76,7 +82,18 @@ def source(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] 
             for a in instr.args:
                 last_use[a] = k
     outputs = set(tape.outputs)
-    kept = _result_slots(results)  # read by the return expression: their buffers are never given back
+    # Sums of records ("fit" of a record) are taken as soon as the record is computed, into s<n>.
+    fits: dict[int, list[Shape]] = {}
+    fitted: dict[tuple[int, Shape], str] = {}
+    kept: set[int] = set()  # read by the return statements: their buffers are never given back
+    for node in nodes:
+        if node[0] == "fit" and node[1] >= base:
+            key = (node[1], node[2])
+            if key not in fitted:
+                fitted[key] = f"s{len(fitted)}"
+                fits.setdefault(node[1], []).append(key[1])
+        elif node[0] != "op":
+            kept.add(node[1])
     free: dict[Shape, list[str]] = {}
     buffer_shapes: list[Shape] = []
     body: list[str] = []
@@ -89,8 +106,8 @@ def source(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] 
         names[op.name] = op.array
         call = f"{op.name}({', '.join(text[a] for a in instr.args)}"
         for a in set(instr.args):  # operands read for the last time give their buffers back: ufuncs may write in place
-            if last_use[a] == k and a >= base and a not in kept and slot_shape[a] and text[a].startswith("b"):
-                free.setdefault(slot_shape[a], []).append(text[a])
+            if last_use[a] == k:
+                _give_back(a, base, kept, slot_shape, text, free)
         shape = slot_shape[slot]
         if shape and isinstance(op.array, np.ufunc) and slot not in outputs:
             pool = free.get(shape)
@@ -104,6 +121,11 @@ def source(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] 
         else:
             body.append(f"t{slot} = {call})")
             text.append(f"t{slot}")
+        if slot in fits:
+            for target in fits[slot]:
+                body.append(f"{fitted[slot, target]} = _fit({text[slot]}, {point_shape!r}, {target!r})")
+            if last_use[slot] < 0:  # summed and read by no record: its buffer is free at once
+                _give_back(slot, base, kept, slot_shape, text, free)
     lines = [f"def generated({', '.join(f'v{i}' for i in range(n_in))}):"]
     if buffer_shapes:
         # Scratch buffers outlive the call; each caller pops its own set, so concurrent calls never share one.
@@ -115,8 +137,22 @@ def source(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] 
             f"    {', '.join(f'b{i}' for i in range(len(buffer_shapes)))}, = _bufs",
         ]
     lines += [f"    {line}" for line in body]
-    # The results are made (sums taken, copies made) before the buffers go back to the pool.
-    lines.append(f"    _results = [{', '.join(_render(r, text, slot_shape, point_shape, names) for r in results)}]")
+    # The results are made (sums taken, copies made) before the buffers go back to the pool: one statement
+    # per op of a split sum (r<n>), so that no expression nests with the length of the sum.
+    rendered: list[str] = []
+    for n, node in enumerate(nodes):
+        if node[0] == "op":
+            op = node[1]
+            names[op.name] = op.array
+            lines.append(f"    r{n} = {op.name}({', '.join(rendered[c] for c in node[2])})")
+            rendered.append(f"r{n}")
+        elif node[0] == "fit":
+            done = fitted.get((node[1], node[2]))
+            rendered.append(done if done is not None else f"_fit({text[node[1]]}, {point_shape!r}, {node[2]!r})")
+        else:
+            slot = node[1]
+            rendered.append(f"_copy({text[slot]})" if text[slot].startswith("v") else text[slot])
+    lines.append(f"    _results = [{', '.join(rendered[r] for r in results)}]")
     if buffer_shapes:
         lines += ["    if len(_pool) < 2:", "        _pool.append(_bufs)"]
     lines.append("    return _results")
@@ -124,15 +160,24 @@ def source(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None] 
     return "\n".join(lines) + "\n", names
 
 
-# How each output is returned: ("value", slot), ("fit", slot, target shape), or ("op", op, (args...)) where
-# an op applied to reduced arguments replaces a sum over points of the op's result (see _results).
-_Result = tuple[Any, ...]
+def _give_back(
+    slot: int, base: int, kept: set[int], slot_shape: list[Shape], text: list[str], free: dict[Shape, list[str]]
+) -> None:
+    """A record's scratch buffer goes back to the pool of its shape (once nothing reads it any more)."""
+    if slot >= base and slot not in kept and slot_shape[slot] and text[slot].startswith("b"):
+        free.setdefault(slot_shape[slot], []).append(text[slot])
+
+
+# How each output is returned, as nodes of a list in which a node's arguments come before it:
+# ("value", slot), ("fit", slot, target shape), or ("op", op, (argument nodes...)) where an op applied to
+# reduced arguments replaces a sum over points of the op's result (see _results).
+_Node = tuple[Any, ...]
 
 
 def _results(
     tape: Tape, slot_shape: list[Shape], point_shape: Shape, reduce_to: Sequence[int | None]
-) -> tuple[list[_Result], list[bool]]:
-    """How to return each output, and which slots must be computed for that.
+) -> tuple[list[_Node], list[int], list[bool]]:
+    """How to return each output (nodes, and the node of each output), and which slots must be computed.
 
     A partial summed to a scalar input is a sum over all points.  Where the
     record it sums is read only there and is a linear op (the op table's
@@ -140,71 +185,67 @@ def _results(
     ``sum(a - b)`` as ``sum(a) - sum(b)``, ``sum(k * a)`` as ``k * sum(a)`` for
     a scalar ``k``.  Each such step saves a pass over the points (and may
     move the last bit: the array path agrees with the scalar one to rounding).
+    A sum of n terms splits into n nodes: the walk is iterative.
     """
     base = tape.first_instr_slot
     uses = tape.use_counts()
+    nodes: list[_Node] = []
 
-    def summed(slot: int) -> _Result:
+    def split(slot: int) -> tuple[Any, tuple[tuple[str, int], ...]] | None:
+        """The op and its arguments (each summed or as it is) if the sum of ``slot`` splits, else None."""
         if slot >= base and uses[slot] == 1 and point_shape and slot_shape[slot] == point_shape:
             instr = tape.instr_at(slot)
             full = [slot_shape[a] == point_shape for a in instr.args]
             if instr.op.additive and all(full):
-                return ("op", instr.op, tuple(summed(a) for a in instr.args))
+                return instr.op, tuple(("sum", a) for a in instr.args)
             for i in instr.op.linear_in:
                 if full[i] and not any(full[j] for j in range(len(full)) if j != i):
-                    args = tuple(summed(a) if j == i else ("value", a) for j, a in enumerate(instr.args))
-                    return ("op", instr.op, args)
-        return ("fit", slot, ())
+                    return instr.op, tuple(("sum" if j == i else "value", a) for j, a in enumerate(instr.args))
+        return None
 
-    results: list[_Result] = []
+    def summed(root: int) -> int:
+        """The node of the sum over points of ``root`` (post-order, with an explicit stack)."""
+        done: list[int] = []  # nodes of finished arguments, in order
+        work: list[tuple[str, int, Any]] = [("sum", root, None)]
+        while work:
+            kind, slot, plan = work.pop()
+            if plan is not None:  # all arguments done: the op over their nodes
+                n_args = len(plan[1])
+                args = tuple(done[len(done) - n_args :])
+                del done[len(done) - n_args :]
+                nodes.append(("op", plan[0], args))
+                done.append(len(nodes) - 1)
+                continue
+            if kind == "value":
+                nodes.append(("value", slot))
+                done.append(len(nodes) - 1)
+                continue
+            found = split(slot)
+            if found is None:
+                nodes.append(("fit", slot, ()))
+                done.append(len(nodes) - 1)
+                continue
+            work.append((kind, slot, found))
+            work.extend((k, a, None) for k, a in reversed(found[1]))
+        return done[0]
+
+    results: list[int] = []
     for k, out in enumerate(tape.outputs):
         target = reduce_to[k] if k < len(reduce_to) else None
         if target is not None and slot_shape[target] == () and point_shape:
             results.append(summed(out))
-        elif target is not None:
-            results.append(("fit", out, slot_shape[target]))
         else:
-            results.append(("value", out))
+            nodes.append(("fit", out, slot_shape[target]) if target is not None else ("value", out))
+            results.append(len(nodes) - 1)
     needed = [False] * tape.n_slots
-    work = [r for r in results]
-    while work:
-        r = work.pop()
-        if r[0] == "op":
-            work.extend(r[2])
-        else:
-            needed[r[1]] = True
+    for node in nodes:
+        if node[0] != "op":
+            needed[node[1]] = True
     for k in range(len(tape.instrs) - 1, -1, -1):
         if needed[base + k]:
             for a in tape.instrs[k].args:
                 needed[a] = True
-    return results, needed
-
-
-def _result_slots(results: list[_Result]) -> set[int]:
-    """The slots the return expression reads."""
-    slots: set[int] = set()
-    work = list(results)
-    while work:
-        r = work.pop()
-        if r[0] == "op":
-            work.extend(r[2])
-        else:
-            slots.add(r[1])
-    return slots
-
-
-def _render(
-    result: _Result, text: list[str], slot_shape: list[Shape], point_shape: Shape, names: dict[str, Any]
-) -> str:
-    kind = result[0]
-    if kind == "op":
-        op = result[1]
-        names[op.name] = op.array
-        return f"{op.name}({', '.join(_render(r, text, slot_shape, point_shape, names) for r in result[2])})"
-    slot = result[1]
-    if kind == "fit":
-        return f"_fit({text[slot]}, {point_shape!r}, {result[2]!r})"
-    return f"_copy({text[slot]})" if text[slot].startswith("v") else text[slot]
+    return nodes, results, needed
 
 
 def _copy(value: Any) -> Any:
