@@ -108,7 +108,8 @@ def value_and_grad(function: ArrayFunction, point: Sequence[Any], wrt: Any = Non
     index = {name: i for i, name in enumerate(function.variables)}
     # Inputs broadcast along every axis (parameters, typically) travel stacked: one small array per task.
     stacked = tuple(n for n in names if len(plan.broadcast_axes(index[n])) == plan.ndim)
-    shaped = tuple(n for n in names if n not in stacked)
+    stacked_names = set(stacked)
+    shaped = tuple(n for n in names if n not in stacked_names)
     kernel = _Kernel.for_function(function, plan.ndims, (shaped, stacked))
     results = plan.blockwise(kernel, np.empty((0,) * plan.ndim, dtype=object))
     meta = np.empty((0,) * plan.ndim)
@@ -127,8 +128,9 @@ def value_and_grad(function: ArrayFunction, point: Sequence[Any], wrt: Any = Non
 def _requested(function: ArrayFunction, wrt: Any) -> tuple[str, ...]:
     """The names ``wrt`` asks for, in the order the result lists them; unknown names are an error."""
     names = function.variables if wrt is None else (wrt,) if isinstance(wrt, str) else tuple(wrt)
+    known = set(function.variables)  # a set: a function of 10,000 variables is checked in linear time
     for name in names:
-        if name not in function.variables:
+        if name not in known:
             listed = ", ".join(function.variables) if function.variables else "(none)"
             raise UnknownVariableError(
                 f"cannot differentiate with respect to '{name}': it is not a variable; its variables are {listed}"
@@ -175,9 +177,13 @@ class _Plan:
         import dask.array as da
 
         blockwise: Any = da.blockwise
-        args: list[Any] = []
+        # The numbers travel as one array: dask's graph building is quadratic in the arguments of a task
+        # (a function of 10,000 parameters took minutes).
+        numbers = [float(v) for v, nd in zip(self.point, self.ndims, strict=True) if nd is None]
+        args: list[Any] = [np.array(numbers, dtype=np.float64), None]
         for i, value in enumerate(self.point):
-            args += [value, self.index(i)]
+            if self.ndims[i] is not None:
+                args += [value, self.index(i)]
         try:
             return blockwise(kernel, tuple(range(self.ndim)), *args, meta=meta, token="symgrad-chunk")
         except ValueError as error:  # chunks that dask cannot align: say which inputs
@@ -277,8 +283,10 @@ class _Kernel:
     def __dask_tokenize__(self) -> str:
         return self.token
 
-    def __call__(self, *blocks: Any) -> Any:
-        point = [b if nd is None else np.asarray(b, dtype=np.float64) for b, nd in zip(blocks, self.ndims, strict=True)]
+    def __call__(self, numbers: Any, *blocks: Any) -> Any:
+        """One task: ``numbers`` holds the point's numbers in order, ``blocks`` the blocks of its arrays."""
+        taken, arrays = iter(numbers), iter(blocks)
+        point = [next(taken) if nd is None else np.asarray(next(arrays), dtype=np.float64) for nd in self.ndims]
         shape = np.broadcast_shapes(*(np.shape(b) for b in point))
         if self.wrt is None:
             return _filled(self.function(*point), shape)
