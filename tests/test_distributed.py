@@ -146,3 +146,16 @@ def test_fit_recovers_parameters_from_distributed_data(client: Client) -> None:
     assert res.success, res.message
     assert res.params == pytest.approx({"a": 3.0, "b": 0.7, "c": 0.5}, abs=1e-4)
     assert res.loss < 1e-8
+
+
+def test_a_sum_of_200_terms_with_a_scalar_parameter_runs_on_the_workers(client: Client) -> None:
+    # Reported: the workers raised SyntaxError "too many nested parentheses" from the generated numpy code.
+    # Against the closed form: d/dx sum sin(kx + y) = sum k cos(kx + y), d/dy = sum over points of sum cos(kx + y).
+    k = np.arange(1, 201, dtype=np.float64)
+    f = symgrad.compile(" + ".join(f"sin(x*{int(j)} + y)" for j in k))
+    xs = np.linspace(0.0, 1.0, 10)
+    value, grads = dask.compute(*f.value_and_grad(x=da.from_array(xs, chunks=4), y=0.5))
+    angles = np.outer(xs, k) + 0.5
+    np.testing.assert_allclose(value, np.sin(angles).sum(axis=1), rtol=0, atol=1e-11)
+    np.testing.assert_allclose(grads["x"], (k * np.cos(angles)).sum(axis=1), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(grads["y"], np.cos(angles).sum(), rtol=0, atol=1e-10)
