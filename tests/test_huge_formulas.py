@@ -135,7 +135,9 @@ def test_a_function_of_10001_variables_on_the_interpreter_python_and_machine_cod
         close(g(*point), value, N)
 
 
-def test_the_finiteness_check_of_generated_python_is_split_into_short_lines(chains: dict[str, symgrad.Function]) -> None:
+def test_the_finiteness_check_of_generated_python_is_split_into_short_lines(
+    chains: dict[str, symgrad.Function],
+) -> None:
     text = codegen.source(chains["python"].gradient_function().tape, "tuple")
     check = [line for line in text.splitlines() if line.lstrip().startswith("_s ")]
     assert len(check) > N // codegen.CHECK_TERMS
