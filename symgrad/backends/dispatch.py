@@ -115,7 +115,7 @@ def native_ready(backend: str, tape: Tape) -> bool:
     global _warned
     if backend == "python":
         return False
-    reason = native.unavailable_reason()
+    reason = native.unavailable_reason(load=backend == "native")
     if reason is not None:
         if backend == "native":
             raise MissingDependencyError(f"the native backend needs llvmlite: {reason}")

@@ -19,6 +19,7 @@ Layout (one responsibility per module)::
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,11 +37,22 @@ _reason: str | None = None
 _checked = False
 
 
-def unavailable_reason() -> str | None:
-    """Why the native backend cannot run here, or None if it can."""
+def unavailable_reason(load: bool = True) -> str | None:
+    """Why the native backend cannot run here, or None if it can.
+
+    ``load=False`` only looks for llvmlite without importing it (importing loads LLVM, about
+    0.1-0.3 s, which a process that never compiles should not pay); a broken install is then
+    found when a kernel is first built.
+    """
     global _checked, _reason
     if not config.NATIVE.get():
         return "disabled by SYMGRAD_NATIVE=0"
+    if not load and not _checked:
+        try:
+            found = importlib.util.find_spec("llvmlite") is not None
+        except (ImportError, ValueError):
+            found = False
+        return None if found else "llvmlite is not installed (pip install llvmlite)"
     if not _checked:
         _checked = True
         try:
@@ -52,9 +64,10 @@ def unavailable_reason() -> str | None:
     return _reason
 
 
-def available() -> bool:
-    """True when llvmlite imports, i.e. ``symgrad.backends.native.kernel`` can be used."""
-    return unavailable_reason() is None
+def available(load: bool = True) -> bool:
+    """True when llvmlite imports, i.e. ``symgrad.backends.native.kernel`` can be used (``load``: see
+    :func:`unavailable_reason`)."""
+    return unavailable_reason(load) is None
 
 
 def vector_libm_everywhere() -> bool:
@@ -102,7 +115,7 @@ class NativeExecutor:
         self.figures = Figures()
 
     def supports(self, tape: Tape) -> bool:
-        return available() and emits(tape)
+        return available(load=False) and emits(tape)
 
     def kernel(self, tape: Tape, slow: Fallback, returns: Returns, opt: int | None = None) -> NativeKernel:
         """The kernel behind :meth:`scalar_entry` (a traced function replays through its buffer)."""
