@@ -1,6 +1,7 @@
 """Where the fast path is reachable: ``backend="auto"`` against every fixed choice, cell by cell.
 
     python bench/dispatch.py [--quick] [--tables scalar,arrays,traced] [--cap SECONDS]
+    python bench/dispatch.py --calibrate    # each executor's per-record figures, measured here
 
 Three tables, each run with one process per column (``auto``, and each fixed
 choice), every process with an empty kernel cache, so the columns compare:
@@ -191,6 +192,62 @@ def traced_column(backend: str, cap: float) -> list[dict[str, Any]]:
     return [{"records": len(traced.tape), "totals": line, "steady": _steady(step, 1.0)}]
 
 
+def calibrate() -> str:
+    """Each executor's figures as measured here, beside the ones the dispatcher uses (per record)."""
+    import numpy as np
+    import workloads as W
+
+    import symgrad
+    from symgrad.backends import interpreter, registry
+
+    f = symgrad.compile(W.generated(3_000))
+    tape = f.gradient_function().tape
+    n = len(tape)
+    point = [W.generated_point()[name] for name in f.variables]
+
+    def slow(*p: float) -> Any:
+        return interpreter.value_and_grad(f.tape, p)
+
+    lines = [
+        f"gradient tape of W3 N=3,000: {n:,} records",
+        "",
+        "| executor | setup / record | call / record |",
+        "|---|---|---|",
+    ]
+    for name, executor in registry.EXECUTORS.items():
+        cost = executor.scalar_cost(n)
+        if cost is None or not executor.supports(tape):
+            continue
+        start = time.perf_counter()
+        fn = executor.scalar_entry(tape, slow, "value_and_grad")
+        setup = time.perf_counter() - start
+        assert fn is not None
+        per = _steady(lambda fn=fn: fn(*point), 0.5)
+        lines.append(
+            f"| {name} | {fmt(setup / n)} (model {fmt(cost.setup / n)}) | {fmt(per / n)} (model {fmt(cost.call / n)}) |"
+        )
+    xs = [np.random.default_rng(0).uniform(0.5, 1.5, 10_000) for _ in f.variables]
+    shapes = [x.shape for x in xs]
+    reduce_to: list[int | None] = [None, *range(len(xs))]
+    numpy_fn = registry.EXECUTORS["numpy"].array_entry(tape, shapes, reduce_to, None)
+    assert numpy_fn is not None
+    for name, executor in registry.EXECUTORS.items():
+        cost = executor.array_cost(n, 10_000)
+        if cost is None or not executor.supports(tape):
+            continue
+        start = time.perf_counter()
+        fn = executor.array_entry(tape, shapes, reduce_to, numpy_fn)
+        setup = time.perf_counter() - start
+        if fn is None:
+            continue
+        per = _steady(lambda fn=fn: fn(*xs), 1.0)
+        lines.append(
+            f"| {name} arrays, 10,000 points | {fmt(setup / n)} (model {fmt(cost.setup / n)}) | "
+            f"{fmt(per / n)} (model {fmt(cost.call / n)}) |"
+        )
+    return "\n".join(lines)
+
+
 def child(table: str, backend: str, quick: bool, cap: float) -> None:
     sizes = SCALAR_OPS[:3] if quick else SCALAR_OPS
     if table == "scalar":
@@ -268,7 +325,11 @@ def main() -> None:
     parser.add_argument("--tables", default="scalar,arrays,traced", help="comma-separated: scalar, arrays, traced")
     parser.add_argument("--cap", type=float, default=30.0, help="seconds per cell before extrapolating")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--calibrate", action="store_true", help="measure each executor's figures instead")
     args = parser.parse_args()
+    if args.calibrate:
+        print(calibrate())
+        return
     if args.child:
         child(args.child[0], args.child[1], args.quick, args.cap)
         return

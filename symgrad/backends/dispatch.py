@@ -246,10 +246,17 @@ class Rental:
             self._publish(fn)
 
     def buy_now(self) -> None:
-        """Start the last tier's build now (``wait_native``): the caller expects machine code."""
+        """Buy now what calls would buy in time: the executor cheapest per call (``wait_native``).
+
+        Nothing is bought that the rule never would (the fused kernel for a few points, say,
+        where the numpy program is cheaper per call)."""
         with self._lock:
-            if self.job is None and self.costs[-1][0] == "native" and self.tier < len(self.costs) - 1:
-                self._buy(len(self.costs) - 1)
+            if self.job is not None:
+                return
+            _, _, per_call = self.costs[self.tier]
+            cheaper = [k for k in range(self.tier + 1, len(self.costs)) if self.costs[k][2] < per_call]
+            if cheaper:
+                self._buy(min(cheaper, key=lambda k: self.costs[k][2]))
 
     def wait(self, timeout: float | None) -> bool:
         """Wait for a background build; True if it took over (or none was started)."""

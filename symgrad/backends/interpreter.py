@@ -382,7 +382,7 @@ def entry(tape: Tape, slow: Fallback, returns: Returns = "tuple") -> ScalarEntry
 
 @dataclass(frozen=True)
 class Figures:
-    """Measured seconds (``python bench/dispatch.py`` prints them as measured in its run)."""
+    """Seconds, measured on the project's 2-core machines (``python bench/dispatch.py --calibrate`` measures them again)."""
 
     call_per_record: float = 350e-9
 

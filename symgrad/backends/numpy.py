@@ -265,7 +265,7 @@ def array_function(
 
 @dataclass(frozen=True)
 class Figures:
-    """Measured seconds (``python bench/dispatch.py`` prints them as measured in its run)."""
+    """Seconds, measured on the project's 2-core machines (``python bench/dispatch.py --calibrate`` measures them again)."""
 
     setup_per_record: float = 15e-6
     call_per_record: float = 2.5e-6

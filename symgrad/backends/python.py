@@ -198,7 +198,7 @@ def function(tape: Tape, slow: Callable[..., Any], returns: Returns = "tuple") -
 
 @dataclass(frozen=True)
 class Figures:
-    """Measured seconds (``python bench/dispatch.py`` prints them as measured in its run)."""
+    """Seconds, measured on the project's 2-core machines (``python bench/dispatch.py --calibrate`` measures them again)."""
 
     setup_per_record: float = 10e-6
     """Generating and compiling the source, per record."""

@@ -90,7 +90,7 @@ def emits(tape: Tape) -> bool:
 
 @dataclass(frozen=True)
 class Figures:
-    """Measured seconds (``python bench/dispatch.py`` prints them as measured in its run)."""
+    """Seconds, measured on the project's 2-core machines (``python bench/dispatch.py --calibrate`` measures them again)."""
 
     setup_fixed: float = 8e-3
     setup_per_record: float = 25e-6
