@@ -199,8 +199,11 @@ class Tape:
             if rows and slot != int(rows[-1][0][1:]) + 1:
                 rows.append(["…", f"{slot - half} slots not shown", ""])
             target, _, record = lines[slot].partition(" = ")
-            span = self.instr_at(slot).span if self.kind(slot) == "instr" else None
+            instr = self.instr_at(slot) if self.kind(slot) == "instr" else None
+            span = instr.span if instr is not None else None
             text = self.source[span.start : span.end] if self.source is not None and span is not None else ""
+            if text and instr is not None and instr.derivative_of is not None:
+                text = f"in the derivative of {text}"  # (the record computes a partial, not the text)
             rows.append([target, record, text])
         return display.html_table(["slot", "record", "source"], rows, caption=header)
 

@@ -184,3 +184,10 @@ def test_a_long_source_is_cut_in_the_derivation() -> None:
     d = symgrad.diff(text, "x")
     assert d.derivation is not None and len(d.derivation) < 300 and d.derivation.endswith("…'")
     assert d.derivation.startswith(f"d/dx of '{text[:100]}")
+
+
+def test_the_tape_listing_does_not_label_derivative_records_with_the_parents_text() -> None:
+    html = symgrad.diff("x**3", "x").tape._repr_html_()
+    cells = [cell.split("</td>")[0] for cell in html.split("<td>")[1:]]
+    assert "x**3" not in cells  # each record of 3*x*x computes a partial, not x**3
+    assert any(cell.startswith("in the derivative of x**3") for cell in cells)
