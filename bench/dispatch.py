@@ -185,16 +185,16 @@ def array_column(backend: str, sizes: list[int], points: list[int], cap: float) 
                 f.wait_native()
                 steady = _steady(lambda f=f, v=values: f.value_and_grad(**v))
                 records = len(symgrad.transforms.grad_tape(f.tape))
-                rows.append(
-                    {
-                        "n_ops": n_ops,
-                        "records": records,
-                        "points": n_points,
-                        "summed": summed,
-                        "totals": line,
-                        "steady": steady,
-                    }
-                )
+                row: dict[str, Any] = {"n_ops": n_ops, "records": records, "points": n_points, "summed": summed}
+                row.update(totals=line, steady=steady)
+                if backend == "auto":  # the fixed choices' steady state, in this process
+                    fixed = {}
+                    for other in ("python", "native"):
+                        g = symgrad.compile(src, backend=other)
+                        g.value_and_grad(**values)
+                        fixed[other] = lambda g=g, v=values: g.value_and_grad(**v)
+                    row["beside"] = _steady_beside(lambda f=f, v=values: f.value_and_grad(**v), fixed, 1.0)
+                rows.append(row)
     return rows
 
 
