@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ __all__ = [
     "override",
     "reload",
     "settings",
+    "user_cache_dir",
 ]
 
 PREFIX = "SYMGRAD_"
@@ -236,6 +238,21 @@ CACHE: Knob[bool] = Knob(
     "on: compiled kernels are kept on disk, so the next process loads instead of compiling; off: no cache",
     _on_off,
 )
+
+
+def user_cache_dir() -> Path:
+    """The platform's per-user cache directory (the kernel cache's default home).
+
+    Read here because this module is the one place that reads the environment: ``XDG_CACHE_HOME``
+    on Linux, ``LOCALAPPDATA`` on Windows (the platforms' conventions, not symgrad's settings).
+    """
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
 CACHE_DIR: Knob[Path | None] = Knob(
     "CACHE_DIR",
     None,

@@ -78,15 +78,7 @@ def cache_dir() -> Path | None:
     if not config.CACHE.get():
         return None
     configured = config.CACHE_DIR.get()
-    if configured is not None:
-        return configured
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "symgrad" / "native"
+    return configured if configured is not None else config.user_cache_dir() / "symgrad" / "native"
 
 
 # ------------------------------------------------------------- the directory --
