@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from .api import clear_cache, compile, diff, draw, grad, hessian, hvp, jacobian, jvp, value_and_grad
+from .batch import TracedExamples, trace_examples
 from .errors import (
     ArityError,
     ConfigError,
@@ -49,6 +50,7 @@ __all__ = [
     "SymgradError",
     "Tape",
     "Traced",
+    "TracedExamples",
     "UnknownFunctionError",
     "UnknownVariableError",
     "Value",
@@ -67,5 +69,6 @@ __all__ = [
     "parse",
     "plot",
     "trace",
+    "trace_examples",
     "value_and_grad",
 ]
