@@ -266,3 +266,36 @@ def test_a_small_compile_never_waits_behind_a_long_one_and_exit_does_not_wait_fo
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["small"] < 30  # not the two minutes of the long compile
     assert ended - report["exit_from"] < 10  # the child compile is stopped, not waited for (typically < 1.5 s)
+
+
+@needs_llvm
+def test_an_isolated_compile_builds_its_ir_in_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building the IR is Python work: in the child it never holds this process's GIL beside the calls."""
+    from symgrad.backends.native import jit
+    from symgrad.backends.native.kernel import IRRecipe, NativeKernel
+    from symgrad.backends.native.program import Program
+
+    tape = symgrad.compile("sin(x) * y + exp(x / y)").gradient_function().tape
+    kernel = NativeKernel(Program.from_tape(tape, tape.outputs), list, scalar=False)
+    expected = jit.compile_object(kernel.recipe("scalar").text(), 0)
+
+    def not_here(self: IRRecipe) -> str:
+        raise AssertionError("the IR was built in the parent")
+
+    monkeypatch.setattr(IRRecipe, "text", not_here)
+    with jit.isolated():
+        assert jit.compile_object(kernel.recipe("scalar"), 0) == expected  # the same object code
+
+
+@needs_llvm
+def test_ir_text_compiles_in_this_process_even_when_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared entry shim (IR text, a few ms of LLVM) is never worth a child process."""
+    from symgrad.backends.native import jit
+
+    def no_child(*args: object) -> bytes:
+        raise AssertionError("a child process was started")
+
+    monkeypatch.setattr(jit, "_compile_in_child", no_child)
+    with jit.isolated():
+        data = jit.compile_object("define double @f(double %x) {\n  ret double %x\n}\n", 0)
+    assert jit.load_object(data, ("f",)).addresses["f"] != 0

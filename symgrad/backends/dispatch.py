@@ -63,7 +63,7 @@ Fn = Callable[..., Any]
 BACKENDS = config.BACKENDS
 
 
-ISOLATED_FROM_SECONDS = 0.3
+ISOLATED_FROM_SECONDS = 0.15
 """Compiles estimated (by the executor's cost) to take longer than this run LLVM in a child process
 (:func:`symgrad.backends.native.jit.isolated`): a small kernel never queues behind them, and a
 process that exits during one stops the child instead of waiting for it."""

@@ -22,12 +22,14 @@ import hashlib
 import importlib.metadata
 import importlib.resources
 import json
+import pickle
 import struct
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import llvmlite
 import llvmlite.binding as llvm
@@ -142,11 +144,20 @@ def _module(ir_text: str, opt: int) -> tuple[llvm.ModuleRef, llvm.TargetMachine]
     return mod, tm
 
 
-def compile_object(ir_text: str, opt: int) -> bytes:
-    """Object code for this host: ``opt`` 0 (no IR passes, fast instruction selection), 1 (inliner and
-    SROA only), 2-3 (LLVM's O2/O3 pipelines).  Inside :func:`isolated`, in a child process."""
-    if getattr(_isolation, "on", False):
-        return _compile_in_child(ir_text, opt)
+class Source(Protocol):
+    """IR yet to be built (:class:`~.kernel.IRRecipe`): picklable, so a child process can build it."""
+
+    def text(self) -> str: ...
+
+
+def compile_object(ir: str | Source, opt: int) -> bytes:
+    """Object code for this host from IR text or its recipe: ``opt`` 0 (no IR passes, fast instruction
+    selection), 1 (inliner and SROA only), 2-3 (LLVM's O2/O3 pipelines).  Inside :func:`isolated`, a
+    child process builds the IR from the recipe and compiles it (IR text, always small here, is
+    compiled in this process)."""
+    if not isinstance(ir, str) and getattr(_isolation, "on", False):
+        return _compile_in_child(ir, opt)
+    ir_text = ir if isinstance(ir, str) else ir.text()
     with _lock:
         _init()
         mod, tm = _module(ir_text, opt)
@@ -165,13 +176,14 @@ _CHILD = (
 
 @contextlib.contextmanager
 def isolated() -> Iterator[None]:
-    """Compiles made by this thread inside the block run in a child process.
+    """Kernels compiled by this thread inside the block are built and compiled in a child process.
 
-    For long compiles on the background worker: LLVM then never runs in this
-    process for seconds, so the process can exit at any moment (the child is
-    stopped, see :func:`stop_children`) and never waits for it.  The object code
-    is the same: the child runs :func:`compile_object` on the same IR, for the
-    same host.
+    For long compiles on the background worker: neither building the IR (Python
+    work, which would hold this process's GIL beside the calls still served
+    here) nor LLVM runs in this process, so the calls keep their speed and the
+    process can exit at any moment (the child is stopped, see
+    :func:`stop_children`) without waiting for it.  The object code is the same:
+    the child runs :func:`compile_object` on the same recipe, for the same host.
     """
     before = getattr(_isolation, "on", False)
     _isolation.on = True
@@ -181,7 +193,7 @@ def isolated() -> Iterator[None]:
         _isolation.on = before
 
 
-def _compile_in_child(ir_text: str, opt: int) -> bytes:
+def _compile_in_child(ir: Source, opt: int) -> bytes:
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(int(opt)), json.dumps([p for p in sys.path if p])],
         stdin=subprocess.PIPE,
@@ -191,7 +203,7 @@ def _compile_in_child(ir_text: str, opt: int) -> bytes:
     with _children_lock:
         _children.add(proc)
     try:
-        data, err = proc.communicate(ir_text.encode())
+        data, err = proc.communicate(pickle.dumps(ir, protocol=pickle.HIGHEST_PROTOCOL))
     finally:
         with _children_lock:
             _children.discard(proc)
@@ -202,9 +214,10 @@ def _compile_in_child(ir_text: str, opt: int) -> bytes:
 
 
 def child_main() -> None:
-    """The child's side of :func:`isolated`: IR text on stdin, object code on stdout."""
+    """The child's side of :func:`isolated`: the recipe (pickled by the parent, which started this
+    process) on stdin, object code on stdout."""
     opt = int(sys.argv[1])
-    data = compile_object(sys.stdin.buffer.read().decode(), opt)
+    data = compile_object(pickle.loads(sys.stdin.buffer.read()), opt)
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
 

@@ -24,6 +24,7 @@ import struct
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "OPT1_MAX_RECORDS",
     "STATS",
     "BufferEntry",
+    "IRRecipe",
     "NativeKernel",
     "cached_kernel",
     "compile_native",
@@ -161,6 +163,26 @@ def _default_opt(program: Program, part: str) -> int:
     return 1 if part == "array" and len(program.records) <= OPT1_MAX_RECORDS else 0
 
 
+@dataclass(frozen=True)
+class IRRecipe:
+    """Everything :func:`~.build.build_ir` needs for one part of a kernel: picklable, so that an
+    isolated compile (:func:`symgrad.backends.native.jit.isolated`) sends the recipe and the child
+    process builds the IR itself.  Building the IR is Python work that would otherwise hold this
+    process's GIL for about half of the compile, beside the calls it is meant not to slow."""
+
+    program: Program
+    part: str
+    vector: int = 0
+    uniform: int = 0
+    summed: tuple[int, ...] | None = None
+    pairs: frozenset[tuple[str, str]] = frozenset()
+    batch: int = 0
+
+    def text(self) -> str:
+        """The IR."""
+        return build_ir(self.program, self.part, self.vector, self.uniform, self.summed, self.pairs, self.batch)
+
+
 class NativeKernel:
     """A program compiled to machine code: ``kernel(*floats)`` and ``kernel.array(*arrays)``.
 
@@ -216,14 +238,17 @@ class NativeKernel:
         """Doubles per libmvec call in the array loop (0: scalar libm per lane); see :mod:`.libm`."""
         return libm.vector_width() if self.libmvec else 0
 
+    def recipe(self, part: str = "scalar") -> IRRecipe:
+        """What the IR of ``part`` is built from."""
+        pairs = frozenset(self.pairs)
+        if part == "array":
+            summed = None if self.summed_outputs is None else tuple(self.summed_outputs)
+            return IRRecipe(self.program, part, self.vector_width(), self.uniform_inputs, summed, pairs)
+        return IRRecipe(self.program, part, pairs=pairs, batch=self.batch)
+
     def llvm_ir(self, part: str = "scalar", optimized: bool = False) -> str:
         """The LLVM IR of ``part`` (``optimized``: after the pass pipeline, as compiled)."""
-        if part == "array":
-            text = build_ir(
-                self.program, part, self.vector_width(), self.uniform_inputs, self.summed_outputs, self.pairs
-            )
-        else:
-            text = build_ir(self.program, part, pairs=self.pairs, batch=self.batch)
+        text = self.recipe(part).text()
         return jit.optimize_ir(text, self.opt(part)) if optimized else text
 
     def _load(self, part: str, symbol: str) -> int:
@@ -234,7 +259,7 @@ class NativeKernel:
                 key = self.cache_key(part)
                 data = cache.load(key)
                 if data is None:
-                    data = jit.compile_object(self.llvm_ir(part), self.opt(part))
+                    data = jit.compile_object(self.recipe(part), self.opt(part))
                     STATS["compiled"] += 1
                     cache.store(key, data)
                 else:
