@@ -35,7 +35,8 @@ same bits (checked in :mod:`symgrad.backends.native.libm`).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from ...ops import OPS, NativeRule, Op
 
@@ -78,7 +79,10 @@ class Emit:
     Text rather than llvmlite's IR objects: building objects for a 100,000-record
     tape took several times longer than LLVM's own compilation (measured).  The
     text is parsed and verified by LLVM before anything runs.  Values are
-    strings: ``%tN`` names or constants; methods say which type they make.
+    strings: ``%tN`` names (made here, never by a caller) or constants; methods
+    say which type they make.  It writes the straight-line body of a function
+    that a :class:`Builder` frames (``Emit(b.block.lines)``: arguments, return,
+    loops); the two never give the same name (``%tN`` against ``%hint.N``).
 
     ``width`` > 1 emits the same operations on vectors of that many points
     (``<4 x double>``): IEEE arithmetic, comparisons and selects act lane by
@@ -125,6 +129,17 @@ class Emit:
         if self.width == 1:
             return text
         return "<" + ", ".join([f"{scalar_type} {text}"] * self.width) + ">"
+
+    # -- memory --------------------------------------------------------------
+    def load(self, base: str, index: int) -> str:
+        """Element ``index`` of the array of doubles (vectors of ``width``) at pointer ``base``."""
+        p = self._new(f"getelementptr inbounds {self.d}, ptr {base}, i64 {index}")
+        return self._new(f"load {self.d}, ptr {p}, align 8")
+
+    def store(self, value: str, base: str, index: int) -> None:
+        """``value`` into element ``index`` of the array at pointer ``base``."""
+        p = self._new(f"getelementptr inbounds {self.d}, ptr {base}, i64 {index}")
+        self.lines.append(f"  store {self.d} {value}, ptr {p}, align 8")
 
     # -- doubles -------------------------------------------------------------
     def const(self, value: float) -> str:
@@ -311,13 +326,18 @@ def constant(type: str, value: int | str) -> Value:
 
 
 class Block:
-    """A basic block of a :class:`Builder`: its label and lines (strings, or phis filled in later)."""
+    """A basic block of a :class:`Builder`: its label, its phis (filled in later) and its other lines.
 
-    __slots__ = ("label", "lines")
+    The phis are written first, as LLVM requires; the lines are plain text, so
+    an :class:`Emit` can write a block's straight-line code into them directly.
+    """
+
+    __slots__ = ("label", "lines", "phis")
 
     def __init__(self, label: str) -> None:
         self.label = label
-        self.lines: list[object] = []
+        self.phis: list[Phi] = []
+        self.lines: list[str] = []
 
     def __str__(self) -> str:
         return "%" + self.label
@@ -358,15 +378,23 @@ class Builder:
     """
 
     def __init__(self, header: str, args: Sequence[tuple[str, str]]) -> None:
-        """``header`` is ``define ...`` with ``{}`` where the typed, named arguments go."""
+        """``header`` is ``define ...`` with ``{}`` where the typed, named arguments go; an argument's
+        type may carry parameter attributes after it (``"ptr noalias"``)."""
         self.header = header
-        self.args = [Value(f"%{name}", type) for type, name in args]
+        self._params = [f"{type} %{name}" for type, name in args]
+        self.args = [Value(f"%{name}", type.split(" ", 1)[0]) for type, name in args]
         self.blocks: list[Block] = []
-        self.block = self.append_basic_block("entry")
+        self._labels = {name for _, name in args}  # arguments and blocks share one namespace
         self._count = 0
+        self.block = self.append_basic_block("entry")
 
     # -- blocks ---------------------------------------------------------------
     def append_basic_block(self, label: str) -> Block:
+        """A new block labelled ``label`` (``label.N`` if that is taken: helpers can make blocks too)."""
+        if label in self._labels:
+            label = f"{label}.{self._count}"
+            self._count += 1
+        self._labels.add(label)
         block = Block(label)
         self.blocks.append(block)
         return block
@@ -376,18 +404,46 @@ class Builder:
 
     def text(self) -> list[str]:
         """The function's lines, blocks in the order they were made."""
-        args = ", ".join(f"{a.type} {a.ref}" for a in self.args)
-        lines = [self.header.format(args)]
+        lines = [self.header.format(", ".join(self._params))]
         for block in self.blocks:
             lines.append(f"{block.label}:")
-            lines += [line.line() if isinstance(line, Phi) else str(line) for line in block.lines]
+            lines += [phi.line() for phi in block.phis]
+            lines += block.lines
         lines.append("}")
         return lines
 
+    @contextmanager
+    def for_range(self, count: Value, name: str = "i") -> Iterator[Value]:
+        """A loop over ``0 <= i < count`` (in the spirit of numba's ``cgutils.for_range``), yielding ``i``.
+
+        The body is built inside the ``with``, from a block of its own; it may
+        branch out of the loop, and goes on to the next ``i`` from the block it
+        ends in.  After the ``with``, code goes after the loop.
+        """
+        before = self.block
+        head, body, after = (self.append_basic_block(f"{name}.{part}") for part in ("head", "body", "after"))
+        self.branch(head)
+        self.position_at_end(head)
+        i = self.phi(count.type, name=name)
+        self.cbranch(self.icmp("ult", i, count), body, after)
+        self.position_at_end(body)
+        yield i
+        i.add_incoming(constant(count.type, 0), before)
+        i.add_incoming(self.add(i, constant(count.type, 1), name=f"{name}.next"), self.block)
+        self.branch(head)
+        self.position_at_end(after)
+
     # -- instructions -----------------------------------------------------------
-    def _new(self, type: str, text: str, name: str = "") -> Value:
-        ref = f"%{name or 'v'}.{self._count}"
+    def _name(self, hint: str) -> str:
+        """A fresh SSA name: ``%hint.N`` (``%v.N`` without a hint)."""
+        ref = f"%{hint or 'v'}.{self._count}"
         self._count += 1
+        return ref
+
+    def _new(self, type: str, text: str, name: str = "") -> Value:
+        count = self._count  # (:meth:`_name` inlined: this runs for every instruction)
+        self._count = count + 1
+        ref = f"%{name or 'v'}.{count}"
         self.block.lines.append(f"  {ref} = {text}")
         return Value(ref, type)
 
@@ -405,6 +461,9 @@ class Builder:
 
     def and_(self, a: Value, b: Value, name: str = "") -> Value:
         return self._op("and", a, b, name)
+
+    def or_(self, a: Value, b: Value, name: str = "") -> Value:
+        return self._op("or", a, b, name)
 
     def lshr(self, a: Value, b: Value, name: str = "") -> Value:
         return self._op("lshr", a, b, name)
@@ -481,19 +540,19 @@ class Builder:
             return Value("", "void")
         return self._new(type, text, name)
 
-    def phi(self, type: str, name: str = "") -> Phi:
-        ref = f"%{name or 'v'}.{self._count}"
-        self._count += 1
-        phi = Phi(ref, type)
-        self.block.lines.append(phi)
+    def phi(self, type: str, name: str = "", incoming: Iterable[tuple[Value, Block]] = ()) -> Phi:
+        """A phi of the current block; incoming values known now may be given, later ones added."""
+        phi = Phi(self._name(name), type)
+        phi.incoming.extend(incoming)
+        self.block.phis.append(phi)
         return phi
 
     # -- terminators ------------------------------------------------------------
     def branch(self, target: Block) -> None:
-        self.block.lines.append(f"  br label %{target.label}")
+        self.block.lines.append(f"  br label {target}")
 
     def cbranch(self, condition: Value, then: Block, otherwise: Block) -> None:
-        self.block.lines.append(f"  br i1 {condition.ref}, label %{then.label}, label %{otherwise.label}")
+        self.block.lines.append(f"  br i1 {condition.ref}, label {then}, label {otherwise}")
 
     def ret(self, value: Value) -> None:
         self.block.lines.append(f"  ret {value.type} {value.ref}")
@@ -711,6 +770,7 @@ def calls_libm(name: str, arity: int) -> bool:
     key = (OPS[name], arity)
     e = _PROBES.get(key)
     if e is None:  # the emitter run once on placeholders, to see what it emits
-        e = _PROBES[key] = Emit([])
-        emitter(name)(e, [f"%a{k}" for k in range(arity)])
+        probe = Builder("define double @probe({}) {{", [("double", f"a{k}") for k in range(arity)])
+        e = _PROBES[key] = Emit(probe.block.lines)
+        emitter(name)(e, [a.ref for a in probe.args])
     return bool(e.libm)

@@ -135,33 +135,24 @@ def _run() -> list[str]:
         [("ptr", "e"), ("ptr", "args"), ("i64", "nargs"), ("ptr", "in"), ("ptr", "out")],
     )
     e, args, nargs, in_, out = b.args
-    start = b.block
-    head, read, check, clear, stored, call, no = map(
-        b.append_basic_block, ("head", "read", "check", "clear", "stored", "call", "no")
-    )
+    read, no = b.append_basic_block("read"), b.append_basic_block("no")
     nin = _field(b, e, _N_IN, "i64", "nin")
     work = _field(b, e, _WORK, "ptr", "work")
-    b.cbranch(b.icmp("eq", nargs, nin), head, no)
-    b.position_at_end(head)
-    j = b.phi("i64", name="j")
-    b.cbranch(b.icmp("ult", j, nin), read, call)
+    b.cbranch(b.icmp("eq", nargs, nin), read, no)
     b.position_at_end(read)
-    a = b.load("ptr", b.gep("ptr", args, j), align=None, name="a")
-    v = b.call("double", "@PyFloat_AsDouble", [a], name="v")
-    b.cbranch(b.fcmp("oeq", v, constant("double", "-1.0")), check, stored)  # the C API's error value: look closer
-    b.position_at_end(check)
-    err = b.call("ptr", "@PyErr_Occurred", [], name="err")
-    b.cbranch(b.icmp("eq", err, _NULL), stored, clear)
-    b.position_at_end(clear)
-    b.call("void", "@PyErr_Clear", [])  # the fallback raises the usual error for this argument
-    b.branch(no)
-    b.position_at_end(stored)
-    b.store(v, b.gep("double", in_, j), align=None)
-    j_next = b.add(j, _i64(1), name="j.next")
-    b.branch(head)
-    j.add_incoming(_i64(0), start)
-    j.add_incoming(j_next, stored)
-    b.position_at_end(call)
+    with b.for_range(nin, name="j") as j:
+        check, clear, stored = map(b.append_basic_block, ("check", "clear", "stored"))
+        a = b.load("ptr", b.gep("ptr", args, j), align=None, name="a")
+        v = b.call("double", "@PyFloat_AsDouble", [a], name="v")
+        b.cbranch(b.fcmp("oeq", v, constant("double", "-1.0")), check, stored)  # the C API's error value: look closer
+        b.position_at_end(check)
+        err = b.call("ptr", "@PyErr_Occurred", [], name="err")
+        b.cbranch(b.icmp("eq", err, _NULL), stored, clear)
+        b.position_at_end(clear)
+        b.call("void", "@PyErr_Clear", [])  # the fallback raises the usual error for this argument
+        b.branch(no)
+        b.position_at_end(stored)
+        b.store(v, b.gep("double", in_, j), align=None)
     memcpy = "@llvm.memcpy.p0.p0.i64"
     b.call("void", memcpy, [work, in_, b.shl(nin, _i64(3)), constant("i1", "false")])
     flag = b.call("i32", b.load("ptr", e, align=None, name="fn").ref, [work], name="flag")
@@ -178,22 +169,14 @@ def _slow() -> list[str]:
     """``ptr @slow``: the Python path, ``fallback(*args)``."""
     b = Builder("define internal ptr @slow({}) {{", [("ptr", "e"), ("ptr", "args"), ("i64", "nargs")])
     e, args, nargs = b.args
-    start = b.block
-    head, put, call, fail = map(b.append_basic_block, ("head", "put", "call", "fail"))
+    put, fail = b.append_basic_block("put"), b.append_basic_block("fail")
     t = b.call("ptr", "@PyTuple_New", [nargs], name="t")
-    b.cbranch(b.icmp("eq", t, _NULL), fail, head)
-    b.position_at_end(head)
-    k = b.phi("i64", name="k")
-    b.cbranch(b.icmp("ult", k, nargs), put, call)
+    b.cbranch(b.icmp("eq", t, _NULL), fail, put)
     b.position_at_end(put)
-    a = b.load("ptr", b.gep("ptr", args, k), align=None, name="a")
-    b.call("void", "@Py_IncRef", [a])  # PyTuple_SetItem steals a reference
-    b.call("i32", "@PyTuple_SetItem", [t, k, a])
-    k_next = b.add(k, _i64(1), name="k.next")
-    b.branch(head)
-    k.add_incoming(_i64(0), start)
-    k.add_incoming(k_next, put)
-    b.position_at_end(call)
+    with b.for_range(nargs, name="k") as k:
+        a = b.load("ptr", b.gep("ptr", args, k), align=None, name="a")
+        b.call("void", "@Py_IncRef", [a])  # PyTuple_SetItem steals a reference
+        b.call("i32", "@PyTuple_SetItem", [t, k, a])
     fallback = _field(b, e, _FALLBACK, "ptr", "fallback")
     r = b.call("ptr", "@PyObject_Call", [fallback, t, _NULL], name="r")
     b.call("void", "@Py_DecRef", [t])
@@ -207,27 +190,20 @@ def _fill(kind: str, new: str, put: str) -> list[str]:
     """``ptr @tuple``/``@list``: floats ``w[0:n]`` into a new tuple or list; null if out of memory."""
     b = Builder(f"define internal ptr @{kind}({{}}) {{{{", [("ptr", "w"), ("i64", "n")])
     w, n = b.args
-    start = b.block
-    head, make, set_, drop, done, fail = map(b.append_basic_block, ("head", "make", "set", "drop", "done", "fail"))
+    fill, drop, fail = map(b.append_basic_block, ("fill", "drop", "fail"))
     c = b.call("ptr", f"@{new}", [n], name=kind)
-    b.cbranch(b.icmp("eq", c, _NULL), fail, head)
-    b.position_at_end(head)
-    k = b.phi("i64", name="k")
-    b.cbranch(b.icmp("ult", k, n), make, done)
-    b.position_at_end(make)
-    f = b.call("ptr", "@PyFloat_FromDouble", [b.load("double", b.gep("double", w, k), align=None)], name="f")
-    b.cbranch(b.icmp("eq", f, _NULL), drop, set_)
-    b.position_at_end(set_)
-    b.call("i32", f"@{put}", [c, k, f])  # steals the float's reference
-    k_next = b.add(k, _i64(1), name="k.next")
-    b.branch(head)
-    k.add_incoming(_i64(0), start)
-    k.add_incoming(k_next, set_)
+    b.cbranch(b.icmp("eq", c, _NULL), fail, fill)
+    b.position_at_end(fill)
+    with b.for_range(n, name="k") as k:
+        set_ = b.append_basic_block("set")
+        f = b.call("ptr", "@PyFloat_FromDouble", [b.load("double", b.gep("double", w, k), align=None)], name="f")
+        b.cbranch(b.icmp("eq", f, _NULL), drop, set_)
+        b.position_at_end(set_)
+        b.call("i32", f"@{put}", [c, k, f])  # steals the float's reference
+    b.ret(c)
     b.position_at_end(drop)
     b.call("void", "@Py_DecRef", [c])
     b.branch(fail)
-    b.position_at_end(done)
-    b.ret(c)
     b.position_at_end(fail)
     b.ret(_NULL)
     return b.text()
