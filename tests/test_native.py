@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import math
 import random
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +26,7 @@ import symgrad
 from symgrad import config, ops
 from symgrad.backends import dispatch, interpreter, native
 from symgrad.backends.native import cache, jit, libm, pyentry
-from symgrad.backends.native.build import layout_of
+from symgrad.backends.native.build import build_ir, layout_of
 from symgrad.backends.native.emit import Builder, checks_result, constant, emitter, propagates, supported
 from symgrad.backends.native.kernel import NativeKernel, compile_native
 from symgrad.backends.native.program import CHUNK, DELAY, Layout, Program, unchecked
@@ -106,6 +107,58 @@ def test_the_ir_builder_names_every_value_and_fills_phis_in_later() -> None:
         for i in range(count):
             want += x_value * i
         assert fn(x_value, count) == want
+
+
+def test_for_range_loops_and_blocks_named_like_arguments_compile_and_run() -> None:
+    # Two loops of the same hint and a block labelled like an argument: the Builder keeps the labels apart.
+    b = Builder("define double @sum_twice({}) {{", [("ptr noalias", "xs"), ("i64", "n")])
+    xs, n = b.args
+    total = b.alloca("double", 8, name="total")
+    b.store(constant("double", "0.0"), total)
+    for _ in range(2):
+        with b.for_range(n, name="k") as k:
+            b.store(b.fadd(b.load("double", total), b.load_at("double", xs, k)), total)
+    xs_block = b.append_basic_block("xs")
+    b.branch(xs_block)
+    b.position_at_end(xs_block)
+    b.ret(b.load("double", total))
+    lines = b.text()
+    labels = [line[:-1] for line in lines if line.endswith(":")]
+    assert len(labels) == len(set(labels)) and "xs" not in labels and "n" not in labels
+    loaded = jit.load_object(jit.compile_object("\n".join(lines), 0), ("sum_twice",))
+    fn = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.POINTER(ctypes.c_double), ctypes.c_int64)(
+        loaded.addresses["sum_twice"]
+    )
+    for values in ([], [1.5], [0.25, -3.0, 1e10, 7.0]):
+        array = (ctypes.c_double * max(len(values), 1))(*values)
+        want = 0.0
+        for _ in range(2):
+            for v in values:
+                want += v
+        assert fn(array, len(values)) == want
+
+
+_DEFINED = re.compile(r"^\s+(%\S+) = ", re.MULTILINE)
+_HELPER_NAME = re.compile(r"%(t\d+|[A-Za-z_][\w.]*\.\d+)")
+"""The names the IR helpers give: ``%tN`` (Emit) or ``%hint.N`` (Builder)."""
+
+
+def test_generated_ir_names_every_value_through_the_helpers() -> None:
+    # No SSA name formatted by hand (like %p12, %flag, %c0 once): every defined value is named by
+    # Emit or the Builder, in the chunks, the scalar entry, both array loops and the C API entries.
+    big = _big_tape(1200)  # three chunks; outputs: an input, a constant and a repeat are copies
+    outputs = [big.output, 0, big.n_inputs, big.output, big.first_instr_slot + 7]
+    small = lower(parse(GAUSS), GAUSS)
+    texts = [pyentry._ir()]
+    for tape, outs in ((big, outputs), (small, [small.output, 1, small.first_instr_slot])):
+        program = Program.from_tape(tape, outs)
+        texts += [build_ir(program, "scalar"), build_ir(program, "scalar", batch=4)]
+        texts += [build_ir(program, "array", vector=vector) for vector in (0, 4)]
+    assert len(layout_of(Program.from_tape(big, outputs)).chunks) >= 3
+    for function in (f for text in texts for f in text.split("\ndefine ")[1:]):
+        names = _DEFINED.findall(function)
+        assert names and len(names) == len(set(names))
+        assert [name for name in names if not _HELPER_NAME.fullmatch(name)] == []
 
 
 def test_every_op_of_the_table_has_an_emitter() -> None:

@@ -1,5 +1,10 @@
 """Program → LLVM IR text: chunk functions, the scalar entry, the fused array loop.
 
+Every function is framed by a :class:`~symgrad.backends.native.emit.Builder` (arguments,
+blocks, loops, phis) and a chunk's records are written by an
+:class:`~symgrad.backends.native.emit.Emit` into its one block: both name their values,
+so no SSA name here is spelled by hand.
+
 Functions (see :class:`~symgrad.backends.native.program.Layout` for ``w``)::
 
     i32 chunk_k(ptr w)         records of chunk k; loads what earlier chunks stored in w,
@@ -47,14 +52,13 @@ independent calls of one function together with libmvec (:func:`batches`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from .emit import (
     LIBM,
     LIBM_PAIRS,
     PAIRS,
     PREFIX,
-    Block,
     Builder,
     Emit,
     Phi,
@@ -80,11 +84,6 @@ MAX_WIDTH = 8
 """The widest vector loop: stride-0 inputs and sinks hold this many doubles."""
 SUM_BLOCK = 1024
 """The array loop's running sums take in a block's partial sums every this many points (a power of 2)."""
-
-
-def _gep(lines: list[str], name: str, ty: str, base: str, index: int | str) -> str:
-    lines.append(f"  {name} = getelementptr inbounds {ty}, ptr {base}, i64 {index}")
-    return name
 
 
 def batches(layout: Layout, k: int, width: int) -> dict[int, list[int]]:
@@ -144,12 +143,12 @@ def _chunk(
     program = layout.program
     suffix = "" if width == 1 else f"_v{width}"
     attrs = "alwaysinline" if inline else "noinline"
-    lines = [f"define internal i32 @chunk_{k}{suffix}(ptr noalias %w) nounwind {attrs} {{", "entry:"]
-    e = Emit(lines, width, vector)
+    b = Builder(f"define internal i32 @chunk_{k}{suffix}({{}}) nounwind {attrs} {{{{", [("ptr noalias", "w")])
+    w = b.args[0].ref
+    e = Emit(b.block.lines, width, vector)  # the records' code, straight into the one block
     groups = batches(layout, k, vector) if width == 1 and vector > 1 else {}
     waiting = {i for members in groups.values() for i in members[:-1]}  # emitted with their group's last
     waiting |= {layout.fused[i] for i in waiting if i in layout.fused}
-    d = e.d
     first, n_inputs = program.first_record, program.n_inputs
     here: dict[int, str] = {}
 
@@ -160,9 +159,7 @@ def _chunk(
                 v = here[slot] = e.const(program.consts[slot - n_inputs])
             else:  # an input or a record of an earlier chunk: loaded at each use (measured: cheaper than
                 # one load whose value the fast register allocator spills to the stack across libm calls)
-                p = _gep(lines, f"%p{len(lines)}", d, "%w", layout.location[slot])
-                v = f"%v{len(lines)}"
-                lines.append(f"  {v} = load {d}, ptr {p}, align 8")
+                v = e.load(w, layout.location[slot])
         return v
 
     def define(i: int, result: str) -> None:
@@ -170,8 +167,7 @@ def _chunk(
         here[slot] = result
         index = layout.location.get(slot)
         if index is not None:
-            p = _gep(lines, f"%s{slot}", d, "%w", index)
-            lines.append(f"  store {d} {result}, ptr {p}, align 8")
+            e.store(result, w, index)
 
     def emit(i: int) -> None:
         name, args = program.records[i]
@@ -204,45 +200,38 @@ def _chunk(
         for m in members:  # each member's own emitter, its libm call answered from the batch
             emit(m)
         e.batched, e.batched_pairs = {}, {}
-    flag = e.finish()
-    if width == 1:
-        lines.append(f"  %flag = zext i1 {flag} to i32")
-    else:  # one bit per lane
-        lines.append(f"  %bits = bitcast {e.i1} {flag} to i{width}")
-        lines.append(f"  %flag = zext i{width} %bits to i32")
-    lines += ["  ret i32 %flag", "}"]
+    flag = Value(e.finish(), e.i1)
+    if width > 1:  # one bit per lane
+        flag = b.bitcast(flag, f"i{width}", name="bits")
+    b.ret(b.zext(flag, "i32", name="flag"))
     libm |= e.libm
     if vector_libm is not None:
         vector_libm |= e.vector_libm
-    return lines
+    return b.text()
 
 
 def _scalar(layout: Layout, inline: bool, width: int) -> list[str]:
     program = layout.program
-    e = Emit([], width)
+    e = Emit([], width)  # for its constants
     d = e.d
     if width == 1:
-        head = f"define i32 @{SCALAR}(ptr noalias %w) nounwind {'alwaysinline' if inline else ''} {{"
+        head = f"define i32 @{SCALAR}({{}}) nounwind {'alwaysinline' if inline else ''} {{{{"
     else:
-        head = f"define internal i32 @{SCALAR}_v{width}(ptr noalias %w) nounwind alwaysinline {{"
-    lines = [head, "entry:"]
+        head = f"define internal i32 @{SCALAR}_v{width}({{}}) nounwind alwaysinline {{{{"
+    b = Builder(head, [("ptr noalias", "w")])
+    (w,) = b.args
     suffix = "" if width == 1 else f"_v{width}"
-    flag = "0"
+    flag = _i32(0)
     for k in range(len(layout.chunks)):
-        lines.append(f"  %c{k} = call i32 @chunk_{k}{suffix}(ptr %w)")
-        lines.append(f"  %f{k} = or i32 {flag}, %c{k}")
-        flag = f"%f{k}"
-    for n, (index, slot) in enumerate(layout.copies):
+        flag = b.or_(flag, b.call("i32", f"@chunk_{k}{suffix}", [w], name="c"), name="f")
+    for index, slot in layout.copies:
         if program.n_inputs <= slot < program.first_record:
-            v = e.const(program.consts[slot - program.n_inputs])
+            v = constant(d, e.const(program.consts[slot - program.n_inputs]))
         else:
-            p = _gep(lines, f"%op{n}", d, "%w", layout.location[slot])
-            v = f"%o{n}"
-            lines.append(f"  {v} = load {d}, ptr {p}, align 8")
-        p = _gep(lines, f"%os{n}", d, "%w", index)
-        lines.append(f"  store {d} {v}, ptr {p}, align 8")
-    lines += [f"  ret i32 {flag}", "}"]
-    return lines
+            v = b.load_at(d, w, layout.location[slot], name="o")
+        b.store_at(v, w, index)
+    b.ret(flag)
+    return b.text()
 
 
 def _i64(value: int) -> Value:
@@ -296,9 +285,7 @@ def _vector_loop(
     fixed = {j: b.load(vec, f.ins[j], name=f"u{j}") for j in range(n_in - uniform, n_in)}
     last = b.sub(f.end, _i64(1), name="last")
     entry = b.block
-    names = ("vloop", "vflags", "vnext", "vflushing", "vcont", "vafter", "tail", "tflags", "tnext", "tflushing")
-    vloop, vflags, vnext, vflushing, vcont, vafter, tail, tflags, tnext, tflushing = map(b.append_basic_block, names)
-    tdone, lsum = b.append_basic_block("tdone"), b.append_basic_block("lsum")
+    vloop, vafter, tail, lsum = map(b.append_basic_block, ("vloop", "vafter", "tail", "lsum"))
 
     def body(inputs: dict[int, Value]) -> tuple[Value, list[Value]]:
         """Inputs into ``wv``, the inlined body: its flag bits and outputs."""
@@ -307,21 +294,38 @@ def _vector_loop(
         flag = b.call("i32", f"@{SCALAR}_v{width}", [wv], name="flag")
         return flag, [b.load_at(vec, wv, n_in + k, name=f"y{k}") for k in range(n_out)]
 
-    def flag_bytes(flag: Value, indices: Sequence[Value]) -> None:
-        """Each lane's bit of ``flag`` as one byte of ``flags``, at that lane's point index."""
-        for lane, index in enumerate(indices):
+    def step(
+        flag: Value,
+        counted: Value,
+        indices: Callable[[], Sequence[Value]],
+        count: Value,
+        done: Value,
+        sums: dict[int, Value],
+    ) -> tuple[Value, dict[int, Value]]:
+        """After a vector of points: ``count`` plus the lanes set in ``counted``; where any is set and
+        there is a ``flags`` array, each lane's bit of ``flag`` as one byte at that lane's point index
+        (``indices()``, computed there only);
+        every :data:`SUM_BLOCK` points (``done`` so far) the vector ``sums`` go into ``tot``.
+        Returns the new count and the sums going on (zero after a flush)."""
+        count_next = b.add(count, b.zext(b.call("i32", "@llvm.ctpop.i32", [counted]), "i64"), name="count")
+        flags, after = b.append_basic_block("flags"), b.append_basic_block("next")
+        b.cbranch(b.and_(b.icmp("ne", counted, _i32(0)), f.has_flags), flags, after)
+        b.position_at_end(flags)
+        for lane, index in enumerate(indices()):
             bit = b.and_(b.lshr(flag, _i32(lane)), _i32(1))
             b.store(b.trunc(bit, "i8"), b.gep("i8", f.flags, index), align=1)
-
-    def flush(done: Value, sums: dict[int, Value], flushing: Block, after: Block) -> None:
-        """Every :data:`SUM_BLOCK` points (``done`` so far), the vector sums go into ``tot``."""
+        b.branch(after)
+        b.position_at_end(after)
+        flushing, kept = b.append_basic_block("flushing"), b.append_basic_block("kept")
         block = b.and_(b.sub(done, f.start), _i64(SUM_BLOCK - 1))
-        b.cbranch(b.icmp("eq", block, _i64(0)), flushing, after)
+        b.cbranch(b.icmp("eq", block, _i64(0)), flushing, kept)
         b.position_at_end(flushing)
         for k in summed:
             p = b.gep(vec, f.tot, k)
             b.store(b.fadd(b.load(vec, p), sums[k]), p)
-        b.branch(after)
+        b.branch(kept)
+        b.position_at_end(kept)
+        return count_next, {k: b.phi(vec, f"acc{k}", [(zeros, flushing), (sums[k], after)]) for k in summed}
 
     span = b.sub(f.end, f.start, name="span")
     mend = b.add(f.start, b.and_(span, _i64(-width)), name="mend")
@@ -334,37 +338,23 @@ def _vector_loop(
     loaded = {j: b.load(vec, b.gep("double", f.ins[j], b.mul(vi, f.strides[j]))) for j in varying}
     vflag, vy = body(loaded)
     accn = {k: b.fadd(acc[k], vy[k]) for k in summed}
-    vcount_next = b.add(vcount, b.zext(b.call("i32", "@llvm.ctpop.i32", [vflag]), "i64"), name="vcount.next")
     for k in range(n_out):
         b.store(vy[k], b.gep("double", f.outs[k], b.mul(vi, f.ostrides[k])))
-    b.cbranch(b.and_(b.icmp("ne", vflag, _i32(0)), f.has_flags), vflags, vnext)
-    b.position_at_end(vflags)
-    flag_bytes(vflag, [b.add(vi, _i64(lane)) for lane in range(width)])
-    b.branch(vnext)
-    b.position_at_end(vnext)
-    flush(vi_next, accn, vflushing, vcont)
-    b.position_at_end(vcont)
-    acc_next = {k: b.phi(vec, name=f"acc{k}.next") for k in summed}
-    for k in summed:
-        acc_next[k].add_incoming(zeros, vflushing)
-        acc_next[k].add_incoming(accn[k], vnext)
+    points = lambda: [b.add(vi, _i64(lane)) for lane in range(width)]  # noqa: E731
+    vcount_next, acc_next = step(vflag, vflag, points, vcount, vi_next, accn)
+    vcont = b.block
     b.cbranch(b.icmp("slt", vi_next, mend), vloop, vafter)
-    for phi, start, later in ((vi, f.start, vi_next), (vcount, _i64(0), vcount_next)):
-        phi.add_incoming(start, entry)
+    for phi, first, later in ((vi, f.start, vi_next), (vcount, _i64(0), vcount_next)):
+        phi.add_incoming(first, entry)
         phi.add_incoming(later, vcont)
     for k in summed:
         acc[k].add_incoming(zeros, entry)
         acc[k].add_incoming(acc_next[k], vcont)
     # -- the partial vector left over, if any
     b.position_at_end(vafter)
-    ti, tcount = b.phi("i64", name="ti"), b.phi("i64", name="tcount")
-    tacc = {k: b.phi(vec, name=f"tacc{k}") for k in summed}
-    for phi, start, later in ((ti, f.start, vi_next), (tcount, _i64(0), vcount_next)):
-        phi.add_incoming(start, entry)
-        phi.add_incoming(later, vcont)
-    for k in summed:
-        tacc[k].add_incoming(zeros, entry)
-        tacc[k].add_incoming(acc_next[k], vcont)
+    ti = b.phi("i64", "ti", [(f.start, entry), (vi_next, vcont)])
+    tcount = b.phi("i64", "tcount", [(_i64(0), entry), (vcount_next, vcont)])
+    tacc = {k: b.phi(vec, f"tacc{k}", [(zeros, entry), (acc_next[k], vcont)]) for k in summed}
     b.cbranch(b.icmp("slt", ti, f.end), tail, lsum)
     b.position_at_end(tail)
     lanes, oks = [], []
@@ -385,32 +375,18 @@ def _vector_loop(
     tflag, ty = body(gathered)
     taccn = {k: b.fadd(tacc[k], b.select(valid, ty[k], zeros)) for k in summed}
     tf = b.and_(tflag, b.zext(b.bitcast(valid, f"i{width}"), "i32"))
-    tcount_next = b.add(tcount, b.zext(b.call("i32", "@llvm.ctpop.i32", [tf]), "i64"), name="tcount.next")
     for k in range(n_out):
         for lane, index in enumerate(lanes):
             one = b.extract_element(ty[k], lane)
             b.store(one, b.gep("double", f.outs[k], b.mul(index, f.ostrides[k])))
-    b.cbranch(b.and_(b.icmp("ne", tf, _i32(0)), f.has_flags), tflags, tnext)
-    b.position_at_end(tflags)
-    flag_bytes(tflag, lanes)  # a repeated lane stores the last point's own flag again
-    b.branch(tnext)
-    b.position_at_end(tnext)
     ti_next = b.add(ti, _i64(width), name="ti.next")
-    flush(ti_next, taccn, tflushing, tdone)
-    b.position_at_end(tdone)
-    tacc_next = {k: b.phi(vec, name=f"tacc{k}.next") for k in summed}
-    for k in summed:
-        tacc_next[k].add_incoming(zeros, tflushing)
-        tacc_next[k].add_incoming(taccn[k], tnext)
+    # a repeated lane stores the last point's own flag again, but counts only once (tf)
+    tcount_next, tacc_next = step(tflag, tf, lambda: lanes, tcount, ti_next, taccn)
+    tdone = b.block
     b.branch(lsum)
     b.position_at_end(lsum)
-    total = b.phi("i64", name="total")
-    total.add_incoming(tcount, vafter)
-    total.add_incoming(tcount_next, tdone)
-    fsum = {k: b.phi(vec, name=f"fsum{k}") for k in summed}
-    for k in summed:
-        fsum[k].add_incoming(tacc[k], vafter)
-        fsum[k].add_incoming(tacc_next[k], tdone)
+    total = b.phi("i64", "total", [(tcount, vafter), (tcount_next, tdone)])
+    fsum = {k: b.phi(vec, f"fsum{k}", [(tacc[k], vafter), (tacc_next[k], tdone)]) for k in summed}
     for k in summed:
         everything = b.fadd(b.load_at(vec, f.tot, k), fsum[k])
         parts = [b.extract_element(everything, lane) for lane in range(width)]
