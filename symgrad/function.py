@@ -372,8 +372,12 @@ class Function:
 
         ``f.vg(*floats)`` takes one float per variable, positionally in
         ``f.variables`` order, and returns ``(value, [∂/∂variable, ...])``.  It
-        skips all checking of its arguments (pass floats); domain errors are
-        still :class:`~symgrad.errors.DomainError`.  In a hot loop, bind it once
+        checks nothing before it computes (pass floats): an argument that is not
+        a real number is an :class:`~symgrad.errors.InputError` once the
+        computation fails on it, and a wrong number of arguments is one too,
+        except on generated Python (``backend="python"``, or early calls under
+        ``auto``), where it is Python's own ``TypeError`` (checking the count would
+        cost every call).  Domain errors are still :class:`~symgrad.errors.DomainError`.  In a hot loop, bind it once
         (``vg = f.vg``) and call ``vg(x, y)``: that is the generated function
         itself, as fast as sympy's lambdified derivative.
         """

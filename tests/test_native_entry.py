@@ -105,10 +105,10 @@ def test_arguments_are_read_like_struct_reads_them(entry_kind: str) -> None:
             raise ZeroDivisionError("inside __float__")
 
     for bad in (("2", 1.0, 0.5), (None, 1.0, 0.5), (2.0, Broken(), 0.5), (2.0, 1.0, [0.5])):
-        with pytest.raises(InputError, match="takes 3 floats"):
+        with pytest.raises(InputError, match="takes one real number per variable"):
             vg(*bad)
     for count in ((), (2.0,), (2.0, 1.0), (2.0, 1.0, 0.5, 4.0)):
-        with pytest.raises(InputError, match=f"takes 3 floats, got {len(count)} values"):
+        with pytest.raises(InputError, match=rf"takes 3 real numbers \(x, y, z\), got {len(count)}"):
             vg(*count)
     with pytest.raises(TypeError, match="keyword"):
         vg(2.0, 1.0, z=0.5)  # type: ignore[call-arg]

@@ -42,7 +42,7 @@ from ..errors import DomainError, Span
 from ..ops import Op, domain_message
 from ..rules import scalar_partials
 from ..tape import Tape
-from .protocol import BaseExecutor, Cost, Fallback, Returns, ScalarEntry
+from .protocol import BaseExecutor, Cost, Fallback, Returns, ScalarEntry, wrong_arguments
 
 __all__ = [
     "EXECUTOR",
@@ -355,8 +355,11 @@ def entry(tape: Tape, slow: Fallback, returns: Returns = "tuple") -> ScalarEntry
     first = tape.first_instr_slot
     outputs = tape.outputs
     isfinite = math.isfinite
+    n_in, names = tape.n_inputs, tape.inputs
 
     def run(*point: float) -> Any:
+        if len(point) != n_in:
+            raise wrong_arguments(point, n_in, names)
         values = [*point, *start]
         append = values.append
         try:
@@ -367,9 +370,12 @@ def entry(tape: Tape, slow: Fallback, returns: Returns = "tuple") -> ScalarEntry
                     append(fn(values[args[0]]))
                 else:
                     append(fn(*[values[a] for a in args]))
+            finite = all(map(isfinite, values[first:]))
         except _CATCH:
             return slow(*point)
-        if not all(map(isfinite, values[first:])):
+        except TypeError:
+            raise wrong_arguments(point, n_in, names) from None
+        if not finite:
             return slow(*point)
         if returns == "value":
             return values[outputs[0]]

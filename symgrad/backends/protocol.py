@@ -14,13 +14,25 @@ internals for a type.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from ..errors import InputError, short_repr
 from ..tape import Tape
 
-__all__ = ["ArrayEntry", "BaseExecutor", "Cost", "Executor", "Fallback", "Returns", "ScalarEntry", "Shape"]
+__all__ = [
+    "ArrayEntry",
+    "BaseExecutor",
+    "Cost",
+    "Executor",
+    "Fallback",
+    "Returns",
+    "ScalarEntry",
+    "Shape",
+    "wrong_arguments",
+]
 
 Shape = tuple[int, ...]
 
@@ -32,6 +44,42 @@ ScalarEntry = Callable[..., Any]
 
 Fallback = Callable[..., Any]
 """``slow(*point)``: the reference result for one point of floats, or the precise DomainError."""
+
+
+def wrong_arguments(point: Sequence[Any], n_inputs: int, names: Sequence[str] | None = None) -> InputError:
+    """The one error of every scalar entry called with something other than one real number per input.
+
+    Made only after the call failed (an exception handler costs nothing until it runs), so the
+    hot paths check nothing."""
+    listing = f" ({', '.join(names)})" if names else ""
+    if len(point) != n_inputs:
+        return InputError(
+            f"the compiled function takes {n_inputs} real number{'' if n_inputs == 1 else 's'}{listing}, "
+            f"got {len(point)}: {short_repr(tuple(point))}"
+        )
+    for k, value in enumerate(point):
+        if not _is_number(value):
+            where = f"'{names[k]}'" if names else f"argument {k + 1}"
+            return InputError(
+                f"the compiled function takes one real number per variable{listing}, "
+                f"got {type(value).__name__} {short_repr(value)} for {where}"
+            )
+    return InputError(
+        f"the compiled function takes one real number per variable{listing}, got {short_repr(tuple(point))}"
+    )
+
+
+def _is_number(value: Any) -> bool:
+    """What the entries read as a float: a real number, or an object whose ``__float__`` works (not a str)."""
+    if isinstance(value, numbers.Real):
+        return True
+    if isinstance(value, str | bytes) or not hasattr(value, "__float__"):
+        return False
+    try:
+        float(value)
+    except Exception:
+        return False
+    return True
 
 
 ArrayEntry = Callable[..., list[Any]]

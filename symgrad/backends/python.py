@@ -32,14 +32,14 @@ one function compile in about 3 s).
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InputError, short_repr
+from ..errors import InputError
 from ..gcpause import gc_paused
 from ..tape import Tape
+from . import protocol
 from .protocol import BaseExecutor, Cost, Fallback, Returns, ScalarEntry
 
 __all__ = ["EXECUTOR", "INLINE_DEPTH", "PythonExecutor", "function", "source"]
@@ -50,21 +50,6 @@ CHECK_TERMS = 100
 """Values summed per line of the inf-or-nan check (a longer chain of ``+`` makes CPython's compiler recurse too deep)."""
 
 _CATCH = (ArithmeticError, ValueError)
-
-
-def _wrong_arguments(names: Sequence[str], point: Sequence[Any]) -> InputError:
-    """The error for a generated function called with something other than real numbers.
-
-    Made only after the call failed with a TypeError (an exception handler costs nothing until
-    it runs), so the hot path checks nothing.
-    """
-    for name, value in zip(names, point, strict=False):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            return InputError(
-                f"the compiled function takes one real number per variable ({', '.join(names)}), "
-                f"got {type(value).__name__} {short_repr(value)} for '{name}'"
-            )
-    return InputError(f"the compiled function takes one real number per variable, got {short_repr(tuple(point))}")
 
 
 def _const_text(value: float, name: str, named: dict[str, Any]) -> str:
@@ -157,14 +142,16 @@ def _source(tape: Tape, returns: Returns) -> tuple[str, dict[str, Any]]:
         if not (_is_compound(text) or text[0] == "k" or text[0].isdigit() or text[:1] == "(" or _is_input(text, tape)):
             checked.append(text)
         out_names.append(text)
-    code += ["    except _CATCH:", f"        return _slow({params})"]
-    code += ["    except TypeError:", f"        raise _wrong_arguments(({params}{',' if tape.n_inputs == 1 else ''}))"]
-    if checked:
+    if checked:  # summed inside the try: a str that got this far fails there (a TypeError)
         names = sorted(set(checked))
         for start in range(0, len(names), CHECK_TERMS):  # lines of bounded length: the compiler recurses per "+"
             terms = " + ".join(names[start : start + CHECK_TERMS])
-            code.append(f"    _s = {terms}" if start == 0 else f"    _s += {terms}")
-        code += ["    if _s - _s != 0.0:", f"        return _slow({params})"]
+            code.append(f"        _s = {terms}" if start == 0 else f"        _s += {terms}")
+        code.append("        _s -= _s")  # 0.0 unless a value is inf or nan
+    code += ["    except _CATCH:", f"        return _slow({params})"]
+    code += ["    except TypeError:", f"        raise _wrong_arguments(({params}{',' if tape.n_inputs == 1 else ''}))"]
+    if checked:
+        code += ["    if _s != 0.0:", f"        return _slow({params})"]
     if returns == "value":
         code.append(f"    return {out_names[0]}")
     elif returns == "value_and_grad":
@@ -187,7 +174,7 @@ def function(tape: Tape, slow: Callable[..., Any], returns: Returns = "tuple") -
     names = tape.inputs
 
     def wrong_arguments(point: tuple[Any, ...]) -> InputError:
-        return _wrong_arguments(names, point)
+        return protocol.wrong_arguments(point, len(names), names)
 
     namespace.update({"_CATCH": _CATCH, "_slow": slow, "_wrong_arguments": wrong_arguments})
     code = compile(text, f"<symgrad {returns} {len(tape)} records>", "exec")

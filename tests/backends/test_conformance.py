@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from strategies import Case, cases
 
 import symgrad
-from symgrad import DomainError, transforms
+from symgrad import DomainError, InputError, transforms
 from symgrad.backends import interpreter
 from symgrad.backends.protocol import Executor
 from symgrad.backends.registry import EXECUTORS
@@ -93,6 +93,25 @@ def test_domain_errors_are_the_interpreters(executor: Executor) -> None:
         want = outcome(reference, *point)
         assert want[:2] == ("error", "DomainError")
         assert outcome(fn, *point) == want, point
+
+
+@pytest.mark.parametrize("executor", SCALAR)
+@pytest.mark.parametrize("point", [("a", "b"), (None, 1.0), ([1.0, 2.0], 1.0), (1.0, {}), ("1", 2.0)])
+def test_arguments_that_are_not_numbers_are_an_input_error_naming_them(
+    executor: Executor, point: tuple[Any, ...]
+) -> None:
+    fn, _ = _vg(executor, symgrad.compile("x + y * sin(x)").tape)
+    with pytest.raises(InputError, match=r"takes one real number per variable.*got \w+ "):
+        fn(*point)
+
+
+@pytest.mark.parametrize("executor", SCALAR)
+@pytest.mark.parametrize("point", [(), (1.0,), (1.0, 2.0, 3.0)])
+def test_a_wrong_number_of_arguments_is_an_error_never_a_result(executor: Executor, point: tuple[float, ...]) -> None:
+    """(Generated Python raises Python's own TypeError here: checking the count would cost every call.)"""
+    fn, _ = _vg(executor, symgrad.compile("x + y * sin(x)").tape)
+    with pytest.raises(InputError if executor.name != "python" else TypeError, match=r"2 real numbers|positional"):
+        fn(*point)
 
 
 @pytest.mark.parametrize("executor", SCALAR)

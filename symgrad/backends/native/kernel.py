@@ -32,7 +32,7 @@ import numpy as np
 from ...errors import InputError
 from ...tape import Tape
 from .. import interpreter
-from ..protocol import Returns
+from ..protocol import Returns, wrong_arguments
 from . import cache, jit, libm, pyentry
 from .build import ARRAY, MAX_WIDTH, SCALAR, STACK_LIMIT, build_ir, layout_of
 from .emit import rules_of
@@ -90,10 +90,6 @@ def _threads() -> ThreadPoolExecutor:
         return _pool
 
 
-def _wrong_inputs(n_in: int, point: Sequence[object]) -> str:
-    return f"the kernel takes {n_in} floats, got {len(point)} values: {point!r}"[:300]
-
-
 def _interpreter(tape: Tape, outputs: tuple[int, ...]) -> Fallback:
     def run(point: Sequence[float]) -> list[float]:
         values = interpreter.forward(tape, point)
@@ -120,7 +116,7 @@ def compile_native(
     program = Program.from_tape(tape, outputs)
     if fallback is None:
         fallback = _interpreter(tape, program.outputs)
-    return NativeKernel(program, fallback, opt)
+    return NativeKernel(program, fallback, opt, names=tape.inputs)
 
 
 def cached_kernel(
@@ -141,7 +137,7 @@ def cached_kernel(
         return None
     if fallback is None:
         fallback = _interpreter(tape, program.outputs)
-    return NativeKernel(program, fallback, opt)
+    return NativeKernel(program, fallback, opt, names=tape.inputs)
 
 
 def llvm_ir(tape: Tape, outputs: Sequence[int], part: str = "scalar") -> str:
@@ -193,8 +189,18 @@ class NativeKernel:
     first ``array`` call.
     """
 
-    def __init__(self, program: Program, fallback: Fallback, opt: int | None = None, *, scalar: bool = True) -> None:
+    def __init__(
+        self,
+        program: Program,
+        fallback: Fallback,
+        opt: int | None = None,
+        *,
+        scalar: bool = True,
+        names: Sequence[str] | None = None,
+    ) -> None:
         self.program = program
+        self.names = None if names is None else tuple(names)
+        """The inputs' names, for error messages (None: by position)."""
         self.fallback = fallback
         self._opt = opt
         self.pairs = jit.fused_pairs()
@@ -306,7 +312,7 @@ class NativeKernel:
             try:
                 check(*point)
             except struct.error:
-                raise InputError(_wrong_inputs(n_in, point)) from None
+                raise wrong_arguments(point, n_in, self.names) from None
             return shape(tuple(fallback(point)))
 
         kernel, work = self._scalar_machine
@@ -359,7 +365,7 @@ class NativeKernel:
             try:
                 packed = pack(*point)
             except struct.error:
-                raise InputError(_wrong_inputs(n_in, point)) from None
+                raise wrong_arguments(point, n_in, self.names) from None
             if lock.acquire(False):
                 try:
                     memmove(shared_address, packed, 8 * n_in)
