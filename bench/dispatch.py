@@ -301,10 +301,11 @@ def child(table: str, backend: str, quick: bool, cap: float) -> None:
 # -------------------------------------------------------------------- report ---
 def run_column(table: str, backend: str, quick: bool, cap: float) -> list[dict[str, Any]]:
     env = dict(os.environ)
-    env["SYMGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="symgrad-bench-dispatch-")  # every column compiles
     env.pop("SYMGRAD_BACKEND", None)
     argv = [sys.executable, __file__, "--child", table, backend, "--cap", str(cap)] + (["--quick"] if quick else [])
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    with tempfile.TemporaryDirectory(prefix="symgrad-bench-dispatch-") as cache:  # every column compiles
+        env["SYMGRAD_CACHE_DIR"] = cache
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{table}/{backend} failed:\n{done.stderr[-3000:]}")
     rows: list[dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])

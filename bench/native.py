@@ -24,8 +24,10 @@ The kernel cache is pointed at a fresh temporary directory, so every compile is 
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -37,6 +39,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.setrecursionlimit(10_000)
 os.environ["SYMGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="symgrad-bench-cache-")
+atexit.register(shutil.rmtree, os.environ["SYMGRAD_CACHE_DIR"], ignore_errors=True)  # every run starts cold
 
 import workloads as W  # noqa: E402
 from timing import median_seconds  # noqa: E402
