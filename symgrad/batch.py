@@ -91,7 +91,10 @@ class TracedExamples:
         self._fn: BatchFn | None = None
         self._rental: dispatch.Rental | None = None
         self.entries_built = 0
-        """How many times an evaluator was asked for (1 once the first batch ran, whatever came after)."""
+        """How many times an evaluator was asked for: once, here, whatever batches follow."""
+        self._entry()  # (under "native" this compiles now, as compile() does: setup, not a step)
+        if penalty is not None:
+            _ = penalty.vg
 
     # -- the evaluator, built once -------------------------------------------------
     def _entry(self) -> BatchFn:

@@ -2,6 +2,8 @@
 
     python docs/examples/moons.py                        # record-once replay, 100 steps
     python docs/examples/moons.py --mode eager           # rebuild the graph every step, like micrograd
+    python docs/examples/moons.py --mode examples        # trace one example, evaluate it over the batch
+    python docs/examples/moons.py --mode examples --batch-size 32 --points 1000   # random minibatches
     python docs/examples/moons.py --backend native       # replay on machine code (compiled once, then cached)
     python docs/examples/moons.py --plot moons.png       # also save the decision boundary (needs matplotlib)
 
@@ -19,10 +21,22 @@ the replay to machine code: the first run pays seconds of compilation in its
 setup, later runs load the kernel from the cache (and then ``auto``, the
 default, uses it too).
 
+``--mode examples`` calls :func:`symgrad.trace_examples` once: the loss of
+*one* point, with the point's coordinates and label as inputs of the tape
+beside the parameters (a tape the size of one forward pass), and the L2
+penalty traced apart.  Every step evaluates that tape over the batch and sums
+the parameters' partials, so the batch can change from step to step with no
+re-tracing.  ``--batch-size B`` trains on ``B`` points drawn afresh at every
+step, as micrograd's demo does (``np.random.permutation(n)[:B]``, from a
+generator seeded by ``--seed``, so a run repeats exactly); without it every
+step uses every point (micrograd's default, ``batch_size=None``).  Minibatches
+work in eager mode too; a whole-loss replay is frozen to its points, so
+``--mode replay`` takes no ``--batch-size``.
+
 The last line is ``accuracy <training accuracy>% | setup <ms> ms | <mean time per step> ms/step``:
 setup is the one-time work before the first step (recording the tape and generating its code, in
-replay mode; nothing in eager mode), and a step is forward + backward + update (progress reports
-excluded).
+replay and examples mode; nothing in eager mode), and a step is forward + backward + update (progress
+reports excluded).
 
 ``--plot`` evaluates the trained network on a 0.05 grid of about 4,000 points at once: the score is
 traced once as a function of the two input coordinates (the weights become constants) and run on
@@ -76,8 +90,31 @@ def loss_of(model: MLP, X: np.ndarray, y: np.ndarray, alpha: float = 1e-4) -> Va
     """SVM max-margin loss averaged over the points, plus L2 regularisation."""
     margins = [(1.0 - float(yi) * s).relu() for yi, s in zip(y, scores(model, X), strict=True)]
     data_loss = sum(margins, Value(0.0)) * (1.0 / len(margins))
-    reg_loss = alpha * sum((p * p for p in model.parameters()), Value(0.0))
-    return data_loss + reg_loss
+    return data_loss + l2(model.parameters(), alpha)
+
+
+def l2(params: Sequence[Value], alpha: float = 1e-4) -> Value:
+    """The L2 penalty ``alpha * sum(p * p)``."""
+    return alpha * sum((p * p for p in params), Value(0.0))
+
+
+def example_loss(model: MLP) -> Any:
+    """One point's SVM margin loss as a function of the point and its label (for ``trace_examples``)."""
+
+    def margin(x: list[Value], label: Value) -> Value:
+        score = model(x)
+        assert isinstance(score, Value)
+        return (1.0 - label * score).relu()
+
+    return margin
+
+
+def batches(n: int, batch_size: int | None, seed: int) -> Any:
+    """Index arrays, one per step: every point, or ``batch_size`` of them drawn afresh each step
+    (micrograd's ``np.random.permutation(n)[:batch_size]``) from a generator seeded by ``seed``."""
+    rng = np.random.default_rng([seed, 1])
+    while True:
+        yield np.arange(n) if batch_size is None else rng.permutation(n)[:batch_size]
 
 
 def accuracy(model: MLP, X: np.ndarray, y: np.ndarray) -> float:
@@ -93,29 +130,43 @@ def train(
     report_every: int = 10,
     verbose: bool = True,
     backend: str | None = None,
+    batch_size: int | None = None,
+    points: int = 100,
 ) -> tuple[MLP, float, float, float]:
-    """Train on 100 moons points (``backend``: of the replay, as for :func:`symgrad.trace`).
+    """Train on ``points`` moons points (``backend``: of the replay, as for :func:`symgrad.trace`),
+    on every point at every step or on random minibatches of ``batch_size``.
 
     Returns the model, the training accuracy, the one-time setup in seconds (tracing and code
-    generation, replay mode only) and the mean seconds per step.
+    generation, replay and examples modes) and the mean seconds per step.
     """
-    X, y = make_moons(100, 0.1, seed)
+    if mode == "replay" and batch_size is not None:
+        raise ValueError("a whole-loss replay is frozen to its points: minibatches need mode 'examples' or 'eager'")
+    X, y = make_moons(points, 0.1, seed)
     model = MLP(2, [16, 16, 1], seed=seed)
     params = model.parameters()
     start = time.perf_counter()
     traced = None
+    per_example = None
     if mode == "replay":
         traced = symgrad.trace(lambda ps: loss_of(model, X, y), params, backend=backend)
         _ = traced.vg  # generate and compile the code now, so that it counts as setup, not as a step
+    elif mode == "examples":
+        per_example = symgrad.trace_examples(
+            example_loss(model), params, example=([0.0, 0.0], 1.0), penalty=l2, reduce="mean", backend=backend
+        )
     setup = time.perf_counter() - start
     elapsed = 0.0
+    draws = batches(points, batch_size, seed)
     for k in range(steps):
+        batch = next(draws)
         start = time.perf_counter()
         model.zero_grad()
         if traced is not None:
             loss = traced.backward()
+        elif per_example is not None:
+            loss = per_example.backward(X[batch], y[batch])
         else:
-            total = loss_of(model, X, y)
+            total = loss_of(model, X[batch], y[batch])
             total.backward()
             loss = total.data
         lr = 1.0 - 0.9 * k / steps
@@ -162,10 +213,10 @@ def grid(X: np.ndarray, h: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(xs, ys)
 
 
-def plot(model: MLP, seed: int, path: str) -> None:
+def plot(model: MLP, seed: int, path: str, points: int = 100) -> None:
     """Save the decision boundary and the points as a PNG."""
     plt = pyplot()
-    X, y = make_moons(100, 0.1, seed)
+    X, y = make_moons(points, 0.1, seed)
     xx, yy = grid(X)
     zz = decision_function(model)(xx, yy) > 0
     fig, ax = plt.subplots(figsize=(6, 5))
@@ -182,9 +233,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--mode",
-        choices=["eager", "replay"],
+        choices=["eager", "replay", "examples"],
         default="replay",
-        help="eager: rebuild the Value graph each step; replay: record once with symgrad.trace",
+        help="eager: rebuild the Value graph each step; replay: record the whole loss once with symgrad.trace; "
+        "examples: record one point's loss once with symgrad.trace_examples",
     )
     parser.add_argument(
         "--backend",
@@ -193,16 +245,34 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="code that replays the tape (default: auto, or SYMGRAD_BACKEND)",
     )
     parser.add_argument("--steps", type=int, default=100, help="SGD steps (default 100)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="points per step, drawn at random each step (default: all of them); not with --mode replay",
+    )
+    parser.add_argument("--points", type=int, default=100, help="moons points to train on (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the data and the initial weights")
     parser.add_argument("--plot", metavar="PNG", help="save the decision boundary to this file (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+    if args.points < 2:
+        parser.error("--points must be at least 2")
+    if args.batch_size is not None:
+        if not 1 <= args.batch_size <= args.points:
+            parser.error(f"--batch-size must be between 1 and --points ({args.points})")
+        if args.mode == "replay":
+            parser.error(
+                "--batch-size needs --mode examples or --mode eager (a whole-loss replay is frozen to its points)"
+            )
     if args.plot:
         pyplot()  # fail before training, not after
-    model, acc, setup, per_step = train(args.mode, args.steps, args.seed, backend=args.backend)
+    model, acc, setup, per_step = train(
+        args.mode, args.steps, args.seed, backend=args.backend, batch_size=args.batch_size, points=args.points
+    )
     if args.plot:
-        plot(model, args.seed, args.plot)
+        plot(model, args.seed, args.plot, args.points)
     print(f"accuracy {acc * 100:.1f}% | setup {setup * 1000:.1f} ms | {per_step * 1000:.1f} ms/step")
 
 
