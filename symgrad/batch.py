@@ -32,6 +32,7 @@ import inspect
 import math
 import operator
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,7 @@ from .tape import Tape
 from .trace import Traced, trace
 from .value import Value, linearise
 
-__all__ = ["REDUCTIONS", "TracedExamples", "trace_examples"]
+__all__ = ["REDUCTIONS", "BatchGradient", "TracedExamples", "shared_first", "trace_examples"]
 
 REDUCTIONS = ("mean", "sum")
 """How the examples' losses combine: averaged (micrograd's demo) or summed."""
@@ -85,40 +86,25 @@ class TracedExamples:
         """The data arguments' names (the function's parameter names where Python tells them)."""
         self.shapes = tuple(shapes)
         """Each data argument's shape for one example (``()`` for a number, ``(2,)`` for a pair)."""
-        n = len(self.params)
-        self.gradient_tape = transforms.grad_tape(tape, tape.inputs[:n])
-        """Outputs: the example's loss, then its partials with respect to each parameter (not the data)."""
-        self._fn: BatchFn | None = None
-        self._rental: dispatch.Rental | None = None
-        self.entries_built = 0
-        """How many times an evaluator was asked for: once, here, whatever batches follow."""
-        self._entry()  # (under "native" this compiles now, as compile() does: setup, not a step)
+        self.batch = BatchGradient(tape, len(self.params), self.backend)
+        """The gradient tape and its evaluator over batches (built once, here)."""
         if penalty is not None:
             _ = penalty.vg
 
-    # -- the evaluator, built once -------------------------------------------------
-    def _entry(self) -> BatchFn:
-        fn = self._fn
-        if fn is None:
+    @property
+    def gradient_tape(self) -> Tape:
+        """Outputs: the example's loss, then its partials with respect to each parameter (not the data)."""
+        return self.batch.gradient_tape
 
-            def publish(entry: BatchFn) -> None:
-                self._fn = entry
-
-            self.entries_built += 1
-            built, self._rental = _batch_entry(self.gradient_tape, len(self.params), self.backend, publish)
-            fn = self._fn if self._fn is not None else built
-            self._fn = fn
-        return fn
+    @property
+    def entries_built(self) -> int:
+        """How many times an evaluator was asked for: once, at tracing time, whatever batches follow."""
+        return self.batch.entries_built
 
     def wait_native(self, timeout: float | None = None) -> bool:
         """Compile the machine code ``auto`` would compile in time, now, and wait for it (see
         :meth:`symgrad.Function.wait_native`)."""
-        self._entry()
-        done = True
-        rental = self._rental
-        if rental is not None:
-            rental.buy_now()
-            done = rental.wait(timeout)
+        done = self.batch.wait_native(timeout)
         if self.penalty is not None:
             done = self.penalty.wait_native(timeout) and done
         return done
@@ -185,7 +171,7 @@ class TracedExamples:
     def _run(self, weights: FloatArray, data: tuple[Any, ...]) -> tuple[int, FloatArray, FloatArray]:
         """Batch size, per-example losses and summed partials; a DomainError names the example at fault."""
         n, columns = self._columns(data)
-        values, partials = self._entry()(weights, columns)
+        values, partials = self.batch(weights, columns)
         if not (np.isfinite(values).all() and np.isfinite(partials).all()):
             self._explain(weights, columns, values)
         return n, values, partials
@@ -367,6 +353,74 @@ def _values(array: FloatArray, name: str) -> tuple[Any, list[Value]]:
 
 
 # ---------------------------------------------------------------- evaluator ---
+class BatchGradient:
+    """A tape whose first ``n_shared`` inputs are shared by every example of a batch and the rest
+    are one number per example: the examples' values, and the shared inputs' partials summed over them.
+
+    Its gradient tape (the value, then the partials by the shared inputs only) and the
+    dispatcher's evaluator for it are built once; any number of examples can follow.
+    :class:`TracedExamples` and :func:`symgrad.fit` evaluate their losses through it.
+    """
+
+    def __init__(self, tape: Tape, n_shared: int, backend: str) -> None:
+        self.tape = tape
+        self.n_shared = n_shared
+        self.backend = backend
+        self.gradient_tape = transforms.grad_tape(tape, tape.inputs[:n_shared])
+        self.entries_built = 0
+        self._fn: BatchFn | None = None
+        self._rental: dispatch.Rental | None = None
+        self._entry()  # (under "native" this compiles now, as compile() does: setup, not a call)
+
+    def _entry(self) -> BatchFn:
+        fn = self._fn
+        if fn is None:
+
+            def publish(entry: BatchFn) -> None:
+                self._fn = entry
+
+            self.entries_built += 1
+            built, self._rental = _batch_entry(self.gradient_tape, self.n_shared, self.backend, publish)
+            fn = self._fn if self._fn is not None else built
+            self._fn = fn
+        return fn
+
+    def __call__(self, shared: FloatArray, data: Sequence[FloatArray]) -> tuple[FloatArray, FloatArray]:
+        """``(values, summed partials)`` for ``shared`` (n_shared,) and one float64 column (n,) per data input."""
+        fn = self._fn
+        return (fn if fn is not None else self._entry())(shared, data)
+
+    def wait_native(self, timeout: float | None = None) -> bool:
+        """Buy now what calls would buy in time, and wait for it (True if nothing was to wait for)."""
+        rental = self._rental
+        if rental is None:
+            return True
+        rental.buy_now()
+        return rental.wait(timeout)
+
+
+def shared_first(tape: Tape, shared: Sequence[str]) -> Tape:
+    """``tape`` with the inputs named ``shared`` moved to the front, in that order (the rest keep theirs)."""
+    index = {name: i for i, name in enumerate(tape.inputs)}
+    first = [index[name] for name in shared]
+    chosen = set(first)
+    order = first + [i for i in range(tape.n_inputs) if i not in chosen]
+    moved = {old: new for new, old in enumerate(order)}
+
+    def slot(k: int) -> int:
+        return moved.get(k, k)
+
+    instrs = tuple(replace(instr, args=tuple(map(slot, instr.args))) for instr in tape.instrs)
+    return Tape(
+        tuple(tape.inputs[i] for i in order),
+        tape.consts,
+        instrs,
+        tuple(map(slot, tape.outputs)),
+        tape.source,
+        tape.output_names,
+    )
+
+
 def _batch_entry(
     tape: Tape, n_shared: int, backend: str, publish: Callable[[BatchFn], None]
 ) -> tuple[BatchFn, dispatch.Rental | None]:

@@ -2,10 +2,14 @@
 
 The loss is a formula in parameters and data, usually a residual per data
 point such as ``(y - a*exp(-b*t) - c)**2``.  At each point the optimiser asks
-for, symgrad makes *one* call, ``f.value_and_grad({**data, **params},
-wrt=params)``: the partials of the parameters, which are broadcast against the
-data, come back already summed over the data (that is the array path's rule),
-and the value array is summed here.  So the objective is the sum of the loss
+for, symgrad makes *one* evaluation over the data: numpy data go through the
+same evaluator as :func:`symgrad.trace_examples` (the loss's tape with the
+parameters as shared inputs and one number per data point for each data
+variable, built once; :class:`symgrad.batch.BatchGradient`), which returns the
+loss per point and the parameters' partials already summed over the points; the
+values are summed here.  Data arrays of different shapes are broadcast together
+first, as the array path does.  Dask data are evaluated by
+``f.value_and_grad({**data, **params}, wrt=params)`` chunk by chunk.  So the objective is the sum of the loss
 over the data points (``reduce="mean"`` divides both by the number of points,
 which keeps the loss and the gradient of order one however much data there is:
 better conditioned for the optimiser's tolerances).
@@ -31,6 +35,7 @@ import numpy as np
 
 from .api import compile
 from .backends import dask as dask_arrays
+from .batch import BatchGradient, shared_first
 from .errors import InputError, MissingDependencyError, UnknownVariableError
 from .function import Function
 
@@ -121,17 +126,39 @@ def fit(
 
 
 class _Objective:
-    """``x -> (loss, gradient)`` for scipy: one symgrad call per new ``x``, the last one remembered."""
+    """``x -> (loss, gradient)`` for scipy: one symgrad evaluation per new ``x``, the last one remembered."""
 
     def __init__(self, f: Function, data: dict[str, Any], names: list[str], *, mean: bool) -> None:
         self.f, self.data, self.names, self.mean = f, data, names, mean
         self.lazy = any(dask_arrays.is_dask(v) for v in data.values())
         self.last: tuple[bytes, float, np.ndarray[Any, np.dtype[np.float64]]] | None = None
+        self.batch: BatchGradient | None = None
+        self.columns: list[np.ndarray[Any, np.dtype[np.float64]]] = []
+        if not self.lazy:
+            self._batch()
+
+    def _batch(self) -> None:
+        """Numpy data: the loss's tape with the parameters first, evaluated over the data points as a batch."""
+        point = self.f.bind(({**self.data, **dict.fromkeys(self.names, 0.0)},), {})  # checks names and values
+        data = {name: v for name, v in zip(self.f.variables, point, strict=True) if name not in self.names}
+        shape = np.broadcast_shapes(*(np.shape(v) for v in data.values()))
+        if not shape or math.prod(shape) == 0:
+            return  # no arrays (a formula of numbers), or no points: the Function's own path
+        names = list(data)
+        self.columns = [np.ascontiguousarray(np.broadcast_to(data[name], shape)).ravel() for name in names]
+        self.batch = BatchGradient(shared_first(self.f.tape, self.names), len(self.names), self.f.backend)
 
     def __call__(self, x: np.ndarray[Any, np.dtype[np.float64]]) -> tuple[float, np.ndarray[Any, np.dtype[np.float64]]]:
         key = np.asarray(x, dtype=np.float64).tobytes()
         if self.last is not None and self.last[0] == key:  # scipy re-asks for the point it stopped at
             return self.last[1], self.last[2].copy()
+        if self.batch is not None:
+            values, partials = self.batch(np.array(x, dtype=np.float64), self.columns)
+            scale = 1.0 / values.size if self.mean else 1.0
+            loss = float(np.sum(values)) * scale
+            grad = partials * scale
+            self.last = (key, loss, grad)
+            return loss, grad.copy()
         point = {**self.data, **dict(zip(self.names, (float(v) for v in x), strict=True))}
         value, grads = self.f.value_and_grad(point, wrt=self.names)
         if self.lazy:

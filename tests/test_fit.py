@@ -16,6 +16,7 @@ import pytest
 
 import symgrad
 from symgrad import FitResult, Function, InputError, MissingDependencyError, UnknownVariableError
+from symgrad.batch import BatchGradient
 from symgrad.fit import _Objective
 
 DECAY = "(y - a*exp(-b*t) - c)**2"
@@ -78,12 +79,37 @@ def test_the_objective_is_the_summed_loss_and_its_gradient_matches_central_diffe
             assert grad[k] == pytest.approx(central, rel=1e-6), names[k]
 
 
-def test_one_symgrad_call_per_evaluation() -> None:
+def test_one_symgrad_call_per_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Numpy data: one batch evaluation (trace_examples' evaluator) per evaluation; dask data: one
+    value_and_grad call.  Every evaluation scipy counts is one call, plus at most the start (checked
+    first) and the final report."""
+    calls = []
+    evaluate = BatchGradient.__call__
+
+    def counted(self: BatchGradient, *args: Any) -> Any:
+        calls.append(1)
+        return evaluate(self, *args)
+
+    monkeypatch.setattr(BatchGradient, "__call__", counted)
     f = Counting(DECAY)
     res = symgrad.fit(f, data={"t": T, "y": Y}, params=START, method="L-BFGS-B")
     assert res.success
-    # every evaluation scipy counts is one call; plus at most the start (checked first) and the final report
-    assert res.nfev <= f.calls <= res.nfev + 2
+    assert res.nfev <= len(calls) <= res.nfev + 2 and f.calls == 0
+
+
+def test_numpy_data_of_different_shapes_are_broadcast_together() -> None:
+    """A column of t against a row of y (a 2-d grid of points) and a scalar datum: the objective is
+    the loss over every point of the broadcast grid (oracle: the closed-form partials in numpy)."""
+    f = symgrad.compile("(y - a*exp(-b*t) - c)**2 * w")
+    t, y = T[:40, None], Y[None, :30] + 0.1
+    a, b, c = 2.0, 0.5, 0.3
+    objective = _Objective(f, {"t": t, "y": y, "w": 0.5}, ["a", "b", "c"], mean=True)
+    loss, grad = objective(np.array([a, b, c]))
+    e = np.exp(-b * t)
+    r = y - a * e - c
+    assert loss == pytest.approx(np.mean(0.5 * r**2), rel=1e-12)
+    expected = [np.mean(-r * e), np.mean(r * a * t * e), np.mean(-r)]  # 0.5 * 2 * r * ∂r
+    np.testing.assert_allclose(grad, expected, rtol=1e-12)
 
 
 def test_bounds_by_name_are_passed_to_scipy() -> None:
