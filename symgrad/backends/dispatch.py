@@ -42,7 +42,7 @@ from ..errors import InputError, MissingDependencyError
 from ..tape import Tape
 from . import background, native, registry
 from . import numpy as numpy_code
-from .protocol import ArrayEntry, Fallback, Returns, Shape
+from .protocol import ArrayEntry, BatchEntry, Fallback, Returns, Shape
 
 if TYPE_CHECKING:
     from .native.kernel import NativeKernel
@@ -53,6 +53,8 @@ __all__ = [
     "Rental",
     "array_entry",
     "array_tiers",
+    "batch_entry",
+    "batch_tiers",
     "native_ready",
     "resolve_backend",
     "scalar_entry",
@@ -89,6 +91,22 @@ def array_tiers(tape: Tape, n_points: int) -> list[Tier]:
     tiers = []
     for executor in registry.EXECUTORS.values():
         cost = executor.array_cost(n, n_points)
+        if cost is not None and executor.supports(tape):
+            tiers.append((executor.name, cost.setup, cost.call))
+    return sorted(tiers, key=lambda tier: tier[1])
+
+
+BATCH_POINTS = 100
+"""The batch size the batch tiers' per-call estimates assume (the size changes from call to call; the
+rent that buys the kernel is measured, so this only orders the tiers)."""
+
+
+def batch_tiers(tape: Tape) -> list[Tier]:
+    """The executors with a batch entry for ``tape``, cheapest to start first, with their estimates."""
+    n = len(tape)
+    tiers = []
+    for executor in registry.EXECUTORS.values():
+        cost = executor.batch_cost(n, BATCH_POINTS)
         if cost is not None and executor.supports(tape):
             tiers.append((executor.name, cost.setup, cost.call))
     return sorted(tiers, key=lambda tier: tier[1])
@@ -379,6 +397,45 @@ def array_entry(
         return fn, None
     tiers = array_tiers(tape, math.prod(_broadcast(shapes)))
     rental = Rental(tiers, {"native": native_fn}, publish, numpy_fn)
+    return rental.entry, rental
+
+
+# ------------------------------------------------------------------ batches ---
+def batch_entry(
+    tape: Tape, n_shared: int, backend: str, publish: Callable[[BatchEntry], None]
+) -> tuple[BatchEntry, Rental | None]:
+    """``fn(shared, data) -> (values, sums)`` for a per-example gradient tape (see
+    :class:`~symgrad.backends.protocol.BatchEntry`), under ``backend``.
+
+    ``tape``'s inputs are the ``n_shared`` shared scalars and then the data
+    inputs; its outputs the value and its partials with respect to the shared
+    inputs.  The numpy version serves first; the batch kernel takes over once
+    the calls have paid for its compile (at once under ``native``, or when the
+    persistent cache holds it).  No executor compiles again when the batch size
+    changes.  ``publish(fn)`` keeps the entry (and later the executor that takes over).
+    """
+    reference = numpy_code.EXECUTOR.batch_entry(tape, n_shared, None)
+    if not native_ready(backend, tape):
+        publish(reference)
+        return reference, None
+    machine = native.EXECUTOR
+
+    def native_fn() -> BatchEntry:
+        return machine.batch_entry(tape, n_shared, reference)
+
+    def settle(fn: BatchEntry) -> tuple[BatchEntry, None]:
+        publish(fn)
+        return fn, None
+
+    if backend == "native" or not background.enabled():
+        return settle(native_fn())
+    if _worth_asking_the_cache(len(tape)):
+        cached = machine.cached_batch_entry(tape, n_shared, reference)
+        if cached is not None:
+            return settle(cached)
+    tiers = batch_tiers(tape)
+    tiers.sort(key=lambda tier: tier[0] != "numpy")  # (stable) the tier serving first is the numpy version's
+    rental = Rental(tiers, {"native": native_fn}, publish, reference)
     return rental.entry, rental
 
 

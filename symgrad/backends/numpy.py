@@ -21,16 +21,29 @@ sweep would skip a dead branch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..tape import Tape
-from .protocol import ArrayEntry, BaseExecutor, Cost, Shape
+from . import interpreter
+from .protocol import ArrayEntry, BaseExecutor, BatchEntry, Cost, Shape
 
-__all__ = ["EXECUTOR", "NumpyExecutor", "Shape", "array_function", "fit", "source"]
+__all__ = [
+    "EXECUTOR",
+    "BatchProgram",
+    "NumpyExecutor",
+    "Shape",
+    "array_function",
+    "batch_inputs",
+    "batch_source",
+    "fit",
+    "reference",
+    "source",
+]
 
 
 def fit(g: Any, point_shape: Shape, shape: Shape) -> Any:
@@ -263,6 +276,222 @@ def array_function(
     return fn
 
 
+# ------------------------------------------------------------------ batches ---
+def batch_source(tape: Tape, n_shared: int, n_values: int = 1) -> tuple[str, dict[str, Any]]:
+    """Source of ``generated(n, s, d, sums)`` for a per-example tape over a batch of ``n`` examples.
+
+    ``s`` is the list of the ``n_shared`` shared inputs (floats), ``d`` the list
+    of data columns (float64 arrays of ``n``); the first ``n_values`` outputs are
+    returned (a list of arrays of ``n``), the others are summed over the
+    examples into ``sums[k]``.  Nothing depends on ``n``, so one program serves
+    every batch size.  A record that reads only shared inputs and constants is
+    computed once, on floats; the others once per call over the examples, one
+    numpy call each, into scratch buffers reused as in :func:`source` (a buffer
+    whose tenant is dead is written again).  Each summed record is summed
+    (``np.add.reduce``: numpy's pairwise summation in example order) as soon as
+    it is computed; a summed output that does not vary over the examples is
+    its value times ``n``.
+    """
+    n_in, base = tape.n_inputs, tape.first_instr_slot
+    if not 0 <= n_shared <= n_in:
+        raise ValueError(f"a tape of {n_in} inputs cannot have {n_shared} shared inputs")
+    varying = [False] * n_shared + [True] * (n_in - n_shared) + [False] * len(tape.consts)
+    for instr in tape.instrs:
+        varying.append(any(varying[a] for a in instr.args))
+    names: dict[str, Any] = {f"k{n_in + c}": np.float64(v) for c, v in enumerate(tape.consts)}
+    text = [f"s[{j}]" for j in range(n_shared)] + [f"d[{j}]" for j in range(n_in - n_shared)]
+    text += [f"k{n_in + c}" for c in range(len(tape.consts))]
+    values, summed = tape.outputs[:n_values], tape.outputs[n_values:]
+    needed = [False] * tape.n_slots
+    for slot in tape.outputs:
+        needed[slot] = True
+    for k in range(len(tape.instrs) - 1, -1, -1):
+        if needed[base + k]:
+            for a in tape.instrs[k].args:
+                needed[a] = True
+    last_use = [-1] * tape.n_slots
+    for k, instr in enumerate(tape.instrs):
+        if needed[base + k]:
+            for a in instr.args:
+                last_use[a] = k
+    sums_of: dict[int, list[int]] = {}
+    for i, slot in enumerate(summed):
+        sums_of.setdefault(slot, []).append(i)
+    fresh = set(values)  # returned: computed into arrays of their own, never into a scratch buffer
+    free: list[str] = []
+    n_buffers = 0
+    body: list[str] = []
+
+    def sums_lines(slot: int) -> None:
+        first, *others = sums_of[slot]
+        total = f"_sum({text[slot]})" if varying[slot] else f"{text[slot]} * n"
+        body.append(f"sums[{first}] = {total}")
+        body.extend(f"sums[{i}] = sums[{first}]" for i in others)
+
+    for k, instr in enumerate(tape.instrs):
+        slot = base + k
+        if not needed[slot]:
+            text.append("")
+            continue
+        op = instr.op
+        names[f"o_{op.name}"] = op.array
+        call = f"o_{op.name}({', '.join(text[a] for a in instr.args)}"
+        for a in set(instr.args):  # operands read for the last time give their buffers back
+            if last_use[a] == k and text[a].startswith("b"):
+                free.append(text[a])
+        if varying[slot] and isinstance(op.array, np.ufunc) and slot not in fresh:
+            if free:
+                buf = free.pop()
+            else:
+                buf = f"b{n_buffers}"
+                n_buffers += 1
+                body.append(f"{buf} = _empty(n)")
+            body.append(f"{call}, out={buf})")
+            text.append(buf)
+        else:
+            body.append(f"t{slot} = {call})")
+            text.append(f"t{slot}")
+        if slot in sums_of:
+            sums_lines(slot)
+            if last_use[slot] < 0 and text[slot].startswith("b"):  # summed and read by nobody: free at once
+                free.append(text[slot])
+    for slot in sums_of:
+        if slot < base:  # an input or a constant
+            sums_lines(slot)
+    returned = []
+    for slot in values:
+        if slot >= base and varying[slot]:
+            returned.append(text[slot])
+        elif varying[slot]:  # a data column itself
+            returned.append(f"_copy({text[slot]})")
+        else:
+            returned.append(f"_full(n, {text[slot]})")
+    lines = ["def generated(n, s, d, sums):"] + [f"    {line}" for line in body]
+    lines.append(f"    return [{', '.join(returned)}]")
+    names.update({"_empty": np.empty, "_full": np.full, "_copy": np.copy, "_sum": np.add.reduce})
+    return "\n".join(lines) + "\n", names
+
+
+_F8 = np.dtype(np.float64)
+
+
+def _column(x: Any, what: str) -> Any:
+    try:
+        a = np.ascontiguousarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{what} must be an array of floats, got {type(x).__name__}: {e}") from None
+    if a.ndim != 1:
+        raise InputError(f"{what} must be a 1-d array, got shape {a.shape}")
+    return a
+
+
+def batch_inputs(shared: Any, data: Any, n_shared: int, n_data: int) -> tuple[Any, list[Any], int]:
+    """``shared`` and ``data`` checked (and converted where needed) for a batch entry, and the batch size.
+
+    The arrays of the contract (C-contiguous 1-d float64) pass through with a few
+    attribute reads; anything else is converted, or is an :class:`InputError`.
+    """
+    if not (type(shared) is np.ndarray and shared.dtype is _F8 and shared.ndim == 1 and shared.flags.c_contiguous):
+        shared = _column(shared, "the shared inputs")
+    if shared.shape[0] != n_shared:
+        raise InputError(f"the shared inputs must be {n_shared} floats, got {shared.shape[0]}")
+    try:
+        columns = list(data)
+    except TypeError:
+        raise InputError(f"the data must be a sequence of {n_data} arrays, got {type(data).__name__}") from None
+    if len(columns) != n_data:
+        raise InputError(f"the data must be {n_data} arrays (one per data input), got {len(columns)}")
+    n = -1
+    for j, x in enumerate(columns):
+        if not (type(x) is np.ndarray and x.dtype is _F8 and x.ndim == 1 and x.flags.c_contiguous):
+            x = columns[j] = _column(x, f"data input {j}")
+        if n < 0:
+            n = x.shape[0]
+        elif x.shape[0] != n:
+            raise InputError(f"data input {j} has {x.shape[0]} examples, data input 0 has {n}")
+    if n < 1:
+        raise InputError("a batch needs at least one example")
+    return shared, columns, n
+
+
+class BatchProgram:
+    """The numpy version of a :class:`~symgrad.backends.protocol.BatchEntry` (see :func:`batch_source`).
+
+    Domain errors: the program runs with numpy's floating-point errors raised
+    (overflow, division by zero, invalid; not underflow).  Where one is raised,
+    the examples are bisected (the program on halves of the batch) down to the
+    first one that raises, and the reference interpreter evaluates it: it raises
+    the :class:`~symgrad.errors.DomainError` naming the op.  Where the
+    interpreter finds nothing wrong (inf or nan that came with the inputs), the
+    search goes on after it, and the call ends with IEEE results (:meth:`ieee`).
+    """
+
+    __slots__ = ("_fn", "n_data", "n_shared", "n_sums", "tape")
+
+    def __init__(self, tape: Tape, n_shared: int) -> None:
+        if len(tape.outputs) < 1:
+            raise ValueError("a batch tape needs the value as its first output")
+        if tape.n_inputs - n_shared < 1:
+            raise InputError("a batch tape needs at least one data input after its shared inputs")
+        self.tape = tape
+        self.n_shared = n_shared
+        self.n_data = tape.n_inputs - n_shared
+        self.n_sums = len(tape.outputs) - 1
+        text, namespace = batch_source(tape, n_shared)
+        code = compile(text, f"<symgrad batch of {len(tape)} records>", "exec")
+        exec(code, namespace)  # codegen: source built from the tape only (slot names, op table names)
+        self._fn: Callable[..., list[Any]] = namespace["generated"]
+
+    def _run(self, shared: Any, data: list[Any], n: int) -> tuple[Any, Any]:
+        sums = np.empty(self.n_sums)
+        return self._fn(n, shared.tolist(), data, sums)[0], sums
+
+    def __call__(self, shared: Any, data: Sequence[Any]) -> tuple[Any, Any]:
+        shared, columns, n = batch_inputs(shared, data, self.n_shared, self.n_data)
+        try:
+            with np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
+                return self._run(shared, columns, n)
+        except FloatingPointError:
+            pass
+        self._locate(shared, columns, n)
+        return self.ieee(shared, columns)
+
+    def ieee(self, shared: Any, data: Sequence[Any]) -> tuple[Any, Any]:
+        """The results with IEEE inf and nan where they arise, no error raised and nothing checked."""
+        shared, columns, n = batch_inputs(shared, data, self.n_shared, self.n_data)
+        with np.errstate(all="ignore"):
+            return self._run(shared, columns, n)
+
+    def _fails(self, shared: Any, data: list[Any], lo: int, hi: int) -> bool:
+        try:
+            with np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
+                self._run(shared, [x[lo:hi] for x in data], hi - lo)
+        except FloatingPointError:
+            return True
+        return False
+
+    def _locate(self, shared: Any, data: list[Any], n: int) -> None:
+        """Raise the interpreter's DomainError at the first example that has one (see the class)."""
+        lo = 0
+        point = shared.tolist()
+        while lo < n and self._fails(shared, data, lo, n):
+            low, high = lo + 1, n  # [lo, high) fails: find the shortest such prefix
+            while low < high:
+                mid = (low + high) // 2
+                if self._fails(shared, data, lo, mid):
+                    high = mid
+                else:
+                    low = mid + 1
+            reference(self.tape, point, data, [high - 1])
+            lo = high
+
+
+def reference(tape: Tape, shared: list[float], data: Sequence[Any], examples: Iterable[int]) -> None:
+    """The reference interpreter at these examples, in order: raises the first one's DomainError, if any."""
+    for i in examples:
+        interpreter.forward(tape, [*shared, *(float(x[i]) for x in data)])
+
+
 @dataclass(frozen=True)
 class Figures:
     """Seconds, measured on the project's 2-core machines (``python bench/dispatch.py --calibrate`` measures them again)."""
@@ -290,6 +519,12 @@ class NumpyExecutor(BaseExecutor):
         f = self.figures
         per_call = n_records * (f.call_per_record + f.call_per_element * max(n_points, 1))
         return Cost(f.setup_per_record * n_records, per_call)
+
+    def batch_entry(self, tape: Tape, n_shared: int, fallback: BatchEntry | None) -> BatchProgram:
+        return BatchProgram(tape, n_shared)
+
+    def batch_cost(self, n_records: int, n_points: int) -> Cost:
+        return self.array_cost(n_records, n_points)
 
 
 EXECUTOR = NumpyExecutor()

@@ -6,6 +6,7 @@ The types here are the vocabulary between the executors and the dispatcher
 internals for a type.
 
 * :data:`Returns` says what a scalar entry returns.
+* :class:`BatchEntry` is the entry of a per-example gradient tape over a batch.
 * A *fallback* is the reference path for one point, ``slow(*point)``: it
   returns what the fast entry would have returned, or raises the precise
   :class:`~symgrad.errors.DomainError`.  Every fast entry hands a point to it
@@ -17,14 +18,19 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..errors import InputError, short_repr
 from ..tape import Tape
 
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
 __all__ = [
     "ArrayEntry",
     "BaseExecutor",
+    "BatchEntry",
     "Cost",
     "Executor",
     "Fallback",
@@ -86,6 +92,26 @@ ArrayEntry = Callable[..., list[Any]]
 """``fn(*arrays) -> [outputs]`` for float64 inputs of fixed shapes, broadcasting like numpy."""
 
 
+class BatchEntry(Protocol):
+    """``fn(shared, data) -> (values, sums)``: a per-example gradient tape evaluated over a batch.
+
+    The tape's inputs are ``n_shared`` shared scalars (the weights) and then one
+    input per data column; its outputs are the example's value and its partials
+    with respect to the shared inputs.  ``shared`` is a float64 array of shape
+    ``(n_shared,)``, ``data`` one float64 array of shape ``(n,)`` per data input
+    (any ``n >= 1``, which may change from call to call without a new compile).
+    Returns the value at each example, shape ``(n,)``, and each partial summed over
+    the examples, shape ``(n_shared,)`` (each executor documents its order of
+    summation; all agree with the reference interpreter's per-example partials
+    summed in example order to rounding).  Where an example meets a domain error,
+    the reference interpreter raises its :class:`~symgrad.errors.DomainError`.
+    """
+
+    def __call__(
+        self, shared: NDArray[np.float64], data: Sequence[NDArray[np.float64]], /
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+
+
 @dataclass(frozen=True)
 class Cost:
     """An executor's estimate for one tape: seconds before its first call, and seconds per call."""
@@ -119,12 +145,20 @@ class Executor(Protocol):
         self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None], fallback: ArrayEntry | None
     ) -> ArrayEntry | None: ...
 
+    def batch_entry(self, tape: Tape, n_shared: int, fallback: BatchEntry | None) -> BatchEntry | None:
+        """The :class:`BatchEntry` of ``tape``; calls it cannot finish go to ``fallback`` (the numpy version)."""
+        ...
+
     def scalar_cost(self, n_records: int) -> Cost | None:
         """Estimated setup and per-call seconds of its scalar entry, None without one."""
         ...
 
     def array_cost(self, n_records: int, n_points: int) -> Cost | None:
         """The same for array calls of ``n_points`` broadcast points."""
+        ...
+
+    def batch_cost(self, n_records: int, n_points: int) -> Cost | None:
+        """The same for batch calls of ``n_points`` examples."""
         ...
 
 
@@ -149,8 +183,14 @@ class BaseExecutor:
     ) -> ArrayEntry | None:
         return None
 
+    def batch_entry(self, tape: Tape, n_shared: int, fallback: BatchEntry | None) -> BatchEntry | None:
+        return None
+
     def scalar_cost(self, n_records: int) -> Cost | None:
         return None
 
     def array_cost(self, n_records: int, n_points: int) -> Cost | None:
+        return None
+
+    def batch_cost(self, n_records: int, n_points: int) -> Cost | None:
         return None

@@ -10,6 +10,7 @@ in numpy's shapes, under broadcasting and with summed partials.
 
 from __future__ import annotations
 
+import builtins
 import math
 from typing import Any
 
@@ -21,10 +22,11 @@ from strategies import Case, cases
 
 import symgrad
 from symgrad import DomainError, InputError, transforms
-from symgrad.backends import interpreter
+from symgrad.backends import interpreter, native
 from symgrad.backends.protocol import Executor
 from symgrad.backends.registry import EXECUTORS
 from symgrad.tape import Tape
+from symgrad.value import linearise
 
 
 def _scalar_executors() -> list[Any]:
@@ -200,3 +202,190 @@ def test_arrays_out_of_the_domain_give_numpys_values(executor: Executor) -> None
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
         np.testing.assert_allclose(np.nan_to_num(g), np.nan_to_num(w), rtol=1e-12)
+
+
+# ----------------------------------------------------------- batch entries ---
+def _batch_executors() -> list[Any]:
+    params = []
+    for name, executor in EXECUTORS.items():
+        if executor.batch_cost(1, 1) is None:
+            continue
+        usable = executor.supports(symgrad.compile("x + 1").tape)
+        params.append(pytest.param(executor, id=name, marks=[] if usable else pytest.mark.skip(f"{name}: not here")))
+    return params
+
+
+BATCHES = _batch_executors()
+
+
+def _example_tape(build: Any, n_shared: int, n_data: int, seed: int = 0) -> tuple[Tape, np.ndarray]:
+    """The gradient tape of a per-example function (inputs: shared weights, then data) w.r.t. the weights."""
+    rng = np.random.default_rng(seed)
+    ws = [symgrad.Value(float(rng.uniform(-1.0, 1.0)), label=f"w{i}") for i in range(n_shared)]
+    xs = [symgrad.Value(0.5, label=f"x{j}") for j in range(n_data)]
+    tape, _ = linearise(build(ws, xs), ws + xs)
+    return transforms.grad_tape(tape, tape.inputs[:n_shared]), np.array([w.data for w in ws])
+
+
+def _svm_mlp(ws: list[Any], xs: list[Any], sizes: tuple[int, ...] = (3, 3, 1), activation: str = "tanh") -> Any:
+    """relu(1 - y * MLP(x0, x1)) with the weights ``ws`` (in MLP.parameters() order)."""
+    x0, x1, y = xs
+    h = [x0, x1]
+    k = 0
+    for layer, size in enumerate(sizes):
+        last = layer == len(sizes) - 1
+        out = []
+        for _ in range(size):
+            z = ws[k + len(h)]  # the bias, as in nn.Neuron: sum(w_i * x_i) + b
+            for i, v in enumerate(h):
+                z = z + ws[k + i] * v
+            k += len(h) + 1
+            out.append(z if last else (z.tanh() if activation == "tanh" else z.relu()))
+        h = out
+    return (1 - y * h[0]).relu()
+
+
+BATCH_CASES = {
+    # a small net (one chunk of records) and the moons net (MLP(2, [16, 16, 1]): several chunks)
+    "mlp-tanh": (lambda ws, xs: _svm_mlp(ws, xs), 3 * 3 + 4 * 3 + 4, 3),
+    "mlp-moons": (lambda ws, xs: _svm_mlp(ws, xs, (16, 16, 1), "relu"), 3 * 16 + 17 * 16 + 17, 3),
+    "logistic": (lambda ws, xs: (1 + (-xs[2] * (ws[0] * xs[0] + ws[1] * xs[1] + ws[2])).exp()).log(), 3, 3),
+    # log(s) reads only a weight (computed once per call); d/dmu, d/ds divide by a weight
+    "gauss-nll": (lambda ws, xs: ((xs[0] - ws[0]) / ws[1].abs()) ** 2 / 2 + ws[1].abs().log(), 2, 1),
+    # d/db is a constant and d/dw the data input itself; d/dc does not depend on the data
+    "linear": (lambda ws, xs: ws[0] * xs[0] + ws[1] + ws[2] * ws[2], 3, 1),
+}
+
+
+def _batch_data(n_data: int, n: int, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    columns = [rng.uniform(-2.0, 2.0, n) for _ in range(n_data)]
+    if n_data == 3:  # (x0, x1, y): labels of +-1
+        columns[2] = np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0)
+    return columns
+
+
+def _reference_rows(tape: Tape, shared: np.ndarray, data: list[np.ndarray]) -> np.ndarray:
+    """The interpreter's outputs at each example: one row per example."""
+    return np.array(
+        [interpreter.evaluate(tape, [*shared.tolist(), *(float(x[i]) for x in data)]) for i in range(len(data[0]))]
+    )
+
+
+def _batch_entry(executor: Executor, tape: Tape, n_shared: int) -> Any:
+    fallback = EXECUTORS["numpy"].batch_entry(tape, n_shared, None)
+    fn = executor.batch_entry(tape, n_shared, fallback)
+    assert fn is not None
+    return fn
+
+
+def _assert_batch(got: Any, rows: np.ndarray, n: int, what: str) -> None:
+    """Values to rounding, and each sum against the interpreter's partials summed in example order."""
+    values, sums = got
+    assert values.shape == (n,) and sums.shape == (rows.shape[1] - 1,), what
+    np.testing.assert_allclose(values, rows[:n, 0], rtol=1e-13, atol=1e-300, err_msg=what)
+    want = np.zeros(rows.shape[1] - 1)
+    for i in range(n):  # in example order, as a loop over the examples would add them
+        want = want + rows[i, 1:]
+    scale = np.abs(rows[:n, 1:]).sum(axis=0)
+    assert np.all(np.abs(sums - want) <= 1e-13 * scale + 1e-300), (
+        f"{what}: {np.max(np.abs(sums - want) - 1e-13 * scale)}"
+    )
+
+
+@pytest.mark.parametrize("executor", BATCHES)
+@pytest.mark.parametrize("case", sorted(BATCH_CASES))
+def test_batches_agree_with_the_interpreter_summed_in_order(executor: Executor, case: str) -> None:
+    """Every batch size 1..257 (each remainder of every vector width), one entry for all of them."""
+    build, n_shared, n_data = BATCH_CASES[case]
+    tape, shared = _example_tape(build, n_shared, n_data)
+    data = _batch_data(n_data, 257)
+    rows = _reference_rows(tape, shared, data)
+    fn = _batch_entry(executor, tape, n_shared)
+    for n in range(1, 258):
+        _assert_batch(fn(shared, [x[:n] for x in data]), rows, n, f"{case}, n={n}")
+
+
+@pytest.mark.parametrize("executor", BATCHES)
+def test_batch_size_changes_compile_nothing(executor: Executor, monkeypatch: pytest.MonkeyPatch) -> None:
+    build, n_shared, n_data = BATCH_CASES["mlp-tanh"]
+    tape, shared = _example_tape(build, n_shared, n_data)
+    fn = _batch_entry(executor, tape, n_shared)
+    data = _batch_data(n_data, 1000)
+    rows = _reference_rows(tape, shared, [x[:40] for x in data])
+
+    def no_compile(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("compiled during a batch call")
+
+    monkeypatch.setattr(builtins, "compile", no_compile)
+    if native.available():
+        from symgrad.backends.native import jit, kernel
+
+        monkeypatch.setattr(jit, "compile_object", no_compile)
+        monkeypatch.setattr(jit, "load_object", no_compile)
+        before = dict(kernel.STATS)
+    for n in (1, 40, 7, 1000, 33, 8, 9, 40):
+        values, sums = fn(shared, [x[:n] for x in data])
+        assert values.shape == (n,) and sums.shape == (n_shared,)
+        if n == 40:
+            _assert_batch((values, sums), rows, 40, "n=40")
+    if native.available():
+        assert before == kernel.STATS
+
+
+@pytest.mark.parametrize("executor", BATCHES)
+@pytest.mark.parametrize(("source", "at", "bad", "op"), [("log", 13, -1.0, "log"), ("exp", 200, 800.0, "exp")])
+def test_batch_domain_errors_are_the_interpreters(
+    executor: Executor, source: str, at: int, bad: float, op: str
+) -> None:
+    """The first failing example's DomainError, as the interpreter raises it there, in a vector or in the tail."""
+    build = (
+        (lambda ws, xs: (ws[0] * xs[0]).log() + ws[1])
+        if source == "log"
+        else (lambda ws, xs: (ws[0] * xs[0]).exp() * ws[1])
+    )
+    tape, shared = _example_tape(build, 2, 1)
+    shared = np.array([1.0, 0.5])
+    x = np.linspace(0.5, 2.0, 203)
+    x[at] = bad
+    x[at + 1] = bad  # the first one is reported
+    with pytest.raises(DomainError) as want:
+        interpreter.forward(tape, [1.0, 0.5, bad])
+    fn = _batch_entry(executor, tape, 2)
+    with pytest.raises(DomainError) as got:
+        fn(shared, [x])
+    assert str(got.value) == str(want.value) and op in str(got.value)
+    values, sums = fn(shared, [np.delete(x, [at, at + 1])])  # the entry still serves clean batches
+    assert values.shape == (201,) and np.all(np.isfinite(sums))
+
+
+@pytest.mark.parametrize("executor", BATCHES)
+def test_batch_inputs_that_bring_inf_give_ieee_results(executor: Executor) -> None:
+    """An inf in the data (no domain error at that example: the interpreter raises nothing) gives numpy's
+    IEEE results rather than an error or a number that hides it."""
+    tape, _ = _example_tape(lambda ws, xs: ws[0] * xs[0] + ws[1], 2, 1)
+    shared = np.array([2.0, 1.0])
+    x = np.arange(20.0)
+    x[5] = np.inf
+    values, sums = _batch_entry(executor, tape, 2)(shared, [x])
+    assert values[5] == np.inf and np.isfinite(values[np.arange(20) != 5]).all()
+    assert sums[0] == np.inf and sums[1] == 20.0
+
+
+@pytest.mark.parametrize("executor", BATCHES)
+def test_batch_inputs_are_checked(executor: Executor) -> None:
+    tape, shared = _example_tape(lambda ws, xs: ws[0] * xs[0] + ws[1] * xs[1], 2, 2)
+    fn = _batch_entry(executor, tape, 2)
+    x = np.ones(5)
+    for shared_in, data, message in [
+        (np.ones(3), [x, x], "shared inputs must be 2 floats"),
+        (shared, [x], "must be 2 arrays"),
+        (shared, [x, np.ones(4)], "data input 1 has 4 examples"),
+        (shared, [x, np.ones((5, 1))], "data input 1 must be a 1-d array"),
+        (shared, [np.ones(0), np.ones(0)], "at least one example"),
+        (shared, [x, "abc"], "data input 1 must be an array of floats"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            fn(shared_in, data)
+    values, sums = fn([1.0, 2.0], [[1.0, 2.0], np.arange(2, dtype=np.int64)])  # converted where needed
+    assert values.tolist() == [1.0, 4.0] and sums.tolist() == [3.0, 1.0]

@@ -15,6 +15,7 @@ Layout (one responsibility per module)::
     kernel.py   compile_native, NativeKernel: how Python calls the machine code
     pyentry.py  the scalar entry as a built-in function (CPython's C API, in IR)
     arrays.py   Function's array path on the fused kernel (numpy's semantics)
+    batch.py    the batch kernel: a per-example gradient tape over a batch, partials summed
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ... import config
 from ...tape import Tape
-from ..protocol import ArrayEntry, Cost, Fallback, Returns, ScalarEntry, Shape
+from ..protocol import ArrayEntry, BatchEntry, Cost, Fallback, Returns, ScalarEntry, Shape
 
 if TYPE_CHECKING:
     from .kernel import NativeKernel
@@ -101,6 +102,10 @@ class Figures:
     fused_setup_per_record: float = 40e-6
     fused_call_fixed: float = 15e-6
     fused_call_per_element: float = 0.8e-9
+    batch_setup_fixed: float = 10e-3
+    batch_setup_per_record: float = 20e-6
+    batch_call_fixed: float = 4e-6
+    batch_call_per_element: float = 0.3e-9
     llvm_start: float = 0.2
     """Importing llvmlite and reading the host's CPU, once per process: the price of even asking the
     persistent cache for a kernel (its key names the host)."""
@@ -145,6 +150,21 @@ class NativeExecutor:
 
         return array_function(tape, shapes, reduce_to, fallback, compile_now=True)
 
+    def batch_entry(self, tape: Tape, n_shared: int, fallback: BatchEntry | None) -> BatchEntry:
+        """The batch kernel (:mod:`.batch`), compiled now; calls with flagged examples that the reference
+        interpreter does not raise at go to ``fallback`` (the numpy version)."""
+        if fallback is None:
+            raise ValueError("the batch kernel hands calls it cannot take to a fallback: give the numpy version")
+        from .batch import batch_function
+
+        return batch_function(tape, n_shared, fallback)
+
+    def cached_batch_entry(self, tape: Tape, n_shared: int, fallback: BatchEntry) -> BatchEntry | None:
+        """:meth:`batch_entry` if the persistent cache holds its machine code, else None (nothing compiled)."""
+        from .batch import cached_batch_function
+
+        return cached_batch_function(tape, n_shared, fallback)
+
     def scalar_cost(self, n_records: int) -> Cost:
         f = self.figures
         return Cost(f.setup_fixed + f.setup_per_record * n_records, f.call_fixed + f.call_per_record * n_records)
@@ -153,6 +173,11 @@ class NativeExecutor:
         f = self.figures
         setup = f.fused_setup_fixed + f.fused_setup_per_record * n_records
         return Cost(setup, f.fused_call_fixed + f.fused_call_per_element * n_records * max(n_points, 1))
+
+    def batch_cost(self, n_records: int, n_points: int) -> Cost:
+        f = self.figures
+        setup = f.batch_setup_fixed + f.batch_setup_per_record * n_records
+        return Cost(setup, f.batch_call_fixed + f.batch_call_per_element * n_records * max(n_points, 1))
 
 
 EXECUTOR = NativeExecutor()

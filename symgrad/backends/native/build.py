@@ -72,10 +72,11 @@ from .emit import (
 )
 from .program import DELAY, Layout, Program, unchecked
 
-__all__ = ["ARRAY", "MAX_WIDTH", "SCALAR", "STACK_LIMIT", "SUM_BLOCK", "WIDTH", "build_ir", "layout_of"]
+__all__ = ["ARRAY", "BATCH", "MAX_WIDTH", "SCALAR", "STACK_LIMIT", "SUM_BLOCK", "WIDTH", "build_ir", "layout_of"]
 
 SCALAR = "symgrad_scalar"
 ARRAY = "symgrad_array"
+BATCH = "symgrad_batch"
 STACK_LIMIT = 2048
 """Work vectors up to this many doubles live on the array loop's stack."""
 WIDTH = 4
@@ -487,6 +488,7 @@ def build_ir(
     summed: Sequence[int] | None = None,
     pairs: Collection[tuple[str, str]] = (),
     batch: int = 0,
+    shared: int = 0,
 ) -> str:
     """The IR of ``program``: ``part`` is ``"scalar"`` (the scalar entry) or ``"array"`` (the array loop).
 
@@ -501,14 +503,16 @@ def build_ir(
     :func:`symgrad.backends.native.jit.fused_pairs`).  ``batch`` (2, 4 or 8; scalar part
     only) computes up to that many independent libm calls with one libmvec
     call (see :func:`batches`); 0 calls libm once per record, bit-identical to
-    the interpreter.
+    the interpreter.  ``part="batch"`` is the batch loop (:func:`_batch`) of a
+    program whose first ``shared`` inputs are the same at every example and
+    whose outputs after the first are summed.
     """
     if part == "scalar":
         vector = batch
     layout = layout_of(program, pairs)
     quiet = unchecked(program, propagates, checks_result)
-    inline = part == "array" and len(layout.chunks) <= 1
-    width = max(WIDTH, vector) if inline else 1  # measured on AVX-512: 8 lanes (zmm) beat 4 by 20%
+    inline = part in ("array", "batch") and len(layout.chunks) <= 1
+    width = max(WIDTH, vector) if inline or part == "batch" else 1  # measured on AVX-512: 8 lanes (zmm) beat 4 by 20%
     libm: set[str] = set()
     vector_libm: set[str] = set()
     body: list[str] = []
@@ -520,6 +524,8 @@ def build_ir(
     body.append("")
     if part == "array":
         body += _array(layout, width, uniform, summed)
+    elif part == "batch":
+        body += _batch(layout, width, shared)
     elif part != "scalar":
         raise ValueError(f"part must be 'scalar' or 'array', not {part!r}")
     head = [
@@ -544,3 +550,194 @@ def build_ir(
     if width > 1:
         head.append(f"declare <{width} x double> @llvm.sqrt.v{width}f64(<{width} x double>)")
     return "\n".join([*head, "", *body, ""])
+
+
+BATCH_STACK = 256
+"""A one-chunk program whose work vector has at most this many values keeps it on the batch loop's stack
+(then SROA keeps its values in registers); bigger ones use the caller's ``work``."""
+
+
+def _batch(layout: Layout, width: int, shared: int) -> list[str]:
+    """``i64 symgrad_batch(ptr frame, i64 offset, ptr work, ptr flags, i64 start, i64 end)``: examples
+    ``[start, end)`` of a per-example tape whose first ``shared`` inputs are the same at every example.
+
+    ``frame`` holds ``shared, sums, out, data_0 ... data_{K-1}``: where the
+    shared inputs are read, where the summed outputs (all but the first) go,
+    where the first output goes at each example, and the data columns.  Each is
+    the data pointer itself when ``offset`` < 0, else the address of an object
+    that holds the data pointer at byte ``offset`` (a numpy array: the caller
+    then needs no Python step per array to find its data).  ``work`` holds the
+    running sums, ``width`` doubles per summed output, then (for programs too
+    big for the stack) the work vector, one vector per value; ``flags`` (null,
+    or one byte per example) is as for :func:`_array`.  Returns how many
+    examples were flagged.
+
+    The shared inputs are spread over vectors once per call and stay in the
+    work vector; each iteration loads ``width`` examples of every data column,
+    runs the body, stores the first output and adds the others into the running
+    sums (memory, not registers: there are hundreds).  The examples left over
+    (fewer than a vector) run once more, lanes past ``end`` repeating the last
+    example and masked out of the sums and the flag count.  Each lane sums the
+    examples ``start + lane + width * m`` in order, the leftover ones last; the
+    lanes are then added pairwise: ``((l0 + l1) + (l2 + l3)) + ...``.
+    """
+    program = layout.program
+    n_in, n_out = program.n_inputs, len(program.outputs)
+    n_data, n_sum = n_in - shared, n_out - 1
+    vec = f"<{width} x double>"
+    zeros = constant(vec, "zeroinitializer")
+    args = [("ptr", "frame"), ("i64", "offset"), ("ptr", "work"), ("ptr", "flags"), ("i64", "start"), ("i64", "end")]
+    b = Builder(f"define i64 @{BATCH}({{}}) nounwind alignstack(64) {{{{", args)
+    frame, offset, work, flags, start, end = b.args
+    stack = len(layout.chunks) <= 1 and layout.size <= BATCH_STACK
+    on_stack = f"[{max(layout.size, 1)} x {vec}]"
+    wv = b.alloca(on_stack, 64, name="wv") if stack else b.gep(vec, work, n_sum, name="wv")
+    # -- the frame's pointers, read directly or through the objects
+    n_ptrs = 3 + n_data
+    direct, indirect, ready = map(b.append_basic_block, ("direct", "indirect", "ready"))
+    b.cbranch(b.icmp("slt", offset, _i64(0)), direct, indirect)
+    b.position_at_end(direct)
+    plain = [b.load_at("ptr", frame, m, name=f"p{m}") for m in range(n_ptrs)]
+    b.branch(ready)
+    b.position_at_end(indirect)
+    held = [b.load("ptr", b.gep("i8", b.load_at("ptr", frame, m), offset), name=f"q{m}") for m in range(n_ptrs)]
+    b.branch(ready)
+    b.position_at_end(ready)
+    ptrs: list[Value] = []
+    for m in range(n_ptrs):
+        phi = b.phi("ptr", name=f"r{m}")
+        phi.add_incoming(plain[m], direct)
+        phi.add_incoming(held[m], indirect)
+        ptrs.append(phi)
+    shared_p, sums_p, out_p, cols = ptrs[0], ptrs[1], ptrs[2], ptrs[3:]
+    has_flags = b.icmp("ne", flags, constant("ptr", "null"), name="has_flags")
+
+    def splat(x: Value) -> Value:
+        v = constant(vec, "poison")
+        for lane in range(width):
+            v = b.insert_element(v, x, lane)
+        return v
+
+    def count_loop(label: str, n: int, step: Callable[[Value], None]) -> None:
+        """``step(i)`` for i in [0, n), as a loop (compiled size independent of n)."""
+        if n == 0:
+            return
+        before = b.block
+        loop, after = b.append_basic_block(label), b.append_basic_block(f"{label}.end")
+        b.branch(loop)
+        b.position_at_end(loop)
+        i = b.phi("i64", name=f"{label}.i")
+        step(i)
+        i_next = b.add(i, _i64(1), name=f"{label}.next")
+        b.cbranch(b.icmp("slt", i_next, _i64(n)), loop, after)
+        i.add_incoming(_i64(0), before)
+        i.add_incoming(i_next, loop)
+        b.position_at_end(after)
+
+    # -- once per call: the shared inputs spread over lanes, the running sums zeroed
+    if stack:  # constant indices only, so that SROA can keep the work vector in registers
+        for j in range(shared):
+            b.store_at(splat(b.load_at("double", shared_p, j)), wv, j)
+    else:
+        count_loop("splat", shared, lambda j: b.store_at(splat(b.load_at("double", shared_p, j)), wv, j))
+    count_loop("zero", n_sum, lambda i: b.store_at(zeros, work, i))
+
+    def body(columns: list[Value]) -> Value:
+        """The data into ``wv``, the body run: its flag bits."""
+        for j, x in enumerate(columns):
+            b.store_at(x, wv, shared + j)
+        return b.call("i32", f"@{SCALAR}_v{width}", [wv], name="flag")
+
+    def add_sums(valid: Value | None) -> None:
+        for i in range(n_sum):
+            y = b.load_at(vec, wv, n_in + 1 + i)
+            if valid is not None:
+                y = b.select(valid, y, zeros)
+            p = b.gep(vec, work, i)
+            b.store(b.fadd(b.load(vec, p), y), p)
+
+    def flag_bytes(flag: Value, indices: Sequence[Value]) -> None:
+        for lane, index in enumerate(indices):
+            bit = b.and_(b.lshr(flag, _i32(lane)), _i32(1))
+            b.store(b.trunc(bit, "i8"), b.gep("i8", flags, index), align=1)
+
+    names = ("vloop", "vflags", "vnext", "vafter", "tail", "tflags", "tnext", "done", "combine", "out")
+    vloop, vflags, vnext, vafter, tail, tflags, tnext, done, combine, out = map(b.append_basic_block, names)
+    entry = b.block
+    last = b.sub(end, _i64(1), name="last")
+    span = b.sub(end, start, name="span")
+    mend = b.add(start, b.and_(span, _i64(-width)), name="mend")
+    b.cbranch(b.icmp("slt", start, mend), vloop, vafter)
+    # -- whole vectors
+    b.position_at_end(vloop)
+    vi, vcount = b.phi("i64", name="vi"), b.phi("i64", name="vcount")
+    vflag = body([b.load(vec, b.gep("double", c, vi)) for c in cols])
+    b.store(b.load_at(vec, wv, n_in), b.gep("double", out_p, vi))
+    add_sums(None)
+    vcount_next = b.add(vcount, b.zext(b.call("i32", "@llvm.ctpop.i32", [vflag]), "i64"), name="vcount.next")
+    b.cbranch(b.and_(b.icmp("ne", vflag, _i32(0)), has_flags), vflags, vnext)
+    b.position_at_end(vflags)
+    flag_bytes(vflag, [b.add(vi, _i64(lane)) for lane in range(width)])
+    b.branch(vnext)
+    b.position_at_end(vnext)
+    vi_next = b.add(vi, _i64(width), name="vi.next")
+    b.cbranch(b.icmp("slt", vi_next, mend), vloop, vafter)
+    for phi, first, later in ((vi, start, vi_next), (vcount, _i64(0), vcount_next)):
+        phi.add_incoming(first, entry)
+        phi.add_incoming(later, vnext)
+    # -- the partial vector left over, if any
+    b.position_at_end(vafter)
+    ti, tcount = b.phi("i64", name="ti"), b.phi("i64", name="tcount")
+    for phi, first, later in ((ti, start, vi_next), (tcount, _i64(0), vcount_next)):
+        phi.add_incoming(first, entry)
+        phi.add_incoming(later, vnext)
+    b.cbranch(b.icmp("slt", ti, end), tail, done)
+    b.position_at_end(tail)
+    lanes, valid = [], constant(f"<{width} x i1>", "poison")
+    for lane in range(width):  # lane indices ti + lane, clamped to the last example
+        index = b.add(ti, _i64(lane))
+        ok = b.icmp("slt", index, end)
+        lanes.append(b.select(ok, index, last))
+        valid = b.insert_element(valid, ok, lane)
+    gathered = []
+    for c in cols:
+        x = constant(vec, "poison")
+        for lane, index in enumerate(lanes):
+            x = b.insert_element(x, b.load("double", b.gep("double", c, index)), lane)
+        gathered.append(x)
+    tflag = body(gathered)
+    y0 = b.load_at(vec, wv, n_in)
+    for lane, index in enumerate(lanes):  # a repeated lane stores the last example's own value again
+        b.store(b.extract_element(y0, lane), b.gep("double", out_p, index))
+    add_sums(valid)
+    tf = b.and_(tflag, b.zext(b.bitcast(valid, f"i{width}"), "i32"))
+    tcount_next = b.add(tcount, b.zext(b.call("i32", "@llvm.ctpop.i32", [tf]), "i64"), name="tcount.next")
+    b.cbranch(b.and_(b.icmp("ne", tf, _i32(0)), has_flags), tflags, tnext)
+    b.position_at_end(tflags)
+    flag_bytes(tf, lanes)
+    b.branch(tnext)
+    b.position_at_end(tnext)
+    b.branch(done)
+    # -- each running sum's lanes added pairwise into sums
+    b.position_at_end(done)
+    total = b.phi("i64", name="total")
+    total.add_incoming(tcount, vafter)
+    total.add_incoming(tcount_next, tnext)
+    b.branch(combine if n_sum else out)
+    b.position_at_end(combine)
+    if n_sum:
+        k = b.phi("i64", name="k")
+        v = b.load_at(vec, work, k)
+        parts = [b.extract_element(v, lane) for lane in range(width)]
+        while len(parts) > 1:
+            parts = [b.fadd(x, y) for x, y in zip(parts[::2], parts[1::2], strict=True)]
+        b.store_at(parts[0], sums_p, k)
+        k_next = b.add(k, _i64(1), name="k.next")
+        b.cbranch(b.icmp("slt", k_next, _i64(n_sum)), combine, out)
+        k.add_incoming(_i64(0), done)
+        k.add_incoming(k_next, combine)
+    else:
+        b.branch(out)
+    b.position_at_end(out)
+    b.ret(total)
+    return b.text()
