@@ -97,7 +97,7 @@ def test_a_domain_error_in_the_second_threads_examples(monkeypatch: pytest.Monke
         interpreter.forward(tape, [1.0, 0.0, -3.0])
     with pytest.raises(DomainError) as got:
         _entry(tape, 2)(shared, [x])
-    assert str(got.value) == str(want.value)
+    assert str(got.value) == f"example 900 of the batch: {want.value}"
 
 
 def test_pointers_read_from_the_arrays_or_given_directly_give_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,3 +222,20 @@ def test_auto_without_the_native_backend_serves_numpy() -> None:
     values, _ = fn(shared, _data(12))
     rows = [interpreter.evaluate(tape, [*shared, *(float(x[i]) for x in _data(12))]) for i in range(12)]
     np.testing.assert_allclose(values, [r[0] for r in rows], rtol=1e-13)
+
+
+def test_a_compile_in_a_child_process_gives_the_same_kernel(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long compiles run in a child process (``jit.isolated``), which builds the IR from the pickled recipe."""
+    tape, shared = _tape(extra=3.0)
+    children: list[Any] = []
+    in_child = jit._compile_in_child
+    monkeypatch.setattr(jit, "_compile_in_child", lambda ir, opt: children.append(ir) or in_child(ir, opt))
+    with jit.isolated():
+        child = _entry(tape, len(shared))
+    assert len(children) == 1 and isinstance(children[0], batch.BatchRecipe)
+    assert isinstance(child.kernel.recipe("batch"), batch.BatchRecipe)
+    batch.clear()
+    with config.override(CACHE=False):
+        here = _entry(tape, len(shared))
+    data = _data(21)
+    assert _bits(child(shared, data)) == _bits(here(shared, data))

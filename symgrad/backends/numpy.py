@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import DomainError, InputError
 from ..tape import Tape
 from . import interpreter
 from .protocol import ArrayEntry, BaseExecutor, BatchEntry, Cost, Shape
@@ -487,9 +487,13 @@ class BatchProgram:
 
 
 def reference(tape: Tape, shared: list[float], data: Sequence[Any], examples: Iterable[int]) -> None:
-    """The reference interpreter at these examples, in order: raises the first one's DomainError, if any."""
+    """The reference interpreter at these examples, in order: raises the first one's DomainError, if any,
+    saying which example of the batch it is."""
     for i in examples:
-        interpreter.forward(tape, [*shared, *(float(x[i]) for x in data)])
+        try:
+            interpreter.forward(tape, [*shared, *(float(x[i]) for x in data)])
+        except DomainError as e:
+            raise DomainError(f"example {i} of the batch: {e.reason}", e.op, e.source, e.span) from None
 
 
 @dataclass(frozen=True)

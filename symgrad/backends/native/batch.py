@@ -36,6 +36,7 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ from ..numpy import batch_inputs, reference
 from ..protocol import BatchEntry
 from . import cache
 from .build import BATCH, MAX_WIDTH, build_ir
-from .kernel import NativeKernel, _cache_key, _threads
+from .kernel import IRRecipe, NativeKernel, _cache_key, _threads
 from .program import Program
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "STATS",
     "THREADS",
     "BatchKernel",
+    "BatchRecipe",
     "batch_function",
     "cached_batch_function",
     "clear",
@@ -80,6 +82,16 @@ _kernels: OrderedDict[tuple[Program, int], BatchKernel] = OrderedDict()
 _lock = threading.Lock()
 
 
+@dataclass(frozen=True)
+class BatchRecipe(IRRecipe):
+    """The IR recipe of the batch loop (picklable, for compiles in a child process)."""
+
+    shared: int = 0
+
+    def text(self) -> str:
+        return build_ir(self.program, self.part, self.vector, pairs=self.pairs, shared=self.shared)
+
+
 class BatchKernel(NativeKernel):
     """A :class:`NativeKernel` whose machine code is the batch loop (part ``"batch"``)."""
 
@@ -99,15 +111,10 @@ class BatchKernel(NativeKernel):
             return super().cache_key(part)
         return _cache_key(self.program, part, self.opt(part), f"|libmvec{self.vector_width()}|shared{self.shared}")
 
-    def llvm_ir(self, part: str = "scalar", optimized: bool = False) -> str:
+    def recipe(self, part: str = "scalar") -> IRRecipe:
         if part != "batch":
-            return super().llvm_ir(part, optimized)
-        text = build_ir(self.program, part, self.vector_width(), pairs=self.pairs, shared=self.shared)
-        if optimized:
-            from . import jit
-
-            return jit.optimize_ir(text, self.opt(part))
-        return text
+            return super().recipe(part)
+        return BatchRecipe(self.program, part, self.vector_width(), pairs=frozenset(self.pairs), shared=self.shared)
 
     def cached(self) -> bool:
         """Whether the batch loop is loaded in this process or in the persistent cache."""

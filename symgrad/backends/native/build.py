@@ -527,7 +527,7 @@ def build_ir(
     elif part == "batch":
         body += _batch(layout, width, shared)
     elif part != "scalar":
-        raise ValueError(f"part must be 'scalar' or 'array', not {part!r}")
+        raise ValueError(f"part must be 'scalar', 'array' or 'batch', not {part!r}")
     head = [
         f"; symgrad native kernel: {program.n_inputs} inputs, {len(program.records)} records, "
         f"{len(program.outputs)} outputs"
@@ -618,29 +618,16 @@ def _batch(layout: Layout, width: int, shared: int) -> list[str]:
             v = b.insert_element(v, x, lane)
         return v
 
-    def count_loop(label: str, n: int, step: Callable[[Value], None]) -> None:
-        """``step(i)`` for i in [0, n), as a loop (compiled size independent of n)."""
-        if n == 0:
-            return
-        before = b.block
-        loop, after = b.append_basic_block(label), b.append_basic_block(f"{label}.end")
-        b.branch(loop)
-        b.position_at_end(loop)
-        i = b.phi("i64", name=f"{label}.i")
-        step(i)
-        i_next = b.add(i, _i64(1), name=f"{label}.next")
-        b.cbranch(b.icmp("slt", i_next, _i64(n)), loop, after)
-        i.add_incoming(_i64(0), before)
-        i.add_incoming(i_next, loop)
-        b.position_at_end(after)
-
     # -- once per call: the shared inputs spread over lanes, the running sums zeroed
     if stack:  # constant indices only, so that SROA can keep the work vector in registers
         for j in range(shared):
             b.store_at(splat(b.load_at("double", shared_p, j)), wv, j)
-    else:
-        count_loop("splat", shared, lambda j: b.store_at(splat(b.load_at("double", shared_p, j)), wv, j))
-    count_loop("zero", n_sum, lambda i: b.store_at(zeros, work, i))
+    elif shared:
+        with b.for_range(_i64(shared), name="splat") as at:
+            b.store_at(splat(b.load_at("double", shared_p, at)), wv, at)
+    if n_sum:
+        with b.for_range(_i64(n_sum), name="zero") as i:
+            b.store_at(zeros, work, i)
 
     def body(columns: list[Value]) -> Value:
         """The data into ``wv``, the body run: its flag bits."""
@@ -661,8 +648,8 @@ def _batch(layout: Layout, width: int, shared: int) -> list[str]:
             bit = b.and_(b.lshr(flag, _i32(lane)), _i32(1))
             b.store(b.trunc(bit, "i8"), b.gep("i8", flags, index), align=1)
 
-    names = ("vloop", "vflags", "vnext", "vafter", "tail", "tflags", "tnext", "done", "combine", "out")
-    vloop, vflags, vnext, vafter, tail, tflags, tnext, done, combine, out = map(b.append_basic_block, names)
+    names = ("vloop", "vflags", "vnext", "vafter", "tail", "tflags", "tnext", "done")
+    vloop, vflags, vnext, vafter, tail, tflags, tnext, done = map(b.append_basic_block, names)
     entry = b.block
     last = b.sub(end, _i64(1), name="last")
     span = b.sub(end, start, name="span")
@@ -723,21 +710,12 @@ def _batch(layout: Layout, width: int, shared: int) -> list[str]:
     total = b.phi("i64", name="total")
     total.add_incoming(tcount, vafter)
     total.add_incoming(tcount_next, tnext)
-    b.branch(combine if n_sum else out)
-    b.position_at_end(combine)
     if n_sum:
-        k = b.phi("i64", name="k")
-        v = b.load_at(vec, work, k)
-        parts = [b.extract_element(v, lane) for lane in range(width)]
-        while len(parts) > 1:
-            parts = [b.fadd(x, y) for x, y in zip(parts[::2], parts[1::2], strict=True)]
-        b.store_at(parts[0], sums_p, k)
-        k_next = b.add(k, _i64(1), name="k.next")
-        b.cbranch(b.icmp("slt", k_next, _i64(n_sum)), combine, out)
-        k.add_incoming(_i64(0), done)
-        k.add_incoming(k_next, combine)
-    else:
-        b.branch(out)
-    b.position_at_end(out)
+        with b.for_range(_i64(n_sum), name="combine") as k:
+            v = b.load_at(vec, work, k)
+            parts = [b.extract_element(v, lane) for lane in range(width)]
+            while len(parts) > 1:
+                parts = [b.fadd(x, y) for x, y in zip(parts[::2], parts[1::2], strict=True)]
+            b.store_at(parts[0], sums_p, k)
     b.ret(total)
     return b.text()
