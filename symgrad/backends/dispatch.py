@@ -18,6 +18,8 @@ everywhere, *rent or buy*:
   and a hot function always ends on the fastest executor: there is no size
   ceiling.
 * A kernel already in the persistent cache is loaded at once (loading is cheap).
+* Batch entries (:func:`batch_entry`) are the exception: their executors agree
+  to rounding, not bit for bit, so the kernel is compiled before the first call.
 
 ``backend="native"`` compiles before the first call, ``"python"`` never
 compiles machine code.  Every executor returns the reference interpreter's
@@ -54,7 +56,6 @@ __all__ = [
     "array_entry",
     "array_tiers",
     "batch_entry",
-    "batch_tiers",
     "native_ready",
     "resolve_backend",
     "scalar_entry",
@@ -91,22 +92,6 @@ def array_tiers(tape: Tape, n_points: int) -> list[Tier]:
     tiers = []
     for executor in registry.EXECUTORS.values():
         cost = executor.array_cost(n, n_points)
-        if cost is not None and executor.supports(tape):
-            tiers.append((executor.name, cost.setup, cost.call))
-    return sorted(tiers, key=lambda tier: tier[1])
-
-
-BATCH_POINTS = 100
-"""The batch size the batch tiers' per-call estimates assume (the size changes from call to call; the
-rent that buys the kernel is measured, so this only orders the tiers)."""
-
-
-def batch_tiers(tape: Tape) -> list[Tier]:
-    """The executors with a batch entry for ``tape``, cheapest to start first, with their estimates."""
-    n = len(tape)
-    tiers = []
-    for executor in registry.EXECUTORS.values():
-        cost = executor.batch_cost(n, BATCH_POINTS)
         if cost is not None and executor.supports(tape):
             tiers.append((executor.name, cost.setup, cost.call))
     return sorted(tiers, key=lambda tier: tier[1])
@@ -409,34 +394,34 @@ def batch_entry(
 
     ``tape``'s inputs are the ``n_shared`` shared scalars and then the data
     inputs; its outputs the value and its partials with respect to the shared
-    inputs.  The numpy version serves first; the batch kernel takes over once
-    the calls have paid for its compile (at once under ``native``, or when the
-    persistent cache holds it).  No executor compiles again when the batch size
-    changes.  ``publish(fn)`` keeps the entry (and later the executor that takes over).
+    inputs.  No executor compiles again when the batch size changes.
+
+    One executor serves the entry for its whole life: the batch kernel,
+    compiled (or loaded from the persistent cache) before the first call
+    wherever the native backend can run the tape, under ``auto`` as under
+    ``native``; the numpy version elsewhere (``python``, no llvmlite, an op
+    without a native emitter, or, under ``auto``, a compile that failed).  Not
+    rent-or-buy as for the other entries: the two executors add a batch's
+    partials in different orders (and call different libm code), so a switch
+    in the middle of a training run would make its numbers depend on when the
+    kernel was ready; the same seed must give the same weights, bit for bit.
+    Compiling is cheap here (the tape is one example's: tens of milliseconds
+    for the moons net), and the numpy program the kernel hands odd calls to is
+    only generated if such a call comes.  Returns the entry and None (no rental).
     """
-    reference = numpy_code.EXECUTOR.batch_entry(tape, n_shared, None)
+    reference = numpy_code.LazyBatchProgram(tape, n_shared)
+    fn: BatchEntry
     if not native_ready(backend, tape):
-        publish(reference)
-        return reference, None
-    machine = native.EXECUTOR
-
-    def native_fn() -> BatchEntry:
-        return machine.batch_entry(tape, n_shared, reference)
-
-    def settle(fn: BatchEntry) -> tuple[BatchEntry, None]:
-        publish(fn)
-        return fn, None
-
-    if backend == "native" or not background.enabled():
-        return settle(native_fn())
-    if _worth_asking_the_cache(len(tape)):
-        cached = machine.cached_batch_entry(tape, n_shared, reference)
-        if cached is not None:
-            return settle(cached)
-    tiers = batch_tiers(tape)
-    tiers.sort(key=lambda tier: tier[0] != "numpy")  # (stable) the tier serving first is the numpy version's
-    rental = Rental(tiers, {"native": native_fn}, publish, reference)
-    return rental.entry, rental
+        fn = reference.program()
+    elif backend == "native":
+        fn = native.EXECUTOR.batch_entry(tape, n_shared, reference)
+    else:
+        try:
+            fn = native.EXECUTOR.batch_entry(tape, n_shared, reference)
+        except Exception:  # a failed compile (as a rental keeps its interim): the numpy version serves
+            fn = reference.program()
+    publish(fn)
+    return fn, None
 
 
 class _NoFusedKernel(Exception):

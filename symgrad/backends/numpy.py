@@ -21,6 +21,7 @@ sweep would skip a dead branch.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from .protocol import ArrayEntry, BaseExecutor, BatchEntry, Cost, Shape
 __all__ = [
     "EXECUTOR",
     "BatchProgram",
+    "LazyBatchProgram",
     "NumpyExecutor",
     "Shape",
     "array_function",
@@ -484,6 +486,33 @@ class BatchProgram:
                     low = mid + 1
             reference(self.tape, point, data, [high - 1])
             lo = high
+
+
+class LazyBatchProgram:
+    """A :class:`BatchProgram` generated at its first call (or :meth:`program`): the fallback of the batch
+    kernel, which needs it only for calls with flagged examples (generating it costs about as much as
+    compiling the kernel)."""
+
+    __slots__ = ("_lock", "_program", "n_shared", "tape")
+
+    def __init__(self, tape: Tape, n_shared: int) -> None:
+        self.tape = tape
+        self.n_shared = n_shared
+        self._program: BatchProgram | None = None
+        self._lock = threading.Lock()
+
+    def program(self) -> BatchProgram:
+        with self._lock:
+            if self._program is None:
+                self._program = BatchProgram(self.tape, self.n_shared)
+            return self._program
+
+    def __call__(self, shared: Any, data: Sequence[Any]) -> tuple[Any, Any]:
+        return self.program()(shared, data)
+
+    def ieee(self, shared: Any, data: Sequence[Any]) -> tuple[Any, Any]:
+        """See :meth:`BatchProgram.ieee`."""
+        return self.program().ieee(shared, data)
 
 
 def reference(tape: Tape, shared: list[float], data: Sequence[Any], examples: Iterable[int]) -> None:

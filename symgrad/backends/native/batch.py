@@ -198,7 +198,6 @@ def _entry(tape: Tape, n_shared: int, fallback: BatchEntry, kernel: BatchKernel)
     frame_format = struct.Struct(f"<{3 + n_data}q")
     pack_into = frame_format.pack_into
     offset = data_offset()
-    ieee: BatchEntry = getattr(fallback, "ieee", fallback)  # the numpy version's unchecked results
 
     def work() -> tuple[Any, int]:
         """A work buffer (its data 64-byte aligned) and its address."""
@@ -258,6 +257,7 @@ def _entry(tape: Tape, n_shared: int, fallback: BatchEntry, kernel: BatchKernel)
         marks = np.zeros(n, dtype=np.uint8)
         one([shared, np.empty(n_sum), np.empty(n), *columns], n, marks.ctypes.data)
         reference(tape, shared.tolist(), columns, np.flatnonzero(marks).tolist())
+        ieee: BatchEntry = getattr(fallback, "ieee", fallback)  # the numpy version's unchecked results
         return ieee(shared, columns)
 
     def fn(shared: Any, data: Sequence[Any]) -> tuple[Any, Any]:
