@@ -442,6 +442,8 @@ def _batch_entry(
         if program is None:
             shapes = [()] * n_shared + [(n,)] * len(data)
             program = programs[n] = numpy_code.EXECUTOR.array_entry(tape, shapes, reduce_to, None)
+            if len(programs) > 8:  # a few batch sizes kept (a training loop uses one or two)
+                del programs[next(iter(programs))]
         with np.errstate(all="ignore"):  # non-finite results are explained by the caller
             out = program(*(np.float64(s) for s in shared.tolist()), *data)
         values = np.broadcast_to(np.asarray(out[0], dtype=np.float64), (n,)).copy()
