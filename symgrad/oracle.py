@@ -83,7 +83,7 @@ def fd_step(x: float) -> float:
 
     eps**(1/3) (≈ 6.1e-6) balances the truncation error (∝ h²) against the
     rounding error (∝ eps/h), giving about 10 correct digits for smooth
-    functions; scaling by |x| keeps the step meaningful for large coordinates.
+    functions; scaling by ``|x|`` keeps the step meaningful for large coordinates.
     """
     return _CBRT_EPS * max(1.0, abs(x))
 
@@ -143,9 +143,9 @@ class CheckRow:
     finite_difference: float | None
     """None for the value row; nan when the stencil left the domain."""
     abs_error: float
-    """|tape - sympy|."""
+    """``|tape - sympy|``."""
     rel_error: float
-    """|tape - sympy| / max(|tape|, |sympy|)."""
+    """``|tape - sympy| / max(|tape|, |sympy|)``."""
     fd_rel_error: float | None
     ok: bool
     fd_error_estimate: float | None = None
