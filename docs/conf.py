@@ -30,8 +30,7 @@ release = version = symgrad.__version__
 extensions = [
     "myst_nb",  # MyST Markdown (myst-parser) and notebooks
     "sphinx.ext.autodoc",
-    "sphinx.ext.viewcode",
-]
+]  # not sphinx.ext.viewcode: its highlighted source pages are a fifth of the build's time
 
 # ------------------------------------------------------------------ navigation ---
 
