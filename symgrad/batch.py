@@ -39,7 +39,7 @@ import numpy as np
 
 from . import transforms
 from .backends import dispatch, interpreter
-from .backends import numpy as numpy_code
+from .backends.protocol import BatchEntry
 from .errors import DomainError, InputError, short_repr
 from .tape import Tape
 from .trace import Traced, trace
@@ -51,7 +51,7 @@ REDUCTIONS = ("mean", "sum")
 """How the examples' losses combine: averaged (micrograd's demo) or summed."""
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-BatchFn = Callable[[FloatArray, Sequence[FloatArray]], tuple[FloatArray, FloatArray]]
+BatchFn = BatchEntry
 
 _DATA = operator.attrgetter("data")
 
@@ -380,7 +380,7 @@ class BatchGradient:
                 self._fn = entry
 
             self.entries_built += 1
-            built, self._rental = _batch_entry(self.gradient_tape, self.n_shared, self.backend, publish)
+            built, self._rental = dispatch.batch_entry(self.gradient_tape, self.n_shared, self.backend, publish)
             fn = self._fn if self._fn is not None else built
             self._fn = fn
         return fn
@@ -419,35 +419,3 @@ def shared_first(tape: Tape, shared: Sequence[str]) -> Tape:
         tape.source,
         tape.output_names,
     )
-
-
-def _batch_entry(
-    tape: Tape, n_shared: int, backend: str, publish: Callable[[BatchFn], None]
-) -> tuple[BatchFn, dispatch.Rental | None]:
-    """``fn(shared, data) -> (values, summed partials)`` for the gradient tape (shared inputs first).
-
-    The dispatcher's batch entry where it exists; until then the numpy program,
-    one per batch size (the parameters broadcast, their partials summed over the examples).
-    """
-    entry = getattr(dispatch, "batch_entry", None)
-    if entry is not None:
-        result: tuple[BatchFn, dispatch.Rental | None] = entry(tape, n_shared, backend, publish)
-        return result
-    reduce_to = (None, *range(n_shared))
-    programs: dict[int, Any] = {}
-
-    def run(shared: FloatArray, data: Sequence[FloatArray]) -> tuple[FloatArray, FloatArray]:
-        n = len(data[0]) if data else 1
-        program = programs.get(n)
-        if program is None:
-            shapes = [()] * n_shared + [(n,)] * len(data)
-            program = programs[n] = numpy_code.EXECUTOR.array_entry(tape, shapes, reduce_to, None)
-            if len(programs) > 8:  # a few batch sizes kept (a training loop uses one or two)
-                del programs[next(iter(programs))]
-        with np.errstate(all="ignore"):  # non-finite results are explained by the caller
-            out = program(*(np.float64(s) for s in shared.tolist()), *data)
-        values = np.broadcast_to(np.asarray(out[0], dtype=np.float64), (n,)).copy()
-        return values, np.array([float(g) for g in out[1:]], dtype=np.float64)
-
-    publish(run)
-    return run, None

@@ -36,7 +36,7 @@ import numpy as np
 from .api import compile
 from .backends import dask as dask_arrays
 from .batch import BatchGradient, shared_first
-from .errors import InputError, MissingDependencyError, UnknownVariableError
+from .errors import DomainError, InputError, MissingDependencyError, UnknownVariableError
 from .function import Function
 
 __all__ = ["FitResult", "fit"]
@@ -153,8 +153,11 @@ class _Objective:
         if self.last is not None and self.last[0] == key:  # scipy re-asks for the point it stopped at
             return self.last[1], self.last[2].copy()
         if self.batch is not None:
-            values, partials = self.batch(np.array(x, dtype=np.float64), self.columns)
-            scale = 1.0 / values.size if self.mean else 1.0
+            try:
+                values, partials = self.batch(np.array(x, dtype=np.float64), self.columns)
+            except DomainError:  # outside the loss's domain: nan, as numpy gives, so the optimiser backs off
+                values, partials = np.full(1, math.nan), np.full(len(self.names), math.nan)
+            scale = 1.0 / len(self.columns[0]) if self.mean else 1.0
             loss = float(np.sum(values)) * scale
             grad = partials * scale
             self.last = (key, loss, grad)

@@ -7,6 +7,7 @@ tests/test_distributed.py fits dask data on a cluster.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -110,6 +111,16 @@ def test_numpy_data_of_different_shapes_are_broadcast_together() -> None:
     assert loss == pytest.approx(np.mean(0.5 * r**2), rel=1e-12)
     expected = [np.mean(-r * e), np.mean(r * a * t * e), np.mean(-r)]  # 0.5 * 2 * r * ∂r
     np.testing.assert_allclose(grad, expected, rtol=1e-12)
+
+
+def test_outside_the_domain_the_objective_is_nan_and_the_optimiser_backs_off() -> None:
+    """As numpy gives nan there (the array path's rule), not a DomainError that would end the fit."""
+    t = np.linspace(0.5, 3.0, 50)
+    objective = _Objective(symgrad.compile("(y - log(b*t))**2"), {"t": t, "y": np.log(2.0 * t)}, ["b"], mean=True)
+    loss, grad = objective(np.array([-1.0]))
+    assert math.isnan(loss) and math.isnan(grad[0])
+    res = symgrad.fit("(y - log(b*t))**2", data={"t": t, "y": np.log(2.0 * t)}, params={"b": 0.1}, method="BFGS")
+    assert res.params["b"] == pytest.approx(2.0, rel=1e-6)
 
 
 def test_bounds_by_name_are_passed_to_scipy() -> None:

@@ -328,3 +328,22 @@ def test_batches_of_any_size_reuse_one_trace_and_one_entry() -> None:
         step.backward(rng.normal(size=(n, 2)), np.sign(rng.normal(size=n)))
     assert step.tape is tape and step.gradient_tape is gradient
     assert step.entries_built == 1
+
+
+@pytest.mark.skipif("native" not in BACKENDS, reason="the machine-code counter needs llvmlite")
+@pytest.mark.parametrize("backend", ["auto", "native"])
+def test_no_compile_after_tracing_whatever_the_batch(backend: str) -> None:
+    """The batch kernel is compiled (or loaded) once, when the step is traced; batches of new sizes
+    compile nothing (the kernel's own counter)."""
+    from symgrad.backends.native import kernel
+
+    model = MLP(2, [3 + len(backend), 1], seed=12)  # a tape of its own (weights are inputs: sizes, not seeds)
+    before = dict(kernel.STATS)
+    step = trace_examples(lambda x, y: (1 - y * model(x)).relu(), model.parameters(), example=([0.0, 0.0], 1.0))
+    built = {k: kernel.STATS[k] - before[k] for k in ("compiled", "loaded")}
+    assert built["compiled"] + built["loaded"] == 1
+    after_tracing = dict(kernel.STATS)
+    rng = np.random.default_rng(3)
+    for n in (1, 4, 5, 32, 100, 7):
+        step.backward(rng.normal(size=(n, 2)), np.sign(rng.normal(size=n)))
+    assert after_tracing == kernel.STATS
