@@ -137,7 +137,7 @@ class _Apply(torch.autograd.Function):
         dtype: torch.dtype,
         *inputs: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        point = [t.detach().to(torch.float64).numpy() for t in inputs]
+        point = _float64(inputs)
         following = None
         if known is not None:
             outputs = known
@@ -157,7 +157,12 @@ class _Apply(torch.autograd.Function):
         inputs: tuple[torch.Tensor, ...] = ctx.saved_tensors
         n = len(inputs)
         known, ctx.following = ctx.following, None  # (a second backward with retain_graph evaluates again)
-        jacobian = _Apply.apply(ctx.derivatives, ctx.level + 1, known, ctx.dtype, *inputs)  # type: ignore[no-untyped-call]
+        if torch.is_grad_enabled():  # create_graph=True: the partials must be differentiable themselves
+            jacobian = _Apply.apply(ctx.derivatives, ctx.level + 1, known, ctx.dtype, *inputs)  # type: ignore[no-untyped-call]
+        else:  # a plain backward: numbers, without a graph node of their own
+            if known is None:
+                known = evaluate(ctx.derivatives.level(ctx.level + 1), _float64(inputs))
+            jacobian = [torch.from_numpy(o).to(ctx.dtype) for o in known]
         result: list[torch.Tensor | None] = [None] * _FIXED
         for j, t in enumerate(inputs):
             if not ctx.needs_input_grad[_FIXED + j]:
@@ -166,5 +171,12 @@ class _Apply(torch.autograd.Function):
             total = grads[0] * jacobian[j]
             for k in range(1, len(grads)):
                 total = total + grads[k] * jacobian[k * n + j]
-            result.append(total.sum_to_size(t.shape).to(t.dtype))
+            if total.shape != t.shape:
+                total = total.sum_to_size(t.shape)
+            result.append(total.to(t.dtype))
         return tuple(result)
+
+
+def _float64(tensors: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+    """The tensors' values as float64 numpy arrays (shared with the tensor when it is float64 already)."""
+    return [t.detach().to(torch.float64).numpy() for t in tensors]

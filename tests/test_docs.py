@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import doctest
+import importlib.util
 import io
 import re
 import shlex
@@ -216,11 +217,26 @@ def _needs_dot(block: Block) -> bool:
     return any(_RENDERS.search(b.text) for b in (earlier if block.lang != "console" else [block]))
 
 
-@pytest.mark.parametrize(
-    "block",
-    [pytest.param(b, marks=[pytest.mark.needs_dot] if _needs_dot(b) else []) for b in RUN],
-    ids=[b.id for b in RUN],
-)
+_OPTIONAL_IMPORT = re.compile(r"^(?:>>> )?(?:import|from) (torch|jax)\b", re.MULTILINE)
+
+
+def _missing_modules(block: Block) -> list[str]:
+    """Optional frameworks (PyTorch, JAX: the dev extra installs them) that the block's file imports
+    up to the block and that are not installed: its examples are skipped then, and only then."""
+    earlier = [b for b in RUN if b.path == block.path and b.line <= block.line]
+    imported = {m for b in earlier for m in _OPTIONAL_IMPORT.findall(b.text)}
+    return sorted(m for m in imported if importlib.util.find_spec(m) is None)
+
+
+def _marks(block: Block) -> list[pytest.MarkDecorator]:
+    marks = [pytest.mark.needs_dot] if _needs_dot(block) else []
+    missing = _missing_modules(block)
+    if missing:
+        marks.append(pytest.mark.skip(reason=f"needs {', '.join(missing)}: pip install -e '.[dev]'"))
+    return marks
+
+
+@pytest.mark.parametrize("block", [pytest.param(b, marks=_marks(b)) for b in RUN], ids=[b.id for b in RUN])
 def test_example(block: Block, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     session = _SESSIONS.get(block.path)
     file_blocks = [b for b in RUN if b.path == block.path]
