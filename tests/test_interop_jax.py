@@ -202,3 +202,10 @@ def test_a_function_and_a_formula_string_are_the_same_operation() -> None:
     x, y = _points()
     _close(symgrad.jax.function(f)(x, y), symgrad.jax.function("x**2*y")(x, y), 0.0)
     assert symgrad.jax.function(f).function is f
+
+
+def test_the_docstring_examples() -> None:
+    import doctest
+
+    result = doctest.testmod(symgrad.jax, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 3 and result.failed == 0

@@ -232,3 +232,10 @@ def test_a_function_and_a_formula_string_are_the_same_operation() -> None:
     x, y = _points()
     torch.testing.assert_close(symgrad.torch.function(f)(x, y), symgrad.torch.function("x**2*y")(x, y))
     assert symgrad.torch.function(f).function is f and symgrad.torch.function(f).variables == ("x", "y")
+
+
+def test_the_docstring_examples() -> None:
+    import doctest
+
+    result = doctest.testmod(symgrad.torch, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 3 and result.failed == 0
