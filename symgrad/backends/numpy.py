@@ -21,6 +21,7 @@ sweep would skip a dead branch.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -198,8 +199,9 @@ def _results(
     record it sums is read only there and is a linear op (the op table's
     ``additive`` and ``linear_in``), the sum is taken of its arguments first:
     ``sum(a - b)`` as ``sum(a) - sum(b)``, ``sum(k * a)`` as ``k * sum(a)`` for
-    a scalar ``k``.  Each such step saves a pass over the points (and may
-    move the last bit: the array path agrees with the scalar one to rounding).
+    a ``k`` that is one number at every point (not an array broadcast along
+    some axes).  Each such step saves a pass over the points (and may move the
+    last bit: the array path agrees with the scalar one to rounding).
     A sum of n terms splits into n nodes: the walk is iterative.
     """
     base = tape.first_instr_slot
@@ -213,8 +215,9 @@ def _results(
             full = [slot_shape[a] == point_shape for a in instr.args]
             if instr.op.additive and all(full):
                 return instr.op, tuple(("sum", a) for a in instr.args)
+            one = [math.prod(slot_shape[a]) == 1 for a in instr.args]  # the same at every point
             for i in instr.op.linear_in:
-                if full[i] and not any(full[j] for j in range(len(full)) if j != i):
+                if full[i] and all(one[j] for j in range(len(full)) if j != i):
                     return instr.op, tuple(("sum" if j == i else "value", a) for j, a in enumerate(instr.args))
         return None
 

@@ -191,6 +191,34 @@ def test_arrays_follow_the_numpy_program(executor: Executor, source: str, shapes
 
 
 @pytest.mark.parametrize("executor", ARRAYS)
+@pytest.mark.parametrize("source", ["(y - a*t)**2", "a*t*y + sin(a)*t", "exp(a*t) - y*a", "a*(t + y) - t/a"])
+def test_partials_summed_down_equal_the_scalar_partials_summed_over_the_points(executor: Executor, source: str) -> None:
+    """The oracle is the interpreter at each broadcast point, its partials summed by hand: a partial of
+    ``a`` (one number) sums over every point, of ``t`` (a column) over each row, of ``y`` (a row) over
+    each column.  The numpy program once took ``sum(t * g)`` for ``t * sum(g)`` with ``t`` a column."""
+    f = symgrad.compile(source)
+    names = f.variables
+    values = {"t": np.array([[0.5], [1.25], [2.0]]), "y": np.array([[1.0, -0.75]]), "a": np.float64(1.5)}
+    shapes = [np.shape(values[n]) for n in names]
+    gradient = transforms.grad_tape(f.tape)
+    reduce_to: list[int | None] = [None, *range(len(names))]
+    fn = executor.array_entry(gradient, shapes, reduce_to, _numpy_reference(gradient, shapes, reduce_to))
+    assert fn is not None
+    _, *partials = fn(*(values[n] for n in names))
+    want = {n: np.zeros(np.shape(values[n])) for n in names}
+    for i in range(3):
+        for j in range(2):
+            point = {"t": values["t"][i, 0], "y": values["y"][0, j], "a": float(values["a"])}
+            _, grads = interpreter.value_and_grad(f.tape, [float(point[n]) for n in names])
+            want["t"][i, 0] += grads[names.index("t")] if "t" in names else 0.0
+            want["y"][0, j] += grads[names.index("y")] if "y" in names else 0.0
+            want["a"] += grads[names.index("a")] if "a" in names else 0.0
+    for n, got in zip(names, partials, strict=True):
+        assert np.shape(got) == np.shape(values[n]), n
+        np.testing.assert_allclose(got, want[n], rtol=1e-13, atol=1e-13, err_msg=f"{source}: d/d{n}")
+
+
+@pytest.mark.parametrize("executor", ARRAYS)
 def test_arrays_out_of_the_domain_give_numpys_values(executor: Executor) -> None:
     tape = transforms.grad_tape(symgrad.compile("sqrt(x) + log(x)").tape)
     x = np.array([4.0, 0.0, -1.0, 2.0])
