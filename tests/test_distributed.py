@@ -111,7 +111,7 @@ def test_values_and_summed_partials_equal_the_numpy_path(client: Client) -> None
         np.testing.assert_allclose(grads[name], want_grads[name], rtol=1e-12, err_msg=name)
     # broadcasting in two dimensions, chunks aligned across inputs
     a, b = rng.normal(size=(50, 1)), rng.normal(size=(1, 30))
-    g = symgrad.compile("a*exp(-b*b) + b")
+    g = symgrad.compile("a*exp(-b*b) + b", backend="python")  # (the same bits chunk by chunk, as above)
     want_value, want_grads = g.value_and_grad(a=a, b=b)
     value, grads = dask.compute(*g.value_and_grad(a=da.from_array(a, chunks=(8, 1)), b=da.from_array(b, chunks=(1, 7))))
     np.testing.assert_array_equal(value, want_value)
