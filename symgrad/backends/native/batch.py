@@ -195,7 +195,7 @@ def _entry(tape: Tape, n_shared: int, fallback: BatchEntry, kernel: BatchKernel)
     n_sum = len(program.outputs) - 1
     n_records = max(len(program.records), 1)
     work_size = (n_sum + max(kernel.layout.size, 1)) * MAX_WIDTH
-    frame_format = struct.Struct(f"<{3 + n_data}q")
+    frame_format = struct.Struct(f"<{3 + n_data}Q")  # addresses (unsigned: tagged pointers set the top bits)
     pack_into = frame_format.pack_into
     offset = data_offset()
 
