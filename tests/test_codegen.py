@@ -401,7 +401,8 @@ def test_array_programs_per_shape_are_bounded() -> None:
 def test_array_calls_from_threads_do_not_share_scratch_buffers() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    f = symgrad.compile("exp(-((x-mu)/s)**2/2)/(sqrt(2*pi)*s)")
+    # The numpy program throughout: under auto the fused kernel (a few ulp apart) may take over mid-test.
+    f = symgrad.compile("exp(-((x-mu)/s)**2/2)/(sqrt(2*pi)*s)", backend="python")
     xs = [np.linspace(-3.0, 3.0, 20_000) + k for k in range(8)]
     expected = [f.value_and_grad(x=x, mu=0.1, s=1.3) for x in xs]
     with ThreadPoolExecutor(4) as pool:

@@ -381,6 +381,7 @@ def array_entry(
         publish(fn)
         return fn, None
     tiers = array_tiers(tape, math.prod(_broadcast(shapes)))
+    tiers.sort(key=lambda tier: tier[0] != "numpy")  # (stable) the tier serving first is the numpy program's
     rental = Rental(tiers, {"native": native_fn}, publish, numpy_fn)
     return rental.entry, rental
 
