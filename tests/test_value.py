@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import tracemalloc
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -404,6 +405,127 @@ def test_backward_equals_the_interpreter_on_the_linearised_tape_bit_for_bit(seed
         if not node.is_constant:
             assert node.grad == g  # intermediate Values too: the same sums in the same order
     assert any(leaf.grad != 0.0 for leaf in leaves)
+
+
+# Points where a derivative has a kink or is undefined (relu, abs, max/min ties at 0 and at equal
+# arguments; sqrt's partial at 0), numbers that make exact zeros (x - x, x * 0.0), and a tiny point and
+# a huge factor, whose finite partials multiply to an infinite contribution.
+_KINKS = st.sampled_from([0.0, -0.0, 1.0, -1.0, 0.5, -2.0, 4.0, 1e-20])
+# Each step applies one op to Values picked from the pool by index (the same index twice is
+# repeated use: a*a, a+a, max(a, a, b)), or combines a Value with a plain number.
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["mul", "add", "sub", "div", "relu", "abs", "tanh", "sqrt", "max", "min", "pow", "sign", "huge"]
+        ),
+        st.integers(0, 10**6),
+        st.integers(0, 10**6),
+        st.integers(0, 10**6),
+        st.sampled_from([0.0, 1.0, -1.0, 2.0, 0.5, -0.5]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def _step(name: str, a: Value, b: Value, c: Value, number: float) -> Value:
+    """One op of :data:`_STEPS` on Values of the pool (``a`` may be ``b``: repeated use)."""
+    if name == "mul":
+        return a * b if number else a * 0.0  # times 0.0: a zero adjoint upstream
+    if name == "add":
+        return a + b
+    if name == "sub":
+        return a - b if number >= 0 else a - a  # a - a: an exact 0 for the kinks that take it
+    if name == "div":
+        return a / b
+    if name == "relu":
+        return (a - number).relu()
+    if name == "abs":
+        return abs(a)
+    if name == "tanh":
+        return a.tanh() * number
+    if name == "sqrt":
+        return (a * a).sqrt()  # sqrt(0): its partial is infinite there
+    if name == "max":
+        return a.max(b, c)
+    if name == "min":
+        return a.min(a, b)
+    if name == "pow":
+        return a**2.0 if number >= 0 else a ** Value(2.0)
+    if name == "sign":
+        return a.sign() + b
+    assert name == "huge"
+    return a * 1e300
+
+
+def _kinky_graph(point: list[float], steps: list[tuple[str, int, int, int, float]]) -> tuple[list[Value], Value]:
+    """Leaves at ``point`` and the root of a graph built by ``steps`` (ops that fail forwards are left out)."""
+    leaves = [Value(x, f"x{i}") for i, x in enumerate(point)]
+    pool: list[Value] = list(leaves)
+    for name, i, j, k, number in steps:
+        try:
+            pool.append(_step(name, pool[i % len(pool)], pool[j % len(pool)], pool[k % len(pool)], number))
+        except DomainError:  # undefined forwards (1/0, ...): not this test's subject
+            continue
+    root = pool[-1]
+    for v in pool[len(leaves) : -1 : 3]:
+        root = root + v  # more consumers per Value
+    return leaves, root
+
+
+def _assert_one_sweep(root: Value) -> bool:
+    """``root.backward()`` against the interpreter's sweep over ``linearise(root)``: the same numbers bit for
+    bit (leaves through ``value_and_grad``, intermediate Values through ``backward``), or the same
+    DomainError.  Returns whether the derivative was undefined."""
+    tape, nodes = symgrad.value.linearise(root)
+    inputs = [node.data for node in nodes[: tape.n_inputs]]
+    try:
+        value, grads = interpreter.value_and_grad(tape, inputs)
+    except DomainError as expected:
+        with pytest.raises(DomainError) as info:
+            root.backward()
+        assert info.value.op == expected.op
+        assert str(info.value).split(":")[0] == str(expected).split(":")[0]  # "the derivative of op(args) ..."
+        return True
+    assert value == root.data
+    root.backward()
+    assert [node.grad for node in nodes[: tape.n_inputs]] == grads
+    adjoint = interpreter.backward(tape, interpreter.forward(tape, inputs))
+    for node, g in zip(nodes, adjoint, strict=True):
+        if not node.is_constant:
+            assert node.grad == g
+    return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(point=st.lists(_KINKS, min_size=1, max_size=4), steps=_STEPS)
+def test_backward_and_the_interpreter_sweep_agree_at_kinks_and_repeated_uses(
+    point: list[float], steps: list[tuple[str, int, int, int, float]]
+) -> None:
+    """``Value.backward`` keeps its own loop over the Values (see symgrad/value.py): this keeps it the
+    interpreter's sweep in all but name, on random graphs."""
+    _assert_one_sweep(_kinky_graph(point, steps)[1])
+
+
+def _tiny_sqrt_times_huge() -> Value:
+    x = Value(1e-20, "x")
+    return (x * x).sqrt() * 1e300  # forward finite; sqrt's partial 5e19 times the adjoint 1e300 is not
+
+
+@pytest.mark.parametrize(
+    ("build", "undefined"),
+    [
+        (lambda: Value(0.0).sqrt(), True),  # the partial raises
+        (_tiny_sqrt_times_huge, True),  # the partial is finite, the contribution is not
+        (lambda: Value(0.0).sqrt() * 0.0, False),  # a zero adjoint: the partial is never evaluated
+        (lambda: (Value(1.5) - Value(1.5)).relu() * Value(2.0), False),  # relu at its kink
+        (lambda: (lambda a: a.max(a, Value(0.0)) + abs(a) * a)(Value(0.0)), False),  # a tie, abs at 0, a*a
+        (lambda: (lambda a: (a + a) * (a * a) - a)(Value(-0.75)), False),  # one Value used many times
+    ],
+    ids=["sqrt-at-0", "inf-contribution", "zero-adjoint", "relu-kink", "ties", "repeated-use"],
+)
+def test_backward_and_the_interpreter_sweep_agree_on_edge_cases(build: Callable[[], Value], undefined: bool) -> None:
+    assert _assert_one_sweep(build()) == undefined
 
 
 def test_a_partial_with_respect_to_a_constant_expression_is_never_evaluated() -> None:
