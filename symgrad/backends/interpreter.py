@@ -18,8 +18,10 @@
   mode of :mod:`symgrad.transforms` emits a tape instead of numbers).
   ``Value.backward`` still sweeps a graph's Values directly
   (:func:`symgrad.value._reverse_sweep`: the same partials, zero-adjoint skip
-  and errors, checked bit for bit against this loop): making steps of the
-  Values for this loop measured 13% more per eager training step.
+  and errors, checked bit for bit against this loop by tests/test_value.py):
+  making a plan of the Values for this loop measured 13% more per eager
+  training step, and 50% to 170% more per ``backward()`` in the designs tried
+  since (docs/robustness.md).
 
 Policy for non-finite numbers: an op that raises, or that returns inf or nan
 from finite arguments (an overflow), is a :class:`~symgrad.errors.DomainError`
