@@ -1,4 +1,4 @@
-"""Sphinx configuration: the documentation site built from docs/ (``sphinx-build -W docs docs/_build/html``).
+"""Sphinx configuration of the documentation site (build: README.md, "Documentation").
 
 The pages stay plain Markdown that reads well on a forge too (MyST parses them); the API reference
 is generated from the docstrings (reST, read by ``sphinx.ext.autodoc``) by the pages in
@@ -6,9 +6,11 @@ is generated from the docstrings (reST, read by ``sphinx.ext.autodoc``) by the p
 ``tests/test_notebooks.py`` executes them, as ``tests/test_docs.py`` executes every code block.
 
 Adding a page: put ``docs/NAME.md`` (or ``docs/reference/NAME.md``, ``docs/notebooks/NAME.ipynb``)
-in place and it is in the navigation, under "More" (or "API reference", "Notebooks"): nothing to
+in place and it is in the navigation, under "More" (or "Reference", "Notebooks"): nothing to
 register.  To give it a place of its own, add its name to ``NAV`` below.  A reference page for a new
-public module is a Markdown file with an ``automodule`` directive (see ``docs/reference/fit.md``).
+public module is a Markdown file with autodoc directives (see ``docs/reference/fit.md``); a module
+that imports an optional dependency at import time can only be documented where that dependency is
+installed, so list it in the ``docs`` extra too, or the build fails on the import.
 """
 
 from __future__ import annotations
