@@ -8,9 +8,9 @@ is generated from the docstrings (reST, read by ``sphinx.ext.autodoc``) by the p
 Adding a page: put ``docs/NAME.md`` (or ``docs/reference/NAME.md``, ``docs/notebooks/NAME.ipynb``)
 in place and it is in the navigation, under "More" (or "Reference", "Notebooks"): nothing to
 register.  To give it a place of its own, add its name to ``NAV`` below.  A reference page for a new
-public module is a Markdown file with autodoc directives (see ``docs/reference/fit.md``); a module
-that imports an optional dependency at import time can only be documented where that dependency is
-installed, so list it in the ``docs`` extra too, or the build fails on the import.
+public module is a Markdown file with autodoc directives (see ``docs/reference/fit.md``); if the
+module imports an optional dependency, add that package to ``autodoc_mock_imports`` below (as
+torch and jax are), or the build fails on the import wherever the dependency is not installed.
 """
 
 from __future__ import annotations
@@ -106,9 +106,12 @@ suppress_warnings = ["myst.header"]  # a page's headings start below h1 in place
 # ---------------------------------------------------------------- API reference ---
 
 autodoc_member_order = "bysource"
+# The optional extras' packages are stood in for while the reference imports symgrad.torch and
+# symgrad.jax: their docstrings and signatures are symgrad's own, and the `docs` extra stays small
+# (no multi-GB PyTorch to build a web page).  Installed or not, they are never imported by the build.
+autodoc_mock_imports = ["torch", "jax", "jaxlib"]
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
-autodoc_class_signature = "separated"
 add_module_names = False
 
 
