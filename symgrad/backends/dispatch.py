@@ -66,10 +66,14 @@ Fn = Callable[..., Any]
 BACKENDS = config.BACKENDS
 
 
-ISOLATED_FROM_SECONDS = 0.15
-"""Compiles estimated (by the executor's cost) to take longer than this run LLVM in a child process
-(:func:`symgrad.backends.native.jit.isolated`): a small kernel never queues behind them, and a
-process that exits during one stops the child instead of waiting for it."""
+ISOLATED_FROM_SECONDS = 0.3
+"""Compiles estimated (by the executor's cost) to take longer than this are built and compiled in a
+child process (:func:`symgrad.backends.native.jit.isolated`): a small kernel never queues behind
+them, and a process that exits during one stops the child instead of waiting for it.  Not lower: a
+child starts a Python and imports symgrad first (0.3 s idle, over 1 s on a loaded machine), so
+below this the kernel serves sooner from this process's background thread (measured at load 4 on
+2 cores, W3 N = 3,000 under auto: 1.6-1.7 s for 10,000 calls in-process against 3.3-4.2 s with
+the child)."""
 
 Tier = tuple[str, float, float]
 """``(executor name, setup seconds, seconds per call)``: one rung of a rental's ladder."""
