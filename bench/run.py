@@ -726,7 +726,8 @@ def main() -> None:
     for n in (1_000, 10_000):
         print(w3(n, budget), flush=True)
     print(w3_scaling(), flush=True)
-    print(train_step.w4(QUICK), flush=True)
+    for part in (train_step.w4, train_step.w4b, train_step.w4c):  # W4: training steps
+        print(part(QUICK), flush=True)
     print(w5(1_000_000), flush=True)
     print(array_cheap_gradient(), flush=True)
     print(hessian_workload("Hessian of W2 (3×3)", W.W2, W.W2_POINT, budget), flush=True)
