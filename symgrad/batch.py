@@ -14,8 +14,10 @@ The gradient tape (value and the partials with respect to the parameters
 only) is built once by :func:`symgrad.transforms.grad_tape` from the
 per-example tape; the executor that evaluates it over a batch is the
 dispatcher's (:mod:`symgrad.backends.dispatch`).  A penalty on the
-parameters alone (an L2 term) is traced separately with :func:`symgrad.trace`,
-so it is evaluated once per step, not once per example.
+parameters alone (an L2 term) is recorded separately and evaluated once per
+step, not once per example: as a batch of one on the same kind of evaluator, so
+that its executor, too, is fixed when the step is traced (no compile later in
+training) and the weights go in as the array they already are.
 
 When replay is valid: as for :func:`symgrad.trace`, the tape records the
 operations that ran during the one call, at the example given.  Anything
@@ -42,7 +44,6 @@ from .backends import dispatch, interpreter
 from .backends.protocol import BatchEntry
 from .errors import DomainError, InputError, short_repr
 from .tape import Tape
-from .trace import Traced, trace
 from .value import Value, linearise
 
 __all__ = ["REDUCTIONS", "BatchGradient", "TracedExamples", "shared_first", "trace_examples"]
@@ -54,6 +55,7 @@ FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 BatchFn = BatchEntry
 
 _DATA = operator.attrgetter("data")
+_PLACEHOLDER = (np.zeros(1),)  # the penalty's one example: its placeholder input's column
 
 
 class TracedExamples:
@@ -70,7 +72,7 @@ class TracedExamples:
         params: Sequence[Value],
         arg_names: Sequence[str],
         shapes: Sequence[tuple[int, ...]],
-        penalty: Traced | None,
+        penalty: Tape | None,
         reduce: str,
         backend: str | None,
     ) -> None:
@@ -78,8 +80,6 @@ class TracedExamples:
         """The parameter Values, in the order of the gradient's entries."""
         self.tape = tape
         """The tape of one example's loss: inputs are the parameters, then the example's numbers."""
-        self.penalty = penalty
-        """The penalty on the parameters, traced on its own (None without one)."""
         self.reduce = reduce
         self.backend = dispatch.resolve_backend(backend)
         self.arg_names = tuple(arg_names)
@@ -88,8 +88,9 @@ class TracedExamples:
         """Each data argument's shape for one example (``()`` for a number, ``(2,)`` for a pair)."""
         self.batch = BatchGradient(tape, len(self.params), self.backend)
         """The gradient tape and its evaluator over batches (built once, here)."""
-        if penalty is not None:
-            _ = penalty.vg
+        self.penalty = None if penalty is None else BatchGradient(penalty, len(self.params), self.backend)
+        """The penalty's evaluator (None without one): its tape's inputs are the parameters and one
+        placeholder, as a batch needs a data input; it is evaluated on a batch of one, once per step."""
 
     @property
     def gradient_tape(self) -> Tape:
@@ -137,9 +138,8 @@ class TracedExamples:
                     f"data '{name}' has {array.shape[0]} examples but '{first}' has {n}; "
                     "every data argument needs one entry per example"
                 )
-            bad = ~np.isfinite(array)
-            if bad.any():
-                where = tuple(int(i) for i in np.argwhere(bad)[0])
+            if not np.isfinite(array).all():
+                where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
                 raise InputError(
                     f"data '{name}' holds {float(array[where])!r} at index {where if len(where) > 1 else where[0]}: "
                     "examples must be finite numbers"
@@ -156,9 +156,8 @@ class TracedExamples:
         n = len(self.params)
         if array.shape != (n,):
             raise InputError(f"weights must have shape ({n},), one per parameter, got shape {_shape_text(array.shape)}")
-        bad = np.flatnonzero(~np.isfinite(array))
-        if bad.size:
-            k = int(bad[0])
+        if not np.isfinite(array).all():
+            k = int(np.flatnonzero(~np.isfinite(array))[0])
             raise InputError(
                 f"weights[{k}] (parameter {self._param_name(k)}) is {float(array[k])!r}: weights must be finite"
             )
@@ -198,11 +197,26 @@ class TracedExamples:
         scale = 1.0 / n if self.reduce == "mean" else 1.0
         loss = float(values.sum()) * scale
         grads = partials * scale
-        if self.penalty is not None:
-            value, extra = self.penalty.value_and_grad_list(weights.tolist())
-            loss += value
+        penalty = self.penalty
+        if penalty is not None:
+            try:
+                value, extra = penalty(weights, _PLACEHOLDER)
+            except DomainError:
+                self._explain_penalty(penalty, weights)
+                raise
+            if not (math.isfinite(value[0]) and np.isfinite(extra).all()):
+                self._explain_penalty(penalty, weights)  # a domain error; else an overflow: IEEE results stand
+            loss += float(value[0])
             grads += extra
         return loss, grads
+
+    def _explain_penalty(self, penalty: BatchGradient, weights: FloatArray) -> None:
+        """Raise the reference interpreter's DomainError for the penalty, saying it is the penalty's
+        (the batch evaluator would name an example of its batch of one)."""
+        try:
+            interpreter.value_and_grad(penalty.tape, [*weights.tolist(), 0.0], list(range(len(weights))))
+        except DomainError as e:
+            raise DomainError(f"the penalty: {e.reason}", e.op, e.source, e.span) from None
 
     def value_and_grad(self, weights: Any, /, *data: Any) -> tuple[float, FloatArray]:
         """The loss over the batch ``data`` at ``weights`` (one per parameter), and its gradient.
@@ -233,9 +247,8 @@ class TracedExamples:
         between steps).  On an error nothing about the parameters changes.
         """
         w = self.weights()
-        bad = np.flatnonzero(~np.isfinite(w))
-        if bad.size:
-            k = int(bad[0])
+        if not np.isfinite(w).all():
+            k = int(np.flatnonzero(~np.isfinite(w))[0])
             raise InputError(f"parameter {self._param_name(k)} (the {k}th) has data {float(w[k])!r}: it must be finite")
         n, values, partials = self._run(w, data)
         loss, grads = self._combine(n, values, partials, w)
@@ -298,8 +311,16 @@ def trace_examples(
         )
     leaves = [leaf for _, flat in values for leaf in flat]
     tape, _ = linearise(out, [*params, *leaves])
-    traced_penalty = None if penalty is None else trace(penalty, params, backend=backend)
-    return TracedExamples(tape, params, names, [a.shape for a in arrays], traced_penalty, reduce, backend)
+    penalty_tape = None
+    if penalty is not None:
+        total = penalty(params)
+        if not isinstance(total, Value):
+            raise InputError(
+                f"trace_examples(): the penalty must return one Value (a loss on the parameters), "
+                f"got {type(total).__name__} {short_repr(total)}"
+            )
+        penalty_tape, _ = linearise(total, [*params, Value(0.0, label="placeholder")])
+    return TracedExamples(tape, params, names, [a.shape for a in arrays], penalty_tape, reduce, backend)
 
 
 def _argument_names(fn: Callable[..., Any], n: int) -> list[str]:

@@ -296,6 +296,17 @@ def test_a_domain_error_names_the_example_and_changes_nothing() -> None:
     assert (w.data, w.grad) == (1.0, 0.5)
 
 
+def test_a_domain_error_in_the_penalty_says_so_and_changes_nothing() -> None:
+    w = Value(1.0, "w")
+    step = trace_examples(lambda x: w * x, [w], example=1.0, penalty=lambda ps: ps[0].log())
+    w.data, w.grad = -1.0, 0.5
+    with pytest.raises(DomainError, match=r"the penalty: .*log"):
+        step.backward([1.0, 2.0])
+    assert (w.data, w.grad) == (-1.0, 0.5)
+    with pytest.raises(DomainError, match=r"the penalty: .*log"):
+        step.value_and_grad([-2.0], [1.0, 2.0])
+
+
 def test_tracing_errors() -> None:
     w = Value(1.0, "w")
     with pytest.raises(InputError, match="must return one Value"):
@@ -339,7 +350,9 @@ def test_no_compile_after_tracing_whatever_the_batch(backend: str) -> None:
 
     model = MLP(2, [3 + len(backend), 1], seed=12)  # a tape of its own (weights are inputs: sizes, not seeds)
     before = dict(kernel.STATS)
-    step = trace_examples(lambda x, y: (1 - y * model(x)).relu(), model.parameters(), example=([0.0, 0.0], 1.0))
+    step = trace_examples(
+        lambda x, y: (1 - y * model(x)).relu(), model.parameters(), example=([0.0, 0.0], 1.0), backend=backend
+    )
     built = {k: kernel.STATS[k] - before[k] for k in ("compiled", "loaded")}
     assert built["compiled"] + built["loaded"] == 1
     after_tracing = dict(kernel.STATS)
@@ -347,3 +360,41 @@ def test_no_compile_after_tracing_whatever_the_batch(backend: str) -> None:
     for n in (1, 4, 5, 32, 100, 7):
         step.backward(rng.normal(size=(n, 2)), np.sign(rng.normal(size=n)))
     assert after_tracing == kernel.STATS
+
+
+@pytest.mark.skipif("native" not in BACKENDS, reason="the machine-code counter needs llvmlite")
+@pytest.mark.parametrize("backend", ["auto", "native"])
+def test_minibatches_of_32_of_1000_points_compile_nothing_after_the_first_step(backend: str) -> None:
+    """micrograd's minibatch loop on the moons net with its L2 penalty: 1,000 points in batches of 32
+    (each epoch ends with a partial batch of 8). After the first step no kernel is compiled or loaded,
+    however long training goes on: ``wait_native`` (which buys now whatever later steps would buy,
+    the penalty's kernel included) compiles nothing either."""
+    from symgrad.backends.native import kernel
+
+    model = MLP(2, [16, 16, 1], seed=7)
+    params = model.parameters()
+    step = trace_examples(
+        lambda x, y: (1 - y * model(x)).relu(),
+        params,
+        example=([0.0, 0.0], 1.0),
+        penalty=lambda ps: 1e-4 * sum((p * p for p in ps), Value(0.0)),
+        backend=backend,
+    )
+    X, y = _data(1000, seed=8)
+    order = np.random.default_rng(9).permutation(1000)
+    sizes = []
+    for epoch in range(2):
+        for start in range(0, 1000, 32):
+            batch = order[start : start + 32]
+            model.zero_grad()
+            loss = step.backward(X[batch], y[batch])
+            for p in params:
+                p.data -= 0.05 * p.grad
+            sizes.append(len(batch))
+            if epoch == start == 0:
+                after_first = dict(kernel.STATS)
+        order = order[::-1]
+    assert sizes.count(8) == 2 and sizes.count(32) == 62
+    assert math.isfinite(loss)
+    step.wait_native()
+    assert after_first == kernel.STATS
