@@ -37,6 +37,7 @@ __all__ = [
     "Returns",
     "ScalarEntry",
     "Shape",
+    "unseen",
     "wrong_arguments",
 ]
 
@@ -194,3 +195,20 @@ class BaseExecutor:
 
     def batch_cost(self, n_records: int, n_points: int) -> Cost | None:
         return None
+
+
+def unseen(tape: Tape) -> list[bool]:
+    """Per slot: a record whose inf or nan no reader passes on (see the op table's ``propagates``).
+
+    Such a record is checked itself; any other record's inf or nan reaches one
+    of them or an output (``x*y`` read by ``+``), so checking those and the
+    outputs finds every non-finite record, as the native kernel's flags do.
+    """
+    marks = [False] * tape.first_instr_slot + [True] * len(tape.instrs)
+    for instr in tape.instrs:
+        flows = instr.op.propagates
+        if flows:
+            for a, flow in zip(instr.args, flows, strict=False):
+                if flow:
+                    marks[a] = False
+    return marks

@@ -61,23 +61,6 @@ def _const_text(value: float, name: str, named: dict[str, Any]) -> str:
     return name
 
 
-def _unseen(tape: Tape) -> list[bool]:
-    """Per slot: a record whose inf or nan no reader passes on (see the op table's ``propagates``).
-
-    Such a record is checked itself; any other record's inf or nan reaches one
-    of them or an output (``x*y`` read by ``+``), so checking those finds every
-    non-finite record, as the native kernel's flags do.
-    """
-    unseen = [False] * tape.first_instr_slot + [True] * len(tape.instrs)
-    for instr in tape.instrs:
-        flows = instr.op.propagates
-        if flows:
-            for a, flow in zip(instr.args, flows, strict=False):
-                if flow:
-                    unseen[a] = False
-    return unseen
-
-
 def _body(tape: Tape) -> tuple[list[str], list[str], dict[str, Any], list[str]]:
     """The lines, the text of each output, the names the lines use besides the op functions, and
     the locals to check for inf and nan besides the outputs."""
@@ -90,7 +73,7 @@ def _body(tape: Tape) -> tuple[list[str], list[str], dict[str, Any], list[str]]:
         for a in instr.args:
             uses[a] += 1
     outputs = set(tape.outputs)
-    unseen = _unseen(tape)
+    unseen = protocol.unseen(tape)
     checks: list[str] = []
     depth = [0] * tape.n_slots
     lines: list[str] = []
