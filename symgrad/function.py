@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import graphviz
 import numpy as np
 
-from . import display, drawing, symbolic, transforms
+from . import display, drawing, export_c, symbolic, transforms
 from . import explain as explain_mod
 from .backends import dask as dask_arrays
 from .backends import dispatch, interpreter
@@ -647,6 +647,42 @@ class Function:
 
         tape = self.tape if self.n_outputs != 1 else self._gradient_tape(None)
         return llvm_ir(tape, list(tape.outputs))
+
+    def to_c(self, name: str = "f", outputs: str | Iterable[str] | None = None) -> export_c.CCode:
+        """C99 source (``.c`` and ``.h``) with one function per output set, for use outside Python.
+
+        ``outputs``: any of ``"value"``, ``"grad"`` (the value and the gradient), ``"hessian"``
+        (n×n, row-major) and ``"jacobian"`` (outputs × variables, row-major); by default the value
+        and the gradient (the Jacobian for several outputs).  The functions are ``NAME_value``,
+        ``NAME_grad``, …; see :mod:`symgrad.export_c` for the calling convention and status codes.
+        """
+        export_c.check_name(name)
+        if outputs is None:
+            kinds = ["value", "grad" if self.n_outputs == 1 else "jacobian"]
+        else:
+            kinds = list(dict.fromkeys([outputs] if isinstance(outputs, str) else outputs))
+        functions = []
+        m, n = self.n_outputs, len(self.variables)
+        for kind in kinds:
+            if kind not in export_c.OUTPUT_SETS:
+                listed = ", ".join(repr(k) for k in export_c.OUTPUT_SETS)
+                hint = did_you_mean(kind, export_c.OUTPUT_SETS) if isinstance(kind, str) else ""
+                raise InputError(f"{kind!r} is not an output set; choose from {listed}" + (f"; {hint}" if hint else ""))
+            if kind in ("hessian", "jacobian") and n == 0:
+                raise InputError(f"{self._describe()} has no variables, so it has no {kind}")
+            if kind == "value":
+                functions.append((kind, self.tape, [export_c.Group("value", m)]))
+            elif kind == "grad":
+                self._one_output("a gradient")
+                groups = [export_c.Group("value", 1), export_c.Group("grad", n)]
+                functions.append((kind, self._gradient_tape(None), groups))
+            elif kind == "hessian":
+                functions.append((kind, self.hessian_function().tape, [export_c.Group("hessian", n * n)]))
+            else:
+                functions.append((kind, self.jacobian_function().tape, [export_c.Group("jacobian", m * n)]))
+        if not functions:
+            raise InputError(f"no output set asked for; choose from {', '.join(export_c.OUTPUT_SETS)}")
+        return export_c.export(name, functions, self._describe())
 
     @property
     def code(self) -> str:

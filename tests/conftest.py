@@ -58,11 +58,19 @@ def dot_decision(needing: int, have_dot: bool, ci: bool) -> str:
     return "fail" if ci else "skip"
 
 
+CC_MISSING = "no C compiler (cc) is installed: apt-get install gcc (Debian/Ubuntu) or xcode-select --install (macOS)"
+"""Tests marked ``needs_cc`` compile exported C (``Function.to_c``); the same rule as for dot."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    needing = [item for item in items if item.get_closest_marker("needs_dot")]
-    decision = dot_decision(len(needing), shutil.which("dot") is not None, bool(os.environ.get("CI")))
-    if decision == "fail":
-        raise pytest.UsageError(f"{len(needing)} tests need Graphviz: {DOT_MISSING}")
-    if decision == "skip":
-        for item in needing:
-            item.add_marker(pytest.mark.skip(reason=DOT_MISSING))
+    for marker, have, missing, what in (
+        ("needs_dot", shutil.which("dot") is not None, DOT_MISSING, "Graphviz"),
+        ("needs_cc", shutil.which("cc") is not None, CC_MISSING, "a C compiler"),
+    ):
+        needing = [item for item in items if item.get_closest_marker(marker)]
+        decision = dot_decision(len(needing), have, bool(os.environ.get("CI")))
+        if decision == "fail":
+            raise pytest.UsageError(f"{len(needing)} tests need {what}: {missing}")
+        if decision == "skip":
+            for item in needing:
+                item.add_marker(pytest.mark.skip(reason=missing))

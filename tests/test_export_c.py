@@ -1,0 +1,305 @@
+"""C export (``Function.to_c``, ``symgrad export-c``): the generated C is compiled with the system
+compiler, loaded through ctypes and compared with the reference interpreter bit for bit.
+
+Compiled without contraction or fast-math (:data:`CFLAGS`), each record is the same IEEE operation
+or C library function as the interpreter's, in the same order, so the bits must agree.  Compiling
+is the slow part: each test builds one shared library from several exports at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import random
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import symgrad
+from symgrad import cli, export_c, ops
+from symgrad.backends import interpreter
+from symgrad.errors import DomainError, InputError
+from symgrad.function import Function
+from symgrad.ops import OPS, Op
+from symgrad.tape import Tape
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import workloads
+from strategies import cases
+
+CFLAGS = ["-std=c99", "-O2", "-fno-fast-math", "-ffp-contract=off", "-Wall", "-Wextra", "-pedantic", "-Werror"]
+"""As docs/export.md says to compile (plus warnings as errors: the generated code is warning-free)."""
+
+needs_cc = pytest.mark.needs_cc
+
+
+def build(codes: Sequence[export_c.CCode], folder: Path) -> ctypes.CDLL:
+    """One shared library from the exported files (one compiler run for all)."""
+    sources = [str(code.write(folder)[0]) for code in codes]
+    library = folder / f"lib{codes[0].name}.so"
+    cc = shutil.which("cc")
+    assert cc is not None
+    done = subprocess.run(
+        [cc, *CFLAGS, "-shared", "-fPIC", "-o", str(library), *sources, "-lm"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[:3000]
+    return ctypes.CDLL(str(library))
+
+
+def call(lib: ctypes.CDLL, fn: export_c.CFunction, point: Sequence[float]) -> tuple[int, list[float]]:
+    """``(status, outputs in tape order)`` of one exported function at ``point``."""
+    x = (ctypes.c_double * max(1, len(point)))(*point)
+    outs = [(ctypes.c_double * max(1, g.size))() for g in fn.groups]
+    work = (ctypes.c_double * fn.work)()
+    c_fn = getattr(lib, fn.name)
+    c_fn.restype = ctypes.c_int
+    status = c_fn(x, *outs, work)
+    return status, [v for g, out in zip(fn.groups, outs, strict=True) for v in out[: g.size]]
+
+
+def failing_slot(tape: Tape, point: Sequence[float]) -> int | None:
+    """The slot of the first record the interpreter's forward stops at (its DomainError), or None."""
+    try:
+        interpreter.forward(tape, point)
+    except DomainError:
+        values = [*point, *tape.consts]
+        for instr in tape.instrs:  # the same ops in the same order: the first to raise or leave the finite
+            try:
+                v = instr.op.scalar(*(values[a] for a in instr.args))
+            except (ArithmeticError, ValueError):
+                return len(values)
+            if not math.isfinite(v):
+                return len(values)
+            values.append(v)
+        raise AssertionError("the interpreter raised, but no record fails") from None
+    return None
+
+
+def assert_same(lib: ctypes.CDLL, fn: export_c.CFunction, point: Sequence[float]) -> None:
+    """The exported function returns the interpreter's bits, or the status of the record it fails at."""
+    status, got = call(lib, fn, point)
+    bad = failing_slot(fn.tape, point)
+    if bad is None:
+        want = interpreter.evaluate(fn.tape, point)
+        assert status == 0, (fn.name, point)
+        assert [v.hex() for v in got] == [v.hex() for v in want], (fn.name, point)
+    else:
+        assert status == bad + 1, (fn.name, point, status, bad)
+
+
+# ----------------------------------------------------- no compiler needed ---
+
+
+def test_every_op_of_the_table_has_a_c_spelling() -> None:
+    for op in OPS.values():
+        assert op.c, op.name
+        args = ["a", "b"] if op.variadic else ["a", "b"][: op.arity]
+        assert op.c.format(*args).count("(") == op.c.format(*args).count(")"), op.name
+
+
+def test_an_op_without_a_c_spelling_is_named_in_a_clear_error() -> None:
+    relu = OPS["relu"]
+    ops.register(Op("ramp", 1, "ramp", relu.scalar, relu.array, "ramp({0})", relu.partials, relu.sympy, "ramp",
+                    call_names=("ramp",)))  # fmt: skip
+    try:
+        f = symgrad.compile("ramp(x) + sin(x)")
+        with pytest.raises(InputError, match=r"no C spelling \(column 'c'\) for ramp"):
+            f.to_c("model")
+    finally:
+        ops.unregister("ramp")
+
+
+@pytest.mark.parametrize(
+    "name", ["1model", "my-model", "model.c", "", "int", "restrict", "__m", "_Model", "é", "a" * 32]
+)
+def test_a_name_that_is_not_a_usable_c_identifier_is_an_input_error(name: str) -> None:
+    with pytest.raises(InputError, match="C name"):
+        symgrad.compile("x*y").to_c(name)
+
+
+def test_unknown_output_sets_and_impossible_ones_are_input_errors() -> None:
+    f = symgrad.compile("x*y")
+    with pytest.raises(InputError, match=r"'hesian' is not an output set.*did you mean 'hessian'"):
+        f.to_c("m", ["value", "hesian"])
+    with pytest.raises(InputError, match="has no variables, so it has no hessian"):
+        symgrad.compile("2 + 3").to_c("m", "hessian")
+    with pytest.raises(InputError, match="needs a function with one output"):
+        symgrad.compile("x*y").jacobian_function().to_c("m", "grad")
+    with pytest.raises(InputError, match="no output set"):
+        f.to_c("m", [])
+
+
+def test_comments_quote_the_source_safely() -> None:
+    text = "a */ b /* c ??/ d \\ e \u03be\n f"
+    safe = export_c._comment(text)
+    assert "*/" not in safe and "/*" not in safe and "??" not in safe and "\\" not in safe and "\n" not in safe
+    assert safe.isascii() and "<U+03BE>" in safe
+    code = symgrad.compile("sin(x*y) + \u03be").to_c("m", "grad")
+    assert "/* %5: 'sin(x*y)' (characters 0-8) */" in code.source
+    assert "in the derivative of 'sin(x*y)'" in code.source
+    assert " *   x[2] = <U+03BE>" in code.header
+
+
+# --------------------------------------------------------- compiled code ---
+
+POINTS = 6
+
+
+def _point_in(box: Sequence[tuple[float, float]], r: random.Random) -> list[float]:
+    return [r.uniform(lo, hi) for lo, hi in box]
+
+
+@needs_cc
+def test_every_op_matches_the_interpreter_bit_for_bit(tmp_path: Path) -> None:
+    """One formula per op of the table, value, gradient and Hessian, at points of its domain box,
+    at its kinks and ties, and outside its domain (where the status names the op's record)."""
+    r = random.Random(25)
+    functions: list[tuple[Function, Op]] = []
+    codes = []
+    for op in OPS.values():
+        n = 3 if op.variadic else op.arity
+        names = ["x1", "y", "z"][:n]
+        call_name = op.call_names[0] if op.call_names else None
+        if call_name is None:  # an infix op
+            text = f"({names[0]}) {op.symbol} ({names[1]})" if n == 2 else f"{op.symbol}({names[0]})"
+        else:
+            text = f"{call_name}({', '.join(names)})"
+        for k, formula in enumerate((text, f"{text} * x1 + 1")):  # the op alone keeps signed zeros
+            f = symgrad.compile(formula)
+            functions.append((f, op))
+            codes.append(f.to_c(f"op{k}_{op.name}", ["value", "grad", "hessian"]))
+    lib = build(codes, tmp_path)
+    for (f, op), code in zip(functions, codes, strict=True):
+        box = list(op.domain) + [op.domain[0]] * (len(f.variables) - len(op.domain))
+        points = [_point_in(box, r) for _ in range(POINTS)]
+        points += [[0.0] * len(f.variables), [1.0] * len(f.variables), [-1.0] * len(f.variables)]
+        points += [[-2.0, *([0.0] * (len(f.variables) - 1))], [1e300] * len(f.variables)]
+        rest = len(f.variables) - 1
+        points += [[0.0, *([-0.0] * rest)], [-0.0, *([0.0] * rest)]]  # ties of signed zeros
+        for point in points:
+            for fn in code.functions:
+                assert_same(lib, fn, point)
+
+
+@needs_cc
+def test_domain_errors_return_the_status_of_the_record_the_interpreter_names(tmp_path: Path) -> None:
+    f = symgrad.compile("log(x - y) * sin(x*y) + exp(x)")
+    code = f.to_c("dom", ["value", "grad", "hessian"])
+    lib = build([code], tmp_path)
+    log_slot = next(i for i, line in enumerate(f.tape.records()) if " = log " in line)
+    status, out = call(lib, code.function("value"), [1.0, 3.0])
+    assert status == log_slot + 1 and math.isnan(out[0])  # the outputs are written, and flagged
+    assert code.describe("value", status) == f"%{log_slot} = log, 'log(x - y)' (characters 0-10), is inf or nan"
+    with pytest.raises(DomainError) as raised:
+        f(1.0, 3.0)
+    assert raised.value.op == "log"
+    for kind in ("grad", "hessian"):  # a derivative tape fails at its own copy of the same log record
+        status, _ = call(lib, code.function(kind), [1.0, 3.0])
+        assert code.describe(kind, status).startswith(f"%{status - 1} = log, 'log(x - y)'")
+    status, out = call(lib, code.function("value"), [800.0, 1.0])  # exp overflows
+    assert out[0] == math.inf and code.describe("value", status).startswith(f"%{status - 1} = exp, 'exp(x)'")
+    assert call(lib, code.function("grad"), [math.nan, 1.0])[0] == 1  # an input that is not finite: its slot + 1
+    assert code.describe("grad", 2) == "input x[1] (y) is inf or nan"
+    assert call(lib, code.function("grad"), [3.0, 1.0])[0] == 0
+    assert code.describe("grad", 0) == "0: every value is finite"
+
+
+@needs_cc
+def test_several_outputs_give_value_and_jacobian_with_the_header_layout(tmp_path: Path) -> None:
+    f = symgrad.compile(["x*y", "sin(x) - y**3", "max(x, y, 0.5)"])
+    code = f.to_c("multi")
+    assert [fn.kind for fn in code.functions] == ["value", "jacobian"]
+    assert "#define MULTI_JACOBIAN_N_JACOBIAN 6" in code.header and "#define MULTI_N_IN 2" in code.header
+    lib = build([code], tmp_path)
+    for point in ([0.3, -1.2], [2.0, 2.0], [0.5, 0.5], [-1.0, 0.25]):
+        for fn in code.functions:
+            assert_same(lib, fn, point)
+    _, jac = call(lib, code.function("jacobian"), [0.3, -1.2])
+    want = f.jacobian(x=0.3, y=-1.2)
+    assert jac == [want[out][v] for out in f.output_names for v in ("x", "y")]
+
+
+@needs_cc
+def test_a_medium_tape_in_many_parts_matches_and_runs_in_threads(tmp_path: Path, monkeypatch: Any) -> None:
+    """W3 at N = 300 in parts of 40 records: values cross parts through work, sin/cos pairs move
+    together; eight threads call at once, each with its own work, and agree with one call."""
+    monkeypatch.setattr(export_c, "PART_RECORDS", 40)
+    f = symgrad.compile(workloads.generated(300))
+    code = f.to_c("medium", ["value", "grad"])
+    assert code.source.count("static double medium_grad_part") > 10
+    lib = build([code], tmp_path)
+    r = random.Random(3)
+    points = [[r.uniform(-1.0, 1.0) for _ in f.variables] for _ in range(4)]
+    for point in points:
+        for fn in code.functions:
+            assert_same(lib, fn, point)
+    grad = code.function("grad")
+    want = [call(lib, grad, p) for p in points]
+    results: list[list[tuple[int, list[float]]]] = []
+
+    def worker() -> None:
+        results.append([call(lib, grad, p) for p in points * 25])
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 8 and all(result == want * 25 for result in results)
+
+
+@needs_cc
+@settings(max_examples=2)
+@given(st.lists(cases(max_depth=3), min_size=16, max_size=16))
+def test_random_formulas_match_the_interpreter(tmp_path_factory: pytest.TempPathFactory, found: list[Any]) -> None:
+    """Random formulas over the whole grammar (tests/strategies.py), compiled together, at their
+    point and at points where they may be undefined: the interpreter's bits or its failing record."""
+    functions = [symgrad.compile(case.text) for case in found]
+    codes = [f.to_c(f"h{k}", ["value", "grad"]) for k, f in enumerate(functions)]
+    lib = build(codes, tmp_path_factory.mktemp("random"))
+    for case, f, code in zip(found, functions, codes, strict=True):
+        near = [case.point[name] for name in f.variables]
+        for point in (near, [-v for v in near], [v * 7.5 for v in near]):
+            for fn in code.functions:
+                assert_same(lib, fn, point)
+
+
+# ------------------------------------------------------------------ CLI ---
+
+
+@needs_cc
+def test_the_command_writes_files_that_compile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(["export-c", "x*sin(y) + x1", "--grad", "--hessian", "--name", "model", "-o", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0 and out.startswith("wrote ") and "model_value, model_grad, model_hessian" in out
+    code = symgrad.compile("x*sin(y) + x1").to_c("model", ["value", "grad", "hessian"])
+    assert (tmp_path / "model.c").read_text() == code.source and (tmp_path / "model.h").read_text() == code.header
+    cc = shutil.which("cc")
+    assert cc is not None
+    done = subprocess.run([cc, *CFLAGS, "-c", "-o", str(tmp_path / "model.o"), str(tmp_path / "model.c")])
+    assert done.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["x", "--name", "my-model"], "the C name 'my-model' is not a C identifier"),
+        (["x*(", "--name", "m"], "line 1, column 4"),
+        (["x", "-o", "/dev/null/sub"], "cannot write the C files into '/dev/null/sub'"),
+    ],
+)
+def test_the_command_reports_errors(argv: list[str], message: str, tmp_path: Path, capsys: Any) -> None:
+    if "-o" not in argv:
+        argv = [*argv, "-o", str(tmp_path)]
+    assert cli.main(["export-c", *argv]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("symgrad: error: ") and message in err
+    assert list(tmp_path.iterdir()) == []
