@@ -429,6 +429,32 @@ def _add_derivative_commands(sub: Any) -> None:
     hessian.set_defaults(run=_cmd_hessian)
 
 
+def _cmd_export_c(args: argparse.Namespace) -> int:
+    kinds = ["value", *(kind for kind in ("grad", "hessian", "jacobian") if getattr(args, kind))]
+    code = api.compile(args.expression).to_c(args.name, kinds)
+    c_path, h_path = code.write(args.output)
+    print(f"wrote {c_path} and {h_path}: {', '.join(fn.name for fn in code.functions)}")
+    return EXIT_OK
+
+
+def _add_export_command(sub: Any) -> None:
+    export = sub.add_parser(
+        "export-c",
+        help="write C99 source for the value and derivatives",
+        description="Write NAME.c and NAME.h into DIR: C99 with no dependency beyond <math.h>, one function "
+        "per output set (the value always; the others as asked), each returning 0 or the slot of the first "
+        "value that is inf or nan.",
+        epilog='example: symgrad export-c "x*sin(y)" --grad --name model -o build',
+    )
+    export.add_argument("expression", help='the formula, e.g. "x*sin(y)"; - reads it from stdin, @FILE from a file')
+    export.add_argument("--grad", action="store_true", help="also NAME_grad: the value and the gradient")
+    export.add_argument("--hessian", action="store_true", help="also NAME_hessian: the Hessian, n*n, row-major")
+    export.add_argument("--jacobian", action="store_true", help="also NAME_jacobian: outputs x variables, row-major")
+    export.add_argument("--name", default="f", help="the C name prefix, a C identifier (default f: f_value, f_grad)")
+    export.add_argument("-o", "--output", metavar="DIR", required=True, help="the directory to write into")
+    export.set_defaults(run=_cmd_export_c)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     point = parse_point(args.point)
     report = check(
@@ -508,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_derivative_commands(sub)
     _add_drawing_commands(sub)
     _add_explain_command(sub)
+    _add_export_command(sub)
 
     check = sub.add_parser(
         "check",
