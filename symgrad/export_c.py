@@ -16,7 +16,8 @@ nothing big sits on the stack of a small thread; no two arrays may overlap.
 
 Same numbers as the interpreter: each record is one C expression spelled by
 the op table's ``c`` column (:class:`symgrad.ops.Op`), the same IEEE operation
-or C library function as the op's ``scalar`` forward, in tape order.  Compiled
+or C library function as the op's ``scalar`` forward, on the same arguments (the
+order in which independent records run changes no value).  Compiled
 without contraction (``-ffp-contract=off``: a fused multiply-add rounds once
 where the interpreter rounds twice) and without ``-ffast-math``, on the C
 library Python uses, the results are the interpreter's bits.
@@ -29,15 +30,19 @@ interpreter raises its :class:`~symgrad.errors.DomainError`).
 outputs are written either way.  As in the Python and native executors, the
 fast path sums only the inputs, the outputs and the records whose inf or nan
 no reader passes on (:func:`symgrad.backends.protocol.unseen`), and only a
-sum that is not finite costs the scan that finds the slot.
+sum that is not finite costs the second pass, over a table of the records in
+tape order, that finds the slot.
 
 Where a derivative tape meets inf or nan on a branch whose adjoint is 0, the
 interpreter's classic sweeps skip it and return numbers; the C function returns
 the status, like the compiled executors before they hand the point over.
 
-The records are split into parts of :data:`PART_RECORDS`, each its own static
-function writing ``work``: a C compiler optimises one function in time that
-grows faster than its length, so parts keep ``cc -O2`` about linear in the tape.
+The records are written in a depth-first topological order (:func:`_order`: each
+soon after its arguments, ``sin`` beside ``cos`` of the same argument so the C
+compiler makes one ``sincos`` call) and split into parts of :data:`PART_RECORDS`,
+each its own static function keeping its values in locals and passing on through
+``work`` only what other parts read: a C compiler optimises one function in time
+that grows faster than its length, so parts keep ``cc -O2`` about linear in the tape.
 Each run of records from one place of the formula is preceded by a comment
 quoting that source text, as ``explain`` does.
 
@@ -259,8 +264,8 @@ def _header(name: str, title: str, inputs: Sequence[str], fns: Sequence[CFunctio
         " *",
         " * Inputs:",
     ]
-    lines[2] = lines[2].replace("NAME", name)
-    lines[3] = lines[3].replace("NAME", name)
+    lines[2] = lines[2].replace("NAME", name.upper())
+    lines[3] = lines[3].replace("NAME", name.upper())
     lines += [f" *   x[{i}] = {_comment(v)}" for i, v in enumerate(inputs)] or [" *   (none)"]
     lines += [" */", f"#ifndef {guard}", f"#define {guard}", ""]
     lines += ["#ifdef __cplusplus", 'extern "C" {', f"#define {r}", "#else", f"#define {r} restrict", "#endif", ""]
