@@ -39,7 +39,7 @@ extensions = [
 # (caption, pages): the sidebar, in order.  A page on disk that is not listed here is appended to the
 # section its folder belongs to (docs/*.md: "More"), so a new page is never left out of the site.
 NAV: list[tuple[str, list[str]]] = [
-    ("Guide", ["tutorial", "derivatives", "tape", "grammar", "cli", "scaling", "interop"]),
+    ("Guide", ["tutorial", "derivatives", "tape", "grammar", "cli", "export", "scaling", "interop"]),
     (
         "Reference",
         [

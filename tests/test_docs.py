@@ -228,8 +228,15 @@ def _missing_modules(block: Block) -> list[str]:
     return sorted(m for m in imported if importlib.util.find_spec(m) is None)
 
 
+def _needs_cc(block: Block) -> bool:
+    """Does the block (or an earlier one of its page, in its session) compile C with the system compiler?"""
+    return any('which("cc")' in b.text for b in RUN if b.path == block.path and b.line <= block.line)
+
+
 def _marks(block: Block) -> list[pytest.MarkDecorator]:
     marks = [pytest.mark.needs_dot] if _needs_dot(block) else []
+    if _needs_cc(block):
+        marks.append(pytest.mark.needs_cc)
     missing = _missing_modules(block)
     if missing:
         marks.append(pytest.mark.skip(reason=f"needs {', '.join(missing)}: pip install -e '.[dev]'"))
