@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -394,10 +395,11 @@ def _sources(tape: Tape, labels: Mapping[int, str]) -> list[str]:
     names = _slot_names(tape, labels)
     sources = names[: tape.first_instr_slot]
     text = tape.source
+    quote = None if text is None else _SpanQuoter(text)
     for i, instr in enumerate(tape.instrs):
         slot = tape.first_instr_slot + i
-        if text is not None and instr.span is not None and instr.derivative_of is None:
-            sources.append(abbreviate(" ".join(text[instr.span.start : instr.span.end].split()), SOURCE_WIDTH))
+        if quote is not None and instr.span is not None and instr.derivative_of is None:
+            sources.append(quote(instr.span.start, instr.span.end))
             continue
         body = _record_text(instr.op, [names[a] for a in instr.args])
         label = labels.get(slot)
@@ -406,6 +408,47 @@ def _sources(tape: Tape, labels: Mapping[int, str]) -> list[str]:
         else:
             sources.append(f"{label} = {body}")
     return sources
+
+
+class _SpanQuoter:
+    """A span of the source, its whitespace runs collapsed and abbreviated to :data:`SOURCE_WIDTH`, in
+    time independent of the span's length.
+
+    Collapsing each span on its own is quadratic in a long sum (each partial sum's span holds all the
+    terms before it: 3 s at 30,000 terms); the source is collapsed once instead, with the position of
+    each original character in the collapsed text, so a span is one slice of that."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.collapsed = " ".join(text.split())
+        where = array("l", [0]) * (len(text) + 1)  # collapsed position of text[i] (of the next word for spaces)
+        first = array("l", [0]) * (len(text) + 1)  # index of the first non-space character at or after i
+        k, in_word = -1, False
+        for i, ch in enumerate(text):
+            if ch.isspace():
+                in_word = False
+                where[i] = k + 1
+            else:
+                k += 2 if (not in_word and k >= 0) else 1
+                in_word = True
+                where[i] = k
+        n = len(text)
+        first[n] = n
+        for i in range(n - 1, -1, -1):
+            first[i] = i if not text[i].isspace() else first[i + 1]
+        self.where, self.first = where, first
+
+    def __call__(self, start: int, end: int) -> str:
+        s = self.first[start]
+        e = end - 1
+        while e >= s and self.text[e].isspace():  # (trailing spaces of a span: a few at most)
+            e -= 1
+        if e < s:
+            return ""
+        lo, hi = self.where[s], self.where[e] + 1
+        if hi - lo <= SOURCE_WIDTH:
+            return self.collapsed[lo:hi]
+        return f"{self.collapsed[lo : lo + SOURCE_WIDTH - 1]}… ({hi - lo:,} characters)"
 
 
 def _output_of(tape: Tape) -> int:

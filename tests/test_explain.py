@@ -11,6 +11,7 @@ import pytest
 import sympy
 from agreement import assert_tape_agrees
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from strategies import Case, cases
 
 import symgrad
@@ -342,3 +343,16 @@ def test_cli_explain_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "symgrad: error:" in capsys.readouterr().err
     assert main(["explain", "x*y", "x=1"]) == 2
     assert "no value given for 'y'" in capsys.readouterr().err
+
+
+@given(st.text(alphabet="ab +\t\n\u3000*", max_size=400), st.data())
+@settings(max_examples=300, deadline=None)
+def test_a_quoted_span_is_the_span_collapsed_and_abbreviated(text: str, data: st.DataObject) -> None:
+    """The listing quotes each record's span in constant time; the oracle collapses the span itself."""
+    from symgrad.errors import abbreviate
+    from symgrad.explain import SOURCE_WIDTH, _SpanQuoter
+
+    quote = _SpanQuoter(text)
+    start = data.draw(st.integers(0, len(text)))
+    end = data.draw(st.integers(start, len(text)))
+    assert quote(start, end) == abbreviate(" ".join(text[start:end].split()), SOURCE_WIDTH)
