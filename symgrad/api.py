@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .backends import dispatch
+from .builder import TapeBuilder
 from .errors import InputError
 from .function import Function, Gradient, merge_point
-from .lower import lower, lower_many
-from .parser import parse
+from .lower import declare, lower, lower_many
+from .parser import normalise_name, parse
 from .tape import Tape
 
 if TYPE_CHECKING:
@@ -35,8 +36,8 @@ Expression = str | Sequence[str] | Function
 _CACHE_SIZE = 1024
 _CACHE_SLOTS = 250_000
 
-_Key = tuple[str | tuple[str, ...], str]
-"""(source text or texts, backend)."""
+_Key = tuple[str | tuple[str, ...], str, tuple[str, ...] | None]
+"""(source text or texts, backend, declared variables)."""
 
 
 class _CompileCache:
@@ -90,15 +91,46 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def _compile_one(source: str, backend: str) -> Function:
-    return Function(lower(parse(source), source), source, backend)
+def _compile_one(source: str, backend: str, variables: tuple[str, ...] | None = None) -> Function:
+    return Function(lower(parse(source), source, variables=variables), source, backend)
 
 
-def _compile_many(sources: tuple[str, ...], backend: str) -> Function:
-    return Function(lower_many([parse(s) for s in sources], sources), None, backend)
+def _compile_many(sources: tuple[str, ...], backend: str, variables: tuple[str, ...] | None = None) -> Function:
+    return Function(lower_many([parse(s) for s in sources], sources, variables), None, backend)
 
 
-def compile(source: Expression, backend: str | None = None) -> Function:
+def _declared(variables: Iterable[str] | None) -> tuple[str, ...] | None:
+    """``variables=`` as a tuple of names, NFKC-normalised like the parser's; checked by the lowering."""
+    if variables is None:
+        return None
+    if isinstance(variables, str):
+        raise InputError(
+            f"variables= takes a list of names, got the string {variables!r:.60}: write [{variables!r:.60}]"
+        )
+    if not isinstance(variables, Iterable):
+        raise InputError(f"variables= takes a list of names, got {type(variables).__name__}")
+    names = tuple(variables)
+    for name in names:
+        if not isinstance(name, str):
+            raise InputError(f"variables= takes names (strings), got {type(name).__name__} {name!r:.60}")
+    return tuple(normalise_name(name) for name in names)
+
+
+def _redeclare(f: Function, variables: tuple[str, ...], backend: str | None) -> Function:
+    """``f`` with its inputs declared as ``variables`` (same records, inputs reordered or added)."""
+    unknown = [name for name in f.variables if name not in variables]
+    if unknown:
+        raise InputError(
+            f"'{unknown[0]}' is a variable of {f!r:.80} but not declared in variables={list(variables)!r:.80}"
+        )
+    builder = TapeBuilder(f.tape.source)
+    declare(builder, variables)
+    refs = builder.import_tape(f.tape)
+    tape = builder.finish([refs[slot] for slot in f.tape.outputs], f.tape.output_names)
+    return Function(tape, f.source, backend if backend is not None else f.backend, f.derivation)
+
+
+def compile(source: Expression, backend: str | None = None, *, variables: Iterable[str] | None = None) -> Function:
     """Parse and lower ``source`` once; the result is cached by its text and backend (see :func:`clear_cache`).
 
     A list of formulas compiles to one Function with one output per formula;
@@ -115,17 +147,31 @@ def compile(source: Expression, backend: str | None = None) -> Function:
     4.0
     >>> compile(["x*y", "x + y"])(x=2, y=3)
     (6.0, 5.0)
+
+    ``variables`` declares the variables and their order (otherwise: order of
+    first appearance).  A declared variable the formula does not use gets a
+    zero partial; a variable the formula uses but the list omits, and a name
+    listed twice, are an :class:`~symgrad.errors.InputError`.
+
+    >>> compile("100*(x2 - x1**2)**2 + (1 - x1)**2").variables
+    ('x2', 'x1')
+    >>> g = compile("x**2", variables=["x", "y"])
+    >>> g.grad(x=3, y=1)
+    {'x': 6.0, 'y': 0.0}
     """
+    declared = _declared(variables)
     if isinstance(source, Function):
+        if declared is not None and declared != source.variables:
+            return _redeclare(source, declared, backend)
         if backend is None or dispatch.resolve_backend(backend) == source.backend:
             return source
         return Function(source.tape, source.source, backend, source.derivation)
     chosen = dispatch.resolve_backend(backend)
     if isinstance(source, str):
-        return _cache.get((source, chosen), lambda: _compile_one(source, chosen))
+        return _cache.get((source, chosen, declared), lambda: _compile_one(source, chosen, declared))
     if isinstance(source, (list, tuple)) and source and all(isinstance(s, str) for s in source):
         sources = tuple(source)
-        return _cache.get((sources, chosen), lambda: _compile_many(sources, chosen))
+        return _cache.get((sources, chosen, declared), lambda: _compile_many(sources, chosen, declared))
     raise InputError(
         f"compile() takes an expression string or a non-empty list of them, got {type(source).__name__} {source!r}"
     )
@@ -137,6 +183,7 @@ def grad(
     /,
     *,
     wrt: str | Iterable[str] | None = None,
+    variables: Iterable[str] | None = None,
     **values: Any,
 ) -> Gradient:
     """Partial derivatives of ``expr`` at a point given by keyword arguments.
@@ -148,10 +195,16 @@ def grad(
     >>> grad("a*b + c", wrt="a", a=2, b=-3, c=10)
     -3.0
 
-    A variable whose name clashes with ``wrt`` can be given in the ``point``
-    mapping instead: ``grad("wrt*2", {"wrt": 1.0})``.
+    ``variables`` declares the variables (see :func:`compile`): a declared one
+    the formula does not use gets a zero partial.
+
+    >>> grad("x**2", variables=["x", "y"], x=3, y=1)
+    {'x': 6.0, 'y': 0.0}
+
+    A variable whose name clashes with ``wrt`` or ``variables`` can be given in
+    the ``point`` mapping instead: ``grad("wrt*2", {"wrt": 1.0})``.
     """
-    return value_and_grad(expr, point, wrt=wrt, **values)[1]
+    return value_and_grad(expr, point, wrt=wrt, variables=variables, **values)[1]
 
 
 def value_and_grad(
@@ -160,6 +213,7 @@ def value_and_grad(
     /,
     *,
     wrt: str | Iterable[str] | None = None,
+    variables: Iterable[str] | None = None,
     **values: Any,
 ) -> tuple[float, Gradient]:
     """The value and the partials of ``expr`` at a point, from one pair of sweeps.
@@ -167,11 +221,11 @@ def value_and_grad(
     >>> value_and_grad("x*y", x=2, y=5)
     (10.0, {'x': 5.0, 'y': 2.0})
     """
-    f = compile(expr)
+    f = compile(expr, variables=variables)
     return f.value_and_grad(merge_point(point, values), wrt=wrt)
 
 
-def diff(expr: str | Function, *wrt: str) -> Function:
+def diff(expr: str | Function, *wrt: str, variables: Iterable[str] | None = None) -> Function:
     """The derivative ∂ⁿf/∂wrt[0]…∂wrt[-1] as a Function (sympy's ``diff``, of any order).
 
     >>> d = diff("3*x**2-4*x+5", "x")
@@ -182,7 +236,7 @@ def diff(expr: str | Function, *wrt: str) -> Function:
     >>> diff("sin(x)*y", "x", "x").formula
     '-y*sin(x)'
     """
-    return compile(expr).derivative(*wrt)
+    return compile(expr, variables=variables).derivative(*wrt)
 
 
 def hessian(
@@ -191,6 +245,7 @@ def hessian(
     /,
     *,
     wrt: str | Iterable[str] | None = None,
+    variables: Iterable[str] | None = None,
     **values: Any,
 ) -> Any:
     """The Hessian at a point, ``{x: {x: ∂²f/∂x², y: ∂²f/∂x∂y}, y: {...}}`` (exactly symmetric).
@@ -198,7 +253,7 @@ def hessian(
     >>> hessian("x**2*y", x=1, y=2)
     {'x': {'x': 4.0, 'y': 2.0}, 'y': {'x': 2.0, 'y': 0.0}}
     """
-    return compile(expr).hessian(_merge(point, values), wrt=wrt)
+    return compile(expr, variables=variables).hessian(_merge(point, values), wrt=wrt)
 
 
 def jacobian(
@@ -207,6 +262,7 @@ def jacobian(
     /,
     *,
     wrt: str | Iterable[str] | None = None,
+    variables: Iterable[str] | None = None,
     **values: Any,
 ) -> dict[str, dict[str, Any]]:
     """``{output: {variable: ∂output/∂variable}}`` over the union of the outputs' variables.
@@ -214,25 +270,33 @@ def jacobian(
     >>> jacobian(["x*y", "x + y"], x=1, y=2)
     {'x*y': {'x': 2.0, 'y': 1.0}, 'x + y': {'x': 1.0, 'y': 1.0}}
     """
-    return compile(exprs).jacobian(_merge(point, values), wrt=wrt)
+    return compile(exprs, variables=variables).jacobian(_merge(point, values), wrt=wrt)
 
 
-def jvp(expr: Expression, point: Mapping[str, Any], tangent: Mapping[str, Any]) -> tuple[Any, Any]:
+def jvp(
+    expr: Expression,
+    point: Mapping[str, Any],
+    tangent: Mapping[str, Any],
+    *,
+    variables: Iterable[str] | None = None,
+) -> tuple[Any, Any]:
     """Forward mode: ``(value, directional derivative along tangent)``, as JAX's ``jvp``.
 
     >>> jvp("x*y", {"x": 2, "y": 3}, {"x": 1, "y": 0})
     (6.0, 3.0)
     """
-    return compile(expr).jvp(point, tangent)
+    return compile(expr, variables=variables).jvp(point, tangent)
 
 
-def hvp(expr: str | Function, point: Mapping[str, Any], vector: Mapping[str, Any]) -> Any:
+def hvp(
+    expr: str | Function, point: Mapping[str, Any], vector: Mapping[str, Any], *, variables: Iterable[str] | None = None
+) -> Any:
     """The Hessian-vector product ``H @ vector`` without forming the Hessian.
 
     >>> hvp("x**2*y", {"x": 1, "y": 2}, {"x": 1, "y": 0})
     {'x': 4.0, 'y': 2.0}
     """
-    return compile(expr).hvp(point, vector)
+    return compile(expr, variables=variables).hvp(point, vector)
 
 
 def _merge(point: Mapping[str, Any] | None, values: Mapping[str, Any]) -> dict[str, Any]:
