@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import graphviz
 import numpy as np
 
-from . import display, drawing, export_c, symbolic, transforms
+from . import display, drawing, export_c, sparse, symbolic, transforms
 from . import explain as explain_mod
 from .backends import dask as dask_arrays
 from .backends import dispatch, interpreter
@@ -52,6 +52,7 @@ from .backends.numpy import fit as fit_shape
 from .backends.protocol import Returns
 from .errors import (
     InputError,
+    MissingDependencyError,
     MissingVariableError,
     UnknownVariableError,
     abbreviate,
@@ -96,6 +97,7 @@ class Function:
         "_getter",
         "_index",
         "_n",
+        "_patterns",
         "_rentals",
         "_vg",
         "_vg_wrt",
@@ -126,6 +128,7 @@ class Function:
         self._vg_wrt: dict[tuple[int, ...], Any] = {}
         self._derived: dict[tuple[Any, ...], Tape] = {}  # derivative tapes by what was asked
         self._derived_functions: dict[tuple[Any, ...], Function] = {}
+        self._patterns: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # sparsity (rows, cols) by what was asked
         self._arrays: OrderedDict[tuple[Any, ...], Callable[..., list[Any]]] = OrderedDict()
         self._rentals: list[dispatch.Rental] = []  # scalar entries that may still move to a faster executor
         self._array_rentals: dict[tuple[Any, ...], dispatch.Rental] = {}  # the same for the array entries kept
@@ -449,6 +452,8 @@ class Function:
         "jacobian": "Jacobian",
         "jvp": "jvp",
         "hvp": "Hessian-vector product",
+        "sparse_hessian": "sparse Hessian (lower triangle)",
+        "sparse_jacobian": "sparse Jacobian",
     }
 
     def _derivation_of(self, key: tuple[Any, ...]) -> str:
@@ -564,6 +569,112 @@ class Function:
         if self._n == 1:
             return out[0]
         return dict(zip(self.variables, out, strict=True))
+
+    # -- sparsity ----------------------------------------------------------------
+    def _pattern(self, kind: str, names: tuple[str, ...]) -> tuple[Any, Any]:
+        """``(rows, cols)`` of the structural nonzeros as int64 arrays in CSR order, computed once (for
+        ``"hessian"``: the lower triangle)."""
+        key = (kind, names)
+        found = self._patterns.get(key)
+        if found is None:
+            positions = [self._index[name] for name in names]
+            if kind == "hessian":
+                rows, cols = sparse.hessian_pattern(self.tape, positions)
+            else:
+                per_row = sparse.jacobian_pattern(self.tape, positions)
+                rows = [r for r, row in enumerate(per_row) for _ in row]
+                cols = [c for row in per_row for c in row]
+            found = self._patterns[key] = (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
+        return found
+
+    def _wrt_tuple(self, wrt: Wrt) -> tuple[str, ...]:
+        return tuple(self.variables[i] for i in self._positions(wrt))
+
+    def jacobian_sparsity(self, wrt: Wrt = None) -> Any:
+        """The structural nonzeros of the Jacobian: a boolean ``scipy.sparse.csr_array`` of shape
+        (outputs, variables), from one pass over the tape (see :mod:`symgrad.sparse`).
+
+        Structural, not numeric: an entry is in the pattern when the output depends on the variable
+        through the records, even if the partial happens to be 0 (``x*y - y*x``, or at a point).
+        """
+        names = self._wrt_tuple(wrt)
+        rows, cols = self._pattern("jacobian", names)
+        return _csr(np.ones(len(rows), dtype=bool), rows, cols, (self.n_outputs, len(names)))
+
+    def hessian_sparsity(self, wrt: Wrt = None, *, lower: bool = False) -> Any:
+        """The structural nonzeros of the Hessian: a boolean ``scipy.sparse.csr_array`` (n×n, symmetric;
+        ``lower=True``: the lower triangle only), from one pass over the tape, no evaluation."""
+        self._one_output("hessian_sparsity()")
+        names = self._wrt_tuple(wrt)
+        rows, cols = self._pattern("hessian", names)
+        if not lower:
+            rows, cols = _mirror(rows, cols)
+        return _csr(np.ones(len(rows), dtype=bool), rows, cols, (len(names), len(names)))
+
+    def sparse_jacobian_function(self, wrt: Wrt = None) -> Function:
+        """The Jacobian's structural nonzeros as a Function, one output per entry in CSR order
+        (:meth:`jacobian_sparsity`'s order): an ordinary tape, run by every executor."""
+        names = self._wrt_tuple(wrt)
+
+        def build() -> Tape:
+            positions = [self._index[name] for name in names]
+            rows, cols = self._pattern("jacobian", names)
+            per_row: list[list[int]] = [[] for _ in range(self.n_outputs)]
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+                per_row[r].append(c)
+            return sparse.sparse_jacobian_tape(self.tape, positions, per_row)
+
+        return self._derived_function(("sparse_jacobian", names), build)
+
+    def sparse_hessian_function(self, wrt: Wrt = None) -> Function:
+        """The Hessian's structural nonzeros in the lower triangle as a Function, one output per entry
+        in CSR order (``hessian_sparsity(lower=True)``'s order)."""
+        self._one_output("sparse_hessian_function()")
+        names = self._wrt_tuple(wrt)
+
+        def build() -> Tape:
+            positions = [self._index[name] for name in names]
+            rows, cols = self._pattern("hessian", names)
+            return sparse.sparse_hessian_tape(self.tape, positions, rows.tolist(), cols.tolist())
+
+        return self._derived_function(("sparse_hessian", names), build)
+
+    def sparse_jacobian(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> Any:
+        """The Jacobian at a point as a ``scipy.sparse.csr_array`` (outputs × variables), computing only
+        the structural nonzeros (a structural entry that is 0 at the point is stored as an explicit 0)."""
+        names = self._wrt_tuple(wrt)
+        j = self.sparse_jacobian_function(wrt)
+        rows, cols = self._pattern("jacobian", names)
+        values = self._sparse_values(j, args, kwargs, len(rows))
+        return _csr(values, rows, cols, (self.n_outputs, len(names)))
+
+    def sparse_hessian(self, /, *args: Any, wrt: Wrt = None, lower: bool = False, **kwargs: Any) -> Any:
+        """The Hessian at a point as a ``scipy.sparse.csr_array``: full and symmetric, or its lower
+        triangle with ``lower=True`` (what IPOPT takes).  Only the lower triangle's structural
+        nonzeros are computed; the upper one mirrors them."""
+        self._one_output("sparse_hessian()")
+        names = self._wrt_tuple(wrt)
+        h = self.sparse_hessian_function(wrt)
+        rows, cols = self._pattern("hessian", names)
+        values = self._sparse_values(h, args, kwargs, len(rows))
+        if not lower:
+            off = rows != cols
+            values = np.concatenate([values, values[off]])
+            rows, cols = _mirror(rows, cols)
+        return _csr(values, rows, cols, (len(names), len(names)))
+
+    def _sparse_values(self, g: Function, args: tuple[Any, ...], kwargs: dict[str, Any], nnz: int) -> Any:
+        """``g``'s outputs at one point of plain numbers (bound by this Function's names), as an array."""
+        point = self._floats(args, kwargs)
+        if point is None:
+            point = self.bind(args, kwargs)
+            point = [float(v) if type(v) is not float and np.ndim(v) == 0 else v for v in point]
+            if _has_array(point):
+                raise InputError("a sparse derivative is taken at one point: give numbers, not arrays")
+        if nnz == 0:
+            return np.zeros(0)
+        out = g._forward_fn()(*point)
+        return np.asarray(_as_tuple(out, g.n_outputs), dtype=np.float64)
 
     # -- looking at it ------------------------------------------------------------
     @property
@@ -799,6 +910,27 @@ class Function:
         else:
             name = f" {quote(self.source)}" if self.source is not None else ""
         return f"<Function{name} f:({','.join(self.variables)})->{outs}, {len(self.tape)} records>"
+
+
+def _scipy_sparse() -> Any:
+    try:
+        import scipy.sparse
+    except ImportError:
+        raise MissingDependencyError(
+            "sparse Jacobians and Hessians are scipy.sparse arrays: install scipy (pip install 'symgrad[fit]')"
+        ) from None
+    return scipy.sparse
+
+
+def _csr(values: Any, rows: Any, cols: Any, shape: tuple[int, int]) -> Any:
+    """A CSR array with exactly these entries (explicit zeros kept: the pattern is structural)."""
+    return _scipy_sparse().csr_array((values, (rows, cols)), shape=shape)
+
+
+def _mirror(rows: Any, cols: Any) -> tuple[Any, Any]:
+    """A lower triangle's entries followed by the upper triangle's mirror images (diagonal once)."""
+    off = rows != cols
+    return np.concatenate([rows, cols[off]]), np.concatenate([cols, rows[off]])
 
 
 def _as_tuple(result: Any, n: int) -> tuple[Any, ...]:
