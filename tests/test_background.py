@@ -299,3 +299,28 @@ def test_ir_text_compiles_in_this_process_even_when_isolated(monkeypatch: pytest
     with jit.isolated():
         data = jit.compile_object("define double @f(double %x) {\n  ret double %x\n}\n", 0)
     assert jit.load_object(data, ("f",)).addresses["f"] != 0
+
+
+def test_rentals_learn_setup_costs_from_what_this_process_paid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rent or buy keeps its bound only as far as the expected setup is the setup paid: a code
+    generation that took 10x its estimate makes the next rental expect 10x (within the clamp)."""
+    from dataclasses import replace
+
+    from symgrad.backends import dispatch
+    from symgrad.backends import python as python_code
+
+    monkeypatch.setattr(dispatch, "_measured", {})
+    f = symgrad.compile("sin(x)*y + exp(x - y)*x")
+    tape = f.gradient_function().tape
+    before = dict((name, setup) for name, setup, _ in dispatch.scalar_tiers(tape))
+    # An estimate far below what generating the code costs (about 1e-5 s per record here)
+    monkeypatch.setattr(python_code.EXECUTOR, "figures", replace(python_code.EXECUTOR.figures, setup_per_record=1e-9))
+    tiers = dispatch.scalar_tiers(tape)
+    builders = {name: (lambda name=name: lambda *p: interpreter.value_and_grad(f.tape, p)) for name, _, _ in tiers}
+    builders["python"] = lambda: python_code.function(tape, lambda *p: None, "value_and_grad")
+    rental = dispatch.Rental(tiers, builders, lambda fn: None, builders["interpreter"]())
+    rental._buy([name for name, _, _ in tiers].index("python"))
+    assert dispatch._measured[("python", "scalar")] == 10.0  # the clamp: at least 10x off
+    after = dict((name, setup) for name, setup, _ in dispatch.scalar_tiers(tape))
+    assert after["python"] == pytest.approx(10.0 * 1e-9 * len(tape))
+    assert after.get("native") == before.get("native")  # one executor's lesson is its own

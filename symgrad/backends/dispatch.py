@@ -10,7 +10,8 @@ everywhere, *rent or buy*:
   needs LLVM).
 * Time the calls.  Once the calls served have cost (measured) about what the
   next executor's setup costs (its estimate,
-  :meth:`~symgrad.backends.protocol.Executor.scalar_cost`), buy it: generated
+  :meth:`~symgrad.backends.protocol.Executor.scalar_cost`, corrected by the
+  setups this process has paid so far: see :data:`_measured`), buy it: generated
   Python is compiled in the caller (it is cheap where it is bought), machine
   code on the background worker (:mod:`.background`) while the current
   executor keeps serving.  So a workload spends at most about twice what the
@@ -79,6 +80,29 @@ Tier = tuple[str, float, float]
 """``(executor name, setup seconds, seconds per call)``: one rung of a rental's ladder."""
 
 
+_measured: dict[tuple[str, str], float] = {}
+"""Setup seconds measured / estimated, per (executor, "scalar" or "array"), in this process.
+
+The estimates (each executor's ``figures``) are for an idle machine of the project's kind; a
+process learns from each setup it pays how far off they are here and now (another CPU, another
+load), and later rentals use the corrected figure.  Rent or buy keeps its bound of about twice
+the best choice only as far as the setup it expects is the setup it pays."""
+
+
+def _observe(executor: str, kind: str, estimated: float, seconds: float) -> None:
+    """Learn from one setup paid: a running mean of measured / estimated (within 0.2-10: one odd
+    measurement must not make a whole class of setups look free or prohibitive)."""
+    if estimated > 0.0:
+        ratio = min(max(seconds / estimated, 0.2), 10.0)
+        old = _measured.get((executor, kind))
+        _measured[(executor, kind)] = ratio if old is None else 0.5 * (old + ratio)
+
+
+def _setup(executor: str, kind: str, estimated: float) -> float:
+    """The setup to expect: the executor's estimate, corrected by what this process has measured."""
+    return estimated * _measured.get((executor, kind), 1.0)
+
+
 def scalar_tiers(tape: Tape) -> list[Tier]:
     """The executors that can run ``tape`` on floats, cheapest to start first, with their estimates."""
     n = len(tape)
@@ -86,7 +110,7 @@ def scalar_tiers(tape: Tape) -> list[Tier]:
     for executor in registry.EXECUTORS.values():
         cost = executor.scalar_cost(n)
         if cost is not None and executor.supports(tape):
-            tiers.append((executor.name, cost.setup, cost.call))
+            tiers.append((executor.name, _setup(executor.name, "scalar", cost.setup), cost.call))
     return sorted(tiers, key=lambda tier: tier[1])
 
 
@@ -97,7 +121,7 @@ def array_tiers(tape: Tape, n_points: int) -> list[Tier]:
     for executor in registry.EXECUTORS.values():
         cost = executor.array_cost(n, n_points)
         if cost is not None and executor.supports(tape):
-            tiers.append((executor.name, cost.setup, cost.call))
+            tiers.append((executor.name, _setup(executor.name, "array", cost.setup), cost.call))
     return sorted(tiers, key=lambda tier: tier[1])
 
 
@@ -146,7 +170,20 @@ class Rental:
     holds it with no timing around it.
     """
 
-    __slots__ = ("_builders", "_lock", "_publish", "call", "costs", "current", "due", "entry", "job", "paid", "tier")
+    __slots__ = (
+        "_builders",
+        "_lock",
+        "_publish",
+        "call",
+        "costs",
+        "current",
+        "due",
+        "entry",
+        "job",
+        "kind",
+        "paid",
+        "tier",
+    )
 
     def __init__(
         self,
@@ -154,8 +191,11 @@ class Rental:
         builders: dict[str, Callable[[], Fn]],
         publish: Callable[[Fn], None],
         first: Fn,
+        kind: str = "scalar",
     ) -> None:
         self.costs = tuple(tiers)
+        self.kind = kind
+        """``"scalar"`` or ``"array"``: which of an executor's setups this rental pays (see :func:`_observe`)."""
         self._builders = builders
         self._publish = publish
         self._lock = threading.Lock()
@@ -222,9 +262,10 @@ class Rental:
 
     def _buy(self, k: int) -> None:
         name, setup, _ = self.costs[k]
-        build = self._builders[name]
+        build = self._learning(name, setup, self._builders[name])
         if name == "native":
-            lane = "isolated" if setup > ISOLATED_FROM_SECONDS else "small"
+            raw = setup / _measured.get((name, self.kind), 1.0)  # (the lane does not follow the load)
+            lane = "isolated" if raw > ISOLATED_FROM_SECONDS else "small"
             fallback = self._builders.get("python") if self.costs[self.tier][0] == "interpreter" else None
             tiers = {name: i for i, (name, _, _) in enumerate(self.costs)}
             self.due = math.inf  # nothing more to buy: the job publishes what serves next
@@ -243,6 +284,26 @@ class Rental:
         fn = build()
         self.paid += time.perf_counter() - start
         self._take_over(fn, k)
+
+    def _learning(self, name: str, expected: float, build: Callable[[], Fn]) -> Callable[[], Fn]:
+        """``build``, timed: what it cost against what was expected corrects later estimates
+        (:func:`_observe`).  A kernel loaded from the persistent cache teaches nothing."""
+        kind = self.kind
+        estimated = expected / _measured.get((name, kind), 1.0)
+
+        def timed() -> Fn:
+            compiled = native.compiled_count()
+            llvm_running = "symgrad.backends.native.jit" in sys.modules
+            start = time.perf_counter()
+            fn = build()
+            seconds = time.perf_counter() - start
+            if name != "native" or native.compiled_count() > compiled:  # (not a kernel loaded from the cache)
+                if name == "native" and not llvm_running:  # starting LLVM is paid once per process
+                    seconds -= native.EXECUTOR.figures.llvm_start
+                _observe(name, kind, estimated, seconds)
+            return fn
+
+        return timed
 
     def _take_over(self, fn: Fn, k: int) -> None:
         """``fn`` (tier ``k``) serves from now on; the caller keeps it itself once nothing more will be bought."""
@@ -386,7 +447,7 @@ def array_entry(
         return fn, None
     tiers = array_tiers(tape, math.prod(_broadcast(shapes)))
     tiers.sort(key=lambda tier: tier[0] != "numpy")  # (stable) the tier serving first is the numpy program's
-    rental = Rental(tiers, {"native": native_fn}, publish, numpy_fn)
+    rental = Rental(tiers, {"native": native_fn}, publish, numpy_fn, kind="array")
     return rental.entry, rental
 
 

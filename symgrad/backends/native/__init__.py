@@ -32,7 +32,15 @@ from ..protocol import ArrayEntry, BatchEntry, Cost, Fallback, Returns, ScalarEn
 if TYPE_CHECKING:
     from .kernel import NativeKernel
 
-__all__ = ["EXECUTOR", "NativeExecutor", "available", "emits", "unavailable_reason", "vector_libm_everywhere"]
+__all__ = [
+    "EXECUTOR",
+    "NativeExecutor",
+    "available",
+    "compiled_count",
+    "emits",
+    "unavailable_reason",
+    "vector_libm_everywhere",
+]
 
 _reason: str | None = None
 _checked = False
@@ -81,6 +89,15 @@ def vector_libm_everywhere() -> bool:
     return config.VECTOR_LIBM.get() == "all"
 
 
+def compiled_count() -> int:
+    """Kernels LLVM has compiled in this process (not those loaded from the persistent cache); 0 while
+    llvmlite is not loaded."""
+    import sys
+
+    kernel = sys.modules.get(f"{__name__}.kernel")
+    return 0 if kernel is None else int(kernel.STATS["compiled"])
+
+
 def emits(tape: Tape) -> bool:
     """Whether the native backend has an emitter for every op of ``tape`` (a row added to the op
     table without one runs on the Python backend under ``auto``)."""
@@ -106,9 +123,9 @@ class Figures:
     batch_setup_per_record: float = 20e-6
     batch_call_fixed: float = 4e-6
     batch_call_per_element: float = 0.3e-9
-    llvm_start: float = 0.2
-    """Importing llvmlite and reading the host's CPU, once per process: the price of even asking the
-    persistent cache for a kernel (its key names the host)."""
+    llvm_start: float = 0.08
+    """Importing llvmlite, initialising LLVM and reading the host's CPU, once per process (measured
+    0.06 s idle): the price of even asking the persistent cache for a kernel (its key names the host)."""
 
 
 class NativeExecutor:
