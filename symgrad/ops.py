@@ -428,6 +428,14 @@ FUNCTIONS: Mapping[str, Op] = _FUNCTIONS
 """Every primitive that source text may call, by each of its spellings."""
 
 
+ON_REGISTER: list[Callable[[Op], None]] = []
+"""Called with each row :func:`register` adds, after it is in the table.  Modules that derive
+something per row (``Value``'s methods) append here, so the table never imports them."""
+
+ON_UNREGISTER: list[Callable[[Op], None]] = []
+"""Called with each row :func:`unregister` removes, after it has left the table."""
+
+
 def register(op: Op) -> None:
     """Add a row to the table (the rows below, and tests that prove a new op needs nothing else)."""
     if op.name in _OPS:
@@ -435,6 +443,8 @@ def register(op: Op) -> None:
     _OPS[op.name] = op
     for name in op.call_names:
         _FUNCTIONS[name] = op
+    for hook in ON_REGISTER:
+        hook(op)
 
 
 def unregister(name: str) -> None:
@@ -442,6 +452,8 @@ def unregister(name: str) -> None:
     op = _OPS.pop(name)
     for call in op.call_names:
         _FUNCTIONS.pop(call, None)
+    for hook in ON_UNREGISTER:
+        hook(op)
 
 
 for _row_op in _TABLE:

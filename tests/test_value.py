@@ -264,6 +264,34 @@ def test_every_op_of_the_table_is_reachable_from_value() -> None:
         assert out.tape.instrs[-1].op is op
 
 
+def test_ops_registered_later_become_methods_without_a_class_getattr() -> None:
+    """A row added later gets a method on the class, loses it when removed, and never replaces an
+    attribute Value already has.  There is no class ``__getattr__`` (on CPython 3.11 one slows
+    every attribute read of every Value); an unknown name is Python's usual AttributeError."""
+    from symgrad import ops
+
+    assert "__getattr__" not in Value.__dict__
+    with pytest.raises(AttributeError, match=r"^'Value' object has no attribute 'twice'$"):
+        Value(1.0).twice  # noqa: B018
+    twice = ops.Op("twice", 1, "twice", lambda a: 2 * a, lambda a: 2 * a, "twice({0})", ("2",), lambda a: 2 * a, "2 a")
+    clash = ops.Op("backward", 1, "backward", lambda a: a, lambda a: a, "backward({0})", ("1",), lambda a: a, "a")
+    backward = Value.backward
+    ops.register(twice)
+    ops.register(clash)
+    try:
+        x = Value(3.0)
+        y = x.twice()
+        y.backward()
+        assert (y.data, x.grad, y.op) == (6.0, 2.0, twice)
+        assert Value.backward is backward
+    finally:
+        ops.unregister("twice")
+        ops.unregister("backward")
+    assert Value.backward is backward
+    with pytest.raises(AttributeError, match="'twice'"):
+        Value(1.0).twice  # noqa: B018
+
+
 def test_value_gradients_equal_interpreter_on_the_string_tape() -> None:
     text = "x*sin(y) + exp(x/y) - relu(x - y)**2 + 2**x"
     x, y = Value(0.7, "x"), Value(1.3, "y")
