@@ -62,7 +62,7 @@ class Value:
     Value(data=4.0, grad=0.0)
     """
 
-    __slots__ = ("__weakref__", "_adj", "_args", "_mark", "_n", "_need", "_opr", "_slot", "data", "grad", "label")
+    __slots__ = ("__weakref__", "_args", "_mark", "_n", "_need", "_opr", "_slot", "data", "grad", "label")
 
     data: float
     grad: float
@@ -72,8 +72,7 @@ class Value:
     _need: bool  # depends on a leaf that is not a constant: only then does its adjoint matter
     _n: int  # creation number (see _SERIAL)
     _mark: object  # scratch space for the graph walks
-    _slot: int  # scratch space for linearise()
-    _adj: float  # scratch space for backward()
+    _slot: int  # scratch space for linearise() and backward()
 
     def __init__(self, data: Number, label: str = "") -> None:
         self.data = _real(data, "Value() data")
@@ -197,10 +196,16 @@ class Value:
         """
         with _LINEARISING:  # one graph walk at a time; the += below is not atomic either
             order = _reachable(self)
-            self._adj = 1.0
-            _reverse_sweep(order)
-            for node in order:
-                node.grad += node._adj
+            steps, spread, values = _plan(order)
+            adjoint = [0.0] * len(order)
+            adjoint[self._slot] = 1.0
+            bad = interpreter.sweep(steps, spread, values, adjoint)
+            if bad >= 0:
+                node = order[bad]
+                assert node._opr is not None
+                raise interpreter.derivative_error(node._opr, [x.data for x in node._args]) from None
+            for node, g in zip(order, adjoint, strict=True):
+                node.grad += g
 
     def draw(self, *, rankdir: str = "LR") -> graphviz.Digraph:
         """The graph that ends at this Value, drawn with each node's ``data`` and ``grad``.
@@ -459,13 +464,11 @@ def _reachable(root: Value) -> list[Value]:
     Iterative (graph depth is limited only by memory).  It marks the Values
     it visits (``_mark``, a fresh marker per call) instead of keeping a set
     keyed by ``id``: that is why walks take a lock (threads may share Values).
-    It also zeroes each Value's adjoint scratch for :func:`_reverse_sweep`,
-    while the Value is at hand.  A depth-first walk finds the Values in
-    nearly reverse creation order, which the sort handles in a few passes.
+    A depth-first walk finds the Values in nearly reverse creation order,
+    which the sort handles in a few passes.
     """
     seen = object()
     root._mark = seen
-    root._adj = 0.0
     found = [root]
     stack = [root]
     pop, push, append = stack.pop, stack.append, found.append
@@ -473,7 +476,6 @@ def _reachable(root: Value) -> list[Value]:
         for arg in pop()._args:
             if arg._mark is not seen:
                 arg._mark = seen
-                arg._adj = 0.0
                 push(arg)
                 append(arg)
     found.sort(key=_creation_number)
@@ -483,70 +485,70 @@ def _reachable(root: Value) -> list[Value]:
 _creation_number = attrgetter("_n")
 
 
-def _reverse_sweep(order: list[Value]) -> None:
-    """Accumulate ``arg._adj += node._adj * ∂node/∂arg`` over ``order`` backwards.
+def _plan(order: list[Value]) -> tuple[list[Any], list[interpreter.Spread], list[float]]:
+    """The plan of :func:`symgrad.backends.interpreter.sweep` for the Values in ``order``, and their data.
 
-    The classic reverse sweep of :func:`symgrad.backends.interpreter.backward`, run on
-    the Values themselves: the same partial functions (from the op table, by
-    :func:`symgrad.rules.scalar_partials`), the same skip of a zero adjoint,
-    the same errors, and, because ``linearise`` orders records the same way,
-    the same sums in the same order (tests/test_value.py compares them bit
-    for bit).  Building a tape for a graph that is swept once cost three
-    times this sweep (measured on the moons step).
+    A Value's slot is its place in ``order``; records come last first, as in
+    the interpreter's plan of the tape ``linearise`` makes (same partials,
+    same arguments skipped, same order), so the one sweep adds the same
+    numbers in the same order (tests/test_value.py compares them bit for
+    bit).  This loop over the Values is the price of sharing the sweep;
+    building a tape for a graph that is swept once cost three times as much
+    (measured on the moons step).  The plan is made first record first and
+    then reversed; it is flat so that the garbage collector tracks no tuple
+    per record.
     """
-    cache = _PARTIALS
-    node = order[-1]
-    try:
-        for node in reversed(order):
-            g = node._adj
-            if g == 0.0:
-                continue
-            op = node._opr
-            if op is None:
-                continue
-            args = node._args
-            partials = cache.get(op)
-            if partials is None:
-                partials = scalar_partials(op, len(args))
-                if not op.variadic:
-                    cache[op] = partials
-            v = node.data
-            if len(args) == 2:
-                a, b = args
-                va = a.data
-                vb = b.data
-                if a._need:
-                    t = g * partials[0](v, va, vb)
-                    a._adj += t
-                    if t - t != 0.0 and g - g == 0.0:
-                        raise ValueError("non-finite partial")
-                if b._need:
-                    t = g * partials[1](v, va, vb)
-                    b._adj += t
-                    if t - t != 0.0 and g - g == 0.0:
-                        raise ValueError("non-finite partial")
-            elif len(args) == 1:
-                a = args[0]
-                if a._need:
-                    t = g * partials[0](v, a.data)
-                    a._adj += t
-                    if t - t != 0.0 and g - g == 0.0:
-                        raise ValueError("non-finite partial")
-            else:
-                data = [x.data for x in args]
-                for x, dx in zip(args, partials, strict=True):
-                    if x._need:
-                        t = g * dx(v, *data)
-                        x._adj += t
-                        if t - t != 0.0 and g - g == 0.0:
-                            raise ValueError("non-finite partial")
-    except _CATCH:
-        assert node._opr is not None
-        raise interpreter.derivative_error(node._opr, [x.data for x in node._args]) from None
+    steps: list[Any] = []
+    extend = steps.extend
+    spread: list[interpreter.Spread] = []
+    values: list[float] = [0.0] * len(order)
+    binary, unary = _BINARY, _UNARY
+    for j, node in enumerate(order):
+        node._slot = j
+        values[j] = node.data
+        if not node._need:
+            continue
+        op = node._opr
+        if op is None:
+            continue
+        args = node._args
+        if len(args) == 2:
+            a, b = args
+            sa = a._slot
+            sb = b._slot
+            p = binary.get(op)
+            if p is None:
+                p = binary[op] = interpreter.partial_steps(op, 2)
+            da = p[0] if a._need else None
+            db = p[1] if b._need else None
+            if da.__class__ is int:
+                da = (j, sa, sb)[da]
+            if db.__class__ is int:
+                db = (j, sa, sb)[db]
+            extend((db, sb, da, sa, j))
+        elif len(args) == 1:
+            a = args[0]
+            sa = a._slot
+            p = unary.get(op)
+            if p is None:
+                p = unary[op] = interpreter.partial_steps(op, 1)
+            da = p[0] if a._need else None
+            if da.__class__ is int:
+                da = (j, sa)[da]
+            extend((None, interpreter.UNARY, da, sa, j))
+        else:
+            partials = scalar_partials(op, len(args))
+            slots = tuple([x._slot for x in args])
+            spread.append((slots, tuple([dx if x._need else None for x, dx in zip(args, partials, strict=True)])))
+            extend((None, interpreter.NARY, None, len(spread) - 1, j))
+    steps.reverse()
+    return steps, spread, values
 
 
-_PARTIALS: dict[Op, tuple[Callable[..., float], ...]] = {}
-"""The partial functions of each fixed-arity op, looked up once per op instead of once per node."""
+_BINARY: dict[Op, tuple[Callable[..., float] | int | float, ...]] = {}
+_UNARY: dict[Op, tuple[Callable[..., float] | int | float, ...]] = {}
+"""The partials of each op as a plan gives them (:func:`symgrad.backends.interpreter.partial_steps`),
+looked up once per op instead of once per Value."""
 
 
 def linearise(root: Value, params: Sequence[Value] | None = None) -> tuple[Tape, list[Value]]:

@@ -135,7 +135,7 @@ def test_backward_reports_each_local_partial_as_it_adds_it() -> None:
 
 
 def test_explain_and_drawings_run_the_interpreters_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
-    """explain (of a formula and of a Value graph) and drawings have no reverse sweep of their own."""
+    """explain (of a formula and of a Value graph), drawings and Value.backward have no reverse sweep of their own."""
     from symgrad import Value
     from symgrad.drawing import draw_point
 
@@ -154,3 +154,5 @@ def test_explain_and_drawings_run_the_interpreters_sweep(monkeypatch: pytest.Mon
     assert len(calls) == 2
     draw_point(symgrad.compile("x*sin(y)").tape, [1.0, 2.0])
     assert len(calls) == 3
+    loss.backward()  # Value.backward too: one reverse sweep in symgrad
+    assert len(calls) == 4 and a.grad != 0.0

@@ -13,23 +13,21 @@
   not matter (a dead ``relu``, the unused side of ``max``).  The gradient of a
   compiled formula falls back to it when its derivative tape meets such a
   point.
-* :func:`sweep` is that loop on its own, the reverse sweep on numbers that
-  ``explain`` and drawings run too (through :func:`backward`; the reverse
+* :func:`sweep` is that loop on its own, the one reverse sweep on numbers:
+  ``explain`` and drawings run it through :func:`backward`, and
+  ``Value.backward`` runs it on a plan of the Values it reaches (the reverse
   mode of :mod:`symgrad.transforms` emits a tape instead of numbers).
-  ``Value.backward`` still sweeps a graph's Values directly
-  (:func:`symgrad.value._reverse_sweep`: the same partials, zero-adjoint skip
-  and errors, checked bit for bit against this loop by tests/test_value.py):
-  making a plan of the Values for this loop measured 13% more per eager
-  training step, and 50% to 170% more per ``backward()`` in the designs tried
-  since (docs/robustness.md).
 
 Policy for non-finite numbers: an op that raises, or that returns inf or nan
 from finite arguments (an overflow), is a :class:`~symgrad.errors.DomainError`
 naming that op; on a derivative record it says whose derivative it is.
 
-Both sweeps are loops over *plans* (tuples of ints and functions, built once
-per tape and kept here, keyed weakly by the tape), so the hot loop does no
-attribute look-ups and no dispatch on the op.
+Both sweeps are loops over *plans* (flat sequences of ints, floats and
+functions, built once per tape and kept here, keyed weakly by the tape), so the
+hot loop does no attribute look-ups and no dispatch on the op.  In a reverse
+plan, a partial that the rules state as a constant (``add``: 1) or as one of
+the record's own values (``mul``: the other argument) is that number or that
+slot, not a function: the sweep multiplies by the same float without a call.
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ from typing import Any
 
 from ..errors import DomainError, Span
 from ..ops import Op, domain_message
-from ..rules import scalar_partials
+from ..rules import CONST, VAR, arg_names, partial_patterns, scalar_partials
 from ..tape import Tape
 from .protocol import BaseExecutor, Cost, Fallback, Returns, ScalarEntry, wrong_arguments
 
@@ -51,14 +49,15 @@ __all__ = [
     "NARY",
     "UNARY",
     "InterpreterExecutor",
+    "Partial",
     "Report",
     "Spread",
-    "Step",
     "backward",
     "derivative_error",
     "entry",
     "evaluate",
     "forward",
+    "partial_steps",
     "requires_grad",
     "sweep",
     "value_and_grad",
@@ -66,12 +65,11 @@ __all__ = [
 
 _Fn = Callable[..., float]
 _ForwardStep = tuple[_Fn, int, int]
-Step = tuple[int, int, "_Fn | None", int, "_Fn | None"]
-"""One record of a reverse sweep, ``(out, a, da, b, db)``: the record's slot; its first argument's
-slot and partial function; the same for its second argument.  ``b`` is :data:`UNARY` for a
-one-argument record, and :data:`NARY` for one with more: then its argument slots and partials are
-``spread[a]``.  A partial function is ``(out, *args) -> float``, from the op table
-(:func:`symgrad.rules.scalar_partials`), or None where that argument needs no adjoint."""
+Partial = _Fn | int | float | None
+"""How a reverse plan gives one local partial: a function ``(out, *args) -> float`` from the op
+table (:func:`symgrad.rules.scalar_partials`); a float, when the rule is that constant; an int, the
+slot whose value the rule is (``mul``'s partial by ``a`` is ``b``); None where that argument needs
+no adjoint."""
 Spread = tuple[tuple[int, ...], tuple["_Fn | None", ...]]
 _CATCH = (ArithmeticError, ValueError)
 UNARY, NARY = -1, -2
@@ -84,7 +82,7 @@ class _Plans:
     forward: tuple[_ForwardStep, ...]
     spread: tuple[tuple[int, ...], ...]
     needs: list[bool]
-    reverse: tuple[tuple[Step, ...], tuple[Spread, ...]] | None = None
+    reverse: tuple[list[Any], tuple[Spread, ...]] | None = None
 
 
 _PLANS: weakref.WeakKeyDictionary[Tape, _Plans] = weakref.WeakKeyDictionary()
@@ -122,10 +120,36 @@ def _reporting(fn: _Fn, slot: int, position: int, report: Report) -> _Fn:
     return partial
 
 
-def _reverse_plan(
-    tape: Tape, needs: list[bool], report: Report | None = None
-) -> tuple[tuple[Step, ...], tuple[Spread, ...]]:
-    steps: list[Step] = []
+_TEMPLATES: dict[tuple[Op, int], tuple[_Fn | int | float, ...]] = {}
+
+
+def partial_steps(op: Op, n_args: int) -> tuple[_Fn | int | float, ...]:
+    """The partials of a one- or two-argument ``op`` as a reverse plan gives them, before slots are known.
+
+    Per argument: a float (the rule is that constant), an int (the rule is the value of the record,
+    0, or of its argument ``k``, ``k + 1``; the plan puts that value's slot there), or the function
+    of :func:`symgrad.rules.scalar_partials`, which returns the same float in every case.
+    """
+    found = _TEMPLATES.get((op, n_args))
+    if found is None:
+        position = {"out": 0, **{name: k + 1 for k, name in enumerate(arg_names(n_args))}}
+        items: list[_Fn | int | float] = []
+        for pattern, fn in zip(partial_patterns(op, n_args), scalar_partials(op, n_args), strict=True):
+            if pattern[0] == CONST:
+                items.append(float(pattern[1]))
+            elif pattern[0] == VAR:
+                items.append(position[pattern[1]])
+            else:
+                items.append(fn)
+        found = _TEMPLATES[op, n_args] = tuple(items)
+    return found
+
+
+def _reverse_plan(tape: Tape, needs: list[bool], report: Report | None = None) -> tuple[list[Any], tuple[Spread, ...]]:
+    """The plan :func:`sweep` runs: per record that needs an adjoint, last first, ``out, a, da, b, db``
+    (flat: one list, five items per record; see :func:`sweep`)."""
+    steps: list[Any] = []
+    extend = steps.extend
     spread: list[Spread] = []
     base = tape.first_instr_slot
     for i in range(len(tape.instrs) - 1, -1, -1):
@@ -134,17 +158,31 @@ def _reverse_plan(
             continue
         instr = tape.instrs[i]
         args = instr.args
-        partials: Sequence[_Fn] = scalar_partials(instr.op, len(args))
-        if report is not None:
-            partials = [_reporting(fn, slot, k, report) for k, fn in enumerate(partials)]
-        if len(args) > 2:
-            steps.append((slot, len(spread), None, NARY, None))
-            spread.append((args, tuple(p if needs[x] else None for x, p in zip(args, partials, strict=True))))
+        if len(args) > 2 or report is not None:
+            partials: Sequence[_Fn] = scalar_partials(instr.op, len(args))
+            if report is not None:
+                partials = [_reporting(fn, slot, k, report) for k, fn in enumerate(partials)]
+            if len(args) > 2:
+                extend((slot, len(spread), None, NARY, None))
+                spread.append((args, tuple(p if needs[x] else None for x, p in zip(args, partials, strict=True))))
+                continue
+            a = args[0]
+            b = args[1] if len(args) > 1 else UNARY
+            extend((slot, a, partials[0] if needs[a] else None, b, partials[1] if b >= 0 and needs[b] else None))
             continue
-        a = args[0]
-        b = args[1] if len(args) > 1 else UNARY
-        steps.append((slot, a, partials[0] if needs[a] else None, b, partials[1] if b >= 0 and needs[b] else None))
-    return tuple(steps), tuple(spread)
+        template = partial_steps(instr.op, len(args))
+        where = (slot, *args)
+        da: Partial = template[0] if needs[args[0]] else None
+        if da.__class__ is int:
+            da = where[da]
+        if len(args) == 1:
+            extend((slot, args[0], da, UNARY, None))
+            continue
+        db: Partial = template[1] if needs[args[1]] else None
+        if db.__class__ is int:
+            db = where[db]
+        extend((slot, args[0], da, args[1], db))
+    return steps, tuple(spread)
 
 
 def _from_finite(tape: Tape, values: Sequence[float], slot: int) -> bool:
@@ -223,43 +261,62 @@ def backward(
     return adjoint
 
 
-def sweep(steps: Iterable[Step], spread: Sequence[Spread], values: Sequence[float], adjoint: list[float]) -> int:
-    """The reverse sweep on numbers: ``adjoint[arg] += adjoint[out] * ∂out/∂arg``, one :data:`Step` at a time.
+def sweep(steps: Iterable[Any], spread: Sequence[Spread], values: Sequence[float], adjoint: list[float]) -> int:
+    """The reverse sweep on numbers: ``adjoint[arg] += adjoint[out] * ∂out/∂arg``, one record at a time.
 
-    ``steps`` come last record first (any order in which a record comes
-    before its arguments); ``adjoint`` comes seeded (1 at the slot
+    ``steps`` is flat, five items per record, last record first (any order
+    in which a record comes before its arguments): ``out, a, da, b, db``,
+    the record's slot, its first argument's slot and :data:`Partial`, the
+    same for its second.  ``b`` is :data:`UNARY` for a one-argument record,
+    and :data:`NARY` for one with more: then ``spread[a]`` holds its argument
+    slots and partial functions.  ``adjoint`` comes seeded (1 at the slot
     differentiated) and is updated in place.  A record whose adjoint is
     exactly 0 is skipped.  Returns -1, or the slot of the record whose local
     partial raised or is not finite (the caller names it from the slot); the
-    adjoints are then incomplete.
+    adjoints are then incomplete.  (``Value.backward`` runs this loop too,
+    on a plan of the Values it reaches.)
     """
     out: int = -1
+    it = iter(steps)
     try:
-        for out, a, da, b, db in steps:
+        for out, a, da, b, db in zip(it, it, it, it, it, strict=True):
             g = adjoint[out]
             if g == 0.0:
                 continue
-            v = values[out]
             if b >= 0:
-                va = values[a]
-                vb = values[b]
                 if da is not None:
-                    t = g * da(v, va, vb)
+                    if da.__class__ is int:
+                        t = g * values[da]
+                    elif da.__class__ is float:
+                        t = g * da
+                    else:
+                        t = g * da(values[out], values[a], values[b])
                     adjoint[a] += t
                     if t - t != 0.0 and g - g == 0.0:
                         return out
                 if db is not None:
-                    t = g * db(v, va, vb)
+                    if db.__class__ is int:
+                        t = g * values[db]
+                    elif db.__class__ is float:
+                        t = g * db
+                    else:
+                        t = g * db(values[out], values[a], values[b])
                     adjoint[b] += t
                     if t - t != 0.0 and g - g == 0.0:
                         return out
             elif b == UNARY:
                 if da is not None:
-                    t = g * da(v, values[a])
+                    if da.__class__ is int:
+                        t = g * values[da]
+                    elif da.__class__ is float:
+                        t = g * da
+                    else:
+                        t = g * da(values[out], values[a])
                     adjoint[a] += t
                     if t - t != 0.0 and g - g == 0.0:
                         return out
             else:
+                v = values[out]
                 args, partials = spread[a]
                 vals = [values[x] for x in args]
                 for x, dx in zip(args, partials, strict=True):
