@@ -501,43 +501,51 @@ def _plan(order: list[Value]) -> tuple[list[Any], list[interpreter.Spread], list
     steps: list[Any] = []
     extend = steps.extend
     spread: list[interpreter.Spread] = []
-    values: list[float] = [0.0] * len(order)
+    values = [node.data for node in order]
     binary, unary = _BINARY, _UNARY
-    for j, node in enumerate(order):
+    da: interpreter.Partial
+    db: interpreter.Partial
+    j = -1
+    for node in order:
+        j += 1
         node._slot = j
-        values[j] = node.data
         if not node._need:
             continue
-        op = node._opr
-        if op is None:
-            continue
         args = node._args
-        if len(args) == 2:
+        n = len(args)
+        if n == 2:
             a, b = args
             sa = a._slot
             sb = b._slot
-            p = binary.get(op)
-            if p is None:
-                p = binary[op] = interpreter.partial_steps(op, 2)
-            da = p[0] if a._need else None
-            db = p[1] if b._need else None
-            if da.__class__ is int:
-                da = (j, sa, sb)[da]
-            if db.__class__ is int:
-                db = (j, sa, sb)[db]
+            try:
+                da, db = binary[node._opr]  # type: ignore[index]
+            except KeyError:
+                da, db = binary[node._opr] = interpreter.partial_steps(node._opr, 2)  # type: ignore[arg-type,index]
+            if not a._need:
+                da = None
+            elif da.__class__ is int:
+                da = sb if da == 2 else sa if da == 1 else j
+            if not b._need:
+                db = None
+            elif db.__class__ is int:
+                db = sb if db == 2 else sa if db == 1 else j
             extend((db, sb, da, sa, j))
-        elif len(args) == 1:
+        elif n == 1:
             a = args[0]
             sa = a._slot
-            p = unary.get(op)
-            if p is None:
-                p = unary[op] = interpreter.partial_steps(op, 1)
-            da = p[0] if a._need else None
-            if da.__class__ is int:
-                da = (j, sa)[da]
+            try:
+                (da,) = unary[node._opr]  # type: ignore[index]
+            except KeyError:
+                (da,) = unary[node._opr] = interpreter.partial_steps(node._opr, 1)  # type: ignore[arg-type,index]
+            if not a._need:
+                da = None
+            elif da.__class__ is int:
+                da = sa if da == 1 else j
             extend((None, interpreter.UNARY, da, sa, j))
-        else:
-            partials = scalar_partials(op, len(args))
+        elif n:
+            op = node._opr
+            assert op is not None
+            partials = scalar_partials(op, n)
             slots = tuple([x._slot for x in args])
             spread.append((slots, tuple([dx if x._need else None for x, dx in zip(args, partials, strict=True)])))
             extend((None, interpreter.NARY, None, len(spread) - 1, j))
