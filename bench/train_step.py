@@ -560,11 +560,18 @@ def agreement(rows: Sequence[Row], reference: str) -> str:
         assert rel <= CHECK_RTOL, (
             f"{row.name}: loss after {CHECK_STEPS} steps {row.checked_loss!r} != PyTorch's {theirs!r}"
         )
-        diffs.append(f"{row.name.split(' (')[0]} {rel:.1e}")
+        diffs.append(f"{short(row.name)} {rel:.1e}")
     return (
         text + f" After {CHECK_STEPS} identical SGD steps PyTorch's loss is {theirs:.15g}; relative difference "
         f"of the others (bound {CHECK_RTOL:g}): " + ", ".join(diffs) + "."
     )
+
+
+def short(name: str) -> str:
+    """A row's name without the parenthesis that explains it (a thread count stays)."""
+    for aside in (" (Value parameters)", " (weights array)", " (whole batch)", " (trace, then replay)"):
+        name = name.replace(aside, "")
+    return name.replace(" (trace, then machine code)", "")
 
 
 def ms(seconds: float | None) -> str:
@@ -600,8 +607,8 @@ def table(title: str, rows: Sequence[Row], bases: Sequence[str], labels: Sequenc
 def peers_line(rows: Sequence[Row], ours: str, peers: Sequence[str]) -> str:
     """``peer / ours`` per step for the named peers (above 1: symgrad is faster)."""
     times = {row.name: row.seconds for row in rows}
-    found = [f"{p} {ratio(times.get(p), times[ours])}" for p in peers if times.get(p)]
-    return f"Per step, peer / {ours}: " + (", ".join(found) if found else "no peer installed") + "."
+    found = [f"{short(p)} {ratio(times.get(p), times[ours])}" for p in peers if times.get(p)]
+    return f"Per step, peer / {short(ours)}: " + (", ".join(found) if found else "no peer installed") + "."
 
 
 EXAMPLES = "symgrad trace_examples, `backward` (Value parameters)"
@@ -620,9 +627,9 @@ def examples_rows(pb: Problem, setup: ExamplesSetup | None) -> tuple[list[Row], 
     if setup is not None:
         setup_s = setup.cold
         note += (
-            f"; setup = trace + compile + first step: {ms(setup.cold)} with an empty kernel cache "
-            + (f"({ms(setup.fresh)} in a fresh process), " if setup.fresh is not None else ", ")
-            + f"{ms(setup.warm)} with the kernel cached; {setup.records:,} records per example, "
+            f"; setup = trace + compile + first step: {ms(setup.cold)} with an empty kernel cache"
+            + (f" ({ms(setup.fresh)} in a fresh process)" if setup.fresh is not None else "")
+            + f", {ms(setup.warm)} with the kernel cached; {setup.records:,} records per example, "
             f"{setup.gradient_records:,} with the gradient"
         )
     rows = [
@@ -875,7 +882,7 @@ def _w4c(quick: bool, seed: int) -> str:
     ):
         if times.get(peer):
             r = times[ours] / times[peer]  # type: ignore[operator]
-            lines.append(f"{ours} / {peer}: {r:.2f}× (target ≤ 2×: {'met' if r <= 2 else 'missed'}).")
+            lines.append(f"{short(ours)} / {peer}: {r:.2f}× (target ≤ 2×: {'met' if r <= 2 else 'missed'}).")
     lines.append(peers_line(rows, backward.name, [JAX]))
     lines.append(
         f"symgrad 1 thread / threads by size: `backward` {ratio(times[rows[1].name], times[backward.name])}, "
