@@ -389,6 +389,19 @@ def test_batch_domain_errors_are_the_interpreters(
 
 
 @pytest.mark.parametrize("executor", BATCHES)
+@pytest.mark.parametrize("n", [1, 5, 8, 13, 16, 203])
+def test_a_domain_error_in_the_last_example_is_reported(executor: Executor, n: int) -> None:
+    """The leftover vector's masked lanes repeat the last example: their flag once erased its own, and
+    the kernel returned nan for ``log`` of a negative number there instead of the DomainError."""
+    tape, _ = _example_tape(lambda ws, xs: (ws[0] * xs[0]).log() + ws[1], 2, 1)
+    x = np.linspace(0.5, 2.0, n)
+    x[-1] = -1.0
+    fn = _batch_entry(executor, tape, 2)
+    with pytest.raises(DomainError, match=f"example {n - 1} of the batch"):
+        fn(np.array([1.0, 0.5]), [x])
+
+
+@pytest.mark.parametrize("executor", BATCHES)
 def test_batch_inputs_that_bring_inf_give_ieee_results(executor: Executor) -> None:
     """An inf in the data (no domain error at that example: the interpreter raises nothing) gives numpy's
     IEEE results rather than an error or a number that hides it."""

@@ -653,10 +653,15 @@ def _batch(layout: Layout, width: int, shared: int) -> list[str]:
             y = b.select(valid, y, zeros)
         b.store(b.fadd(b.load(vec, p), y), p)
 
-    def flag_bytes(flag: Value, indices: Sequence[Value]) -> None:
+    def flag_bytes(flag: Value, indices: Sequence[Value], merge: bool = False) -> None:
+        """One byte per lane at its example.  ``merge``: or-ed into the byte already there (the leftover
+        vector's masked lanes repeat the last example's index, and their 0 must not erase its 1)."""
         for lane, index in enumerate(indices):
-            bit = b.and_(b.lshr(flag, _i32(lane)), _i32(1))
-            b.store(b.trunc(bit, "i8"), b.gep("i8", flags, index), align=1)
+            bit = b.trunc(b.and_(b.lshr(flag, _i32(lane)), _i32(1)), "i8")
+            at = b.gep("i8", flags, index)
+            if merge:
+                bit = b.or_(b.load("i8", at, align=1), bit)
+            b.store(bit, at, align=1)
 
     names = ("vloop", "vflags", "vnext", "vafter", "tail", "tflags", "tnext", "done")
     vloop, vflags, vnext, vafter, tail, tflags, tnext, done = map(b.append_basic_block, names)
@@ -711,7 +716,7 @@ def _batch(layout: Layout, width: int, shared: int) -> list[str]:
     tcount_next = b.add(tcount, b.zext(b.call("i32", "@llvm.ctpop.i32", [tf]), "i64"), name="tcount.next")
     b.cbranch(b.and_(b.icmp("ne", tf, _i32(0)), has_flags), tflags, tnext)
     b.position_at_end(tflags)
-    flag_bytes(tf, lanes)
+    flag_bytes(tf, lanes, merge=True)
     b.branch(tnext)
     b.position_at_end(tnext)
     b.branch(done)
