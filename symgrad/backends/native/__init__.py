@@ -36,7 +36,6 @@ __all__ = [
     "EXECUTOR",
     "NativeExecutor",
     "available",
-    "compiled_count",
     "emits",
     "unavailable_reason",
     "vector_libm_everywhere",
@@ -87,15 +86,6 @@ def vector_libm_everywhere() -> bool:
     the meantime: a function's numbers never depend on when its kernel was ready.
     """
     return config.VECTOR_LIBM.get() == "all"
-
-
-def compiled_count() -> int:
-    """Kernels LLVM has compiled in this process (not those loaded from the persistent cache); 0 while
-    llvmlite is not loaded."""
-    import sys
-
-    kernel = sys.modules.get(f"{__name__}.kernel")
-    return 0 if kernel is None else int(kernel.STATS["compiled"])
 
 
 def emits(tape: Tape) -> bool:
