@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 from .backends import dispatch
 from .builder import TapeBuilder
 from .errors import InputError
+from .expr import is_plain
 from .function import Function, Gradient, merge_point
 from .lower import declare, lower, lower_many
+from .model import Declaration, declared_inputs, lower_model
 from .parser import normalise_name, parse
 from .tape import Tape
 
@@ -36,8 +38,8 @@ Expression = str | Sequence[str] | Function
 _CACHE_SIZE = 1024
 _CACHE_SLOTS = 250_000
 
-_Key = tuple[str | tuple[str, ...], str, tuple[str, ...] | None]
-"""(source text or texts, backend, declared variables)."""
+_Key = tuple[str | tuple[str, ...], str, Any, tuple[tuple[str, int], ...] | None]
+"""(source text or texts, backend, declared variables, sizes)."""
 
 
 class _CompileCache:
@@ -91,22 +93,47 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def _compile_one(source: str, backend: str, variables: tuple[str, ...] | None = None) -> Function:
-    return Function(lower(parse(source), source, variables=variables), source, backend)
+_Declared = tuple[str, ...] | tuple[tuple[str, int | str | None], ...]
+"""``variables=`` as a hashable cache key: names, or (name, length) pairs from a mapping."""
 
 
-def _compile_many(sources: tuple[str, ...], backend: str, variables: tuple[str, ...] | None = None) -> Function:
-    return Function(lower_many([parse(s) for s in sources], sources, variables), None, backend)
+def _lower_any(sources: tuple[str, ...], declared: _Declared | None, sizes: Mapping[str, int] | None) -> Tape:
+    """Plain formulas through :func:`lower`; models (or sizes, or declared vectors) through :func:`lower_model`."""
+    exprs = [parse(s) for s in sources]
+    modelling = sizes is not None or (declared is not None and bool(declared) and not isinstance(declared[0], str))
+    if modelling or not all(is_plain(e) for e in exprs):
+        variables: Declaration | None = None
+        if declared and not isinstance(declared[0], str):
+            variables = {name: length for name, length in declared if isinstance(name, str)}
+        elif declared is not None:
+            variables = [name for name in declared if isinstance(name, str)]
+        return lower_model(exprs, sources, sizes=sizes, variables=variables)
+    names = declared  # plain names (a model is needed for vectors)
+    assert names is None or all(isinstance(n, str) for n in names)
+    if len(sources) == 1:
+        return lower(exprs[0], sources[0], variables=names)  # type: ignore[arg-type]
+    return lower_many(exprs, sources, names)  # type: ignore[arg-type]
 
 
-def _declared(variables: Iterable[str] | None) -> tuple[str, ...] | None:
-    """``variables=`` as a tuple of names, NFKC-normalised like the parser's; checked by the lowering."""
+def _declared(variables: Declaration | None) -> _Declared | None:
+    """``variables=`` as names (NFKC-normalised like the parser's) or (name, length) pairs; checked when lowered."""
     if variables is None:
         return None
     if isinstance(variables, str):
         raise InputError(
             f"variables= takes a list of names, got the string {variables!r:.60}: write [{variables!r:.60}]"
         )
+    if isinstance(variables, Mapping):
+        pairs = []
+        for name, length in variables.items():
+            if not isinstance(name, str):
+                raise InputError(f"variables= takes names (strings), got {type(name).__name__} {name!r:.60}")
+            if length is not None and not isinstance(length, (int, str)):
+                raise InputError(
+                    f"variables= maps names to vector lengths (an int or a size's name) or None, got {length!r:.60}"
+                )
+            pairs.append((normalise_name(name), length))
+        return tuple(pairs)
     if not isinstance(variables, Iterable):
         raise InputError(f"variables= takes a list of names, got {type(variables).__name__}")
     names = tuple(variables)
@@ -116,21 +143,41 @@ def _declared(variables: Iterable[str] | None) -> tuple[str, ...] | None:
     return tuple(normalise_name(name) for name in names)
 
 
-def _redeclare(f: Function, variables: tuple[str, ...], backend: str | None) -> Function:
+def _sizes_key(sizes: Mapping[str, int] | None) -> tuple[tuple[str, int], ...] | None:
+    if sizes is None:
+        return None
+    if not isinstance(sizes, Mapping):
+        raise InputError(f"sizes= takes a mapping from names to integers, got {type(sizes).__name__}")
+    return tuple(sizes.items())
+
+
+def _redeclare(f: Function, declared: _Declared, backend: str | None) -> Function:
     """``f`` with its inputs declared as ``variables`` (same records, inputs reordered or added)."""
-    unknown = [name for name in f.variables if name not in variables]
+    names = [n if isinstance(n, str) else "" for n in declared]
+    if declared and not isinstance(declared[0], str):
+        names = declared_inputs({n: length for n, length in declared if isinstance(n, str)})
+    unknown = [name for name in f.variables if name not in names]
     if unknown:
-        raise InputError(
-            f"'{unknown[0]}' is a variable of {f!r:.80} but not declared in variables={list(variables)!r:.80}"
-        )
+        raise InputError(f"'{unknown[0]}' is a variable of {f!r:.80} but not declared in variables=")
     builder = TapeBuilder(f.tape.source)
-    declare(builder, variables)
+    if isinstance(declared[0] if declared else "", str):
+        declare(builder, names)  # checks the names
+    for name in names:
+        builder.var(name)
+    if len(builder.inputs) != len(names):
+        raise InputError("a variable is declared twice in variables=")
     refs = builder.import_tape(f.tape)
     tape = builder.finish([refs[slot] for slot in f.tape.outputs], f.tape.output_names)
     return Function(tape, f.source, backend if backend is not None else f.backend, f.derivation)
 
 
-def compile(source: Expression, backend: str | None = None, *, variables: Iterable[str] | None = None) -> Function:
+def compile(
+    source: Expression,
+    backend: str | None = None,
+    *,
+    variables: Declaration | None = None,
+    sizes: Mapping[str, int] | None = None,
+) -> Function:
     """Parse and lower ``source`` once; the result is cached by its text and backend (see :func:`clear_cache`).
 
     A list of formulas compiles to one Function with one output per formula;
@@ -160,6 +207,7 @@ def compile(source: Expression, backend: str | None = None, *, variables: Iterab
     {'x': 6.0, 'y': 0.0}
     """
     declared = _declared(variables)
+    size_key = _sizes_key(sizes)
     if isinstance(source, Function):
         if declared is not None and declared != source.variables:
             return _redeclare(source, declared, backend)
@@ -168,10 +216,17 @@ def compile(source: Expression, backend: str | None = None, *, variables: Iterab
         return Function(source.tape, source.source, backend, source.derivation)
     chosen = dispatch.resolve_backend(backend)
     if isinstance(source, str):
-        return _cache.get((source, chosen, declared), lambda: _compile_one(source, chosen, declared))
+        texts: tuple[str, ...] = (source,)
+        return _cache.get(
+            (source, chosen, declared, size_key),
+            lambda: Function(_lower_any(texts, declared, sizes), source, chosen),
+        )
     if isinstance(source, (list, tuple)) and source and all(isinstance(s, str) for s in source):
         sources = tuple(source)
-        return _cache.get((sources, chosen, declared), lambda: _compile_many(sources, chosen, declared))
+        return _cache.get(
+            (sources, chosen, declared, size_key),
+            lambda: Function(_lower_any(sources, declared, sizes), None, chosen),
+        )
     raise InputError(
         f"compile() takes an expression string or a non-empty list of them, got {type(source).__name__} {source!r}"
     )
@@ -183,7 +238,7 @@ def grad(
     /,
     *,
     wrt: str | Iterable[str] | None = None,
-    variables: Iterable[str] | None = None,
+    variables: Declaration | None = None,
     **values: Any,
 ) -> Gradient:
     """Partial derivatives of ``expr`` at a point given by keyword arguments.
@@ -213,7 +268,7 @@ def value_and_grad(
     /,
     *,
     wrt: str | Iterable[str] | None = None,
-    variables: Iterable[str] | None = None,
+    variables: Declaration | None = None,
     **values: Any,
 ) -> tuple[float, Gradient]:
     """The value and the partials of ``expr`` at a point, from one pair of sweeps.
@@ -245,7 +300,7 @@ def hessian(
     /,
     *,
     wrt: str | Iterable[str] | None = None,
-    variables: Iterable[str] | None = None,
+    variables: Declaration | None = None,
     **values: Any,
 ) -> Any:
     """The Hessian at a point, ``{x: {x: ∂²f/∂x², y: ∂²f/∂x∂y}, y: {...}}`` (exactly symmetric).
@@ -262,7 +317,7 @@ def jacobian(
     /,
     *,
     wrt: str | Iterable[str] | None = None,
-    variables: Iterable[str] | None = None,
+    variables: Declaration | None = None,
     **values: Any,
 ) -> dict[str, dict[str, Any]]:
     """``{output: {variable: ∂output/∂variable}}`` over the union of the outputs' variables.
@@ -278,7 +333,7 @@ def jvp(
     point: Mapping[str, Any],
     tangent: Mapping[str, Any],
     *,
-    variables: Iterable[str] | None = None,
+    variables: Declaration | None = None,
 ) -> tuple[Any, Any]:
     """Forward mode: ``(value, directional derivative along tangent)``, as JAX's ``jvp``.
 
@@ -289,7 +344,7 @@ def jvp(
 
 
 def hvp(
-    expr: str | Function, point: Mapping[str, Any], vector: Mapping[str, Any], *, variables: Iterable[str] | None = None
+    expr: str | Function, point: Mapping[str, Any], vector: Mapping[str, Any], *, variables: Declaration | None = None
 ) -> Any:
     """The Hessian-vector product ``H @ vector`` without forming the Hessian.
 

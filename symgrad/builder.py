@@ -291,16 +291,27 @@ class TapeBuilder:
             refs.append(("op", k))
         return refs
 
-    def finish(self, outputs: Sequence[Ref], names: Sequence[str] = ()) -> Tape:
-        """The tape computing ``outputs``: live records only, slots numbered."""
+    def finish(self, outputs: Sequence[Ref], names: Sequence[str] = (), order: Sequence[str] | None = None) -> Tape:
+        """The tape computing ``outputs``: live records only, slots numbered.
+
+        ``order`` (every input, each once) puts the inputs in that order instead of the order they were added.
+        """
         live = self._live_records(outputs)
+        inputs: tuple[str, ...] = tuple(self.inputs)
+        input_slots: Sequence[int] = range(len(inputs))
+        if order is not None and tuple(order) != inputs:
+            position = {name: i for i, name in enumerate(order)}
+            if len(position) != len(inputs) or any(name not in position for name in inputs):
+                raise ValueError("order must name every input once")
+            input_slots = [position[name] for name in inputs]
+            inputs = tuple(order)
         used_consts = sorted(
             {k for rec in live for kind, k in self.records[rec][1] if kind == "c"}
             | {k for kind, k in outputs if kind == "c"}
         )
         n_in, n_c = len(self.inputs), len(used_consts)
         # Slot of every reference, by kind: one lookup table each (a list for records: indexed by k).
-        slots: dict[str, Any] = {"in": range(n_in), "c": {k: n_in + i for i, k in enumerate(used_consts)}}
+        slots: dict[str, Any] = {"in": input_slots, "c": {k: n_in + i for i, k in enumerate(used_consts)}}
         record_slot = slots["op"] = [0] * len(self.records)
         for i, k in enumerate(live, n_in + n_c):
             record_slot[k] = i
@@ -316,7 +327,7 @@ class TapeBuilder:
             instrs.append(Instr(op, arg_slots, span, origin))
         consts = tuple(self.consts[k] for k in used_consts)
         out_slots = tuple(slots[kind][k] for kind, k in outputs)
-        return Tape(tuple(self.inputs), consts, tuple(instrs), out_slots, self.source, tuple(names))
+        return Tape(inputs, consts, tuple(instrs), out_slots, self.source, tuple(names))
 
     def _live_records(self, outputs: Sequence[Ref]) -> list[int]:
         """Indices of the records the outputs depend on, in order."""

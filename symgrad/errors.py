@@ -19,6 +19,7 @@ __all__ = [
     "InputError",
     "MissingDependencyError",
     "MissingVariableError",
+    "ModelError",
     "ParseError",
     "Span",
     "SymgradError",
@@ -164,6 +165,12 @@ class UnknownFunctionError(ParseError):
 
 class ArityError(ParseError):
     """A function called with the wrong number of arguments, e.g. ``sin(x, y)``."""
+
+
+class ModelError(ParseError):
+    """A model's indices, ranges, sizes or definitions do not fit: an index out of range or not an
+    integer, an unknown index variable, a size not given (``x[i]`` with no ``i``, ``1..n`` with no
+    ``n``).  Found while lowering, it points at the source like a :class:`ParseError`."""
 
 
 class InputError(SymgradError, ValueError):

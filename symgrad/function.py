@@ -64,6 +64,7 @@ from .errors import (
 )
 from .explain import Explanation
 from .formula import FormulaTooLongError, to_formula
+from .model import declared_vectors, vector_items
 from .tape import Tape
 
 if TYPE_CHECKING:
@@ -163,6 +164,11 @@ class Function:
         point: dict[str, Any] = dict(zip(self.variables, args, strict=False))
         for key, value in kwargs.items():
             name = self._variable_name(key)
+            if name is None and isinstance(key, str) and f"{key}[1]" in self._index:  # a vector, as one list
+                length = declared_vectors(self.variables)[key]
+                kwargs = {**kwargs, **dict(vector_items(key, length, value))}
+                del kwargs[key]
+                return self.bind(args, kwargs)
             if name is None:
                 raise UnknownVariableError(
                     f"{_quoted(key)} is not a variable of {self._describe()}; its variables are {self._names()}"

@@ -32,7 +32,7 @@ from lark import Lark, Token, Transformer
 
 from . import config
 from .errors import ArityError, ParseError, Span, UnknownFunctionError, clip, did_you_mean
-from .expr import Call, Const, Expr, Var
+from .expr import Call, Const, Definition, Expr, Index, Program, Reduce, Var
 from .gcpause import gc_paused
 from .ops import FUNCTIONS, OPS, lookup_function
 
@@ -40,6 +40,9 @@ __all__ = ["CONSTANTS", "grammar_text", "normalise_name", "parse"]
 
 CONSTANTS: dict[str, float] = {"pi": math.pi, "E": math.e}
 """Names that mean a number.  Every other name that is not called is a variable."""
+
+REDUCTIONS: dict[str, str] = {"sum": "add", "prod": "mul"}
+"""``sum(... for i in a..b)`` and ``prod(...)``: the op that folds their terms."""
 
 _TERMINAL_NAMES = {
     "NUMBER": "a number",
@@ -52,6 +55,13 @@ _TERMINAL_NAMES = {
     "SLASH": "'/'",
     "POW": "'**'",
     "COMMA": "','",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "SEMICOLON": "';'",
+    "EQUAL": "'='",
+    "DOTDOT": "'..'",
+    "FOR": "'for'",
+    "IN": "'in'",
     "$END": "the end of the expression",
 }
 
@@ -177,6 +187,52 @@ class _Builder(Transformer[Token, Expr]):
             least = "at least " if op.variadic else ""
             raise _BuildError(ArityError, f"{name}() takes {least}{op.arity} {plural}, got {len(args)}", span)
         return Call(span, op, tuple(args))
+
+    # -- models: indexing, reductions, definitions (checked further when lowered) --
+    def _model_name(self, token: Token, what: str) -> str:
+        name = normalise_name(_text(token))
+        if not name.isidentifier():
+            raise _BuildError(ParseError, f"'{clip(name)}' is not a valid name", _span(token))
+        if name in CONSTANTS or name in FUNCTIONS:
+            kind = "a constant" if name in CONSTANTS else "a function"
+            raise _BuildError(ParseError, f"'{name}' is {kind}, not {what}", _span(token))
+        return name
+
+    def index(self, children: list[Any]) -> Expr:
+        token, _lsqb, index, rsqb = children
+        name = self._model_name(token, "a vector")
+        return Index(Span(token.start_pos, rsqb.end_pos), name, _span(token), index)
+
+    def reduce(self, children: list[Any]) -> Expr:
+        token, _lpar, body, _for, var, _in, lo, _dots, hi, rpar = children
+        name = normalise_name(_text(token))
+        if name not in REDUCTIONS:
+            known = ", ".join(f"{r}(... for i in a..b)" for r in REDUCTIONS)
+            raise _BuildError(ParseError, f"'{clip(name)}' is not a reduction", _span(token), f"reductions: {known}")
+        index = self._model_name(var, "an index")
+        op = OPS[REDUCTIONS[name]]
+        return Reduce(Span(token.start_pos, rpar.end_pos), op, body, index, _span(var), lo, hi)
+
+    def define(self, children: list[Any]) -> Definition:
+        token, _eq, body, semicolon = children
+        name = self._model_name(token, "a name to define")
+        return Definition(Span(token.start_pos, semicolon.end_pos), name, _span(token), None, body)
+
+    def define_indexed(self, children: list[Any]) -> Definition:
+        token, _lsqb, param, _rsqb, _eq, body, semicolon = children
+        name = self._model_name(token, "a name to define")
+        if not isinstance(param, Var):
+            raise _BuildError(
+                ParseError,
+                "the index of a definition must be a name",
+                param.span,
+                f"write {name}[i] = ... and use {name}[i+1] where it is used",
+            )
+        return Definition(Span(token.start_pos, semicolon.end_pos), name, _span(token), param.name, body)
+
+    def program(self, children: list[Any]) -> Expr:
+        *definitions, body = children
+        return Program(Span(definitions[0].span.start, body.span.end), tuple(definitions), body)
 
 
 def _fast_plugins() -> dict[str, Any] | None:

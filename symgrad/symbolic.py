@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from .errors import InputError
-from .expr import Call, Const, Expr, Var, iter_postorder
+from .expr import Call, Const, Expr, Var, is_plain, iter_postorder
 from .formula import number_text
 from .ops import Op
 from .parser import CONSTANTS, parse
@@ -257,8 +257,12 @@ def _variables(expr: Expr) -> tuple[str, ...]:
 
 def tree_of(source: str | None, tape: Tape) -> Expr | Tape:
     """What to convert for a compiled function: its source re-parsed by the grammar (not
-    sympify), or its tape when it has no source text."""
-    return tape if source is None else parse(source)
+    sympify), or its tape when it has no source text or is a model (whose sizes the text lacks;
+    :func:`symgrad.model.expand` writes a small model out for the oracle)."""
+    if source is None:
+        return tape
+    tree = parse(source)
+    return tree if is_plain(tree) else tape
 
 
 def symbolic_grad(expr: Expr | Tape, variables: Iterable[str] | None = None) -> dict[str, Any]:
