@@ -115,6 +115,11 @@ def _lower_any(sources: tuple[str, ...], declared: _Declared | None, sizes: Mapp
     return lower_many(exprs, sources, names)  # type: ignore[arg-type]
 
 
+def _compile_one(source: str, backend: str) -> Function:
+    """One formula, no declarations: what :func:`compile` builds for a plain string."""
+    return Function(_lower_any((source,), None, None), source, backend)
+
+
 def _declared(variables: Declaration | None) -> _Declared | None:
     """``variables=`` as names (NFKC-normalised like the parser's) or (name, length) pairs; checked when lowered."""
     if variables is None:
@@ -217,6 +222,8 @@ def compile(
     chosen = dispatch.resolve_backend(backend)
     if isinstance(source, str):
         texts: tuple[str, ...] = (source,)
+        if declared is None and size_key is None:
+            return _cache.get((source, chosen, None, None), lambda: _compile_one(source, chosen))
         return _cache.get(
             (source, chosen, declared, size_key),
             lambda: Function(_lower_any(texts, declared, sizes), source, chosen),
