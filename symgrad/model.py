@@ -26,7 +26,6 @@ oracle (:func:`expand`).
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -43,7 +42,6 @@ __all__ = [
     "declared_inputs",
     "declared_vectors",
     "expand",
-    "looks_like_model",
     "lower_model",
     "vector_items",
 ]
@@ -51,14 +49,6 @@ __all__ = [
 Declaration = Iterable[str] | Mapping[str, int | str | None]
 """``variables=``: names (scalars), or a mapping from name to a vector length (an int or a size's
 name) or None (a scalar)."""
-
-_MODEL_SYNTAX = re.compile(r"[\[;=]|\bfor\b")
-
-
-def looks_like_model(source: str) -> bool:
-    """Whether ``source`` may use model syntax (a plain formula has no ``[ ; =`` and no ``for``)."""
-    return _MODEL_SYNTAX.search(source) is not None
-
 
 # -- integer expressions (indices and range bounds) ------------------------------------------
 
@@ -191,7 +181,6 @@ class _Context:
         self.memo: dict[tuple[int, int | None], Any] = {}
         self.appearance: dict[str, tuple[int, bool]] = {}  # name -> (first offset, is a vector)
         self.vector_max: dict[str, int] = {}
-        self.bare: dict[str, Span] = {}
 
     def error(self, message: str, span: Span, hint: str = "") -> ModelError:
         return ModelError(message, self.source, span, hint)
