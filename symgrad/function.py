@@ -129,7 +129,7 @@ class Function:
         self._vg_wrt: dict[tuple[int, ...], Any] = {}
         self._derived: dict[tuple[Any, ...], Tape] = {}  # derivative tapes by what was asked
         self._derived_functions: dict[tuple[Any, ...], Function] = {}
-        self._patterns: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # sparsity (rows, cols) by what was asked
+        self._patterns: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # sparsity (rows, cols) by what was asked
         self._arrays: OrderedDict[tuple[Any, ...], Callable[..., list[Any]]] = OrderedDict()
         self._rentals: list[dispatch.Rental] = []  # scalar entries that may still move to a faster executor
         self._array_rentals: dict[tuple[Any, ...], dispatch.Rental] = {}  # the same for the array entries kept
@@ -594,7 +594,28 @@ class Function:
         return found
 
     def _wrt_tuple(self, wrt: Wrt) -> tuple[str, ...]:
+        if wrt is None:  # (every call of a sparse derivative asks: no lookup per variable)
+            return self.variables
         return tuple(self.variables[i] for i in self._positions(wrt))
+
+    def _layout(self, kind: str, names: tuple[str, ...], lower: bool = True) -> tuple[Any, Any, Any, tuple[int, int]]:
+        """How the derived tape's outputs fill a CSR array: ``(take, indices, indptr, shape)`` with
+        ``data = outputs[take]`` (the full Hessian takes each off-diagonal output twice), kept."""
+        key = ("layout", kind, names, lower)
+        found = self._patterns.get(key)
+        if found is None:
+            rows, cols = self._pattern(kind, names)
+            take = np.arange(len(rows))
+            if kind == "hessian" and not lower:
+                take = np.concatenate([take, np.flatnonzero(rows != cols)])
+                rows, cols = _mirror(rows, cols)
+                order = np.lexsort((cols, rows))
+                take, rows, cols = take[order], rows[order], cols[order]
+            m = self.n_outputs if kind == "jacobian" else len(names)
+            indptr = np.zeros(m + 1, dtype=np.int64)
+            np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
+            found = self._patterns[key] = (take, cols, indptr, (m, len(names)))
+        return found
 
     def jacobian_sparsity(self, wrt: Wrt = None) -> Any:
         """The structural nonzeros of the Jacobian: a boolean ``scipy.sparse.csr_array`` of shape
@@ -603,56 +624,47 @@ class Function:
         Structural, not numeric: an entry is in the pattern when the output depends on the variable
         through the records, even if the partial happens to be 0 (``x*y - y*x``, or at a point).
         """
-        names = self._wrt_tuple(wrt)
-        rows, cols = self._pattern("jacobian", names)
-        return _csr(np.ones(len(rows), dtype=bool), rows, cols, (self.n_outputs, len(names)))
+        take, indices, indptr, shape = self._layout("jacobian", self._wrt_tuple(wrt))
+        return _csr(np.ones(len(take), dtype=bool), indices, indptr, shape)
 
     def hessian_sparsity(self, wrt: Wrt = None, *, lower: bool = False) -> Any:
         """The structural nonzeros of the Hessian: a boolean ``scipy.sparse.csr_array`` (n×n, symmetric;
         ``lower=True``: the lower triangle only), from one pass over the tape, no evaluation."""
         self._one_output("hessian_sparsity()")
-        names = self._wrt_tuple(wrt)
-        rows, cols = self._pattern("hessian", names)
-        if not lower:
-            rows, cols = _mirror(rows, cols)
-        return _csr(np.ones(len(rows), dtype=bool), rows, cols, (len(names), len(names)))
+        take, indices, indptr, shape = self._layout("hessian", self._wrt_tuple(wrt), lower)
+        return _csr(np.ones(len(take), dtype=bool), indices, indptr, shape)
 
     def sparse_jacobian_function(self, wrt: Wrt = None) -> Function:
         """The Jacobian's structural nonzeros as a Function, one output per entry in CSR order
         (:meth:`jacobian_sparsity`'s order): an ordinary tape, run by every executor."""
-        names = self._wrt_tuple(wrt)
-
-        def build() -> Tape:
-            positions = [self._index[name] for name in names]
-            rows, cols = self._pattern("jacobian", names)
-            per_row: list[list[int]] = [[] for _ in range(self.n_outputs)]
-            for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-                per_row[r].append(c)
-            return sparse.sparse_jacobian_tape(self.tape, positions, per_row)
-
-        return self._derived_function(("sparse_jacobian", names), build)
+        return self._sparse_function("jacobian", self._wrt_tuple(wrt))
 
     def sparse_hessian_function(self, wrt: Wrt = None) -> Function:
         """The Hessian's structural nonzeros in the lower triangle as a Function, one output per entry
         in CSR order (``hessian_sparsity(lower=True)``'s order)."""
         self._one_output("sparse_hessian_function()")
-        names = self._wrt_tuple(wrt)
+        return self._sparse_function("hessian", self._wrt_tuple(wrt))
 
+    def _sparse_function(self, kind: str, names: tuple[str, ...]) -> Function:
         def build() -> Tape:
             positions = [self._index[name] for name in names]
-            rows, cols = self._pattern("hessian", names)
-            return sparse.sparse_hessian_tape(self.tape, positions, rows.tolist(), cols.tolist())
+            rows, cols = self._pattern(kind, names)
+            if kind == "hessian":
+                return sparse.sparse_hessian_tape(self.tape, positions, rows.tolist(), cols.tolist())
+            per_row: list[list[int]] = [[] for _ in range(self.n_outputs)]
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+                per_row[r].append(c)
+            return sparse.sparse_jacobian_tape(self.tape, positions, per_row)
 
-        return self._derived_function(("sparse_hessian", names), build)
+        return self._derived_function((f"sparse_{kind}", names), build)
 
     def sparse_jacobian(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> Any:
         """The Jacobian at a point as a ``scipy.sparse.csr_array`` (outputs × variables), computing only
         the structural nonzeros (a structural entry that is 0 at the point is stored as an explicit 0)."""
         names = self._wrt_tuple(wrt)
-        j = self.sparse_jacobian_function(wrt)
-        rows, cols = self._pattern("jacobian", names)
-        values = self._sparse_values(j, args, kwargs, len(rows))
-        return _csr(values, rows, cols, (self.n_outputs, len(names)))
+        values = self._sparse_values(self._sparse_function("jacobian", names), args, kwargs)
+        take, indices, indptr, shape = self._layout("jacobian", names)
+        return _csr(values[take], indices, indptr, shape)
 
     def sparse_hessian(self, /, *args: Any, wrt: Wrt = None, lower: bool = False, **kwargs: Any) -> Any:
         """The Hessian at a point as a ``scipy.sparse.csr_array``: full and symmetric, or its lower
@@ -660,16 +672,11 @@ class Function:
         nonzeros are computed; the upper one mirrors them."""
         self._one_output("sparse_hessian()")
         names = self._wrt_tuple(wrt)
-        h = self.sparse_hessian_function(wrt)
-        rows, cols = self._pattern("hessian", names)
-        values = self._sparse_values(h, args, kwargs, len(rows))
-        if not lower:
-            off = rows != cols
-            values = np.concatenate([values, values[off]])
-            rows, cols = _mirror(rows, cols)
-        return _csr(values, rows, cols, (len(names), len(names)))
+        values = self._sparse_values(self._sparse_function("hessian", names), args, kwargs)
+        take, indices, indptr, shape = self._layout("hessian", names, lower)
+        return _csr(values[take], indices, indptr, shape)
 
-    def _sparse_values(self, g: Function, args: tuple[Any, ...], kwargs: dict[str, Any], nnz: int) -> Any:
+    def _sparse_values(self, g: Function, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """``g``'s outputs at one point of plain numbers (bound by this Function's names), as an array."""
         point = self._floats(args, kwargs)
         if point is None:
@@ -677,8 +684,6 @@ class Function:
             point = [float(v) if type(v) is not float and np.ndim(v) == 0 else v for v in point]
             if _has_array(point):
                 raise InputError("a sparse derivative is taken at one point: give numbers, not arrays")
-        if nnz == 0:
-            return np.zeros(0)
         out = g._forward_fn()(*point)
         return np.asarray(_as_tuple(out, g.n_outputs), dtype=np.float64)
 
@@ -928,9 +933,9 @@ def _scipy_sparse() -> Any:
     return scipy.sparse
 
 
-def _csr(values: Any, rows: Any, cols: Any, shape: tuple[int, int]) -> Any:
+def _csr(values: Any, indices: Any, indptr: Any, shape: tuple[int, int]) -> Any:
     """A CSR array with exactly these entries (explicit zeros kept: the pattern is structural)."""
-    return _scipy_sparse().csr_array((values, (rows, cols)), shape=shape)
+    return _scipy_sparse().csr_array((values, indices, indptr), shape=shape)
 
 
 def _mirror(rows: Any, cols: Any) -> tuple[Any, Any]:

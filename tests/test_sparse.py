@@ -288,3 +288,17 @@ def test_large_sparse_hessian_never_builds_a_dense_matrix() -> None:
     # the 2×2 block of one pair: [[1200 x0² - 400 x1 + 2, -400 x0], [-400 x0, 200]] at x = 0.5
     block = h[[0, 1], :][:, [0, 1]].toarray()  # type: ignore[index]
     np.testing.assert_allclose(block, [[1200 * 0.25 - 200 + 2, -200], [-200, 200]])
+
+
+def test_sparse_hessian_function_runs_on_arrays() -> None:
+    """The derived tape is an ordinary one: the array executor evaluates it at many points at once,
+    each point's nonzeros equal to the scalar evaluation there (entry order: the lower triangle's CSR)."""
+    f = symgrad.compile(_chained_rosenbrock(4))
+    h = f.sparse_hessian_function()
+    rng = np.random.default_rng(3)
+    points = rng.uniform(-1, 1, (4, 5))
+    batched = h(*points)
+    for k in range(5):
+        lower = f.sparse_hessian(*points[:, k].tolist(), lower=True)
+        at_k = [np.broadcast_to(column, (5,))[k] for column in batched]  # (a constant entry is one number)
+        np.testing.assert_allclose(at_k, lower.data, rtol=1e-15)
