@@ -1,6 +1,6 @@
 """Sparse Hessians of extended Rosenbrock: symgrad's derived tape against CasADi SX's own sparsity.
 
-    python bench/sparse.py [n ...]        (default: 1000 10000)
+    python bench/sparse_hessian.py [n ...]        (default: 1000 10000)
 
 Per n and tool: setup (symgrad: compile the text, the pattern, the derived tape of the lower
 triangle's nonzeros; CasADi: the SX graph, ``hessian`` and a ``Function``), the first call, and
