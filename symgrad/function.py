@@ -496,12 +496,18 @@ class Function:
         """The Hessian as a Function with n×n outputs, row-major (forward over reverse)."""
         self._one_output("hessian_function()")
         names = [self.variables[i] for i in self._positions(wrt)]
+        if not names:
+            raise InputError(f"{self._describe()} has no variables: its Hessian has no entries to compute")
         return self._derived_function(("hessian", tuple(names)), lambda: transforms.hessian_tape(self.tape, names))
 
     def hessian(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> Any:
         """The Hessian at a point: ``{x: {x: ..., y: ...}, y: {...}}`` (a float for one variable)."""
-        h = self.hessian_function(wrt)
         names = [self.variables[i] for i in self._positions(wrt)]
+        if not names:  # a constant: no entries (as grad gives {}), once the point is checked
+            self._one_output("hessian()")
+            self.bind(args, kwargs)
+            return {}
+        h = self.hessian_function(wrt)
         n = len(names)
         values, shapes = _outputs_at(h, args, kwargs)
         if shapes is not None:  # entry (i, j): of the sum over the points, on the points both i and j vary over
@@ -516,12 +522,17 @@ class Function:
     def jacobian_function(self, wrt: Wrt = None) -> Function:
         """∂(output k)/∂(variable j) as a Function with m×n outputs, row-major."""
         names = [self.variables[i] for i in self._positions(wrt)]
+        if not names:
+            raise InputError(f"{self._describe()} has no variables: its Jacobian has no entries to compute")
         return self._derived_function(("jacobian", tuple(names)), lambda: transforms.jacobian_tape(self.tape, names))
 
     def jacobian(self, /, *args: Any, wrt: Wrt = None, **kwargs: Any) -> dict[str, dict[str, Any]]:
         """The Jacobian at a point: ``{output: {variable: ∂output/∂variable}}``."""
-        j = self.jacobian_function(wrt)
         names = [self.variables[i] for i in self._positions(wrt)]
+        if not names:  # constants: a row with no entries per output, once the point is checked
+            self.bind(args, kwargs)
+            return {out: {} for out in self.output_names}
+        j = self.jacobian_function(wrt)
         values, shapes = _outputs_at(j, args, kwargs)
         n = len(names)
         if shapes is not None:  # as grad: each partial of the sum over the points, in its variable's shape

@@ -191,3 +191,17 @@ def test_the_tape_listing_does_not_label_derivative_records_with_the_parents_tex
     cells = [cell.split("</td>")[0] for cell in html.split("<td>")[1:]]
     assert "x**3" not in cells  # each record of 3*x*x computes a partial, not x**3
     assert any(cell.startswith("in the derivative of x**3") for cell in cells)
+
+
+def test_derivatives_of_a_constant_have_no_entries() -> None:
+    """As ``grad`` gives ``{}``: the Hessian of ``2*pi`` was a raw TapeError (a tape with no outputs)."""
+    f = symgrad.compile("2*pi")
+    assert f.grad() == {} and f.hessian() == {} and symgrad.hessian("2*pi") == {}
+    g = symgrad.compile(["2*pi", "3"])
+    assert g.jacobian() == {name: {} for name in g.output_names}
+    with pytest.raises(InputError, match="has no variables: its Hessian"):
+        f.hessian_function()
+    with pytest.raises(InputError, match="has no variables: its Jacobian"):
+        g.jacobian_function()
+    with pytest.raises(InputError):
+        f.hessian(x=1.0)  # (not a variable)
