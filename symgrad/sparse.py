@@ -45,7 +45,7 @@ from .gcpause import gc_paused
 from .ops import OPS, Op
 from .rules import CONST, VAR, Pattern, arg_names, partial_patterns
 from .tape import Tape
-from .transforms import _partial, _sum, derivative_name, grad_tape
+from .transforms import _forward, _reverse, derivative_name, grad_tape
 
 __all__ = [
     "hessian_pattern",
@@ -236,54 +236,6 @@ def _reaching(tape: Tape, slot: int) -> list[int]:
     return sorted(seen, reverse=True)
 
 
-def _forward_from(b: TapeBuilder, tape: Tape, refs: list[Ref], seed: int, records: list[int]) -> dict[int, Ref]:
-    """Tangents along the unit direction of input ``seed``, over ``records`` only (those it reaches)."""
-    tangent: dict[int, Ref] = {seed: b.const(1.0)}
-    base = tape.first_instr_slot
-    for k in records:
-        instr = tape.instrs[k]
-        terms = []
-        for i, a in enumerate(instr.args):
-            t = tangent.get(a)
-            if t is None:
-                continue
-            p = _partial(b, instr, refs, base + k, i)
-            if not b.is_zero(p):
-                terms.append(b.emit(_MUL, (p, t), instr.span, instr.derivative_of or instr.op))
-        if terms:
-            total = _sum(b, terms, instr)
-            if total is not None:
-                tangent[base + k] = total
-    return tangent
-
-
-def _reverse_from(b: TapeBuilder, tape: Tape, refs: list[Ref], out_slot: int, records: list[int]) -> dict[int, Ref]:
-    """Adjoints of ``out_slot``, over ``records`` only (those it reads, last first)."""
-    contributions: dict[int, list[Ref]] = {out_slot: [b.const(1.0)]}
-    base = tape.first_instr_slot
-    for k in records:
-        slot = base + k
-        terms = contributions.pop(slot, None)
-        if terms is None:
-            continue
-        instr = tape.instrs[k]
-        g = _sum(b, terms, instr)
-        if g is None:
-            continue
-        for i, a in enumerate(instr.args):
-            p = _partial(b, instr, refs, slot, i)
-            if not b.is_zero(p):
-                contributions.setdefault(a, []).append(
-                    b.emit(_MUL, (g, p), instr.span, instr.derivative_of or instr.op)
-                )
-    adjoints = {}
-    for slot, terms in contributions.items():
-        total = _sum(b, terms, None)
-        if total is not None:
-            adjoints[slot] = total
-    return adjoints
-
-
 # ----------------------------------------------------------------- tapes ---
 @gc_paused
 def sparse_jacobian_tape(tape: Tape, positions: Sequence[int], pattern: list[list[int]]) -> Tape:
@@ -298,7 +250,7 @@ def sparse_jacobian_tape(tape: Tape, positions: Sequence[int], pattern: list[lis
         for r, out_slot in enumerate(tape.outputs):
             if not pattern[r]:
                 continue
-            adjoints = _reverse_from(b, tape, refs, out_slot, _reaching(tape, out_slot))
+            adjoints = _reverse(b, tape, refs, out_slot, records=_reaching(tape, out_slot))
             for c in pattern[r]:
                 entries[r, c] = adjoints.get(positions[c], b.const(0.0))
     else:
@@ -311,7 +263,7 @@ def sparse_jacobian_tape(tape: Tape, positions: Sequence[int], pattern: list[lis
             if not rows:
                 continue
             p = positions[c]
-            tangent = _forward_from(b, tape, refs, p, _reached_from(readers, tape.first_instr_slot, p))
+            tangent = _forward(b, tape, refs, {p: b.const(1.0)}, _reached_from(readers, tape.first_instr_slot, p))
             for r in rows:
                 entries[r, c] = tangent.get(tape.outputs[r], b.const(0.0))
     names = tape.output_names or tuple("f" if m == 1 else f"out{k}" for k in range(m))
@@ -344,7 +296,7 @@ def sparse_hessian_tape(
     entries: dict[tuple[int, int], Ref] = {}
     for c, column_rows in by_column.items():
         p = positions[c]
-        tangent = _forward_from(b, gradient, refs, p, _reached_from(readers, gradient.first_instr_slot, p))
+        tangent = _forward(b, gradient, refs, {p: b.const(1.0)}, _reached_from(readers, gradient.first_instr_slot, p))
         for r in column_rows:
             entries[r, c] = tangent.get(gradient.outputs[r], b.const(0.0))
     value_name = tape.output_names[output] if tape.output_names else "f"

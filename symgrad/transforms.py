@@ -112,21 +112,29 @@ def _sum(b: TapeBuilder, terms: list[Ref], instr: Instr | None) -> Ref | None:
     return total
 
 
-def _reverse(b: TapeBuilder, tape: Tape, refs: list[Ref], out_slot: int, needs: list[bool]) -> dict[int, Ref]:
-    """Adjoints ∂(slot ``out_slot``)/∂(slot) of the slots that need one and are reached."""
+def _reverse(
+    b: TapeBuilder,
+    tape: Tape,
+    refs: list[Ref],
+    out_slot: int,
+    needs: list[bool] | None = None,
+    records: Iterable[int] | None = None,
+) -> dict[int, Ref]:
+    """Adjoints ∂(slot ``out_slot``)/∂(slot) of the slots that need one (``needs``; None: all) and are
+    reached, over ``records`` (record indices, last first; None: every record)."""
     contributions: dict[int, list[Ref]] = {out_slot: [b.const(1.0)]}
     base = tape.first_instr_slot
-    for k in range(len(tape.instrs) - 1, -1, -1):
+    for k in range(len(tape.instrs) - 1, -1, -1) if records is None else records:
         slot = base + k
         terms = contributions.pop(slot, None)
-        if terms is None or not needs[slot]:
+        if terms is None or (needs is not None and not needs[slot]):
             continue
         instr = tape.instrs[k]
         g = _sum(b, terms, instr)
         if g is None:
             continue
         for i, a in enumerate(instr.args):
-            if not needs[a]:
+            if needs is not None and not needs[a]:
                 continue
             p = _partial(b, instr, refs, slot, i)
             if not b.is_zero(p):
@@ -139,23 +147,29 @@ def _reverse(b: TapeBuilder, tape: Tape, refs: list[Ref], out_slot: int, needs: 
     return adjoints
 
 
-def _forward(b: TapeBuilder, tape: Tape, refs: list[Ref], seeds: dict[int, Ref]) -> list[Ref | None]:
-    """Tangents of every slot, given the tangents of some inputs (None: zero)."""
-    tangent: list[Ref | None] = [None] * tape.n_slots
-    for slot, ref in seeds.items():
-        tangent[slot] = ref
+def _forward(
+    b: TapeBuilder, tape: Tape, refs: list[Ref], seeds: dict[int, Ref], records: Iterable[int] | None = None
+) -> dict[int, Ref]:
+    """Tangents of the slots reached (a slot not in the result: zero), given the tangents of some
+    inputs, over ``records`` (record indices, in order; None: every record).  A dict, not a list per
+    slot: a sparse Hessian runs one pass per variable over the few records it reaches."""
+    tangent = dict(seeds)
     base = tape.first_instr_slot
-    for k, instr in enumerate(tape.instrs):
+    instrs = tape.instrs
+    for k in range(len(instrs)) if records is None else records:
+        instr = instrs[k]
         terms = []
         for i, a in enumerate(instr.args):
-            t = tangent[a]
+            t = tangent.get(a)
             if t is None:
                 continue
             p = _partial(b, instr, refs, base + k, i)
             if not b.is_zero(p):
                 terms.append(b.emit(_MUL, (p, t), instr.span, _origin(instr)))
         if terms:
-            tangent[base + k] = _sum(b, terms, instr)
+            total = _sum(b, terms, instr)
+            if total is not None:
+                tangent[base + k] = total
     return tangent
 
 
@@ -242,7 +256,7 @@ def derivative_tape(tape: Tape, wrt: Sequence[str], *, output: int = 0) -> Tape:
         b = TapeBuilder(current.source)
         refs = b.import_tape(current)
         tangent = _forward(b, current, refs, {position: b.const(1.0)})
-        current = b.finish([_zero_if_none(b, tangent[slot])])
+        current = b.finish([_zero_if_none(b, tangent.get(slot))])
         slot = current.outputs[0]
     return Tape(
         current.inputs,
@@ -267,7 +281,7 @@ def jvp_tape(tape: Tape, tangents: Sequence[str] | None = None) -> Tape:
     seeds = {i: b.var(name) for i, name in enumerate(names)}
     tangent = _forward(b, tape, refs, seeds)
     values = [refs[o] for o in tape.outputs]
-    dots = [_zero_if_none(b, tangent[o]) for o in tape.outputs]
+    dots = [_zero_if_none(b, tangent.get(o)) for o in tape.outputs]
     labels = [_value_name(tape, k) for k in range(len(tape.outputs))]
     return b.finish([*values, *dots], [*labels, *(f"jvp({label})" for label in labels)])
 
@@ -284,7 +298,9 @@ def hvp_tape(tape: Tape, *, output: int = 0) -> Tape:
     refs = b.import_tape(gradient)
     seeds = {i: b.var(name) for i, name in enumerate(tangent_names(tape))}
     tangent = _forward(b, gradient, refs, seeds)
-    return b.finish([_zero_if_none(b, tangent[o]) for o in gradient.outputs], [f"(Hv)_{name}" for name in tape.inputs])
+    return b.finish(
+        [_zero_if_none(b, tangent.get(o)) for o in gradient.outputs], [f"(Hv)_{name}" for name in tape.inputs]
+    )
 
 
 @gc_paused
@@ -308,7 +324,7 @@ def hessian_tape(
         for j, pj in enumerate(positions):
             tangent = _forward(b, gradient, refs, {pj: b.const(1.0)})
             for i in range(j + 1):
-                h[i][j] = h[j][i] = tangent[gradient.outputs[i]]
+                h[i][j] = h[j][i] = tangent.get(gradient.outputs[i])
     elif method == "reverse-over-reverse":
         needs = gradient.depends_on(positions)
         for i in range(n):
@@ -346,7 +362,7 @@ def jacobian_tape(tape: Tape, wrt: str | Iterable[str] | None = None, *, mode: s
         for j, p in enumerate(positions):
             tangent = _forward(b, tape, refs, {p: b.const(1.0)})
             for k in range(m):
-                jac[k][j] = tangent[tape.outputs[k]]
+                jac[k][j] = tangent.get(tape.outputs[k])
     else:
         raise InputError(f"mode must be 'reverse' or 'forward', got {mode!r}")
     labels = [derivative_name([tape.inputs[p]], _value_name(tape, k)) for k in range(m) for p in positions]
