@@ -36,7 +36,7 @@ import sys
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -1087,11 +1087,15 @@ def _check_broadcast(names: tuple[str, ...], point: list[Any]) -> None:
     """An InputError naming the variables whose array shapes do not broadcast together."""
     if any(dask_arrays.is_dask(v) for v in point):
         return  # chunked arrays (whose sizes may be unknown) are checked by the dask path
-    shapes = [np.shape(v) for v in point]
+    broadcast_shape(names, [np.shape(v) for v in point])
+
+
+def broadcast_shape(names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
+    """The shape the variables' arrays broadcast to, or an InputError naming the ones that do not fit."""
     try:
-        np.broadcast_shapes(*shapes)
+        return tuple(np.broadcast_shapes(*shapes))
     except ValueError:
-        arrays = [f"'{n}' of shape {s}" for n, s in zip(names, shapes, strict=True) if s]
+        arrays = [f"'{n}' of shape {tuple(s)}" for n, s in zip(names, shapes, strict=True) if s]
         raise InputError(
             f"array shapes do not broadcast together: {', '.join(arrays)}; "
             "give arrays of one shape, or shapes numpy can broadcast (e.g. (3,) with (2, 1))"

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, MissingVariableError, UnknownVariableError, clip, did_you_mean
-from .function import Function
+from .function import Function, broadcast_shape
 
 __all__ = ["Derivatives", "bind_arguments", "broadcast_shape", "evaluate"]
 
@@ -111,18 +111,6 @@ def bind_arguments(f: Function, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     if missing:
         raise MissingVariableError(f"no value given for {_listed(missing)} in {what}")
     return [point[name] for name in variables]
-
-
-def broadcast_shape(names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
-    """The shape the arguments broadcast to, or an InputError naming the ones that do not fit."""
-    try:
-        return np.broadcast_shapes(*shapes)
-    except ValueError:
-        arrays = [f"'{n}' of shape {tuple(s)}" for n, s in zip(names, shapes, strict=True) if s]
-        raise InputError(
-            f"array shapes do not broadcast together: {', '.join(arrays)}; "
-            "give arrays of one shape, or shapes that broadcast (e.g. (3,) with (2, 1))"
-        ) from None
 
 
 def _listed(names: Sequence[str]) -> str:
