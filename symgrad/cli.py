@@ -430,7 +430,8 @@ def _add_derivative_commands(sub: Any) -> None:
 
 
 def _cmd_export_c(args: argparse.Namespace) -> int:
-    kinds = ["value", *(kind for kind in ("grad", "hessian", "jacobian") if getattr(args, kind))]
+    sets = ("grad", "hessian", "jacobian", "sparse_hessian", "sparse_jacobian")
+    kinds = ["value", *(kind for kind in sets if getattr(args, kind))]
     code = api.compile(args.expression).to_c(args.name, kinds)
     c_path, h_path = code.write(args.output)
     print(f"wrote {c_path} and {h_path}: {', '.join(fn.name for fn in code.functions)}")
@@ -450,6 +451,16 @@ def _add_export_command(sub: Any) -> None:
     export.add_argument("--grad", action="store_true", help="also NAME_grad: the value and the gradient")
     export.add_argument("--hessian", action="store_true", help="also NAME_hessian: the Hessian, n*n, row-major")
     export.add_argument("--jacobian", action="store_true", help="also NAME_jacobian: outputs x variables, row-major")
+    export.add_argument(
+        "--sparse-hessian",
+        action="store_true",
+        help="also NAME_sparse_hessian: the lower triangle's structural nonzeros, CSR pattern in the header",
+    )
+    export.add_argument(
+        "--sparse-jacobian",
+        action="store_true",
+        help="also NAME_sparse_jacobian: the Jacobian's structural nonzeros, CSR pattern in the header",
+    )
     export.add_argument("--name", default="f", help="the C name prefix, a C identifier (default f: f_value, f_grad)")
     export.add_argument("-o", "--output", metavar="DIR", required=True, help="the directory to write into")
     export.set_defaults(run=_cmd_export_c)

@@ -1,7 +1,8 @@
 """Tapes → a C99 source file and its header, for derivatives that leave Python.
 
 :meth:`symgrad.Function.to_c` and ``symgrad export-c`` write one C function per
-*output set* (``value``, ``grad``, ``hessian``, ``jacobian``), each evaluating
+*output set* (``value``, ``grad``, ``hessian``, ``jacobian``, ``sparse_hessian``,
+``sparse_jacobian``), each evaluating
 that set's forward-only tape (a derivative is just another tape, see
 :mod:`symgrad.transforms`).  The code needs nothing but ``<math.h>``, keeps no
 global state (so it is thread-safe and reentrant) and takes ``restrict``
@@ -46,6 +47,11 @@ that grows faster than its length, so parts keep ``cc -O2`` about linear in the 
 Each run of records from one place of the formula is preceded by a comment
 quoting that source text, as ``explain`` does.
 
+A sparse set writes only the structural nonzeros (:mod:`symgrad.sparse`; the Hessian's lower
+triangle), in CSR order, and its pattern goes into the header as ``static const int`` row pointers
+and column indices (:class:`Pattern`): the numbers change from call to call, the pattern never does,
+so a solver reads it once, at compile time if it likes.
+
 This is an emitter, not an executor: it does not evaluate, and the dispatcher
 (:mod:`symgrad.backends.dispatch`) never chooses it, so it lives beside the
 other ways a tape leaves symgrad (:mod:`symgrad.formula`, :mod:`symgrad.drawing`)
@@ -57,7 +63,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,9 +72,9 @@ from .errors import InputError
 from .ops import Op
 from .tape import Instr, Tape
 
-__all__ = ["OUTPUT_SETS", "PART_RECORDS", "CCode", "CFunction", "Group", "check_name", "export"]
+__all__ = ["OUTPUT_SETS", "PART_RECORDS", "CCode", "CFunction", "Group", "Pattern", "check_name", "export"]
 
-OUTPUT_SETS = ("value", "grad", "hessian", "jacobian")
+OUTPUT_SETS = ("value", "grad", "hessian", "jacobian", "sparse_hessian", "sparse_jacobian")
 """The output sets, in the order their functions are written."""
 
 PART_RECORDS = 500
@@ -132,6 +138,18 @@ class Group:
 
 
 @dataclass(frozen=True)
+class Pattern:
+    """The CSR pattern of a sparse output set: output ``k`` is row ``r``, column ``indices[k]``,
+    for ``indptr[r] <= k < indptr[r + 1]``."""
+
+    indptr: tuple[int, ...]
+    indices: tuple[int, ...]
+    shape: tuple[int, int]
+    about: str
+    """What the entries are, for the header's comment."""
+
+
+@dataclass(frozen=True)
 class CFunction:
     """One exported C function: the tape it evaluates and where its outputs go."""
 
@@ -142,6 +160,8 @@ class CFunction:
     tape: Tape
     groups: tuple[Group, ...]
     """The output arrays, in parameter order; together they take the tape's outputs in order."""
+    pattern: Pattern | None = None
+    """Where the outputs sit in a matrix, for a sparse set; declared in the header."""
 
     @property
     def work(self) -> int:
@@ -214,22 +234,33 @@ def check_name(name: str) -> str:
     return name
 
 
-def export(name: str, functions: Sequence[tuple[str, Tape, Sequence[Group]]], about: str = "") -> CCode:
-    """The C code of each ``(output set, tape, groups)``; ``about`` describes the function in comments.
+def export(
+    name: str,
+    functions: Sequence[tuple[str, Tape, Sequence[Group]]],
+    about: str = "",
+    patterns: Mapping[str, Pattern] | None = None,
+) -> CCode:
+    """The C code of each ``(output set, tape, groups)``; ``about`` describes the function in comments;
+    ``patterns`` gives the CSR pattern of each sparse set, declared in the header.
 
     Raises InputError naming an op that has no C spelling (its op table row's ``c`` is empty).
     """
     check_name(name)
     fns = []
     for kind, tape, groups in functions:
-        if sum(g.size for g in groups) != len(tape.outputs):
-            raise ValueError(f"{kind}: groups take {sum(g.size for g in groups)} outputs of {len(tape.outputs)}")
+        pattern = (patterns or {}).get(kind)
+        # (a sparse tape with no entries keeps one placeholder output, since a tape needs one: not written)
+        n_out = len(pattern.indices) if pattern is not None and not pattern.indices else len(tape.outputs)
+        if sum(g.size for g in groups) != n_out:
+            raise ValueError(f"{kind}: groups take {sum(g.size for g in groups)} outputs of {n_out}")
+        if pattern is not None and (len(pattern.indices) != n_out or pattern.indptr[-1] != n_out):
+            raise ValueError(f"{kind}: the pattern has {len(pattern.indices)} entries for {n_out} outputs")
         missing = sorted({instr.op.name for instr in tape.instrs if not instr.op.c})
         if missing:
             raise InputError(
                 f"cannot export to C: the op table gives no C spelling (column 'c') for {', '.join(missing)}"
             )
-        fns.append(CFunction(f"{name}_{kind}", kind, tape, tuple(groups)))
+        fns.append(CFunction(f"{name}_{kind}", kind, tape, tuple(groups), pattern))
     inputs = fns[0].tape.inputs if fns else ()
     title = _comment(about) if about else name
     lines = [
@@ -278,8 +309,36 @@ def _header(name: str, title: str, inputs: Sequence[str], fns: Sequence[CFunctio
         for g in fn.groups:
             lines.append(f"#define {upper}_N_{g.parameter.upper()} {g.size}")
         lines.append(fn.signature.replace("restrict", r) + ";")
+        if fn.pattern is not None:
+            lines += _pattern_lines(fn.name, fn.pattern)
     lines += ["", "#ifdef __cplusplus", "}", "#endif", f"#endif /* {guard} */"]
     return "\n".join(lines) + "\n"
+
+
+def _pattern_lines(fn_name: str, pattern: Pattern) -> list[str]:
+    """The CSR pattern as macros and ``static const int`` arrays named after the function (a header
+    may be included by several files: each gets its own copy of the constants, no link clash)."""
+    upper, nnz = fn_name.upper(), len(pattern.indices)
+    rows, cols = pattern.shape
+    indices = _initializer(pattern.indices) + ";" if nnz else "{0}; /* no entries, but C has no empty arrays */"
+    return [
+        f"/* {fn_name} writes the {nnz} structural nonzeros of {pattern.about}",
+        f" * ({rows}x{cols}) in CSR order: entry k is in row r and column {fn_name}_indices[k]",
+        f" * for {fn_name}_indptr[r] <= k < {fn_name}_indptr[r + 1]. */",
+        f"#define {upper}_NNZ {nnz}",
+        f"#define {upper}_ROWS {rows}",
+        f"#define {upper}_COLS {cols}",
+        f"static const int {fn_name}_indptr[{upper}_ROWS + 1] = {_initializer(pattern.indptr)};",
+        f"static const int {fn_name}_indices[{max(nnz, 1)}] = {indices}",
+    ]
+
+
+def _initializer(numbers: Sequence[int]) -> str:
+    """``{a, b, ...}``: on one line when short, else 24 to a line."""
+    if len(numbers) <= 24:
+        return "{" + ", ".join(map(str, numbers)) + "}"
+    rows = [", ".join(map(str, numbers[k : k + 24])) for k in range(0, len(numbers), 24)]
+    return "{\n    " + ",\n    ".join(rows) + "\n}"
 
 
 def _layout(fn: CFunction) -> str:

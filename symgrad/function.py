@@ -785,8 +785,10 @@ class Function:
         """C99 source (``.c`` and ``.h``) with one function per output set, for use outside Python.
 
         ``outputs``: any of ``"value"``, ``"grad"`` (the value and the gradient), ``"hessian"``
-        (n×n, row-major) and ``"jacobian"`` (outputs × variables, row-major); by default the value
-        and the gradient (the Jacobian for several outputs).  The functions are ``NAME_value``,
+        (n×n, row-major), ``"jacobian"`` (outputs × variables, row-major), ``"sparse_hessian"``
+        (the lower triangle's structural nonzeros) and ``"sparse_jacobian"`` (the Jacobian's), each
+        in CSR order with the pattern as constants in the header; by default the value and the
+        gradient (the Jacobian for several outputs).  The functions are ``NAME_value``,
         ``NAME_grad``, …; see :mod:`symgrad.export_c` for the calling convention and status codes.
         """
         export_c.check_name(name)
@@ -795,14 +797,15 @@ class Function:
         else:
             kinds = list(dict.fromkeys([outputs] if isinstance(outputs, str) else outputs))
         functions = []
+        patterns: dict[str, export_c.Pattern] = {}
         m, n = self.n_outputs, len(self.variables)
         for kind in kinds:
             if kind not in export_c.OUTPUT_SETS:
                 listed = ", ".join(repr(k) for k in export_c.OUTPUT_SETS)
                 hint = did_you_mean(kind, export_c.OUTPUT_SETS) if isinstance(kind, str) else ""
                 raise InputError(f"{kind!r} is not an output set; choose from {listed}" + (f"; {hint}" if hint else ""))
-            if kind in ("hessian", "jacobian") and n == 0:
-                raise InputError(f"{self._describe()} has no variables, so it has no {kind}")
+            if kind != "value" and kind != "grad" and n == 0:
+                raise InputError(f"{self._describe()} has no variables, so it has no {kind.replace('_', ' ')}")
             if kind == "value":
                 functions.append((kind, self.tape, [export_c.Group("value", m)]))
             elif kind == "grad":
@@ -811,11 +814,18 @@ class Function:
                 functions.append((kind, self._gradient_tape(None), groups))
             elif kind == "hessian":
                 functions.append((kind, self.hessian_function().tape, [export_c.Group("hessian", n * n)]))
-            else:
+            elif kind == "jacobian":
                 functions.append((kind, self.jacobian_function().tape, [export_c.Group("jacobian", m * n)]))
+            else:
+                which = kind.removeprefix("sparse_")
+                g = self.sparse_hessian_function() if which == "hessian" else self.sparse_jacobian_function()
+                _, indices, indptr, shape = self._layout(which, self.variables)
+                about = "the Hessian's lower triangle (row >= column)" if which == "hessian" else "the Jacobian"
+                patterns[kind] = export_c.Pattern(tuple(indptr.tolist()), tuple(indices.tolist()), shape, about)
+                functions.append((kind, g.tape, [export_c.Group("nonzeros", len(indices))]))
         if not functions:
             raise InputError(f"no output set asked for; choose from {', '.join(export_c.OUTPUT_SETS)}")
-        return export_c.export(name, functions, self._describe())
+        return export_c.export(name, functions, self._describe(), patterns)
 
     @property
     def code(self) -> str:

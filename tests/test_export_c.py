@@ -303,3 +303,127 @@ def test_the_command_reports_errors(argv: list[str], message: str, tmp_path: Pat
     err = capsys.readouterr().err
     assert err.startswith("symgrad: error: ") and message in err
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------ sparse output sets ---
+
+
+def _chained_rosenbrock(n: int) -> str:
+    return " + ".join(f"100*(x{i + 1} - x{i}^2)^2 + (1 - x{i})^2" for i in range(1, n))
+
+
+def _build_with_patterns(code: export_c.CCode, folder: Path) -> ctypes.CDLL:
+    """The exported code plus a file that includes its header and exports each sparse set's
+    pattern (the header's static arrays and macros, as the C compiler reads them) under plain names."""
+    shim = [f'#include "{code.name}.h"']
+    for fn in code.functions:
+        if fn.pattern is not None:
+            upper = fn.name.upper()
+            shim += [
+                f"const int *{fn.name}_indptr_p = {fn.name}_indptr;",
+                f"const int *{fn.name}_indices_p = {fn.name}_indices;",
+                f"const int {fn.name}_sizes[3] = {{{upper}_NNZ, {upper}_ROWS, {upper}_COLS}};",
+            ]
+    c_file = code.write(folder)[0]
+    (folder / "patterns.c").write_text("\n".join(shim) + "\n")
+    library = folder / f"lib{code.name}.so"
+    cc = shutil.which("cc")
+    assert cc is not None
+    done = subprocess.run(
+        [cc, *CFLAGS, "-shared", "-fPIC", "-o", str(library), str(c_file), str(folder / "patterns.c"), "-lm"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[:3000]
+    return ctypes.CDLL(str(library))
+
+
+def _csr_from_c(lib: ctypes.CDLL, fn: export_c.CFunction, values: Sequence[float]) -> Any:
+    """The scipy CSR array rebuilt from the header's pattern (read through the library) and ``values``."""
+    import numpy as np
+    import scipy.sparse
+
+    nnz, rows, cols = (ctypes.c_int * 3).in_dll(lib, f"{fn.name}_sizes")
+    indptr = ctypes.POINTER(ctypes.c_int).in_dll(lib, f"{fn.name}_indptr_p")[: rows + 1]
+    indices = ctypes.POINTER(ctypes.c_int).in_dll(lib, f"{fn.name}_indices_p")[:nnz]
+    assert len(values) == nnz
+    return scipy.sparse.csr_array((np.asarray(values, dtype=np.float64), indices, indptr), shape=(rows, cols))
+
+
+def _same_csr(got: Any, want: Any) -> None:
+    assert got.shape == want.shape
+    assert got.indptr.tolist() == want.indptr.tolist() and got.indices.tolist() == want.indices.tolist()
+    assert [v.hex() for v in got.data.tolist()] == [v.hex() for v in want.data.tolist()]
+
+
+@needs_cc
+def test_sparse_hessian_and_jacobian_of_a_chained_problem_match_with_the_header_pattern(tmp_path: Path) -> None:
+    """Chained Rosenbrock in 30 variables (tridiagonal Hessian) and its residuals (a bidiagonal
+    Jacobian): the C values at random points, placed by the header's CSR arrays, are
+    ``f.sparse_hessian(lower=True)`` / ``F.sparse_jacobian`` bit for bit, with their pattern."""
+    n = 30
+    f = symgrad.compile(_chained_rosenbrock(n))
+    residuals = symgrad.compile([f"10*(x{i + 1} - x{i}^2)" for i in range(1, n)] + [f"1 - x{i}" for i in range(1, n)])
+    hess = f.to_c("rosen", ["value", "sparse_hessian"])
+    jac = residuals.to_c("resid", "sparse_jacobian")
+    assert "#define ROSEN_SPARSE_HESSIAN_NNZ 59" in hess.header  # n diagonal + n - 1 below it
+    lib_h = _build_with_patterns(hess, tmp_path / "h")
+    lib_j = _build_with_patterns(jac, tmp_path / "j")
+    r = random.Random(25)
+    for _ in range(POINTS):
+        point = [r.uniform(-2.0, 2.0) for _ in f.variables]
+        fn = hess.function("sparse_hessian")
+        status, values = call(lib_h, fn, point)
+        assert status == 0
+        got = _csr_from_c(lib_h, fn, values)
+        _same_csr(got, f.sparse_hessian(*point, lower=True))
+        pattern = f.hessian_sparsity(lower=True)
+        assert (got.indptr.tolist(), got.indices.tolist()) == (pattern.indptr.tolist(), pattern.indices.tolist())
+        assert_same(lib_h, fn, point)
+        jpoint = [point[f.variables.index(v)] for v in residuals.variables]
+        fn = jac.function("sparse_jacobian")
+        status, values = call(lib_j, fn, jpoint)
+        assert status == 0
+        got = _csr_from_c(lib_j, fn, values)
+        _same_csr(got, residuals.sparse_jacobian(*jpoint))
+        pattern = residuals.jacobian_sparsity()
+        assert (got.indptr.tolist(), got.indices.tolist()) == (pattern.indptr.tolist(), pattern.indices.tolist())
+        assert_same(lib_j, fn, jpoint)
+    fn = hess.function("sparse_hessian")
+    h = _csr_from_c(lib_h, fn, call(lib_h, fn, point)[1]).toarray()
+    dense = f.hessian(*point)  # and the lower triangle is the dense Hessian's, zeros elsewhere
+    for i, a in enumerate(f.variables):
+        for j, b in enumerate(f.variables):
+            assert h[i, j] == (pytest.approx(dense[a][b], rel=1e-12, abs=1e-9) if j <= i else 0.0)
+
+
+@needs_cc
+def test_the_command_writes_sparse_sets_and_an_empty_pattern_compiles(tmp_path: Path, capsys: Any) -> None:
+    """``--sparse-hessian --sparse-jacobian``; a linear formula's Hessian has no entries: NNZ is 0,
+    the arrays still compile (C has no empty arrays) and the function writes nothing."""
+    argv = ["export-c", "3*x - y", "--sparse-hessian", "--sparse-jacobian", "--name", "lin", "-o", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert "lin_value, lin_sparse_hessian, lin_sparse_jacobian" in capsys.readouterr().out
+    code = symgrad.compile("3*x - y").to_c("lin", ["value", "sparse_hessian", "sparse_jacobian"])
+    assert (tmp_path / "lin.h").read_text() == code.header
+    assert "#define LIN_SPARSE_HESSIAN_NNZ 0" in code.header and "#define LIN_SPARSE_JACOBIAN_NNZ 2" in code.header
+    lib = _build_with_patterns(code, tmp_path)
+    fn = code.function("sparse_hessian")
+    x = (ctypes.c_double * 2)(1.5, -2.0)
+    out = (ctypes.c_double * 1)(7.0)
+    work = (ctypes.c_double * fn.work)()
+    assert lib.lin_sparse_hessian(x, out, work) == 0 and out[0] == 7.0  # nothing written
+    assert _csr_from_c(lib, fn, []).nnz == 0
+    status, values = call(lib, code.function("sparse_jacobian"), [1.5, -2.0])
+    assert status == 0
+    _same_csr(
+        _csr_from_c(lib, code.function("sparse_jacobian"), values),
+        symgrad.compile("3*x - y").sparse_jacobian(1.5, -2.0),
+    )
+
+
+def test_sparse_sets_that_cannot_exist_are_input_errors() -> None:
+    with pytest.raises(InputError, match="needs a function with one output"):
+        symgrad.compile(["x*y", "x"]).to_c("m", "sparse_hessian")
+    with pytest.raises(InputError, match="has no variables, so it has no sparse jacobian"):
+        symgrad.compile("2 + 3").to_c("m", "sparse_jacobian")
