@@ -6,6 +6,7 @@ in the ``dev`` extra) so the test needs no network.
 
 from __future__ import annotations
 
+import os
 import site
 import subprocess
 import sys
@@ -73,12 +74,13 @@ def test_installed_copy_parses_with_its_own_grammar(wheel: Path, tmp_path: Path)
         "print(p.grammar_text() == (pathlib.Path(symgrad.__file__).parent / 'grammar' / 'symgrad.lark').read_text())\n"
         "print(symgrad.grad('3*x**2-4*x+5', x=3))\n"
     )
-    done = _run([str(python), "-c", script], cwd=tmp_path)
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # (a source tree there would shadow the wheel)
+    done = _run([str(python), "-c", script], cwd=tmp_path, env=clean)
     location, same_grammar, result = done.stdout.split()
     assert Path(location).is_relative_to(env)
     assert same_grammar == "True"
     assert result == "14.0"
-    cli = _run([str(env / "bin" / "symgrad"), "grad", "a*b + c", "a=2", "b=-3", "c=10"], cwd=tmp_path)
+    cli = _run([str(env / "bin" / "symgrad"), "grad", "a*b + c", "a=2", "b=-3", "c=10"], cwd=tmp_path, env=clean)
     assert cli.stdout.split() == ["value", "4", "d/da", "-3", "d/db", "2", "d/dc", "1"]
 
 
