@@ -126,7 +126,10 @@ _KEYWORDS = frozenset(
     )
 )
 MAX_NAME = 31
-"""The longest NAME: C99 promises 31 significant characters of an external name (``NAME_hessian`` is 8 more)."""
+"""The longest NAME (31 characters, C99's minimum of significant characters in an external name).
+The functions add a suffix of up to 16 (``NAME_sparse_jacobian``), so on a toolchain that really
+kept only 31 (none in current use: GCC, Clang and MSVC keep every character) a NAME longer than
+15 could make two of them collide."""
 
 
 @dataclass(frozen=True)
