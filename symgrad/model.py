@@ -359,15 +359,16 @@ class _ExprSink(_Sink):
 _IDENTITY = {"add": (0.0, "0"), "mul": (1.0, "1")}
 
 
-def _run(context: _Context, top: list[tuple[Any, ...]]) -> Any:
-    """Run a template's steps; reductions and definitions push frames instead of recursing."""
+def _run(context: _Context, top: list[tuple[Any, ...]], env: Mapping[str, int] | None = None) -> Any:
+    """Run a template's steps (``env``: the loop indices already bound, as for a family of constraints);
+    reductions and definitions push frames instead of recursing."""
     sink = context.sink
     emit, const = sink.emit, sink.const
     memo = context.memo
     refs: list[Any] = []
     # A frame is [steps, position, env] or, for a reduction under way, [None, step, env, k, hi, terms]
     # or, for a definition being computed, [None, memo key].
-    frames: list[list[Any]] = [[top, 0, {}]]
+    frames: list[list[Any]] = [[top, 0, env or {}]]
     while frames:
         frame = frames[-1]
         steps = frame[0]
@@ -537,33 +538,62 @@ def _prepare(
     sizes: Mapping[str, int] | None,
     variables: Declaration | None,
 ) -> tuple[_Context, list[tuple[list[tuple[Any, ...]], int]]]:
-    checked = _sizes(sizes)
-    declared = _declaration(variables, checked)
-    joined = OUTPUT_SEPARATOR.join(sources)
-    context = _Context(sink, joined, checked, declared)
-    if declared is not None:
-        for name in _input_names(declared):
-            sink.var(name)
+    context = _start(sources, sink, sizes, variables)
     templates = []
     shift = 0
     for expr, text in zip(exprs, sources, strict=True):
         body = expr
-        context.definitions = {}  # each formula's definitions are its own
         if isinstance(expr, Program):
-            for definition in expr.definitions:
-                span = _shifted(definition.name_span, shift)
-                if definition.name in context.definitions:
-                    raise context.error(f"'{definition.name}' is defined twice", span)
-                if (declared is not None and definition.name in declared) or definition.name in checked:
-                    kind = "a size" if definition.name in checked else "a declared variable"
-                    raise context.error(f"'{definition.name}' is {kind}; a definition needs a name of its own", span)
-                scope = (definition.param,) if definition.param is not None else ()
-                context.steps[id(definition)] = context.compile(definition.body, scope, shift)
-                context.definitions[definition.name] = definition
+            _define(context, expr.definitions, shift)
             body = expr.body
+        else:
+            _define(context, (), shift)
         templates.append((context.compile(body, (), shift), shift))
         shift += len(text) + len(OUTPUT_SEPARATOR)
     return context, templates
+
+
+def _start(
+    sources: Sequence[str], sink: _Sink, sizes: Mapping[str, int] | None, variables: Declaration | None
+) -> _Context:
+    """The context for lowering ``sources`` (joined into one text), declared inputs given to the sink."""
+    checked = _sizes(sizes)
+    declared = _declaration(variables, checked)
+    context = _Context(sink, OUTPUT_SEPARATOR.join(sources), checked, declared)
+    if declared is not None:
+        for name in _input_names(declared):
+            sink.var(name)
+    return context
+
+
+def _define(context: _Context, definitions: Sequence[Definition], shift: int) -> None:
+    """Compile one formula's definitions; they replace the previous formula's (each has its own)."""
+    context.definitions = {}
+    declared, sizes = context.declared, context.sizes
+    for definition in definitions:
+        span = _shifted(definition.name_span, shift)
+        if definition.name in context.definitions:
+            raise context.error(f"'{definition.name}' is defined twice", span)
+        if (declared is not None and definition.name in declared) or definition.name in sizes:
+            kind = "a size" if definition.name in sizes else "a declared variable"
+            raise context.error(f"'{definition.name}' is {kind}; a definition needs a name of its own", span)
+        scope = (definition.param,) if definition.param is not None else ()
+        context.steps[id(definition)] = context.compile(definition.body, scope, shift)
+        context.definitions[definition.name] = definition
+
+
+def _input_order(context: _Context) -> list[str] | None:
+    """Without declared variables: the names in order of first appearance, each vector as ``x[1]``
+    up to the largest element used (None when declared: the declaration is the order)."""
+    if context.declared is not None:
+        return None
+    order: list[str] = []
+    for name, (_, vector) in sorted(context.appearance.items(), key=lambda item: item[1][0]):
+        if vector:
+            order.extend(f"{name}[{k}]" for k in range(1, context.vector_max.get(name, 0) + 1))
+        else:
+            order.append(name)
+    return order
 
 
 @gc_paused
@@ -585,16 +615,9 @@ def lower_model(
     builder = TapeBuilder(joined, optimize=optimize)
     context, templates = _prepare(exprs, sources, _TapeSink(builder), sizes, variables)
     outputs = [_run(context, steps) for steps, _ in templates]
-    order: list[str] | None = None
-    if context.declared is None:
-        order = []
-        for name, (_, vector) in sorted(context.appearance.items(), key=lambda item: item[1][0]):
-            if vector:
-                order.extend(f"{name}[{k}]" for k in range(1, context.vector_max.get(name, 0) + 1))
-            else:
-                order.append(name)
-        for name in order:
-            builder.var(name)  # elements between those used: inputs with zero partials
+    order = _input_order(context)
+    for name in order or ():
+        builder.var(name)  # elements between those used: inputs with zero partials
     names = tuple(sources) if len(sources) > 1 else ()
     return builder.finish(outputs, names, order)
 

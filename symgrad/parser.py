@@ -24,6 +24,7 @@ import math
 import operator
 import re
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from .expr import Call, Const, Definition, Expr, Index, Program, Reduce, Var
 from .gcpause import gc_paused
 from .ops import FUNCTIONS, OPS, lookup_function
 
-__all__ = ["CONSTANTS", "grammar_text", "normalise_name", "parse"]
+__all__ = ["CONSTANTS", "Family", "Relation", "grammar_text", "normalise_name", "parse", "parse_relation"]
 
 CONSTANTS: dict[str, float] = {"pi": math.pi, "E": math.e}
 """Names that mean a number.  Every other name that is not called is a variable."""
@@ -62,8 +63,40 @@ _TERMINAL_NAMES = {
     "DOTDOT": "'..'",
     "FOR": "'for'",
     "IN": "'in'",
+    "COMPARE": "a comparison (>=, <=, ==)",
     "$END": "the end of the expression",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """``for var in lo..hi`` after a relation: one constraint per integer in the range."""
+
+    span: Span
+    var: str
+    var_span: Span
+    lo: Expr
+    hi: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A constraint as written: ``a >= b``, ``a <= b``, ``a == b`` or ``lo <= g <= hi`` (``hi >= g >= lo``).
+
+    ``sides`` has two or three expressions and ``operators`` one fewer (the same one twice when there
+    are three: the parser checks that).  ``span`` runs from the first side to the last, without the
+    definitions before it or the family clause after it.  Not an :class:`~symgrad.expr.Expr`: a relation
+    has no value, so nothing that walks formulas ever sees one.
+    """
+
+    span: Span
+    definitions: tuple[Definition, ...]
+    sides: tuple[Expr, ...]
+    operators: tuple[str, ...]
+    family: Family | None
+
+
+RELATION_HINT = "write it as a relation: g(x) >= 0, g(x) == 0 or g(x) <= 0 (or lo <= g(x) <= hi)"
 
 
 def grammar_text() -> str:
@@ -234,6 +267,43 @@ class _Builder(Transformer[Token, Expr]):
         *definitions, body = children
         return Program(Span(definitions[0].span.start, body.span.end), tuple(definitions), body)
 
+    # -- constraints (start="relation") --
+    def family(self, children: list[Any]) -> Family:
+        for_token, var, _in, lo, _dots, hi = children
+        index = self._model_name(var, "an index")
+        return Family(Span(for_token.start_pos, hi.span.end), index, _span(var), lo, hi)
+
+    def relation(self, children: list[Any]) -> Relation:
+        *rest, family = children
+        n_definitions = next(k for k, child in enumerate(rest) if not isinstance(child, Definition))
+        definitions, chain = tuple(rest[:n_definitions]), rest[n_definitions:]
+        sides: tuple[Expr, ...] = tuple(chain[::2])
+        tokens: list[Token] = chain[1::2]
+        span = Span(sides[0].span.start, sides[-1].span.end)
+        if not tokens:
+            raise _BuildError(ParseError, "a constraint needs a comparison (>=, <=, ==)", span, RELATION_HINT)
+        operators = tuple(_text(t) for t in tokens)
+        for token, operator_ in zip(tokens, operators, strict=True):
+            if operator_ in ("<", ">"):
+                raise _BuildError(
+                    ParseError,
+                    f"strict inequality '{operator_}' is not supported",
+                    _span(token),
+                    f"write '{operator_}=': over real numbers the bound is the same",
+                )
+        if len(tokens) > 2:
+            raise _BuildError(
+                ParseError, "a constraint has at most two comparisons", _span(tokens[2]), "write lo <= g(x) <= hi"
+            )
+        if len(tokens) == 2 and (operators[0] != operators[1] or operators[0] == "=="):
+            raise _BuildError(
+                ParseError,
+                f"'{operators[0]}' and then '{operators[1]}' do not make a double-sided constraint",
+                _span(tokens[1]),
+                "write lo <= g(x) <= hi or hi >= g(x) >= lo (lo and hi constants), or two constraints",
+            )
+        return Relation(span, definitions, sides, operators, family)
+
 
 def _fast_plugins() -> dict[str, Any] | None:
     """lark-cython's plugins, unless absent or ``SYMGRAD_PARSER=python``."""
@@ -269,6 +339,7 @@ def _build(fast: bool) -> Lark:
     built = Lark(
         grammar_text(),
         parser="lalr",
+        start=["start", "relation"],
         transformer=_Builder(),
         keep_all_tokens=True,
         maybe_placeholders=True,
@@ -394,7 +465,7 @@ def _digit_hint(text: str) -> str:
 def _parses(text: str) -> bool:
     """Whether ``text`` is a well-formed expression (used to check a suggestion before making it)."""
     try:
-        _lark().parse(text)
+        _lark().parse(text, start="start")
     except (_BuildError, lark.exceptions.LarkError):
         return False
     return True
@@ -434,6 +505,8 @@ def _implicit_multiplication_hint(source: str, token_start: int, token_text: str
     if prev == ")":
         return f"implicit multiplication is not supported: insert '*' before {'(...)' if first == '(' else clip(token_text)}"
     left = re.split(r"[\s+\-*/^(,]", before[-201:])[-1]
+    if keyword.iskeyword(left):
+        return ""  # "for 2" in a family clause: a keyword, not an operand
     if first == "(":
         return f"implicit multiplication is not supported: write {clip(left)}*(...)"
     if len(before) == token_start and re.fullmatch(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", left):
@@ -459,14 +532,41 @@ def parse(source: str) -> Expr:
         raise ParseError(
             "empty expression", source, Span(len(source), len(source) + 1), "write a formula such as 3*x**2 - 4*x + 5"
         )
-    return _parse(source, _lark())
+    result = _parse(source, _lark())
+    assert isinstance(result, Expr)  # the embedded transformer builds Expr nodes
+    return result
 
 
-def _parse(source: str, parser: Lark) -> Expr:
-    """:func:`parse` with a given lark parser (tests run both the fast and the pure-Python one)."""
+@gc_paused
+def parse_relation(source: str) -> Relation:
+    """Parse one constraint (see :class:`Relation`).  Raises :class:`ParseError` for any malformed text."""
+    if not isinstance(source, str):
+        raise TypeError(f"expected a constraint string, got {type(source).__name__}")
+    if not source.strip():
+        raise ParseError(
+            "empty constraint", source, Span(len(source), len(source) + 1), "write a constraint such as x + y <= 1"
+        )
+    result = _parse(source, _lark(), start="relation")
+    assert isinstance(result, Relation)
+    return result
+
+
+def _relation_operator(source: str, span: Span) -> Span | None:
+    """The span of a comparison operator at ``span`` (``==`` lexed as two ``=``), or None."""
+    for start in (span.start - 1, span.start):
+        if start >= 0 and source[start : start + 2] in ("==", ">=", "<="):
+            return Span(start, start + 2)
+    if source[span.start : span.start + 1] in ("<", ">"):
+        return Span(span.start, span.start + 1)
+    return None
+
+
+def _parse(source: str, parser: Lark, start: str = "start") -> Expr | Relation:
+    """:func:`parse` (or, with ``start="relation"``, :func:`parse_relation`) with a given lark parser
+    (tests run both the fast and the pure-Python one)."""
     try:
-        result = parser.parse(source)
-        assert isinstance(result, Expr)  # the embedded transformer builds Expr nodes
+        result: Any = parser.parse(source, start=start)
+        assert isinstance(result, (Expr, Relation))  # the embedded transformer builds these
         return result
     except _BuildError as e:
         raise e.cls(e.message, source, e.span, e.hint) from None
@@ -480,10 +580,22 @@ def _parse(source: str, parser: Lark) -> Expr:
         token = e.token
         if token.type == "$END":
             end = len(source.rstrip())
-            raise ParseError(
-                "unexpected end of the expression", source, Span(end, end + 1), f"expected {_expected(e.expected)}"
-            ) from None
+            hint = f"expected {_expected(e.expected)}"
+            if start == "relation" and "SEMICOLON" in e.expected:
+                hint += "\n'=' defines a name (t = ...;); an equality constraint is written with '=='"
+            raise ParseError("unexpected end of the expression", source, Span(end, end + 1), hint) from None
         span = _span(token)
+        if start == "start" and token.type in ("COMPARE", "EQUAL"):
+            relation = _relation_operator(source, span)
+            if relation is not None:
+                operator_ = source[relation.start : relation.end]
+                raise ParseError(
+                    f"'{operator_}' makes a constraint, not a formula",
+                    source,
+                    relation,
+                    "a formula computes a value; pass constraints such as 'x + y <= 1' to"
+                    " symgrad.minimize(..., constraints=[...])",
+                ) from None
         hint = _script_hint(str(token), source[: span.start]) or _implicit_multiplication_hint(
             source, span.start, str(token)
         )

@@ -1,0 +1,221 @@
+"""Constraints written as in modelling languages: ``x1*x2*x3*x4 >= 25``, ``1 <= x <= 5``, families.
+
+A constraint is a relation between formulas, parsed by the grammar's ``relation``
+start (never by the formula start: ``compile("x == y")`` is a parse error)::
+
+    r[i] = x[i+1] - x[i];  r[i] >= 0 for i in 1..n-1
+
+Named definitions may come first, as in a model; then one comparison (``>=``,
+``<=``, ``==``) or a double-sided one (``lo <= g <= hi`` or ``hi >= g >= lo``);
+then an optional family clause ``for i in a..b``, which makes one constraint per
+integer of the range, in order (none for an empty range).
+
+:func:`lower_constraints` lowers any number of constraints onto ONE tape (one
+:class:`~symgrad.builder.TapeBuilder`, so subexpressions they share are computed
+once), one output per constraint, each with a lower and an upper bound:
+
+* ``a >= b`` is ``a - b`` in ``[0, inf]``; ``<=`` gives ``[-inf, 0]``; ``==`` gives ``[0, 0]``;
+* but when one side folds to a constant, the other side is the body and the
+  constant its bound: ``x1*x2*x3*x4 >= 25`` is ``x1*x2*x3*x4`` in ``[25, inf]``;
+* ``lo <= g <= hi``: ``g`` in ``[lo, hi]``, where ``lo`` and ``hi`` must fold to constants.
+
+Nothing is expanded as text: a family's sides are compiled once into the model
+machine's templates (:mod:`symgrad.model`) and run once per index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .builder import Ref, TapeBuilder
+from .errors import InputError, abbreviate, clip
+from .gcpause import gc_paused
+from .lower import OUTPUT_SEPARATOR
+from .model import (
+    Declaration,
+    _Context,
+    _define,
+    _input_order,
+    _integer,
+    _run,
+    _shifted,
+    _start,
+    _TapeSink,
+    _value,
+)
+from .ops import OPS
+from .parser import Relation, normalise_name, parse_relation
+from .tape import Tape
+
+__all__ = ["LoweredConstraints", "lower_constraints"]
+
+LABEL_LIMIT = 200
+"""A relation's text longer than this is abbreviated in the labels (``errors.abbreviate``)."""
+
+_SUB = OPS["sub"]
+
+
+@dataclass(frozen=True)
+class LoweredConstraints:
+    """Constraints ``lower[k] <= tape output k <= upper[k]``, ready for a solver.
+
+    ``tape`` has one output per constraint (families expanded, in order) and its
+    inputs in the order of ``variables`` (or of first appearance); ``lower`` and
+    ``upper`` hold ``-math.inf`` / ``math.inf`` where there is no bound; ``labels``
+    name each constraint by its relation's text, with ``" (i=3)"`` for a family member.
+    """
+
+    tape: Tape
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    labels: tuple[str, ...]
+
+
+@gc_paused
+def lower_constraints(
+    sources: Sequence[str],
+    *,
+    variables: Declaration | None = None,
+    sizes: Mapping[str, int] | None = None,
+) -> LoweredConstraints:
+    """Parse and lower constraints onto one tape (see the module docstring for the forms and bounds).
+
+    ``variables`` declares the tape's inputs as for :func:`symgrad.compile` (names, or a mapping from
+    name to a vector length or a size's name); without it, the inputs are the names in order of
+    first appearance.  ``sizes`` gives the sizes used in indices, bounds and family ranges.
+
+    Raises :class:`~symgrad.errors.ParseError` for malformed text (a formula with no comparison,
+    ``a <= b >= c``, ...), :class:`~symgrad.errors.ModelError` for a bound that does not fold to a
+    constant, a lower bound above the upper one, a constraint of constants that is false, or an
+    index problem, and :class:`~symgrad.errors.InputError` when there is no constraint at all
+    (no sources, or every family's range is empty).
+    """
+    if isinstance(sources, str) or not isinstance(sources, Sequence):
+        raise InputError(f"constraints are a list of strings, got {type(sources).__name__} {sources!r:.60}")
+    if not all(isinstance(s, str) for s in sources):
+        raise InputError("constraints are a list of strings, such as ['x + y <= 1', 'x >= 0']")
+    texts = list(sources)
+    relations = [parse_relation(text) for text in texts]
+    joined = OUTPUT_SEPARATOR.join(texts)
+    builder = TapeBuilder(joined)
+    context = _start(texts, _TapeSink(builder), sizes, _checked_declaration(variables))
+    outputs: list[Ref] = []
+    lower: list[float] = []
+    upper: list[float] = []
+    labels: list[str] = []
+    shift = 0
+    for relation, text in zip(relations, texts, strict=True):
+        label = abbreviate(text[relation.span.start : relation.span.end], LABEL_LIMIT)
+        _define(context, relation.definitions, shift)
+        family = relation.family
+        scope = (family.var,) if family is not None else ()
+        sides = [context.compile(side, scope, shift) for side in relation.sides]
+        if family is None:
+            body, lo, hi = _normalise(context, builder, relation, sides, {}, shift)
+            outputs.append(body)
+            lower.append(lo)
+            upper.append(hi)
+            labels.append(label)
+        else:
+            what = "the bounds of the family"
+            first, last = (
+                _value(a, p, {})
+                for a, p, _ in (
+                    _integer(family.lo, (), context.sizes, joined, shift, what),
+                    _integer(family.hi, (), context.sizes, joined, shift, what),
+                )
+            )
+            for k in range(first, last + 1):
+                body, lo, hi = _normalise(context, builder, relation, sides, {family.var: k}, shift)
+                outputs.append(body)
+                lower.append(lo)
+                upper.append(hi)
+                labels.append(f"{label} ({family.var}={k})")
+        shift += len(text) + len(OUTPUT_SEPARATOR)
+    if not outputs:
+        raise InputError(
+            "no constraints: " + ("none were given" if not texts else "the range of every family is empty")
+        )
+    order = _input_order(context)
+    for name in order or ():
+        builder.var(name)  # elements between those used: inputs with zero partials
+    tape = builder.finish(outputs, labels, order)
+    return LoweredConstraints(tape, tuple(lower), tuple(upper), tuple(labels))
+
+
+def _checked_declaration(variables: Declaration | None) -> Declaration | None:
+    """``variables=`` with names in the parser's normal form, refusing a bare string and repeated names."""
+    if variables is None:
+        return None
+    if isinstance(variables, str):
+        raise InputError(
+            f"variables= takes a list of names, got the string {variables!r:.60}: write [{variables!r:.60}]"
+        )
+    if isinstance(variables, Mapping):
+        return {normalise_name(name) if isinstance(name, str) else name: length for name, length in variables.items()}
+    names = [normalise_name(name) if isinstance(name, str) else name for name in variables]
+    for name in names:
+        if not isinstance(name, str):
+            raise InputError(f"variables= takes names (strings), got {type(name).__name__} {name!r:.60}")
+    repeated = next((name for k, name in enumerate(names) if name in names[:k]), None)
+    if repeated is not None:
+        raise InputError(f"variable '{clip(repeated)}' is declared twice in variables=")
+    return names
+
+
+def _normalise(
+    context: _Context,
+    builder: TapeBuilder,
+    relation: Relation,
+    sides: list[list[tuple[Any, ...]]],
+    env: dict[str, int],
+    shift: int,
+) -> tuple[Ref, float, float]:
+    """One constraint as ``(body, lower, upper)``: the sides run with the family index ``env``."""
+    refs = [_run(context, steps, env) for steps in sides]
+    values = [builder.const_value(ref) for ref in refs]
+    where = "".join(f" for {name} = {k}" for name, k in env.items())
+    span = _shifted(relation.span, shift)
+    operator_ = relation.operators[0]
+    if len(refs) == 3:
+        for side, value in ((0, values[0]), (2, values[2])):
+            if value is None:
+                texts = [context.source[s.start : s.end] for s in (_shifted(e.span, shift) for e in relation.sides)]
+                raise context.error(
+                    f"the bounds of a double-sided constraint must be constants: '{clip(texts[side], 40)}' is not{where}",
+                    _shifted(relation.sides[side].span, shift),
+                    f"write two constraints: {clip(texts[0], 40)} {operator_} {clip(texts[1], 40)}"
+                    f" and {clip(texts[1], 40)} {operator_} {clip(texts[2], 40)}",
+                )
+        first, last = values[0], values[2]
+        assert first is not None and last is not None
+        lo, hi = (first, last) if operator_ == "<=" else (last, first)
+        body, constant = refs[1], values[1]
+    elif values[1] is not None or values[0] is None:
+        # "g >= c" (the constant on the right), or "a >= b" with neither side constant: body a - b
+        bound = values[1] if values[1] is not None else 0.0
+        body = refs[0] if values[1] is not None else builder.emit(_SUB, (refs[0], refs[1]), span)
+        lo, hi = {">=": (bound, math.inf), "<=": (-math.inf, bound), "==": (bound, bound)}[operator_]
+        constant = values[0] if values[1] is not None else None
+    else:  # "c >= g": g <= c
+        bound = values[0]
+        body, constant = refs[1], values[1]
+        lo, hi = {">=": (-math.inf, bound), "<=": (bound, math.inf), "==": (bound, bound)}[operator_]
+    if math.isnan(lo) or math.isnan(hi) or lo > hi:
+        raise context.error(
+            f"this constraint has lower bound {lo!r} > upper bound {hi!r}{where}: no point satisfies it"
+            if not (math.isnan(lo) or math.isnan(hi))
+            else f"a bound of this constraint is nan{where}",
+            span,
+            "check the order of the bounds: lo <= g(x) <= hi" if len(refs) == 3 else "",
+        )
+    if constant is not None and not lo <= constant <= hi:
+        raise context.error(
+            f"this constraint is false{where}: its sides are constants ({constant!r} is not in [{lo!r}, {hi!r}])",
+            span,
+            "a constraint must depend on the variables, or hold",
+        )
+    return body, lo, hi
