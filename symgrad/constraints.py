@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from .builder import Ref, TapeBuilder
 from .errors import InputError, abbreviate, clip
@@ -166,6 +166,12 @@ def _checked_declaration(variables: Declaration | None) -> Declaration | None:
     return names
 
 
+_ONE_SIDED = {">=": (0.0, math.inf), "<=": (-math.inf, 0.0), "==": (0.0, 0.0)}
+"""The bounds of ``a OP b`` as ``a - b``, and of ``g OP c`` as ``g - c`` (shifted by c)."""
+
+_FLIPPED = {">=": "<=", "<=": ">=", "==": "=="}
+
+
 def _normalise(
     context: _Context,
     builder: TapeBuilder,
@@ -175,47 +181,70 @@ def _normalise(
     shift: int,
 ) -> tuple[Ref, float, float]:
     """One constraint as ``(body, lower, upper)``: the sides run with the family index ``env``."""
-    refs = [_run(context, steps, env) for steps in sides]
-    values = [builder.const_value(ref) for ref in refs]
-    where = "".join(f" for {name} = {k}" for name, k in env.items())
-    span = _shifted(relation.span, shift)
     operator_ = relation.operators[0]
-    if len(refs) == 3:
-        for side, value in ((0, values[0]), (2, values[2])):
-            if value is None:
-                texts = [context.source[s.start : s.end] for s in (_shifted(e.span, shift) for e in relation.sides)]
-                raise context.error(
-                    f"the bounds of a double-sided constraint must be constants: '{clip(texts[side], 40)}' is not{where}",
-                    _shifted(relation.sides[side].span, shift),
-                    f"write two constraints: {clip(texts[0], 40)} {operator_} {clip(texts[1], 40)}"
-                    f" and {clip(texts[1], 40)} {operator_} {clip(texts[2], 40)}",
-                )
-        first, last = values[0], values[2]
-        assert first is not None and last is not None
+    if len(sides) == 3:
+        refs = [_run(context, steps, env) for steps in sides]
+        first, last = builder.const_value(refs[0]), builder.const_value(refs[2])
+        if first is None or last is None:
+            _not_constant(context, relation, 0 if first is None else 2, env, shift)
         lo, hi = (first, last) if operator_ == "<=" else (last, first)
-        body, constant = refs[1], values[1]
-    elif values[1] is not None or values[0] is None:
-        # "g >= c" (the constant on the right), or "a >= b" with neither side constant: body a - b
-        bound = values[1] if values[1] is not None else 0.0
-        body = refs[0] if values[1] is not None else builder.emit(_SUB, (refs[0], refs[1]), span)
-        lo, hi = {">=": (bound, math.inf), "<=": (-math.inf, bound), "==": (bound, bound)}[operator_]
-        constant = values[0] if values[1] is not None else None
-    else:  # "c >= g": g <= c
-        bound = values[0]
-        body, constant = refs[1], values[1]
-        lo, hi = {">=": (-math.inf, bound), "<=": (bound, math.inf), "==": (bound, bound)}[operator_]
-    if math.isnan(lo) or math.isnan(hi) or lo > hi:
-        raise context.error(
-            f"this constraint has lower bound {lo!r} > upper bound {hi!r}{where}: no point satisfies it"
-            if not (math.isnan(lo) or math.isnan(hi))
-            else f"a bound of this constraint is nan{where}",
-            span,
-            "check the order of the bounds: lo <= g(x) <= hi" if len(refs) == 3 else "",
-        )
-    if constant is not None and not lo <= constant <= hi:
-        raise context.error(
-            f"this constraint is false{where}: its sides are constants ({constant!r} is not in [{lo!r}, {hi!r}])",
-            span,
-            "a constraint must depend on the variables, or hold",
-        )
+        body = refs[1]
+    else:
+        left, right = _run(context, sides[0], env), _run(context, sides[1], env)
+        constant = builder.const_value(right)
+        if constant is not None:  # g OP c: g in bounds shifted by c
+            body = left
+        else:
+            constant = builder.const_value(left)
+            if constant is not None:  # c OP g: g in the flipped bounds
+                body, operator_ = right, _FLIPPED[operator_]
+            else:
+                body, constant = builder.emit(_SUB, (left, right), _shifted(relation.span, shift)), 0.0
+        lo, hi = _ONE_SIDED[operator_]
+        lo, hi = lo + constant, hi + constant
+    if not lo <= hi or (body[0] == "c" and not lo <= builder.consts[body[1]] <= hi):
+        _empty(context, builder, relation, body, lo, hi, env, shift)
     return body, lo, hi
+
+
+def _where(env: dict[str, int]) -> str:
+    return "".join(f" for {name} = {k}" for name, k in env.items())
+
+
+def _not_constant(context: _Context, relation: Relation, side: int, env: dict[str, int], shift: int) -> NoReturn:
+    """Raise: a bound of a double-sided constraint does not fold to a constant."""
+    spans = [_shifted(e.span, shift) for e in relation.sides]
+    texts = [clip(context.source[s.start : s.end], 40) for s in spans]
+    operator_ = relation.operators[0]
+    raise context.error(
+        f"the bounds of a double-sided constraint must be constants: '{texts[side]}' is not{_where(env)}",
+        spans[side],
+        f"write two constraints: {texts[0]} {operator_} {texts[1]} and {texts[1]} {operator_} {texts[2]}",
+    )
+
+
+def _empty(
+    context: _Context,
+    builder: TapeBuilder,
+    relation: Relation,
+    body: Ref,
+    lo: float,
+    hi: float,
+    env: dict[str, int],
+    shift: int,
+) -> NoReturn:
+    """Raise: no point satisfies the constraint (lower above upper, a nan bound, or false constants)."""
+    span, where = _shifted(relation.span, shift), _where(env)
+    if math.isnan(lo) or math.isnan(hi):
+        raise context.error(f"a bound of this constraint is nan{where}", span)
+    if lo > hi:
+        hint = "check the order of the bounds: lo <= g(x) <= hi" if len(relation.sides) == 3 else ""
+        raise context.error(
+            f"this constraint has lower bound {lo!r} > upper bound {hi!r}{where}: no point satisfies it", span, hint
+        )
+    value = builder.consts[body[1]]
+    raise context.error(
+        f"this constraint is false{where}: its sides are constants ({value!r} is not in [{lo!r}, {hi!r}])",
+        span,
+        "a constraint must depend on the variables, or hold",
+    )

@@ -179,6 +179,7 @@ class _Context:
         self.definitions: dict[str, Definition] = {}
         self.steps: dict[int, list[tuple[Any, ...]]] = {}  # compiled body of each definition, by id
         self.memo: dict[tuple[int, int | None], Any] = {}
+        self.elements: dict[tuple[str, int], Any] = {}  # (vector, k) -> its operand, once checked
         self.appearance: dict[str, tuple[int, bool]] = {}  # name -> (first offset, is a vector)
         self.vector_max: dict[str, int] = {}
 
@@ -307,7 +308,8 @@ class _Context:
             )
         if length is None and k > self.vector_max.get(name, 0):
             self.vector_max[name] = k
-        return self.sink.var(f"{name}[{k}]")
+        operand = self.elements[name, k] = self.sink.var(f"{name}[{k}]")
+        return operand
 
 
 def _value(affine: _Affine | None, program: list[tuple[Any, ...]], env: Mapping[str, int]) -> int:
@@ -364,7 +366,7 @@ def _run(context: _Context, top: list[tuple[Any, ...]], env: Mapping[str, int] |
     reductions and definitions push frames instead of recursing."""
     sink = context.sink
     emit, const = sink.emit, sink.const
-    memo = context.memo
+    memo, elements = context.memo, context.elements
     refs: list[Any] = []
     # A frame is [steps, position, env] or, for a reduction under way, [None, step, env, k, hi, terms]
     # or, for a definition being computed, [None, memo key].
@@ -389,54 +391,63 @@ def _run(context: _Context, top: list[tuple[Any, ...]], env: Mapping[str, int] |
             inner[step[2]] = k
             frames.append([step[5], 0, inner])
             continue
+        # The frame's steps run in this inner loop until one needs a frame of its own.
         position, env = frame[1], frame[2]
-        if position == len(steps):
-            frames.pop()
-            continue
-        step = steps[position]
-        frame[1] = position + 1
-        kind = step[0]
-        if kind == _CALL:
-            n = step[2]
-            if n == 2:
-                b = refs.pop()
-                refs.append(emit(step[1], (refs.pop(), b), step[3]))
-            else:
-                args = tuple(refs[len(refs) - n :])
-                del refs[len(refs) - n :]
-                refs.append(emit(step[1], args, step[3]))
-        elif kind == _REF:
-            refs.append(step[1])
-        elif kind == _LOOP:
-            k = env[step[1]]
-            refs.append(const(float(k), str(k)))
-        elif kind == _ELEM:
-            target = step[1]
-            if isinstance(target, str):
-                refs.append(context.element(step, env))
-                continue
-            affine, program, _ = step[2]
-            k = _value(affine, program, env)
-            key = (id(target), k)
-            if key in memo:
-                refs.append(memo[key])
-            else:
+        end = len(steps)
+        while position < end:
+            step = steps[position]
+            position += 1
+            kind = step[0]
+            if kind == _CALL:
+                n = step[2]
+                if n == 2:
+                    b = refs.pop()
+                    refs.append(emit(step[1], (refs.pop(), b), step[3]))
+                else:
+                    args = tuple(refs[len(refs) - n :])
+                    del refs[len(refs) - n :]
+                    refs.append(emit(step[1], args, step[3]))
+            elif kind == _REF:
+                refs.append(step[1])
+            elif kind == _ELEM:
+                target = step[1]
+                affine, program, _ = step[2]
+                k = _value(affine, program, env)
+                if isinstance(target, str):
+                    element = elements.get((target, k))
+                    refs.append(element if element is not None else context.element(step, env))
+                    continue
+                key = (id(target), k)
+                if key in memo:
+                    refs.append(memo[key])
+                    continue
+                frame[1] = position
                 frames.append([None, key])
                 frames.append([context.steps[id(target)], 0, {target.param: k}])
-        elif kind == _DEF:
-            scalar_key: tuple[int, int | None] = (id(step[1]), None)
-            if scalar_key in memo:
-                refs.append(memo[scalar_key])
-            else:
+                break
+            elif kind == _LOOP:
+                k = env[step[1]]
+                refs.append(const(float(k), str(k)))
+            elif kind == _DEF:
+                scalar_key: tuple[int, int | None] = (id(step[1]), None)
+                if scalar_key in memo:
+                    refs.append(memo[scalar_key])
+                    continue
+                frame[1] = position
                 frames.append([None, scalar_key])
                 frames.append([context.steps[id(step[1])], 0, {}])
-        else:  # _REDUCE
-            lo, hi = (_value(a, p, env) for a, p, _ in (step[3], step[4]))
-            if lo > hi:
-                value, text = _IDENTITY[step[1].name]
-                refs.append(const(value, text))
-            else:
+                break
+            else:  # _REDUCE
+                lo, hi = (_value(a, p, env) for a, p, _ in (step[3], step[4]))
+                if lo > hi:
+                    value, text = _IDENTITY[step[1].name]
+                    refs.append(const(value, text))
+                    continue
+                frame[1] = position
                 frames.append([None, step, env, lo, hi, 0])
+                break
+        else:
+            frames.pop()  # every step has run
     return refs[-1]
 
 
