@@ -24,6 +24,7 @@ from .errors import (
 from .fit import FitResult, fit
 from .function import Function
 from .ops import OPS, Op
+from .optimize import Constraint, OptimizeResult, minimize
 from .oracle import CheckReport, check
 from .parser import parse
 from .plotting import plot
@@ -38,6 +39,7 @@ __all__ = [
     "ArityError",
     "CheckReport",
     "ConfigError",
+    "Constraint",
     "DomainError",
     "FitResult",
     "Function",
@@ -46,6 +48,7 @@ __all__ = [
     "MissingDependencyError",
     "MissingVariableError",
     "Op",
+    "OptimizeResult",
     "ParseError",
     "SymgradError",
     "Tape",
@@ -66,6 +69,7 @@ __all__ = [
     "hvp",
     "jacobian",
     "jvp",
+    "minimize",
     "parse",
     "plot",
     "trace",

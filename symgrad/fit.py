@@ -42,6 +42,9 @@ from .function import Function
 __all__ = ["FitResult", "fit"]
 
 REDUCTIONS = ("sum", "mean")
+HESSIAN_METHODS = ("Newton-CG", "dogleg", "trust-ncg", "trust-krylov", "trust-exact", "trust-constr")
+"""scipy methods that use second derivatives: :func:`fit` gives them the exact Hessian (a dense n×n
+matrix over the few parameters) instead of letting scipy fall back to finite differences."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,11 @@ def fit(
         )
     if isinstance(bounds, Mapping):
         bounds = [tuple(bounds.get(name, (None, None))) for name in names]
+    second: dict[str, Any] = {}
+    if isinstance(method, str) and method in HESSIAN_METHODS:
+        second["hess"] = _Hessian(f, dict(data), names, objective)
     res = optimize.minimize(
-        objective, x0, jac=True, method=method, bounds=bounds, tol=tol, options=dict(options or {}) or None
+        objective, x0, jac=True, method=method, bounds=bounds, tol=tol, options=dict(options or {}) or None, **second
     )
     final, grad = objective(np.asarray(res.x, dtype=np.float64))
     return FitResult(
@@ -176,6 +182,39 @@ class _Objective:
         grad = np.array([float(grads[name]) for name in self.names]) * scale
         self.last = (key, loss, grad)
         return loss, grad.copy()
+
+
+class _Hessian:
+    """``x -> ∇²(loss summed over the data)`` for scipy's second-order methods: one evaluation of the
+    Hessian's tape over the data per new ``x`` (nan outside the loss's domain, as the gradient gives)."""
+
+    def __init__(self, f: Function, data: dict[str, Any], names: list[str], objective: _Objective) -> None:
+        self.f, self.data, self.names, self.objective = f, data, names, objective
+        self.last: tuple[bytes, np.ndarray[Any, np.dtype[np.float64]]] | None = None
+
+    def __call__(self, x: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, np.dtype[np.float64]]:
+        key = np.asarray(x, dtype=np.float64).tobytes()
+        if self.last is None or self.last[0] != key:
+            self.last = (key, self._evaluate(x))
+        result: np.ndarray[Any, np.dtype[np.float64]] = self.last[1].copy()
+        return result
+
+    def _evaluate(self, x: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, np.dtype[np.float64]]:
+        n = len(self.names)
+        point = {**self.data, **dict(zip(self.names, (float(v) for v in x), strict=True))}
+        objective = self.objective
+        try:
+            if objective.lazy:
+                entries = [self.f.derivative(a, b)(point) for a in self.names for b in self.names]
+                sums: Sequence[Any] = dask_arrays.compute(*[e.sum() for e in entries])
+                count = entries[0].size if objective.mean else 1
+            else:
+                table = self.f.hessian(point, wrt=self.names)
+                sums = [np.sum(table[a][b]) for a in self.names for b in self.names]
+                count = len(objective.columns[0]) if objective.mean and objective.columns else 1
+        except DomainError:
+            return np.full((n, n), math.nan)
+        return np.array([float(v) for v in sums], dtype=np.float64).reshape(n, n) / count
 
 
 def _check_names(f: Function, data: Mapping[str, Any], names: list[str], bounds: Any) -> None:
