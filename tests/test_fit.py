@@ -160,3 +160,36 @@ def test_without_scipy_the_error_says_how_to_install_it(monkeypatch: pytest.Monk
     monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # makes `import scipy.optimize` fail
     with pytest.raises(MissingDependencyError, match=r"pip install 'symgrad\[fit\]'"):
         symgrad.fit(DECAY, data={"t": T, "y": Y}, params=START)
+
+
+# -- second-order methods get the exact Hessian ---------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["trust-exact", "Newton-CG", "trust-ncg", "trust-krylov", "trust-constr"])
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_second_order_methods_get_the_exact_hessian(method: str, reduce: str) -> None:
+    t = np.linspace(0.0, 4.0, 60)
+    data = {"t": t, "y": 3.0 * np.exp(-0.7 * t) + 0.5}
+    start = {"a": 1.0, "b": 1.0, "c": 0.0}
+    res = symgrad.fit("(y - a*exp(-b*t) - c)**2", data, start, method=method, reduce=reduce)
+    assert res.success, res.message
+    assert res.params == pytest.approx({"a": 3.0, "b": 0.7, "c": 0.5}, abs=1e-3)
+    assert getattr(res.raw, "nhev", 1) > 0  # scipy counts Hessian calls: 0 would mean finite differences
+
+
+def test_the_hessian_fit_gives_scipy_is_the_sum_over_the_data_of_sympys() -> None:
+    import sympy
+
+    from symgrad.fit import _Hessian, _Objective
+
+    t = np.linspace(0.0, 2.0, 7)
+    y = np.cos(t)
+    f = symgrad.compile("(y - a*exp(-b*t) - c)**2")
+    names = ["a", "b", "c"]
+    objective = _Objective(f, {"t": t, "y": y}, names, mean=True)
+    got = _Hessian(f, {"t": t, "y": y}, names, objective)(np.array([1.5, 0.3, -0.2]))
+    a, b, c, ts, ys = sympy.symbols("a b c t y")
+    loss = (ys - a * sympy.exp(-b * ts) - c) ** 2
+    hessian = sympy.hessian(loss, (a, b, c)).subs({a: 1.5, b: 0.3, c: -0.2})
+    expected = sum(np.array(hessian.subs({ts: tk, ys: yk}), dtype=float) for tk, yk in zip(t, y, strict=True)) / len(t)
+    assert np.allclose(got, expected, rtol=1e-12)
