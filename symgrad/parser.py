@@ -585,6 +585,10 @@ def _parse(source: str, parser: Lark, start: str = "start") -> Expr | Relation:
                 hint += "\n'=' defines a name (t = ...;); an equality constraint is written with '=='"
             raise ParseError("unexpected end of the expression", source, Span(end, end + 1), hint) from None
         span = _span(token)
+        if token.type == "COMPARE" and str(token) in "<>" and source[span.start - 1 : span.start] == "=":
+            raise ParseError(
+                f"'={token}' is not an operator", source, Span(span.start - 1, span.end), f"write '{token}='"
+            ) from None
         if start == "start" and token.type in ("COMPARE", "EQUAL"):
             relation = _relation_operator(source, span)
             if relation is not None:

@@ -356,6 +356,8 @@ def test_a_formula_without_relation_is_an_error_with_a_hint() -> None:
         ("x >= 1 for 2 in 1..3", "2", "a name"),
         ("x = 1", "", "an equality constraint is written with '=='"),
         ("x ! 1", "!", ""),
+        ("x => 1", "=>", "write '>='"),
+        ("x =< 1", "=<", "write '<='"),
     ],
 )
 def test_syntax_errors_have_carets(text: str, pointed: str, expected: str) -> None:
