@@ -39,7 +39,7 @@ extensions = [
 # (caption, pages): the sidebar, in order.  A page on disk that is not listed here is appended to the
 # section its folder belongs to (docs/*.md: "More"), so a new page is never left out of the site.
 NAV: list[tuple[str, list[str]]] = [
-    ("Guide", ["tutorial", "derivatives", "tape", "grammar", "cli", "export", "scaling", "interop"]),
+    ("Guide", ["tutorial", "derivatives", "tape", "grammar", "cli", "export", "scaling", "interop", "optimisation"]),
     (
         "Reference",
         [
@@ -47,6 +47,7 @@ NAV: list[tuple[str, list[str]]] = [
             "reference/symgrad",
             "reference/training",
             "reference/fit",
+            "reference/optimize",
             "reference/interop",
             "reference/errors",
             "reference/config",

@@ -661,7 +661,9 @@ class Function:
             positions = [self._index[name] for name in names]
             rows, cols = self._pattern(kind, names)
             if kind == "hessian":
-                return sparse.sparse_hessian_tape(self.tape, positions, rows.tolist(), cols.tolist())
+                built = self._derived.get(("grad", None))  # the value-and-gradient tape vg already uses
+                gradient = (built, [1 + p for p in positions]) if built is not None else None
+                return sparse.sparse_hessian_tape(self.tape, positions, rows.tolist(), cols.tolist(), gradient=gradient)
             per_row: list[list[int]] = [[] for _ in range(self.n_outputs)]
             for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
                 per_row[r].append(c)

@@ -29,13 +29,22 @@ from typing import Any
 
 import numpy as np
 
+from . import sparse
 from .builder import Ref, TapeBuilder
 from .errors import DomainError
 from .function import Function
 from .ops import OPS
 from .tape import Tape
+from .transforms import grad_tape
 
-__all__ = ["SIGMA", "NonlinearProgram", "lagrangian_tape", "merge_outputs", "multiplier_names"]
+__all__ = [
+    "SIGMA",
+    "NonlinearProgram",
+    "lagrangian_gradient_tape",
+    "lagrangian_tape",
+    "merge_outputs",
+    "multiplier_names",
+]
 
 Array = np.ndarray[Any, np.dtype[np.float64]]
 Indices = np.ndarray[Any, np.dtype[np.int64]]
@@ -78,6 +87,40 @@ def lagrangian_tape(objective: Tape, constraints: Tape | None, names: Sequence[s
     return b.finish([total], ["lagrangian"], order=[*names, SIGMA, *lambdas])
 
 
+def lagrangian_gradient_tape(objective: Function, constraints: Tape | None, names: Sequence[str]) -> Tape:
+    """∂L/∂x for ``L = σ·f + Σ λᵢ·cᵢ``, as ``σ·∇f + ∇(Σ λᵢ·cᵢ)``, inputs as :func:`lagrangian_tape`'s.
+
+    ``∇f`` is the objective's own value-and-gradient tape (the one its ``vg`` runs, derived once), so the
+    Hessian's forward passes run over it instead of over a second reverse pass through the objective.
+    """
+    lambdas = multiplier_names(len(constraints.outputs)) if constraints is not None else []
+    order = [*names, SIGMA, *lambdas]
+    mul, add = OPS["mul"], OPS["add"]
+    b = TapeBuilder(objective.tape.source)
+    for name in order:
+        b.var(name)
+    own = objective._gradient_tape(None)
+    refs = b.import_tape(own)
+    sigma = b.var(SIGMA)
+    partials = [b.emit(mul, (sigma, refs[slot])) for slot in own.outputs[1:]]
+    if constraints is not None:
+        weighted = TapeBuilder(constraints.source)
+        for name in [*names, *lambdas]:
+            weighted.var(name)
+        crefs = weighted.import_tape(constraints)
+        total: Ref | None = None
+        for name, slot in zip(lambdas, constraints.outputs, strict=True):
+            term = weighted.emit(mul, (weighted.var(name), crefs[slot]))
+            total = term if total is None else weighted.emit(add, (total, term))
+        assert total is not None
+        products = grad_tape(
+            weighted.finish([total], ["constraints"], order=[*names, *lambdas]), list(names), with_value=False
+        )
+        prefs = b.import_tape(products)
+        partials = [b.emit(add, (p, prefs[slot])) for p, slot in zip(partials, products.outputs, strict=True)]
+    return b.finish(partials, [f"dL/d{name}" for name in names], order=order)
+
+
 class NonlinearProgram:
     """Values and sparse derivatives of an objective and its constraints at points given as arrays."""
 
@@ -95,7 +138,16 @@ class NonlinearProgram:
         )
         self._vg = objective.vg
         self._last: tuple[bytes, float, Array] | None = None
-        self._hessian = self.lagrangian.sparse_hessian_function(self.names)
+        rows, cols = self.lagrangian._pattern("hessian", self.names)
+        gradient = lagrangian_gradient_tape(objective, constraints.tape if constraints is not None else None, names)
+        self._hessian = Function(
+            sparse.sparse_hessian_tape(
+                self.lagrangian.tape, range(self.n), rows.tolist(), cols.tolist(), gradient=(gradient, range(self.n))
+            ),
+            None,
+            objective.backend,
+            derivation="the sparse Hessian of the Lagrangian",
+        )
         self._hessian_layouts: dict[bool, tuple[Any, Any, Any, tuple[int, int]]] = {}
         self._jacobian: Function | None = None
         if constraints is not None:

@@ -276,29 +276,41 @@ def sparse_jacobian_tape(tape: Tape, positions: Sequence[int], pattern: list[lis
 
 @gc_paused
 def sparse_hessian_tape(
-    tape: Tape, positions: Sequence[int], rows: list[int], cols: list[int], output: int = 0
+    tape: Tape,
+    positions: Sequence[int],
+    rows: list[int],
+    cols: list[int],
+    output: int = 0,
+    gradient: tuple[Tape, Sequence[int]] | None = None,
 ) -> Tape:
     """A tape whose outputs are the Hessian's lower-triangle entries at ``(rows, cols)`` (from
     :func:`hessian_pattern`), in that order: forward over reverse, one forward pass over the gradient
-    tape per column that has entries, each visiting only the records its variable reaches."""
+    tape per column that has entries, each visiting only the records its variable reaches.
+
+    ``gradient``: a gradient tape already built (same inputs as ``tape``) and, per variable of
+    ``positions``, the index of the output holding its partial; without it one is derived here.
+    Passing the value-and-gradient tape a Function already has saves a whole reverse pass.
+    """
     names = [tape.inputs[p] for p in positions]
     if not rows:  # a tape needs an output: a constant nobody reads (and the variables, for binding)
         empty = TapeBuilder(tape.source)
         empty.import_tape(tape)
         return empty.finish([empty.const(0.0)], ["none"])
-    gradient = grad_tape(tape, names, output=output, with_value=False)
+    if gradient is None:
+        gradient = (grad_tape(tape, names, output=output, with_value=False), range(len(positions)))
+    grad, partial_of = gradient
     b = TapeBuilder(tape.source)
-    refs = b.import_tape(gradient)
+    refs = b.import_tape(grad)
     by_column: dict[int, list[int]] = {}
     for r, c in zip(rows, cols, strict=True):
         by_column.setdefault(c, []).append(r)
-    readers = _consumers(gradient)
+    readers = _consumers(grad)
     entries: dict[tuple[int, int], Ref] = {}
     for c, column_rows in by_column.items():
         p = positions[c]
-        tangent = _forward(b, gradient, refs, {p: b.const(1.0)}, _reached_from(readers, gradient.first_instr_slot, p))
+        tangent = _forward(b, grad, refs, {p: b.const(1.0)}, _reached_from(readers, grad.first_instr_slot, p))
         for r in column_rows:
-            entries[r, c] = tangent.get(gradient.outputs[r], b.const(0.0))
+            entries[r, c] = tangent.get(grad.outputs[partial_of[r]], b.const(0.0))
     value_name = tape.output_names[output] if tape.output_names else "f"
     labels = [derivative_name([names[r], names[c]], value_name) for r, c in zip(rows, cols, strict=True)]
     return b.finish([entries[r, c] for r, c in zip(rows, cols, strict=True)], labels)

@@ -306,11 +306,11 @@ def test_docs_images_regenerate(tmp_path: Path) -> None:
 
     docs = Path(__file__).resolve().parent.parent / "docs"
     make_images = runpy.run_path(str(docs / "make_images.py"))
-    neuron, tanh = make_images["main"](tmp_path)
+    neuron, tanh, patterns = make_images["main"](tmp_path)
     for svg in (neuron, docs / "img" / "neuron.svg"):
         texts = svg_texts(svg)
         assert {"x1", "w1", "tanh", "data 0.7071", "grad 1.0000"} <= set(texts)
-    for png in (tanh, docs / "img" / "tanh.png"):
+    for png in (tanh, docs / "img" / "tanh.png", patterns, docs / "img" / "optimisation_patterns.png"):
         assert png.read_bytes().startswith(b"\x89PNG")
 
 
