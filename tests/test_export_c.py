@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import math
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -254,6 +255,55 @@ def test_a_medium_tape_in_many_parts_matches_and_runs_in_threads(tmp_path: Path,
     for t in threads:
         t.join()
     assert len(results) == 8 and all(result == want * 25 for result in results)
+
+
+def test_parts_never_split_a_sin_cos_pair_and_reuse_places_in_work(monkeypatch: Any) -> None:
+    """A part boundary that would fall between ``sin(a)`` and ``cos(a)`` moves one record later (the
+    compiler fuses a pair into one ``sincos`` only inside one function), and the values crossing parts
+    take places in ``work`` that free up once their last reader has run, not one per record."""
+    f = symgrad.compile(workloads.generated(300))
+    grad = f.to_c("pairs", "grad").function("grad").tape
+    base = grad.first_instr_slot
+    order = export_c._order(grad)
+    split = [
+        i
+        for i in range(1, len(order))
+        if {grad.instrs[order[i - 1]].op.name, grad.instrs[order[i]].op.name} == {"sin", "cos"}
+        and grad.instrs[order[i - 1]].args == grad.instrs[order[i]].args
+    ]
+    assert len(split) > 20
+    for size in (split[0], split[5], split[13]):  # a fixed-size cut would land inside a pair
+        monkeypatch.setattr(export_c, "PART_RECORDS", size)
+        code = f.to_c("pairs", "grad")
+        parts = code.source.split("static double pairs_grad_part")[1:]
+        assert len(parts) >= 2
+        for part in parts:  # each sin(A) of a part has its cos(A) in the same part, and the reverse
+            calls = re.findall(r"= (sin|cos)\(([^()]*)\);", part.split("static int")[0])
+            assert {(op, a) for op, a in calls} == {({"sin": "cos", "cos": "sin"}[op], a) for op, a in calls}
+    monkeypatch.setattr(export_c, "PART_RECORDS", 40)
+    code = f.to_c("pairs", "grad")
+    used = [int(i) for i in re.findall(r"\bw\[(\d+)\] = v", code.source)]
+    crossing = len(used)
+    assert crossing > 100 and max(used) < crossing  # near the start of work (before: w[record])
+    assert len(set(used)) < 0.75 * crossing  # places used again
+    assert max(used) < code.function("grad").work
+    assert base == f.tape.n_inputs + len(grad.consts)
+
+
+def test_an_input_only_a_non_propagating_op_reads_is_still_checked(tmp_path: Path) -> None:
+    """An input read only by ``tanh`` (``tanh(inf) = 1``) keeps its own check; one read by ``+`` is
+    checked where the sum ends (no second addition for it), and both give the input's status."""
+    f = symgrad.compile("tanh(x) + y*y")
+    code = f.to_c("seen", ["value", "grad"])
+    body = code.source.split("int seen_value(")[1]
+    assert "x[0]" in body.split("double t =")[1].split(";")[0]  # x: only tanh reads it
+    assert "x[1]" not in body.split("double t =")[1].split(";")[0]  # y: y*y passes it on
+    lib = build([code], tmp_path)
+    for kind in ("value", "grad"):
+        assert call(lib, code.function(kind), [math.inf, 1.0])[0] == 1
+        assert call(lib, code.function(kind), [0.5, math.inf])[0] == 2
+        assert call(lib, code.function(kind), [math.nan, 1.0])[0] == 1
+        assert_same(lib, code.function(kind), [0.5, -2.0])
 
 
 @needs_cc
