@@ -36,6 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import workloads
 from strategies import cases
 
+# Off the path again: left there, bench/sparse.py shadows the 'sparse' package that dask imports.
+sys.path.remove(str(Path(__file__).resolve().parent.parent / "bench"))
+
 CFLAGS = ["-std=c99", "-O2", "-fno-fast-math", "-ffp-contract=off", "-Wall", "-Wextra", "-pedantic", "-Werror"]
 """As docs/export.md says to compile (plus warnings as errors: the generated code is warning-free)."""
 
