@@ -1,6 +1,6 @@
 """Sparse Hessians of Moré–Garbow–Hillstrom's scalable problems: symgrad against CasADi SX and JAX.
 
-    python bench/sparse.py [--sizes 1000 10000 100000] [--quick] [--tools ...] [--sections hessian]
+    python bench/sparse.py [--sizes 1000 10000 100000] [--quick] [--tools ...] [--sections hessian solves]
 
 Problems (Moré, Garbow and Hillstrom 1981, written in symgrad's model language with
 ``symgrad.compile(source, sizes={"n": n, ...}, variables={"x": "n"})``): extended Rosenbrock,
@@ -35,8 +35,16 @@ XLA allocate outside Python), next to the Hessian's nonzeros: it grows with nnz,
 (800 MB at n = 10,000) is never made.  Ratios are peer time / symgrad time from the same run
 (above 1: symgrad is faster).
 
-To add a section (e.g. full solves, IPOPT through ``symgrad.minimize`` against CasADi's
-``nlpsol``), write ``def section(problem, n, args) -> None`` and register it in ``SECTIONS``:
+The ``solves`` section solves each problem with IPOPT, through ``symgrad.minimize``'s machinery
+(cyipopt, built against Debian's Ipopt) and through CasADi's ``nlpsol("ipopt")`` (its bundled Ipopt),
+from the standard x0 with IPOPT's defaults, and adds one constrained problem: the chained
+Rosenbrock function with n - 2 trigonometric-exponential equality constraints (Lukšan and Vlček
+1999), written as one constraint family.  Per tool: the optimum, iterations, setup (symgrad: compile
++ the derived tapes; CasADi: the SX graph and ``nlpsol``), the solve, the peak memory, and at the
+solution the per-call time of the Lagrangian's Hessian (and the constraint Jacobian) each tool's
+solver calls.  The two Ipopt versions differ, so iteration counts may too; the optimum must agree.
+
+To add a section, write ``def section(problem, n, args) -> None`` and register it in ``SECTIONS``:
 each problem carries its symgrad source, an SX/JAX builder of the same objective and its x0.
 """
 
@@ -76,6 +84,8 @@ class Lib:
     total: Callable[[Any], Any]
     pad: Callable[[Any], Any]  # one zero before and after: x_0 = x_{n+1} = 0
     const: Callable[[np.ndarray], Any]
+    sin: Callable[[Any], Any] = np.sin
+    exp: Callable[[Any], Any] = np.exp
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,8 @@ class Problem:
     x0: Callable[[int], np.ndarray]  # the standard starting point
     multiple: int = 1  # n must be a multiple of this
     optimum: float = 0.0  # f at the minimiser (for a solves section)
+    constraints: str | None = None  # a constraint family in symgrad's language (the solves section)
+    build_constraints: Callable[[Any, Lib, int], Any] | None = None  # the same constraints as a vector
 
     def sizes(self, n: int) -> dict[str, int]:
         return {"n": n, "m": n // self.multiple}
@@ -152,6 +164,31 @@ PROBLEMS = [
         lambda n: (t := np.arange(1, n + 1) / (n + 1)) * (t - 1),
     ),
 ]
+
+
+def _chained(x: Any, lib: Lib, n: int) -> Any:
+    return lib.total(100 * (x[0 : n - 1] ** 2 - x[1:n]) ** 2 + (x[0 : n - 1] - 1) ** 2)
+
+
+def _chained_constraints(x: Any, lib: Lib, n: int) -> Any:
+    a, b, c = x[0 : n - 2], x[1 : n - 1], x[2:n]
+    return 3 * b**3 + 2 * c - 5 + lib.sin(b - c) * lib.sin(b + c) + 4 * b - a * lib.exp(a - b) - 3
+
+
+CONSTRAINED = [
+    Problem(  # Lukšan and Vlček (1999), problem 5.1: chained Rosenbrock with trigonometric-exponential constraints
+        "chained Rosenbrock, trig-exp constraints",
+        "sum(100*(x[i]**2 - x[i+1])**2 + (x[i] - 1)**2 for i in 1..n-1)",
+        _chained,
+        lambda n: np.full(n, 3.0),
+        constraints=(
+            "3*x[i+1]**3 + 2*x[i+2] - 5 + sin(x[i+1] - x[i+2])*sin(x[i+1] + x[i+2]) + 4*x[i+1]"
+            " - x[i]*exp(x[i] - x[i+1]) - 3 == 0 for i in 1..n-2"
+        ),
+        build_constraints=_chained_constraints,
+    ),
+]
+"""Problems with constraints: only the solves section runs them."""
 
 
 def point(problem: Problem, n: int) -> np.ndarray:
@@ -482,7 +519,129 @@ TOOLS: dict[str, Callable[[Problem, int, list[float]], Row | str]] = {
     "jax": jax_dense,
 }
 
-SECTIONS: dict[str, Callable[[Problem, int, argparse.Namespace], None]] = {"hessian": hessian_section}
+
+# ------------------------------------------------------------------ solves ---
+def _ipopt_version_of_cyipopt() -> str:
+    import subprocess
+
+    found = subprocess.run(["pkg-config", "--modversion", "ipopt"], capture_output=True, text=True, check=False)
+    return found.stdout.strip() or "?"
+
+
+def symgrad_solve(problem: Problem, n: int) -> dict[str, Any] | str:
+    """IPOPT through ``symgrad.minimize``: setup (compile, the derived tapes) and the solve timed apart."""
+    try:
+        import cyipopt
+    except ImportError:
+        return "cyipopt is not installed (pip install 'symgrad[ipopt]')"
+    from symgrad import optimize
+
+    symgrad.clear_cache()
+    x0 = problem.x0(n)
+    with peak_rss() as memory:
+        t0 = time.perf_counter()
+        layout = optimize._Layout({"x": x0})
+        f = optimize._objective(problem.source, layout, problem.sizes(n))
+        specs = [problem.constraints] if problem.constraints else []
+        c, cl, cu, labels = optimize._constraints(specs, layout, problem.sizes(n), f.backend)
+        nlp = optimize.NonlinearProgram(f, c, layout.names)
+        lb, ub = layout.bounds(None)
+        t1 = time.perf_counter()
+        res = optimize._ipopt(cyipopt, nlp, layout, layout.start, lb, ub, cl, cu, labels, None, None)
+        t2 = time.perf_counter()
+    calls = {"hess_l": lambda: nlp.hessian_values(res.x_array, 1.0, res.multipliers)}
+    if nlp.m:
+        calls["jac_g"] = lambda: nlp.jacobian_values(res.x_array)
+    return {"setup": t1 - t0, "solve": t2 - t1, "res": res, "memory": memory.bytes, "calls": calls}
+
+
+def casadi_solve(problem: Problem, n: int) -> dict[str, Any] | str:
+    """CasADi's ``nlpsol("ipopt")`` on the same SX expressions (its own exact sparse derivatives)."""
+    try:
+        import casadi
+    except ImportError:
+        return "casadi is not installed (pip install casadi)"
+    lib = Lib(casadi.sum1, lambda v: casadi.vertcat(0, v, 0), casadi.DM, casadi.sin, casadi.exp)
+    x0 = problem.x0(n)
+    with peak_rss() as memory:
+        t0 = time.perf_counter()
+        x = casadi.SX.sym("x", n)
+        nlp: dict[str, Any] = {"x": x, "f": problem.build(x, lib, n)}
+        if problem.build_constraints is not None:
+            nlp["g"] = problem.build_constraints(x, lib, n)
+        options = {"ipopt.print_level": 0, "ipopt.sb": "yes", "print_time": False}
+        solver = casadi.nlpsol("solver", "ipopt", nlp, options)
+        t1 = time.perf_counter()
+        bounds = {"lbg": 0.0, "ubg": 0.0} if problem.build_constraints is not None else {}
+        out = solver(x0=x0, **bounds)
+        t2 = time.perf_counter()
+    stats = solver.stats()
+    x_star = np.array(out["x"]).ravel()
+    lam = np.array(out["lam_g"]).ravel() if problem.build_constraints is not None else np.zeros(0)
+    calls: dict[str, Callable[[], Any]] = {}
+    hess = solver.get_function("nlp_hess_l")
+    calls["hess_l"] = lambda: hess(x_star, [], 1.0, lam)
+    if problem.build_constraints is not None:
+        jac = solver.get_function("nlp_jac_g")
+        calls["jac_g"] = lambda: jac(x_star, [])
+    return {
+        "setup": t1 - t0,
+        "solve": t2 - t1,
+        "f": float(out["f"]),
+        "x": x_star,
+        "iterations": int(stats["iter_count"]),
+        "status": str(stats["return_status"]),
+        "memory": memory.bytes,
+        "calls": calls,
+    }
+
+
+def solves_section(problem: Problem, n: int, args: argparse.Namespace) -> None:
+    """Full solves with IPOPT: symgrad (cyipopt, Debian's Ipopt) against CasADi's ``nlpsol`` (its bundled
+    Ipopt), from the same x0 with IPOPT's defaults: the optimum, iterations, setup and solve times, and
+    the per-call time of the Lagrangian's Hessian (and the constraint Jacobian) at the solution."""
+    ours = symgrad_solve(problem, n)
+    theirs = casadi_solve(problem, n)
+    for name, row in (("symgrad + IPOPT", ours), ("CasADi nlpsol", theirs)):
+        if isinstance(row, str):
+            print(f"    {name:16} skipped: {row}")
+    if isinstance(ours, str) or isinstance(theirs, str):
+        return
+    res = ours["res"]
+    print(
+        f"    {'symgrad + IPOPT':16} f* {res.fun:.10g}  iterations {res.nit:4}  setup {ours['setup']:8.2f} s  "
+        f"solve {ours['solve']:7.2f} s  total {ours['setup'] + ours['solve']:8.2f} s  peak {ours['memory'] / 1e6:,.0f} MB  "
+        f"({res.message[:40]})"
+    )
+    print(
+        f"    {'CasADi nlpsol':16} f* {theirs['f']:.10g}  iterations {theirs['iterations']:4}  setup {theirs['setup']:8.2f} s  "
+        f"solve {theirs['solve']:7.2f} s  total {theirs['setup'] + theirs['solve']:8.2f} s  "
+        f"peak {theirs['memory'] / 1e6:,.0f} MB  ({theirs['status']})"
+    )
+    total = (theirs["setup"] + theirs["solve"]) / (ours["setup"] + ours["solve"])
+    same = abs(res.fun - theirs["f"]) <= 1e-6 * max(1.0, abs(theirs["f"])) and np.allclose(
+        res.x_array, theirs["x"], atol=1e-4
+    )
+    if not same:
+        DISAGREEMENTS.append(f"solves, {problem.name}, n = {n}: f* {res.fun} against CasADi's {theirs['f']}")
+    keys = [k for k in ours["calls"] if k in theirs["calls"]]
+    found = interleaved_seconds(
+        [_loop(side["calls"][k]) for k in keys for side in (ours, theirs)], 3 if args.quick else 5, 0.05
+    )
+    per_call = "  ".join(
+        f"{k} {_ms(found[2 * i])} vs {_ms(found[2 * i + 1])} ({found[2 * i + 1] / found[2 * i]:.2f}x)"
+        for i, k in enumerate(keys)
+    )
+    print(
+        f"    ratio CasADi/symgrad: total {total:.2f}x, setup {theirs['setup'] / ours['setup']:.2f}x, "
+        f"solve {theirs['solve'] / ours['solve']:.2f}x; same optimum: {same}; per call at x*: {per_call}"
+    )
+
+
+SECTIONS: dict[str, Callable[[Problem, int, argparse.Namespace], None]] = {
+    "hessian": hessian_section,
+    "solves": solves_section,
+}
 
 
 def main() -> None:
@@ -507,8 +666,14 @@ def main() -> None:
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3:.0f} MB"
     )
     for section in args.sections:
+        if section == "solves":
+            import casadi
+
+            print(
+                f"[solves] symgrad: cyipopt with Ipopt {_ipopt_version_of_cyipopt()}; CasADi {casadi.__version__} with its own Ipopt"
+            )
         for n in sizes:
-            for problem in problems:
+            for problem in problems + (CONSTRAINED if section == "solves" and not args.problems else []):
                 m = n - n % problem.multiple
                 print(f"[{section}] {problem.name}, n = {m:,}", flush=True)
                 SECTIONS[section](problem, m, args)
