@@ -44,9 +44,32 @@ _Need = tuple[int, object]
 or (second argument) the same operand as the first."""
 
 
-_RuleSet = tuple[tuple[tuple[Rewrite, tuple[_Need, ...]], ...], bool, frozenset[object], bool]
-"""An op's rewrites with what each needs, and what any of them needs at all (constants, records of
-which ops, the same operand twice)."""
+_Candidates = tuple[tuple[Rewrite, tuple[tuple[str, int], ...] | None], ...]
+"""Rewrites worth a full match, each with its binding when the cheap test already decides the match."""
+
+
+class _RuleSet:
+    """An op's rewrites (with or without the algebra) with what each needs, and which of them pass the
+    cheap test for each *signature* of the arguments, memoised.
+
+    An argument's signature is the op of a record, ``"in"`` for an input, and for a constant its bit
+    pattern if some rewrite names that constant, else whether it is negative (``-b`` matches a negative
+    constant).  The cheap test depends on nothing else, so most records, which match no rewrite, cost
+    one dict lookup instead of a test per rewrite.
+    """
+
+    __slots__ = ("candidates", "const_hexes", "record_ops", "rules", "wants_const", "wants_same")
+
+    def __init__(self, rules: tuple[tuple[Rewrite, tuple[_Need, ...]], ...]) -> None:
+        needs = [n for _, ns in rules for n in ns]
+        self.rules = rules
+        self.wants_const = any(kind == _A_CONST for kind, _ in needs)
+        self.record_ops = frozenset(what for kind, what in needs if kind == _A_RECORD)
+        self.wants_same = any(kind == _SAME for kind, _ in needs)
+        self.const_hexes = frozenset(str(what) for kind, what in needs if kind == _A_CONST and what is not None)
+        self.candidates: dict[tuple[object, ...], _Candidates] = {}
+        """Signature of the arguments (and, for two, whether they are the same operand) -> the rewrites
+        worth a full match, in table order."""
 
 
 _RULE_SETS: dict[tuple[Op, bool], tuple[object, _RuleSet]] = {}
@@ -58,14 +81,7 @@ def _rule_set(op: Op, algebra: bool) -> _RuleSet:
     cached = _RULE_SETS.get((op, algebra))
     if cached is not None and cached[0] is parsed:
         return cached[1]
-    rules = tuple((r, _needs(r.args)) for r in parsed if algebra or not r.algebra)
-    needs = [n for _, ns in rules for n in ns]
-    found: _RuleSet = (
-        rules,
-        any(kind == _A_CONST for kind, _ in needs),
-        frozenset(what for kind, what in needs if kind == _A_RECORD),
-        any(kind == _SAME for kind, _ in needs),
-    )
+    found = _RuleSet(tuple((r, _needs(r.args)) for r in parsed if algebra or not r.algebra))
     _RULE_SETS[(op, algebra)] = (parsed, found)
     return found
 
@@ -98,7 +114,9 @@ class TapeBuilder:
         self.inputs: dict[str, int] = {}
         self.consts: list[float] = []
         self._const_index: dict[str, int] = {}
+        self._const_by_value: dict[float, int] = {}  # the same, for constants other than ±0 and nan
         self._const_hex: list[str] = []  # float.hex() of each constant: what rewrites compare
+        self._const_negative: list[bool] = []  # whether each constant is below zero (or -0.0): matches -b
         self.records: list[tuple[Op, tuple[Ref, ...], Span | None, Op | None]] = []
         self._record_index: dict[tuple[Op, tuple[Ref, ...]], int] = {}
         self._rules: tuple[dict[Op, _RuleSet], dict[Op, _RuleSet]] = ({}, {})  # without / with the algebra
@@ -109,12 +127,22 @@ class TapeBuilder:
 
     def const(self, value: float) -> Ref:
         value = float(value)
-        key = value.hex()  # tells 0.0 from -0.0
+        # Equal floats other than ±0 and nan have equal bits, so most constants are found by value,
+        # without formatting float.hex() (which tells 0.0 from -0.0 and one nan from another).
+        plain = value != 0.0 and value == value
+        if plain:
+            k = self._const_by_value.get(value)
+            if k is not None:
+                return ("c", k)
+        key = value.hex()
         k = self._const_index.get(key)
         if k is None:
             k = self._const_index[key] = len(self.consts)
             self.consts.append(value)
             self._const_hex.append(key)
+            self._const_negative.append(not math.isnan(value) and math.copysign(1.0, value) < 0.0)
+            if plain:
+                self._const_by_value[value] = k
         return ("c", k)
 
     def const_value(self, ref: Ref) -> float | None:
@@ -129,7 +157,12 @@ class TapeBuilder:
         """``op(*args)`` as a reference: folded, rewritten, or an existing or new record."""
         records = self.records
         if self.optimize:
-            if args[0][0] == "c" and (len(args) == 1 or args[1][0] == "c") and all(a[0] == "c" for a in args):
+            if len(args) == 2:
+                if args[0][0] == "c" and args[1][0] == "c":
+                    folded = self._fold(op, args, span, derivative_of)
+                    if folded is not None:
+                        return folded
+            elif args[0][0] == "c" and all(a[0] == "c" for a in args):
                 folded = self._fold(op, args, span, derivative_of)
                 if folded is not None:
                     return folded
@@ -137,14 +170,43 @@ class TapeBuilder:
             rule_set = self._rules[algebra].get(op)
             if rule_set is None:
                 rule_set = self._rules[algebra][op] = _rule_set(op, algebra)
-            rules, wants_const, record_ops, wants_same = rule_set
-            if rules and self._worth_trying(args, wants_const, record_ops, wants_same):
-                for rule, needs in rules:
-                    if len(needs) != len(args) or not self._may_match(op, needs, args):  # (variadic ops)
-                        continue
-                    env: dict[str, Ref] = {}
-                    if self._match_args(op, rule.args, args, env):
-                        return self._instantiate(rule.rhs, env, span, derivative_of)
+            if rule_set.rules:
+                # The arguments' signature (see _RuleSet), inline: this runs once per record.
+                hexes = rule_set.const_hexes
+                if len(args) == 2:
+                    first, second = args
+                    kind, j = first
+                    if kind == "op":
+                        s0: object = records[j][0]
+                    elif kind == "c":
+                        s0 = self._const_hex[j]
+                        if s0 not in hexes:
+                            s0 = self._const_negative[j]
+                    else:
+                        s0 = kind
+                    kind, j = second
+                    if kind == "op":
+                        s1: object = records[j][0]
+                    elif kind == "c":
+                        s1 = self._const_hex[j]
+                        if s1 not in hexes:
+                            s1 = self._const_negative[j]
+                    else:
+                        s1 = kind
+                    signature: tuple[object, ...] = (s0, s1, first == second)
+                else:
+                    signature = tuple([self._signature(ref, hexes) for ref in args])
+                candidates = rule_set.candidates.get(signature)
+                if candidates is None:
+                    candidates = rule_set.candidates[signature] = self._candidates(op, rule_set, args)
+                for rule, binding in candidates:
+                    if binding is None:
+                        env: dict[str, Ref] = {}
+                        if not self._match_args(op, rule.args, args, env):
+                            continue
+                    else:
+                        env = {name: args[i] for name, i in binding}
+                    return self._instantiate(rule.rhs, env, span, derivative_of)
             if op.commutative and args[1] < args[0]:
                 args = (args[1], args[0])
             key = (op, args)
@@ -168,8 +230,16 @@ class TapeBuilder:
             return ref
         if kind == CONST:
             return self.const(pattern[1])
-        args = tuple([self._instantiate(p, env, span, derivative_of) for p in pattern[2]])
-        return self.emit(pattern[1], args, span, derivative_of)
+        args: list[Ref] = []
+        for p in pattern[2]:  # (names and numbers inline: most arguments of a rule's result are)
+            kind = p[0]
+            if kind == VAR:
+                args.append(env[p[1]])
+            elif kind == CONST:
+                args.append(self.const(p[1]))
+            else:
+                args.append(self._instantiate(p, env, span, derivative_of))
+        return self.emit(pattern[1], tuple(args), span, derivative_of)
 
     def _fold(self, op: Op, args: tuple[Ref, ...], span: Span | None, derivative_of: Op | None) -> Ref | None:
         values = [self.consts[a[1]] for a in args]
@@ -184,18 +254,48 @@ class TapeBuilder:
             return None  # keep the record: it raises where (and if) it is evaluated
         raise DomainError(domain_message(op, values, error), op.name, self.source, span)
 
-    def _worth_trying(
-        self, args: tuple[Ref, ...], wants_const: bool, record_ops: frozenset[object], wants_same: bool
-    ) -> bool:
-        """Whether any rewrite could apply at all: one test per record instead of one per rewrite."""
+    def _signature(self, ref: Ref, hexes: frozenset[str]) -> object:
+        """What the cheap test of a rewrite can tell of an argument (see :class:`_RuleSet`)."""
+        kind, k = ref
+        if kind == "op":
+            return self.records[k][0]
+        if kind == "c":
+            h = self._const_hex[k]
+            return h if h in hexes else self._const_negative[k]
+        return kind
+
+    def _candidates(self, op: Op, rule_set: _RuleSet, args: tuple[Ref, ...]) -> _Candidates:
+        """The rewrites whose cheap test ``args`` pass: what :class:`_RuleSet` memoises per signature.
+
+        A rewrite whose argument patterns are all names and numbers matches exactly when its cheap test
+        passes, so it comes with its binding (name, argument index) and skips the full match.
+        """
+        if not self._worth_trying(args, rule_set):
+            return ()
+        found: list[tuple[Rewrite, tuple[tuple[str, int], ...] | None]] = []
+        for rule, needs in rule_set.rules:
+            if len(needs) != len(args) or not self._may_match(op, needs, args):  # (variadic ops)
+                continue
+            binding: tuple[tuple[str, int], ...] | None = None
+            if all(p[0] in (VAR, CONST) for p in rule.args) and not (needs[-1][0] == _SAME and needs[0][0] != _ANY):
+                order = range(len(args))
+                straight = len(args) != 2 or needs[1][0] == _SAME
+                if not (straight or (self._meets(needs[0], args[0]) and self._meets(needs[1], args[1]))):
+                    order = range(1, -1, -1)  # only the swapped order of a commutative op matches
+                binding = tuple((p[1], i) for p, i in zip(rule.args, order, strict=True) if p[0] == VAR)
+            found.append((rule, binding))
+        return tuple(found)
+
+    def _worth_trying(self, args: tuple[Ref, ...], rule_set: _RuleSet) -> bool:
+        """Whether any rewrite could apply at all: one test per signature instead of one per rewrite."""
         for ref in args:
             kind = ref[0]
             if kind == "c":
-                if wants_const or _NEG in record_ops:  # (-b also matches a negative constant)
+                if rule_set.wants_const or _NEG in rule_set.record_ops:  # (-b also matches a negative constant)
                     return True
-            elif kind == "op" and self.records[ref[1]][0] in record_ops:
+            elif kind == "op" and self.records[ref[1]][0] in rule_set.record_ops:
                 return True
-        return wants_same and len(args) == 2 and args[0] == args[1]
+        return rule_set.wants_same and len(args) == 2 and args[0] == args[1]
 
     def _may_match(self, op: Op, needs: tuple[_Need, ...], args: tuple[Ref, ...]) -> bool:
         """A cheap test of the arguments' kinds before the full match (most records match no rewrite)."""
