@@ -44,7 +44,11 @@ _Need = tuple[int, object]
 or (second argument) the same operand as the first."""
 
 
-_Candidates = tuple[tuple[Rewrite, tuple[tuple[str, int], ...] | None], ...]
+_Binding = tuple[tuple[str, int, int], ...]
+"""Where a rewrite's names are bound: (name, argument i, j), j = -1 for argument i itself, else the
+j-th argument of that record (or, for ``-b`` and a negative constant c, the constant -c)."""
+
+_Candidates = tuple[tuple[Rewrite, _Binding | None], ...]
 """Rewrites worth a full match, each with its binding when the cheap test already decides the match."""
 
 
@@ -99,6 +103,28 @@ def _need(pattern: Pattern) -> _Need:
     if pattern[0] == CONST:
         return (_A_CONST, float(pattern[1]).hex())
     return (_A_RECORD, pattern[1])
+
+
+def _shape(patterns: tuple[Pattern, ...], needs: tuple[_Need, ...]) -> _Binding | None:
+    """Where the names of a rewrite bind (arguments in pattern order), if its cheap test decides its match.
+
+    That holds when every argument pattern is a name, a number, or an op applied to distinct plain
+    names (``-b``; ``k2 * a`` is not: its ``k2`` needs a constant), and no name occurs twice except as
+    ``a + a``.
+    """
+    if len(needs) == 2 and needs[1][0] == _SAME:
+        return ((patterns[0][1], 0, -1),) if needs[0][0] == _ANY else None
+    shape: list[tuple[str, int, int]] = []
+    for i, p in enumerate(patterns):
+        if p[0] == VAR:
+            shape.append((p[1], i, -1))
+        elif p[0] != CONST:
+            for j, sub in enumerate(p[2]):
+                if sub[0] != VAR or str(sub[1]).startswith("k"):
+                    return None
+                shape.append((sub[1], i, j))
+    names = [name for name, _, _ in shape]
+    return tuple(shape) if len(set(names)) == len(names) else None
 
 
 # Canonical order of a commutative op's arguments: constants, inputs, records (``6*x``, ``x*sin(y)``),
@@ -205,7 +231,12 @@ class TapeBuilder:
                         if not self._match_args(op, rule.args, args, env):
                             continue
                     else:
-                        env = {name: args[i] for name, i in binding}
+                        env = {}
+                        for name, i, j in binding:
+                            ref = args[i]
+                            if j >= 0:  # an argument of that record, or -c for a negative constant c (-b)
+                                ref = records[ref[1]][1][j] if ref[0] == "op" else self.const(-self.consts[ref[1]])
+                            env[name] = ref
                     return self._instantiate(rule.rhs, env, span, derivative_of)
             if op.commutative and args[1] < args[0]:
                 args = (args[1], args[0])
@@ -267,22 +298,23 @@ class TapeBuilder:
     def _candidates(self, op: Op, rule_set: _RuleSet, args: tuple[Ref, ...]) -> _Candidates:
         """The rewrites whose cheap test ``args`` pass: what :class:`_RuleSet` memoises per signature.
 
-        A rewrite whose argument patterns are all names and numbers matches exactly when its cheap test
-        passes, so it comes with its binding (name, argument index) and skips the full match.
+        When the cheap test already decides the match (see :func:`_shape`), a rewrite comes with its
+        binding and skips the full match.
         """
         if not self._worth_trying(args, rule_set):
             return ()
-        found: list[tuple[Rewrite, tuple[tuple[str, int], ...] | None]] = []
+        found: list[tuple[Rewrite, _Binding | None]] = []
         for rule, needs in rule_set.rules:
             if len(needs) != len(args) or not self._may_match(op, needs, args):  # (variadic ops)
                 continue
-            binding: tuple[tuple[str, int], ...] | None = None
-            if all(p[0] in (VAR, CONST) for p in rule.args) and not (needs[-1][0] == _SAME and needs[0][0] != _ANY):
-                order = range(len(args))
+            shape = _shape(rule.args, needs)
+            binding: _Binding | None = None
+            if shape is not None:
+                order = (0, 1)
                 straight = len(args) != 2 or needs[1][0] == _SAME
                 if not (straight or (self._meets(needs[0], args[0]) and self._meets(needs[1], args[1]))):
-                    order = range(1, -1, -1)  # only the swapped order of a commutative op matches
-                binding = tuple((p[1], i) for p, i in zip(rule.args, order, strict=True) if p[0] == VAR)
+                    order = (1, 0)  # only the swapped order of a commutative op matches
+                binding = tuple((name, order[i], j) for name, i, j in shape)
             found.append((rule, binding))
         return tuple(found)
 
