@@ -428,7 +428,7 @@ class TapeBuilder:
 
         ``order`` (every input, each once) puts the inputs in that order instead of the order they were added.
         """
-        live = self._live_records(outputs)
+        live, used_consts = self._live_records(outputs)
         inputs: tuple[str, ...] = tuple(self.inputs)
         input_slots: Sequence[int] = range(len(inputs))
         if order is not None and tuple(order) != inputs:
@@ -437,10 +437,6 @@ class TapeBuilder:
                 raise ValueError("order must name every input once")
             input_slots = [position[name] for name in inputs]
             inputs = tuple(order)
-        used_consts = sorted(
-            {k for rec in live for kind, k in self.records[rec][1] if kind == "c"}
-            | {k for kind, k in outputs if kind == "c"}
-        )
         n_in, n_c = len(self.inputs), len(used_consts)
         # Slot of every reference, by kind: one lookup table each (a list for records: indexed by k).
         slots: dict[str, Any] = {"in": input_slots, "c": {k: n_in + i for i, k in enumerate(used_consts)}}
@@ -461,15 +457,19 @@ class TapeBuilder:
         out_slots = tuple(slots[kind][k] for kind, k in outputs)
         return Tape(inputs, consts, tuple(instrs), out_slots, self.source, tuple(names))
 
-    def _live_records(self, outputs: Sequence[Ref]) -> list[int]:
-        """Indices of the records the outputs depend on, in order."""
-        used = [False] * len(self.records)
+    def _live_records(self, outputs: Sequence[Ref]) -> tuple[list[int], list[int]]:
+        """Indices of the records the outputs depend on, in order, and of the constants they read, sorted."""
+        records = self.records
+        used = [False] * len(records)
+        consts = {k for kind, k in outputs if kind == "c"}
         for kind, k in outputs:
             if kind == "op":
                 used[k] = True
-        for k in range(len(self.records) - 1, -1, -1):
+        for k in range(len(records) - 1, -1, -1):
             if used[k]:
-                for kind, j in self.records[k][1]:
+                for kind, j in records[k][1]:
                     if kind == "op":
                         used[j] = True
-        return [k for k, u in enumerate(used) if u]
+                    elif kind == "c":
+                        consts.add(j)
+        return [k for k, u in enumerate(used) if u], sorted(consts)
