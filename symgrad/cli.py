@@ -17,15 +17,30 @@ import errno
 import json
 import math
 import os
+import re
 import stat
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from . import api, config
-from .errors import ConfigError, DomainError, InputError, ParseError, SymgradError, clip, excerpt
+from .errors import (
+    ConfigError,
+    DomainError,
+    InputError,
+    ModelError,
+    ParseError,
+    SymgradError,
+    UnknownSizeError,
+    clip,
+    excerpt,
+    quote,
+)
 from .explain import DEFAULT_MAX_ROWS
+from .function import Function
+from .model import declared_vectors, vector_items
 from .oracle import DEFAULT_ATOL, DEFAULT_FD_ATOL, DEFAULT_FD_RTOL, DEFAULT_RTOL, check
 
 __all__ = ["build_parser", "jsonable", "main", "read_expression"]
@@ -41,24 +56,108 @@ def format_number(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-def parse_point(assignments: Sequence[str]) -> dict[str, float]:
-    """``["x=3", "y=pi/4"]`` → ``{"x": 3.0, "y": 0.785…}``.
+@dataclass(frozen=True)
+class Given:
+    """One ``name=value`` of a point: a scalar (``t=2``), a whole vector (``x=1,2,3``) or one element
+    (``x[2]=5``).  Which it must be is known only once the formula is compiled (:func:`resolve_point`)."""
 
-    Each value is itself a constant symgrad expression (parsed by the grammar,
-    never by ``eval``), so ``x=pi/4`` and ``y=-2e-3`` both work.
+    name: str
+    index: int | None
+    """``2`` for ``x[2]=5``; None otherwise."""
+    value: float | tuple[float, ...]
+    """A tuple for a whole vector (a comma or brackets in the value), else one number."""
+    text: str
+    """The assignment as typed, quoted in messages."""
+
+    @property
+    def key(self) -> str:
+        return self.name if self.index is None else f"{self.name}[{self.index}]"
+
+
+def parse_point(assignments: Sequence[str]) -> list[Given]:
+    """``["x=3", "y=pi/4", "v=1,2,3", "w[2]=5"]`` → one :class:`Given` each.
+
+    Each number is itself a constant symgrad expression (parsed by the grammar,
+    never by ``eval``), so ``x=pi/4`` and ``y=-2e-3`` both work.  A value with a
+    comma outside parentheses, or in brackets (``v=[1,2,3]``), is a whole vector.
     """
-    point: dict[str, float] = {}
+    point: list[Given] = []
+    seen: set[str] = set()
     for item in assignments:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not sep or not name or not text.strip():
-            raise InputError(f"expected name=value, got {item!r} (for example x=3)")
-        if not name.isidentifier():
-            raise InputError(f"{name!r} is not a valid variable name (in {item!r})")
-        if name in point:
-            raise InputError(f"variable '{name}' was given twice")
-        point[name] = _value_of(name, text)
+        target, sep, text = item.partition("=")
+        target = target.strip()
+        if not sep or not target or not text.strip():
+            raise InputError(f"expected name=value, got {item!r} (for example x=3, x=1,2,3 or x[2]=5)")
+        name, index = _target(target, item)
+        key = name if index is None else f"{name}[{index}]"
+        if key in seen:
+            raise InputError(f"variable '{key}' was given twice")
+        seen.add(key)
+        point.append(Given(name, index, _values_of(key, text), item))
     return point
+
+
+def _target(target: str, item: str) -> tuple[str, int | None]:
+    """``x`` → ``("x", None)``, ``x[2]`` → ``("x", 2)``: the left side of an assignment."""
+    name, bracket, rest = target.partition("[")
+    name = name.strip()
+    if not name.isidentifier():
+        raise InputError(f"{clip(name)!r} is not a valid variable name (in {clip(item)!r})")
+    if not bracket:
+        return name, None
+    digits = rest[:-1].strip() if rest.endswith("]") else ""
+    if not digits.isascii() or not digits.isdigit() or int(digits) < 1:
+        raise InputError(
+            f"the element in {clip(target)!r} must be a whole number >= 1, as in {name}[2]=5 "
+            "(elements are numbered from 1)"
+        )
+    return name, int(digits)
+
+
+def _values_of(key: str, text: str) -> float | tuple[float, ...]:
+    """One number, or a tuple of them for a whole vector (``1,2,3`` or ``[1,2,3]``)."""
+    stripped = text.strip()
+    bracketed = stripped.startswith("[") and stripped.endswith("]")
+    parts = _split_commas(stripped[1:-1] if bracketed else stripped)
+    if not bracketed and len(parts) == 1:
+        return _number(key, stripped)
+    quoted = f"the value of '{key}' ({clip(stripped, 40)!r})"
+    if key.endswith("]"):
+        raise InputError(f"{quoted} gives {len(parts)} values; '{key}' is one element: give one number")
+    if parts == [""]:
+        raise InputError(f"{quoted} holds no numbers: give the elements, as in {key}=1,2,3")
+    for k, part in enumerate(parts, 1):
+        if not part.strip():
+            raise InputError(f"{quoted} has no number for element {k}: separate the numbers by single commas")
+    return tuple(_number(f"{key}[{k}]", part) for k, part in enumerate(parts, 1))
+
+
+def _split_commas(text: str) -> list[str]:
+    """``text`` split at the commas outside parentheses, so ``max(1,2),3`` is two numbers."""
+    parts: list[str] = []
+    depth = start = 0
+    for position, char in enumerate(text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:position])
+            start = position + 1
+    parts.append(text[start:])
+    return parts
+
+
+_DECIMAL = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
+
+
+def _number(key: str, text: str) -> float:
+    """A plain decimal directly (a vector may have thousands), anything else through the grammar."""
+    if _DECIMAL.fullmatch(text):
+        value = float(text)
+        if math.isfinite(value):
+            return value  # the grammar's literal is float(text) too; beyond the range, its error is better
+    return _value_of(key, text)
 
 
 _NOT_FINITE = frozenset({"nan", "inf", "infinity"})
@@ -184,6 +283,167 @@ def _short_parse_error(e: ParseError, origin: str) -> str:
     return f"{origin}, line {e.line}, column {e.column}: {clip(e.reason, READ_EXCERPT_WIDTH + 20)}\n{shown}"
 
 
+def parse_sizes(groups: Sequence[str] | None) -> dict[str, int]:
+    """``--sizes n=1000,m=3`` (or repeated) → ``{"n": 1000, "m": 3}``: whole numbers, no formulas."""
+    sizes: dict[str, int] = {}
+    for group in groups or ():
+        for item in group.split(","):
+            name, sep, text = (part.strip() for part in item.partition("="))
+            if not sep or not name or not text:
+                raise InputError(f"--sizes takes name=integer, got {clip(item.strip())!r} (for example --sizes n=3)")
+            if not name.isidentifier():
+                raise InputError(f"{clip(name)!r} is not a valid size name (in --sizes {clip(group)!r})")
+            digits = text[1:] if text[:1] in "+-" else text
+            if not digits.isascii() or not digits.isdigit():
+                raise InputError(f"size '{name}' must be a whole number, got {clip(text)!r}")
+            if name in sizes:
+                raise InputError(f"size '{name}' was given twice")
+            sizes[name] = int(text)
+    return sizes
+
+
+MAX_SIZE_TRIALS = 16
+"""The most compilations spent inferring sizes that ``--sizes`` does not give from vector lengths."""
+
+
+def compile_model(
+    expression: str, sizes: Mapping[str, int], point: Sequence[Given] = ()
+) -> tuple[Function, dict[str, int]]:
+    """``expression`` compiled with ``sizes``, and the sizes in force.
+
+    A size the formula needs but ``sizes`` lacks is inferred from the vectors given whole at the
+    point: of their lengths, the one value (one per missing size) for which every such vector has
+    exactly its number of values, and on which that length depends (one more would change it),
+    so a size the lengths do not decide is never guessed.  Otherwise the error says ``--sizes``.
+    """
+    try:
+        return api.compile(expression, sizes=dict(sizes) or None), dict(sizes)
+    except UnknownSizeError as e:
+        first = e
+    lengths = {g.name: len(g.value) for g in point if isinstance(g.value, tuple)}
+    candidates = sorted(set(lengths.values()))
+    if not candidates:
+        raise _sizes_error(first, f"give it with --sizes {first.name}=N") from None
+    fits: list[tuple[Function, dict[str, int]]] = []
+    pending: list[dict[str, int]] = [{first.name: c} for c in reversed(candidates)]
+    trials = 0
+    while pending and trials < MAX_SIZE_TRIALS:
+        guess = pending.pop()
+        trials += 1
+        try:
+            f = api.compile(expression, sizes={**sizes, **guess})
+        except UnknownSizeError as e:
+            pending.extend({**guess, e.name: c} for c in reversed(candidates))
+            continue
+        except SymgradError:  # e.g. an index below 1 at this size: not the size meant
+            continue
+        if _lengths(f, lengths) == lengths:
+            fits.append((f, guess))
+    given = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+    if pending or len(fits) != 1:
+        what = "several sizes fit" if len(fits) > 1 else "no sizes fit"
+        raise _sizes_error(
+            first, f"{what} the vectors given ({given}): give them with --sizes {first.name}=N"
+        ) from None
+    f, guess = fits[0]
+    for name, value in guess.items():
+        try:
+            same = _lengths(api.compile(expression, sizes={**sizes, **guess, name: value + 1}), lengths) == lengths
+        except SymgradError:
+            same = False
+        if same:
+            raise _sizes_error(
+                first, f"'{name}' does not set the length of a vector given ({given}): give it with --sizes {name}=N"
+            ) from None
+    return f, {**sizes, **guess}
+
+
+def _lengths(f: Function, lengths: Mapping[str, int]) -> dict[str, int]:
+    vectors = declared_vectors(f.variables)
+    return {name: vectors.get(name, -1) for name in lengths}
+
+
+def _sizes_error(e: UnknownSizeError, how: str) -> ModelError:
+    """``e`` with the command line's way to give a size instead of the Python API's."""
+    return ModelError(e.reason, e.source, e.span, f"{e.context}\n{how}")
+
+
+def resolve_point(point: Sequence[Given], f: Function) -> dict[str, Any]:
+    """The point as ``{tape input: number}`` (``x=1,2`` → ``x[1]``, ``x[2]``), checked against ``f``'s vectors.
+
+    A name ``f`` does not have passes through unchanged, so the API's message (with its did-you-mean)
+    reports it; so does a missing element.
+    """
+    vectors = declared_vectors(f.variables)
+    scalars = set(f.variables)
+    where = quote(f.source) if f.source is not None else "the formula"
+    flat: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for g in point:
+        length = vectors.get(g.name)
+        items: list[tuple[str, Any]]
+        if isinstance(g.value, tuple):
+            if length is None and g.name in scalars:
+                raise InputError(f"'{g.name}' is a scalar in {where}, but {clip(g.text)!r} gives {len(g.value)} values")
+            if length is not None and len(g.value) != length:
+                raise InputError(
+                    f"'{g.name}' is a vector of {length} elements in {where} ({g.name}[1]..{g.name}[{length}]), "
+                    f"but {clip(g.text)!r} gives {len(g.value)} values"
+                )
+            items = [(g.name, list(g.value))] if length is None else list(vector_items(g.name, length, g.value))
+        elif g.index is None:
+            if length is not None:
+                raise InputError(
+                    f"'{g.name}' is a vector of {length} elements in {where}, but {clip(g.text)!r} gives one number: "
+                    f"give all its values, {g.name}=1,2,… (comma-separated), or one element, {g.name}[1]=…"
+                )
+            items = [(g.name, g.value)]
+        else:
+            if length is None and g.name in scalars:
+                raise InputError(
+                    f"'{g.name}' is a scalar in {where}, not a vector: write {g.name}=… (in {clip(g.text)!r})"
+                )
+            if length is not None and g.index > length:
+                raise InputError(
+                    f"'{g.key}' is out of range: '{g.name}' has the elements {g.name}[1]..{g.name}[{length}] in {where}"
+                )
+            items = [(g.key, g.value)]
+        for key, value in items:
+            if key in origin:
+                raise InputError(f"'{key}' was given twice: by {clip(origin[key])!r} and by {clip(g.text)!r}")
+            origin[key] = g.text
+            flat[key] = value
+    return flat
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Function, dict[str, Any]]:
+    """The compiled formula and the point of a subcommand that takes both; notes inferred sizes on stderr."""
+    given = parse_point(args.point)
+    sizes = parse_sizes(args.sizes)
+    f, in_force = compile_model(args.expression, sizes, given)
+    inferred = {name: n for name, n in in_force.items() if name not in sizes}
+    if inferred:
+        vectors = [g.name for g in given if isinstance(g.value, tuple)]
+        shown = ",".join(f"{name}={n}" for name, n in inferred.items())
+        lengths = f"length{'s' if len(vectors) > 1 else ''} of {', '.join(vectors)}"
+        print(f"symgrad: note: --sizes {shown} inferred from the {lengths}", file=sys.stderr)
+    args.sizes_in_force = in_force
+    return f, resolve_point(given, f)
+
+
+def _wrt(groups: list[str] | None, f: Function) -> list[str] | None:
+    """``--wrt`` names, a vector's name standing for all its elements (``--wrt x`` → ``x[1]``, ``x[2]``, …)."""
+    names = _wrt_names(groups)
+    if names is None:
+        return None
+    vectors = declared_vectors(f.variables)
+    expanded: list[str] = []
+    for name in names:
+        length = vectors.get(name) if name not in f.variables else None
+        expanded.extend([f"{name}[{k}]" for k in range(1, length + 1)] if length else [name])
+    return expanded
+
+
 def _wrt_names(groups: list[str] | None) -> list[str] | None:
     """``--wrt x --wrt y`` or ``--wrt x,y`` → ``["x", "y"]``."""
     if not groups:
@@ -191,14 +451,25 @@ def _wrt_names(groups: list[str] | None) -> list[str] | None:
     return [name.strip() for group in groups for name in group.split(",") if name.strip()]
 
 
+def _add_sizes(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--sizes",
+        action="append",
+        metavar="NAME=N",
+        help="the sizes of a model, e.g. --sizes n=1000,m=3 (or repeat --sizes); "
+        "a size not given is inferred from the lengths of vectors at the point",
+    )
+
+
 def _cmd_grad(args: argparse.Namespace) -> int:
-    point = parse_point(args.point)
-    f = api.compile(args.expression)
-    wrt = _wrt_names(args.wrt)
+    f, point = _prepare(args)
+    wrt = _wrt(args.wrt, f)
     value, grads = f.value_and_grad(point, wrt=wrt)
     partials = grads if isinstance(grads, dict) else {(wrt or f.variables)[0]: grads}
     if args.json:
-        _write_json({"expression": args.expression, "point": point, "value": value, "grad": partials})
+        _write_json(
+            {"expression": args.expression, **_sizes_entry(args), "point": point, "value": value, "grad": partials}
+        )
         return EXIT_OK
     width = max([len("value"), *(len(f"d/d{name}") for name in partials)])
     print(f"{'value'.ljust(width)}  {format_number(value)}")
@@ -207,10 +478,17 @@ def _cmd_grad(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sizes_entry(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"sizes": {...}}`` for JSON output when the formula has sizes (given or inferred), else nothing."""
+    sizes: dict[str, int] = args.sizes_in_force
+    return {"sizes": sizes} if sizes else {}
+
+
 def _cmd_draw(args: argparse.Namespace) -> int:
     from .drawing import save
 
-    graph = api.draw(args.expression, parse_point(args.point), rankdir=args.rankdir, layout=args.layout)
+    f, point = _prepare(args)
+    graph = api.draw(f, point, rankdir=args.rankdir, layout=args.layout)
     if args.output is None:
         sys.stdout.write(graph.source)
     else:
@@ -222,7 +500,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from .plotting import plot
 
     lo, hi = args.range
-    plot(args.expression, lo, hi, var=args.var, points=args.points, path=args.output, fixed=parse_point(args.point))
+    f, point = _prepare(args)
+    plot(f, lo, hi, var=args.var, points=args.points, path=args.output, fixed=point)
     print(f"wrote {args.output}")
     return EXIT_OK
 
@@ -303,6 +582,7 @@ def _add_drawing_commands(sub: Any) -> None:
         metavar="N",
         help=f"refuse to render more than N nodes (default {MAX_RENDER_NODES}; 0: no limit)",
     )
+    _add_sizes(draw)
     draw.set_defaults(run=_cmd_draw)
 
     plot = sub.add_parser(
@@ -336,14 +616,15 @@ def _add_drawing_commands(sub: Any) -> None:
     plot.add_argument(
         "--points", type=int, default=DEFAULT_POINTS, help=f"number of samples (default {DEFAULT_POINTS})"
     )
+    _add_sizes(plot)
     plot.set_defaults(run=_cmd_plot)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    point = parse_point(args.point)
-    explanation = api.compile(args.expression).explain(point, max_rows=None if args.all else DEFAULT_MAX_ROWS)
+    f, point = _prepare(args)
+    explanation = f.explain(point, max_rows=None if args.all else DEFAULT_MAX_ROWS)
     if args.json:
-        _write_json({"expression": args.expression, "point": point, **explanation.to_dict()})
+        _write_json({"expression": args.expression, **_sizes_entry(args), "point": point, **explanation.to_dict()})
     else:
         print(explanation)
     return EXIT_OK
@@ -359,18 +640,25 @@ def _add_explain_command(sub: Any) -> None:
         epilog='example: symgrad explain "tanh(x1*w1 + x2*w2 + b)" x1=2 x2=0 w1=-3 w2=1 b=6.8813735870195432',
     )
     explain.add_argument("expression", help='the formula, e.g. "x*x + y"')
-    explain.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. x=3 y=2")
+    explain.add_argument(
+        "point",
+        nargs="*",
+        metavar="name=value",
+        help="one value per variable, e.g. x=3 y=2; a vector as x=1,2,3, an element as x[2]=5",
+    )
     explain.add_argument(
         "--all",
         action="store_true",
         help=f"print every slot (by default a tape of more than {DEFAULT_MAX_ROWS} slots is cut in the middle)",
     )
     explain.add_argument("--json", action="store_true", help="print machine-readable JSON (always every slot)")
+    _add_sizes(explain)
     explain.set_defaults(run=_cmd_explain)
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    d = api.diff(args.expression, *args.variables)
+    f, _ = compile_model(args.expression, parse_sizes(args.sizes))
+    d = api.diff(f, *args.variables)
     if args.latex:
         import sympy  # the oracle's library: LaTeX is sympy's printer over the derivative tape
 
@@ -383,14 +671,13 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_hessian(args: argparse.Namespace) -> int:
-    point = parse_point(args.point)
-    f = api.compile(args.expression)
-    wrt = _wrt_names(args.wrt)
+    f, point = _prepare(args)
+    wrt = _wrt(args.wrt, f)
     h = f.hessian(point, wrt=wrt)
     names = wrt or list(f.variables)
     table = h if isinstance(h, dict) else {names[0]: {names[0]: h}}
     if args.json:
-        _write_json({"expression": args.expression, "point": point, "hessian": table})
+        _write_json({"expression": args.expression, **_sizes_entry(args), "point": point, "hessian": table})
         return EXIT_OK
     cells = [[format_number(table[i][j]) for j in names] for i in names]
     width = max([len(n) for n in names] + [len(c) for row in cells for c in row])
@@ -412,6 +699,7 @@ def _add_derivative_commands(sub: Any) -> None:
     diff.add_argument("expression", help='the formula, e.g. "3*x**2-4*x+5"')
     diff.add_argument("variables", nargs="+", metavar="VARIABLE", help="differentiate by these, in order: x x y")
     diff.add_argument("--latex", action="store_true", help="print LaTeX (through sympy) instead")
+    _add_sizes(diff)
     diff.set_defaults(run=_cmd_diff)
 
     hessian = sub.add_parser(
@@ -421,18 +709,25 @@ def _add_derivative_commands(sub: Any) -> None:
         epilog='example: symgrad hessian "x**2*y + exp(x*y)" x=1 y=2',
     )
     hessian.add_argument("expression", help='the formula, e.g. "x**2*y"')
-    hessian.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. x=1 y=2")
+    hessian.add_argument(
+        "point",
+        nargs="*",
+        metavar="name=value",
+        help="one value per variable, e.g. x=1 y=2; a vector as x=1,2,3, an element as x[2]=5",
+    )
     hessian.add_argument(
         "--wrt", action="append", metavar="NAMES", help="only these variables (repeat, or comma-separate: --wrt x,y)"
     )
     hessian.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    _add_sizes(hessian)
     hessian.set_defaults(run=_cmd_hessian)
 
 
 def _cmd_export_c(args: argparse.Namespace) -> int:
     sets = ("grad", "hessian", "jacobian", "sparse_hessian", "sparse_jacobian")
     kinds = ["value", *(kind for kind in sets if getattr(args, kind))]
-    code = api.compile(args.expression).to_c(args.name, kinds)
+    f, _ = compile_model(args.expression, parse_sizes(args.sizes))
+    code = f.to_c(args.name, kinds)
     c_path, h_path = code.write(args.output)
     print(f"wrote {c_path} and {h_path}: {', '.join(fn.name for fn in code.functions)}")
     return EXIT_OK
@@ -463,16 +758,16 @@ def _add_export_command(sub: Any) -> None:
     )
     export.add_argument("--name", default="f", help="the C name prefix, a C identifier (default f: f_value, f_grad)")
     export.add_argument("-o", "--output", metavar="DIR", required=True, help="the directory to write into")
+    _add_sizes(export)
     export.set_defaults(run=_cmd_export_c)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    point = parse_point(args.point)
-    report = check(
-        api.compile(args.expression), point, rtol=args.rtol, atol=args.atol, fd_rtol=args.fd_rtol, fd_atol=args.fd_atol
-    )
+    f, point = _prepare(args)
+    report = check(f, point, rtol=args.rtol, atol=args.atol, fd_rtol=args.fd_rtol, fd_atol=args.fd_atol)
     if args.json:
-        _write_json(report.to_dict())
+        payload = report.to_dict()
+        _write_json({"expression": payload.pop("expression"), **_sizes_entry(args), **payload})
     else:
         print(report)
     return EXIT_OK if report.ok else EXIT_DISAGREE
@@ -533,7 +828,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the value and every partial derivative at a point.",
     )
     grad.add_argument("expression", help='the formula, e.g. "a*b + c"; - reads it from stdin, @FILE from a file')
-    grad.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. a=2 b=-3")
+    grad.add_argument(
+        "point",
+        nargs="*",
+        metavar="name=value",
+        help="one value per variable, e.g. a=2 b=-3; a vector as x=1,2,3, an element as x[2]=5",
+    )
     grad.add_argument("--json", action="store_true", help="print machine-readable JSON")
     grad.add_argument(
         "--wrt",
@@ -541,6 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMES",
         help="only these partials (repeat, or comma-separate: --wrt x,y); the others are not computed",
     )
+    _add_sizes(grad)
     grad.set_defaults(run=_cmd_grad)
     _add_derivative_commands(sub)
     _add_drawing_commands(sub)
@@ -554,7 +855,12 @@ def build_parser() -> argparse.ArgumentParser:
         "central difference. Exit 1 if any disagree.",
     )
     check.add_argument("expression", help='the formula, e.g. "x*sin(y)"; - reads it from stdin, @FILE from a file')
-    check.add_argument("point", nargs="*", metavar="name=value", help="one value per variable, e.g. x=0.7 y=1.3")
+    check.add_argument(
+        "point",
+        nargs="*",
+        metavar="name=value",
+        help="one value per variable, e.g. x=0.7 y=1.3; a vector as x=1,2,3, an element as x[2]=5",
+    )
     check.add_argument(
         "--rtol", type=_tolerance, default=DEFAULT_RTOL, help=f"relative tolerance vs sympy (default {DEFAULT_RTOL:g})"
     )
@@ -574,6 +880,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"absolute tolerance vs the central difference (default {DEFAULT_FD_ATOL:g})",
     )
     check.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    _add_sizes(check)
     check.set_defaults(run=_cmd_check)
 
     settings = sub.add_parser(

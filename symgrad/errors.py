@@ -24,6 +24,7 @@ __all__ = [
     "Span",
     "SymgradError",
     "UnknownFunctionError",
+    "UnknownSizeError",
     "UnknownVariableError",
     "abbreviate",
     "clip",
@@ -171,6 +172,17 @@ class ModelError(ParseError):
     """A model's indices, ranges, sizes or definitions do not fit: an index out of range or not an
     integer, an unknown index variable, a size not given (``x[i]`` with no ``i``, ``1..n`` with no
     ``n``).  Found while lowering, it points at the source like a :class:`ParseError`."""
+
+
+class UnknownSizeError(ModelError):
+    """A name in an index or a bound that is neither a loop index nor a given size (``1..n`` with
+    no ``n``).  ``name`` is that name and ``context`` the indices and sizes in scope, so a caller
+    can supply the size, or say in its own terms how to give it (the command line: ``--sizes``)."""
+
+    def __init__(self, name: str, message: str, source: str, span: Span, context: str, how: str) -> None:
+        self.name = name
+        self.context = context
+        super().__init__(message, source, span, f"{context}\n{how}")
 
 
 class InputError(SymgradError, ValueError):

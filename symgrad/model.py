@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .builder import Ref, TapeBuilder
-from .errors import InputError, ModelError, Span, clip
+from .errors import InputError, ModelError, Span, UnknownSizeError, clip
 from .expr import Call, Const, Definition, Expr, Index, Program, Reduce, Var
 from .gcpause import gc_paused
 from .lower import OUTPUT_SEPARATOR, undeclared
@@ -115,12 +115,13 @@ def _integer(
                 program.append(("int", sizes[item.name]))
                 affine.append({"": sizes[item.name]})
             else:
-                hint = (
-                    f"loop indices here: {', '.join(scope) or '(none)'}; sizes: {', '.join(sizes) or '(none)'}"
-                    f"\ngive a size with compile(..., sizes={{'{clip(item.name)}': ...}})"
-                )
-                raise ModelError(
-                    f"unknown index or size '{clip(item.name)}' in {what}", source, _shifted(item.span, shift), hint
+                raise UnknownSizeError(
+                    item.name,
+                    f"unknown index or size '{clip(item.name)}' in {what}",
+                    source,
+                    _shifted(item.span, shift),
+                    f"loop indices here: {', '.join(scope) or '(none)'}; sizes: {', '.join(sizes) or '(none)'}",
+                    f"give a size with compile(..., sizes={{'{clip(item.name)}': ...}})",
                 )
         else:
             raise ModelError(f"{what} must be an integer expression", source, _shifted(item.span, shift))
