@@ -28,7 +28,7 @@ from typing import Any
 from .errors import DomainError, Span
 from .ops import OPS, Op, domain_message
 from .rules import CONST, VAR, Pattern, Rewrite, rewrites
-from .tape import Instr, Tape
+from .tape import Instr, Tape, TapeError
 
 __all__ = ["Ref", "TapeBuilder"]
 
@@ -455,7 +455,11 @@ class TapeBuilder:
             instrs.append(Instr(op, arg_slots, span, origin))
         consts = tuple(self.consts[k] for k in used_consts)
         out_slots = tuple(slots[kind][k] for kind, k in outputs)
-        return Tape(inputs, consts, tuple(instrs), out_slots, self.source, tuple(names))
+        if not out_slots:  # (the two checks of Tape.validate that depend on the caller, not on the builder)
+            raise TapeError("a tape needs at least one output")
+        if names and len(names) != len(out_slots):
+            raise TapeError(f"{len(out_slots)} outputs but {len(names)} output names")
+        return Tape.built(inputs, consts, tuple(instrs), out_slots, self.source, tuple(names))
 
     def _live_records(self, outputs: Sequence[Ref]) -> tuple[list[int], list[int]]:
         """Indices of the records the outputs depend on, in order, and of the constants they read, sorted."""

@@ -35,7 +35,6 @@ from .errors import DomainError
 from .function import Function
 from .ops import OPS
 from .tape import Tape
-from .transforms import grad_tape
 
 __all__ = [
     "SIGMA",
@@ -87,13 +86,19 @@ def lagrangian_tape(objective: Tape, constraints: Tape | None, names: Sequence[s
     return b.finish([total], ["lagrangian"], order=[*names, SIGMA, *lambdas])
 
 
-def lagrangian_gradient_tape(objective: Function, constraints: Tape | None, names: Sequence[str]) -> Tape:
-    """∂L/∂x for ``L = σ·f + Σ λᵢ·cᵢ``, as ``σ·∇f + ∇(Σ λᵢ·cᵢ)``, inputs as :func:`lagrangian_tape`'s.
+def lagrangian_gradient_tape(
+    objective: Function, jacobian: tuple[Tape, Sequence[int], Sequence[int]] | None, names: Sequence[str], m: int
+) -> Tape:
+    """∂L/∂x for ``L = σ·f + Σ λᵢ·cᵢ``, as ``σ·∇f + Jᵀλ``, inputs as :func:`lagrangian_tape`'s.
 
-    ``∇f`` is the objective's own value-and-gradient tape (the one its ``vg`` runs, derived once), so the
-    Hessian's forward passes run over it instead of over a second reverse pass through the objective.
+    Both parts are tapes the solver runs anyway: ``∇f`` is the objective's own value-and-gradient tape
+    (the one its ``vg`` runs), ``J`` the sparse constraint Jacobian's tape (given with its entries'
+    rows and columns, one output each; ``m`` constraints).  The Hessian's forward passes then run over
+    them instead of over fresh reverse passes through the objective and the constraints.
     """
-    lambdas = multiplier_names(len(constraints.outputs)) if constraints is not None else []
+    if jacobian is not None and len(jacobian[0].outputs) < len(jacobian[1]):
+        raise ValueError("the Jacobian tape has fewer outputs than entries")
+    lambdas = multiplier_names(m)
     order = [*names, SIGMA, *lambdas]
     mul, add = OPS["mul"], OPS["add"]
     b = TapeBuilder(objective.tape.source)
@@ -103,21 +108,12 @@ def lagrangian_gradient_tape(objective: Function, constraints: Tape | None, name
     refs = b.import_tape(own)
     sigma = b.var(SIGMA)
     partials = [b.emit(mul, (sigma, refs[slot])) for slot in own.outputs[1:]]
-    if constraints is not None:
-        weighted = TapeBuilder(constraints.source)
-        for name in [*names, *lambdas]:
-            weighted.var(name)
-        crefs = weighted.import_tape(constraints)
-        total: Ref | None = None
-        for name, slot in zip(lambdas, constraints.outputs, strict=True):
-            term = weighted.emit(mul, (weighted.var(name), crefs[slot]))
-            total = term if total is None else weighted.emit(add, (total, term))
-        assert total is not None
-        products = grad_tape(
-            weighted.finish([total], ["constraints"], order=[*names, *lambdas]), list(names), with_value=False
-        )
-        prefs = b.import_tape(products)
-        partials = [b.emit(add, (p, prefs[slot])) for p, slot in zip(partials, products.outputs, strict=True)]
+    if jacobian is not None:
+        tape, rows, cols = jacobian
+        jrefs = b.import_tape(tape)
+        weights = [b.var(name) for name in lambdas]
+        for slot, r, c in zip(tape.outputs, rows, cols, strict=False):
+            partials[c] = b.emit(add, (partials[c], b.emit(mul, (weights[r], jrefs[slot]))))
     return b.finish(partials, [f"dL/d{name}" for name in names], order=order)
 
 
@@ -138,8 +134,14 @@ class NonlinearProgram:
         )
         self._vg = objective.vg
         self._last: tuple[bytes, float, Array] | None = None
+        self._jacobian: Function | None = None
+        jacobian = None
+        if constraints is not None:
+            self._jacobian = constraints.sparse_jacobian_function(self.names)
+            jrows, jcols = constraints._pattern("jacobian", self.names)
+            jacobian = (self._jacobian.tape, jrows.tolist(), jcols.tolist())
         rows, cols = self.lagrangian._pattern("hessian", self.names)
-        gradient = lagrangian_gradient_tape(objective, constraints.tape if constraints is not None else None, names)
+        gradient = lagrangian_gradient_tape(objective, jacobian, names, self.m)
         self._hessian = Function(
             sparse.sparse_hessian_tape(
                 self.lagrangian.tape, range(self.n), rows.tolist(), cols.tolist(), gradient=(gradient, range(self.n))
@@ -148,10 +150,6 @@ class NonlinearProgram:
             objective.backend,
             derivation="the sparse Hessian of the Lagrangian",
         )
-        self._hessian_layouts: dict[bool, tuple[Any, Any, Any, tuple[int, int]]] = {}
-        self._jacobian: Function | None = None
-        if constraints is not None:
-            self._jacobian = constraints.sparse_jacobian_function(self.names)
         self._zeros = [0.0] * self.m
         self.hessian_nnz = len(self.hessian_structure()[0])
         self.jacobian_nnz = len(self.jacobian_structure()[0])

@@ -337,7 +337,10 @@ def _constraints(
         lower.extend([lo] * body.n_outputs)
         upper.extend([hi] * body.n_outputs)
         labels.extend(_bounded_label(name, lo, hi) for name in names)
-    tape = merge_outputs(tapes, layout.names, labels, None)
+    if len(tapes) == 1 and tapes[0].inputs == layout.names and tapes[0].output_names == tuple(labels):
+        tape = tapes[0]  # (text relations alone: already one tape over the variables, in order)
+    else:
+        tape = merge_outputs(tapes, layout.names, labels, None)
     return Function(tape, None, backend), np.array(lower), np.array(upper), tuple(labels)
 
 

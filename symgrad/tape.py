@@ -35,6 +35,9 @@ from .ops import OPS, Op
 __all__ = ["Instr", "Tape", "TapeError"]
 
 
+_FIELDS = ("inputs", "consts", "instrs", "outputs", "source", "output_names")
+
+
 class TapeError(SymgradError, ValueError):
     """A tape is malformed: a bug in whoever built it, or a corrupt or tampered pickle."""
 
@@ -73,6 +76,27 @@ class Tape:
             object.__setattr__(self, "outputs", (self.outputs,))
         object.__setattr__(self, "consts", tuple(float(c) for c in self.consts))
         self.validate()
+
+    @classmethod
+    def built(
+        cls,
+        inputs: tuple[str, ...],
+        consts: tuple[float, ...],
+        instrs: tuple[Instr, ...],
+        outputs: tuple[int, ...],
+        source: str | None,
+        output_names: tuple[str, ...],
+    ) -> Tape:
+        """A tape from :meth:`TapeBuilder.finish <symgrad.builder.TapeBuilder.finish>`, not validated again.
+
+        The builder numbers slots as it places them, reads only earlier slots and takes ops from the
+        table, so what :meth:`validate` checks holds by construction; checking it anyway cost about a
+        tenth of building a derivative tape.  Everything else (pickles, hand-made tapes) is validated.
+        """
+        tape = object.__new__(cls)
+        for name, value in zip(_FIELDS, (inputs, consts, instrs, outputs, source, output_names), strict=True):
+            object.__setattr__(tape, name, value)
+        return tape
 
     @property
     def output(self) -> int:

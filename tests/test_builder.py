@@ -144,3 +144,21 @@ def test_records_are_shared_after_a_rewrite() -> None:
     second = b.emit(OPS["neg"], (b.emit(OPS["mul"], (y, x)),))
     assert first == second
     assert len(b.finish([first, second]).instrs) == 2
+
+
+def test_finished_tapes_skip_validation_but_would_pass_it() -> None:
+    """finish() builds tapes without Tape.validate (valid by construction): check that they would pass."""
+    import symgrad
+    from symgrad import transforms
+    from symgrad.tape import TapeError
+
+    for text in ["x*y + sin(x)/y", "exp(x)**y - log(1 + x*x)", "max(x, y)*relu(x - y) + tanh(x)"]:
+        tape = symgrad.compile(text).tape
+        for t in (tape, transforms.grad_tape(tape), transforms.hessian_tape(tape, list(tape.inputs))):
+            t.validate()
+    b = TapeBuilder()
+    x = b.var("x")
+    with pytest.raises(TapeError, match="at least one output"):
+        b.finish([])
+    with pytest.raises(TapeError, match="1 outputs but 2 output names"):
+        b.finish([x], ["a", "b"])

@@ -326,3 +326,15 @@ def test_a_family_of_constraints_over_a_vector(method: str) -> None:
     assert np.allclose(res.x["x"], solution[:n], atol=1e-5)
     assert np.allclose(res.multipliers, solution[n:], atol=1e-4)
     assert len(res.constraint_labels) == n - 1
+
+
+def test_constraints_without_jacobian_entries_keep_their_multipliers() -> None:
+    """A constraint with no structural Jacobian entries (a constant body) still has its multiplier input:
+    the Hessian of the Lagrangian takes one λ per constraint, whatever the pattern."""
+    layout = _Layout({"x": 0.5, "y": -0.25})
+    f = _objective("x**2*y", layout, None)
+    c, _, _, _ = _constraints([Constraint("x*y", lower=0), Constraint("0*x + 3", lower=1)], layout, None, f.backend)
+    nlp = NonlinearProgram(f, c, layout.names)
+    x, y = sympy.symbols("x y")
+    expected = np.array(sympy.hessian(2.0 * x**2 * y + 0.7 * x * y, (x, y)).subs({x: 0.5, y: -0.25}), dtype=float)
+    assert np.allclose(nlp.hessian_csr(np.array([0.5, -0.25]), 2.0, [0.7, -5.0]).toarray(), expected)
