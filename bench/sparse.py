@@ -547,7 +547,7 @@ def symgrad_solve(problem: Problem, n: int) -> dict[str, Any] | str:
         nlp = optimize.NonlinearProgram(f, c, layout.names)
         lb, ub = layout.bounds(None)
         t1 = time.perf_counter()
-        res = optimize._ipopt(cyipopt, nlp, layout, layout.start, lb, ub, cl, cu, labels, None, None)
+        res = optimize._ipopt(cyipopt, optimize.Posed(nlp, layout, lb, ub, cl, cu, labels), None, None)
         t2 = time.perf_counter()
     calls = {"hess_l": lambda: nlp.hessian_values(res.x_array, 1.0, res.multipliers)}
     if nlp.m:

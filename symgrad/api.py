@@ -20,8 +20,8 @@ from .errors import InputError
 from .expr import is_plain
 from .function import Function, Gradient, merge_point
 from .lower import declare, lower, lower_many
-from .model import Declaration, declared_inputs, lower_model
-from .parser import normalise_name, parse
+from .model import Declaration, Declared, declared_inputs, lower_model, normalise_declaration
+from .parser import parse
 from .tape import Tape
 
 if TYPE_CHECKING:
@@ -93,11 +93,7 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-_Declared = tuple[str, ...] | tuple[tuple[str, int | str | None], ...]
-"""``variables=`` as a hashable cache key: names, or (name, length) pairs from a mapping."""
-
-
-def _lower_any(sources: tuple[str, ...], declared: _Declared | None, sizes: Mapping[str, int] | None) -> Tape:
+def _lower_any(sources: tuple[str, ...], declared: Declared | None, sizes: Mapping[str, int] | None) -> Tape:
     """Plain formulas through :func:`lower`; models (or sizes, or declared vectors) through :func:`lower_model`."""
     exprs = [parse(s) for s in sources]
     modelling = sizes is not None or (declared is not None and bool(declared) and not isinstance(declared[0], str))
@@ -120,34 +116,6 @@ def _compile_one(source: str, backend: str) -> Function:
     return Function(_lower_any((source,), None, None), source, backend)
 
 
-def _declared(variables: Declaration | None) -> _Declared | None:
-    """``variables=`` as names (NFKC-normalised like the parser's) or (name, length) pairs; checked when lowered."""
-    if variables is None:
-        return None
-    if isinstance(variables, str):
-        raise InputError(
-            f"variables= takes a list of names, got the string {variables!r:.60}: write [{variables!r:.60}]"
-        )
-    if isinstance(variables, Mapping):
-        pairs = []
-        for name, length in variables.items():
-            if not isinstance(name, str):
-                raise InputError(f"variables= takes names (strings), got {type(name).__name__} {name!r:.60}")
-            if length is not None and not isinstance(length, (int, str)):
-                raise InputError(
-                    f"variables= maps names to vector lengths (an int or a size's name) or None, got {length!r:.60}"
-                )
-            pairs.append((normalise_name(name), length))
-        return tuple(pairs)
-    if not isinstance(variables, Iterable):
-        raise InputError(f"variables= takes a list of names, got {type(variables).__name__}")
-    names = tuple(variables)
-    for name in names:
-        if not isinstance(name, str):
-            raise InputError(f"variables= takes names (strings), got {type(name).__name__} {name!r:.60}")
-    return tuple(normalise_name(name) for name in names)
-
-
 def _sizes_key(sizes: Mapping[str, int] | None) -> tuple[tuple[str, int], ...] | None:
     if sizes is None:
         return None
@@ -156,7 +124,7 @@ def _sizes_key(sizes: Mapping[str, int] | None) -> tuple[tuple[str, int], ...] |
     return tuple(sizes.items())
 
 
-def _redeclare(f: Function, declared: _Declared, backend: str | None) -> Function:
+def _redeclare(f: Function, declared: Declared, backend: str | None) -> Function:
     """``f`` with its inputs declared as ``variables`` (same records, inputs reordered or added)."""
     names = [n if isinstance(n, str) else "" for n in declared]
     if declared and not isinstance(declared[0], str):
@@ -211,7 +179,7 @@ def compile(
     >>> g.grad(x=3, y=1)
     {'x': 6.0, 'y': 0.0}
     """
-    declared = _declared(variables)
+    declared = normalise_declaration(variables)
     size_key = _sizes_key(sizes)
     if isinstance(source, Function):
         if declared is not None and declared != source.variables:

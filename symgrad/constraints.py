@@ -45,9 +45,10 @@ from .model import (
     _start,
     _TapeSink,
     _value,
+    normalise_declaration,
 )
 from .ops import OPS
-from .parser import Relation, normalise_name, parse_relation
+from .parser import Relation, parse_relation
 from .tape import Tape
 
 __all__ = ["LoweredConstraints", "lower_constraints"]
@@ -147,19 +148,13 @@ def lower_constraints(
 
 
 def _checked_declaration(variables: Declaration | None) -> Declaration | None:
-    """``variables=`` with names in the parser's normal form, refusing a bare string and repeated names."""
-    if variables is None:
+    """``variables=`` normalised as :func:`symgrad.compile` does it, and refusing repeated names."""
+    declared = normalise_declaration(variables)
+    if declared is None:
         return None
-    if isinstance(variables, str):
-        raise InputError(
-            f"variables= takes a list of names, got the string {variables!r:.60}: write [{variables!r:.60}]"
-        )
-    if isinstance(variables, Mapping):
-        return {normalise_name(name) if isinstance(name, str) else name: length for name, length in variables.items()}
-    names = [normalise_name(name) if isinstance(name, str) else name for name in variables]
-    for name in names:
-        if not isinstance(name, str):
-            raise InputError(f"variables= takes names (strings), got {type(name).__name__} {name!r:.60}")
+    if declared and not isinstance(declared[0], str):
+        return {name: length for name, length in declared if isinstance(name, str)}
+    names = [name for name in declared if isinstance(name, str)]
     repeated = next((name for k, name in enumerate(names) if name in names[:k]), None)
     if repeated is not None:
         raise InputError(f"variable '{clip(repeated)}' is declared twice in variables=")

@@ -35,6 +35,7 @@ from .expr import Call, Const, Definition, Expr, Index, Program, Reduce, Var
 from .gcpause import gc_paused
 from .lower import OUTPUT_SEPARATOR, undeclared
 from .ops import Op
+from .parser import normalise_name
 from .tape import Tape
 
 __all__ = [
@@ -49,6 +50,9 @@ __all__ = [
 Declaration = Iterable[str] | Mapping[str, int | str | None]
 """``variables=``: names (scalars), or a mapping from name to a vector length (an int or a size's
 name) or None (a scalar)."""
+
+Declared = tuple[str, ...] | tuple[tuple[str, int | str | None], ...]
+"""``variables=`` checked and normalised (:func:`normalise_declaration`): names, or (name, length) pairs."""
 
 # -- integer expressions (indices and range bounds) ------------------------------------------
 
@@ -471,6 +475,34 @@ def _sizes(sizes: Mapping[str, int] | None) -> dict[str, int]:
         except TypeError:
             raise InputError(f"size '{name}' must be an integer, got {type(value).__name__} {value!r:.60}") from None
     return checked
+
+
+def normalise_declaration(variables: Declaration | None) -> Declared | None:
+    """``variables=`` as names (NFKC-normalised like the parser's) or (name, length) pairs; checked when lowered."""
+    if variables is None:
+        return None
+    if isinstance(variables, str):
+        raise InputError(
+            f"variables= takes a list of names, got the string {variables!r:.60}: write [{variables!r:.60}]"
+        )
+    if isinstance(variables, Mapping):
+        pairs = []
+        for name, length in variables.items():
+            if not isinstance(name, str):
+                raise InputError(f"variables= takes names (strings), got {type(name).__name__} {name!r:.60}")
+            if length is not None and not isinstance(length, (int, str)):
+                raise InputError(
+                    f"variables= maps names to vector lengths (an int or a size's name) or None, got {length!r:.60}"
+                )
+            pairs.append((normalise_name(name), length))
+        return tuple(pairs)
+    if not isinstance(variables, Iterable):
+        raise InputError(f"variables= takes a list of names, got {type(variables).__name__}")
+    names = tuple(variables)
+    for name in names:
+        if not isinstance(name, str):
+            raise InputError(f"variables= takes names (strings), got {type(name).__name__} {name!r:.60}")
+    return tuple(normalise_name(name) for name in names)
 
 
 def _declaration(variables: Declaration | None, sizes: Mapping[str, int]) -> dict[str, int | None] | None:

@@ -141,12 +141,11 @@ def minimize(
     optimize = _scipy_optimize()
     f = _objective(objective, layout, sizes)
     c, cl, cu, labels = _constraints(specs, layout, sizes, f.backend)
-    nlp = NonlinearProgram(f, c, layout.names)
-    x0_array = layout.start
-    _check_start(nlp, x0_array, labels)
+    posed = Posed(NonlinearProgram(f, c, layout.names), layout, lb, ub, cl, cu, labels)
+    _check_start(posed.nlp, layout.start, labels)
     if solve_ipopt is not None:
-        return _ipopt(solve_ipopt, nlp, layout, x0_array, lb, ub, cl, cu, labels, tol, options)
-    return _scipy(optimize, method, nlp, layout, x0_array, lb, ub, cl, cu, labels, tol, options)
+        return _ipopt(solve_ipopt, posed, tol, options)
+    return _scipy(optimize, method, posed, tol, options)
 
 
 # -- the problem as given -----------------------------------------------------------------------------
@@ -390,20 +389,23 @@ def _check_start(nlp: NonlinearProgram, x0: Array, labels: tuple[str, ...]) -> N
 # -- solvers ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Posed:
+    """A problem ready for a solver: its tapes, its variables, and the bounds on ``x`` and on ``c(x)``."""
+
+    nlp: NonlinearProgram
+    layout: _Layout
+    lb: Array
+    ub: Array
+    cl: Array
+    cu: Array
+    labels: tuple[str, ...]
+
+
 def _scipy(
-    optimize: Any,
-    method: str,
-    nlp: NonlinearProgram,
-    layout: _Layout,
-    x0: Array,
-    lb: Array,
-    ub: Array,
-    cl: Array,
-    cu: Array,
-    labels: tuple[str, ...],
-    tol: float | None,
-    options: Mapping[str, Any] | None,
+    optimize: Any, method: str, posed: Posed, tol: float | None, options: Mapping[str, Any] | None
 ) -> OptimizeResult:
+    nlp, lb, ub = posed.nlp, posed.lb, posed.ub
     counter = _Counted(nlp)
     extra: dict[str, Any] = {}
     if method == "trust-constr" or method in _SCIPY_HESSIAN:
@@ -421,8 +423,8 @@ def _scipy(
         extra["constraints"] = [
             optimize.NonlinearConstraint(
                 lambda x: nlp.constraint_values(np.asarray(x, dtype=np.float64)),
-                cl,
-                cu,
+                posed.cl,
+                posed.cu,
                 jac=lambda x: nlp.jacobian_csr(np.asarray(x, dtype=np.float64)),
                 hess=lambda x, v: nlp.hessian_csr(np.asarray(x, dtype=np.float64), 0.0, v),
             )
@@ -431,7 +433,13 @@ def _scipy(
     if bounded:
         extra["bounds"] = optimize.Bounds(lb, ub)
     res = optimize.minimize(
-        counter, x0, jac=True, method=method, tol=tol, options=dict(options) if options else None, **extra
+        counter,
+        posed.layout.start,
+        jac=True,
+        method=method,
+        tol=tol,
+        options=dict(options) if options else None,
+        **extra,
     )
     x = np.asarray(res.x, dtype=np.float64)
     multipliers, bound_multipliers = np.zeros(nlp.m), np.zeros(nlp.n)
@@ -442,21 +450,12 @@ def _scipy(
         if bounded and len(v) > (1 if nlp.m else 0):
             bound_multipliers = np.asarray(v[-1], dtype=np.float64)
     return _result(
-        nlp,
-        layout,
+        posed,
         x,
-        lb,
-        ub,
-        cl,
-        cu,
-        labels,
         method,
         res,
-        bool(res.success),
-        int(res.status),
-        str(res.message),
-        int(getattr(res, "nit", 0)),
-        counter.count,
+        (bool(res.success), int(res.status), str(res.message)),
+        (int(getattr(res, "nit", 0)), counter.count),
         multipliers,
         bound_multipliers,
     )
@@ -527,21 +526,12 @@ class _IpoptProblem:
         return True
 
 
-def _ipopt(
-    cyipopt: Any,
-    nlp: NonlinearProgram,
-    layout: _Layout,
-    x0: Array,
-    lb: Array,
-    ub: Array,
-    cl: Array,
-    cu: Array,
-    labels: tuple[str, ...],
-    tol: float | None,
-    options: Mapping[str, Any] | None,
-) -> OptimizeResult:
+def _ipopt(cyipopt: Any, posed: Posed, tol: float | None, options: Mapping[str, Any] | None) -> OptimizeResult:
+    nlp = posed.nlp
     callbacks = _IpoptProblem(nlp)
-    problem = cyipopt.Problem(n=nlp.n, m=nlp.m, problem_obj=callbacks, lb=lb, ub=ub, cl=cl, cu=cu)
+    problem = cyipopt.Problem(
+        n=nlp.n, m=nlp.m, problem_obj=callbacks, lb=posed.lb, ub=posed.ub, cl=posed.cl, cu=posed.cu
+    )
     settings: dict[str, Any] = {"print_level": 0, "sb": "yes"}
     if tol is not None:
         settings["tol"] = float(tol)
@@ -551,7 +541,7 @@ def _ipopt(
             problem.add_option(key, value)
         except TypeError as e:
             raise InputError(f"minimize(): IPOPT option {key}={value!r:.60} was refused: {e}") from None
-    x, info = problem.solve(x0)
+    x, info = problem.solve(posed.layout.start)
     x = np.asarray(x, dtype=np.float64)
     status = int(info["status"])
     message = info["status_msg"]
@@ -559,45 +549,31 @@ def _ipopt(
         message = message.decode(errors="replace")
     bound_multipliers = np.asarray(info["mult_x_U"], dtype=np.float64) - np.asarray(info["mult_x_L"], dtype=np.float64)
     return _result(
-        nlp,
-        layout,
+        posed,
         x,
-        lb,
-        ub,
-        cl,
-        cu,
-        labels,
         "ipopt",
         info,
-        status in (0, 1),
-        status,
-        str(message),
-        callbacks.nit,
-        callbacks.nfev,
+        (status in (0, 1), status, str(message)),
+        (callbacks.nit, callbacks.nfev),
         np.asarray(info["mult_g"], dtype=np.float64),
         bound_multipliers,
     )
 
 
 def _result(
-    nlp: NonlinearProgram,
-    layout: _Layout,
+    posed: Posed,
     x: Array,
-    lb: Array,
-    ub: Array,
-    cl: Array,
-    cu: Array,
-    labels: tuple[str, ...],
     solver: str,
     raw: Any,
-    success: bool,
-    status: int,
-    message: str,
-    nit: int,
-    nfev: int,
+    verdict: tuple[bool, int, str],
+    counts: tuple[int, int],
     multipliers: Array,
     bound_multipliers: Array,
 ) -> OptimizeResult:
+    """The solver's answer by name; ``verdict`` is (success, status, message), ``counts`` (nit, nfev)."""
+    nlp, layout, lb, ub, cl, cu = posed.nlp, posed.layout, posed.lb, posed.ub, posed.cl, posed.cu
+    success, status, message = verdict
+    nit, nfev = counts
     values = nlp.constraint_values(x)
     violation = 0.0
     if len(values):
@@ -615,7 +591,7 @@ def _result(
         multipliers=multipliers,
         bound_multipliers=bound_multipliers,
         constraints=values,
-        constraint_labels=labels,
+        constraint_labels=posed.labels,
         constraint_violation=violation,
         x_array=x,
         variables=layout.names,
