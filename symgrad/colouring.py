@@ -90,10 +90,7 @@ def jacobian_colouring(pattern: Any) -> list[int]:
                 c = colour[k]
                 if c >= 0:
                     forbidden[c] = j
-        c = 0
-        while forbidden[c] == j:
-            c += 1
-        colour[j] = c
+        colour[j] = _first_free(forbidden, j)
     return colour
 
 
@@ -128,11 +125,16 @@ def hessian_colouring(pattern: Any) -> list[int]:
                 # or at a coloured w that x's other neighbour y repeats (v-w-x-y would be two-coloured)
                 if cw < 0 or any(y != w and colour[y] == cw for y in adj[x]):
                     forbidden[cx] = v
-        c = 0
-        while forbidden[c] == v:
-            c += 1
-        colour[v] = c
+        colour[v] = _first_free(forbidden, v)
     return colour
+
+
+def _first_free(forbidden: list[int], marker: int) -> int:
+    """The smallest colour not marked forbidden for this vertex (greedy colouring's one choice)."""
+    c = 0
+    while forbidden[c] == marker:
+        c += 1
+    return c
 
 
 def is_column_colouring(pattern: Any, colours: Sequence[int]) -> bool:
