@@ -23,6 +23,7 @@ __all__ = [
     "ParseError",
     "Span",
     "SymgradError",
+    "UndeclaredVariableError",
     "UnknownFunctionError",
     "UnknownSizeError",
     "UnknownVariableError",
@@ -187,6 +188,17 @@ class UnknownSizeError(ModelError):
 
 class InputError(SymgradError, ValueError):
     """The point to evaluate at does not fit the expression."""
+
+
+class UndeclaredVariableError(InputError):
+    """A formula uses a variable that ``variables=`` does not declare.  ``name`` is that variable and
+    ``located`` the message with its caret but without the hint, so a caller that declares the
+    variables itself (``minimize`` from ``x0``) can say in its own terms how to add it."""
+
+    def __init__(self, name: str, located: str, how: str) -> None:
+        self.name = name
+        self.located = located
+        super().__init__(f"{located}\n{how}")
 
 
 class MissingVariableError(InputError):

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .builder import Ref, TapeBuilder
-from .errors import InputError, Span, clip, excerpt, line_and_column
+from .errors import InputError, Span, UndeclaredVariableError, clip, excerpt, line_and_column
 from .expr import Call, Const, Expr, Var
 from .gcpause import gc_paused
 from .tape import Tape
@@ -53,7 +53,7 @@ def declare(builder: TapeBuilder, variables: Sequence[str] | None) -> bool:
     return True
 
 
-def undeclared(name: str, source: str | None, span: Span, declared: Sequence[str]) -> InputError:
+def undeclared(name: str, source: str | None, span: Span, declared: Sequence[str]) -> UndeclaredVariableError:
     """The error for a variable the formula uses but ``variables=`` does not declare."""
     listed = ", ".join(clip(v, 30) for v in declared[:10]) + (", …" if len(declared) > 10 else "")
     where = ""
@@ -63,7 +63,7 @@ def undeclared(name: str, source: str | None, span: Span, declared: Sequence[str
     message = f"{where}'{clip(name)}' is used but not declared in variables=[{listed}]"
     if where:
         message += "\n" + excerpt(source or "", span)
-    return InputError(message + f"\nadd '{clip(name)}' to variables=")
+    return UndeclaredVariableError(name, message, f"add '{clip(name)}' to variables=")
 
 
 def _emit_tree(builder: TapeBuilder, expr: Expr, shift: int, closed: bool = False) -> Ref:

@@ -16,14 +16,22 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .api import compile
-from .errors import InputError, MissingDependencyError, UnknownVariableError
+from .errors import (
+    InputError,
+    MissingDependencyError,
+    UndeclaredVariableError,
+    UnknownSizeError,
+    UnknownVariableError,
+    clip,
+)
 from .function import Function
 from .nlp import Indices, NonlinearProgram, merge_outputs
 from .tape import Tape
@@ -258,16 +266,30 @@ def _objective(objective: str | Function, layout: _Layout, sizes: Mapping[str, i
         )
     if not isinstance(objective, str):
         raise InputError(f"minimize(): the objective is a formula or a Function, got {type(objective).__name__}")
-    f = _compile(objective, layout, sizes, "the objective")
+    f = _compile(objective, layout, sizes)
     f._one_output("an objective", "give one formula; constraints go in constraints=")
     return f
 
 
-def _compile(text: str, layout: _Layout, sizes: Mapping[str, int] | None, what: str) -> Function:
-    found = compile(text, sizes=sizes) if sizes is None and not layout.vectors else None
-    if found is not None:  # a plain formula: name what it uses that x0 lacks before declaring
-        _check_variables(found.tape, layout, what)
-    return compile(text, variables=layout.declaration(), sizes=sizes)
+def _compile(text: str, layout: _Layout, sizes: Mapping[str, int] | None) -> Function:
+    with _in_minimize_terms():
+        return compile(text, variables=layout.declaration(), sizes=sizes)
+
+
+@contextmanager
+def _in_minimize_terms() -> Iterator[None]:
+    """Errors of lowering that tell the user to change ``variables=`` or ``sizes=`` of ``compile``, said
+    the way ``minimize`` takes them: variables from ``x0``, sizes from ``sizes=``."""
+    try:
+        yield
+    except UndeclaredVariableError as e:
+        raise UnknownVariableError(
+            f"minimize(): {e.located}\ngive '{clip(e.name)}' a starting value in x0 (x0 names every variable)"
+        ) from None
+    except UnknownSizeError as e:
+        raise UnknownSizeError(
+            e.name, e.reason, e.source, e.span, e.context, f"give it with minimize(..., sizes={{'{e.name}': ...}})"
+        ) from None
 
 
 def _check_variables(tape: Tape, layout: _Layout, what: str) -> None:
@@ -309,10 +331,8 @@ def _constraints(
     if texts:
         from .constraints import lower_constraints
 
-        if not layout.vectors and sizes is None:  # plain relations: name what x0 lacks before declaring
-            for text in texts:
-                _check_variables(lower_constraints([text]).tape, layout, f"the constraint '{text:.60}'")
-        lowered = lower_constraints(texts, variables=layout.declaration(), sizes=sizes)
+        with _in_minimize_terms():
+            lowered = lower_constraints(texts, variables=layout.declaration(), sizes=sizes)
         tapes.append(lowered.tape)
         lower.extend(lowered.lower)
         upper.extend(lowered.upper)
@@ -326,7 +346,7 @@ def _constraints(
             _check_variables(body.tape, layout, f"the constraint {body!r:.60}")
             names = body.output_names if body.n_outputs > 1 else (body.source or "constraint",)
         elif isinstance(spec.body, str):
-            body = _compile(spec.body, layout, sizes, f"the constraint '{spec.body:.60}'")
+            body = _compile(spec.body, layout, sizes)
             names = body.output_names if body.n_outputs > 1 else (spec.body,)
         else:
             raise InputError(

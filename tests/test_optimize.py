@@ -243,9 +243,10 @@ def test_a_function_objective_and_constraint_work_like_text() -> None:
         ({"x0": {"x": math.inf, "y": 0.0}}, InputError, "starting value of 'x' is inf"),
         ({"x0": {"x": "1", "y": 0.0}}, InputError, "starting value of 'x'"),
         ({"x0": {}}, InputError, "x0 names the variables"),
-        ({"x0": {"x": 0.0}}, UnknownVariableError, "uses 'y'"),
-        ({"constraints": [Constraint("x + z", lower=0)]}, UnknownVariableError, "uses 'z'"),
-        ({"constraints": "x + z >= 0"}, UnknownVariableError, "the constraint 'x + z >= 0' uses 'z'"),
+        ({"x0": {"x": 0.0}}, UnknownVariableError, "give 'y' a starting value in x0"),
+        ({"constraints": [Constraint("x + z", lower=0)]}, UnknownVariableError, "'z' is used but not declared"),
+        ({"constraints": "x + z >= 0"}, UnknownVariableError, "  x + z >= 0\n      ^\ngive 'z' a starting value in x0"),
+        ({"constraints": Constraint(symgrad.compile("x*w"), lower=0)}, UnknownVariableError, "uses 'w'"),
         ({"constraints": "x + y"}, ParseError, "a constraint needs a comparison"),
         ({"bounds": {"z": (0, 1)}}, UnknownVariableError, "bounds for 'z'"),
         ({"bounds": {"x": (2, 1)}}, InputError, "bounds of 'x' are empty"),
@@ -338,3 +339,11 @@ def test_constraints_without_jacobian_entries_keep_their_multipliers() -> None:
     x, y = sympy.symbols("x y")
     expected = np.array(sympy.hessian(2.0 * x**2 * y + 0.7 * x * y, (x, y)).subs({x: 0.5, y: -0.25}), dtype=float)
     assert np.allclose(nlp.hessian_csr(np.array([0.5, -0.25]), 2.0, [0.7, -5.0]).toarray(), expected)
+
+
+def test_a_missing_size_says_how_to_give_it_to_minimize() -> None:
+    from symgrad.errors import UnknownSizeError
+
+    with pytest.raises(UnknownSizeError, match=r"give it with minimize\(\.\.\., sizes=\{'n': \.\.\.\}\)") as info:
+        minimize("sum(x[i]**2 for i in 1..n)", {"x": np.ones(3)})
+    assert info.value.name == "n" and "compile(" not in str(info.value)
