@@ -41,6 +41,11 @@ __all__ = ["Constraint", "OptimizeResult", "minimize"]
 Array = np.ndarray[Any, np.dtype[np.float64]]
 
 CONSTRAINED_METHODS = ("trust-constr", "ipopt")
+SCIPY_METHODS = (
+    "Nelder-Mead", "Powell", "CG", "BFGS", "Newton-CG", "L-BFGS-B", "TNC", "COBYLA", "COBYQA", "SLSQP",
+    "trust-constr", "dogleg", "trust-ncg", "trust-exact", "trust-krylov",
+)  # fmt: skip
+"""The methods of ``scipy.optimize.minimize`` (scipy 1.10-1.17)."""
 _SCIPY_HESSIAN = ("Newton-CG", "trust-ncg")
 _SCIPY_HESSP = ("trust-krylov",)
 _SCIPY_DENSE_HESSIAN = ("dogleg", "trust-exact")
@@ -127,13 +132,12 @@ def minimize(
     the exact Hessian).  ``tol`` and ``options`` go to the solver (IPOPT:
     ``options`` are its options by name, e.g. ``{"max_iter": 200}``).
 
-    >>> res = minimize("(x - 1)**2 + (y - 2)**2", {"x": 0.0, "y": 0.0}, constraints="x + y <= 1")
-    >>> res.success, round(res.x["x"], 6), round(res.x["y"], 6)
-    (True, 0.0, 1.0)
+    >>> res = minimize("x + y", {"x": 1.0, "y": 1.0}, constraints="x**2 + y**2 <= 2", tol=1e-10)
+    >>> res.success, round(res.x["x"], 4), round(res.x["y"], 4), round(float(res.multipliers[0]), 4)
+    (True, -1.0, -1.0, 0.5)
     """
     layout = _Layout(x0)
-    if not isinstance(method, str):
-        raise InputError(f"minimize(): method must be a name such as 'trust-constr' or 'ipopt', got {method!r:.60}")
+    method = _method(method)
     specs = _constraint_list(constraints)
     if specs and method not in CONSTRAINED_METHODS:
         raise InputError(
@@ -154,6 +158,18 @@ def minimize(
     if solve_ipopt is not None:
         return _ipopt(solve_ipopt, posed, tol, options)
     return _scipy(optimize, method, posed, tol, options)
+
+
+def _method(method: object) -> str:
+    """The solver's name as scipy spells it (scipy takes any case), or ``"ipopt"``; anything else named."""
+    known = {name.lower(): name for name in (*SCIPY_METHODS, "ipopt")}
+    found = known.get(method.lower()) if isinstance(method, str) else None
+    if found is None:
+        raise InputError(
+            f"minimize(): unknown method {method!r:.60}; use 'trust-constr' or 'ipopt' (constraints), or one of "
+            f"scipy.optimize.minimize's: {', '.join(SCIPY_METHODS)}"
+        )
+    return found
 
 
 # -- the problem as given -----------------------------------------------------------------------------

@@ -257,6 +257,8 @@ def test_a_function_objective_and_constraint_work_like_text() -> None:
         ({"constraints": [42]}, InputError, "a constraint is a relation"),
         ({"constraints": [Constraint("x", lower=0)], "method": "BFGS"}, InputError, "does not take constraints"),
         ({"bounds": {"x": (0, 1)}, "method": "BFGS"}, InputError, "does not take bounds"),
+        ({"method": "ipopts"}, InputError, "unknown method 'ipopts'"),
+        ({"method": 3}, InputError, "unknown method 3"),
         ({"objective": "log(x) + y", "x0": {"x": -1.0, "y": 0.0}}, InputError, "objective is nan at x0"),
         (
             {"objective": "x*y", "constraints": [Constraint("sqrt(x)", lower=0)], "x0": {"x": -1.0, "y": 0.0}},
@@ -347,3 +349,8 @@ def test_a_missing_size_says_how_to_give_it_to_minimize() -> None:
     with pytest.raises(UnknownSizeError, match=r"give it with minimize\(\.\.\., sizes=\{'n': \.\.\.\}\)") as info:
         minimize("sum(x[i]**2 for i in 1..n)", {"x": np.ones(3)})
     assert info.value.name == "n" and "compile(" not in str(info.value)
+
+
+def test_method_names_are_matched_without_regard_to_case_as_scipy_does() -> None:
+    res = minimize("(x - 2)**2", {"x": 0.0}, method="l-bfgs-b", bounds={"x": (None, 1)})
+    assert res.solver == "L-BFGS-B" and res.x["x"] == pytest.approx(1.0)
