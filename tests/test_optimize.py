@@ -354,3 +354,12 @@ def test_a_missing_size_says_how_to_give_it_to_minimize() -> None:
 def test_method_names_are_matched_without_regard_to_case_as_scipy_does() -> None:
     res = minimize("(x - 2)**2", {"x": 0.0}, method="l-bfgs-b", bounds={"x": (None, 1)})
     assert res.solver == "L-BFGS-B" and res.x["x"] == pytest.approx(1.0)
+
+
+def test_the_docstring_examples_run() -> None:
+    import doctest
+
+    import symgrad.optimize
+
+    result = doctest.testmod(symgrad.optimize, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 2 and result.failed == 0
