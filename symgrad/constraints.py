@@ -64,12 +64,13 @@ class LoweredConstraints:
     """Constraints ``lower[k] <= tape output k <= upper[k]``, ready for a solver.
 
     ``tape`` has one output per constraint (families expanded, in order) and its
-    inputs in the order of ``variables`` (or of first appearance); ``lower`` and
+    inputs in the order of ``variables`` (or of first appearance); it is None when
+    there is no constraint at all (every family's range is empty); ``lower`` and
     ``upper`` hold ``-math.inf`` / ``math.inf`` where there is no bound; ``labels``
     name each constraint by its relation's text, with ``" (i=3)"`` for a family member.
     """
 
-    tape: Tape
+    tape: Tape | None
     lower: tuple[float, ...]
     upper: tuple[float, ...]
     labels: tuple[str, ...]
@@ -136,10 +137,10 @@ def lower_constraints(
                 upper.append(hi)
                 labels.append(f"{label} ({family.var}={k})")
         shift += len(text) + len(OUTPUT_SEPARATOR)
-    if not outputs:
-        raise InputError(
-            "no constraints: " + ("none were given" if not texts else "the range of every family is empty")
-        )
+    if not texts:
+        raise InputError("no constraints: none were given")
+    if not outputs:  # every family's range is empty (a chain of n - 2 constraints at n = 2): nothing to lower
+        return LoweredConstraints(None, (), (), ())
     order = _input_order(context)
     for name in order or ():
         builder.var(name)  # elements between those used: inputs with zero partials

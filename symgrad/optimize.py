@@ -349,7 +349,8 @@ def _constraints(
 
         with _in_minimize_terms():
             lowered = lower_constraints(texts, variables=layout.declaration(), sizes=sizes)
-        tapes.append(lowered.tape)
+        if lowered.tape is not None:  # (None: every family's range is empty)
+            tapes.append(lowered.tape)
         lower.extend(lowered.lower)
         upper.extend(lowered.upper)
         labels.extend(lowered.labels)
@@ -372,6 +373,8 @@ def _constraints(
         lower.extend([lo] * body.n_outputs)
         upper.extend([hi] * body.n_outputs)
         labels.extend(_bounded_label(name, lo, hi) for name in names)
+    if not tapes:
+        return None, np.zeros(0), np.zeros(0), ()
     if len(tapes) == 1 and tapes[0].inputs == layout.names and tapes[0].output_names == tuple(labels):
         tape = tapes[0]  # (text relations alone: already one tape over the variables, in order)
     else:

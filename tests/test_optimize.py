@@ -363,3 +363,19 @@ def test_the_docstring_examples_run() -> None:
 
     result = doctest.testmod(symgrad.optimize, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 2 and result.failed == 0
+
+
+@pytest.mark.parametrize("method", SOLVERS)
+def test_a_family_with_an_empty_range_leaves_the_problem_unconstrained(method: str) -> None:
+    """A chain of n - 2 constraints at n = 2 has none: the problem is solved without constraints."""
+    if method == "ipopt":
+        _needs_ipopt()
+    res = minimize(
+        "sum((x[i] - i)**2 for i in 1..n)",
+        {"x": np.zeros(2)},
+        sizes={"n": 2},
+        constraints="x[i] + x[i+1] + x[i+2] == 1 for i in 1..n-2",
+        method=method,
+    )
+    assert res.success and res.constraint_labels == () and len(res.multipliers) == 0
+    assert np.allclose(res.x["x"], [1.0, 2.0], atol=1e-6)
