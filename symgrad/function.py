@@ -166,7 +166,11 @@ class Function:
             name = self._variable_name(key)
             if name is None and isinstance(key, str) and f"{key}[1]" in self._index:  # a vector, as one list
                 length = declared_vectors(self.variables)[key]
-                kwargs = {**kwargs, **dict(vector_items(key, length, value))}
+                items = dict(vector_items(key, length, value))
+                twice = next((item for item in items if item in kwargs), None)
+                if twice is not None:
+                    raise InputError(f"'{twice}' was given twice: alone and as an element of the vector '{key}'")
+                kwargs = {**kwargs, **items}
                 del kwargs[key]
                 return self.bind(args, kwargs)
             if name is None:

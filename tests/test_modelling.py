@@ -386,3 +386,10 @@ def test_a_hundred_thousand_term_sum_lowers_in_seconds() -> None:
     assert elapsed < 60.0, f"{elapsed:.1f} s"  # about 1 s on an idle machine; the bound allows for load
     x = np.linspace(0.0, 1.0, 100_000)
     assert f(x=x) == pytest.approx(float(np.dot(x[:-1], x[1:])), rel=1e-12)
+
+
+def test_an_element_given_alone_and_in_its_vector_is_named_as_given_twice() -> None:
+    f = symgrad.compile("t*sum(x[i]**2 for i in 1..n)", sizes={"n": 3})
+    for point in ({"t": 2.0, "x": [1.0, 2.0, 3.0], "x[1]": 2.0}, {"t": 2.0, "x[1]": 2.0, "x": [1.0, 2.0, 3.0]}):
+        with pytest.raises(InputError, match=r"'x\[1\]' was given twice: alone and as an element of the vector 'x'"):
+            f.value_and_grad(point)
