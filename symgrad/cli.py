@@ -451,6 +451,16 @@ def _wrt_names(groups: list[str] | None) -> list[str] | None:
     return [name.strip() for group in groups for name in group.split(",") if name.strip()]
 
 
+def _add_point(command: argparse.ArgumentParser, example: str) -> None:
+    """The point, one ``name=value`` per variable (``example`` shows a few for this command)."""
+    command.add_argument(
+        "point",
+        nargs="*",
+        metavar="name=value",
+        help=f"one value per variable, e.g. {example}; a vector as x=1,2,3, an element as x[2]=5",
+    )
+
+
 def _add_sizes(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--sizes",
@@ -640,12 +650,7 @@ def _add_explain_command(sub: Any) -> None:
         epilog='example: symgrad explain "tanh(x1*w1 + x2*w2 + b)" x1=2 x2=0 w1=-3 w2=1 b=6.8813735870195432',
     )
     explain.add_argument("expression", help='the formula, e.g. "x*x + y"')
-    explain.add_argument(
-        "point",
-        nargs="*",
-        metavar="name=value",
-        help="one value per variable, e.g. x=3 y=2; a vector as x=1,2,3, an element as x[2]=5",
-    )
+    _add_point(explain, "x=3 y=2")
     explain.add_argument(
         "--all",
         action="store_true",
@@ -709,12 +714,7 @@ def _add_derivative_commands(sub: Any) -> None:
         epilog='example: symgrad hessian "x**2*y + exp(x*y)" x=1 y=2',
     )
     hessian.add_argument("expression", help='the formula, e.g. "x**2*y"')
-    hessian.add_argument(
-        "point",
-        nargs="*",
-        metavar="name=value",
-        help="one value per variable, e.g. x=1 y=2; a vector as x=1,2,3, an element as x[2]=5",
-    )
+    _add_point(hessian, "x=1 y=2")
     hessian.add_argument(
         "--wrt", action="append", metavar="NAMES", help="only these variables (repeat, or comma-separate: --wrt x,y)"
     )
@@ -828,12 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the value and every partial derivative at a point.",
     )
     grad.add_argument("expression", help='the formula, e.g. "a*b + c"; - reads it from stdin, @FILE from a file')
-    grad.add_argument(
-        "point",
-        nargs="*",
-        metavar="name=value",
-        help="one value per variable, e.g. a=2 b=-3; a vector as x=1,2,3, an element as x[2]=5",
-    )
+    _add_point(grad, "a=2 b=-3")
     grad.add_argument("--json", action="store_true", help="print machine-readable JSON")
     grad.add_argument(
         "--wrt",
@@ -855,12 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
         "central difference. Exit 1 if any disagree.",
     )
     check.add_argument("expression", help='the formula, e.g. "x*sin(y)"; - reads it from stdin, @FILE from a file')
-    check.add_argument(
-        "point",
-        nargs="*",
-        metavar="name=value",
-        help="one value per variable, e.g. x=0.7 y=1.3; a vector as x=1,2,3, an element as x[2]=5",
-    )
+    _add_point(check, "x=0.7 y=1.3")
     check.add_argument(
         "--rtol", type=_tolerance, default=DEFAULT_RTOL, help=f"relative tolerance vs sympy (default {DEFAULT_RTOL:g})"
     )
