@@ -56,6 +56,45 @@ def test_interim_serves_until_the_build_is_ready() -> None:
     assert job.ready and job.upgraded and job.error is None
 
 
+def _run_one_build(during: Callable[[], None]) -> float:
+    """Run one background build that calls ``during()``; return the switch interval it saw."""
+    seen: list[float] = []
+    release = threading.Event()
+
+    def build() -> Callable[..., Any]:
+        seen.append(sys.getswitchinterval())
+        during()
+        release.wait(10)
+        return lambda: "built"
+
+    job = background.upgrade_later(lambda: "interim", build)
+    worker = background._states["small"].worker
+    release.set()
+    assert job.wait(10) and job.call() == "built"
+    if worker is not None:
+        worker.join(10)
+    return seen[0]
+
+
+def test_a_build_runs_with_a_short_switch_interval_and_the_old_one_comes_back() -> None:
+    """A build waits for the GIL after every LLVM call and file write: behind a caller busy in a loop,
+    at the default 5 ms per wait, builds took several times their own time."""
+    before = sys.getswitchinterval()
+    assert before > background.BUILD_SWITCH_INTERVAL  # (the test needs the default's kind of interval)
+    during = _run_one_build(lambda: None)
+    assert during == pytest.approx(background.BUILD_SWITCH_INTERVAL, rel=0.01)
+    assert sys.getswitchinterval() == before
+
+
+def test_a_switch_interval_set_during_a_build_is_kept() -> None:
+    before = sys.getswitchinterval()
+    try:
+        _run_one_build(lambda: sys.setswitchinterval(0.003))
+        assert sys.getswitchinterval() == pytest.approx(0.003)  # the user's, not the one saved before
+    finally:
+        sys.setswitchinterval(before)
+
+
 def test_a_failing_build_keeps_the_interim_silently() -> None:
     def build() -> Callable[..., Any]:
         raise RuntimeError("no compiler today")
@@ -324,3 +363,17 @@ def test_rentals_learn_setup_costs_from_what_this_process_paid(monkeypatch: pyte
     after = dict((name, setup) for name, setup, _ in dispatch.scalar_tiers(tape))
     assert after["python"] == pytest.approx(10.0 * 1e-9 * len(tape))
     assert after.get("native") == before.get("native")  # one executor's lesson is its own
+
+
+@needs_llvm
+def test_a_failing_child_compile_names_the_childs_last_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's error output comes back in the exception (it is kept in a file, as its object code)."""
+    from symgrad.backends.native import jit
+    from symgrad.backends.native.kernel import NativeKernel
+    from symgrad.backends.native.program import Program
+
+    tape = symgrad.compile("sin(x) * y").tape
+    kernel = NativeKernel(Program.from_tape(tape, tape.outputs), list, scalar=False)
+    monkeypatch.setattr(jit, "_CHILD", "import sys; print('first'); sys.exit('the child gave up here')")
+    with jit.isolated(), pytest.raises(OSError, match="exit 1.*the child gave up here"):
+        jit.compile_object(kernel.recipe("scalar"), 0)

@@ -26,6 +26,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -194,22 +195,42 @@ def isolated() -> Iterator[None]:
 
 
 def _compile_in_child(ir: Source, opt: int) -> bytes:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(int(opt)), json.dumps([p for p in sys.path if p])],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    with _children_lock:
-        _children.add(proc)
-    try:
-        data, err = proc.communicate(pickle.dumps(ir, protocol=pickle.HIGHEST_PROTOCOL))
-    finally:
+    """Run the child on the pickled recipe; its object code comes back in a file.
+
+    Files, not pipes: :meth:`subprocess.Popen.communicate` feeds a pipe 512 bytes per
+    ``select`` and reads 32 KiB per ``select``, and each of those system calls gives up
+    the GIL, which this background thread then waits for behind the calls the caller
+    keeps making (up to the switch interval, 5 ms, every time).  A kernel's recipe of a
+    few MB took seconds to send that way on a busy caller (W3 N = 10,000: the kernel
+    never served within 10,000 calls, 6.3 s); writing it to a file and waiting once
+    for the child costs two or three such waits."""
+    with (
+        tempfile.TemporaryFile() as recipe,
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+    ):
+        recipe.write(pickle.dumps(ir, protocol=pickle.HIGHEST_PROTOCOL))  # one write (pickle.dump: one per frame)
+        recipe.flush()
+        recipe.seek(0)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(int(opt)), json.dumps([p for p in sys.path if p])],
+            stdin=recipe,
+            stdout=out,
+            stderr=err,
+        )
         with _children_lock:
-            _children.discard(proc)
-    if proc.returncode != 0 or not data:
-        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-        raise OSError(f"the compile in a child process failed (exit {proc.returncode}): {tail[0][:300]}")
+            _children.add(proc)
+        try:
+            proc.wait()
+        finally:
+            with _children_lock:
+                _children.discard(proc)
+        out.seek(0)
+        data = out.read()
+        if proc.returncode != 0 or not data:
+            err.seek(0)
+            tail = err.read().decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+            raise OSError(f"the compile in a child process failed (exit {proc.returncode}): {tail[0][:300]}")
     return data
 
 

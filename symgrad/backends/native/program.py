@@ -72,15 +72,21 @@ class Program:
         return self.first_record + len(self.records)
 
     def digest(self) -> str:
-        """SHA-256 of everything that determines the machine code (constants bit for bit)."""
-        h = hashlib.sha256()
-        h.update(struct.pack("<qqqq", self.n_inputs, len(self.consts), len(self.records), len(self.outputs)))
-        h.update(struct.pack(f"<{len(self.consts)}d", *self.consts))
-        h.update(struct.pack(f"<{len(self.outputs)}q", *self.outputs))
+        """SHA-256 of everything that determines the machine code (constants bit for bit).
+
+        The bytes are joined and hashed at once: once an object has hashed 2 KiB at a time,
+        each of its ``update`` calls gives up the GIL (CPython 3.11), and on a background
+        build beside a busy caller 37,000 small updates (W3 N = 10,000) took 0.5 s of waits."""
+        pack = struct.pack
+        parts = [
+            pack("<qqqq", self.n_inputs, len(self.consts), len(self.records), len(self.outputs)),
+            pack(f"<{len(self.consts)}d", *self.consts),
+            pack(f"<{len(self.outputs)}q", *self.outputs),
+        ]
         for name, args in self.records:
-            h.update(name.encode())
-            h.update(struct.pack(f"<B{len(args)}q", len(args), *args))
-        return h.hexdigest()
+            parts.append(name.encode())
+            parts.append(pack(f"<B{len(args)}q", len(args), *args))
+        return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 class Layout:
