@@ -95,6 +95,8 @@ class BatchRecipe(IRRecipe):
 class BatchKernel(NativeKernel):
     """A :class:`NativeKernel` whose machine code is the batch loop (part ``"batch"``)."""
 
+    batch_loop = True
+
     def __init__(self, program: Program, shared: int) -> None:
         super().__init__(program, _no_fallback, scalar=False)  # the batch loop never calls the scalar entry
         self.shared = shared

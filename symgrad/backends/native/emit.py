@@ -365,6 +365,14 @@ def _bits(type: str) -> str:
     return type.split(" x ")[0] + " x i1>" if type.startswith("<") else "i1"
 
 
+_PARAMETER_ATTRIBUTES = frozenset({"noalias", "nocapture", "readonly", "writeonly", "noundef", "nonnull"})
+
+
+def _without_attributes(declared: str) -> str:
+    """A parameter's type without its attributes (``ptr noalias`` -> ``ptr``; ``<8 x i1>`` stays whole)."""
+    return " ".join(word for word in declared.split() if word not in _PARAMETER_ATTRIBUTES)
+
+
 class Builder:
     """One function's IR text, written through calls in the spirit of llvmlite's ``IRBuilder``.
 
@@ -382,7 +390,7 @@ class Builder:
         type may carry parameter attributes after it (``"ptr noalias"``)."""
         self.header = header
         self._params = [f"{type} %{name}" for type, name in args]
-        self.args = [Value(f"%{name}", type.split(" ", 1)[0]) for type, name in args]
+        self.args = [Value(f"%{name}", _without_attributes(type)) for type, name in args]
         self.blocks: list[Block] = []
         self._labels = {name for _, name in args}  # arguments and blocks share one namespace
         self._count = 0

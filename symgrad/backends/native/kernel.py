@@ -206,7 +206,7 @@ class NativeKernel:
         self.pairs = jit.fused_pairs()
         self.batch = libm.batch_width()
         """libm calls per libmvec call in the scalar entry (0: one libm call per record, bit-identical)."""
-        self.layout = layout_of(program, self.pairs)
+        self.layout = layout_of(program, self.pairs, batch_loop=self.batch_loop)
         self._lock = threading.Lock()
         self._loaded: dict[str, jit.Loaded] = {}
         self._array_fn: Any = None
@@ -227,6 +227,10 @@ class NativeKernel:
         if part == "array":
             extra = f"|libmvec{self.vector_width()}|uniform{self.uniform_inputs}|summed{self.summed_outputs}"
         return _cache_key(self.program, part, self.opt(part), extra)
+
+    batch_loop = False
+    """Whether this kernel's layout is the batch loop's (see :func:`~.build.layout_of`), the part it is
+    compiled with."""
 
     libmvec = True
     """Whether the array loop may call libmvec (set False before the first array call for scalar libm

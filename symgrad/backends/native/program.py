@@ -95,6 +95,9 @@ class Layout:
     ``pairs``: (op, op) name pairs whose records on the same arguments are
     emitted together (the first op's record first); see :data:`fused`.
     ``slow``: op names (libm calls) whose readers run ``delay`` records later.
+    ``sink``: a record read once (and not slow, nor an output) runs right before its reader
+    (see :func:`_sunk`).  ``accumulate``: the outputs after the first are running sums, added
+    into where they are computed (the batch loop's partials), not stored in ``w``.
     """
 
     def __init__(
@@ -104,6 +107,8 @@ class Layout:
         pairs: Collection[tuple[str, str]] = (),
         slow: Collection[str] = (),
         delay: int = 0,
+        sink: bool = False,
+        accumulate: bool = False,
     ) -> None:
         self.program = program
         n_in, first = program.n_inputs, program.first_record
@@ -140,6 +145,8 @@ class Layout:
                 for i in unit:
                     place[i] = at
             units.sort(key=lambda unit: place[unit[0]])  # stable: ties keep tape order
+        if sink:
+            units = _sunk(records, first, units, set(slow), {slot - first for slot in program.outputs})
         self.chunks: list[list[int]] = []
         """Record indices of each chunk, in execution order (at most ``chunk`` + 1: pairs stay whole)."""
         current: list[int] = []
@@ -167,7 +174,13 @@ class Layout:
             self.location[slot] = slot
         self.copies: list[tuple[int, int]] = []
         """(index in w, slot) for outputs the entry function writes itself: inputs, constants, repeats."""
+        self.accumulated: dict[int, list[int]] = {}
+        """Slot → the running sums (``k`` for output ``k + 1``) it is added into where it is computed
+        (``accumulate``); such an output has no place in ``w`` of its own."""
         for j, slot in enumerate(program.outputs):
+            if accumulate and j >= 1 and slot >= first:
+                self.accumulated.setdefault(slot, []).append(j - 1)
+                continue
             if slot >= first and slot not in self.location:
                 self.location[slot] = n_in + j
             else:
@@ -180,6 +193,64 @@ class Layout:
                 size += 1
         self.size = size
         """Length of ``w``."""
+
+
+def _sunk(
+    records: Sequence[tuple[str, tuple[int, ...]]],
+    first: int,
+    units: list[list[int]],
+    slow: Collection[str],
+    outputs: Collection[int],
+) -> list[list[int]]:
+    """``units`` with each record that has one reader moved to just before that reader.
+
+    A gradient tape computes the contributions to an adjoint where it visits their
+    consumer and sums them where it visits the producer, often thousands of records
+    later: each contribution then leaves its chunk and goes through ``w`` (a store and
+    a load per call; per example in the batch loop).  Right before its reader it stays
+    in a register.  Chains sink together (a record's own sunk arguments go right
+    before it, in argument order).  Slow records (libm calls) stay where the delay put
+    them; records emitted in pairs, and outputs (stored anyway), stay.  Every record
+    still runs after its arguments: it only moves later, and its arguments ran before
+    its old place."""
+    n = len(records)
+    readers = [0] * n
+    reader = [-1] * n
+    for i, (_, args) in enumerate(records):
+        for a in args:
+            if a >= first:
+                readers[a - first] += 1
+                reader[a - first] = i
+    in_pair = {i for unit in units if len(unit) > 1 for i in unit}
+    sunk = bytearray(n)
+    for i, (name, _) in enumerate(records):
+        if readers[i] == 1 and name not in slow and i not in in_pair and i not in outputs:
+            sunk[i] = 1
+    out: list[list[int]] = []
+    emitted = bytearray(n)
+    for unit in units:
+        if len(unit) == 1 and sunk[unit[0]]:
+            continue  # emitted before its reader
+        for i in unit:
+            # the sunk records this one needs, depth first, arguments in order (an explicit stack:
+            # chains can be as long as the tape)
+            stack = [(i, 0)]
+            while stack:
+                r, k = stack.pop()
+                args = records[r][1]
+                while k < len(args):
+                    a = args[k] - first
+                    k += 1
+                    if a >= 0 and sunk[a] and not emitted[a]:
+                        stack.append((r, k))
+                        stack.append((a, 0))
+                        break
+                else:
+                    if r != i:
+                        emitted[r] = 1
+                        out.append([r])
+        out.append(unit)
+    return out
 
 
 def unchecked(
