@@ -13,12 +13,13 @@ everywhere, *rent or buy*:
   :meth:`~symgrad.backends.protocol.Executor.scalar_cost`; for generated
   Python corrected by the code generations this process has paid: see
   :data:`_measured`), buy it: generated
-  Python is compiled in the caller (it is cheap where it is bought), machine
-  code on the background worker (:mod:`.background`) while the current
-  executor keeps serving.  So a workload spends at most about twice what the
-  best choice made in advance would have spent, whatever its size or length,
-  and a hot function always ends on the fastest executor: there is no size
-  ceiling.
+  Python and short compiles of machine code are built in the caller (they
+  are cheapest where they are bought), long compiles in a child process in
+  the background (:data:`ISOLATED_FROM_SECONDS`, :mod:`.background`) while
+  the current executor keeps serving.  So a workload spends at most about
+  twice what the best choice made in advance would have spent, whatever its
+  size or length, and a hot function always ends on the fastest executor:
+  there is no size ceiling.
 * A kernel already in the persistent cache is loaded at once (loading is cheap).
 * Batch entries (:func:`batch_entry`) are the exception: their executors agree
   to rounding, not bit for bit, so the kernel is compiled before the first call.
@@ -68,14 +69,17 @@ Fn = Callable[..., Any]
 BACKENDS = config.BACKENDS
 
 
-ISOLATED_FROM_SECONDS = 0.3
-"""Compiles estimated (by the executor's cost) to take longer than this are built and compiled in a
-child process (:func:`symgrad.backends.native.jit.isolated`): a small kernel never queues behind
-them, and a process that exits during one stops the child instead of waiting for it.  Not lower: a
-child starts a Python and imports symgrad first (0.3 s idle, over 1 s on a loaded machine), so
-below this the kernel serves sooner from this process's background thread (measured at load 4 on
-2 cores, W3 N = 3,000 under auto: 1.6-1.7 s for 10,000 calls in-process against 3.3-4.2 s with
-the child)."""
+ISOLATED_FROM_SECONDS = 0.5
+"""Machine code estimated (by the executor's cost) to take longer than this to compile is built and
+compiled in a child process, in the background (:func:`symgrad.backends.native.jit.isolated`): the
+calls go on meanwhile, and a process that exits during the compile stops the child instead of
+waiting for it.  Below it, the kernel is compiled in the caller, at the call that has paid for it.
+Measured (2 cores, W3 under auto, 10,000 calls): a compile on a background thread of this process
+shares the GIL with the calls (building the IR is Python work) and took 2-2.5x its time in the
+caller (N = 1,000: about 100 ms against 45 ms), while the calls it let through meanwhile at the
+slower executor's speed were worth a few ms of machine code; a child first starts a Python and
+imports symgrad (0.3 s idle, over 1 s loaded).  So a short compile is cheapest where it is paid
+for, and the rent-or-buy bound holds for it as for generated Python."""
 
 Tier = tuple[str, float, float]
 """``(executor name, setup seconds, seconds per call)``: one rung of a rental's ladder."""
@@ -180,6 +184,7 @@ class Rental:
         "current",
         "due",
         "entry",
+        "failed",
         "job",
         "kind",
         "paid",
@@ -207,6 +212,8 @@ class Rental:
         self.due = math.inf
         """``paid`` at which the next executor is bought."""
         self.job: background.Upgrade | None = None
+        self.failed = False
+        """Whether a compile made in the caller failed (the executor serving then stays)."""
         self._plan()
         self._buy_at_once()
         perf = time.perf_counter
@@ -253,7 +260,7 @@ class Rental:
             self._take_over(fn, k)
 
     def _step(self) -> None:
-        """Calls have paid for the next tier: buy it (native in the background)."""
+        """Calls have paid for the next tier: buy it (a long native compile in the background)."""
         with self._lock:
             k = self._next() if self.job is None else None
             if k is None:
@@ -264,32 +271,44 @@ class Rental:
     def _buy(self, k: int) -> None:
         name, setup, _ = self.costs[k]
         build = self._learning(name, setup, self._builders[name])
-        if name == "native":
-            lane = "isolated" if setup > ISOLATED_FROM_SECONDS else "small"
+        if name == "native" and setup > ISOLATED_FROM_SECONDS:
             fallback = self._builders.get("python") if self.costs[self.tier][0] == "interpreter" else None
             tiers = {name: i for i, (name, _, _) in enumerate(self.costs)}
             self.due = math.inf  # nothing more to buy: the job publishes what serves next
             self.job = background.upgrade_later(
                 self.current,
-                _isolated(build) if lane == "isolated" else build,
+                _isolated(build),
                 lambda fn: self._take_over(
                     fn, tiers["native"] if self.job is None or self.job.upgraded else tiers.get("python", self.tier)
                 ),
                 fallback,
-                lane=lane,
+                lane="isolated",
                 announce=False,
             )
             return
         start = time.perf_counter()
-        fn = build()
-        self.paid += time.perf_counter() - start
+        try:
+            fn = build()
+        except Exception:  # a failed compile, as in the background: generated Python, or what serves now
+            if name != "native":
+                raise
+            self.failed = True
+            python = self._builders.get("python")
+            if self.costs[self.tier][0] == "interpreter" and python is not None:
+                self._take_over(python(), [tier for tier, _, _ in self.costs].index("python"))
+            self.due = math.inf  # a failed compile is not retried
+            self._publish(self.current)
+            return
+        finally:
+            self.paid += time.perf_counter() - start
         self._take_over(fn, k)
 
     def _learning(self, name: str, expected: float, build: Callable[[], Fn]) -> Callable[[], Fn]:
         """``build``, timed where it runs in the caller: what it cost against what was expected
-        corrects later estimates (:func:`_observe`).  Machine code is compiled in the background,
-        where its wall time is not what the caller pays (measured: learning it made kernels serve
-        later, W3 N = 3,000 under auto took 1.2-1.7 s for 10,000 calls instead of 0.63 s)."""
+        corrects later estimates (:func:`_observe`).  Machine code teaches nothing: a kernel found in
+        the persistent cache would look like a very fast compile, and a background compile's wall
+        time is not what the caller pays (measured: learning it made kernels serve later, W3
+        N = 3,000 under auto took 1.2-1.7 s for 10,000 calls instead of 0.63 s)."""
         if name == "native":
             return build
         kind = self.kind
@@ -325,9 +344,9 @@ class Rental:
                 self._buy(min(cheaper, key=lambda k: self.costs[k][2]))
 
     def wait(self, timeout: float | None) -> bool:
-        """Wait for a background build; True if it took over (or none was started)."""
+        """Wait for a background build; True if it took over (or none was started), False if a compile failed."""
         job = self.job
-        return True if job is None else job.wait(timeout)
+        return not self.failed if job is None else job.wait(timeout)
 
 
 def scalar_entry(
