@@ -402,3 +402,20 @@ def test_a_failing_child_compile_names_the_childs_last_line(monkeypatch: pytest.
     monkeypatch.setattr(jit, "_CHILD", "import sys; print('first'); sys.exit('the child gave up here')")
     with jit.isolated(), pytest.raises(OSError, match=r"exit 1.*the child gave up here"):
         jit.compile_object(kernel.recipe("scalar"), 0)
+
+
+@needs_llvm
+def test_a_pickled_recipe_leaves_its_layout_behind_and_builds_the_same_ir() -> None:
+    """The child process computes the layout itself: the pickle stays the size of the program."""
+    import pickle
+
+    from symgrad.backends.native.kernel import NativeKernel
+    from symgrad.backends.native.program import Program
+
+    tape = symgrad.compile("sin(x) * y + exp(x / y)").gradient_function().tape
+    kernel = NativeKernel(Program.from_tape(tape, tape.outputs), list, scalar=False)
+    recipe = kernel.recipe("scalar")
+    assert recipe.layout is kernel.layout
+    sent = pickle.loads(pickle.dumps(recipe))
+    assert sent.layout is None and sent == recipe
+    assert sent.text() == recipe.text()

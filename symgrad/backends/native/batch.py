@@ -89,7 +89,7 @@ class BatchRecipe(IRRecipe):
     shared: int = 0
 
     def text(self) -> str:
-        return build_ir(self.program, self.part, self.vector, pairs=self.pairs, shared=self.shared)
+        return build_ir(self.program, self.part, self.vector, pairs=self.pairs, shared=self.shared, layout=self.layout)
 
 
 class BatchKernel(NativeKernel):
@@ -116,7 +116,9 @@ class BatchKernel(NativeKernel):
     def recipe(self, part: str = "scalar") -> IRRecipe:
         if part != "batch":
             return super().recipe(part)
-        return BatchRecipe(self.program, part, self.vector_width(), pairs=frozenset(self.pairs), shared=self.shared)
+        return BatchRecipe(
+            self.program, part, self.vector_width(), pairs=frozenset(self.pairs), layout=self.layout, shared=self.shared
+        )
 
     def cached(self) -> bool:
         """Whether the batch loop is loaded in this process or in the persistent cache."""

@@ -506,6 +506,7 @@ def build_ir(
     pairs: Collection[tuple[str, str]] = (),
     batch: int = 0,
     shared: int = 0,
+    layout: Layout | None = None,
 ) -> str:
     """The IR of ``program``: ``part`` is ``"scalar"`` (the scalar entry) or ``"array"`` (the array loop).
 
@@ -522,11 +523,13 @@ def build_ir(
     call (see :func:`batches`); 0 calls libm once per record, bit-identical to
     the interpreter.  ``part="batch"`` is the batch loop (:func:`_batch`) of a
     program whose first ``shared`` inputs are the same at every example and
-    whose outputs after the first are summed.
+    whose outputs after the first are summed.  ``layout``: :func:`layout_of` of these, if the
+    caller has it already.
     """
     if part == "scalar":
         vector = batch
-    layout = layout_of(program, pairs, batch_loop=part == "batch")
+    if layout is None:  # (a caller's own is the same: layout_of of this program, pairs and part)
+        layout = layout_of(program, pairs, batch_loop=part == "batch")
     quiet = unchecked(program, propagates, checks_result)
     inline = part in ("array", "batch") and len(layout.chunks) <= 1
     width = max(WIDTH, vector) if inline or part == "batch" else 1  # measured on AVX-512: 8 lanes (zmm) beat 4 by 20%
