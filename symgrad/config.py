@@ -218,8 +218,8 @@ BACKGROUND: Knob[bool] = Knob(
     True,
     _boolean,
     _BOOLEAN,
-    "on: auto compiles machine code on a background thread, answering from Python meanwhile; "
-    "off: before the first call",
+    "on: auto compiles long kernels in a background child process, answering from Python "
+    "meanwhile (short ones at the call that has paid for them); off: before the first call",
     _on_off,
 )
 VECTOR_LIBM: Knob[str] = Knob(
