@@ -419,3 +419,25 @@ def test_a_pickled_recipe_leaves_its_layout_behind_and_builds_the_same_ir() -> N
     sent = pickle.loads(pickle.dumps(recipe))
     assert sent.layout is None and sent == recipe
     assert sent.text() == recipe.text()
+
+
+FIRST_COMPILE_COST = """
+import json, sys
+from symgrad.backends import native
+before = [native.EXECUTOR.scalar_cost(100).setup, native.EXECUTOR.array_cost(100, 10).setup]
+import symgrad.backends.native.jit
+after = [native.EXECUTOR.scalar_cost(100).setup, native.EXECUTOR.array_cost(100, 10).setup]
+print(json.dumps({"before": before, "after": after, "start": native.EXECUTOR.figures.llvm_start}))
+"""
+
+
+@needs_llvm
+def test_a_first_compile_is_estimated_with_starting_llvm() -> None:
+    """A process's first kernel also imports llvmlite and starts LLVM: rent or buy must count it
+    (an array call over 10^6 points bought the kernel at once and paid 80 ms it had not expected)."""
+    import json
+
+    done = subprocess.run([sys.executable, "-c", FIRST_COMPILE_COST], capture_output=True, text=True, check=True)
+    costs = json.loads(done.stdout)
+    for before, after in zip(costs["before"], costs["after"], strict=True):
+        assert before == pytest.approx(after + costs["start"])

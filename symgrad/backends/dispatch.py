@@ -35,7 +35,6 @@ first call).  Caches belong to their callers, keyed by what determines the code
 from __future__ import annotations
 
 import math
-import sys
 import threading
 import time
 import warnings
@@ -414,9 +413,10 @@ def _worth_asking_the_cache(n_records: int) -> bool:
     """Ask the persistent cache at once when LLVM is running already, or when the kernel would save
     more than starting LLVM costs; otherwise the cache is asked when the kernel is bought (a cached
     kernel is then loaded instead of compiled), so a one-off call never starts LLVM."""
-    figures = native.EXECUTOR.figures
-    setup = native.EXECUTOR.scalar_cost(n_records).setup
-    return "symgrad.backends.native.jit" in sys.modules or setup > figures.llvm_start
+    if native.llvm_started():
+        return True
+    start = native.EXECUTOR.figures.llvm_start
+    return native.EXECUTOR.scalar_cost(n_records).setup - start > start  # (the cost counts the start in)
 
 
 def _isolated(build: Callable[[], Fn]) -> Callable[[], Fn]:

@@ -21,6 +21,7 @@ Layout (one responsibility per module)::
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ __all__ = [
     "NativeExecutor",
     "available",
     "emits",
+    "llvm_started",
     "unavailable_reason",
     "vector_libm_everywhere",
 ]
@@ -76,6 +78,11 @@ def available(load: bool = True) -> bool:
     """True when llvmlite imports, i.e. ``symgrad.backends.native.kernel`` can be used (``load``: see
     :func:`unavailable_reason`)."""
     return unavailable_reason(load) is None
+
+
+def llvm_started() -> bool:
+    """Whether this process has imported the LLVM side already (a first compile also pays for that)."""
+    return "symgrad.backends.native.jit" in sys.modules
 
 
 def vector_libm_everywhere() -> bool:
@@ -172,18 +179,23 @@ class NativeExecutor:
 
         return cached_batch_function(tape, n_shared, fallback)
 
+    def _start(self) -> float:
+        """What a first compile pays on top of its own: starting LLVM, unless this process has."""
+        return 0.0 if llvm_started() else self.figures.llvm_start
+
     def scalar_cost(self, n_records: int) -> Cost:
         f = self.figures
-        return Cost(f.setup_fixed + f.setup_per_record * n_records, f.call_fixed + f.call_per_record * n_records)
+        setup = self._start() + f.setup_fixed + f.setup_per_record * n_records
+        return Cost(setup, f.call_fixed + f.call_per_record * n_records)
 
     def array_cost(self, n_records: int, n_points: int) -> Cost:
         f = self.figures
-        setup = f.fused_setup_fixed + f.fused_setup_per_record * n_records
+        setup = self._start() + f.fused_setup_fixed + f.fused_setup_per_record * n_records
         return Cost(setup, f.fused_call_fixed + f.fused_call_per_element * n_records * max(n_points, 1))
 
     def batch_cost(self, n_records: int, n_points: int) -> Cost:
         f = self.figures
-        setup = f.batch_setup_fixed + f.batch_setup_per_record * n_records
+        setup = self._start() + f.batch_setup_fixed + f.batch_setup_per_record * n_records
         return Cost(setup, f.batch_call_fixed + f.batch_call_per_element * n_records * max(n_points, 1))
 
 
