@@ -6,8 +6,8 @@ per data column, its outputs the example's value and its partials with respect
 to the weights (see :class:`~symgrad.backends.protocol.BatchEntry`).  The kernel
 (:func:`symgrad.backends.native.build._batch`) spreads the weights over vector
 lanes once per call, runs the tape on ``width`` examples per iteration, writes
-each example's value and adds the partials into per-lane running sums: no array
-per partial, one pass over the data.  The number of examples is an argument of
+each example's value and adds the partials into per-lane running sums where it
+computes them: no array per partial, one pass over the data.  The number of examples is an argument of
 the machine code, so one compile serves every batch size.
 
 One call from Python is a few microseconds: the inputs are checked with a few

@@ -594,8 +594,11 @@ def _batch(layout: Layout, width: int, shared: int) -> list[str]:
 
     The shared inputs are spread over vectors once per call and stay in the
     work vector; each iteration loads ``width`` examples of every data column,
-    runs the body, stores the first output and adds the others into the running
-    sums (memory, not registers: there are hundreds).  The examples left over
+    runs the body and stores the first output.  The body adds each other output
+    into its running sum where it computes it (memory, not registers: there are
+    hundreds; the body's chunks take the sums and the mask of lanes that count),
+    and the layout runs each record read once right before its reader (see
+    :func:`layout_of`), so that the work vector holds only what crosses chunks.  The examples left over
     (fewer than a vector) run once more, lanes past ``end`` repeating the last
     example and masked out of the sums and the flag count.  Each lane sums the
     examples ``start + lane + width * m`` in order, the leftover ones last; the
