@@ -242,6 +242,39 @@ def test_auto_moves_arrays_to_the_fused_kernel_once_calls_have_paid_for_it() -> 
     assert_close(got[1]["x"], want[1]["x"], "x")
 
 
+def test_auto_loads_a_fused_kernel_from_the_persistent_cache_at_once() -> None:
+    """As for floats: a kernel already compiled (here by another Function of the same formula, in
+    this process) serves the first array call, with no numpy calls renting first."""
+    formula = "cos(x)*y + x*x*y + 0.375"
+    x = RNG.normal(size=1000)
+    symgrad.compile(formula, backend="native").value_and_grad(x=x, y=0.5)  # compiles (and caches) it
+    symgrad.clear_cache()  # a new Function, with no entries of its own
+    before = dict(arrays.STATS)
+    got = symgrad.compile(formula, backend="auto").value_and_grad(x=x, y=0.5)
+    assert _calls(before)["native"] == 1 and _calls(before)["numpy"] == 0
+    want = symgrad.compile(formula, backend="python").value_and_grad(x=x, y=0.5)
+    assert_close(got[0], want[0], "value")
+    assert_close(got[1]["y"], want[1]["y"], "y")
+
+
+def test_written_outputs_share_blocks_of_bounded_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One block per call for every output would go over glibc's largest mmap threshold for big calls
+    (5 outputs of 10^6 points: 40 MB), and come back from the OS as fresh pages at every call."""
+    from symgrad.backends.native import kernel as kernel_module
+
+    monkeypatch.setattr(kernel_module, "BLOCK_BYTES", 2 * 8 * 1000)  # two outputs of 1,000 points per block
+    f = symgrad.compile("x*y*z + w*x", backend="native")
+    point = {name: RNG.normal(size=1000) for name in ("x", "y", "z", "w")}
+    value, grads = f.value_and_grad(**point)
+    outputs = [value, *grads.values()]
+    bases = {id(o.base) for o in outputs if o.base is not None}
+    assert len(bases) == 3  # 5 outputs: blocks of 2, 2 and 1
+    want = symgrad.compile("x*y*z + w*x", backend="python").value_and_grad(**point)
+    np.testing.assert_array_equal(value, want[0])
+    for name in grads:
+        np.testing.assert_array_equal(grads[name], want[1][name])
+
+
 def test_threads_give_the_same_values() -> None:
     f = symgrad.compile(GAUSS, backend="native")
     x = RNG.normal(size=200_003)

@@ -395,7 +395,7 @@ def scalar_entry(
         return settle(build("python")())
     if backend == "native" or native.vector_libm_everywhere():
         return settle(build("native")())
-    if _worth_asking_the_cache(len(tape)):
+    if _worth_asking_the_cache(machine.scalar_cost(len(tape)).setup):
         cached = machine.cached_kernel(tape, slow, returns, opt)
         if cached is not None:
             if on_kernel is not None:
@@ -409,14 +409,15 @@ def scalar_entry(
     return rental.entry, rental
 
 
-def _worth_asking_the_cache(n_records: int) -> bool:
-    """Ask the persistent cache at once when LLVM is running already, or when the kernel would save
-    more than starting LLVM costs; otherwise the cache is asked when the kernel is bought (a cached
-    kernel is then loaded instead of compiled), so a one-off call never starts LLVM."""
+def _worth_asking_the_cache(setup: float) -> bool:
+    """Ask the persistent cache at once when LLVM is running already, or when the kernel (estimated
+    to take ``setup`` to compile, starting LLVM included) would save more than starting LLVM costs;
+    otherwise the cache is asked when the kernel is bought (a cached kernel is then loaded instead
+    of compiled), so a one-off call never starts LLVM."""
     if native.llvm_started():
         return True
     start = native.EXECUTOR.figures.llvm_start
-    return native.EXECUTOR.scalar_cost(n_records).setup - start > start  # (the cost counts the start in)
+    return setup - start > start
 
 
 def _isolated(build: Callable[[], Fn]) -> Callable[[], Fn]:
@@ -462,6 +463,11 @@ def array_entry(
             fn = numpy_fn
         publish(fn)
         return fn, None
+    if _worth_asking_the_cache(native.EXECUTOR.array_cost(len(tape), 1).setup):
+        cached = native.EXECUTOR.cached_array_entry(tape, shapes, reduce_to, numpy_fn)
+        if cached is not None:
+            publish(cached)
+            return cached, None
     tiers = array_tiers(tape, math.prod(_broadcast(shapes)))
     tiers.sort(key=lambda tier: tier[0] != "numpy")  # (stable) the tier serving first is the numpy program's
     rental = Rental(tiers, {"native": native_fn}, publish, numpy_fn, kind="array")

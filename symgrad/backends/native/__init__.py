@@ -164,6 +164,14 @@ class NativeExecutor:
 
         return array_function(tape, shapes, reduce_to, fallback, compile_now=True)
 
+    def cached_array_entry(
+        self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None], fallback: ArrayEntry
+    ) -> ArrayEntry | None:
+        """:meth:`array_entry` if the persistent cache holds its loop (loaded now), else None (nothing compiled)."""
+        from .arrays import array_function
+
+        return array_function(tape, shapes, reduce_to, fallback, only_cached=True)
+
     def batch_entry(self, tape: Tape, n_shared: int, fallback: BatchEntry | None) -> BatchEntry:
         """The batch kernel (:mod:`.batch`), compiled now; calls with flagged examples that the reference
         interpreter does not raise at go to ``fallback`` (the numpy version)."""

@@ -173,12 +173,15 @@ def array_function(
     reduce_to: Sequence[int | None],
     numpy_fn: Callable[..., list[Any]],
     compile_now: bool = False,
+    only_cached: bool = False,
 ) -> Callable[..., list[Any]] | None:
     """``fn(*point) -> [outputs]`` like ``numpy_fn`` (the numpy program for these shapes), on the kernel.
 
     None where the kernel cannot give numpy's result shapes (an output that
     is not a partial and does not vary over the points): use ``numpy_fn``.
     ``compile_now``: compile the loop here (on a background worker, say), not at the first call.
+    ``only_cached``: None too unless the loop is loaded or in the persistent cache (then it is
+    loaded now).
     """
     shapes = [tuple(s) for s in shapes]
     point_shape = np.broadcast_shapes(*shapes)
@@ -204,7 +207,9 @@ def array_function(
             if math.prod(shapes[target]) == 1:
                 summed.append(k)
     kernel = _kernel(loop, len(boundary) + len(recips), tuple(summed))
-    if compile_now:
+    if only_cached and not kernel.cached("array"):
+        return None
+    if compile_now or only_cached:
         kernel.prepare_array()
     varying_inputs = [j for j, u in enumerate(uniform_inputs) if not u]
     records = program.records

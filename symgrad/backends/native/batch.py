@@ -44,7 +44,6 @@ import numpy as np
 from ...tape import Tape
 from ..numpy import batch_inputs, reference
 from ..protocol import BatchEntry
-from . import cache
 from .build import BATCH, MAX_WIDTH, build_ir
 from .kernel import IRRecipe, NativeKernel, _cache_key, _threads
 from .program import Program
@@ -120,9 +119,9 @@ class BatchKernel(NativeKernel):
             self.program, part, self.vector_width(), pairs=frozenset(self.pairs), layout=self.layout, shared=self.shared
         )
 
-    def cached(self) -> bool:
-        """Whether the batch loop is loaded in this process or in the persistent cache."""
-        return "batch" in self._loaded or cache.load(self.cache_key("batch")) is not None
+    def cached(self, part: str = "batch") -> bool:
+        """Whether the batch loop (or another part) is loaded in this process or in the persistent cache."""
+        return super().cached(part)
 
 
 def _no_fallback(point: Sequence[float]) -> Sequence[float]:  # pragma: no cover - the batch loop never calls it

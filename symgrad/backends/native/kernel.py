@@ -40,6 +40,7 @@ from .program import CHUNK, Layout, Program
 
 __all__ = [
     "MIN_POINTS_PER_THREAD",
+    "MIN_WORK_PER_THREAD",
     "OPT1_MAX_RECORDS",
     "STATS",
     "BufferEntry",
@@ -56,7 +57,11 @@ OPT1_MAX_RECORDS = CHUNK
 everything else at opt 0 (see jit.py): measured, opt 1 costs 5-10x the compile time and gains
 nothing measurable per scalar call."""
 MIN_POINTS_PER_THREAD = 50_000
-"""An array call is split across threads only when every thread gets at least this many points."""
+"""An array call is split across threads only when every thread gets at least this many points..."""
+MIN_WORK_PER_THREAD = 5_000_000
+"""...and at least this many records times points (about a millisecond of the loop's work)."""
+BLOCK_BYTES = 16 << 20
+"""The array loop's written outputs share blocks of at most this many bytes (see ``_array_pass``)."""
 
 STATS = {"compiled": 0, "loaded": 0}
 """Kernels compiled by LLVM / loaded from the persistent cache, in this process."""
@@ -294,6 +299,10 @@ class NativeKernel:
     def outputs(self) -> tuple[int, ...]:
         return self.program.outputs
 
+    def cached(self, part: str = "scalar") -> bool:
+        """Whether the machine code of ``part`` is loaded in this process or in the persistent cache."""
+        return part in self._loaded or cache.load(self.cache_key(part)) is not None
+
     def prepare_array(self) -> None:
         """Compile (or load) the array loop now rather than at the first array call."""
         with self._lock:
@@ -497,16 +506,21 @@ class NativeKernel:
                 keep.append(x)
                 frame[j], frame[n_in + j] = x.ctypes.data, 1
         sums = set(summed)
-        # The written outputs are rows of one block: one allocation, which malloc reuses from call to
-        # call, where separate arrays of megabytes each come back from the OS as fresh pages (measured:
-        # two 8 MB arrays cost 2.5 ms of page faults per call, one 16 MB block none).
+        # The written outputs are rows of a few blocks of at most BLOCK_BYTES: allocations that malloc
+        # reuses from call to call, where separate arrays of megabytes each come back from the OS as
+        # fresh pages (measured: two 8 MB arrays cost 2.5 ms of page faults per call, one 16 MB block
+        # none), and so does one block over glibc's largest mmap threshold (32 MB): 5 outputs of
+        # 10^6 points in one 40 MB block faulted every call, 60-100 ms a call on two threads.
         written = [k for k in range(n_out) if k not in sums]
-        block = np.empty((len(written), *shape))
         outs: list[np.ndarray | None] = [None] * n_out
-        bbase = block.ctypes.data
-        for r, k in enumerate(written):
-            outs[k] = block[r, ...]  # (a 0-d view for shape ())
-            frame[2 * n_in + k], frame[2 * n_in + n_out + k] = bbase + 8 * n * r, 1
+        rows = max(1, BLOCK_BYTES // max(8 * n, 1))
+        for g in range(0, len(written), rows):
+            group = written[g : g + rows]
+            block = np.empty((len(group), *shape))
+            bbase = block.ctypes.data
+            for r, k in enumerate(group):
+                outs[k] = block[r, ...]  # (a 0-d view for shape ())
+                frame[2 * n_in + k], frame[2 * n_in + n_out + k] = bbase + 8 * n * r, 1
         if n == 0:
             return [np.float64(0.0) if o is None else o for o in outs], 0
         flags_p = 0 if flags is None else flags.ctypes.data
@@ -530,6 +544,10 @@ class NativeKernel:
             count = array_fn(ins, strides, outs_p, ostrides, here + 8 * MAX_WIDTH, work_p, flags_p, start, end)
             return int(count), local[MAX_WIDTH : MAX_WIDTH + n_out]
 
+        if threads is None:  # by points, and by work: a loop of a few records over 10^6 points is memory-bound,
+            # and two threads first-touching fresh output pages took 60-100 ms a call against 7 ms on one
+            work = n * len(self.program.records)
+            threads = max(1, min(_CPUS, n // MIN_POINTS_PER_THREAD, work // MIN_WORK_PER_THREAD))
         parts = self._run_split(run, n, threads)
         count = sum(c for c, _ in parts)
         results: list[Any] = []
