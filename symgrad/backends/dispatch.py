@@ -464,7 +464,10 @@ def array_entry(
         publish(fn)
         return fn, None
     if _worth_asking_the_cache(native.EXECUTOR.array_cost(len(tape), 1).setup):
-        cached = native.EXECUTOR.cached_array_entry(tape, shapes, reduce_to, numpy_fn)
+        try:
+            cached = native.EXECUTOR.cached_array_entry(tape, shapes, reduce_to, numpy_fn)
+        except Exception:  # an unreadable cache entry, say: rent as if it were not there
+            cached = None
         if cached is not None:
             publish(cached)
             return cached, None
