@@ -74,11 +74,16 @@ def _rss() -> int:
 
 
 def test_out_of_core_evaluation_keeps_worker_memory_bounded(client: Client) -> None:
-    """4*10^7 points (320 MB of x alone, as much again for the value) pass through workers that never hold it.
+    """6*10^7 points (480 MB of x alone, as much again for the value) pass through workers that never hold it.
 
     First in the module, so that on systems without a resettable peak the workers' peak is still their baseline.
+    The bound is what a worker needs whatever the data's length: starting LLVM and compiling the
+    fused kernel, and the numpy program's buffers for a few 500,000-point chunks until the kernel
+    is bought (measured: 76-106 MB of growth per worker; since rent or buy counts LLVM's start in
+    the first kernel's cost, a worker serves a few more chunks from numpy first).  Each worker's
+    share of x alone is well above it.
     """
-    n, chunk = 4 * 10**7, 500_000
+    n, chunk = 6 * 10**7, 500_000
     x = da.random.default_rng(3).random(n, chunks=chunk)  # generated on the workers, chunk by chunk
     assert x.nbytes > 30 * 2 * chunk * 8  # far larger than one chunk per worker
     f = symgrad.compile(GAUSS)
@@ -87,7 +92,7 @@ def test_out_of_core_evaluation_keeps_worker_memory_bounded(client: Client) -> N
     value, grads = f.value_and_grad(x=x, mu=0.5, s=0.25, wrt=["mu", "s"])
     total, mu, s = dask.compute(value.sum(), grads["mu"], grads["s"])
     grown = {w: peak - before[w] for w, peak in client.run(_peak_rss).items()}
-    bound = 100 * MB
+    bound = 130 * MB
     assert x.nbytes / 2 > 1.5 * bound  # each worker's share of x alone is well above the bound
     assert max(grown.values()) < bound, grown
     # the numbers: the integral of the pdf over [0, 1] times n, and its partials, to sampling accuracy
