@@ -336,6 +336,23 @@ def test_uniform_inputs_must_be_single_values() -> None:
         kernel.array_count(np.arange(10.0), np.arange(10.0))
 
 
+def test_one_value_inputs_given_as_floats() -> None:
+    # x * u - w with u, w once per call: passed as floats, as arrays of one value, or mixed
+    program = Program(3, (), (("mul", (0, 1)), ("sub", (3, 2))), (4,))
+    kernel = NativeKernel(program, lambda p: p)
+    kernel.uniform_inputs = 2
+    x = RNG.normal(size=1001)
+    want = x * 0.25 - 3.0
+    for given, fixed in (((x, 0.25, 3.0), ()), ((x, np.array([0.25])), (3.0,)), ((x,), (0.25, 3.0))):
+        (got,), count = kernel.array_count(*given, fixed=fixed)
+        assert count == 0
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(InputError, match="takes 3 arrays"):
+        kernel.array_count(x, fixed=(0.25,))
+    with pytest.raises(InputError, match="one-value inputs"):
+        kernel.array_count(fixed=(1.0, 0.25, 3.0))
+
+
 def test_sums_of_a_kernel_compiled_for_some_outputs() -> None:
     # outputs: x*u (summed), x + u (written), x (written); u is one value per call
     kernel = NativeKernel(Program(2, (), (("mul", (0, 1)), ("add", (0, 1))), (2, 3, 0)), lambda p: p)

@@ -6,8 +6,10 @@ for one tuple of input shapes (same arguments, same results) with a
 
 * Inputs of one element (a float, or an array of size 1) are the same at
   every point, and so is every record that reads only such values.  Those
-  records are evaluated once per call in Python (``op.scalar``) and enter the
-  kernel as inputs: the compiled loop holds only the records that vary from
+  records are evaluated once per call by straight-line Python (the python
+  executor's code for just those records: about 0.1 µs a record, where
+  calling each op's ``scalar`` in a loop cost 1.1 µs) and enter the kernel as
+  inputs: the compiled loop holds only the records that vary from
   point to point (a kernel per pattern of one-element inputs).  A division by
   such a value, or by a constant, is a multiplication by its reciprocal
   (:func:`reciprocals`; measured: W5 3.8 -> 2.7 ms per call on one thread).
@@ -35,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from ...ops import OPS
-from ...tape import Tape
+from ...tape import Instr, Tape
+from .. import python
 from ..numpy import Shape, fit
 from .emit import by_reciprocal
 from .kernel import NativeKernel
@@ -92,6 +94,31 @@ def split_uniform(program: Program, uniform_inputs: Sequence[bool]) -> tuple[Pro
             needed.update(a for a in program.records[i][1] if a >= first)
     before = [i for i in range(len(program.records)) if first + i in needed]
     return loop, boundary, before
+
+
+def _prelude(
+    tape: Tape, uniform_inputs: Sequence[bool], before: Sequence[int], boundary: Sequence[int]
+) -> Callable[..., tuple[float, ...]] | None:
+    """``prelude(*one_element_inputs) -> boundary values``: the records ``before`` (those the loop's
+    once-per-call inputs need) as straight-line Python, or None when the loop reads none.
+
+    It returns ``()`` where a value raises or is not finite (the python executor hands such a point
+    to its ``slow`` path): the call then goes to the numpy program, which reports it.
+    """
+    if not boundary:
+        return None
+    n_in, first = tape.n_inputs, tape.first_instr_slot
+    kept = [j for j, u in enumerate(uniform_inputs) if u]
+    where = {j: k for k, j in enumerate(kept)}
+    where.update({n_in + c: len(kept) + c for c in range(len(tape.consts))})
+    base = len(kept) + len(tape.consts)
+    instrs: list[Instr] = []
+    for i in before:
+        instr = tape.instrs[i]
+        where[first + i] = base + len(instrs)
+        instrs.append(Instr(instr.op, tuple(where[a] for a in instr.args)))
+    part = Tape(tuple(tape.inputs[j] for j in kept), tape.consts, tuple(instrs), tuple(where[s] for s in boundary))
+    return python.function(part, lambda *point: ())
 
 
 def reciprocals(program: Program, n_uniform: int) -> tuple[Program, list[int]]:
@@ -190,7 +217,6 @@ def array_function(
     loop, boundary, before = split_uniform(program, uniform_inputs)
     loop, recips = reciprocals(loop, len(boundary))
     recips = [j - (loop.n_inputs - len(recips) - len(boundary)) for j in recips]  # as indices into ``fixed``
-    first = program.first_record
     varying_slot = [not u for u in uniform_inputs] + [False] * len(program.consts)
     for _, args in program.records:
         varying_slot.append(any(varying_slot[a] for a in args))
@@ -212,31 +238,26 @@ def array_function(
     if compile_now or only_cached:
         kernel.prepare_array()
     varying_inputs = [j for j, u in enumerate(uniform_inputs) if not u]
-    records = program.records
     n_in = program.n_inputs
+    prelude = _prelude(tape, uniform_inputs, before, boundary)
+    uniform_at = [j for j, u in enumerate(uniform_inputs) if u]
+    inputs_read = [k for k, slot in enumerate(boundary) if slot < n_in]  # (the prelude checks only its records)
 
     def fn(*point: Any) -> list[Any]:
         if np.geterr()["under"] != "ignore":  # numpy would report underflow: only numpy knows where
             STATS["numpy"] += 1
             return numpy_fn(*point)
-        values: dict[int, float] = {}
         try:
-            for j, u in enumerate(uniform_inputs):
-                if u:
-                    values[j] = float(np.reshape(point[j], -1)[0])
-            for i in before:
-                name, args = records[i]
-                values[first + i] = OPS[name].scalar(
-                    *(values[a] if a < n_in or a >= first else program.consts[a - n_in] for a in args)
-                )
-            fixed = [values[s] if s < n_in or s >= first else program.consts[s - n_in] for s in boundary]
-            fixed += [1.0 / fixed[j] for j in recips]
-            ok = all(math.isfinite(v) for v in fixed) and all(abs(r) >= _NORMAL for r in fixed[len(boundary) :])
+            fixed = list(prelude(*(float(np.reshape(point[j], -1)[0]) for j in uniform_at))) if prelude else []
+            ok = len(fixed) == len(boundary) and all(math.isfinite(fixed[k]) for k in inputs_read)
+            if ok:
+                fixed += [1.0 / fixed[j] for j in recips]
+                ok = all(abs(r) >= _NORMAL for r in fixed[len(boundary) :])
         except (ArithmeticError, ValueError):
             ok = False
         if ok:
             results, count = kernel.array_count(
-                *(point[j] for j in varying_inputs), *fixed, summed=summed, threads=THREADS
+                *(point[j] for j in varying_inputs), summed=summed, threads=THREADS, fixed=fixed
             )
             ok = count == 0
         if not ok:
