@@ -33,6 +33,12 @@ fastest fixed choice's per-call seconds.  Targets (docs/performance.md): auto's
 total within 2x of the best fixed choice in every cell; steady state within
 1.25x of the fastest.
 
+Before each column, a throw-away process writes 512 MB and exits
+(:func:`_free_huge_pages`).  With transparent huge pages in ``madvise`` mode (numpy asks for them
+on big arrays), the first process in a while to want huge pages pays the kernel's compaction:
+measured here, the first 40 MB written cost 54-93 ms in that process and 5 ms in the next one.
+Without this, the column that ran first (auto's) paid it alone in the 10^6-point rows.
+
 Only public entries are used (``symgrad.compile``, ``f.vg``,
 ``f.value_and_grad``, ``symgrad.trace``, ``backward``, ``wait_native``), so the
 same script measures any version of symgrad.
@@ -299,7 +305,14 @@ def child(table: str, backend: str, quick: bool, cap: float) -> None:
 
 
 # -------------------------------------------------------------------- report ---
+def _free_huge_pages() -> None:
+    """Leave the kernel with free huge pages, as the previous column's exit would (see the docstring)."""
+    prime = "import numpy as np; a = np.empty(64_000_000); a[:] = 1.0"
+    subprocess.run([sys.executable, "-c", prime], check=True)
+
+
 def run_column(table: str, backend: str, quick: bool, cap: float) -> list[dict[str, Any]]:
+    _free_huge_pages()
     env = dict(os.environ)
     env.pop("SYMGRAD_BACKEND", None)
     argv = [sys.executable, __file__, "--child", table, backend, "--cap", str(cap)] + (["--quick"] if quick else [])
