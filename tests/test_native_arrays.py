@@ -203,6 +203,22 @@ def test_a_once_per_call_value_outside_its_domain_goes_to_numpy() -> None:
     assert _calls(before) == {"native": 0, "numpy": 1} and np.all(np.isnan(value))
 
 
+def test_a_non_finite_once_per_call_input_goes_to_numpy() -> None:
+    # k enters the loop as it is (no record of it is computed once per call) and k*k as a record
+    for formula in ("x*k", "x*(k*k)"):
+        f = symgrad.compile(formula, backend="native")
+        before = dict(arrays.STATS)
+        with np.errstate(invalid="ignore"):
+            value, grads = f.value_and_grad(x=np.ones(N), k=np.array([math.inf]))
+            want_value, want_grads = symgrad.compile(formula, backend="python").value_and_grad(
+                x=np.ones(N), k=np.array([math.inf])
+            )
+        assert _calls(before) == {"native": 0, "numpy": 1}, formula
+        assert np.all(np.isinf(value)) and np.array_equal(value, want_value)
+        for name in ("x", "k"):
+            np.testing.assert_array_equal(grads[name], want_grads[name])
+
+
 def test_underflow_reported_when_numpy_is_asked_to() -> None:
     f = symgrad.compile("exp(-x)", backend="native")
     x = np.full(N, 800.0)
