@@ -68,7 +68,7 @@ def _run_one_build(during: Callable[[], None]) -> float:
         return lambda: "built"
 
     job = background.upgrade_later(lambda: "interim", build)
-    worker = background._states["small"].worker
+    worker = background._state.worker
     release.set()
     assert job.wait(10) and job.call() == "built"
     if worker is not None:
@@ -295,7 +295,7 @@ def test_fork_while_compiling(tmp_path: Path) -> None:
     assert "fork ok" in result.stdout
 
 
-# ------------------------------------------------- lanes and exit during compiles ---
+# --------------------------------------------- short compiles and exit during long ones ---
 LONG_COMPILE = """
 import json, sys, time
 import symgrad
@@ -303,11 +303,11 @@ from symgrad.backends import dispatch
 from symgrad.backends.native import jit
 
 jit._CHILD = "import time; time.sleep(120)"  # a compile in the child process that takes two minutes
-dispatch.ISOLATED_FROM_SECONDS = 0.0  # every compile goes to the isolated lane...
+dispatch.ISOLATED_FROM_SECONDS = 0.0  # every compile goes to a child process in the background...
 big = symgrad.compile("sin(x)*y + exp(x*y) + 1")
 big.vg(0.1, 0.2)
 assert not big.wait_native(timeout=0.5)  # ...and this one is still compiling
-dispatch.ISOLATED_FROM_SECONDS = 1e9  # a small compile meanwhile: its own lane, in this process
+dispatch.ISOLATED_FROM_SECONDS = 1e9  # a small compile meanwhile: in the caller, queued behind nothing
 small = symgrad.compile("x*y + 3")
 small.vg(1.0, 2.0)
 start = time.monotonic()

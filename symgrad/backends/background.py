@@ -11,9 +11,12 @@ compiled before their first call instead, see
 
 * One worker thread runs the builds one at a time, in order (a burst of
   compiles does not start a thread each), and ends when none is left.  It is
-  a daemon, joined at exit so that a build in progress (LLVM inside, and a
-  cache file being written) is never cut off; builds not yet started are
-  dropped.
+  a daemon, joined at exit so that a build in progress in this process (a
+  cache file being written, say) is never cut off; an *isolated* build, whose
+  heavy part runs in a child process that the exit hooks stop, is given a
+  quarter of a second.  Builds not yet started are dropped.  (Short compiles
+  do not come here at all: the dispatcher runs them in the caller, so none
+  waits behind a long one.)
 * A build that raises leaves the interim in place (its ``fallback``, if given,
   is built instead); nothing is printed: :attr:`Upgrade.error` keeps the
   exception for whoever asks.
@@ -49,12 +52,19 @@ def enabled() -> bool:
 class Upgrade:
     """One build: ``call(*args)`` runs the interim until the build is done, then the built callable."""
 
-    __slots__ = ("_done", "_fallback", "build", "call", "current", "error", "publish", "upgraded")
+    __slots__ = ("_done", "_fallback", "build", "call", "current", "error", "isolated", "publish", "upgraded")
 
     def __init__(
-        self, interim: Fn, build: Callable[[], Fn], fallback: Callable[[], Fn] | None, publish: Callable[[Fn], None]
+        self,
+        interim: Fn,
+        build: Callable[[], Fn],
+        fallback: Callable[[], Fn] | None,
+        publish: Callable[[Fn], None],
+        isolated: bool = False,
     ) -> None:
         self.current: Fn = interim
+        self.isolated = isolated
+        """Whether the build's heavy part runs in a child process (stopped at exit, not waited for)."""
         self.build: Callable[[], Fn] | None = build
         self._fallback = fallback
         self.publish = publish
@@ -112,7 +122,7 @@ def upgrade_later(
     publish: Callable[[Fn], None] = lambda fn: None,
     fallback: Callable[[], Fn] | None = None,
     *,
-    lane: str = "small",
+    isolated: bool = False,
     announce: bool = True,
 ) -> Upgrade:
     """Start ``build()`` in the background; the returned job's ``call`` serves meanwhile.
@@ -121,46 +131,41 @@ def upgrade_later(
     with ``job.call`` (unless ``announce`` is False), and again with the built callable
     once that serves (so whoever reads the caller's slot later calls it directly).
     ``fallback()`` builds the replacement when ``build()`` raises (both run on the worker).
-    ``lane`` picks the queue: ``"small"`` builds run in this process one at a time;
-    ``"isolated"`` ones (long compiles, which do their heavy part in a child process)
-    have a queue and a worker of their own, so a small build never waits behind them.
+    ``isolated``: the build does its heavy part in a child process that an exit hook
+    (:func:`on_exit`) stops, so exit need not wait for it.
     With ``SYMGRAD_BACKGROUND=0`` everything runs now, here.
     """
-    if lane not in LANES:
-        raise ValueError(f"lane must be one of {LANES}, not {lane!r}")
-    job = Upgrade(interim, build, fallback, publish)
+    job = Upgrade(interim, build, fallback, publish, isolated)
     if announce:
         publish(job.call)  # before the build can finish and publish its own
     if not enabled():
         job._run()
         return job
-    state = _states[lane]
-    with state.lock:
-        state.queue.append(job)
-    _ensure_worker(state)
+    with _state.lock:
+        _state.queue.append(job)
+    _ensure_worker()
     return job
 
 
 # ----------------------------------------------------------------- workers ---
-LANES = ("small", "isolated")
 EXIT_WAIT_SECONDS = 0.25
-"""At exit, how long to wait for the isolated lane's worker (its compile runs in a child process,
-which is stopped first, so the worker is normally done within milliseconds)."""
+"""At exit, how long to wait for an isolated build (its compile runs in a child process, which is
+stopped first, so the worker is normally done within milliseconds)."""
 
 
 class _State:
-    """One lane's shared state (rebuilt in a forked child)."""
+    """The queue's shared state (rebuilt in a forked child)."""
 
-    def __init__(self, name: str, queue: collections.deque[Upgrade] | None = None) -> None:
-        self.name = name
+    def __init__(self, queue: collections.deque[Upgrade] | None = None) -> None:
         self.lock = threading.Lock()  # taken before ``busy`` wherever both are taken
         self.busy = threading.Lock()  # held while a build runs
         self.queue: collections.deque[Upgrade] = queue if queue is not None else collections.deque()
         self.worker: threading.Thread | None = None
+        self.running: Upgrade | None = None
         self.stopping = False
 
 
-_states = {lane: _State(lane) for lane in LANES}
+_state = _State()
 _exit_hooks: list[Callable[[], None]] = []
 
 
@@ -169,15 +174,13 @@ def on_exit(hook: Callable[[], None]) -> None:
     _exit_hooks.append(hook)
 
 
-def _ensure_worker(state: _State | None = None) -> None:
-    """Start a lane's worker if builds are queued and none runs (it ends when the queue is empty)."""
-    for lane in [state] if state is not None else list(_states.values()):
-        with lane.lock:
-            if lane.worker is None and lane.queue and not lane.stopping:
-                lane.worker = threading.Thread(
-                    target=_work, args=(lane,), name=f"symgrad-background-{lane.name}", daemon=True
-                )
-                lane.worker.start()
+def _ensure_worker() -> None:
+    """Start the worker if builds are queued and none runs (it ends when the queue is empty)."""
+    state = _state
+    with state.lock:
+        if state.worker is None and state.queue and not state.stopping:
+            state.worker = threading.Thread(target=_work, args=(state,), name="symgrad-background", daemon=True)
+            state.worker.start()
 
 
 def _work(state: _State) -> None:
@@ -188,11 +191,12 @@ def _work(state: _State) -> None:
                 if not state.queue or state.stopping:
                     state.worker = None  # no thread lingers between bursts of builds
                     return
-                job = state.queue.popleft()
+                job = state.running = state.queue.popleft()
                 state.busy.acquire()  # under the lock: a fork never falls between taking a job and marking busy
             try:
                 job._run()
             finally:
+                state.running = None
                 state.busy.release()
     finally:
         _quick_switches(False)
@@ -232,50 +236,46 @@ def _quick_switches(on: bool) -> None:
 def _stop() -> None:
     """At exit: drop builds not started, stop child compiles, let an in-process build finish.
 
-    The small lane's build runs LLVM in this process (it may also be writing a cache file): it
-    is joined.  The isolated lane's build waits on a child process, stopped by the exit hooks:
-    its worker is given :data:`EXIT_WAIT_SECONDS` and then left behind (a daemon thread).
+    A build in this process (it may be writing a cache file) is joined.  An isolated build waits
+    on a child process, stopped by the exit hooks: its worker is given :data:`EXIT_WAIT_SECONDS`
+    and then left behind (a daemon thread).
     """
-    workers = []
-    for state in _states.values():
-        with state.lock:
-            state.stopping = True
-            dropped = list(state.queue)
-            state.queue.clear()
-            workers.append((state.name, state.worker))
-        for job in dropped:
-            job._done.set()
+    state = _state
+    with state.lock:
+        state.stopping = True
+        dropped = list(state.queue)
+        state.queue.clear()
+        worker, running = state.worker, state.running
+    for job in dropped:
+        job._done.set()
     for hook in _exit_hooks:
         with contextlib.suppress(Exception):
             hook()
-    for name, worker in workers:
-        if worker is not None:
-            worker.join(timeout=EXIT_WAIT_SECONDS if name == "isolated" else 120.0)
+    if worker is not None:
+        worker.join(timeout=EXIT_WAIT_SECONDS if running is not None and running.isolated else 120.0)
 
 
 def _before_fork() -> None:
-    if threading.current_thread() in [state.worker for state in _states.values()]:  # pragma: no cover
+    if threading.current_thread() is _state.worker:  # pragma: no cover
         return
-    for state in _states.values():
-        state.lock.acquire()
-        state.busy.acquire()  # wait for a running build: the locks it holds (LLVM's, say) are free at the fork
+    _state.lock.acquire()
+    _state.busy.acquire()  # wait for a running build: the locks it holds (LLVM's, say) are free at the fork
 
 
 def _after_fork_parent() -> None:
-    if threading.current_thread() in [state.worker for state in _states.values()]:  # pragma: no cover
+    if threading.current_thread() is _state.worker:  # pragma: no cover
         return
-    for state in reversed(list(_states.values())):
-        state.busy.release()
-        state.lock.release()
+    _state.busy.release()
+    _state.lock.release()
 
 
 def _after_fork_child() -> None:
-    global _states, _switches_users
-    if _switches_users:  # the workers are not in the child (it gets the interval it had before them)
+    global _state, _switches_users
+    if _switches_users:  # the worker is not in the child (it gets the interval it had before it)
         _switches_users = 0
         if sys.getswitchinterval() == _switches_set:
             sys.setswitchinterval(_switches_saved)
-    _states = {name: _State(name, state.queue) for name, state in _states.items()}  # fresh locks, no workers
+    _state = _State(_state.queue)  # fresh locks, no worker
 
 
 atexit.register(_stop)

@@ -281,7 +281,7 @@ class Rental:
                     fn, tiers["native"] if self.job is None or self.job.upgraded else tiers.get("python", self.tier)
                 ),
                 fallback,
-                lane="isolated",
+                isolated=True,
                 announce=False,
             )
             return
