@@ -33,11 +33,14 @@ fastest fixed choice's per-call seconds.  Targets (docs/performance.md): auto's
 total within 2x of the best fixed choice in every cell; steady state within
 1.25x of the fastest.
 
-Before each column, a throw-away process writes 512 MB and exits
-(:func:`_free_huge_pages`).  With transparent huge pages in ``madvise`` mode (numpy asks for them
-on big arrays), the first process in a while to want huge pages pays the kernel's compaction:
-measured here, the first 40 MB written cost 54-93 ms in that process and 5 ms in the next one.
-Without this, the column that ran first (auto's) paid it alone in the 10^6-point rows.
+Every column runs with ``NUMPY_MADVISE_HUGEPAGE=0``: numpy then does not ask for transparent
+huge pages for its big arrays.  Where the kernel's huge pages are in ``madvise`` mode with direct
+compaction (this machine), whether a process's first tens of MB of fresh arrays cost 5 ms or
+150-250 ms depends on how fragmented free memory is at that moment, not on the code: measured
+here, the first 40 MB written took 54-168 ms and the next 5 ms in the same process; in one run,
+auto's first call of a cached kernel over 10^6 points paid 206 ms of system time (1,594 huge-page
+faults) where the fixed columns' processes paid none.  With 4 KiB pages every process pays the
+same 16-20 ms per 40 MB of fresh pages.
 
 Only public entries are used (``symgrad.compile``, ``f.vg``,
 ``f.value_and_grad``, ``symgrad.trace``, ``backward``, ``wait_native``), so the
@@ -305,16 +308,10 @@ def child(table: str, backend: str, quick: bool, cap: float) -> None:
 
 
 # -------------------------------------------------------------------- report ---
-def _free_huge_pages() -> None:
-    """Leave the kernel with free huge pages, as the previous column's exit would (see the docstring)."""
-    prime = "import numpy as np; a = np.empty(64_000_000); a[:] = 1.0"
-    subprocess.run([sys.executable, "-c", prime], check=True)
-
-
 def run_column(table: str, backend: str, quick: bool, cap: float) -> list[dict[str, Any]]:
-    _free_huge_pages()
     env = dict(os.environ)
     env.pop("SYMGRAD_BACKEND", None)
+    env["NUMPY_MADVISE_HUGEPAGE"] = "0"  # no huge-page lottery (see the module docstring)
     argv = [sys.executable, __file__, "--child", table, backend, "--cap", str(cap)] + (["--quick"] if quick else [])
     with tempfile.TemporaryDirectory(prefix="symgrad-bench-dispatch-") as cache:  # every column compiles
         env["SYMGRAD_CACHE_DIR"] = cache
