@@ -426,3 +426,25 @@ def test_an_array_call_builds_no_scalar_entry() -> None:
     assert f.value_and_grad(x=2.0, y=0.5) == symgrad.compile("x*sin(y) + 0.25", backend="python").value_and_grad(
         x=2.0, y=0.5
     )
+
+
+def test_the_cost_of_a_fused_loop_follows_its_varying_records() -> None:
+    from symgrad.backends import dispatch
+    from symgrad.backends.native.program import OPT1_MAX_RECORDS
+
+    f = symgrad.compile("x*k + sin(k)*exp(k) + x*x", backend="python")
+    tape = symgrad.transforms.grad_tape(f.tape)
+    every = dispatch.varying_records(tape, [(10,) for _ in f.variables])
+    some = dispatch.varying_records(tape, [(10,) if name == "x" else () for name in f.variables])
+    assert every == len(tape) and 0 < some < every  # sin(k)*exp(k) and its partials read only k
+    figures = native.EXECUTOR.figures
+    n = 2 * OPT1_MAX_RECORDS
+    small = native.EXECUTOR.array_cost(n, 10, n_varying=OPT1_MAX_RECORDS)
+    big = native.EXECUTOR.array_cost(n, 10, n_varying=OPT1_MAX_RECORDS + 1)
+    opt1 = figures.fused_opt1_setup_fixed + figures.fused_opt1_setup_per_record * OPT1_MAX_RECORDS
+    opt0 = figures.fused_setup_fixed + figures.fused_setup_per_record * (OPT1_MAX_RECORDS + 1)
+    assert small.setup - big.setup == pytest.approx(opt1 - opt0)  # (the same LLVM start in both)
+    once, every_point = figures.fused_call_per_uniform, figures.fused_call_per_element * 10
+    assert small.call == pytest.approx(
+        figures.fused_call_fixed + once * (n - OPT1_MAX_RECORDS) + every_point * OPT1_MAX_RECORDS
+    )

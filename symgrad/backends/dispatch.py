@@ -62,6 +62,7 @@ __all__ = [
     "resolve_backend",
     "scalar_entry",
     "scalar_tiers",
+    "varying_records",
 ]
 
 Fn = Callable[..., Any]
@@ -118,12 +119,13 @@ def scalar_tiers(tape: Tape) -> list[Tier]:
     return sorted(tiers, key=lambda tier: tier[1])
 
 
-def array_tiers(tape: Tape, n_points: int) -> list[Tier]:
-    """The same for array calls of ``n_points`` broadcast points."""
+def array_tiers(tape: Tape, n_points: int, n_varying: int | None = None) -> list[Tier]:
+    """The same for array calls of ``n_points`` broadcast points (``n_varying``: see
+    :func:`varying_records`; None: every record varies)."""
     n = len(tape)
     tiers = []
     for executor in registry.EXECUTORS.values():
-        cost = executor.array_cost(n, n_points)
+        cost = executor.array_cost(n, n_points, n_varying)
         if cost is not None and executor.supports(tape):
             tiers.append((executor.name, _setup(executor.name, "array", cost.setup), cost.call))
     return sorted(tiers, key=lambda tier: tier[1])
@@ -471,10 +473,20 @@ def array_entry(
         if cached is not None:
             publish(cached)
             return cached, None
-    tiers = array_tiers(tape, math.prod(_broadcast(shapes)))
+    tiers = array_tiers(tape, math.prod(_broadcast(shapes)), varying_records(tape, shapes))
     tiers.sort(key=lambda tier: tier[0] != "numpy")  # (stable) the tier serving first is the numpy program's
     rental = Rental(tiers, {"native": native_fn}, publish, numpy_fn, kind="array")
     return rental.entry, rental
+
+
+def varying_records(tape: Tape, shapes: Sequence[Shape]) -> int:
+    """How many records read, directly or not, an input of more than one value: the records a fused
+    loop computes at every point (the others it computes once per call, and a loop of at most
+    ``OPT1_MAX_RECORDS`` compiles at opt 1, several times slower: the cost model needs the count)."""
+    varying = [math.prod(s) != 1 for s in shapes] + [False] * len(tape.consts)
+    for instr in tape.instrs:
+        varying.append(any([varying[a] for a in instr.args]))
+    return sum(varying[tape.first_instr_slot :])
 
 
 # ------------------------------------------------------------------ batches ---

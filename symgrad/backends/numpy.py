@@ -551,9 +551,10 @@ class NumpyExecutor(BaseExecutor):
     ) -> ArrayEntry:
         return array_function(tape, shapes, reduce_to)
 
-    def array_cost(self, n_records: int, n_points: int) -> Cost:
+    def array_cost(self, n_records: int, n_points: int, n_varying: int | None = None) -> Cost:
         f = self.figures
-        per_call = n_records * (f.call_per_record + f.call_per_element * max(n_points, 1))
+        varying = n_records if n_varying is None else n_varying
+        per_call = n_records * f.call_per_record + varying * f.call_per_element * max(n_points, 1)
         return Cost(f.setup_per_record * n_records, per_call)
 
     def batch_entry(self, tape: Tape, n_shared: int, fallback: BatchEntry | None) -> BatchProgram:

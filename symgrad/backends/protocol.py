@@ -154,8 +154,9 @@ class Executor(Protocol):
         """Estimated setup and per-call seconds of its scalar entry, None without one."""
         ...
 
-    def array_cost(self, n_records: int, n_points: int) -> Cost | None:
-        """The same for array calls of ``n_points`` broadcast points."""
+    def array_cost(self, n_records: int, n_points: int, n_varying: int | None = None) -> Cost | None:
+        """The same for array calls of ``n_points`` broadcast points, of which ``n_varying`` records
+        (None: all) vary from point to point; the others read only one-value inputs."""
         ...
 
     def batch_cost(self, n_records: int, n_points: int) -> Cost | None:
@@ -190,7 +191,7 @@ class BaseExecutor:
     def scalar_cost(self, n_records: int) -> Cost | None:
         return None
 
-    def array_cost(self, n_records: int, n_points: int) -> Cost | None:
+    def array_cost(self, n_records: int, n_points: int, n_varying: int | None = None) -> Cost | None:
         return None
 
     def batch_cost(self, n_records: int, n_points: int) -> Cost | None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from ... import config
 from ...tape import Tape
 from ..protocol import ArrayEntry, BatchEntry, Cost, Fallback, Returns, ScalarEntry, Shape
+from .program import OPT1_MAX_RECORDS
 
 if TYPE_CHECKING:
     from .kernel import NativeKernel
@@ -124,8 +125,15 @@ class Figures:
     call_per_record: float = 3e-9
     fused_setup_fixed: float = 10e-3
     fused_setup_per_record: float = 40e-6
+    """The fused loop at opt 0, per record of the loop."""
+    fused_opt1_setup_fixed: float = 20e-3
+    fused_opt1_setup_per_record: float = 120e-6
+    """The loop of a one-chunk program, compiled at opt 1 (``kernel.OPT1_MAX_RECORDS``), per record:
+    measured 24 ms for 37 records, 49 ms for 244, 80 ms for 491 (opt 0: 32 ms for 786)."""
     fused_call_fixed: float = 15e-6
     fused_call_per_element: float = 0.8e-9
+    fused_call_per_uniform: float = 0.1e-6
+    """Per record computed once per call (one-value inputs only), in the loop's Python prelude."""
     batch_setup_fixed: float = 10e-3
     batch_setup_per_record: float = 20e-6
     batch_call_fixed: float = 4e-6
@@ -206,10 +214,15 @@ class NativeExecutor:
         setup = self._start() + f.setup_fixed + f.setup_per_record * n_records
         return Cost(setup, f.call_fixed + f.call_per_record * n_records)
 
-    def array_cost(self, n_records: int, n_points: int) -> Cost:
+    def array_cost(self, n_records: int, n_points: int, n_varying: int | None = None) -> Cost:
         f = self.figures
-        setup = self._start() + f.fused_setup_fixed + f.fused_setup_per_record * n_records
-        return Cost(setup, f.fused_call_fixed + f.fused_call_per_element * n_records * max(n_points, 1))
+        loop = n_records if n_varying is None else n_varying
+        if loop <= OPT1_MAX_RECORDS:
+            setup = f.fused_opt1_setup_fixed + f.fused_opt1_setup_per_record * loop
+        else:
+            setup = f.fused_setup_fixed + f.fused_setup_per_record * loop
+        per_call = f.fused_call_per_uniform * (n_records - loop) + f.fused_call_per_element * loop * max(n_points, 1)
+        return Cost(self._start() + setup, f.fused_call_fixed + per_call)
 
     def batch_cost(self, n_records: int, n_points: int) -> Cost:
         f = self.figures

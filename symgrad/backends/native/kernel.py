@@ -36,7 +36,7 @@ from ..protocol import Returns, wrong_arguments
 from . import cache, jit, libm, pyentry
 from .build import ARRAY, MAX_WIDTH, SCALAR, STACK_LIMIT, build_ir, layout_of
 from .emit import rules_of
-from .program import CHUNK, Layout, Program
+from .program import OPT1_MAX_RECORDS, Layout, Program
 
 __all__ = [
     "MIN_POINTS_PER_THREAD",
@@ -52,10 +52,6 @@ __all__ = [
     "llvm_ir",
 ]
 
-OPT1_MAX_RECORDS = CHUNK
-"""The array loop of a one-chunk program is compiled at opt 1 (inlined, four points per iteration);
-everything else at opt 0 (see jit.py): measured, opt 1 costs 5-10x the compile time and gains
-nothing measurable per scalar call."""
 MIN_POINTS_PER_THREAD = 50_000
 """An array call is split across threads only when every thread gets at least this many points..."""
 MIN_WORK_PER_THREAD = 5_000_000

@@ -32,10 +32,14 @@ from dataclasses import dataclass
 
 from ...tape import Tape, TapeError
 
-__all__ = ["CHUNK", "DELAY", "Layout", "Program", "unchecked"]
+__all__ = ["CHUNK", "DELAY", "OPT1_MAX_RECORDS", "Layout", "Program", "unchecked"]
 
 CHUNK = 500
 """Records per compiled function (measured: compile time stays linear in tape size)."""
+OPT1_MAX_RECORDS = CHUNK
+"""The array loop of a one-chunk program is compiled at opt 1 (inlined, four points per iteration);
+everything else at opt 0 (see jit.py): measured, opt 1 costs 5-10x the compile time and gains
+nothing measurable per scalar call."""
 DELAY = 50
 """How many records later the readers of a libm result run (measured on W3: 30-100 all gain about as much)."""
 
