@@ -98,12 +98,19 @@ def _abs_reverse(tape: Tape, values: list[float]) -> list[float]:
     return acc
 
 
+_EXACT = frozenset(("max", "min"))
+"""Ops whose result is one of their arguments, bit for bit."""
+
+
 def _rounded_forward(tape: Tape, x: list[float], factor: Callable[[int], float]) -> list[float]:
     """A forward sweep in which record k's result is multiplied by ``factor(k)`` before later
-    records use it: a model of each operation's rounding, propagated."""
+    records use it: a model of each operation's rounding, propagated.  ``max`` and ``min`` round
+    nothing (they return an argument), and their partials ask which argument they returned: a
+    result moved off every argument would make the wobbled sweep's derivative undefined."""
     values = [*x, *tape.consts]
     for k, instr in enumerate(tape.instrs):
-        values.append(instr.op.scalar(*(values[a] for a in instr.args)) * factor(k))
+        value = instr.op.scalar(*(values[a] for a in instr.args))
+        values.append(value if instr.op.name in _EXACT else value * factor(k))
     return values
 
 

@@ -323,3 +323,16 @@ def test_cli_check_user_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: 
     status, out, err = run(capsys, *argv)
     assert status == 2 and out == ""
     assert fragment in err and "Traceback" not in err
+
+
+def test_the_agreement_scale_sees_cancellation_behind_max() -> None:
+    # tanh(15.95) is 1 - 2.8e-14: its partial 1 - out*out keeps two digits, and the gradient
+    # (-4.2169e-13 against sympy's -4.2203e-13) is that accurate.  The rounding model must see it
+    # through max, whose partial asks which argument it returned (a wobbled max returned none).
+    src = "acos(max(x, x + 0.5, atan2(acos(0.), 1.6 + 1.4*tanh(pow(1.6 + 1.4*tanh(x), x)))))"
+    x = sympy.Symbol("x")
+    half, inner = sympy.Rational(1, 2), 7 * sympy.tanh(x) / 5 + sympy.Rational(8, 5)
+    sym = sympy.acos(
+        sympy.Max(x, x + half, sympy.atan2(sympy.pi / 2, 7 * sympy.tanh(inner**x) / 5 + sympy.Rational(8, 5)))
+    )
+    assert_tape_agrees(symgrad.compile(src, backend="python"), sym, {"x": -2.0})
