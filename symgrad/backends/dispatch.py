@@ -483,9 +483,7 @@ def varying_records(tape: Tape, shapes: Sequence[Shape]) -> int:
     """How many records read, directly or not, an input of more than one value: the records a fused
     loop computes at every point (the others it computes once per call, and a loop of at most
     ``OPT1_MAX_RECORDS`` compiles at opt 1, several times slower: the cost model needs the count)."""
-    varying = [math.prod(s) != 1 for s in shapes] + [False] * len(tape.consts)
-    for instr in tape.instrs:
-        varying.append(any([varying[a] for a in instr.args]))
+    varying = tape.depends_on(j for j, s in enumerate(shapes) if math.prod(s) != 1)
     return sum(varying[tape.first_instr_slot :])
 
 

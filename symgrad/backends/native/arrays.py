@@ -217,9 +217,7 @@ def array_function(
     loop, boundary, before = split_uniform(program, uniform_inputs)
     loop, recips = reciprocals(loop, len(boundary))
     recips = [j - (loop.n_inputs - len(recips) - len(boundary)) for j in recips]  # as indices into ``fixed``
-    varying_slot = [not u for u in uniform_inputs] + [False] * len(program.consts)
-    for _, args in program.records:
-        varying_slot.append(any(varying_slot[a] for a in args))
+    varying_slot = tape.depends_on(j for j, u in enumerate(uniform_inputs) if not u)  # (program slots are tape slots)
     summed: list[int] = []
     targets: list[Shape | None] = []
     for k, slot in enumerate(program.outputs):
