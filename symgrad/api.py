@@ -20,7 +20,7 @@ from .errors import InputError
 from .expr import is_plain
 from .function import Function, Gradient, merge_point
 from .lower import declare, lower, lower_many
-from .model import Declaration, Declared, declared_inputs, lower_model, normalise_declaration
+from .model import Declaration, Declared, ModelText, declared_inputs, lower_model, normalise_declaration
 from .parser import parse
 from .tape import Tape
 
@@ -95,6 +95,14 @@ def clear_cache() -> None:
 
 def _lower_any(sources: tuple[str, ...], declared: Declared | None, sizes: Mapping[str, int] | None) -> Tape:
     """Plain formulas through :func:`lower`; models (or sizes, or declared vectors) through :func:`lower_model`."""
+    return _lowered(sources, declared, sizes)[0]
+
+
+def _lowered(
+    sources: tuple[str, ...], declared: Declared | None, sizes: Mapping[str, int] | None
+) -> tuple[Tape, ModelText | None]:
+    """:func:`_lower_any`'s tape, and for a one-formula model what it was lowered from (its sums'
+    derivatives are then assembled from one term each: :mod:`symgrad.elements`)."""
     exprs = [parse(s) for s in sources]
     modelling = sizes is not None or (declared is not None and bool(declared) and not isinstance(declared[0], str))
     if modelling or not all(is_plain(e) for e in exprs):
@@ -103,12 +111,18 @@ def _lower_any(sources: tuple[str, ...], declared: Declared | None, sizes: Mappi
             variables = {name: length for name, length in declared if isinstance(name, str)}
         elif declared is not None:
             variables = [name for name in declared if isinstance(name, str)]
-        return lower_model(exprs, sources, sizes=sizes, variables=variables)
+        tape = lower_model(exprs, sources, sizes=sizes, variables=variables)
+        return tape, ModelText(exprs[0], sources[0], sizes, variables) if len(exprs) == 1 else None
     names = declared  # plain names (a model is needed for vectors)
     assert names is None or all(isinstance(n, str) for n in names)
     if len(sources) == 1:
-        return lower(exprs[0], sources[0], variables=names)  # type: ignore[arg-type]
-    return lower_many(exprs, sources, names)  # type: ignore[arg-type]
+        return lower(exprs[0], sources[0], variables=names), None  # type: ignore[arg-type]
+    return lower_many(exprs, sources, names), None  # type: ignore[arg-type]
+
+
+def _model_function(source: str, declared: Declared | None, sizes: Mapping[str, int] | None, backend: str) -> Function:
+    tape, model = _lowered((source,), declared, sizes)
+    return Function(tape, source, backend, model=model)
 
 
 def _compile_one(source: str, backend: str) -> Function:
@@ -186,15 +200,14 @@ def compile(
             return _redeclare(source, declared, backend)
         if backend is None or dispatch.resolve_backend(backend) == source.backend:
             return source
-        return Function(source.tape, source.source, backend, source.derivation)
+        return Function(source.tape, source.source, backend, source.derivation, model=source._model)
     chosen = dispatch.resolve_backend(backend)
     if isinstance(source, str):
-        texts: tuple[str, ...] = (source,)
         if declared is None and size_key is None:
             return _cache.get((source, chosen, None, None), lambda: _compile_one(source, chosen))
         return _cache.get(
             (source, chosen, declared, size_key),
-            lambda: Function(_lower_any(texts, declared, sizes), source, chosen),
+            lambda: _model_function(source, declared, sizes, chosen),
         )
     if isinstance(source, (list, tuple)) and source and all(isinstance(s, str) for s in source):
         sources = tuple(source)

@@ -50,6 +50,7 @@ from .backends import dispatch, interpreter
 from .backends import python as python_code
 from .backends.numpy import fit as fit_shape
 from .backends.protocol import Returns
+from .elements import HessianAssembly
 from .errors import (
     InputError,
     MissingDependencyError,
@@ -64,7 +65,7 @@ from .errors import (
 )
 from .explain import Explanation
 from .formula import FormulaTooLongError, to_formula
-from .model import declared_vectors, vector_items
+from .model import ModelText, declared_vectors, vector_items
 from .tape import Tape
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class Function:
         "_fwd",
         "_getter",
         "_index",
+        "_model",
         "_n",
         "_patterns",
         "_rentals",
@@ -110,9 +112,18 @@ class Function:
     )
 
     def __init__(
-        self, tape: Tape, source: str | None = None, backend: str | None = None, derivation: str | None = None
+        self,
+        tape: Tape,
+        source: str | None = None,
+        backend: str | None = None,
+        derivation: str | None = None,
+        *,
+        model: ModelText | None = None,
     ) -> None:
         self.tape = tape
+        self._model = model
+        """What a one-formula model was lowered from: its sums' Hessians are then assembled from one
+        term each (:mod:`symgrad.elements`); None otherwise."""
         self.derivation = derivation
         """For a derived Function (``f.derivative("x")``, ``f.hessian_function()``, …) what it is derived
         from, as ``"d/dx of 'x**3'"``; None otherwise."""
@@ -599,7 +610,12 @@ class Function:
         found = self._patterns.get(key)
         if found is None:
             positions = [self._index[name] for name in names]
-            if kind == "hessian":
+            assembly = self._assembly(kind, names)
+            rows: Any
+            cols: Any
+            if assembly is not None:
+                rows, cols = assembly.rows, assembly.cols
+            elif kind == "hessian":
                 rows, cols = sparse.hessian_pattern(self.tape, positions)
             else:
                 per_row = sparse.jacobian_pattern(self.tape, positions)
@@ -607,6 +623,19 @@ class Function:
                 cols = [c for row in per_row for c in row]
             found = self._patterns[key] = (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
         return found
+
+    def _assembly(self, kind: str, names: tuple[str, ...]) -> HessianAssembly | None:
+        """The Hessian assembled from the model's sums, one term each (for every variable at once), or
+        None where that does not apply (not a model, no sum with a term, a Hessian by some variables)."""
+        if kind != "hessian" or self._model is None or names != self.variables:
+            return None
+        found = self._patterns.get(("assembly",))
+        if found is None:
+            terms = self._model.terms(self.variables)
+            value_name = self.tape.output_names[0] if self.tape.output_names else "f"
+            found = self._patterns[("assembly",)] = (None if terms is None else HessianAssembly(*terms, value_name),)
+        assembly: HessianAssembly | None = found[0]
+        return assembly
 
     def _wrt_tuple(self, wrt: Wrt) -> tuple[str, ...]:
         if wrt is None:  # (every call of a sparse derivative asks: no lookup per variable)
@@ -664,6 +693,9 @@ class Function:
         def build() -> Tape:
             positions = [self._index[name] for name in names]
             rows, cols = self._pattern(kind, names)
+            assembly = self._assembly(kind, names)
+            if assembly is not None:
+                return assembly.tape()
             if kind == "hessian":
                 built = self._derived.get(("grad", None))  # the value-and-gradient tape vg already uses
                 gradient = (built, [1 + p for p in positions]) if built is not None else None

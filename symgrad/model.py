@@ -40,10 +40,13 @@ from .tape import Tape
 
 __all__ = [
     "Declaration",
+    "ModelText",
+    "Term",
     "declared_inputs",
     "declared_vectors",
     "expand",
     "lower_model",
+    "model_terms",
     "vector_items",
 ]
 
@@ -190,6 +193,10 @@ class _Context:
 
     def error(self, message: str, span: Span, hint: str = "") -> ModelError:
         return ModelError(message, self.source, span, hint)
+
+    def number(self, k: Any) -> Any:
+        """The operand of a loop index used as a number that is not an int (see :class:`_TermContext`)."""
+        raise TypeError(f"a loop index is an int, got {type(k).__name__}")
 
     def see(self, name: str, span: Span, vector: bool) -> None:
         first = self.appearance.get(name)
@@ -432,7 +439,7 @@ def _run(context: _Context, top: list[tuple[Any, ...]], env: Mapping[str, int] |
                 break
             elif kind == _LOOP:
                 k = env[step[1]]
-                refs.append(const(float(k), str(k)))
+                refs.append(const(float(k), str(k)) if type(k) is int else context.number(k))
             elif kind == _DEF:
                 scalar_key: tuple[int, int | None] = (id(step[1]), None)
                 if scalar_key in memo:
@@ -673,3 +680,231 @@ def expand(
     context, templates = _prepare([expr], [source], _ExprSink(), sizes, variables)
     result: Expr = _run(context, templates[0][0])
     return result
+
+
+# -- one term of a sum, for every index at once ----------------------------------------------
+
+
+class _NotATerm(Exception):
+    """The body of a sum is not one term instantiated per index (see :func:`model_terms`)."""
+
+
+class _Affine_i:
+    """An integer ``coefficient * i + constant`` in the loop index ``i`` of a sum being made a term.
+
+    Indices of the body compute with it as with an int; what is not affine in ``i`` (``i*i``), a
+    bound or comparison that depends on ``i``, raises :class:`_NotATerm`."""
+
+    __slots__ = ("coefficient", "constant")
+
+    def __init__(self, coefficient: int, constant: int) -> None:
+        self.coefficient = coefficient
+        self.constant = constant
+
+    @staticmethod
+    def of(coefficient: int, constant: int) -> Any:
+        return constant if coefficient == 0 else _Affine_i(coefficient, constant)
+
+    def __add__(self, other: Any) -> Any:
+        if isinstance(other, _Affine_i):
+            return _Affine_i.of(self.coefficient + other.coefficient, self.constant + other.constant)
+        if type(other) is int:
+            return _Affine_i(self.coefficient, self.constant + other)
+        return NotImplemented
+
+    __radd__ = __add__
+
+    def __neg__(self) -> _Affine_i:
+        return _Affine_i(-self.coefficient, -self.constant)
+
+    def __sub__(self, other: Any) -> Any:
+        return self + (-other)
+
+    def __rsub__(self, other: Any) -> Any:
+        return (-self) + other
+
+    def __mul__(self, other: Any) -> Any:
+        if type(other) is int:
+            return _Affine_i.of(self.coefficient * other, self.constant * other)
+        raise _NotATerm
+
+    __rmul__ = __mul__
+
+    def _compare(self, other: Any) -> bool:
+        raise _NotATerm
+
+    __lt__ = __le__ = __gt__ = __ge__ = _compare
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Affine_i) and (self.coefficient, self.constant) == (other.coefficient, other.constant)
+
+    def __hash__(self) -> int:
+        return hash((self.coefficient, self.constant))
+
+    def __str__(self) -> str:
+        c = self.coefficient
+        head = "i" if c == 1 else "-i" if c == -1 else f"{c}*i"
+        return head if not self.constant else f"{head}{self.constant:+d}"
+
+
+TermInput = tuple[str, str, int, int]
+"""What one input of a term's tape is, per index ``i`` of its sum: ``("vector", name, a, b)``:
+element ``a*i + b`` of vector ``name``; ``("scalar", name, 0, 0)``: the variable ``name``;
+``("index", "", a, b)``: the number ``a*i + b``."""
+
+
+class ModelText:
+    """What a one-formula model was lowered from, kept by its Function for :func:`model_terms`."""
+
+    __slots__ = ("expr", "sizes", "source", "variables")
+
+    def __init__(self, expr: Expr, source: str, sizes: Mapping[str, int] | None, variables: Declaration | None) -> None:
+        self.expr, self.source, self.sizes, self.variables = expr, source, sizes, variables
+
+    def terms(self, inputs: Sequence[str]) -> tuple[Tape, list[Term]] | None:
+        """:func:`model_terms` of this model, over the inputs of its tape."""
+        return model_terms(self.expr, self.source, inputs, sizes=self.sizes, variables=self.variables)
+
+
+class Term:
+    """``sign * sum(tape for i in lo..hi)``: one term of a model's formula, lowered once."""
+
+    __slots__ = ("hi", "inputs", "lo", "sign", "tape")
+
+    def __init__(self, tape: Tape, inputs: tuple[TermInput, ...], lo: int, hi: int, sign: float) -> None:
+        self.tape = tape
+        self.inputs = inputs
+        """Per input of ``tape``, what it is for each ``i``."""
+        self.lo, self.hi, self.sign = lo, hi, sign
+
+
+class _TermContext(_Context):
+    """Lowers a sum's body once for a symbolic loop index: vector elements become the term's inputs."""
+
+    def __init__(self, sink: _Sink, source: str, sizes: Mapping[str, int], declared: dict[str, int | None] | None):
+        super().__init__(sink, source, sizes, declared)
+        self.inputs: dict[str, TermInput] = {}
+
+    def element(self, step: tuple[Any, ...], env: Mapping[str, int]) -> Any:
+        _, name, (affine, program, _), _, _ = step
+        k = _value(affine, program, env)
+        if not isinstance(k, _Affine_i):  # an element fixed for every term: not a local input
+            raise _NotATerm
+        local = f"{name}[{k}]"
+        self.inputs[local] = ("vector", name, k.coefficient, k.constant)
+        operand = self.elements[name, k] = self.sink.var(local)
+        return operand
+
+    def number(self, k: Any) -> Any:
+        if not isinstance(k, _Affine_i):
+            raise _NotATerm
+        local = f"#{k}"
+        self.inputs[local] = ("index", "", k.coefficient, k.constant)
+        return self.sink.var(local)
+
+
+def _additive_leaves(body: Expr) -> list[tuple[Expr, float]]:
+    """The terms of ``body`` read as ``±t1 ± t2 ± …`` (through ``+``, ``-`` and unary minus), with their signs."""
+    leaves: list[tuple[Expr, float]] = []
+    stack: list[tuple[Expr, float]] = [(body, 1.0)]
+    while stack:
+        node, sign = stack.pop()
+        if isinstance(node, Call) and node.op.name in ("add", "sub") and len(node.args) == 2:
+            stack.append((node.args[1], sign if node.op.name == "add" else -sign))
+            stack.append((node.args[0], sign))
+        elif isinstance(node, Call) and node.op.name == "neg":
+            stack.append((node.args[0], -sign))
+        else:
+            leaves.append((node, sign))
+    return leaves
+
+
+def _term(
+    node: Reduce,
+    sign: float,
+    definitions: Sequence[Definition],
+    source: str,
+    sizes: Mapping[str, int],
+    declared: dict[str, int | None] | None,
+) -> Term | None:
+    """``node`` (a ``sum`` at the top of the formula) as one term lowered once, or None if it is not one."""
+    builder = TapeBuilder(source)
+    context = _TermContext(_TapeSink(builder), source, sizes, declared)
+    _define(context, definitions, 0)
+    lo, hi = (
+        _value(*_integer(bound, (), sizes, source, 0, "the bounds of sum")[:2], {}) for bound in (node.lo, node.hi)
+    )
+    try:
+        steps = context.compile(node.body, (node.var,), 0)
+        out = _run(context, steps, {node.var: _Affine_i(1, 0)})  # type: ignore[dict-item]
+    except _NotATerm:
+        return None
+    for name in builder.inputs:
+        if name not in context.inputs:
+            context.inputs[name] = ("scalar", name, 0, 0)
+    tape = builder.finish([out])
+    inputs = tuple(context.inputs[name] for name in tape.inputs)
+    return Term(tape, inputs, lo, hi, sign) if _numbers_only_scale(tape, inputs) else None
+
+
+_SCALING = frozenset(("add", "sub", "mul", "div", "neg"))
+
+
+def _numbers_only_scale(tape: Tape, inputs: Sequence[TermInput]) -> bool:
+    """Whether the loop index, used as a number, only adds to or scales what the variables compute.
+
+    Expanded, each term has its index as a constant, and the builder may rewrite a record for that
+    constant (``x**(i-1)`` at ``i = 1`` is ``x``, whose second derivative at 0 is 0, where the rule
+    for ``x**b`` gives ``0 * 0**-1``, nan).  Values made of the index and constants only may feed
+    ``+ - * /`` alone: rewrites there (``x*1``, ``x + 0``) give the same numbers."""
+    n = tape.n_inputs
+    numbers = [kind == "index" for kind, _, _, _ in inputs] + [False] * (tape.n_slots - n)
+    varying = [kind != "index" for kind, _, _, _ in inputs] + [False] * (tape.n_slots - n)
+    base = tape.first_instr_slot
+    for k, instr in enumerate(tape.instrs):
+        slot = base + k
+        varying[slot] = any(varying[a] for a in instr.args)
+        numbers[slot] = any(numbers[a] for a in instr.args)
+        if varying[slot] and instr.op.name not in _SCALING and any(numbers[a] and not varying[a] for a in instr.args):
+            return False
+    return True
+
+
+def model_terms(
+    expr: Expr,
+    source: str,
+    inputs: Sequence[str],
+    *,
+    sizes: Mapping[str, int] | None = None,
+    variables: Declaration | None = None,
+) -> tuple[Tape, list[Term]] | None:
+    """A one-formula model as ``rest + Σ terms``: each ``sum(body for i in a..b)`` added or subtracted
+    at the top of the formula whose body indexes vectors affinely in ``i`` (``x[2*i-1]``, ``r[i+1]``)
+    lowered *once* as a :class:`Term`, and the rest of the formula (those sums replaced by 0) as a
+    tape over ``inputs`` (the model's tape's inputs, in order).  None when no sum qualifies.
+
+    Derivatives of a term are then taken once and instantiated per index (:mod:`symgrad.elements`),
+    instead of once per record of the expanded tape."""
+    body = expr.body if isinstance(expr, Program) else expr
+    definitions = expr.definitions if isinstance(expr, Program) else ()
+    checked = _sizes(sizes)
+    declared = _declaration(variables, checked)
+    terms: list[Term] = []
+    spans: set[tuple[int, int]] = set()
+    for leaf, sign in _additive_leaves(body):
+        if isinstance(leaf, Reduce) and leaf.op.name == "add":
+            term = _term(leaf, sign, definitions, source, checked, declared)
+            if term is not None:
+                spans.add((leaf.span.start, leaf.span.end))
+                if term.lo <= term.hi:
+                    terms.append(term)
+    if not spans:
+        return None
+    builder = TapeBuilder(source)
+    for name in inputs:
+        builder.var(name)
+    context, templates = _prepare([expr], [source], _TapeSink(builder), sizes, variables)
+    zero = (_REF, builder.const(0.0))
+    top = [zero if step[0] == _REDUCE and (step[6].start, step[6].end) in spans else step for step in templates[0][0]]
+    rest = builder.finish([_run(context, top)], (), inputs)
+    return rest, terms

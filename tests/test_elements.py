@@ -1,0 +1,144 @@
+"""Hessians of models assembled from one term per sum (symgrad/elements.py), against sympy and the
+general path (the same tape without its model: every record through the tape builder)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy
+
+import symgrad
+from symgrad import parser
+from symgrad.function import Function
+from symgrad.model import expand
+from symgrad.symbolic import to_sympy
+
+MODELS = [
+    # (source, sizes, whether a term is assembled)
+    ("sum(100*(x[2*i] - x[2*i-1]**2)**2 + (1 - x[2*i-1])**2 for i in 1..m)", {"n": 8, "m": 4}, True),
+    (
+        "sum((x[4*i-3] + 10*x[4*i-2])**2 + 5*(x[4*i-1] - x[4*i])**2 + (x[4*i-2] - 2*x[4*i-1])**4"
+        " + 10*(x[4*i-3] - x[4*i])**4 for i in 1..m)",
+        {"n": 8, "m": 2},
+        True,
+    ),
+    (  # a definition with an index, and terms outside the sum
+        "r[i] = (3 - 2*x[i])*x[i] - x[i-1] - 2*x[i+1] + 1;\n"
+        "((3 - 2*x[1])*x[1] - 2*x[2] + 1)**2 + sum(r[i]**2 for i in 2..n-1) + ((3 - 2*x[n])*x[n] - x[n-1] + 1)**2",
+        {"n": 7},
+        True,
+    ),
+    (  # a scalar definition, the loop index as a number
+        "h = 1/(n + 1);\n"
+        "r[i] = 2*x[i] - x[i-1] - x[i+1] + h**2*(x[i] + i*h + 1)**3/2;\n"
+        "(2*x[1] - x[2] + h**2*(x[1] + h + 1)**3/2)**2 + sum(r[i]**2 for i in 2..n-1)"
+        " + (2*x[n] - x[n-1] + h**2*(x[n] + n*h + 1)**3/2)**2",
+        {"n": 6},
+        True,
+    ),
+    # two elements that coincide at one index (i = 3): a local off-diagonal entry on the diagonal
+    ("sum(x[i]*x[n+1-i]*exp(x[i]) for i in 1..n)", {"n": 5}, True),
+    # sums subtracted and negated, a scalar variable, two sums over the same elements
+    ("a*x[1]**3 - sum(a*sin(x[i]*x[i+1]) for i in 1..n-1) + -sum(x[i]**2*a**2 for i in 1..n)", {"n": 5}, True),
+    # an empty sum, and one over a single index
+    ("x[1]*x[2] + sum(x[i]**3 for i in 3..2) + sum(cos(x[i]*x[1]) for i in 2..2)", {"n": 2}, True),
+    # not a term per index: the general path (non-affine index, bound depending on i, a fixed element)
+    ("sum(x[i*i]**2*x[i] for i in 1..2)", {"n": 4}, False),
+    ("sum(sum(x[i]*x[j] for j in 1..i) for i in 1..n)", {"n": 4}, False),
+    ("sum(x[1]*x[i]**2 for i in 1..n)", {"n": 4}, False),
+    # the index in an exponent: x**(i-1) is rewritten to 1 and x at i = 1, 2 (see _numbers_only_scale)
+    ("sum(x[i]**(i-1)*x[i+1] for i in 1..n-1)", {"n": 4}, False),
+    ("sum(i*x[i]**2*exp(x[i+1]/i) + (i - 1)*x[i] for i in 1..n-1)", {"n": 4}, True),
+]
+
+
+def _compile(source: str, sizes: dict[str, int]) -> Function:
+    return symgrad.compile(source, sizes=sizes, variables={"x": "n", "a": None} if "a*" in source else {"x": "n"})
+
+
+def _sympy_hessian(source: str, sizes: dict[str, int], f: Function, point: list[float]) -> np.ndarray:
+    """The oracle: the model written out from its syntax tree, to sympy, differentiated twice."""
+    declared = {"x": "n", "a": None} if "a*" in source else {"x": "n"}
+    expr = to_sympy(expand(parser.parse(source), source, sizes=sizes, variables=declared))
+    symbols = [sympy.Symbol(name) for name in f.variables]
+    hessian = sympy.hessian(expr, symbols)
+    values = hessian.subs(dict(zip(symbols, point, strict=True)))
+    return np.array(values.evalf(30).tolist(), dtype=float)
+
+
+@pytest.mark.parametrize(("source", "sizes", "assembled"), MODELS)
+def test_assembled_hessian_agrees_with_sympy_and_the_general_path(
+    source: str, sizes: dict[str, int], assembled: bool
+) -> None:
+    f = _compile(source, sizes)
+    general = Function(f.tape)  # the same tape, no model: every derivative record through the builder
+    assert (f._assembly("hessian", f.variables) is not None) == assembled
+    point = np.random.default_rng(len(source)).uniform(0.2, 0.9, len(f.variables)).tolist()
+    expected = _sympy_hessian(source, sizes, f, point)
+    got = f.sparse_hessian(*point)
+    np.testing.assert_allclose(got.toarray(), expected, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(got.toarray(), general.sparse_hessian(*point).toarray(), rtol=1e-14, atol=1e-14)
+    assert (f.hessian_sparsity() != general.hessian_sparsity()).nnz == 0
+    f.sparse_hessian_function().tape.validate()  # a tape made by copying records: still well formed
+
+
+@pytest.mark.parametrize("backend", ["python", "native"])
+def test_assembled_tape_runs_on_every_executor(backend: str) -> None:
+    source, sizes, _ = MODELS[2]
+    f = symgrad.compile(source, sizes=sizes, variables={"x": "n"}, backend=backend)
+    point = np.linspace(-0.5, 0.7, sizes["n"]).tolist()
+    h = f.sparse_hessian_function()
+    np.testing.assert_allclose(
+        f.sparse_hessian(*point, lower=True).toarray(),
+        np.tril(_sympy_hessian(source, sizes, f, point)),
+        rtol=1e-13,
+        atol=1e-13,
+    )
+    points = np.random.default_rng(1).uniform(-1, 1, (sizes["n"], 6))  # the array path: one column per point
+    batched = np.array(np.broadcast_arrays(*h(*points)))  # (outputs that are constants come back as floats)
+    for k in range(points.shape[1]):
+        np.testing.assert_allclose(batched[:, k], np.asarray(h(*points[:, k].tolist())), rtol=1e-15)
+
+
+def test_a_term_multiplied_by_zero_at_one_index_keeps_its_entry_as_zero() -> None:
+    """At i = 1 the term is 0 * ... (a structural entry, as in the expanded tape: 0 * inf is nan, so
+    nothing folds it away); its value is an exact 0."""
+    source, sizes = "sum((i - 1)*x[i]**2*x[i+1] for i in 1..n-1)", {"n": 4}
+    f = _compile(source, sizes)
+    general = Function(f.tape)
+    ours, theirs = f.hessian_sparsity(lower=True), general.hessian_sparsity(lower=True)
+    assert (ours != theirs).nnz == 0 and ours[0, 0]
+    point = [0.3, -0.4, 0.5, 0.6]
+    h = f.sparse_hessian(*point)
+    assert h[0, 0] == 0.0
+    np.testing.assert_allclose(h.toarray(), _sympy_hessian(source, sizes, f, point), rtol=1e-13, atol=1e-13)
+
+
+def test_domain_errors_point_into_the_model() -> None:
+    """A copied record keeps its place in the source: the error has the caret under the sum's body."""
+    source = "sum(log(x[i])**2*x[i+1] for i in 1..n-1)"
+    f = _compile(source, {"n": 3})
+    with pytest.raises(symgrad.DomainError) as caught:
+        f.sparse_hessian(-1.0, 2.0, 3.0)
+    with pytest.raises(symgrad.DomainError) as expected:
+        Function(f.tape).sparse_hessian(-1.0, 2.0, 3.0)
+    assert str(caught.value) == str(expected.value)
+    assert "log" in str(caught.value) and "^" in str(caught.value)
+
+
+def test_an_exponent_from_the_index_keeps_the_expanded_values_at_zero() -> None:
+    """x**(i-1) at i = 1 is 1 and at i = 2 is x: second derivatives 0 at x = 0, not 0 * 0**-1."""
+    f = _compile("sum(x[i]**(i-1)*x[i+1] for i in 1..n-1)", {"n": 4})
+    h = f.sparse_hessian(0.0, 0.0, 0.5, 0.6).toarray()
+    assert np.isfinite(h).all()
+    np.testing.assert_array_equal(h[:2, :2], 0.0)
+
+
+def test_hessian_by_some_variables_takes_the_general_path() -> None:
+    source, sizes, _ = MODELS[0]
+    f = _compile(source, sizes)
+    wrt = ["x[3]", "x[4]"]
+    point = np.linspace(0.1, 0.8, 8).tolist()
+    h = f.sparse_hessian(*point, wrt=wrt).toarray()
+    full = _sympy_hessian(source, sizes, f, point)
+    np.testing.assert_allclose(h, full[2:4, 2:4], rtol=1e-13)
