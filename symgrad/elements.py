@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .gcpause import gc_paused
 from .model import Term
 from .ops import OPS
 from .sparse import hessian_pattern, sparse_hessian_tape
@@ -152,6 +153,7 @@ class HessianAssembly:
             self._tape = self._build()
         return self._tape
 
+    @gc_paused
     def _build(self) -> Tape:
         inputs, parts, n = self.inputs, self._parts, len(self.inputs)
         keys, factors, where, rows, cols = self._keys, self._factors, self._where, self.rows, self.cols
@@ -179,22 +181,27 @@ class HessianAssembly:
         filled = 0
         for p, lconsts, nslots in zip(parts, local_consts, number_slots, strict=True):
             tape = p.tape
-            records = [(instr.op, instr.args, instr.span, instr.derivative_of) for instr in tape.instrs]
-            outputs = tape.outputs
-            for copy in range(p.inputs.shape[0]):
-                slot_of = p.inputs[copy].tolist()
-                if nslots is not None:
-                    for k, s in enumerate(nslots[copy].tolist()):
-                        if slot_of[k] < 0:
-                            slot_of[k] = n + s
-                slot_of.extend(n + c for c in lconsts)
-                start = base + len(instrs)
-                slot_of.extend(range(start, start + len(records)))
-                instrs.extend(
-                    [Instr(op, tuple([slot_of[a] for a in args]), span, origin) for op, args, span, origin in records]
-                )
-                contribution[filled : filled + len(outputs)] = [slot_of[o] for o in outputs]
-                filled += len(outputs)
+            copies, n_records = p.inputs.shape[0], len(tape.instrs)
+            # Per copy, the global slot of every local slot: inputs, constants, then its records.
+            table = np.empty((copies, tape.n_slots), dtype=np.int64)
+            table[:, : tape.n_inputs] = p.inputs
+            if nslots is not None:
+                numbers = p.inputs < 0
+                table[:, : tape.n_inputs][numbers] = n + nslots[numbers]
+            table[:, tape.n_inputs : tape.first_instr_slot] = n + np.asarray(lconsts, dtype=np.int64)
+            start = base + len(instrs)
+            table[:, tape.first_instr_slot :] = start + np.arange(copies * n_records, dtype=np.int64).reshape(
+                copies, n_records
+            )
+            block: list[Any] = [None] * (copies * n_records)
+            for k, instr in enumerate(tape.instrs):  # one local record at a time, all its copies at once
+                op, span, origin = instr.op, instr.span, instr.derivative_of
+                args = map(tuple, table[:, list(instr.args)].tolist())
+                block[k::n_records] = [Instr(op, a, span, origin) for a in args]
+            instrs.extend(block)
+            outputs = table[:, list(tape.outputs)].ravel()
+            contribution[filled : filled + len(outputs)] = outputs
+            filled += len(outputs)
 
         # Each entry: the sum of its contributions in order, each times its factor.
         order = np.argsort(where, kind="stable")

@@ -870,6 +870,7 @@ def _numbers_only_scale(tape: Tape, inputs: Sequence[TermInput]) -> bool:
     return True
 
 
+@gc_paused
 def model_terms(
     expr: Expr,
     source: str,
