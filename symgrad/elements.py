@@ -1,98 +1,82 @@
-"""Sparse Hessians of models by assembly: each sum's term differentiated once, placed once per index.
+"""Derivatives of models by assembly: each sum's term differentiated once, placed once per index.
 
 A model such as ``sum(100*(x[2*i] - x[2*i-1]**2)**2 + (1 - x[2*i-1])**2 for i in 1..m)`` is
 m copies of one small function of a few vector elements.  Its Hessian is the sum of m copies of
 that function's Hessian, each placed at the rows and columns of its elements (what finite-element
-codes call assembly).  So the second derivatives are taken once, on the term's tape of a few
-records (:func:`symgrad.sparse.sparse_hessian_tape`), and the Hessian's tape is made by copying
-those records once per index with their slots renumbered, where the general path passes every
-record of the expanded tape through the tape builder (folding, rewrites, CSE: about 20 µs per
-record of the result; a copied record costs about 1 µs).
+codes call assembly); so is its gradient, and a family of constraints' Jacobian is m copies of
+one gradient, placed one row each.  So the derivatives are taken once, on the term's tape of a
+few records (:mod:`symgrad.sparse`, :mod:`symgrad.transforms`), and the derived tape is made by
+copying those records once per index with their slots renumbered, where the general path passes
+every record of the expanded tape through the tape builder (folding, rewrites, CSE: about 20 µs
+per record of the result; a copied record costs about 1 µs).
 
-Where copies meet (element ``x[2*i]`` of one index is ``x[2*i-1]`` of another only in a term
-written with both; a diagonal entry ``x[i]``, ``x[i]`` from two local elements that coincide at
-some ``i``), their contributions are added in index order, and a local off-diagonal entry that
-lands on the diagonal counts twice (∂²/∂u∂v and ∂²/∂v∂u).  What is not a term (the rest of the
-formula, see :func:`symgrad.model.model_terms`) takes the general path and is placed the same way.
+Where copies meet (a variable in the terms of several indices, or two elements of one term that
+coincide at some index: ``x[i]`` and ``x[n+1-i]``), their contributions are added in index order,
+and a local off-diagonal Hessian entry that lands on the diagonal counts twice (∂²/∂u∂v and
+∂²/∂v∂u).  What is not a term (the rest of the formula, see :func:`symgrad.model.model_terms`)
+takes the general path and is placed the same way.
 
-The pattern is the union of the placed local patterns: structural, as
-:func:`symgrad.sparse.hessian_pattern`'s on the expanded tape (the tests compare the two), and
-known before any record is copied.  A sum whose term would differ from its expanded copies is not
-assembled (an index used as an exponent, say: see :func:`symgrad.model.model_terms`).
+The patterns are the unions of the placed local patterns: structural, as
+:mod:`symgrad.sparse`'s on the expanded tape (the tests compare the two), and known before any
+record is copied.  A sum whose term would differ from its expanded copies is not assembled (an
+index used as an exponent, say: see :func:`symgrad.model.model_terms`).  The numbers are those of
+the general path up to rounding (sums in another order), not bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from .builder import TapeBuilder
 from .gcpause import gc_paused
-from .model import Term
+from .model import Term, TermInput
 from .ops import OPS
-from .sparse import hessian_pattern, sparse_hessian_tape
+from .sparse import hessian_pattern, jacobian_pattern, sparse_hessian_tape, sparse_jacobian_tape
 from .tape import Instr, Tape
-from .transforms import derivative_name
+from .transforms import derivative_name, grad_tape
 
-__all__ = ["HessianAssembly"]
+__all__ = [
+    "Assembly",
+    "gradient_parts",
+    "hessian_parts",
+    "jacobian_parts",
+    "weighted",
+]
 
 _ADD, _MUL = OPS["add"], OPS["mul"]
 
 Array = Any
 
 
-class _Copies:
-    """One local Hessian tape and where its copies go: per copy, the global slot of each of its inputs."""
+class Placed:
+    """One local derivative tape and where its copies go.
 
-    def __init__(
-        self,
-        tape: Tape,
-        local: tuple[list[int], list[int]],
-        inputs: Array,
-        numbers: Array | None,
-        rows: Array,
-        cols: Array,
-        sign: float,
-    ) -> None:
-        self.tape = tape
-        self.offdiagonal = np.asarray(local[0]) != np.asarray(local[1])
-        """Per local entry: is it off the local diagonal (two different local variables)?"""
-        self.inputs = inputs
-        """(copies × inputs of ``tape``) int64: the global input slot of each local input (-1: a number)."""
-        self.numbers = numbers
-        """(copies × inputs) float64: the value of each local input that is a number (the loop index), or None."""
-        self.rows, self.cols = rows, cols
-        """(copies × local entries) int64: each local entry's global row and column (lower: rows >= cols)."""
-        self.sign = sign
+    ``slots`` (copies × inputs of ``tape``): the global input slot of each local input, -1 for a
+    number (the loop index), whose values are in ``numbers``; ``keys`` (copies × outputs of
+    ``tape``): the entry each local output adds to (-1: none), times ``factors``."""
+
+    __slots__ = ("factors", "keys", "numbers", "slots", "tape")
+
+    def __init__(self, tape: Tape, slots: Array, numbers: Array | None, keys: Array, factors: Array) -> None:
+        self.tape, self.slots, self.numbers, self.keys, self.factors = tape, slots, numbers, keys, factors
 
 
-def _local(tape: Tape, variables: Sequence[int]) -> tuple[Tape, list[int], list[int]] | None:
-    """The lower-triangle Hessian tape of ``tape`` over its inputs ``variables`` (local entries as
-    indices into ``variables``), or None when it has no structural entry."""
-    rows, cols = hessian_pattern(tape, variables)
-    if not rows:
-        return None
-    return sparse_hessian_tape(tape, variables, rows, cols), rows, cols
-
-
-def _term_copies(term: Term, index: dict[str, int]) -> _Copies | None:
-    """The copies of ``term``'s local Hessian, one per index of its sum, placed by index arithmetic."""
-    variables = [k for k, (kind, _, _, _) in enumerate(term.inputs) if kind != "index"]
-    local = _local(term.tape, variables)
-    if local is None:
-        return None
-    tape, lrows, lcols = local
+# ----------------------------------------------------------------- where copies go ---
+def _term_slots(term: Term, index: Mapping[str, int]) -> tuple[Array, Array | None, Array]:
+    """Per index of ``term``'s sum: the global slot of each of its inputs (-1: a number), the numbers,
+    and the indices themselves."""
     i = np.arange(term.lo, term.hi + 1, dtype=np.int64)
     slots = np.empty((len(i), len(term.inputs)), dtype=np.int64)
     numbers = None
     for k, (kind, name, a, b) in enumerate(term.inputs):
         if kind == "vector":
             element = a * i + b
-            first = index.get(f"{name}[1]")
-            last = int(element.max())
-            if first is None or index.get(f"{name}[{last}]") != first + last - 1 or int(element.min()) < 1:
-                raise ValueError(f"the elements of '{name}' are not the tape's inputs {name}[1]..{name}[{last}]")
+            first, low, high = index.get(f"{name}[1]"), int(element.min()), int(element.max())
+            if first is None or low < 1 or index.get(f"{name}[{high}]") != first + high - 1:
+                raise ValueError(f"the elements of '{name}' are not the inputs {name}[1]..{name}[{high}]")
             slots[:, k] = first + element - 1
         elif kind == "scalar":
             slots[:, k] = index[name]
@@ -101,52 +85,134 @@ def _term_copies(term: Term, index: dict[str, int]) -> _Copies | None:
             if numbers is None:
                 numbers = np.zeros(slots.shape, dtype=np.float64)
             numbers[:, k] = a * i + b
-    g = slots[:, variables]
-    r, c = g[:, lrows], g[:, lcols]
-    return _Copies(tape, (lrows, lcols), slots, numbers, np.maximum(r, c), np.minimum(r, c), term.sign)
+    return slots, numbers, i
 
 
-def _rest_copies(rest: Tape) -> _Copies | None:
-    """The rest of the formula's Hessian, placed once."""
-    n = rest.n_inputs
-    read = sorted({a for instr in rest.instrs for a in instr.args if a < n})
-    local = _local(rest, read)
-    if local is None:
+def _variables(tape: Tape, slots: Array, n_vars: int) -> list[int]:
+    """The local inputs that are variables to differentiate by (global slot below ``n_vars``; the
+    same for every copy: a vector is either variables or not) and that the tape reads."""
+    n = tape.n_inputs
+    read = {a for instr in tape.instrs for a in instr.args if a < n} | {o for o in tape.outputs if o < n}
+    return [k for k in sorted(read) if 0 <= slots[0, k] < n_vars]
+
+
+def _rest_slots(rest: Tape, index: Mapping[str, int]) -> Array:
+    return np.asarray([[index[name] for name in rest.inputs]], dtype=np.int64)
+
+
+def weighted(term: Term, weight: TermInput) -> Term:
+    """``weight * term`` as a term (``weight``: an input such as a multiplier ``λ[i]`` or ``σ``)."""
+    b = TapeBuilder(term.tape.source)
+    refs = b.import_tape(term.tape)
+    w = b.var("@weight")
+    tape = b.finish([b.emit(_MUL, (w, refs[term.tape.outputs[0]]))])
+    inputs = (*term.inputs, weight)
+    by_name = dict(zip((*term.tape.inputs, "@weight"), inputs, strict=True))
+    return Term(tape, tuple(by_name[name] for name in tape.inputs), term.lo, term.hi, term.sign)
+
+
+# ------------------------------------------------------------------------- Hessians ---
+def _hessian_placed(tape: Tape, slots: Array, numbers: Array | None, n_vars: int, sign: float) -> Placed | None:
+    variables = _variables(tape, slots, n_vars)
+    rows, cols = hessian_pattern(tape, variables)
+    if not rows:
         return None
-    tape, lrows, lcols = local
-    slots = np.arange(n, dtype=np.int64)[None, :]
-    g = np.asarray(read, dtype=np.int64)
-    return _Copies(tape, (lrows, lcols), slots, None, g[lrows][None, :], g[lcols][None, :], 1.0)
+    local = sparse_hessian_tape(tape, variables, rows, cols)
+    g = slots[:, variables]
+    r, c = g[:, rows], g[:, cols]
+    offdiagonal = np.asarray(rows) != np.asarray(cols)
+    factors = sign * np.where((r == c) & offdiagonal, 2.0, 1.0)
+    return Placed(local, slots, numbers, np.maximum(r, c) * n_vars + np.minimum(r, c), factors)
 
 
-class HessianAssembly:
-    """The lower triangle of the Hessian of ``rest + Σ terms`` (from :func:`symgrad.model.model_terms`).
+def hessian_parts(rest: Tape | None, terms: Sequence[Term], index: Mapping[str, int], n_vars: int) -> list[Placed]:
+    """The lower triangle of the Hessian of ``rest + Σ terms`` by the first ``n_vars`` inputs of
+    ``index``: keys ``row * n_vars + col``, row >= col."""
+    parts = [] if rest is None else [_hessian_placed(rest, _rest_slots(rest, index), None, n_vars, 1.0)]
+    for term in terms:
+        slots, numbers, _ = _term_slots(term, index)
+        parts.append(_hessian_placed(term.tape, slots, numbers, n_vars, term.sign))
+    return [p for p in parts if p is not None]
 
-    ``rows``, ``cols``: the structural entries in CSR order (int64 arrays), known as soon as this is
-    made (the local patterns placed by index arithmetic); :meth:`tape`: a tape over ``rest.inputs``
-    with one output per entry, in that order, built when first asked for.
-    """
 
-    def __init__(self, rest: Tape, terms: Sequence[Term], value_name: str = "f") -> None:
-        self.inputs = rest.inputs
-        self.source = rest.source
-        self.value_name = value_name
-        n = len(self.inputs)
-        index = {name: k for k, name in enumerate(self.inputs)}
-        self._parts = [p for p in (_rest_copies(rest), *(_term_copies(t, index) for t in terms)) if p is not None]
+# ------------------------------------------------------------------------ gradients ---
+def _gradient_placed(tape: Tape, slots: Array, numbers: Array | None, n_vars: int, sign: float) -> Placed | None:
+    variables = _variables(tape, slots, n_vars)
+    if not variables:
+        return None
+    local = grad_tape(tape, [tape.inputs[k] for k in variables], with_value=False)
+    keys = slots[:, variables].copy()
+    for j, slot in enumerate(local.outputs):  # a structurally zero partial adds nothing
+        if local.kind(slot) == "const" and local.consts[slot - local.n_inputs] == 0.0:
+            keys[:, j] = -1
+    return Placed(local, slots, numbers, keys, np.full(keys.shape, sign))
+
+
+def gradient_parts(rest: Tape | None, terms: Sequence[Term], index: Mapping[str, int], n_vars: int) -> list[Placed]:
+    """The gradient of ``rest + Σ terms`` by the first ``n_vars`` inputs: keys are the variables."""
+    parts = [] if rest is None else [_gradient_placed(rest, _rest_slots(rest, index), None, n_vars, 1.0)]
+    for term in terms:
+        slots, numbers, _ = _term_slots(term, index)
+        parts.append(_gradient_placed(term.tape, slots, numbers, n_vars, term.sign))
+    return [p for p in parts if p is not None]
+
+
+# ------------------------------------------------------------------------ Jacobians ---
+def jacobian_parts(
+    rest: Tape | None,
+    rest_rows: Sequence[int],
+    families: Sequence[tuple[int, Term]],
+    index: Mapping[str, int],
+    n_vars: int,
+) -> list[Placed]:
+    """The Jacobian of constraints by the first ``n_vars`` inputs, keys ``row * n_vars + col``:
+    ``rest`` has the rows ``rest_rows`` (one output each), each family ``(first row, term)`` one row
+    per index of its term's range."""
+    parts: list[Placed | None] = []
+    if rest is not None:
+        slots = _rest_slots(rest, index)
+        variables = _variables(rest, slots, n_vars)
+        pattern = jacobian_pattern(rest, variables)
+        if any(pattern):
+            local = sparse_jacobian_tape(rest, variables, pattern)
+            g = slots[0, variables]
+            keys = [rest_rows[r] * n_vars + int(g[c]) for r, row in enumerate(pattern) for c in row]
+            keys_array = np.asarray([keys], dtype=np.int64)
+            parts.append(Placed(local, slots, None, keys_array, np.ones(keys_array.shape)))
+    for first, term in families:
+        slots, numbers, i = _term_slots(term, index)
+        placed = _gradient_placed(term.tape, slots, numbers, n_vars, 1.0)
+        if placed is not None:
+            rows = (first + i - term.lo)[:, None]
+            placed.keys = np.where(placed.keys >= 0, rows * n_vars + placed.keys, -1)
+            parts.append(placed)
+    return [p for p in parts if p is not None]
+
+
+# ------------------------------------------------------------------------- assembly ---
+class Assembly:
+    """Placed local derivatives summed into entries: ``entries`` (sorted keys, int64) as soon as this
+    is made; :meth:`tape` (built when first asked for) has the outputs of ``prefix`` (a tape over the
+    same inputs whose records are copied first, such as the value), then one output per entry."""
+
+    def __init__(
+        self,
+        inputs: tuple[str, ...],
+        source: str | None,
+        parts: Sequence[Placed],
+        label: Callable[[int], str],
+        *,
+        entries: Array | None = None,
+        prefix: Tape | None = None,
+    ) -> None:
+        self.inputs, self.source, self.label, self.prefix = inputs, source, label, prefix
+        self._parts = list(parts)
+        keys = np.concatenate([p.keys.ravel() for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+        self._keep = keys >= 0
+        self._keys = keys[self._keep]
+        self._factors = np.concatenate([p.factors.ravel() for p in parts])[self._keep] if parts else np.zeros(0)
+        self.entries = np.unique(self._keys) if entries is None else np.asarray(entries, dtype=np.int64)
         self._tape: Tape | None = None
-        # Every contribution: its entry (row * n + col) and its factor (the sign; twice where a local
-        # off-diagonal entry lands on the diagonal).
-        parts = self._parts
-        empty = np.zeros(0, dtype=np.int64)
-        self._keys = np.concatenate([(p.rows * n + p.cols).ravel() for p in parts]) if parts else empty
-        self._factors = (
-            np.concatenate([p.sign * np.where((p.rows == p.cols) & p.offdiagonal, 2.0, 1.0).ravel() for p in parts])
-            if parts
-            else np.zeros(0)
-        )
-        entries, self._where = np.unique(self._keys, return_inverse=True)
-        self.rows, self.cols = entries // n, entries % n
 
     def tape(self) -> Tape:
         if self._tape is None:
@@ -156,12 +222,9 @@ class HessianAssembly:
     @gc_paused
     def _build(self) -> Tape:
         inputs, parts, n = self.inputs, self._parts, len(self.inputs)
-        keys, factors, where, rows, cols = self._keys, self._factors, self._where, self.rows, self.cols
-        if not parts:
-            return Tape(inputs, (0.0,), (), (n,), self.source, ("none",))
-        n_entries = len(rows)
-
-        # Constants first (slots come after the inputs): each local tape's, the numbers, the factors.
+        n_entries = len(self.entries)
+        # Constants first (slots come after the inputs): the prefix's, each local tape's, the numbers,
+        # the factors, and 0 for an entry nothing adds to.
         consts: dict[str, int] = {}
 
         def const(value: float) -> int:
@@ -171,46 +234,59 @@ class HessianAssembly:
                 slot = consts[key] = len(consts)
             return slot
 
+        prefix = self.prefix
+        prefix_consts = [const(v) for v in prefix.consts] if prefix is not None else []
         local_consts = [[const(v) for v in p.tape.consts] for p in parts]
         number_slots = [None if p.numbers is None else np.vectorize(const, otypes=[np.int64])(p.numbers) for p in parts]
-        factor_slots = {f: const(f) for f in np.unique(factors).tolist() if f != 1.0}
+        factor_slots = {f: const(f) for f in np.unique(self._factors).tolist() if f != 1.0}
+        zero = const(0.0)
         base = n + len(consts)
 
         instrs: list[Instr] = []
-        contribution = np.empty(len(keys), dtype=np.int64)
-        filled = 0
+        outputs: list[int] = []
+        if prefix is not None:
+            if prefix.inputs != inputs:
+                raise ValueError("the prefix tape must have the assembly's inputs")
+            slot_of = [*range(n), *(n + c for c in prefix_consts)]
+            slot_of.extend(range(base, base + len(prefix.instrs)))
+            instrs.extend(
+                Instr(instr.op, tuple([slot_of[a] for a in instr.args]), instr.span, instr.derivative_of)
+                for instr in prefix.instrs
+            )
+            outputs.extend(slot_of[s] for s in prefix.outputs)
+
+        contributions: list[Array] = []
         for p, lconsts, nslots in zip(parts, local_consts, number_slots, strict=True):
             tape = p.tape
-            copies, n_records = p.inputs.shape[0], len(tape.instrs)
+            copies, n_records = p.slots.shape[0], len(tape.instrs)
             # Per copy, the global slot of every local slot: inputs, constants, then its records.
             table = np.empty((copies, tape.n_slots), dtype=np.int64)
-            table[:, : tape.n_inputs] = p.inputs
+            table[:, : tape.n_inputs] = p.slots
             if nslots is not None:
-                numbers = p.inputs < 0
+                numbers = p.slots < 0
                 table[:, : tape.n_inputs][numbers] = n + nslots[numbers]
             table[:, tape.n_inputs : tape.first_instr_slot] = n + np.asarray(lconsts, dtype=np.int64)
             start = base + len(instrs)
-            table[:, tape.first_instr_slot :] = start + np.arange(copies * n_records, dtype=np.int64).reshape(
-                copies, n_records
-            )
+            table[:, tape.first_instr_slot :] = start + np.arange(copies * n_records).reshape(copies, n_records)
             block: list[Any] = [None] * (copies * n_records)
             for k, instr in enumerate(tape.instrs):  # one local record at a time, all its copies at once
                 op, span, origin = instr.op, instr.span, instr.derivative_of
                 args = map(tuple, table[:, list(instr.args)].tolist())
                 block[k::n_records] = [Instr(op, a, span, origin) for a in args]
             instrs.extend(block)
-            outputs = table[:, list(tape.outputs)].ravel()
-            contribution[filled : filled + len(outputs)] = outputs
-            filled += len(outputs)
+            contributions.append(table[:, list(tape.outputs)].ravel())
+        contribution = np.concatenate(contributions)[self._keep] if contributions else np.zeros(0, dtype=np.int64)
 
         # Each entry: the sum of its contributions in order, each times its factor.
+        where = np.searchsorted(self.entries, self._keys)
+        if len(where) and (where.max() >= n_entries or not np.array_equal(self.entries[where], self._keys)):
+            raise ValueError("a contribution to an entry that is not among the entries")
         order = np.argsort(where, kind="stable")
-        bounds = np.searchsorted(where[order], np.arange(n_entries + 1))
-        out_slots: list[int] = []
-        slot_list, factor_list = contribution[order].tolist(), factors[order].tolist()
+        bounds = np.searchsorted(where[order], np.arange(n_entries + 1)).tolist()
+        slot_list, factor_list = contribution[order].tolist(), self._factors[order].tolist()
         for e in range(n_entries):
             total = -1
-            for j in range(int(bounds[e]), int(bounds[e + 1])):
+            for j in range(bounds[e], bounds[e + 1]):
                 term = slot_list[j]
                 if factor_list[j] != 1.0:
                     instrs.append(Instr(_MUL, (n + factor_slots[factor_list[j]], term)))
@@ -219,14 +295,28 @@ class HessianAssembly:
                     instrs.append(Instr(_ADD, (total, term)))
                     term = base + len(instrs) - 1
                 total = term
-            out_slots.append(total)
+            outputs.append(n + zero if total < 0 else total)
 
         values = [0.0] * len(consts)
         for key, slot in consts.items():
             values[slot] = float.fromhex(key)
-        value_name = self.value_name
-        labels = [
-            derivative_name([inputs[r], inputs[c]], value_name)
-            for r, c in zip(rows.tolist(), cols.tolist(), strict=True)
-        ]
-        return Tape.built(inputs, tuple(values), tuple(instrs), tuple(out_slots), self.source, tuple(labels))
+        labels = list(prefix.output_names) if prefix is not None and prefix.output_names else []
+        if prefix is not None and not labels:
+            labels = [f"out{k}" for k in range(len(prefix.outputs))]
+        labels.extend(self.label(key) for key in self.entries.tolist())
+        return Tape.built(inputs, tuple(values), tuple(instrs), tuple(outputs), self.source, tuple(labels))
+
+
+def hessian_assembly(rest: Tape, terms: Sequence[Term], value_name: str = "f") -> tuple[Array, Array, Assembly]:
+    """The lower triangle of the Hessian of ``rest + Σ terms`` (from :func:`symgrad.model.model_terms`)
+    by every input of ``rest``: ``(rows, cols, assembly)``, the entries in CSR order."""
+    inputs = rest.inputs
+    n = len(inputs)
+    index = {name: k for k, name in enumerate(inputs)}
+    parts = hessian_parts(rest, terms, index, n)
+
+    def label(key: int) -> str:
+        return derivative_name([inputs[key // n], inputs[key % n]], value_name)
+
+    assembly = Assembly(inputs, rest.source, parts, label)
+    return assembly.entries // n, assembly.entries % n, assembly

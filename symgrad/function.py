@@ -50,7 +50,7 @@ from .backends import dispatch, interpreter
 from .backends import python as python_code
 from .backends.numpy import fit as fit_shape
 from .backends.protocol import Returns
-from .elements import HessianAssembly
+from .elements import Assembly, hessian_assembly
 from .errors import (
     InputError,
     MissingDependencyError,
@@ -614,7 +614,7 @@ class Function:
             rows: Any
             cols: Any
             if assembly is not None:
-                rows, cols = assembly.rows, assembly.cols
+                rows, cols, _ = assembly
             elif kind == "hessian":
                 rows, cols = sparse.hessian_pattern(self.tape, positions)
             else:
@@ -624,18 +624,19 @@ class Function:
             found = self._patterns[key] = (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
         return found
 
-    def _assembly(self, kind: str, names: tuple[str, ...]) -> HessianAssembly | None:
-        """The Hessian assembled from the model's sums, one term each (for every variable at once), or
-        None where that does not apply (not a model, no sum with a term, a Hessian by some variables)."""
+    def _assembly(self, kind: str, names: tuple[str, ...]) -> tuple[Any, Any, Assembly] | None:
+        """The Hessian assembled from the model's sums, one term each (by every variable at once):
+        ``(rows, cols, assembly)``; None where that does not apply (not a model, no sum with a term,
+        a Hessian by some variables)."""
         if kind != "hessian" or self._model is None or names != self.variables:
             return None
         found = self._patterns.get(("assembly",))
         if found is None:
             terms = self._model.terms(self.variables)
             value_name = self.tape.output_names[0] if self.tape.output_names else "f"
-            found = self._patterns[("assembly",)] = (None if terms is None else HessianAssembly(*terms, value_name),)
-        assembly: HessianAssembly | None = found[0]
-        return assembly
+            found = self._patterns[("assembly",)] = (None if terms is None else hessian_assembly(*terms, value_name),)
+        assembled: tuple[Any, Any, Assembly] | None = found[0]
+        return assembled
 
     def _wrt_tuple(self, wrt: Wrt) -> tuple[str, ...]:
         if wrt is None:  # (every call of a sparse derivative asks: no lookup per variable)
@@ -695,7 +696,7 @@ class Function:
             rows, cols = self._pattern(kind, names)
             assembly = self._assembly(kind, names)
             if assembly is not None:
-                return assembly.tape()
+                return assembly[2].tape()
             if kind == "hessian":
                 built = self._derived.get(("grad", None))  # the value-and-gradient tape vg already uses
                 gradient = (built, [1 + p for p in positions]) if built is not None else None
