@@ -36,6 +36,7 @@ from .gcpause import gc_paused
 from .lower import OUTPUT_SEPARATOR
 from .model import (
     Declaration,
+    Term,
     _Context,
     _define,
     _input_order,
@@ -46,6 +47,7 @@ from .model import (
     _TapeSink,
     _value,
     normalise_declaration,
+    relation_term,
 )
 from .ops import OPS
 from .parser import Relation, parse_relation
@@ -74,6 +76,9 @@ class LoweredConstraints:
     lower: tuple[float, ...]
     upper: tuple[float, ...]
     labels: tuple[str, ...]
+    families: tuple[tuple[int, Term], ...] = ()
+    """Each family whose bodies are one term per index (:func:`symgrad.model.relation_term`) as
+    ``(its first output, the term)``: their derivatives are assembled (:mod:`symgrad.elements`)."""
 
 
 @gc_paused
@@ -108,6 +113,7 @@ def lower_constraints(
     lower: list[float] = []
     upper: list[float] = []
     labels: list[str] = []
+    families: list[tuple[int, Term]] = []
     shift = 0
     for relation, text in zip(relations, texts, strict=True):
         label = abbreviate(text[relation.span.start : relation.span.end], LABEL_LIMIT)
@@ -130,12 +136,20 @@ def lower_constraints(
                     _integer(family.hi, (), context.sizes, joined, shift, what),
                 )
             )
+            offset = len(outputs)
             for k in range(first, last + 1):
                 body, lo, hi = _normalise(context, builder, relation, sides, {family.var: k}, shift)
                 outputs.append(body)
                 lower.append(lo)
                 upper.append(hi)
                 labels.append(f"{label} ({family.var}={k})")
+            if first <= last:  # (after the members: their errors come first)
+                term = relation_term(
+                    relation.sides, family.var, first, last, relation.definitions, joined, context.sizes,
+                    context.declared, shift,
+                )  # fmt: skip
+                if term is not None:
+                    families.append((offset, term))
         shift += len(text) + len(OUTPUT_SEPARATOR)
     if not texts:
         raise InputError("no constraints: none were given")
@@ -145,7 +159,7 @@ def lower_constraints(
     for name in order or ():
         builder.var(name)  # elements between those used: inputs with zero partials
     tape = builder.finish(outputs, labels, order)
-    return LoweredConstraints(tape, tuple(lower), tuple(upper), tuple(labels))
+    return LoweredConstraints(tape, tuple(lower), tuple(upper), tuple(labels), tuple(families))
 
 
 def _checked_declaration(variables: Declaration | None) -> Declaration | None:

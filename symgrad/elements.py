@@ -304,6 +304,8 @@ class Assembly:
         if prefix is not None and not labels:
             labels = [f"out{k}" for k in range(len(prefix.outputs))]
         labels.extend(self.label(key) for key in self.entries.tolist())
+        if not outputs:  # a tape needs an output: a constant nobody reads
+            outputs, labels = [n + zero], ["none"]
         return Tape.built(inputs, tuple(values), tuple(instrs), tuple(outputs), self.source, tuple(labels))
 
 

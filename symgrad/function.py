@@ -65,13 +65,13 @@ from .errors import (
 )
 from .explain import Explanation
 from .formula import FormulaTooLongError, to_formula
-from .model import ModelText, declared_vectors, vector_items
+from .model import Families, ModelText, declared_vectors, vector_items
 from .tape import Tape
 
 if TYPE_CHECKING:
     from .backends.native.kernel import NativeKernel
 
-__all__ = ["Function", "Gradient", "bind_scalars"]
+__all__ = ["Function", "Gradient", "bind_scalars", "csr_layout"]
 
 Gradient = float | dict[str, float]
 """One partial (a float) or several (a dict from variable name to partial)."""
@@ -118,12 +118,12 @@ class Function:
         backend: str | None = None,
         derivation: str | None = None,
         *,
-        model: ModelText | None = None,
+        model: ModelText | Families | None = None,
     ) -> None:
         self.tape = tape
         self._model = model
-        """What a one-formula model was lowered from: its sums' Hessians are then assembled from one
-        term each (:mod:`symgrad.elements`); None otherwise."""
+        """What a one-formula model was lowered from, or the families of constraints its outputs are:
+        their derivatives are then assembled from one term each (:mod:`symgrad.elements`); None otherwise."""
         self.derivation = derivation
         """For a derived Function (``f.derivative("x")``, ``f.hessian_function()``, …) what it is derived
         from, as ``"d/dx of 'x**3'"``; None otherwise."""
@@ -628,7 +628,7 @@ class Function:
         """The Hessian assembled from the model's sums, one term each (by every variable at once):
         ``(rows, cols, assembly)``; None where that does not apply (not a model, no sum with a term,
         a Hessian by some variables)."""
-        if kind != "hessian" or self._model is None or names != self.variables:
+        if kind != "hessian" or not isinstance(self._model, ModelText) or names != self.variables:
             return None
         found = self._patterns.get(("assembly",))
         if found is None:
@@ -650,16 +650,8 @@ class Function:
         found = self._patterns.get(key)
         if found is None:
             rows, cols = self._pattern(kind, names)
-            take = np.arange(len(rows))
-            if kind == "hessian" and not lower:
-                take = np.concatenate([take, np.flatnonzero(rows != cols)])
-                rows, cols = _mirror(rows, cols)
-                order = np.lexsort((cols, rows))
-                take, rows, cols = take[order], rows[order], cols[order]
             m = self.n_outputs if kind == "jacobian" else len(names)
-            indptr = np.zeros(m + 1, dtype=np.int64)
-            np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
-            found = self._patterns[key] = (take, cols, indptr, (m, len(names)))
+            found = self._patterns[key] = csr_layout(rows, cols, (m, len(names)), kind == "hessian" and not lower)
         return found
 
     def jacobian_sparsity(self, wrt: Wrt = None) -> Any:
@@ -996,6 +988,21 @@ def _scipy_sparse() -> Any:
 def _csr(values: Any, indices: Any, indptr: Any, shape: tuple[int, int]) -> Any:
     """A CSR array with exactly these entries (explicit zeros kept: the pattern is structural)."""
     return _scipy_sparse().csr_array((values, indices, indptr), shape=shape)
+
+
+def csr_layout(rows: Any, cols: Any, shape: tuple[int, int], mirror: bool) -> tuple[Any, Any, Any, tuple[int, int]]:
+    """How values at ``(rows, cols)`` (CSR order) fill a CSR array: ``(take, indices, indptr, shape)``
+    with ``data = values[take]``; ``mirror``: the entries are a lower triangle and the array is the
+    full symmetric matrix (each off-diagonal value taken twice)."""
+    take = np.arange(len(rows))
+    if mirror:
+        take = np.concatenate([take, np.flatnonzero(rows != cols)])
+        rows, cols = _mirror(rows, cols)
+        order = np.lexsort((cols, rows))
+        take, rows, cols = take[order], rows[order], cols[order]
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    return take, cols, indptr, shape
 
 
 def _mirror(rows: Any, cols: Any) -> tuple[Any, Any]:

@@ -34,12 +34,13 @@ from .errors import InputError, ModelError, Span, UnknownSizeError, clip
 from .expr import Call, Const, Definition, Expr, Index, Program, Reduce, Var
 from .gcpause import gc_paused
 from .lower import OUTPUT_SEPARATOR, undeclared
-from .ops import Op
+from .ops import OPS, Op
 from .parser import normalise_name
 from .tape import Tape
 
 __all__ = [
     "Declaration",
+    "Families",
     "ModelText",
     "Term",
     "declared_inputs",
@@ -47,6 +48,7 @@ __all__ = [
     "expand",
     "lower_model",
     "model_terms",
+    "relation_term",
     "vector_items",
 ]
 
@@ -766,6 +768,17 @@ class ModelText:
         return model_terms(self.expr, self.source, inputs, sizes=self.sizes, variables=self.variables)
 
 
+class Families:
+    """Families of constraints lowered once each, kept by the constraints' Function: ``(first output,
+    term)`` per family whose members are one term per index (the other outputs are single
+    constraints or members of families that are not)."""
+
+    __slots__ = ("families",)
+
+    def __init__(self, families: Sequence[tuple[int, Term]]) -> None:
+        self.families = tuple(families)
+
+
 class Term:
     """``sign * sum(tape for i in lo..hi)``: one term of a model's formula, lowered once."""
 
@@ -819,6 +832,34 @@ def _additive_leaves(body: Expr) -> list[tuple[Expr, float]]:
     return leaves
 
 
+def _lowered_once(
+    roots: Sequence[Expr],
+    var: str,
+    definitions: Sequence[Definition],
+    source: str,
+    sizes: Mapping[str, int],
+    declared: dict[str, int | None] | None,
+    shift: int,
+) -> tuple[Tape, tuple[TermInput, ...]] | None:
+    """``roots`` (the body of a sum, or the sides of a family of constraints) lowered once for a
+    symbolic ``var`` onto one tape (one output each), with what each input is per index; None if
+    some root is not one term per index."""
+    builder = TapeBuilder(source)
+    context = _TermContext(_TapeSink(builder), source, sizes, declared)
+    _define(context, definitions, shift)
+    index = {var: _Affine_i(1, 0)}
+    try:
+        outputs = [_run(context, context.compile(root, (var,), shift), index) for root in roots]  # type: ignore[arg-type]
+    except _NotATerm:
+        return None
+    for name in builder.inputs:
+        if name not in context.inputs:
+            context.inputs[name] = ("scalar", name, 0, 0)
+    tape = builder.finish(outputs)
+    inputs = tuple(context.inputs[name] for name in tape.inputs)
+    return (tape, inputs) if _numbers_only_scale(tape, inputs) else None
+
+
 def _term(
     node: Reduce,
     sign: float,
@@ -828,24 +869,50 @@ def _term(
     declared: dict[str, int | None] | None,
 ) -> Term | None:
     """``node`` (a ``sum`` at the top of the formula) as one term lowered once, or None if it is not one."""
-    builder = TapeBuilder(source)
-    context = _TermContext(_TapeSink(builder), source, sizes, declared)
-    _define(context, definitions, 0)
     lo, hi = (
         _value(*_integer(bound, (), sizes, source, 0, "the bounds of sum")[:2], {}) for bound in (node.lo, node.hi)
     )
-    try:
-        steps = context.compile(node.body, (node.var,), 0)
-        out = _run(context, steps, {node.var: _Affine_i(1, 0)})  # type: ignore[dict-item]
-    except _NotATerm:
-        return None
-    for name in builder.inputs:
-        if name not in context.inputs:
-            context.inputs[name] = ("scalar", name, 0, 0)
-    tape = builder.finish([out])
-    inputs = tuple(context.inputs[name] for name in tape.inputs)
-    return Term(tape, inputs, lo, hi, sign) if _numbers_only_scale(tape, inputs) else None
+    lowered = _lowered_once([node.body], node.var, definitions, source, sizes, declared, 0)
+    return None if lowered is None else Term(*lowered, lo, hi, sign)
 
+
+def relation_term(
+    sides: Sequence[Expr],
+    var: str,
+    lo: int,
+    hi: int,
+    definitions: Sequence[Definition],
+    source: str,
+    sizes: Mapping[str, int],
+    declared: dict[str, int | None] | None,
+    shift: int,
+) -> Term | None:
+    """A family of constraints ``sides[0] OP sides[1] for var in lo..hi`` (or ``lo <= g <= hi``) as
+    the term of its bodies, lowered once, or None if it is not one term per index.
+
+    The body is the constraint's as :mod:`symgrad.constraints` makes it, up to a constant (which no
+    derivative sees): the middle side of three; of two, the side that is not made of numbers alone
+    (a side the machine folds to a constant at every index), else their difference."""
+    lowered = _lowered_once(sides, var, definitions, source, sizes, declared, shift)
+    if lowered is None:
+        return None
+    tape, inputs = lowered
+    if len(sides) == 3:
+        body = 1
+    else:
+        varying = tape.depends_on(k for k, (kind, _, _, _) in enumerate(inputs) if kind != "index")
+        left, right = (varying[slot] for slot in tape.outputs)
+        body = 0 if not right else 1 if not left else -1
+    b = TapeBuilder(source)
+    refs = b.import_tape(tape)
+    outs = [refs[slot] for slot in tape.outputs]
+    one = outs[body] if body >= 0 else b.emit(OPS_SUB, (outs[0], outs[1]))
+    single = b.finish([one])
+    by_name = dict(zip(tape.inputs, inputs, strict=True))
+    return Term(single, tuple(by_name[name] for name in single.inputs), lo, hi, 1.0)
+
+
+OPS_SUB = OPS["sub"]
 
 _SCALING = frozenset(("add", "sub", "mul", "div", "neg"))
 

@@ -29,12 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from . import sparse
+from . import elements, sparse
 from .builder import Ref, TapeBuilder
 from .errors import DomainError
-from .function import Function
+from .function import Function, csr_layout
+from .model import Families, ModelText, Term, TermInput
 from .ops import OPS
 from .tape import Tape
+from .transforms import derivative_name
 
 __all__ = [
     "SIGMA",
@@ -126,47 +128,117 @@ class NonlinearProgram:
         self.m = constraints.n_outputs if constraints is not None else 0
         self.objective = objective
         self.constraints = constraints
-        self.lagrangian = Function(
+        self._vg: Callable[..., Any] | None = None  # the objective's value and gradient: objective.vg, or assembled
+        self._vg_outputs = False  # whether _vg returns (value, *partials) instead of (value, partials)
+        self._last: tuple[bytes, float, Array] | None = None
+        self._jacobian: Function | None = None
+        self._zeros = [0.0] * self.m
+        empty = np.zeros(0, dtype=np.int64)
+        self._jpattern: tuple[Indices, Indices] = (empty, empty)
+        parts = _parts(objective, constraints, self.names)
+        if parts is None:
+            self._general(objective, constraints)
+        else:
+            self._assembled(objective, constraints, *parts)
+        self.hessian_nnz = len(self._hpattern[0])
+        self.jacobian_nnz = len(self._jpattern[0])
+        n = self.n
+        if self._vg is None:
+            self._vg = objective.vg
+        self._hlayout = csr_layout(*self._hpattern, (n, n), True)
+        self._jlayout = csr_layout(*self._jpattern, (self.m, n), False)
+
+    def _general(self, objective: Function, constraints: Function | None) -> None:
+        """Every derivative tape from the expanded tapes, through the tape builder."""
+        lagrangian = Function(
             lagrangian_tape(objective.tape, constraints.tape if constraints is not None else None, self.names),
             None,
             objective.backend,
             derivation=f"Lagrangian of {objective.source or 'the objective'}",
         )
-        self._vg = objective.vg
-        self._last: tuple[bytes, float, Array] | None = None
-        self._jacobian: Function | None = None
         jacobian = None
         if constraints is not None:
             self._jacobian = constraints.sparse_jacobian_function(self.names)
-            jrows, jcols = constraints._pattern("jacobian", self.names)
+            self._jpattern = constraints._pattern("jacobian", self.names)
+            jrows, jcols = self._jpattern
             jacobian = (self._jacobian.tape, jrows.tolist(), jcols.tolist())
-        rows, cols = self.lagrangian._pattern("hessian", self.names)
-        gradient = lagrangian_gradient_tape(objective, jacobian, names, self.m)
+        self._hpattern = rows, cols = lagrangian._pattern("hessian", self.names)
+        gradient = lagrangian_gradient_tape(objective, jacobian, self.names, self.m)
         self._hessian = Function(
             sparse.sparse_hessian_tape(
-                self.lagrangian.tape, range(self.n), rows.tolist(), cols.tolist(), gradient=(gradient, range(self.n))
+                lagrangian.tape, range(self.n), rows.tolist(), cols.tolist(), gradient=(gradient, range(self.n))
             ),
             None,
             objective.backend,
             derivation="the sparse Hessian of the Lagrangian",
         )
-        self._zeros = [0.0] * self.m
-        self.hessian_nnz = len(self.hessian_structure()[0])
-        self.jacobian_nnz = len(self.jacobian_structure()[0])
+
+    def _assembled(
+        self,
+        objective: Function,
+        constraints: Function | None,
+        objective_rest: Tape | None,
+        objective_terms: list[Term],
+        constraint_rest: Tape | None,
+        rest_rows: list[int],
+        families: Sequence[tuple[int, Term]],
+    ) -> None:
+        """The derivative tapes assembled from the sums' and families' terms (:mod:`symgrad.elements`)."""
+        names, n, m, backend = self.names, self.n, self.m, objective.backend
+        lambdas = multiplier_names(m)
+        inputs = (*names, SIGMA, *lambdas)
+        index = {name: k for k, name in enumerate(inputs)}
+        # The Lagrangian's Hessian: σ times the objective's parts, λ times each constraint's.
+        sigma: TermInput = ("scalar", SIGMA, 0, 0)
+        parts = elements.hessian_parts(
+            None if objective_rest is None else _weighted_sum(objective_rest, [(0, SIGMA)]),
+            [elements.weighted(term, sigma) for term in objective_terms],
+            index,
+            n,
+        )
+        parts += elements.hessian_parts(
+            None
+            if constraint_rest is None
+            else _weighted_sum(constraint_rest, list(enumerate(lambdas[r] for r in rest_rows))),
+            [elements.weighted(term, ("vector", "@lambda", 1, first + 1 - term.lo)) for first, term in families],
+            index,
+            n,
+        )
+        hessian = elements.Assembly(
+            inputs, objective.tape.source, parts, lambda k: derivative_name([names[k // n], names[k % n]], "lagrangian")
+        )
+        self._hpattern = (hessian.entries // n, hessian.entries % n)
+        self._hessian = Function(hessian.tape(), None, backend, derivation="the sparse Hessian of the Lagrangian")
+        variables = {name: k for k, name in enumerate(names)}
+        if objective_terms:  # the gradient too (with the value, from the objective's own tape)
+            gradient = elements.Assembly(
+                names,
+                objective.tape.source,
+                elements.gradient_parts(objective_rest, objective_terms, variables, n),
+                lambda k: derivative_name([names[k]]),
+                entries=np.arange(n),
+                prefix=objective.tape,
+            )
+            self._vg = Function(gradient.tape(), None, backend, derivation="the objective's value and gradient").entry
+            self._vg_outputs = True
+        if constraints is not None:
+            jacobian = elements.Assembly(
+                names,
+                constraints.tape.source,
+                elements.jacobian_parts(constraint_rest, rest_rows, families, variables, n),
+                lambda k: derivative_name([names[k % n]], f"c{k // n + 1}"),
+            )
+            self._jpattern = (jacobian.entries // n, jacobian.entries % n)
+            self._jacobian = Function(jacobian.tape(), None, backend, derivation="the sparse constraint Jacobian")
 
     # -- patterns ---------------------------------------------------------------------------
     def hessian_structure(self) -> tuple[Indices, Indices]:
         """The lower triangle's structural nonzeros ``(rows, cols)`` in the order of :meth:`hessian_values`."""
-        rows, cols = self.lagrangian._pattern("hessian", self.names)
-        return rows, cols
+        return self._hpattern
 
     def jacobian_structure(self) -> tuple[Indices, Indices]:
         """The constraint Jacobian's structural nonzeros ``(rows, cols)`` in the order of :meth:`jacobian_values`."""
-        if self.constraints is None:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty
-        rows, cols = self.constraints._pattern("jacobian", self.names)
-        return rows, cols
+        return self._jpattern
 
     # -- values -------------------------------------------------------------------------------
     def value_and_grad(self, x: Array) -> tuple[float, Array]:
@@ -175,9 +247,13 @@ class NonlinearProgram:
         last = self._last
         if last is not None and last[0] == key:
             return last[1], last[2]
+        assert self._vg is not None
         try:
-            value, grad = self._vg(*x.tolist())
-            result = (float(value), np.asarray(grad, dtype=np.float64))
+            out = self._vg(*x.tolist())
+            if self._vg_outputs:
+                result = (float(out[0]), np.asarray(out[1:], dtype=np.float64))
+            else:
+                result = (float(out[0]), np.asarray(out[1], dtype=np.float64))
         except DomainError:
             result = (math.nan, np.full(self.n, math.nan))
         self._last = (key, *result)
@@ -208,14 +284,54 @@ class NonlinearProgram:
 
     # -- as scipy.sparse ------------------------------------------------------------------------
     def jacobian_csr(self, x: Array) -> Any:
-        assert self.constraints is not None
-        take, indices, indptr, shape = self.constraints._layout("jacobian", self.names)
+        take, indices, indptr, shape = self._jlayout
         return _csr(self.jacobian_values(x)[take], indices, indptr, shape)
 
     def hessian_csr(self, x: Array, sigma: float, multipliers: Array | Sequence[float] | None) -> Any:
         """The full symmetric Hessian of the Lagrangian as a CSR array (what scipy's solvers take)."""
-        take, indices, indptr, shape = self.lagrangian._layout("hessian", self.names, False)
+        take, indices, indptr, shape = self._hlayout
         return _csr(self.hessian_values(x, sigma, multipliers)[take], indices, indptr, shape)
+
+
+def _parts(
+    objective: Function, constraints: Function | None, names: tuple[str, ...]
+) -> tuple[Tape | None, list[Term], Tape | None, list[int], Sequence[tuple[int, Term]]] | None:
+    """The objective as ``rest + Σ terms`` and the constraints as the rows not in a family (a tape of
+    them, and their rows) and the families, when some sum or family is one term per index; else None."""
+    found = None
+    if isinstance(objective._model, ModelText) and objective.variables == names:
+        found = objective._model.terms(names)
+    objective_rest, objective_terms = found if found is not None else (objective.tape, [])
+    families = (
+        constraints._model.families if constraints is not None and isinstance(constraints._model, Families) else ()
+    )
+    if not objective_terms and not families:
+        return None
+    if constraints is None:
+        return objective_rest, objective_terms, None, [], ()
+    covered: set[int] = set()
+    for first, term in families:
+        covered.update(range(first, first + term.hi - term.lo + 1))
+    rest_rows = [r for r in range(constraints.n_outputs) if r not in covered]
+    rest = None
+    if rest_rows:
+        b = TapeBuilder(constraints.tape.source)
+        refs = b.import_tape(constraints.tape)
+        rest = b.finish([refs[constraints.tape.outputs[r]] for r in rest_rows], (), constraints.tape.inputs)
+    return objective_rest, objective_terms, rest, rest_rows, families
+
+
+def _weighted_sum(tape: Tape, weights: Sequence[tuple[int, str]]) -> Tape:
+    """``Σ weight · output`` over ``(output, weight's input name)`` pairs: a part of the Lagrangian."""
+    b = TapeBuilder(tape.source)
+    refs = b.import_tape(tape)
+    mul, add = OPS["mul"], OPS["add"]
+    total: Ref | None = None
+    for k, name in weights:
+        term = b.emit(mul, (b.var(name), refs[tape.outputs[k]]))
+        total = term if total is None else b.emit(add, (total, term))
+    assert total is not None
+    return b.finish([total])
 
 
 def _outputs(entry: Callable[..., Any], point: list[float], count: int) -> Array:

@@ -33,6 +33,7 @@ from .errors import (
     clip,
 )
 from .function import Function
+from .model import Families, Term
 from .nlp import Indices, NonlinearProgram, merge_outputs
 from .tape import Tape
 
@@ -343,6 +344,7 @@ def _constraints(
     lower: list[float] = []
     upper: list[float] = []
     labels: list[str] = []
+    families: tuple[tuple[int, Term], ...] = ()
     texts = [spec for spec in specs if isinstance(spec, str)]
     if texts:
         from .constraints import lower_constraints
@@ -350,7 +352,8 @@ def _constraints(
         with _in_minimize_terms():
             lowered = lower_constraints(texts, variables=layout.declaration(), sizes=sizes)
         if lowered.tape is not None:  # (None: every family's range is empty)
-            tapes.append(lowered.tape)
+            tapes.append(lowered.tape)  # (first: its families' outputs keep their places)
+            families = lowered.families
         lower.extend(lowered.lower)
         upper.extend(lowered.upper)
         labels.extend(lowered.labels)
@@ -379,7 +382,8 @@ def _constraints(
         tape = tapes[0]  # (text relations alone: already one tape over the variables, in order)
     else:
         tape = merge_outputs(tapes, layout.names, labels, None)
-    return Function(tape, None, backend), np.array(lower), np.array(upper), tuple(labels)
+    model = Families(families) if families else None
+    return Function(tape, None, backend, model=model), np.array(lower), np.array(upper), tuple(labels)
 
 
 def _bounded_label(body: str, lo: float, hi: float) -> str:

@@ -142,3 +142,103 @@ def test_hessian_by_some_variables_takes_the_general_path() -> None:
     h = f.sparse_hessian(*point, wrt=wrt).toarray()
     full = _sympy_hessian(source, sizes, f, point)
     np.testing.assert_allclose(h, full[2:4, 2:4], rtol=1e-13)
+
+
+# -- a nonlinear program's derivatives, assembled ----------------------------------------------------
+
+
+def _programs(objective: str, constraints: list[object], x0: dict[str, object], sizes: dict[str, int]):  # type: ignore[no-untyped-def]
+    """The program with its derivatives assembled, and the same program on the general path (the same
+    tapes without their models)."""
+    from symgrad.nlp import NonlinearProgram
+    from symgrad.optimize import _constraints, _Layout, _objective
+
+    layout = _Layout(x0)
+    f = _objective(objective, layout, sizes)
+    c, _, _, _ = _constraints(constraints, layout, sizes, f.backend)  # type: ignore[arg-type]
+    assembled = NonlinearProgram(f, c, layout.names)
+    general = NonlinearProgram(Function(f.tape), None if c is None else Function(c.tape), layout.names)
+    return assembled, general, layout
+
+
+CHAINED = "sum(100*(x[i]**2 - x[i+1])**2 + (x[i] - 1)**2 for i in 1..n-1)"
+TRIG_EXP = (
+    "3*x[i+1]**3 + 2*x[i+2] - 5 + sin(x[i+1] - x[i+2])*sin(x[i+1] + x[i+2]) + 4*x[i+1]"
+    " - x[i]*exp(x[i] - x[i+1]) - 3 == 0 for i in 1..n-2"
+)
+
+
+@pytest.mark.parametrize(
+    "constraints",
+    [
+        [],
+        [TRIG_EXP],
+        # a family, a single constraint, a family written the other way round (constant on the left),
+        # a double-sided family, and a Function's constraint after the text ones
+        [TRIG_EXP, "x[1]*x[2] <= 4", "1 >= x[i]*x[i+1]**2 for i in 2..n-1", "-2 <= sin(x[i]) + y <= 2 for i in 1..n"],
+    ],
+)
+def test_assembled_program_agrees_with_the_general_one(constraints: list[object]) -> None:
+    from symgrad.optimize import Constraint
+
+    n = 7
+    specs: list[object] = list(constraints)
+    if len(specs) > 2:
+        specs.append(Constraint("x[3]*y", lower=0.5))
+    objective = CHAINED + " + y**2*x[1] - sum(cos(y*x[i]) for i in 2..n)"
+    assembled, general, _ = _programs(objective, specs, {"x": np.full(n, 0.5), "y": 0.3}, {"n": n})
+    assert assembled.m == general.m
+    assert assembled._vg_outputs and not general._vg_outputs  # (the assembled gradient serves)
+    for ours, theirs in zip(assembled.hessian_structure(), general.hessian_structure(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs in zip(assembled.jacobian_structure(), general.jacobian_structure(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        x = rng.uniform(-1, 1, n + 1)
+        sigma, lam = float(rng.uniform(0.5, 2)), rng.normal(size=assembled.m)
+        np.testing.assert_allclose(
+            assembled.hessian_values(x, sigma, lam), general.hessian_values(x, sigma, lam), rtol=1e-13, atol=1e-12
+        )
+        np.testing.assert_allclose(assembled.jacobian_values(x), general.jacobian_values(x), rtol=1e-14, atol=1e-14)
+        value, grad = assembled.value_and_grad(x)
+        value_g, grad_g = general.value_and_grad(x)
+        assert value == value_g  # the value is the objective's own tape
+        np.testing.assert_allclose(grad, grad_g, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(assembled.constraint_values(x), general.constraint_values(x), rtol=0, atol=0)
+
+
+def test_assembled_lagrangian_hessian_agrees_with_sympy() -> None:
+    """The oracle: the chained problem written out, through sympy."""
+    n = 5
+    assembled, _, layout = _programs(CHAINED, [TRIG_EXP], {"x": np.full(n, 0.5)}, {"n": n})
+    xs = [sympy.Symbol(name) for name in layout.names]
+    f = sum(100 * (xs[i] ** 2 - xs[i + 1]) ** 2 + (xs[i] - 1) ** 2 for i in range(n - 1))
+    c = [
+        3 * xs[i + 1] ** 3
+        + 2 * xs[i + 2]
+        - 5
+        + sympy.sin(xs[i + 1] - xs[i + 2]) * sympy.sin(xs[i + 1] + xs[i + 2])
+        + 4 * xs[i + 1]
+        - xs[i] * sympy.exp(xs[i] - xs[i + 1])
+        - 3
+        for i in range(n - 2)
+    ]
+    x = np.random.default_rng(2).uniform(-1, 1, n)
+    sigma, lam = 1.5, np.array([0.3, -1.2, 0.7])
+    subs = dict(zip(xs, x.tolist(), strict=True))
+    lagrangian = sigma * f + sum(float(m) * ci for m, ci in zip(lam, c, strict=True))
+    expected = np.array(sympy.hessian(lagrangian, xs).subs(subs).evalf(30).tolist(), dtype=float)
+    np.testing.assert_allclose(assembled.hessian_csr(x, sigma, lam).toarray(), expected, rtol=1e-12, atol=1e-12)
+    jac = np.array(sympy.Matrix(c).jacobian(xs).subs(subs).evalf(30).tolist(), dtype=float)
+    np.testing.assert_allclose(assembled.jacobian_csr(x).toarray(), jac, rtol=1e-12, atol=1e-12)
+    value, grad = assembled.value_and_grad(x)
+    assert value == pytest.approx(float(f.subs(subs)), rel=1e-13)
+    np.testing.assert_allclose(grad, [float(sympy.diff(f, s).subs(subs)) for s in xs], rtol=1e-12)
+
+
+def test_minimize_with_assembled_derivatives_reaches_the_optimum() -> None:
+    n = 20
+    res = symgrad.minimize(CHAINED, {"x": np.full(n, 3.0)}, constraints=[TRIG_EXP], sizes={"n": n})
+    assert res.success
+    np.testing.assert_allclose(res.x["x"], np.ones(n), atol=1e-6)  # the known solution: x = 1
