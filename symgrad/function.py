@@ -634,7 +634,9 @@ class Function:
         if found is None:
             terms = self._model.terms(self.variables)
             value_name = self.tape.output_names[0] if self.tape.output_names else "f"
-            found = self._patterns[("assembly",)] = (None if terms is None else hessian_assembly(*terms, value_name),)
+            found = self._patterns[("assembly",)] = (
+                None if terms is None else hessian_assembly(terms.rest, terms.terms, value_name),
+            )
         assembled: tuple[Any, Any, Assembly] | None = found[0]
         return assembled
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .builder import Ref, TapeBuilder
 from .errors import InputError, ModelError, Span, UnknownSizeError, clip
@@ -41,6 +41,7 @@ from .tape import Tape
 __all__ = [
     "Declaration",
     "Families",
+    "ModelTerms",
     "ModelText",
     "Term",
     "declared_inputs",
@@ -763,7 +764,7 @@ class ModelText:
     def __init__(self, expr: Expr, source: str, sizes: Mapping[str, int] | None, variables: Declaration | None) -> None:
         self.expr, self.source, self.sizes, self.variables = expr, source, sizes, variables
 
-    def terms(self, inputs: Sequence[str]) -> tuple[Tape, list[Term]] | None:
+    def terms(self, inputs: Sequence[str]) -> ModelTerms | None:
         """:func:`model_terms` of this model, over the inputs of its tape."""
         return model_terms(self.expr, self.source, inputs, sizes=self.sizes, variables=self.variables)
 
@@ -777,6 +778,17 @@ class Families:
 
     def __init__(self, families: Sequence[tuple[int, Term]]) -> None:
         self.families = tuple(families)
+
+
+class ModelTerms(NamedTuple):
+    """A model as ``rest + Σ terms`` (see :func:`model_terms`)."""
+
+    rest: Tape
+    """The formula with its terms' sums replaced by 0, over the model's inputs."""
+    terms: list[Term]
+    value: Tape
+    """The formula with the k-th term's sum replaced by an input ``@sum[k]`` (after the model's
+    inputs): the value, given each sum (added up in index order, as the expanded tape adds them)."""
 
 
 class Term:
@@ -945,7 +957,7 @@ def model_terms(
     *,
     sizes: Mapping[str, int] | None = None,
     variables: Declaration | None = None,
-) -> tuple[Tape, list[Term]] | None:
+) -> ModelTerms | None:
     """A one-formula model as ``rest + Σ terms``: each ``sum(body for i in a..b)`` added or subtracted
     at the top of the formula whose body indexes vectors affinely in ``i`` (``x[2*i-1]``, ``r[i+1]``)
     lowered *once* as a :class:`Term`, and the rest of the formula (those sums replaced by 0) as a
@@ -958,21 +970,44 @@ def model_terms(
     checked = _sizes(sizes)
     declared = _declaration(variables, checked)
     terms: list[Term] = []
-    spans: set[tuple[int, int]] = set()
+    spans: list[tuple[int, int]] = []
+    spans_of_terms: list[tuple[int, int]] = []
     for leaf, sign in _additive_leaves(body):
         if isinstance(leaf, Reduce) and leaf.op.name == "add":
             term = _term(leaf, sign, definitions, source, checked, declared)
             if term is not None:
-                spans.add((leaf.span.start, leaf.span.end))
+                spans.append((leaf.span.start, leaf.span.end))
                 if term.lo <= term.hi:
                     terms.append(term)
+                    spans_of_terms.append(spans[-1])
     if not spans:
         return None
+    rest = _rest(expr, source, inputs, sizes, variables, {span: None for span in spans})
+    sums = {span: f"@sum[{k}]" for k, span in enumerate(spans_of_terms, 1)}
+    value = _rest(expr, source, inputs, sizes, variables, {span: sums.get(span) for span in spans})
+    return ModelTerms(rest, terms, value)
+
+
+def _rest(
+    expr: Expr,
+    source: str,
+    inputs: Sequence[str],
+    sizes: Mapping[str, int] | None,
+    variables: Declaration | None,
+    replaced: Mapping[tuple[int, int], str | None],
+) -> Tape:
+    """The formula with the sums at these spans replaced: by 0 (None), or by an input of that name
+    (placed after ``inputs``)."""
     builder = TapeBuilder(source)
     for name in inputs:
         builder.var(name)
     context, templates = _prepare([expr], [source], _TapeSink(builder), sizes, variables)
-    zero = (_REF, builder.const(0.0))
-    top = [zero if step[0] == _REDUCE and (step[6].start, step[6].end) in spans else step for step in templates[0][0]]
-    rest = builder.finish([_run(context, top)], (), inputs)
-    return rest, terms
+    zero = builder.const(0.0)
+    top = []
+    for step in templates[0][0]:
+        if step[0] == _REDUCE and (step[6].start, step[6].end) in replaced:
+            sum_input = replaced[step[6].start, step[6].end]
+            step = (_REF, zero if sum_input is None else builder.var(sum_input))
+        top.append(step)
+    out = _run(context, top)
+    return builder.finish([out], (), [*inputs, *(k for k in replaced.values() if k is not None)])

@@ -33,7 +33,7 @@ from . import elements, sparse
 from .builder import Ref, TapeBuilder
 from .errors import DomainError
 from .function import Function, csr_layout
-from .model import Families, ModelText, Term, TermInput
+from .model import Families, ModelTerms, ModelText, Term, TermInput
 from .ops import OPS
 from .tape import Tape
 from .transforms import derivative_name
@@ -128,11 +128,16 @@ class NonlinearProgram:
         self.m = constraints.n_outputs if constraints is not None else 0
         self.objective = objective
         self.constraints = constraints
-        self._vg: Callable[..., Any] | None = None  # the objective's value and gradient: objective.vg, or assembled
-        self._vg_outputs = False  # whether _vg returns (value, *partials) instead of (value, partials)
         self._last: tuple[bytes, float, Array] | None = None
-        self._jacobian: Function | None = None
-        self._zeros = [0.0] * self.m
+        self._zeros = np.zeros(self.m)
+        # What the values come from: the objective's value and gradient at x; the Jacobian's entries at
+        # x; the Hessian's entries at (x, σ, λ) as one array.
+        self._value_and_grad: Callable[[Array], tuple[float, Array]] = self._from_vg(objective)
+        self._jacobian_at: Callable[[Array], Array] = lambda x: np.zeros(0)
+        self._constraints_at: Callable[[Array], Array] | None = None  # None: the constraints' own tape
+        self._hessian_at: Callable[[Array], Array]
+        self.assembled = False
+        """Whether the derivatives are assembled from the terms of sums and families (:mod:`symgrad.elements`)."""
         empty = np.zeros(0, dtype=np.int64)
         self._jpattern: tuple[Indices, Indices] = (empty, empty)
         parts = _parts(objective, constraints, self.names)
@@ -143,8 +148,6 @@ class NonlinearProgram:
         self.hessian_nnz = len(self._hpattern[0])
         self.jacobian_nnz = len(self._jpattern[0])
         n = self.n
-        if self._vg is None:
-            self._vg = objective.vg
         self._hlayout = csr_layout(*self._hpattern, (n, n), True)
         self._jlayout = csr_layout(*self._jpattern, (self.m, n), False)
 
@@ -158,13 +161,14 @@ class NonlinearProgram:
         )
         jacobian = None
         if constraints is not None:
-            self._jacobian = constraints.sparse_jacobian_function(self.names)
+            jacobian_fn = constraints.sparse_jacobian_function(self.names)
             self._jpattern = constraints._pattern("jacobian", self.names)
             jrows, jcols = self._jpattern
-            jacobian = (self._jacobian.tape, jrows.tolist(), jcols.tolist())
+            jacobian = (jacobian_fn.tape, jrows.tolist(), jcols.tolist())
+            self._jacobian_at = _tape_values(jacobian_fn, len(jrows))
         self._hpattern = rows, cols = lagrangian._pattern("hessian", self.names)
         gradient = lagrangian_gradient_tape(objective, jacobian, self.names, self.m)
-        self._hessian = Function(
+        hessian = Function(
             sparse.sparse_hessian_tape(
                 lagrangian.tape, range(self.n), rows.tolist(), cols.tolist(), gradient=(gradient, range(self.n))
             ),
@@ -172,19 +176,21 @@ class NonlinearProgram:
             objective.backend,
             derivation="the sparse Hessian of the Lagrangian",
         )
+        self._hessian_at = _tape_values(hessian, len(rows))
 
     def _assembled(
         self,
         objective: Function,
         constraints: Function | None,
-        objective_rest: Tape | None,
-        objective_terms: list[Term],
+        model: ModelTerms | None,
         constraint_rest: Tape | None,
         rest_rows: list[int],
         families: Sequence[tuple[int, Term]],
     ) -> None:
-        """The derivative tapes assembled from the sums' and families' terms (:mod:`symgrad.elements`)."""
-        names, n, m, backend = self.names, self.n, self.m, objective.backend
+        """The derivatives assembled from the sums' and families' terms (:mod:`symgrad.elements`) and
+        evaluated with numpy, each term's derivative over all its indices at once."""
+        names, n, m = self.names, self.n, self.m
+        objective_rest, objective_terms = (objective.tape, []) if model is None else (model.rest, model.terms)
         lambdas = multiplier_names(m)
         inputs = (*names, SIGMA, *lambdas)
         index = {name: k for k, name in enumerate(inputs)}
@@ -208,19 +214,19 @@ class NonlinearProgram:
             inputs, objective.tape.source, parts, lambda k: derivative_name([names[k // n], names[k % n]], "lagrangian")
         )
         self._hpattern = (hessian.entries // n, hessian.entries % n)
-        self._hessian = Function(hessian.tape(), None, backend, derivation="the sparse Hessian of the Lagrangian")
+        self._hessian_at = elements.Vectorised(hessian)
         variables = {name: k for k, name in enumerate(names)}
-        if objective_terms:  # the gradient too (with the value, from the objective's own tape)
+        if model is not None:  # the value and the gradient too
             gradient = elements.Assembly(
                 names,
                 objective.tape.source,
                 elements.gradient_parts(objective_rest, objective_terms, variables, n),
                 lambda k: derivative_name([names[k]]),
                 entries=np.arange(n),
-                prefix=objective.tape,
             )
-            self._vg = Function(gradient.tape(), None, backend, derivation="the objective's value and gradient").entry
-            self._vg_outputs = True
+            self._value_and_grad = self._from_terms(
+                elements.ModelValue(model.value, model.terms, variables), elements.Vectorised(gradient)
+            )
         if constraints is not None:
             jacobian = elements.Assembly(
                 names,
@@ -229,7 +235,29 @@ class NonlinearProgram:
                 lambda k: derivative_name([names[k % n]], f"c{k // n + 1}"),
             )
             self._jpattern = (jacobian.entries // n, jacobian.entries % n)
-            self._jacobian = Function(jacobian.tape(), None, backend, derivation="the sparse constraint Jacobian")
+            self._jacobian_at = elements.Vectorised(jacobian)
+            self._constraints_at = _constraint_values(m, constraint_rest, rest_rows, families, variables)
+        self.assembled = True
+
+    def _from_vg(self, objective: Function) -> Callable[[Array], tuple[float, Array]]:
+        """Value and gradient from the objective's value-and-gradient tape (built at the first call)."""
+
+        def value_and_grad(x: Array) -> tuple[float, Array]:
+            value, grad = objective.vg(*x.tolist())
+            return float(value), np.asarray(grad, dtype=np.float64)
+
+        return value_and_grad
+
+    def _from_terms(
+        self, value: Callable[[Array], float], gradient: Callable[[Array], Array]
+    ) -> Callable[[Array], tuple[float, Array]]:
+        """Value and gradient from the objective's terms (:mod:`symgrad.elements`)."""
+
+        def value_and_grad(x: Array) -> tuple[float, Array]:
+            v = value(x)
+            return v, gradient(x) if math.isfinite(v) else np.full(self.n, math.nan)
+
+        return value_and_grad
 
     # -- patterns ---------------------------------------------------------------------------
     def hessian_structure(self) -> tuple[Indices, Indices]:
@@ -247,13 +275,8 @@ class NonlinearProgram:
         last = self._last
         if last is not None and last[0] == key:
             return last[1], last[2]
-        assert self._vg is not None
         try:
-            out = self._vg(*x.tolist())
-            if self._vg_outputs:
-                result = (float(out[0]), np.asarray(out[1:], dtype=np.float64))
-            else:
-                result = (float(out[0]), np.asarray(out[1], dtype=np.float64))
+            result = self._value_and_grad(x)
         except DomainError:
             result = (math.nan, np.full(self.n, math.nan))
         self._last = (key, *result)
@@ -268,19 +291,18 @@ class NonlinearProgram:
     def constraint_values(self, x: Array) -> Array:
         if self.constraints is None:
             return np.zeros(0)
+        if self._constraints_at is not None:
+            return self._constraints_at(x)
         return _outputs(self.constraints.entry, x.tolist(), self.m)
 
     def jacobian_values(self, x: Array) -> Array:
         """The Jacobian's structural nonzeros, in :meth:`jacobian_structure`'s order."""
-        if self._jacobian is None:
-            return np.zeros(0)
-        return _outputs(self._jacobian.entry, x.tolist(), self._jacobian.n_outputs)[: self.jacobian_nnz]
+        return self._jacobian_at(x)
 
     def hessian_values(self, x: Array, sigma: float, multipliers: Array | Sequence[float] | None) -> Array:
         """The lower triangle of ``σ ∇²f + Σ λᵢ ∇²cᵢ``'s structural nonzeros, in :meth:`hessian_structure`'s order."""
-        lam = self._zeros if multipliers is None else np.asarray(multipliers, dtype=np.float64).tolist()
-        values = _outputs(self._hessian.entry, [*x.tolist(), float(sigma), *lam], self._hessian.n_outputs)
-        return values[: self.hessian_nnz]  # (a tape with no entries still has one output: a constant)
+        lam = self._zeros if multipliers is None else np.asarray(multipliers, dtype=np.float64)
+        return self._hessian_at(np.concatenate([x, [float(sigma)], lam]))
 
     # -- as scipy.sparse ------------------------------------------------------------------------
     def jacobian_csr(self, x: Array) -> Any:
@@ -295,20 +317,22 @@ class NonlinearProgram:
 
 def _parts(
     objective: Function, constraints: Function | None, names: tuple[str, ...]
-) -> tuple[Tape | None, list[Term], Tape | None, list[int], Sequence[tuple[int, Term]]] | None:
-    """The objective as ``rest + Σ terms`` and the constraints as the rows not in a family (a tape of
-    them, and their rows) and the families, when some sum or family is one term per index; else None."""
+) -> tuple[ModelTerms | None, Tape | None, list[int], Sequence[tuple[int, Term]]] | None:
+    """The objective as ``rest + Σ terms`` (None when no sum is one term per index) and the
+    constraints as the rows not in a family (a tape of them, and their rows) and the families, when
+    some sum or family is one term per index; else None."""
     found = None
     if isinstance(objective._model, ModelText) and objective.variables == names:
         found = objective._model.terms(names)
-    objective_rest, objective_terms = found if found is not None else (objective.tape, [])
+        if found is not None and not found.terms:
+            found = None
     families = (
         constraints._model.families if constraints is not None and isinstance(constraints._model, Families) else ()
     )
-    if not objective_terms and not families:
+    if found is None and not families:
         return None
     if constraints is None:
-        return objective_rest, objective_terms, None, [], ()
+        return found, None, [], ()
     covered: set[int] = set()
     for first, term in families:
         covered.update(range(first, first + term.hi - term.lo + 1))
@@ -318,7 +342,30 @@ def _parts(
         b = TapeBuilder(constraints.tape.source)
         refs = b.import_tape(constraints.tape)
         rest = b.finish([refs[constraints.tape.outputs[r]] for r in rest_rows], (), constraints.tape.inputs)
-    return objective_rest, objective_terms, rest, rest_rows, families
+    return found, rest, rest_rows, families
+
+
+def _constraint_values(
+    m: int, rest: Tape | None, rest_rows: list[int], families: Sequence[tuple[int, Term]], index: dict[str, int]
+) -> Callable[[Array], Array]:
+    """The constraints' values: each family's term over its indices with numpy, the other rows from a
+    tape of them (nan everywhere outside a domain)."""
+    runs = [(first, elements.TermValues(term, index)) for first, term in families]
+    rest_fn = Function(rest) if rest is not None else None
+    rows = np.asarray(rest_rows, dtype=np.int64)
+
+    def values(x: Array) -> Array:
+        out = np.empty(m)
+        for first, term in runs:
+            out[first : first + term.copies] = term(x)
+        if rest_fn is not None:
+            rest_values = _outputs(rest_fn.entry, x.tolist(), len(rest_rows))
+            if np.isnan(rest_values).all():
+                return np.full(m, math.nan)
+            out[rows] = rest_values
+        return out
+
+    return values
 
 
 def _weighted_sum(tape: Tape, weights: Sequence[tuple[int, str]]) -> Tape:
@@ -332,6 +379,16 @@ def _weighted_sum(tape: Tape, weights: Sequence[tuple[int, str]]) -> Tape:
         total = term if total is None else b.emit(add, (total, term))
     assert total is not None
     return b.finish([total])
+
+
+def _tape_values(f: Function, count: int) -> Callable[[Array], Array]:
+    """The first ``count`` outputs of ``f`` (a derived tape of entries) at a point given as one array
+    (a tape with no entries still has one output: a constant)."""
+
+    def values(point: Array) -> Array:
+        return _outputs(f.entry, point.tolist(), f.n_outputs)[:count]
+
+    return values
 
 
 def _outputs(entry: Callable[..., Any], point: list[float], count: int) -> Array:
