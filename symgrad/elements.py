@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .backends.interpreter import evaluate
+from .backends.numpy import array_function
 from .builder import TapeBuilder
 from .gcpause import gc_paused
 from .model import Term, TermInput
@@ -351,8 +353,6 @@ class Vectorised:
     in the last bit at some points); outside a formula's domain they are numpy's nan or inf."""
 
     def __init__(self, assembly: Assembly) -> None:
-        from .backends.numpy import array_function
-
         self.n_entries = len(assembly.entries)
         self._runs: list[tuple[Callable[..., list[Any]], list[Array | None], Array | None, int]] = []
         for p in assembly._parts:
@@ -385,8 +385,6 @@ class TermValues:
     """A term's value at every index of its sum, with numpy: its tape once over the gathered inputs."""
 
     def __init__(self, term: Term, index: Mapping[str, int]) -> None:
-        from .backends.numpy import array_function
-
         slots, numbers, i = _term_slots(term, index)
         self.copies = len(i)
         self._fn = array_function(term.tape, [(self.copies,)] * term.tape.n_inputs)
@@ -409,8 +407,6 @@ class ModelValue:
     rounding (numpy's ``exp``, ``log``, ``tanh``)."""
 
     def __init__(self, value: Tape, terms: Sequence[Term], index: Mapping[str, int]) -> None:
-        from .backends.interpreter import evaluate
-
         self._evaluate = evaluate
         self._value = _read_inputs_only(value)
         self._terms = [TermValues(term, index) for term in terms]
