@@ -10,11 +10,14 @@ extended Powell singular, Broyden tridiagonal, discrete boundary value.  Default
 The ``hessian`` section, per problem and n, times *setup* and the median *per call* of the full
 symmetric Hessian at a point as a ``scipy.sparse.csr_array``:
 
-* symgrad, **derived tape** (what ``Function.sparse_hessian`` does): setup = compile the model +
-  the structural pattern + the derived tape whose outputs are the lower triangle's nonzeros; per
-  call on generated Python and on machine code (native, compiled with the kernel cache off), each
-  called directly as every symgrad method here is, and the public ``f.sparse_hessian(*x)``, which
-  also checks and binds the point.
+* symgrad, **derived tape** (``Function.sparse_hessian_function``): setup = compile the model +
+  the structural pattern + the derived tape whose outputs are the lower triangle's nonzeros (for
+  these models assembled from one term per sum: symgrad/elements.py); per call on generated Python
+  and on machine code (native, compiled with the kernel cache off), each called directly as every
+  symgrad method here is, and the public ``f.sparse_hessian(*x)``, which also checks and binds the
+  point (for these models it evaluates the assembled entries with numpy, not the tape).
+* symgrad, **f.sparse_hessian** (``--tools ... public``): the public call alone from a fresh
+  compile; setup = compile + the first call (the pattern included, no derived tape).
 * symgrad, **coloured**: compressed evaluation with a star colouring of the pattern
   (``symgrad.colouring``), one Hessian-vector product per colour through ``f.hvp_function()``
   (forward over reverse, the seed vector as inputs), and each entry read off one product.  Setup =
@@ -42,7 +45,8 @@ Rosenbrock function with n - 2 trigonometric-exponential equality constraints (L
 1999), written as one constraint family.  Per tool: the optimum, iterations, setup (symgrad: compile
 + the derived tapes; CasADi: the SX graph and ``nlpsol``), the solve, the peak memory, and at the
 solution the per-call time of the Lagrangian's Hessian (and the constraint Jacobian) each tool's
-solver calls.  The two Ipopt versions differ, so iteration counts may too; the optimum must agree.
+solver calls.  (For these models symgrad's derivatives are assembled from one term per sum and
+family and evaluated with numpy: symgrad/elements.py.)  The two Ipopt versions differ, so iteration counts may too; the optimum must agree.
 
 To add a section, write ``def section(problem, n, args) -> None`` and register it in ``SECTIONS``:
 each problem carries its symgrad source, an SX/JAX builder of the same objective and its x0.
@@ -319,6 +323,17 @@ def symgrad_derived(problem: Problem, n: int, x: list[float]) -> Row:
     return Row("symgrad derived tape", compile_s + pattern_s + tape_s, first, calls, memory.bytes, note, hessian)
 
 
+def symgrad_public(problem: Problem, n: int, x: list[float]) -> Row:
+    """The public call alone, from a fresh compile: ``f.sparse_hessian(x)`` (for a model whose sums are
+    assembled: the pattern and the entries with numpy, no derived tape; see symgrad/elements.py)."""
+    with peak_rss() as memory:
+        (f, compile_s) = timed(lambda: _compile(problem, n))
+        hessian, first = timed(lambda: f.sparse_hessian(*x))
+    note = f"compile {compile_s:.2f} s + first call {first:.2f} s (pattern included); setup = both"
+    calls = {"f.sparse_hessian": lambda: f.sparse_hessian(*x)}
+    return Row("symgrad f.sparse_hessian", compile_s + first, None, calls, memory.bytes, note, hessian)
+
+
 def _colours(f: Function) -> tuple[list[int], Any]:
     """A star colouring of f's Hessian pattern and, per lower-triangle entry, its flat place in the
     (colours × n) array of products."""
@@ -513,6 +528,7 @@ def hessian_section(problem: Problem, n: int, args: argparse.Namespace) -> None:
 
 TOOLS: dict[str, Callable[[Problem, int, list[float]], Row | str]] = {
     "derived": symgrad_derived,  # first: the reference the others are compared with
+    "public": symgrad_public,
     "coloured": symgrad_coloured,
     "coloured-tape": symgrad_coloured_tape,
     "casadi": casadi_sx,
@@ -651,7 +667,7 @@ def main() -> None:
     parser.add_argument(
         "--tools",
         nargs="+",
-        default=["derived", "coloured", "casadi", "jax"],
+        default=["derived", "public", "coloured", "casadi", "jax"],
         choices=list(TOOLS),
         help="what the hessian section runs (derived always comes first)",
     )

@@ -50,7 +50,7 @@ from .backends import dispatch, interpreter
 from .backends import python as python_code
 from .backends.numpy import fit as fit_shape
 from .backends.protocol import Returns
-from .elements import Assembly, hessian_assembly
+from .elements import Assembly, Vectorised, hessian_assembly
 from .errors import (
     InputError,
     MissingDependencyError,
@@ -713,21 +713,52 @@ class Function:
     def sparse_hessian(self, /, *args: Any, wrt: Wrt = None, lower: bool = False, **kwargs: Any) -> Any:
         """The Hessian at a point as a ``scipy.sparse.csr_array``: full and symmetric, or its lower
         triangle with ``lower=True`` (what IPOPT takes).  Only the lower triangle's structural
-        nonzeros are computed; the upper one mirrors them."""
+        nonzeros are computed; the upper one mirrors them.
+
+        For a model whose sums are one term per index (by every variable), the entries are
+        assembled from the terms and computed with numpy, each term over all its indices at once
+        (:mod:`symgrad.elements`): no derived tape is built; the values agree with
+        :meth:`sparse_hessian_function`'s to rounding (numpy's ``exp``, ``log`` and ``tanh`` may
+        differ from the C library's in the last bit), and a point where an entry is not finite is
+        evaluated by the derived tape (its :class:`DomainError`, or the same inf or nan)."""
         self._one_output("sparse_hessian()")
         names = self._wrt_tuple(wrt)
-        values = self._sparse_values(self._sparse_function("hessian", names), args, kwargs)
+        assembly = self._assembly("hessian", names)
+        if assembly is None:
+            values = self._sparse_values(self._sparse_function("hessian", names), args, kwargs)
+        else:
+            values = self._assembled_values(assembly[2], args, kwargs)
         take, indices, indptr, shape = self._layout("hessian", names, lower)
         return _csr(values[take], indices, indptr, shape)
 
-    def _sparse_values(self, g: Function, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """``g``'s outputs at one point of plain numbers (bound by this Function's names), as an array."""
+    def _assembled_values(self, assembly: Assembly, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A model's Hessian entries with numpy, each sum's term over all its indices at once
+        (:class:`~symgrad.elements.Vectorised`: no tape of copies to build or generate code for);
+        a point where some entry is not finite takes the derived tape, which says why (a
+        :class:`DomainError` with its caret) or gives the same inf or nan."""
+        point = self._point_of_numbers(args, kwargs)
+        found = self._patterns.get(("vectorised",))
+        if found is None:
+            found = self._patterns[("vectorised",)] = (Vectorised(assembly),)
+        values = found[0](np.asarray(point, dtype=np.float64))
+        if not np.isfinite(values).all():
+            g = self._sparse_function("hessian", self.variables)
+            return np.asarray(_as_tuple(g._forward_fn()(*point), g.n_outputs), dtype=np.float64)
+        return values
+
+    def _point_of_numbers(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+        """The point of a sparse derivative: plain numbers bound by this Function's names."""
         point = self._floats(args, kwargs)
         if point is None:
             point = self.bind(args, kwargs)
             point = [float(v) if type(v) is not float and np.ndim(v) == 0 else v for v in point]
             if _has_array(point):
                 raise InputError("a sparse derivative is taken at one point: give numbers, not arrays")
+        return point  # type: ignore[no-any-return]
+
+    def _sparse_values(self, g: Function, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``g``'s outputs at one point of plain numbers (bound by this Function's names), as an array."""
+        point = self._point_of_numbers(args, kwargs)
         out = g._forward_fn()(*point)
         return np.asarray(_as_tuple(out, g.n_outputs), dtype=np.float64)
 
