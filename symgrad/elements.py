@@ -93,12 +93,16 @@ def _term_slots(term: Term, index: Mapping[str, int]) -> tuple[Array, Array | No
     return slots, numbers, i
 
 
+def _read_inputs(tape: Tape) -> list[int]:
+    """The inputs that some record or output reads, in order."""
+    n = tape.n_inputs
+    return sorted({a for instr in tape.instrs for a in instr.args if a < n} | {o for o in tape.outputs if o < n})
+
+
 def _variables(tape: Tape, slots: Array, n_vars: int) -> list[int]:
     """The local inputs that are variables to differentiate by (global slot below ``n_vars``; the
     same for every copy: a vector is either variables or not) and that the tape reads."""
-    n = tape.n_inputs
-    read = {a for instr in tape.instrs for a in instr.args if a < n} | {o for o in tape.outputs if o < n}
-    return [k for k in sorted(read) if 0 <= slots[0, k] < n_vars]
+    return [k for k in _read_inputs(tape) if 0 <= slots[0, k] < n_vars]
 
 
 def _rest_slots(rest: Tape, index: Mapping[str, int]) -> Array:
@@ -109,7 +113,7 @@ def _read_inputs_only(tape: Tape) -> Tape:
     """``tape`` without the inputs it never reads (the rest of a model over a 10,000-element vector
     reads a few of them, and each input of a local tape is an array gathered per call)."""
     n = tape.n_inputs
-    read = sorted({a for instr in tape.instrs for a in instr.args if a < n} | {o for o in tape.outputs if o < n})
+    read = _read_inputs(tape)
     if len(read) == n:
         return tape
     shift = n - len(read)
