@@ -52,8 +52,13 @@ def make_patterns(path: Path, n: int = 40) -> Path:
     f = symgrad.compile(CHAINED_OBJECTIVE, sizes={"n": n}, variables=variables)
     c = symgrad.Function(lower_constraints([CHAINED_CONSTRAINTS], variables=variables, sizes={"n": n}).tape)
     program = NonlinearProgram(f, c, f.variables)
+    import numpy as np
+    import scipy.sparse
+
     jacobian = c.jacobian_sparsity()
-    hessian = program.lagrangian.hessian_sparsity(wrt=list(f.variables))
+    rows, cols = program.hessian_structure()  # the lower triangle the solver gets; drawn whole
+    lower = scipy.sparse.coo_array((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(n, n))
+    hessian = (lower + lower.T).tocsr()
     fig, axes = plt.subplots(1, 2, figsize=(8.0, 4.2))
     for ax, pattern, title in (
         (axes[0], jacobian, f"constraint Jacobian ({n - 2}×{n}, {jacobian.nnz} nonzeros)"),
