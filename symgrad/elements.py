@@ -154,17 +154,28 @@ def _hessian_placed(tape: Tape, slots: Array, numbers: Array | None, n_vars: int
     return Placed(local, slots, numbers, np.maximum(r, c) * n_vars + np.minimum(r, c), factors)
 
 
-def hessian_parts(rest: Tape | None, terms: Sequence[Term], index: Mapping[str, int], n_vars: int) -> list[Placed]:
-    """The lower triangle of the Hessian of ``rest + Σ terms`` by the first ``n_vars`` inputs of
-    ``index``: keys ``row * n_vars + col``, row >= col."""
+Place = Callable[[Tape, Array, "Array | None", int, float], "Placed | None"]
+"""Places one local tape's derivative: ``(tape, slots, numbers, n_vars, sign)``, None if it has none."""
+
+
+def _placed(
+    place: Place, rest: Tape | None, terms: Sequence[Term], index: Mapping[str, int], n_vars: int
+) -> list[Placed]:
+    """``place`` applied to ``rest`` (once) and to each term (once per index)."""
     parts = []
     if rest is not None:
         rest = _read_inputs_only(rest)
-        parts.append(_hessian_placed(rest, _rest_slots(rest, index), None, n_vars, 1.0))
+        parts.append(place(rest, _rest_slots(rest, index), None, n_vars, 1.0))
     for term in terms:
         slots, numbers, _ = _term_slots(term, index)
-        parts.append(_hessian_placed(term.tape, slots, numbers, n_vars, term.sign))
+        parts.append(place(term.tape, slots, numbers, n_vars, term.sign))
     return [p for p in parts if p is not None]
+
+
+def hessian_parts(rest: Tape | None, terms: Sequence[Term], index: Mapping[str, int], n_vars: int) -> list[Placed]:
+    """The lower triangle of the Hessian of ``rest + Σ terms`` by the first ``n_vars`` inputs of
+    ``index``: keys ``row * n_vars + col``, row >= col."""
+    return _placed(_hessian_placed, rest, terms, index, n_vars)
 
 
 # ------------------------------------------------------------------------ gradients ---
@@ -182,14 +193,7 @@ def _gradient_placed(tape: Tape, slots: Array, numbers: Array | None, n_vars: in
 
 def gradient_parts(rest: Tape | None, terms: Sequence[Term], index: Mapping[str, int], n_vars: int) -> list[Placed]:
     """The gradient of ``rest + Σ terms`` by the first ``n_vars`` inputs: keys are the variables."""
-    parts = []
-    if rest is not None:
-        rest = _read_inputs_only(rest)
-        parts.append(_gradient_placed(rest, _rest_slots(rest, index), None, n_vars, 1.0))
-    for term in terms:
-        slots, numbers, _ = _term_slots(term, index)
-        parts.append(_gradient_placed(term.tape, slots, numbers, n_vars, term.sign))
-    return [p for p in parts if p is not None]
+    return _placed(_gradient_placed, rest, terms, index, n_vars)
 
 
 # ------------------------------------------------------------------------ Jacobians ---

@@ -902,9 +902,10 @@ def relation_term(
     """A family of constraints ``sides[0] OP sides[1] for var in lo..hi`` (or ``lo <= g <= hi``) as
     the term of its bodies, lowered once, or None if it is not one term per index.
 
-    The body is the constraint's as :mod:`symgrad.constraints` makes it, up to a constant (which no
-    derivative sees): the middle side of three; of two, the side that is not made of numbers alone
-    (a side the machine folds to a constant at every index), else their difference."""
+    The body is the constraint's as :mod:`symgrad.constraints` makes it (its values are the
+    solver's constraint values): the middle side of three; of two, the side that is not made of
+    numbers alone (a side the machine folds to a constant at every index: the other side is then
+    the body, the constant moves into the bounds), else their difference."""
     lowered = _lowered_once(sides, var, definitions, source, sizes, declared, shift)
     if lowered is None:
         return None
@@ -918,13 +919,13 @@ def relation_term(
     b = TapeBuilder(source)
     refs = b.import_tape(tape)
     outs = [refs[slot] for slot in tape.outputs]
-    one = outs[body] if body >= 0 else b.emit(OPS_SUB, (outs[0], outs[1]))
+    one = outs[body] if body >= 0 else b.emit(_SUB, (outs[0], outs[1]))
     single = b.finish([one])
     by_name = dict(zip(tape.inputs, inputs, strict=True))
     return Term(single, tuple(by_name[name] for name in single.inputs), lo, hi, 1.0)
 
 
-OPS_SUB = OPS["sub"]
+_SUB = OPS["sub"]
 
 _SCALING = frozenset(("add", "sub", "mul", "div", "neg"))
 
