@@ -17,6 +17,7 @@ pure-Python parser.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.resources
 import keyword
@@ -134,8 +135,9 @@ def _respan(node: Expr, span: Span) -> Expr:
         return Call(span, node.op, node.args)
     if isinstance(node, Var):
         return Var(span, node.name)
-    assert isinstance(node, Const)
-    return Const(span, node.value, node.text)
+    if isinstance(node, Const):
+        return Const(span, node.value, node.text)
+    return dataclasses.replace(node, span=span)  # (x[i]), (sum(...)): the rarer nodes
 
 
 def _binary(opname: str) -> Any:

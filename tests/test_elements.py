@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 import sympy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import symgrad
 from symgrad import parser
@@ -285,3 +287,51 @@ def test_assembled_program_gives_nan_outside_the_domain() -> None:
     assert np.isnan(assembled.hessian_values(x, 1.0, np.ones(n - 1))).any()
     inside = np.array([1.0, 2.0, 0.5, 3.0])
     np.testing.assert_allclose(assembled.value_and_grad(inside)[1], general.value_and_grad(inside)[1], rtol=1e-14)
+
+
+# -- random sums: assembled against the general path ---------------------------------------------------
+
+_LEAVES = ["x[i]", "x[i+1]", "x[2*i]", "x[n+1-i]", "a", "i", "1.5", "0.5"]
+
+
+@st.composite
+def _bodies(draw: st.DrawFn, depth: int = 3) -> str:
+    """A random body of ``sum(... for i in 1..m)`` over n = 2m elements (every index in range)."""
+    if depth == 0 or draw(st.integers(0, 3)) == 0:
+        return draw(st.sampled_from(_LEAVES))
+    kind = draw(st.sampled_from(["+", "-", "*", "/", "sin", "cos", "exp", "square", "cube", "tanh"]))
+    a = draw(_bodies(depth - 1))
+    if kind in ("sin", "cos", "tanh"):
+        return f"{kind}({a})"
+    if kind == "exp":
+        return f"exp(0.3*sin({a}))"
+    if kind == "square":
+        return f"({a})**2"
+    if kind == "cube":
+        return f"({a})**3"
+    b = draw(_bodies(depth - 1))
+    if kind == "/":
+        return f"({a})/(2 + ({b})**2)"
+    return f"({a}) {kind} ({b})"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    first=_bodies(),
+    second=_bodies(),
+    rest=st.sampled_from(["", " + a*x[1]**2", " - exp(x[2]*a)"]),
+    seed=st.integers(0, 9),
+)
+def test_random_sums_assemble_as_the_general_path_derives(first: str, second: str, rest: str, seed: int) -> None:
+    m = 3
+    source = f"sum({first} for i in 1..m) - sum({second} for i in 1..m){rest}"
+    f = symgrad.compile(source, sizes={"n": 2 * m, "m": m}, variables={"x": "n", "a": None})
+    general = Function(f.tape)
+    point = np.random.default_rng(seed).uniform(-1, 1, len(f.variables)).tolist()
+    ours, theirs = f.hessian_sparsity(lower=True), general.hessian_sparsity(lower=True)
+    assert (ours != theirs).nnz == 0, source
+    expected = general.sparse_hessian(*point, lower=True).toarray()
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(f.sparse_hessian(*point, lower=True).toarray(), expected, rtol=1e-11, atol=1e-11 * scale)
+    tape = np.atleast_1d(np.asarray(f.sparse_hessian_function()(*point), dtype=float))[: ours.nnz]
+    np.testing.assert_allclose(tape, general.sparse_hessian(*point, lower=True).data, rtol=1e-11, atol=1e-11 * scale)

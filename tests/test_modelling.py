@@ -393,3 +393,13 @@ def test_an_element_given_alone_and_in_its_vector_is_named_as_given_twice() -> N
     for point in ({"t": 2.0, "x": [1.0, 2.0, 3.0], "x[1]": 2.0}, {"t": 2.0, "x[1]": 2.0, "x": [1.0, 2.0, 3.0]}):
         with pytest.raises(InputError, match=r"'x\[1\]' was given twice: alone and as an element of the vector 'x'"):
             f.value_and_grad(point)
+
+
+def test_a_parenthesised_element_or_sum_parses() -> None:
+    """``(x[1])`` and ``(sum(...))`` were an AssertionError in the parser (a parenthesised node of a
+    kind it did not re-span); found by a random model in test_elements.py."""
+    f = symgrad.compile("(x[1])**2 + (sum(x[i]*(x[i]) for i in 1..n))*2", sizes={"n": 2}, variables={"x": "n"})
+    assert f(x=[3.0, 4.0]) == 9.0 + 2 * (9.0 + 16.0)
+    with pytest.raises(ModelError) as caught:
+        symgrad.compile("(x[3]) + 1", sizes={"n": 2}, variables={"x": "n"})
+    assert "out of range" in str(caught.value)
