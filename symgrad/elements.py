@@ -43,9 +43,11 @@ from .transforms import derivative_name, grad_tape
 __all__ = [
     "Assembly",
     "ModelValue",
+    "Placed",
     "TermValues",
     "Vectorised",
     "gradient_parts",
+    "hessian_assembly",
     "hessian_parts",
     "jacobian_parts",
     "weighted",
@@ -232,8 +234,8 @@ def jacobian_parts(
 # ------------------------------------------------------------------------- assembly ---
 class Assembly:
     """Placed local derivatives summed into entries: ``entries`` (sorted keys, int64) as soon as this
-    is made; :meth:`tape` (built when first asked for) has the outputs of ``prefix`` (a tape over the
-    same inputs whose records are copied first, such as the value), then one output per entry."""
+    is made; :meth:`tape` (built when first asked for) has one output per entry; :class:`Vectorised`
+    evaluates the entries with numpy instead."""
 
     def __init__(
         self,
@@ -243,9 +245,8 @@ class Assembly:
         label: Callable[[int], str],
         *,
         entries: Array | None = None,
-        prefix: Tape | None = None,
     ) -> None:
-        self.inputs, self.source, self.label, self.prefix = inputs, source, label, prefix
+        self.inputs, self.source, self.label = inputs, source, label
         self._parts = list(parts)
         keys = np.concatenate([p.keys.ravel() for p in parts]) if parts else np.zeros(0, dtype=np.int64)
         self._keep = keys >= 0
@@ -263,8 +264,8 @@ class Assembly:
     def _build(self) -> Tape:
         inputs, parts, n = self.inputs, self._parts, len(self.inputs)
         n_entries = len(self.entries)
-        # Constants first (slots come after the inputs): the prefix's, each local tape's, the numbers,
-        # the factors, and 0 for an entry nothing adds to.
+        # Constants first (slots come after the inputs): each local tape's, the numbers, the factors,
+        # and 0 for an entry nothing adds to.
         consts: dict[str, int] = {}
 
         def const(value: float) -> int:
@@ -274,8 +275,6 @@ class Assembly:
                 slot = consts[key] = len(consts)
             return slot
 
-        prefix = self.prefix
-        prefix_consts = [const(v) for v in prefix.consts] if prefix is not None else []
         local_consts = [[const(v) for v in p.tape.consts] for p in parts]
         number_slots = [None if p.numbers is None else np.vectorize(const, otypes=[np.int64])(p.numbers) for p in parts]
         factor_slots = {f: const(f) for f in np.unique(self._factors).tolist() if f != 1.0}
@@ -284,16 +283,6 @@ class Assembly:
 
         instrs: list[Instr] = []
         outputs: list[int] = []
-        if prefix is not None:
-            if prefix.inputs != inputs:
-                raise ValueError("the prefix tape must have the assembly's inputs")
-            slot_of = [*range(n), *(n + c for c in prefix_consts)]
-            slot_of.extend(range(base, base + len(prefix.instrs)))
-            instrs.extend(
-                Instr(instr.op, tuple([slot_of[a] for a in instr.args]), instr.span, instr.derivative_of)
-                for instr in prefix.instrs
-            )
-            outputs.extend(slot_of[s] for s in prefix.outputs)
 
         contributions: list[Array] = []
         for p, lconsts, nslots in zip(parts, local_consts, number_slots, strict=True):
@@ -340,10 +329,7 @@ class Assembly:
         values = [0.0] * len(consts)
         for key, slot in consts.items():
             values[slot] = float.fromhex(key)
-        labels = list(prefix.output_names) if prefix is not None and prefix.output_names else []
-        if prefix is not None and not labels:
-            labels = [f"out{k}" for k in range(len(prefix.outputs))]
-        labels.extend(self.label(key) for key in self.entries.tolist())
+        labels = [self.label(key) for key in self.entries.tolist()]
         if not outputs:  # a tape needs an output: a constant nobody reads
             outputs, labels = [n + zero], ["none"]
         return Tape.built(inputs, tuple(values), tuple(instrs), tuple(outputs), self.source, tuple(labels))
