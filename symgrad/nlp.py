@@ -1,4 +1,4 @@
-"""A nonlinear program's derivatives as tapes: what an optimiser asks for, at a point given as an array.
+"""A nonlinear program's derivatives: what an optimiser asks for, at a point given as an array.
 
 An optimiser for ``min f(x)`` subject to ``cl <= c(x) <= cu`` asks for the
 objective and its gradient, the constraint values, the constraint Jacobian
@@ -15,6 +15,16 @@ here, built once, run by the dispatcher like any other Function:
   structural nonzeros, with ``σ`` and ``λ`` as plain inputs.  The
   multipliers have no domain in the sparsity pass, so the pattern is exactly
   the union of the objective's and the constraints' patterns.
+
+When the objective is a model with sums that are one term per index, or the
+constraints include such families, the derivatives are *assembled* instead
+(:mod:`symgrad.elements`): each term is differentiated once (σ times each of
+the objective's terms, λᵢ times each family's), placed per index, and evaluated
+with numpy over all its indices at once; the objective's value is its terms'
+values added left to right as the expanded tape adds them, and the families'
+constraint values come from their terms too.  No tape of the whole problem's
+derivatives is built, and no code is generated: a solver's few dozen calls run
+at numpy's speed from the first.
 
 Points outside a formula's domain (``log`` of a negative number, or a solver
 probing with nan) give nan values instead of a :class:`DomainError`: that is
