@@ -97,8 +97,8 @@ def _term_slots(term: Term, index: Mapping[str, int]) -> tuple[Array, Array | No
 
 def _read_inputs(tape: Tape) -> list[int]:
     """The inputs that some record or output reads, in order."""
-    n = tape.n_inputs
-    return sorted({a for instr in tape.instrs for a in instr.args if a < n} | {o for o in tape.outputs if o < n})
+    uses = tape.use_counts()
+    return [k for k in range(tape.n_inputs) if uses[k]]
 
 
 def _variables(tape: Tape, slots: Array, n_vars: int) -> list[int]:
