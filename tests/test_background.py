@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -76,9 +77,22 @@ def _run_one_build(during: Callable[[], None]) -> float:
     return seen[0]
 
 
+def _wait_until_no_build_runs(timeout: float = 120.0) -> None:
+    """Let builds queued by earlier tests end: while one runs, the interval is the lowered one."""
+    deadline = time.monotonic() + timeout
+    while background._switches_users or background._state.worker is not None:
+        assert time.monotonic() < deadline, "a background build did not end"
+        worker = background._state.worker
+        if worker is not None:
+            worker.join(0.1)
+        else:
+            time.sleep(0.001)  # the worker has left the queue and is restoring the interval
+
+
 def test_a_build_runs_with_a_short_switch_interval_and_the_old_one_comes_back() -> None:
     """A build waits for the GIL after every LLVM call and file write: behind a caller busy in a loop,
     at the default 5 ms per wait, builds took several times their own time."""
+    _wait_until_no_build_runs()
     before = sys.getswitchinterval()
     assert before > background.BUILD_SWITCH_INTERVAL  # (the test needs the default's kind of interval)
     during = _run_one_build(lambda: None)
@@ -87,6 +101,7 @@ def test_a_build_runs_with_a_short_switch_interval_and_the_old_one_comes_back() 
 
 
 def test_a_switch_interval_set_during_a_build_is_kept() -> None:
+    _wait_until_no_build_runs()
     before = sys.getswitchinterval()
     try:
         _run_one_build(lambda: sys.setswitchinterval(0.003))
