@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -239,6 +240,37 @@ def test_writes_do_not_list_the_directory_every_time(cache_dir: Path, monkeypatc
     scans = len(listings)
     assert sum(p.stat().st_size for p in cache_dir.glob("*.sgk")) <= limit
     assert 1 <= scans <= 8, listings
+
+
+def test_misses_are_answered_from_a_listing_that_follows_the_directory(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most asks miss (a new tape's key); a directory that has not changed lately is listed once and
+    then answered from the listing, and a kernel another process writes is seen once the
+    directory's time moves."""
+    t = tape_of("x*y + 7")
+    compile_native(t, [t.output])  # creates the directory, with its key
+    settled = time.time() - 10
+    os.utime(cache_dir, (settled, settled))
+    listings = []
+    real_scandir = os.scandir
+
+    def counting_scandir(path: object = ".") -> object:
+        listings.append(path)
+        return real_scandir(path)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    assert cache.load("0" * 64) is None and cache.load("1" * 64) is None
+    assert len(listings) == 1
+    cache.store("4" * 64, b"ours")  # this process's own write keeps its listing current
+    assert cache.load("4" * 64) == b"ours" and cache.load("5" * 64) is None and len(listings) == 1
+    listing = cache._listing
+    cache.store("2" * 64, b"theirs")
+    cache._listing = listing  # as if another process had written it
+    assert cache.load("2" * 64) == b"theirs"  # the directory's time moved: looked for it
+    os.utime(cache_dir, (settled + 1, settled + 1))  # settled again, at another time: listed again
+    assert cache.load("2" * 64) == b"theirs" and cache.load("3" * 64) is None
+    assert len(listings) == 2
 
 
 # ------------------------------------------------------------------ the key --

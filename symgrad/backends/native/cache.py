@@ -34,6 +34,7 @@ directory + ``symgrad/native``), ``SYMGRAD_CACHE=0`` disables the cache; :func:`
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import os
@@ -41,9 +42,11 @@ import secrets
 import stat
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from ... import config
 
@@ -78,7 +81,12 @@ def cache_dir() -> Path | None:
     if not config.CACHE.get():
         return None
     configured = config.CACHE_DIR.get()
-    return configured if configured is not None else config.user_cache_dir() / "symgrad" / "native"
+    return configured if configured is not None else _default_dir(config.user_cache_dir())
+
+
+@functools.lru_cache(maxsize=8)
+def _default_dir(user_cache: Path) -> Path:
+    return user_cache / "symgrad" / "native"
 
 
 # ------------------------------------------------------------- the directory --
@@ -166,9 +174,10 @@ class _Directory:
 
 
 @contextlib.contextmanager
-def _directory(create: bool) -> Iterator[_Directory | None]:
-    """The cache directory if it may be used (created 0700 first if ``create``), else None."""
-    path = cache_dir()
+def _directory(create: bool, path: Path | None = None) -> Iterator[_Directory | None]:
+    """The cache directory (``path``, else :func:`cache_dir`) if it may be used (created 0700 first
+    if ``create``), else None."""
+    path = path or cache_dir()
     if path is None:
         yield None
         return
@@ -287,7 +296,13 @@ def _tag(secret: bytes, head: bytes, payload: bytes) -> bytes:
 
 def load(key: str) -> bytes | None:
     """The object code stored under ``key``, or None (missing, disabled, or invalid: then removed)."""
-    with _directory(create=False) as d:
+    path = cache_dir()
+    if path is None:
+        return None
+    if _surely_absent(path, f"{key}{SUFFIX}"):
+        STATS["misses"] += 1
+        return None
+    with _directory(create=False, path=path) as d:
         if d is None:
             return None
         secret = _secret(d, create=False)
@@ -327,6 +342,71 @@ def load(key: str) -> bytes | None:
         return payload
 
 
+class _Listing(NamedTuple):
+    path: str
+    mtime_ns: int
+    names: frozenset[str]
+
+
+_listing: _Listing | None = None
+"""This process's listing of the cache directory, as of the directory's modification time then."""
+
+SETTLED_NS = 2_000_000_000
+"""A directory is listed only when it has not changed for this long (file systems keep
+modification times to a tick of up to a second or two): a file added in the tick of the listing
+would leave the time as it was, and never be seen."""
+
+
+def _surely_absent(path: Path, name: str) -> bool:
+    """Whether ``name`` is not in the directory, by this process's listing of it (False: go and look).
+
+    Most asks miss (a new tape's key, asked before anything is compiled), and the checked way
+    (open the directory, check its owner and mode, read the key, try the file) cost 30-50 µs of
+    every first array call; a ``stat`` and a set lookup cost a few.  Only absence is answered
+    here: nothing is loaded without the checks.  A directory that fails them is not trusted, so
+    the checked way warns as before."""
+    global _listing
+    where = str(path)
+    try:
+        info = os.stat(where)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(info.st_mode) or _foreign(info, 0o022) is not None:
+        return False
+    listing = _listing
+    if listing is not None and listing.path == where and listing.mtime_ns == info.st_mtime_ns:
+        return name not in listing.names
+    if time.time_ns() - info.st_mtime_ns < SETTLED_NS:
+        return False
+    try:
+        with os.scandir(where) as entries:
+            names = frozenset(entry.name for entry in entries)
+    except OSError:
+        return False
+    _listing = _Listing(where, info.st_mtime_ns, names)
+    return name not in names
+
+
+def _modified(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _listed(path: Path, before: int | None, name: str) -> None:
+    """Keep this process's listing current across its own write of ``name`` (the directory's time was
+    ``before`` it).  A file another process adds in the same instant goes unseen until the next
+    change: that costs one compile of a kernel that was there, never a wrong kernel."""
+    global _listing
+    listing = _listing
+    after = _modified(path)
+    if listing is None or before is None or after is None:
+        return
+    if listing.mtime_ns == before and listing.path == str(path):
+        _listing = _Listing(listing.path, after, listing.names | {name})
+
+
 def _reject(d: _Directory, name: str) -> None:
     STATS["rejected"] += 1
     d.unlink(name)
@@ -345,6 +425,7 @@ def store(key: str, payload: bytes) -> None:
         if len(data) > _max_bytes():  # it would be pruned at once, and never loaded
             return
         tmp = f"{_TMP}{secrets.token_hex(8)}{SUFFIX}"
+        before = _modified(d.path)
         try:
             fd = d.open(tmp, _CREATE, 0o600)
             try:
@@ -358,6 +439,7 @@ def store(key: str, payload: bytes) -> None:
                 return
             raise
         STATS["stores"] += 1
+        _listed(d.path, before, f"{key}{SUFFIX}")
         _account(d, len(data))
 
 
