@@ -273,6 +273,36 @@ def test_auto_loads_a_fused_kernel_from_the_persistent_cache_at_once() -> None:
     assert_close(got[1]["y"], want[1]["y"], "y")
 
 
+def test_a_fused_loop_on_disk_is_linked_once_the_calls_have_paid_for_linking() -> None:
+    """Linking a loop read from the persistent cache costs 1-3 ms: more than many numpy calls over
+    a few points, less than one over a million.  It is a setup like a compile, bought by the same
+    rule; nothing is compiled either way."""
+    from symgrad.backends.native import kernel as kernel_module
+
+    few, many = RNG.normal(size=10), RNG.normal(size=1_000_000)
+    for formula, x in [("cos(x)*y + x*x*y + 0.625", few), ("cos(x)*y + x*x*y + 0.875", many)]:
+        symgrad.compile(formula, backend="native").value_and_grad(x=few, y=0.5)  # compiled and stored
+        arrays.clear()
+        symgrad.clear_cache()  # now on disk only
+        compiled, loaded = kernel_module.STATS["compiled"], kernel_module.STATS["loaded"]
+        before = dict(arrays.STATS)
+        f = symgrad.compile(formula, backend="auto")
+        got = f.value_and_grad(x=x, y=0.5)
+        if x is many:
+            assert _calls(before) == {"native": 1, "numpy": 0}  # one numpy call costs more than the link
+        else:
+            assert _calls(before)["native"] == 0  # the numpy program served (itself: not counted here)
+            for _ in range(20_000):  # far more calls than pay for the link
+                got = f.value_and_grad(x=x, y=0.5)
+                if _calls(before)["native"]:
+                    break
+            assert _calls(before)["native"] == 1
+        assert kernel_module.STATS["compiled"] == compiled and kernel_module.STATS["loaded"] == loaded + 1
+        want = symgrad.compile(formula, backend="python").value_and_grad(x=x, y=0.5)
+        assert_close(got[0], want[0], formula)
+        assert_close(got[1]["x"], want[1]["x"], formula)
+
+
 def test_written_outputs_share_blocks_of_bounded_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """One block per call for every output would go over glibc's largest mmap threshold for big calls
     (5 outputs of 10^6 points: 40 MB), and come back from the OS as fresh pages at every call."""

@@ -201,14 +201,16 @@ def array_function(
     numpy_fn: Callable[..., list[Any]],
     compile_now: bool = False,
     only_cached: bool = False,
+    on_kernel: Callable[[NativeKernel], None] | None = None,
 ) -> Callable[..., list[Any]] | None:
     """``fn(*point) -> [outputs]`` like ``numpy_fn`` (the numpy program for these shapes), on the kernel.
 
     None where the kernel cannot give numpy's result shapes (an output that
     is not a partial and does not vary over the points): use ``numpy_fn``.
     ``compile_now``: compile the loop here (on a background worker, say), not at the first call.
-    ``only_cached``: None too unless the loop is loaded or in the persistent cache (then it is
-    loaded now).
+    ``only_cached``: None too unless the loop is loaded or in the persistent cache (then it is read
+    now and linked at the first call, or by the kernel's ``prepare_array``).
+    ``on_kernel`` is told of the kernel behind the entry.
     """
     shapes = [tuple(s) for s in shapes]
     point_shape = np.broadcast_shapes(*shapes)
@@ -233,8 +235,10 @@ def array_function(
     kernel = _kernel(loop, len(boundary) + len(recips), tuple(summed))
     if only_cached and not kernel.cached("array"):
         return None
-    if compile_now or only_cached:
+    if compile_now:
         kernel.prepare_array()
+    if on_kernel is not None:
+        on_kernel(kernel)
     varying_inputs = [j for j, u in enumerate(uniform_inputs) if not u]
     n_in = program.n_inputs
     prelude = _prelude(tape, uniform_inputs, before, boundary)

@@ -218,6 +218,8 @@ class NativeKernel:
         self._layout: Layout | None = None
         self._lock = threading.Lock()
         self._loaded: dict[str, jit.Loaded] = {}
+        self._read: dict[str, bytes] = {}
+        """Object code read from the persistent cache (and checked) by :meth:`cached`, not linked yet."""
         self._array_fn: Any = None
         self._via_ctypes = not pyentry.available()
         self._machine: tuple[int, ctypes.Array[ctypes.c_double]] | None = None
@@ -287,7 +289,7 @@ class NativeKernel:
             loaded = self._loaded.get(part)
             if loaded is None:
                 key = self.cache_key(part)
-                data = cache.load(key)
+                data = self._read.pop(part, None) or cache.load(key)
                 if data is None:
                     data = jit.compile_object(self.recipe(part), self.opt(part))
                     STATS["compiled"] += 1
@@ -306,8 +308,22 @@ class NativeKernel:
         return self.program.outputs
 
     def cached(self, part: str = "scalar") -> bool:
-        """Whether the machine code of ``part`` is loaded in this process or in the persistent cache."""
-        return part in self._loaded or cache.load(self.cache_key(part)) is not None
+        """Whether the machine code of ``part`` is loaded in this process or in the persistent cache
+        (then read and checked now, and linked when first used: see :meth:`linked`)."""
+        with self._lock:
+            if part in self._loaded or part in self._read:
+                return True
+        data = cache.load(self.cache_key(part))
+        if data is None:
+            return False
+        with self._lock:
+            if part not in self._loaded:
+                self._read[part] = data
+        return True
+
+    def linked(self, part: str = "scalar") -> bool:
+        """Whether the machine code of ``part`` is ready to run in this process (compiled, or read and linked)."""
+        return part in self._loaded
 
     def prepare_array(self) -> None:
         """Compile (or load) the array loop now rather than at the first array call."""
