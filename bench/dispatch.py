@@ -117,6 +117,31 @@ def _timeline(
     return out
 
 
+SMALL_CELL = 0.015
+"""Seconds: a cell whose last total is under this is run :data:`REPEATS` times in its process (a new
+Function each time: the formula cache cleared) and the best total of each count is kept.  No run
+that short buys machine code under auto (renting until the calls have cost a compile of at least
+8 ms, then compiling, takes 16 ms or more), so a repeat never finds a kernel an earlier run of
+the same cell compiled."""
+REPEATS = 5
+
+
+def _best_of(
+    first: list[tuple[float, bool]], again: Callable[[], list[tuple[float, bool]]]
+) -> list[tuple[float, bool]]:
+    """``first`` and up to ``REPEATS - 1`` more runs of a cell of milliseconds, best total per count.
+
+    This machine's speed flips between two states for a few hundred milliseconds at a time, for
+    any code (the same numpy call: 48 µs in one, 80-105 µs in the other, whichever process runs
+    it): a cell of one millisecond measured once is a lottery between them, in each column."""
+    line = first
+    for _ in range(REPEATS - 1):
+        if line[-1][0] >= SMALL_CELL:
+            break
+        line = [min(a, b) for a, b in zip(line, again(), strict=True)]
+    return line
+
+
 def _native_serves(f: Any) -> bool:
     """Whether ``f.vg`` is the machine code itself (a built-in function), i.e. auto has settled there."""
     return type(f.vg).__name__ == "builtin_function_or_method"
@@ -155,14 +180,22 @@ def scalar_column(backend: str, sizes: list[int], cap: float) -> list[dict[str, 
     point = W.generated_point()
     for n_ops in sizes:
         src = W.generated(n_ops)
-        start = time.perf_counter()
-        f = symgrad.compile(src, backend=backend)
-        compiled = time.perf_counter() - start
+        times: list[float] = []
+
+        def run(src: str = src, times: list[float] = times) -> tuple[Any, list[tuple[float, bool]]]:
+            symgrad.clear_cache()  # a new Function
+            start = time.perf_counter()
+            f = symgrad.compile(src, backend=backend)
+            times.append(time.perf_counter() - start)
+            args = [point[name] for name in f.variables]
+            settled = (lambda f=f: _native_serves(f)) if backend == "auto" else (lambda: True)
+            return f, _timeline(lambda f=f, args=args: f.vg(*args), SCALAR_CALLS, cap, start, settled)
+
+        f, line = run()
+        line = _best_of(line, lambda run=run: run()[1])
         args = [point[name] for name in f.variables]
-        settled = (lambda f=f: _native_serves(f)) if backend == "auto" else (lambda: True)
-        line = _timeline(lambda f=f, args=args: f.vg(*args), SCALAR_CALLS, cap, start, settled)
         f.wait_native()
-        row: dict[str, Any] = {"n_ops": n_ops, "totals": line, "compile": compiled}
+        row: dict[str, Any] = {"n_ops": n_ops, "totals": line, "compile": min(times)}
         row["steady"] = _steady(lambda f=f, args=args: f.vg(*args))
         if backend == "auto":  # the fixed choices' steady state, in this process (their kernels are cached)
             fixed = {}
@@ -193,11 +226,21 @@ def array_column(backend: str, sizes: list[int], points: list[int], cap: float) 
                         values[name] = float(rng.uniform(0.5, 1.5))
                     else:
                         values[name] = rng.uniform(0.5, 1.5, n_points)
-                start = time.perf_counter()
-                f = symgrad.compile(src, backend=backend)
-                compiled = time.perf_counter() - start
-                settled = (lambda: False) if backend == "auto" else (lambda: True)
-                line = _timeline(lambda f=f, v=values: f.value_and_grad(**v), ARRAY_CALLS, cap, start, settled)
+                times: list[float] = []
+
+                def run(
+                    src: str = src, values: dict[str, Any] = values, times: list[float] = times
+                ) -> tuple[Any, list[tuple[float, bool]]]:
+                    symgrad.clear_cache()  # a new Function
+                    start = time.perf_counter()
+                    f = symgrad.compile(src, backend=backend)
+                    times.append(time.perf_counter() - start)
+                    settled = (lambda: False) if backend == "auto" else (lambda: True)
+                    return f, _timeline(lambda f=f, v=values: f.value_and_grad(**v), ARRAY_CALLS, cap, start, settled)
+
+                f, line = run()
+                line = _best_of(line, lambda run=run: run()[1])
+                compiled = min(times)
                 f.wait_native()
                 steady = _steady(lambda f=f, v=values: f.value_and_grad(**v))
                 records = len(symgrad.transforms.grad_tape(f.tape))
