@@ -22,8 +22,7 @@ choice), every process with an empty kernel cache, so the columns compare:
 For each cell: the total seconds from just before ``symgrad.compile`` (or
 ``trace``) to the last call's return, everything included (parsing, imports
 such as llvmlite's, derivative tapes, code generation, compiles), measured as
-the calls run (a cell of milliseconds up to five times, 0.3 s apart, each with a new Function,
-keeping the best total per count: see :func:`_best_of`); ``auto / best`` is auto's total against
+the calls run; ``auto / best`` is auto's total against
 the best fixed choice's, and ``after compile`` the same ratio with each
 column's ``compile`` (or ``trace``) left out, as earlier versions of this
 script counted (a fixed ``backend="native"`` imports LLVM inside ``compile``).  A cell whose calls would exceed ``--cap`` seconds is
@@ -118,58 +117,6 @@ def _timeline(
     return out
 
 
-SMALL_CELL = 0.05
-"""Seconds: a cell whose last total is under this is run up to :data:`REPEATS` times in its process
-(a new Function each time: the formula cache cleared), :data:`REPEAT_GAP` apart, and the best total
-of each count is kept; unless the first run compiled or loaded machine code, which a repeat would
-find ready (:func:`_kernels_made`)."""
-REPEATS = 5
-REPEAT_GAP = 0.3
-
-
-def _kernels_made() -> int | None:
-    """How many kernels this process has compiled or loaded from disk (None: this symgrad does not say).
-
-    Read only if symgrad has imported its kernel module: importing it here would make auto believe
-    LLVM is running, and ask the persistent cache at its first call (30 ms in a new process)."""
-    import symgrad
-
-    if not hasattr(symgrad, "backends"):
-        return None
-    module = sys.modules.get("symgrad.backends.native.kernel")
-    if module is None:
-        return 0
-    stats = getattr(module, "STATS", None)
-    return None if stats is None else int(stats.get("compiled", 0)) + int(stats.get("loaded", 0))
-
-
-Run = tuple[Any, list[tuple[float, bool]], float]
-"""One run of a cell: the Function, the totals per count (True: extrapolated), and its ``compile`` seconds."""
-
-
-def _best_of(run: Callable[[], Run], again: bool = True) -> tuple[Any, list[tuple[float, bool]], list[float]]:
-    """``run()`` once, and for a cell of milliseconds up to ``REPEATS - 1`` more times: the first
-    run's Function, the best total per count, and the best total counted from the end of ``compile``.
-    Not ``again`` for a column's first cell: it carries the process's one-time costs (the parser's
-    tables, imports), which only its first run pays.
-
-    This machine's speed flips between two states for a few hundred milliseconds at a time, for
-    any code (the same numpy call of a 4-record tape: 48 µs in one, 80-105 µs in the other,
-    whichever process runs it, pinned to either core): a cell of one millisecond measured once
-    is a lottery between them, and so is a ratio of two such cells."""
-    made = _kernels_made()
-    f, line, compiled = run()
-    after = [t - compiled for t, _ in line]
-    for _ in range(REPEATS - 1 if again else 0):
-        if made is None or _kernels_made() != made or line[-1][0] >= SMALL_CELL:
-            break  # (a kernel compiled by one run would serve the next at once)
-        time.sleep(REPEAT_GAP)
-        _, again, compiled = run()
-        line = [min(a, b) for a, b in zip(line, again, strict=True)]
-        after = [min(a, t - compiled) for a, (t, _) in zip(after, again, strict=True)]
-    return f, line, after
-
-
 def _native_serves(f: Any) -> bool:
     """Whether ``f.vg`` is the machine code itself (a built-in function), i.e. auto has settled there."""
     return type(f.vg).__name__ == "builtin_function_or_method"
@@ -208,20 +155,14 @@ def scalar_column(backend: str, sizes: list[int], cap: float) -> list[dict[str, 
     point = W.generated_point()
     for n_ops in sizes:
         src = W.generated(n_ops)
-
-        def run(src: str = src) -> Run:
-            symgrad.clear_cache()  # a new Function
-            start = time.perf_counter()
-            f = symgrad.compile(src, backend=backend)
-            compiled = time.perf_counter() - start
-            args = [point[name] for name in f.variables]
-            settled = (lambda f=f: _native_serves(f)) if backend == "auto" else (lambda: True)
-            return f, _timeline(lambda f=f, args=args: f.vg(*args), SCALAR_CALLS, cap, start, settled), compiled
-
-        f, line, after = _best_of(run, again=bool(rows))
+        start = time.perf_counter()
+        f = symgrad.compile(src, backend=backend)
+        compiled = time.perf_counter() - start
         args = [point[name] for name in f.variables]
+        settled = (lambda f=f: _native_serves(f)) if backend == "auto" else (lambda: True)
+        line = _timeline(lambda f=f, args=args: f.vg(*args), SCALAR_CALLS, cap, start, settled)
         f.wait_native()
-        row: dict[str, Any] = {"n_ops": n_ops, "totals": line, "after": after}
+        row: dict[str, Any] = {"n_ops": n_ops, "totals": line, "compile": compiled}
         row["steady"] = _steady(lambda f=f, args=args: f.vg(*args))
         if backend == "auto":  # the fixed choices' steady state, in this process (their kernels are cached)
             fixed = {}
@@ -252,22 +193,16 @@ def array_column(backend: str, sizes: list[int], points: list[int], cap: float) 
                         values[name] = float(rng.uniform(0.5, 1.5))
                     else:
                         values[name] = rng.uniform(0.5, 1.5, n_points)
-
-                def run(src: str = src, values: dict[str, Any] = values) -> Run:
-                    symgrad.clear_cache()  # a new Function
-                    start = time.perf_counter()
-                    f = symgrad.compile(src, backend=backend)
-                    compiled = time.perf_counter() - start
-                    settled = (lambda: False) if backend == "auto" else (lambda: True)
-                    line = _timeline(lambda f=f, v=values: f.value_and_grad(**v), ARRAY_CALLS, cap, start, settled)
-                    return f, line, compiled
-
-                f, line, after = _best_of(run, again=bool(rows))
+                start = time.perf_counter()
+                f = symgrad.compile(src, backend=backend)
+                compiled = time.perf_counter() - start
+                settled = (lambda: False) if backend == "auto" else (lambda: True)
+                line = _timeline(lambda f=f, v=values: f.value_and_grad(**v), ARRAY_CALLS, cap, start, settled)
                 f.wait_native()
                 steady = _steady(lambda f=f, v=values: f.value_and_grad(**v))
                 records = len(symgrad.transforms.grad_tape(f.tape))
                 row: dict[str, Any] = {"n_ops": n_ops, "records": records, "points": n_points, "summed": summed}
-                row.update(totals=line, steady=steady, after=after)
+                row.update(totals=line, steady=steady, compile=compiled)
                 if backend == "auto":  # the fixed choices' steady state, in this process
                     fixed = {}
                     for other in ("python", "native"):
@@ -293,7 +228,7 @@ def traced_column(backend: str, cap: float) -> list[dict[str, Any]]:
     compiled = time.perf_counter() - start
     line = _timeline(step, TRACED_STEPS, cap, start, (lambda: False) if backend == "auto" else (lambda: True))
     traced.wait_native()
-    row: dict[str, Any] = {"records": len(traced.tape), "totals": line, "after": [t - compiled for t, _ in line]}
+    row: dict[str, Any] = {"records": len(traced.tape), "totals": line, "compile": compiled}
     row["steady"] = _steady(step, 1.0)
     if backend == "auto":  # the native replay beside it, in this process (its kernel is cached)
         other = pb.model()
@@ -412,7 +347,9 @@ def report(table: str, columns: dict[str, list[dict[str, Any]]], counts: list[in
             others = [columns[c][r]["totals"][i] for c in fixed]
             best = min(t for t, _ in others)
             ratio = auto_t / best
-            after = row["after"][i] / min(columns[c][r]["after"][i] for c in fixed)
+            after = (auto_t - row["compile"]) / min(
+                t - columns[c][r]["compile"] for c, (t, _) in zip(fixed, others, strict=True)
+            )
             worst_total = max(worst_total, ratio)
             worst_after = max(worst_after, after)
             cells = " | ".join(fmt(t, x) for t, x in others)
