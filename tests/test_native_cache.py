@@ -213,9 +213,9 @@ def test_special_files_in_place_of_kernels_neither_hang_nor_exhaust_memory(cache
 # ------------------------------------------------------- the cost of a write --
 
 
-def test_writes_do_not_list_the_directory_every_time(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pruning used to list and stat the whole directory on every write: quadratic in kernels."""
-    listings = []
+def _count_listings(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The directories ``os.scandir`` is asked for from now on (in this test)."""
+    listings: list[object] = []
     real_scandir = os.scandir
 
     def counting_scandir(path: object = ".") -> object:
@@ -223,6 +223,12 @@ def test_writes_do_not_list_the_directory_every_time(cache_dir: Path, monkeypatc
         return real_scandir(path)  # type: ignore[call-overload]
 
     monkeypatch.setattr(os, "scandir", counting_scandir)
+    return listings
+
+
+def test_writes_do_not_list_the_directory_every_time(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pruning used to list and stat the whole directory on every write: quadratic in kernels."""
+    listings = _count_listings(monkeypatch)
     for k in range(40):
         t = tape_of(f"x*y + {k + 10}")
         compile_native(t, [t.output])
@@ -252,14 +258,7 @@ def test_misses_are_answered_from_a_listing_that_follows_the_directory(
     compile_native(t, [t.output])  # creates the directory, with its key
     settled = time.time() - 10
     os.utime(cache_dir, (settled, settled))
-    listings = []
-    real_scandir = os.scandir
-
-    def counting_scandir(path: object = ".") -> object:
-        listings.append(path)
-        return real_scandir(path)  # type: ignore[call-overload]
-
-    monkeypatch.setattr(os, "scandir", counting_scandir)
+    listings = _count_listings(monkeypatch)
     assert cache.load("0" * 64) is None and cache.load("1" * 64) is None
     assert len(listings) == 1
     cache.store("4" * 64, b"ours")  # this process's own write keeps its listing current
