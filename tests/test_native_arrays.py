@@ -273,6 +273,38 @@ def test_auto_loads_a_fused_kernel_from_the_persistent_cache_at_once() -> None:
     assert_close(got[1]["y"], want[1]["y"], "y")
 
 
+def test_a_kernel_serving_at_once_generates_the_numpy_program_only_when_handed_a_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The numpy program is the fused kernel's fallback; generating and compiling it costs more than a
+    small kernel's first call, so a kernel that serves at once leaves it ungenerated until a call
+    the kernel cannot take (here a point outside log's domain) needs it."""
+    from symgrad.backends import numpy as numpy_code
+
+    generated: list[object] = []
+    real = numpy_code.array_function
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        generated.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numpy_code, "array_function", counting)
+    f = symgrad.compile("log(x)*y + x*y", backend="native")
+    x = RNG.uniform(0.5, 2.0, 1000)
+    got = f.value_and_grad(x=x, y=0.5)
+    assert generated == []
+    want = symgrad.compile("log(x)*y + x*y", backend="python").value_and_grad(x=x, y=0.5)  # (generates one)
+    assert_close(got[0], want[0], "value")
+    generated.clear()
+    bad = x.copy()
+    bad[7] = -1.0
+    before = dict(arrays.STATS)
+    with np.errstate(invalid="ignore"):
+        value, _ = f.value_and_grad(x=bad, y=0.5)
+    assert _calls(before) == {"native": 0, "numpy": 1} and len(generated) == 1
+    assert math.isnan(value[7]) and np.isfinite(np.delete(value, 7)).all()
+
+
 def test_a_fused_loop_on_disk_is_linked_once_the_calls_have_paid_for_linking() -> None:
     """Linking a loop read from the persistent cache costs 1-3 ms: more than many numpy calls over
     a few points, less than one over a million.  It is a setup like a compile, bought by the same

@@ -451,10 +451,11 @@ def array_entry(
     The numpy program serves first; the fused native kernel takes over once the calls
     have paid for its compile (at once under ``native``).
     """
-    numpy_fn = numpy_code.EXECUTOR.array_entry(tape, shapes, reduce_to, None)
+    numpy_fn = numpy_code.LazyArrayProgram(tape, shapes, reduce_to)  # generated once it serves or is handed a call
     if not _broadcasts(shapes) or not native_ready(backend, tape):
-        publish(numpy_fn)
-        return numpy_fn, None
+        fn = numpy_fn.program()
+        publish(fn)
+        return fn, None
 
     def native_fn() -> ArrayEntry:
         fused = native.EXECUTOR.array_entry(tape, shapes, reduce_to, numpy_fn)
@@ -466,7 +467,7 @@ def array_entry(
         try:
             fn = native_fn()
         except _NoFusedKernel:
-            fn = numpy_fn
+            fn = numpy_fn.program()
         publish(fn)
         return fn, None
     tiers = array_tiers(tape, math.prod(_broadcast(shapes)), varying_records(tape, shapes))
@@ -487,7 +488,7 @@ def array_entry(
             # than 50 calls of a small tape over 1,000 points), bought by the same rule.
             tiers = [(name, link, call) if name == "native" else (name, setup, call) for name, setup, call in tiers]
             builders = {"native": ready}
-    rental = Rental(tiers, builders, publish, numpy_fn, kind="array")
+    rental = Rental(tiers, builders, publish, numpy_fn.program(), kind="array")
     return rental.entry, rental
 
 

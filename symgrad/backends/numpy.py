@@ -37,6 +37,7 @@ from .protocol import ArrayEntry, BaseExecutor, BatchEntry, Cost, Shape
 __all__ = [
     "EXECUTOR",
     "BatchProgram",
+    "LazyArrayProgram",
     "LazyBatchProgram",
     "NumpyExecutor",
     "Shape",
@@ -489,6 +490,28 @@ class BatchProgram:
                     low = mid + 1
             reference(self.tape, point, data, [high - 1])
             lo = high
+
+
+class LazyArrayProgram:
+    """The numpy program of :func:`array_function`, generated at its first call (or :meth:`program`): the
+    fallback of a fused kernel that serves at once, which needs it only for calls it cannot take
+    (generating and compiling it costs more than a first call of a small kernel)."""
+
+    __slots__ = ("_args", "_lock", "_program")
+
+    def __init__(self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None]) -> None:
+        self._args = (tape, tuple(shapes), tuple(reduce_to))
+        self._program: Callable[..., list[Any]] | None = None
+        self._lock = threading.Lock()
+
+    def program(self) -> Callable[..., list[Any]]:
+        with self._lock:
+            if self._program is None:
+                self._program = array_function(*self._args)
+            return self._program
+
+    def __call__(self, *point: Any) -> list[Any]:
+        return self.program()(*point)
 
 
 class LazyBatchProgram:
