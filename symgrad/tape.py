@@ -134,9 +134,11 @@ class Tape:
         needs = [False] * self.n_slots
         for i in positions:
             needs[i] = True
-        base = self.first_instr_slot
-        for k, instr in enumerate(self.instrs):
-            needs[base + k] = any(needs[a] for a in instr.args)
+        for k, instr in enumerate(self.instrs, self.first_instr_slot):
+            for a in instr.args:  # (a loop, not any() of a generator: a microsecond a record less)
+                if needs[a]:
+                    needs[k] = True
+                    break
         return needs
 
     def use_counts(self) -> list[int]:

@@ -69,30 +69,50 @@ def split_uniform(program: Program, uniform_inputs: Sequence[bool]) -> tuple[Pro
     (indices into ``program.records``, in order).
     """
     n_in, first = program.n_inputs, program.first_record
+    n_slots = program.n_slots
+    # Plain loops over the records, no generator per record: this runs on every new tape's first array
+    # call under auto (asking the cache), and generators cost about a microsecond a record more.
     uniform = [bool(u) for u in uniform_inputs] + [True] * len(program.consts)
+    push = uniform.append
     for _, args in program.records:
-        uniform.append(all(uniform[a] for a in args))
-    used = set(program.outputs)
-    for i, (_, args) in enumerate(program.records):
-        if not uniform[first + i]:
-            used.update(args)
-    boundary = [s for s in range(program.n_slots) if uniform[s] and s in used and not n_in <= s < first]
+        flat = True
+        for a in args:
+            if not uniform[a]:
+                flat = False
+                break
+        push(flat)
+    used = [False] * n_slots
+    for s in program.outputs:
+        used[s] = True
+    for i, (_, args) in enumerate(program.records, first):
+        if not uniform[i]:
+            for a in args:
+                used[a] = True
     varying_inputs = [j for j in range(n_in) if not uniform[j]]
+    boundary = [s for s in range(n_in) if uniform[s] and used[s]]
+    boundary += [s for s in range(first, n_slots) if uniform[s] and used[s]]
     new_in = len(varying_inputs) + len(boundary)
-    where = {slot: k for k, slot in enumerate([*varying_inputs, *boundary])}
-    where.update({n_in + c: new_in + c for c in range(len(program.consts))})
+    where = [-1] * n_slots
+    for k, slot in enumerate([*varying_inputs, *boundary]):
+        where[slot] = k
+    for c in range(len(program.consts)):
+        where[n_in + c] = new_in + c
+    at = new_in + len(program.consts)
     records: list[tuple[str, tuple[int, ...]]] = []
-    for i, (name, args) in enumerate(program.records):
-        if not uniform[first + i]:
-            where[first + i] = new_in + len(program.consts) + len(records)
-            records.append((name, tuple(where[a] for a in args)))
+    for i, (name, args) in enumerate(program.records, first):
+        if not uniform[i]:
+            where[i] = at + len(records)
+            records.append((name, tuple([where[a] for a in args])))
     loop = Program(new_in, program.consts, tuple(records), tuple(where[s] for s in program.outputs))
     # The uniform records that the boundary needs, in tape order.
-    needed = {s for s in boundary if s >= first}
-    for i in range(len(program.records) - 1, -1, -1):
-        if first + i in needed:
-            needed.update(a for a in program.records[i][1] if a >= first)
-    before = [i for i in range(len(program.records)) if first + i in needed]
+    needed = [False] * n_slots
+    for s in boundary:
+        needed[s] = True
+    for i in range(n_slots - 1, first - 1, -1):
+        if needed[i]:
+            for a in program.records[i - first][1]:
+                needed[a] = True
+    before = [i - first for i in range(first, n_slots) if needed[i]]
     return loop, boundary, before
 
 
