@@ -305,6 +305,30 @@ def test_a_kernel_serving_at_once_generates_the_numpy_program_only_when_handed_a
     assert math.isnan(value[7]) and np.isfinite(np.delete(value, 7)).all()
 
 
+def test_the_cache_is_asked_for_a_fused_loop_once_calls_have_paid_for_asking() -> None:
+    """Asking the persistent cache costs 0.05-0.1 ms for a small tape (its key is a digest of the
+    loop the tape becomes), more than a call over ten points: the ask is a setup too, made once the
+    calls have paid for it, and at once where one call costs more (a million points)."""
+    from symgrad.backends import dispatch
+    from symgrad.backends.native import cache
+
+    symgrad.compile("sin(x)*y", backend="native").vg(1.0, 2.0)  # LLVM running: asking starts nothing
+
+    def asked() -> int:
+        return cache.STATS["hits"] + cache.STATS["misses"]
+
+    tape = symgrad.compile("cos(x)*y + x*y*y + 0.125")._gradient_tape(None)
+    for n, at_once in [(10, False), (1_000_000, True)]:
+        before = asked()
+        entry, rental = dispatch.array_entry(tape, [(n,), ()], [None, 0, 1], "auto", lambda fn: None)
+        assert rental is not None and (rental.ask is None) == at_once and (asked() > before) == at_once
+        for _ in range(1000):
+            if rental.ask is None:
+                break
+            entry(RNG.normal(size=n), 0.5)
+        assert rental.ask is None and asked() > before  # a miss: the loop is compiled later (or now)
+
+
 def test_a_fused_loop_on_disk_is_linked_once_the_calls_have_paid_for_linking() -> None:
     """Linking a loop read from the persistent cache costs 1-3 ms: more than many numpy calls over
     a few points, less than one over a million.  It is a setup like a compile, bought by the same

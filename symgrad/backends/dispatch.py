@@ -20,11 +20,12 @@ everywhere, *rent or buy*:
   twice what the best choice made in advance would have spent, whatever its
   size or length, and a hot function always ends on the fastest executor:
   there is no size ceiling.
-* A kernel already in the persistent cache is loaded at once: for floats, and
-  for arrays once one call costs more than linking it (1-3 ms; a small tape
-  over a few hundred points rents the numpy program until its calls have
-  paid for the link, as for a compile).  A kernel loaded in this process
-  serves at once.
+* A kernel already in the persistent cache is loaded at once for floats.  For
+  arrays, asking the cache is itself a setup (the key is a digest of the loop
+  the tape becomes: 0.05-0.1 ms for a small tape, about 2.5 µs a record; see
+  :class:`Ask`), and so is linking a loop found there (1-3 ms): each is made
+  once the calls have paid for it, at once where one call costs more (any
+  sizeable array).  A loop loaded in this process serves at once.
 * Batch entries (:func:`batch_entry`) are the exception: their executors agree
   to rounding, not bit for bit, so the kernel is compiled before the first call.
 
@@ -43,7 +44,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import config
 from ..errors import InputError, MissingDependencyError
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKENDS",
     "ISOLATED_FROM_SECONDS",
+    "Ask",
     "Rental",
     "array_entry",
     "array_tiers",
@@ -87,6 +89,22 @@ for, and the rent-or-buy bound holds for it as for generated Python."""
 
 Tier = tuple[str, float, float]
 """``(executor name, setup seconds, seconds per call)``: one rung of a rental's ladder."""
+
+
+class Ask(NamedTuple):
+    """A question a rental pays for like a setup, once calls have paid for it: is there a cheaper way
+    to tier ``tier`` than its estimate (its machine code in the persistent cache, say)?
+
+    Asking is not free (the cache's key is a digest of the loop the tape becomes: 0.05-0.1 ms for
+    a small tape, about 2.5 µs a record, and starting LLVM when this process has not), and a
+    one-off call over a few points would pay it for a kernel it never uses."""
+
+    tier: str
+    cost: float
+    """Seconds the ask is expected to take."""
+    run: Callable[[], tuple[Callable[[], Any], float] | None]
+    """``(build, setup)``: the cheaper way and what it costs (reading the kernel found is done; linking
+    it is the setup), or None."""
 
 
 _measured: dict[tuple[str, str], float] = {}
@@ -184,6 +202,7 @@ class Rental:
         "_builders",
         "_lock",
         "_publish",
+        "ask",
         "call",
         "costs",
         "current",
@@ -203,6 +222,7 @@ class Rental:
         publish: Callable[[Fn], None],
         first: Fn,
         kind: str = "scalar",
+        ask: Ask | None = None,
     ) -> None:
         self.costs = tuple(tiers)
         self.kind = kind
@@ -219,6 +239,8 @@ class Rental:
         self.job: background.Upgrade | None = None
         self.failed = False
         """Whether a compile made in the caller failed (the executor serving then stays)."""
+        self.ask = ask
+        """Still to be made (see :class:`Ask`): before its tier is bought, once the calls have paid for it."""
         self._plan()
         self._buy_at_once()
         perf = time.perf_counter
@@ -249,12 +271,44 @@ class Rental:
     def _plan(self) -> None:
         k = self._next() if self.job is None else None
         self.due = math.inf if k is None else self.costs[k][1]
+        if self.ask is not None and self._asking():
+            self.due = min(self.due, self.ask.cost)
+
+    def _asking(self) -> bool:
+        """Whether the ask is still worth making: its tier is cheaper per call than the one serving."""
+        ask = self.ask
+        if ask is None or self.job is not None:
+            return False
+        _, _, per_call = self.costs[self.tier]
+        return any(name == ask.tier and call < per_call for name, _, call in self.costs[self.tier + 1 :])
+
+    def _answer(self) -> None:
+        """Make the ask, in the caller (its time is paid like a setup's); a cheaper way re-prices its tier."""
+        ask = self.ask
+        if ask is None:
+            return
+        self.ask = None
+        start = time.perf_counter()
+        try:
+            found = ask.run()
+        except Exception:  # an unreadable cache entry, say: as if nothing were there
+            found = None
+        finally:
+            self.paid += time.perf_counter() - start
+        if found is not None:
+            build, setup = found
+            self.costs = tuple((name, setup if name == ask.tier else cost, call) for name, cost, call in self.costs)
+            self._builders = {**self._builders, ask.tier: build}
+        self._plan()
 
     def _buy_at_once(self) -> None:
         """Buy now, in the caller, what costs no more than one call of the current executor would.
 
         (An array call over a million points, say: waiting for the background compile would cost more
-        than compiling, and the numpy program's temporaries more memory than the fused loop's.)"""
+        than compiling, and the numpy program's temporaries more memory than the fused loop's.)
+        The same holds for the ask."""
+        if self.ask is not None and self._asking() and self.ask.cost <= self.costs[self.tier][2]:
+            self._answer()
         while (k := self._next()) is not None and self.costs[k][1] <= self.costs[self.tier][2]:
             try:
                 fn = self._builders[self.costs[k][0]]()
@@ -267,6 +321,12 @@ class Rental:
     def _step(self) -> None:
         """Calls have paid for the next tier: buy it (a long native compile in the background)."""
         with self._lock:
+            if self._asking():
+                self._answer()
+                self._buy_at_once()
+                if self.due == math.inf:  # (nothing was bought, and nothing more will be)
+                    self._publish(self.current)
+                return
             k = self._next() if self.job is None else None
             if k is None:
                 self.due = math.inf
@@ -343,6 +403,8 @@ class Rental:
         with self._lock:
             if self.job is not None:
                 return
+            if self._asking():
+                self._answer()
             _, _, per_call = self.costs[self.tier]
             cheaper = [k for k in range(self.tier + 1, len(self.costs)) if self.costs[k][2] < per_call]
             if cheaper:
@@ -470,25 +532,20 @@ def array_entry(
             fn = numpy_fn.program()
         publish(fn)
         return fn, None
+    loaded = native.EXECUTOR.loaded_array_entry(tape, shapes, reduce_to, numpy_fn)
+    if loaded is not None:  # nothing to compile, read or link: it serves at once
+        publish(loaded)
+        return loaded, None
     tiers = array_tiers(tape, math.prod(_broadcast(shapes)), varying_records(tape, shapes))
     tiers.sort(key=lambda tier: tier[0] != "numpy")  # (stable) the tier serving first is the numpy program's
-    builders = {"native": native_fn}
-    if _worth_asking_the_cache(native.EXECUTOR.array_cost(len(tape), 1).setup):
-        try:
-            cached = native.EXECUTOR.cached_array_entry(tape, shapes, reduce_to, numpy_fn)
-        except Exception:  # an unreadable cache entry, say: rent as if it were not there
-            cached = None
-        if cached is not None:
-            ready, link = cached
-            if link == 0.0:  # loaded in this process already
-                fn = ready()
-                publish(fn)
-                return fn, None
-            # Read from the persistent cache: linking it is a setup like any other (1-3 ms: more
-            # than 50 calls of a small tape over 1,000 points), bought by the same rule.
-            tiers = [(name, link, call) if name == "native" else (name, setup, call) for name, setup, call in tiers]
-            builders = {"native": ready}
-    rental = Rental(tiers, builders, publish, numpy_fn.program(), kind="array")
+
+    def in_cache() -> tuple[Callable[[], ArrayEntry], float] | None:
+        # Read from the persistent cache: linking it is a setup like any other (1-3 ms: more than 50
+        # calls of a small tape over 1,000 points), bought by the same rule.
+        return native.EXECUTOR.cached_array_entry(tape, shapes, reduce_to, numpy_fn)
+
+    ask = Ask("native", native.EXECUTOR.ask_cost(len(tape)), in_cache)
+    rental = Rental(tiers, {"native": native_fn}, publish, numpy_fn.program(), kind="array", ask=ask)
     return rental.entry, rental
 
 

@@ -44,7 +44,7 @@ from .emit import by_reciprocal
 from .kernel import NativeKernel
 from .program import Program
 
-__all__ = ["STATS", "THREADS", "array_function", "clear", "reciprocals", "split_uniform"]
+__all__ = ["STATS", "THREADS", "array_function", "clear", "loaded", "reciprocals", "split_uniform"]
 
 THREADS: int | None = None
 """Threads per array call: None splits big arrays across the CPUs (see
@@ -56,7 +56,12 @@ STATS = {"native": 0, "numpy": 0}
 
 _NORMAL = sys.float_info.min
 _NEW_CONST = -(1 << 40)  # placeholder slots while rewriting: new constants from here down, new inputs -1, -2...
-_kernels: OrderedDict[tuple[Program, int, tuple[int, ...]], NativeKernel] = OrderedDict()
+_KernelKey = tuple[Program, int, tuple[int, ...]]
+_Request = tuple[Program, tuple[bool, ...], tuple[int | None, ...]]
+_kernels: OrderedDict[_KernelKey, NativeKernel] = OrderedDict()
+_requests: OrderedDict[_Request, _KernelKey] = OrderedDict()
+"""Which kernel each request (a tape's program, which inputs are one value, where each output is
+summed to) came to: :func:`loaded` answers from it without making the loop's program again."""
 _lock = threading.Lock()
 
 
@@ -191,11 +196,30 @@ def clear() -> None:
     """Forget this process's array kernels (the next call compiles, or loads from the disk cache)."""
     with _lock:
         _kernels.clear()
+        _requests.clear()
 
 
-def _kernel(program: Program, uniform: int, summed: tuple[int, ...]) -> NativeKernel:
+def _request(program: Program, uniform_inputs: Sequence[bool], reduce_to: Sequence[int | None]) -> _Request:
+    targets = tuple(reduce_to[k] if k < len(reduce_to) else None for k in range(len(program.outputs)))
+    return program, tuple(uniform_inputs), targets
+
+
+def loaded(tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None]) -> bool:
+    """Whether the loop :func:`array_function` would run for these shapes is loaded in this process."""
+    request = _request(Program.from_tape(tape, tape.outputs), [math.prod(s) == 1 for s in shapes], reduce_to)
+    with _lock:
+        key = _requests.get(request)
+        kernel = None if key is None else _kernels.get(key)
+    return kernel is not None and kernel.linked("array")
+
+
+def _kernel(program: Program, uniform: int, summed: tuple[int, ...], request: _Request) -> NativeKernel:
     key = (program, uniform, summed)
     with _lock:
+        _requests[request] = key
+        _requests.move_to_end(request)
+        while len(_requests) > 4 * MAX_KERNELS:
+            _requests.popitem(last=False)
         kernel = _kernels.get(key)
         if kernel is not None:
             _kernels.move_to_end(key)
@@ -252,7 +276,7 @@ def array_function(
             targets.append(shapes[target])
             if math.prod(shapes[target]) == 1:
                 summed.append(k)
-    kernel = _kernel(loop, len(boundary) + len(recips), tuple(summed))
+    kernel = _kernel(loop, len(boundary) + len(recips), tuple(summed), _request(program, uniform_inputs, reduce_to))
     if only_cached and not kernel.cached("array"):
         return None
     if compile_now:
