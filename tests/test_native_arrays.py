@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import warnings
 from typing import Any
 
@@ -327,6 +328,20 @@ def test_the_cache_is_asked_for_a_fused_loop_once_calls_have_paid_for_asking() -
                 break
             entry(RNG.normal(size=n), 0.5)
         assert rental.ask is None and asked() > before  # a miss: the loop is compiled later (or now)
+
+
+def test_generating_the_numpy_program_counts_as_rent_paid() -> None:
+    """A fixed choice of the fused loop never generates the numpy program (tens of ms for thousands of
+    records, about what the loop costs to compile); auto pays it before its first call, so it counts
+    towards the loop's price, as every setup bought in the caller does."""
+    from symgrad.backends import dispatch
+
+    src = " + ".join(f"cos(x*{k}.5 + y)*y" for k in range(300))
+    tape = symgrad.compile(src)._gradient_tape(None)
+    start = time.perf_counter()
+    _, rental = dispatch.array_entry(tape, [(10,), ()], [None, 0, 1], "auto", lambda fn: None)
+    elapsed = time.perf_counter() - start
+    assert rental is not None and 0.0 < rental.paid <= elapsed
 
 
 def test_a_fused_loop_on_disk_is_linked_once_the_calls_have_paid_for_linking() -> None:
