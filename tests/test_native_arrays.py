@@ -330,6 +330,79 @@ def test_the_cache_is_asked_for_a_fused_loop_once_calls_have_paid_for_asking() -
         assert rental.ask is None and asked() > before  # a miss: the loop is compiled later (or now)
 
 
+def test_a_missed_ask_prices_the_compile_without_starting_llvm_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first estimate of a loop's compile includes starting LLVM when this process has not; the
+    ask starts it, so a miss leaves the compile priced without it (it was counted twice: the first
+    array call of a process rented 0.08 s more than the compile costs)."""
+    from dataclasses import replace
+
+    from symgrad.backends import dispatch
+
+    started = {"now": False}
+    monkeypatch.setattr(native, "llvm_started", lambda: started["now"])
+    monkeypatch.setattr(dispatch, "_measured", {})
+    monkeypatch.setattr(native.EXECUTOR, "figures", replace(native.EXECUTOR.figures, llvm_start=10.0))
+    asking = native.EXECUTOR.cached_array_entry
+
+    def ask(*args: Any) -> Any:
+        started["now"] = True
+        return asking(*args)
+
+    monkeypatch.setattr(native.EXECUTOR, "cached_array_entry", ask)
+    tape = symgrad.compile("cos(x)*y + x*y*y + 0.1875")._gradient_tape(None)
+    _, rental = dispatch.array_entry(tape, [(10,), ()], [None, 0, 1], "auto", lambda fn: None)
+    assert rental is not None and rental.ask is not None
+
+    def native_setup() -> float:
+        assert rental is not None
+        return next(setup for name, setup, _ in rental.costs if name == "native")
+
+    assert native_setup() > 10.0
+    rental._answer()
+    assert native_setup() < 1.0
+
+
+def test_array_rentals_learn_from_loops_compiled_in_the_caller_not_from_loops_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A compile that took ten times its estimate makes the next array rental expect ten times (the
+    clamp); a loop read from the persistent cache, or loaded meanwhile, teaches nothing (it would
+    look like a very fast compile)."""
+    from dataclasses import replace
+
+    from symgrad.backends import dispatch
+    from symgrad.backends.native import kernel as kernel_module
+
+    symgrad.compile("sin(x)*y", backend="native").vg(1.0, 2.0)  # LLVM running
+    monkeypatch.setattr(dispatch, "_measured", {})
+    figures = replace(
+        native.EXECUTOR.figures,
+        fused_opt1_setup_fixed=1e-3,  # at least 15 ms in truth
+        fused_opt1_setup_per_record=1e-9,
+        fused_setup_fixed=1e-3,
+        fused_setup_per_record=1e-9,
+    )
+    monkeypatch.setattr(native.EXECUTOR, "figures", figures)
+    tape = symgrad.compile("cos(x)*y + x*y*y + 0.15625")._gradient_tape(None)
+    _, rental = dispatch.array_entry(tape, [(10,), ()], [None, 0, 1], "auto", lambda fn: None)
+    assert rental is not None
+    compiled = kernel_module.STATS["compiled"]
+    rental.buy_now()
+    assert kernel_module.STATS["compiled"] == compiled + 1
+    assert dispatch._measured == {("native", "array"): 10.0}
+    expected = dispatch.array_tiers(tape, 10, dispatch.varying_records(tape, [(10,), ()]))
+    assert dict((name, setup) for name, setup, _ in expected)["native"] == pytest.approx(10.0 * 1e-3, rel=1e-3)
+
+    arrays.clear()  # the loop is now on disk only
+    monkeypatch.setattr(dispatch, "_measured", {})
+    _, rental = dispatch.array_entry(tape, [(10,), ()], [None, 0, 1], "auto", lambda fn: None)
+    assert rental is not None
+    loaded = kernel_module.STATS["loaded"]
+    rental.buy_now()
+    assert kernel_module.STATS["loaded"] == loaded + 1 and kernel_module.STATS["compiled"] == compiled + 1
+    assert dispatch._measured == {}
+
+
 def test_generating_the_numpy_program_counts_as_rent_paid() -> None:
     """A fixed choice of the fused loop never generates the numpy program (tens of ms for thousands of
     records, about what the loop costs to compile); auto pays it before its first call, so it counts

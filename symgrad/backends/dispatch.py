@@ -11,8 +11,8 @@ everywhere, *rent or buy*:
 * Time the calls.  Once what has been spent (measured: the first executor's
   setup, the calls served, the setups bought since) is about what the next
   executor's setup costs (its estimate,
-  :meth:`~symgrad.backends.protocol.Executor.scalar_cost`; for generated
-  Python corrected by the code generations this process has paid: see
+  :meth:`~symgrad.backends.protocol.Executor.scalar_cost`, corrected by the
+  code generations and compiles this process has paid in the caller: see
   :data:`_measured`), buy it: generated
   Python and short compiles of machine code are built in the caller (they
   are cheapest where they are bought), long compiles in a child process in
@@ -104,17 +104,20 @@ class Ask(NamedTuple):
     cost: float
     """Seconds the ask is expected to take."""
     run: Callable[[], tuple[Callable[[], Any], float] | None]
-    """``(build, setup)``: the cheaper way and what it costs (reading the kernel found is done; linking
-    it is the setup), or None."""
+    """``(build, setup)``: the way to the tier as the ask found it, re-priced (a kernel read from the
+    cache, whose setup is linking it; or compiling, no longer paying for starting LLVM, which the ask
+    did), or None (the estimate stands)."""
 
 
 _measured: dict[tuple[str, str], float] = {}
 """Setup seconds measured / estimated, per (executor, "scalar" or "array"), in this process.
 
 The estimates (each executor's ``figures``) are for an idle machine of the project's kind; a
-process learns from each code generation it pays in the caller how far off they are here and
-now (another CPU, another load), and later rentals use the corrected figure: rent or buy keeps
-its bound of about twice the best choice only as far as the setup it expects is the one it pays."""
+process learns from each code generation or compile it pays in the caller how far off they are
+here and now (another CPU, another load: this machine compiles the same loop 1.3-1.5x slower in
+its slower state), and later rentals use the corrected figure: rent or buy keeps its bound of
+about twice the best choice only as far as the setup it expects is the one it pays (a rental
+that buys at its last call pays the estimate in rent, then the setup itself)."""
 
 
 def _observe(executor: str, kind: str, estimated: float, seconds: float) -> None:
@@ -202,6 +205,7 @@ class Rental:
     __slots__ = (
         "_builders",
         "_lock",
+        "_priced_started",
         "_publish",
         "ask",
         "call",
@@ -232,6 +236,8 @@ class Rental:
         self._builders = builders
         self._publish = publish
         self._lock = threading.Lock()
+        self._priced_started = native.llvm_started()
+        """Whether LLVM had started when the tiers were priced (a compile then costs without starting it)."""
         self.tier = 0
         self.current: Fn = first
         self.paid = spent
@@ -304,6 +310,7 @@ class Rental:
             build, setup = found
             self.costs = tuple((name, setup if name == ask.tier else cost, call) for name, cost, call in self.costs)
             self._builders = {**self._builders, ask.tier: build}
+            self._priced_started = native.llvm_started()
         self._plan()
 
     def _buy_at_once(self) -> None:
@@ -340,7 +347,7 @@ class Rental:
 
     def _buy(self, k: int) -> None:
         name, setup, _ = self.costs[k]
-        build = self._learning(name, setup, self._builders[name])
+        build = self._builders[name]
         if name == "native" and setup > ISOLATED_FROM_SECONDS:
             fallback = self._builders.get("python") if self.costs[self.tier][0] == "interpreter" else None
             tiers = {name: i for i, (name, _, _) in enumerate(self.costs)}
@@ -356,6 +363,7 @@ class Rental:
                 announce=False,
             )
             return
+        build = self._learning(name, setup, build)
         start = time.perf_counter()
         try:
             fn = build()
@@ -374,20 +382,27 @@ class Rental:
         self._take_over(fn, k)
 
     def _learning(self, name: str, expected: float, build: Callable[[], Fn]) -> Callable[[], Fn]:
-        """``build``, timed where it runs in the caller: what it cost against what was expected
-        corrects later estimates (:func:`_observe`).  Machine code teaches nothing: a kernel found in
-        the persistent cache would look like a very fast compile, and a background compile's wall
-        time is not what the caller pays (measured: learning it made kernels serve later, W3
-        N = 3,000 under auto took 1.2-1.7 s for 10,000 calls instead of 0.63 s)."""
-        if name == "native":
+        """``build`` (run in the caller), timed: what it cost against what was expected corrects later
+        estimates (:func:`_observe`).
+
+        Machine code teaches only where LLVM compiled one kernel in the caller and had started when
+        its tier was priced: a kernel read from the persistent cache (or loaded meanwhile) would
+        look like a very fast compile, starting LLVM (once per process) is not the compile's figure,
+        and a background compile's wall time is not what the caller pays (measured: learning those
+        made kernels serve later, W3 N = 3,000 under auto took 1.2-1.7 s for 10,000 calls instead of
+        0.63 s)."""
+        if name == "native" and not self._priced_started:
             return build
         kind = self.kind
         estimated = expected / _measured.get((name, kind), 1.0)
 
         def timed() -> Fn:
+            compiled = native.compiled() if name == "native" else 0
             start = time.perf_counter()
             fn = build()
-            _observe(name, kind, estimated, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            if name != "native" or (compiled is not None and native.compiled() == compiled + 1):
+                _observe(name, kind, estimated, seconds)
             return fn
 
         return timed
@@ -543,13 +558,18 @@ def array_entry(
     if loaded is not None:  # nothing to compile, read or link: it serves at once
         publish(loaded)
         return loaded, None
-    tiers = array_tiers(tape, math.prod(_broadcast(shapes)), varying_records(tape, shapes))
+    n_points, n_varying = math.prod(_broadcast(shapes)), varying_records(tape, shapes)
+    tiers = array_tiers(tape, n_points, n_varying)
     tiers.sort(key=lambda tier: tier[0] != "numpy")  # (stable) the tier serving first is the numpy program's
 
-    def in_cache() -> tuple[Callable[[], ArrayEntry], float] | None:
+    def in_cache() -> tuple[Callable[[], ArrayEntry], float]:
         # Read from the persistent cache: linking it is a setup like any other (1-3 ms: more than 50
-        # calls of a small tape over 1,000 points), bought by the same rule.
-        return native.EXECUTOR.cached_array_entry(tape, shapes, reduce_to, numpy_fn)
+        # calls of a small tape over 1,000 points), bought by the same rule.  Not there: compiling it,
+        # priced again now that the ask has started LLVM (the first estimate included starting it).
+        found = native.EXECUTOR.cached_array_entry(tape, shapes, reduce_to, numpy_fn)
+        if found is not None:
+            return found
+        return native_fn, _setup("native", "array", native.EXECUTOR.array_cost(len(tape), n_points, n_varying).setup)
 
     ask = Ask("native", native.EXECUTOR.ask_cost(len(tape)), in_cache)
     start = time.perf_counter()
