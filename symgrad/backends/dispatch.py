@@ -11,8 +11,8 @@ everywhere, *rent or buy*:
 * Time the calls.  Once what has been spent (measured: the first executor's
   setup, the calls served, the setups bought since) is about what the next
   executor's setup costs (its estimate,
-  :meth:`~symgrad.backends.protocol.Executor.scalar_cost`, corrected by the
-  code generations and compiles this process has paid in the caller: see
+  :meth:`~symgrad.backends.protocol.Executor.scalar_cost`; for generated
+  Python corrected by the code generations this process has paid: see
   :data:`_measured`), buy it: generated
   Python and short compiles of machine code are built in the caller (they
   are cheapest where they are bought), long compiles in a child process in
@@ -113,11 +113,10 @@ _measured: dict[tuple[str, str], float] = {}
 """Setup seconds measured / estimated, per (executor, "scalar" or "array"), in this process.
 
 The estimates (each executor's ``figures``) are for an idle machine of the project's kind; a
-process learns from each code generation or compile it pays in the caller how far off they are
-here and now (another CPU, another load: this machine compiles the same loop 1.3-1.5x slower in
-its slower state), and later rentals use the corrected figure: rent or buy keeps its bound of
-about twice the best choice only as far as the setup it expects is the one it pays (a rental
-that buys at its last call pays the estimate in rent, then the setup itself)."""
+process learns from each code generation it pays in the caller how far off they are here and
+now (another CPU, another load), and later rentals use the corrected figure: rent or buy keeps
+its bound of about twice the best choice only as far as the setup it expects is the one it pays
+(a rental that buys at its last call pays the estimate in rent, then the setup itself)."""
 
 
 def _observe(executor: str, kind: str, estimated: float, seconds: float) -> None:
@@ -205,7 +204,6 @@ class Rental:
     __slots__ = (
         "_builders",
         "_lock",
-        "_priced_started",
         "_publish",
         "ask",
         "call",
@@ -236,8 +234,6 @@ class Rental:
         self._builders = builders
         self._publish = publish
         self._lock = threading.Lock()
-        self._priced_started = native.llvm_started()
-        """Whether LLVM had started when the tiers were priced (a compile then costs without starting it)."""
         self.tier = 0
         self.current: Fn = first
         self.paid = spent
@@ -310,7 +306,6 @@ class Rental:
             build, setup = found
             self.costs = tuple((name, setup if name == ask.tier else cost, call) for name, cost, call in self.costs)
             self._builders = {**self._builders, ask.tier: build}
-            self._priced_started = native.llvm_started()
         self._plan()
 
     def _buy_at_once(self) -> None:
@@ -385,24 +380,23 @@ class Rental:
         """``build`` (run in the caller), timed: what it cost against what was expected corrects later
         estimates (:func:`_observe`).
 
-        Machine code teaches only where LLVM compiled one kernel in the caller and had started when
-        its tier was priced: a kernel read from the persistent cache (or loaded meanwhile) would
-        look like a very fast compile, starting LLVM (once per process) is not the compile's figure,
-        and a background compile's wall time is not what the caller pays (measured: learning those
-        made kernels serve later, W3 N = 3,000 under auto took 1.2-1.7 s for 10,000 calls instead of
-        0.63 s)."""
-        if name == "native" and not self._priced_started:
+        Machine code teaches nothing.  A kernel found in the persistent cache would look like a very
+        fast compile, and a background compile's wall time is not what the caller pays (measured:
+        learning those made kernels serve later, W3 N = 3,000 under auto took 1.2-1.7 s for 10,000
+        calls instead of 0.63 s).  Learning only from loops LLVM compiled in the caller was tried
+        too, with the fused loop's figures set to the bare compile (idle: about half of
+        :class:`~symgrad.backends.native.Figures`'): together they made auto buy a 3,566-record
+        tape's loop at its first call over 10 points, 4.35x the numpy program's time (1.13x
+        without either).  A rental pays more for a loop than its bare compile."""
+        if name == "native":
             return build
         kind = self.kind
         estimated = expected / _measured.get((name, kind), 1.0)
 
         def timed() -> Fn:
-            compiled = native.compiled() if name == "native" else 0
             start = time.perf_counter()
             fn = build()
-            seconds = time.perf_counter() - start
-            if name != "native" or (compiled is not None and native.compiled() == compiled + 1):
-                _observe(name, kind, estimated, seconds)
+            _observe(name, kind, estimated, time.perf_counter() - start)
             return fn
 
         return timed

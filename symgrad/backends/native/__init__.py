@@ -39,7 +39,6 @@ __all__ = [
     "EXECUTOR",
     "NativeExecutor",
     "available",
-    "compiled",
     "emits",
     "llvm_started",
     "unavailable_reason",
@@ -88,16 +87,6 @@ def available(load: bool = True) -> bool:
 def llvm_started() -> bool:
     """Whether this process has imported the LLVM side already (a first compile also pays for that)."""
     return "symgrad.backends.native.jit" in sys.modules
-
-
-def compiled() -> int | None:
-    """How many kernels LLVM has compiled in this process (loads from the persistent cache not
-    counted), or None before LLVM started: a caller that times a build tells a compile from a load."""
-    if not llvm_started():
-        return None
-    from .kernel import STATS
-
-    return STATS["compiled"]
 
 
 def vector_libm_everywhere() -> bool:
