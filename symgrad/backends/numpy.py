@@ -25,7 +25,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -492,46 +492,50 @@ class BatchProgram:
             lo = high
 
 
-class LazyArrayProgram:
-    """The numpy program of :func:`array_function`, generated at its first call (or :meth:`program`): the
-    fallback of a fused kernel that serves at once, which needs it only for calls it cannot take
-    (generating and compiling it costs more than a first call of a small kernel)."""
+P = TypeVar("P")
 
-    __slots__ = ("_args", "_lock", "_program")
 
-    def __init__(self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None]) -> None:
-        self._args = (tape, tuple(shapes), tuple(reduce_to))
-        self._program: Callable[..., list[Any]] | None = None
+class _Lazy(Generic[P]):
+    """A program made at its first use (or :meth:`program`), once, under a lock: the fallback of a
+    native kernel, which needs it only for the calls it cannot take."""
+
+    __slots__ = ("_lock", "_make", "_program")
+
+    def __init__(self, make: Callable[[], P]) -> None:
+        self._make: Callable[[], P] | None = make
+        self._program: P | None = None
         self._lock = threading.Lock()
 
-    def program(self) -> Callable[..., list[Any]]:
+    def program(self) -> P:
         with self._lock:
             if self._program is None:
-                self._program = array_function(*self._args)
+                assert self._make is not None
+                self._program, self._make = self._make(), None
             return self._program
+
+
+class LazyArrayProgram(_Lazy[Callable[..., list[Any]]]):
+    """The numpy program of :func:`array_function`: the fallback of a fused kernel that serves at once
+    (generating and compiling the program costs more than a first call of a small kernel)."""
+
+    __slots__ = ()
+
+    def __init__(self, tape: Tape, shapes: Sequence[Shape], reduce_to: Sequence[int | None]) -> None:
+        shapes, reduce_to = tuple(shapes), tuple(reduce_to)
+        super().__init__(lambda: array_function(tape, shapes, reduce_to))
 
     def __call__(self, *point: Any) -> list[Any]:
         return self.program()(*point)
 
 
-class LazyBatchProgram:
-    """A :class:`BatchProgram` generated at its first call (or :meth:`program`): the fallback of the batch
-    kernel, which needs it only for calls with flagged examples (generating it costs about as much as
-    compiling the kernel)."""
+class LazyBatchProgram(_Lazy[BatchProgram]):
+    """A :class:`BatchProgram`: the fallback of the batch kernel, for calls with flagged examples
+    (generating it costs about as much as compiling the kernel)."""
 
-    __slots__ = ("_lock", "_program", "n_shared", "tape")
+    __slots__ = ()
 
     def __init__(self, tape: Tape, n_shared: int) -> None:
-        self.tape = tape
-        self.n_shared = n_shared
-        self._program: BatchProgram | None = None
-        self._lock = threading.Lock()
-
-    def program(self) -> BatchProgram:
-        with self._lock:
-            if self._program is None:
-                self._program = BatchProgram(self.tape, self.n_shared)
-            return self._program
+        super().__init__(lambda: BatchProgram(tape, n_shared))
 
     def __call__(self, shared: Any, data: Sequence[Any]) -> tuple[Any, Any]:
         return self.program()(shared, data)
