@@ -385,7 +385,7 @@ class Rental:
         learning those made kernels serve later, W3 N = 3,000 under auto took 1.2-1.7 s for 10,000
         calls instead of 0.63 s).  Learning only from loops LLVM compiled in the caller was tried
         too, with the fused loop's figures set to the bare compile (idle: about half of
-        :class:`~symgrad.backends.native.Figures`'): together they made auto buy a 3,566-record
+        :class:`~symgrad.backends.native.Figures`): together they made auto buy a 3,566-record
         tape's loop at its first call over 10 points, 4.35x the numpy program's time (1.13x
         without either).  A rental pays more for a loop than its bare compile."""
         if name == "native":

@@ -125,11 +125,12 @@ class Figures:
     call_per_record: float = 3e-9
     fused_setup_fixed: float = 10e-3
     fused_setup_per_record: float = 40e-6
-    """The fused loop at opt 0, per record of the loop, as buying it costs a rental.  The bare compile,
-    idle with LLVM started, is about half (20-32 ms for 784 records, 74-76 ms for 3,566): with
-    figures set to that (and rentals learning from compiles), auto bought a 2,539-record loop at the first call over 10 points (the numpy
-    program's generation, 50-90 ms for 3,566 records, counts as rent) and paid 221 ms where the
-    numpy program's one call took 51 ms (4.35x; 1.13x with these)."""
+    """The fused loop at opt 0, per record of the loop, as buying it costs a rental.  The bare
+    compile, idle with LLVM started, is about half (20-32 ms for 784 records, 74-76 ms for 3,566):
+    with figures set to that (and rentals learning from compiles), auto bought a 2,539-record loop
+    at the first call over 10 points (the numpy program's generation, 50-90 ms for 3,566 records,
+    counts as rent) and paid 221 ms where the numpy program's one call took 51 ms (4.35x; 1.13x
+    with these)."""
     fused_opt1_setup_fixed: float = 20e-3
     fused_opt1_setup_per_record: float = 120e-6
     """The loop of a one-chunk program, compiled at opt 1 (``kernel.OPT1_MAX_RECORDS``), per record:
