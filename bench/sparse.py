@@ -299,7 +299,7 @@ def _full_csr(f: Function) -> Callable[[Any], Any]:
 def _native(tape: Tape, args: list[float]) -> Callable[..., Any]:
     """The machine-code entry of ``tape``, compiled (not loaded from the kernel cache) and called once."""
     with config.override(CACHE=False):
-        run = Function(tape, None, "native")._forward_fn()
+        run = Function(tape, None, "native").entry
         run(*args)
     return run
 
@@ -312,7 +312,7 @@ def symgrad_derived(problem: Problem, n: int, x: list[float]) -> Row:
         hessian, first = timed(lambda: f.sparse_hessian(*x))
     csr = _full_csr(f)
     run, native_first = timed(lambda: _native(d.tape, x))
-    python = d._forward_fn()
+    python = d.entry
     calls = {
         "python": lambda: csr(np.asarray(python(*x))),
         "native": lambda: csr(np.asarray(run(*x))),
@@ -362,7 +362,7 @@ def symgrad_coloured(problem: Problem, n: int, x: list[float]) -> Row:
             products = np.array([run(*x, *s) for s in seed_lists])
             return csr(products.ravel()[where])
 
-        python = h._forward_fn()
+        python = h.entry
         result, first = timed(lambda: hessian(python))
     native, native_first = timed(lambda: _native(h.tape, x + seed_lists[0]))
     calls = {"python": lambda: hessian(python), "native": lambda: hessian(native)}
@@ -402,7 +402,7 @@ def symgrad_coloured_tape(problem: Problem, n: int, x: list[float]) -> Row:
         (colours, where), colour_s = timed(lambda: _colours(f))
         tape, tape_s = timed(lambda: coloured_tape(f.tape, colours, where))
         csr = _full_csr(f)
-        python = Function(tape, None, "python")._forward_fn()
+        python = Function(tape, None, "python").entry
         result, first = timed(lambda: csr(np.asarray(python(*x))))
     native, native_first = timed(lambda: _native(tape, x))
     calls = {"python": lambda: csr(np.asarray(python(*x))), "native": lambda: csr(np.asarray(native(*x)))}
