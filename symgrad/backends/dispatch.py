@@ -563,7 +563,7 @@ def array_entry(
         found = native.EXECUTOR.cached_array_entry(tape, shapes, reduce_to, numpy_fn)
         if found is not None:
             return found
-        return native_fn, _setup("native", "array", native.EXECUTOR.array_cost(len(tape), n_points, n_varying).setup)
+        return native_fn, next(setup for name, setup, _ in array_tiers(tape, n_points, n_varying) if name == "native")
 
     ask = Ask("native", native.EXECUTOR.ask_cost(len(tape)), in_cache)
     start = time.perf_counter()
