@@ -29,7 +29,9 @@ script counted (a fixed ``backend="native"`` imports LLVM inside ``compile``).  
 extrapolated from the latest call (marked ``~``); auto's cells only once its
 machine code serves, or past ten times ``--cap``.  Then the steady state:
 per-call seconds once auto has settled (after ``wait_native()``) against the
-fastest fixed choice's per-call seconds.  Targets (docs/performance.md): auto's
+fastest fixed choice's per-call seconds, measured alternately in one more
+process per table (:data:`STEADY`), so that each column's process does only
+its own column's work.  Targets (docs/performance.md): auto's
 total within 2x of the best fixed choice in every cell; steady state within
 1.25x of the fastest.
 
@@ -69,6 +71,11 @@ ARRAY_OPS = [4, 40, 400, 2_000]  # about 10, 100, 1,000 and 5,000 gradient recor
 ARRAY_POINTS = [10, 100, 1_000, 10_000, 1_000_000]
 ARRAY_CALLS = [1, 10, 100]
 TRACED_STEPS = [10, 100, 1_000]
+STEADY = "steady"
+"""The process after each table's columns: auto, settled, and each fixed choice, called alternately
+(the same kernel timed in two processes differed by up to 3x on a loaded machine).  Not auto's own
+column: measured there, the fixed choices' Functions and arrays made auto's totals up to 1.65x
+those of a process without them (78 records over 10,000 points, 100 calls: 23.0 against 13.9 ms)."""
 COLUMNS = {
     "scalar": ["auto", "python", "native"],
     "arrays": ["auto", "python", "native"],
@@ -164,19 +171,32 @@ def scalar_column(backend: str, sizes: list[int], cap: float) -> list[dict[str, 
         f.wait_native()
         row: dict[str, Any] = {"n_ops": n_ops, "totals": line, "compile": compiled}
         row["steady"] = _steady(lambda f=f, args=args: f.vg(*args))
-        if backend == "auto":  # the fixed choices' steady state, in this process (their kernels are cached)
-            fixed = {}
-            for other in ("python", "native") if n_ops <= 10_000 else ("native",):
-                g = symgrad.compile(W.generated(n_ops), backend=other)
-                g.vg(*args)
-                fixed[other] = lambda g=g, args=args: g.vg(*args)
-            row["beside"] = _steady_beside(lambda f=f, args=args: f.vg(*args), fixed, 1.5)
         rows.append(row)
     return rows
 
 
+def scalar_beside(sizes: list[int]) -> list[dict[str, Any]]:
+    """Auto settled (``wait_native()``) and each fixed choice, steady per-call seconds measured alternately."""
+    import workloads as W
+
+    import symgrad
+
+    rows = []
+    point = W.generated_point()
+    for n_ops in sizes:
+        calls = {}
+        for backend in ("auto", "python", "native") if n_ops <= 10_000 else ("auto", "native"):
+            f = symgrad.compile(W.generated(n_ops), backend=backend)
+            args = [point[name] for name in f.variables]
+            f.vg(*args)
+            f.wait_native()
+            calls[backend] = lambda f=f, args=args: f.vg(*args)
+        auto = calls.pop("auto")
+        rows.append({"beside": _steady_beside(auto, calls, 1.5)})
+    return rows
+
+
 def array_column(backend: str, sizes: list[int], points: list[int], cap: float) -> list[dict[str, Any]]:
-    import numpy as np
     import workloads as W
 
     import symgrad
@@ -186,13 +206,7 @@ def array_column(backend: str, sizes: list[int], points: list[int], cap: float) 
         src = W.generated(n_ops, n_vars=4)
         for n_points in points:
             for summed in (False, True):
-                rng = np.random.default_rng(0)
-                values: dict[str, Any] = {}
-                for i, name in enumerate(f"x{k}" for k in range(4)):  # the variables of generated(..., n_vars=4)
-                    if summed and i > 0:
-                        values[name] = float(rng.uniform(0.5, 1.5))
-                    else:
-                        values[name] = rng.uniform(0.5, 1.5, n_points)
+                values = _array_values(n_points, summed)
                 start = time.perf_counter()
                 f = symgrad.compile(src, backend=backend)
                 compiled = time.perf_counter() - start
@@ -203,14 +217,45 @@ def array_column(backend: str, sizes: list[int], points: list[int], cap: float) 
                 records = len(symgrad.transforms.grad_tape(f.tape))
                 row: dict[str, Any] = {"n_ops": n_ops, "records": records, "points": n_points, "summed": summed}
                 row.update(totals=line, steady=steady, compile=compiled)
-                if backend == "auto":  # the fixed choices' steady state, in this process
-                    fixed = {}
-                    for other in ("python", "native"):
-                        g = symgrad.compile(src, backend=other)
-                        g.value_and_grad(**values)
-                        fixed[other] = lambda g=g, v=values: g.value_and_grad(**v)
-                    row["beside"] = _steady_beside(lambda f=f, v=values: f.value_and_grad(**v), fixed, 1.0)
                 rows.append(row)
+    return rows
+
+
+def _array_values(n_points: int, summed: bool) -> dict[str, Any]:
+    """The point of an arrays row: every variable an array of ``n_points`` (per point), or only ``x0``."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    values: dict[str, Any] = {}
+    for i, name in enumerate(f"x{k}" for k in range(4)):  # the variables of generated(..., n_vars=4)
+        if summed and i > 0:
+            values[name] = float(rng.uniform(0.5, 1.5))
+        else:
+            values[name] = rng.uniform(0.5, 1.5, n_points)
+    return values
+
+
+def array_beside(sizes: list[int], points: list[int]) -> list[dict[str, Any]]:
+    """Auto settled (``wait_native()``) and each fixed choice, steady per-call seconds measured alternately."""
+    import workloads as W
+
+    import symgrad
+
+    rows = []
+    for n_ops in sizes:
+        src = W.generated(n_ops, n_vars=4)
+        for n_points in points:
+            for summed in (False, True):
+                values = _array_values(n_points, summed)
+                calls = {}
+                for backend in ("auto", "python", "native"):
+                    f = symgrad.compile(src, backend=backend)
+                    f.value_and_grad(**values)
+                    f.wait_native()
+                    calls[backend] = lambda f=f, v=values: f.value_and_grad(**v)
+                auto = calls.pop("auto")
+                rows.append({"beside": _steady_beside(auto, calls, 1.0)})
+                del calls, auto, values  # (a 10^6-point row's arrays are not kept for the next rows)
     return rows
 
 
@@ -230,12 +275,27 @@ def traced_column(backend: str, cap: float) -> list[dict[str, Any]]:
     traced.wait_native()
     row: dict[str, Any] = {"records": len(traced.tape), "totals": line, "compile": compiled}
     row["steady"] = _steady(step, 1.0)
-    if backend == "auto":  # the native replay beside it, in this process (its kernel is cached)
-        other = pb.model()
-        other_params = other.parameters()
-        native = symgrad.trace(lambda ps: pb.moons.loss_of(other, pb.X, pb.y), other_params, backend="native")
-        row["beside"] = _steady_beside(step, {"native": T._replay_step(other, native, other_params)}, 2.0)
     return [row]
+
+
+def traced_beside() -> list[dict[str, Any]]:
+    """Auto settled (``wait_native()``) and the native replay, steady per-step seconds measured alternately."""
+    import train_step as T
+
+    import symgrad
+
+    pb = T.problem(0)
+    steps = {}
+    for backend in ("auto", "native"):
+        model = pb.model()
+        params = model.parameters()
+        traced = symgrad.trace(lambda ps, model=model: pb.moons.loss_of(model, pb.X, pb.y), params, backend=backend)
+        step = T._replay_step(model, traced, params)
+        step()
+        traced.wait_native()
+        steps[backend] = step
+    auto = steps.pop("auto")
+    return [{"beside": _steady_beside(auto, steps, 2.0)}]
 
 
 def calibrate() -> str:
@@ -295,15 +355,18 @@ def calibrate() -> str:
 
 
 def child(table: str, backend: str, quick: bool, cap: float) -> None:
+    """One column's rows (``backend``), or with ``STEADY`` the steady states measured side by side."""
     sizes = SCALAR_OPS[:3] if quick else SCALAR_OPS
+    array_sizes, array_points = (ARRAY_OPS[:3], ARRAY_POINTS[:4]) if quick else (ARRAY_OPS, ARRAY_POINTS)
     if table == "scalar":
-        rows = scalar_column(backend, sizes, cap)
+        rows = scalar_beside(sizes) if backend == STEADY else scalar_column(backend, sizes, cap)
     elif table == "arrays":
-        rows = array_column(
-            backend, ARRAY_OPS[:3] if quick else ARRAY_OPS, ARRAY_POINTS[:4] if quick else ARRAY_POINTS, cap
-        )
+        if backend == STEADY:
+            rows = array_beside(array_sizes, array_points)
+        else:
+            rows = array_column(backend, array_sizes, array_points, cap)
     else:
-        rows = traced_column(backend, cap)
+        rows = traced_beside() if backend == STEADY else traced_column(backend, cap)
     print(json.dumps(rows))
 
 
@@ -354,7 +417,7 @@ def report(table: str, columns: dict[str, list[dict[str, Any]]], counts: list[in
             worst_after = max(worst_after, after)
             cells = " | ".join(fmt(t, x) for t, x in others)
             lines.append(f"| {label} | {k:,} | {fmt(auto_t, auto_x)} | {cells} | {ratio:.2f} | {after:.2f} |")
-        beside = row.get("beside")  # measured alternately in auto's process, where there
+        beside = row.get("beside")  # measured alternately in the steady process, where there
         steady = {c: (beside[c] if beside and c in beside else columns[c][r]["steady"]) for c in fixed}
         mine = beside["auto"] if beside else row["steady"]
         fastest = min(steady.values())
@@ -364,7 +427,7 @@ def report(table: str, columns: dict[str, list[dict[str, Any]]], counts: list[in
         steady_lines.append(f"| {label} | {fmt(mine)} | {cells} | {ratio:.2f} |")
     text = (
         "\n".join(lines)
-        + "\n\nSteady state (per call, after `wait_native()`; measured alternately in auto's process, "
+        + "\n\nSteady state (per call, after `wait_native()`; measured alternately in one more process, "
         + "* = in the fixed choice's own process):\n\n"
         + "\n".join(steady_lines)
     )
@@ -410,6 +473,8 @@ def main() -> None:
     counts = {"scalar": SCALAR_CALLS, "arrays": ARRAY_CALLS, "traced": TRACED_STEPS}
     for table in args.tables.split(","):
         columns = {backend: run_column(table, backend, args.quick, args.cap) for backend in COLUMNS[table]}
+        for row, steady in zip(columns["auto"], run_column(table, STEADY, args.quick, args.cap), strict=True):
+            row.update(steady)
         text, worst_total, worst_after, worst_steady = report(table, columns, counts[table])
         print(f"\n## {table}\n\n{text}\n")
         print(
