@@ -4,7 +4,8 @@
     python bench/dispatch.py --calibrate    # each executor's per-record figures, measured here
 
 Three tables, each run with one process per column (``auto``, and each fixed
-choice), every process with an empty kernel cache, so the columns compare:
+choice; for arrays, one process per row of each column: :data:`ROW_PROCESSES`),
+every process with an empty kernel cache, so the columns compare:
 
 * **scalar**: W3-style generated expressions of N ops (``bench/workloads.py``),
   ``f.vg(*floats)`` called 1, 10, 100, 1,000 and 10,000 times.  Fixed choices:
@@ -71,6 +72,14 @@ ARRAY_OPS = [4, 40, 400, 2_000]  # about 10, 100, 1,000 and 5,000 gradient recor
 ARRAY_POINTS = [10, 100, 1_000, 10_000, 1_000_000]
 ARRAY_CALLS = [1, 10, 100]
 TRACED_STEPS = [10, 100, 1_000]
+ROW_PROCESSES = True
+"""The arrays table runs each row of each column in a process of its own.  Its rows share tapes (one
+per size, over five point counts, each per point and summed) and so fused loops: in one process a
+column, a fixed ``backend="native"`` compiled a loop in the row of 10 points and served the rows of
+100 to 10^6 points with it, so their cells left out the setup that choice pays, while auto, which
+rightly kept the numpy program for 10 points, paid the program's generation there (4 records over
+100 points, one call: auto 0.62 ms against 0.20 ms).  Each cell is the total of one process that
+runs that workload, everything included, for every column alike."""
 STEADY = "steady"
 """The process after each table's columns: auto, settled, and each fixed choice, called alternately
 (the same kernel timed in two processes differed by up to 3x on a loaded machine).  Not auto's own
@@ -146,7 +155,7 @@ def _steady_beside(auto: Callable[[], Any], fixed: dict[str, Callable[[], Any]],
     (between processes, the same code here differed by up to 3x on a loaded machine)."""
     calls = {"auto": auto, **fixed}
     best = dict.fromkeys(calls, float("inf"))
-    for _ in range(3):
+    for _ in range(5):  # (the same numpy program measured 36-62 µs a call within a minute here)
         for name, call in calls.items():
             best[name] = min(best[name], _steady(call, budget / 3))
     return best
@@ -196,29 +205,33 @@ def scalar_beside(sizes: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
-def array_column(backend: str, sizes: list[int], points: list[int], cap: float) -> list[dict[str, Any]]:
+def array_rows(quick: bool) -> list[tuple[int, int, bool]]:
+    """The arrays table's rows: ``(n_ops, n_points, summed)``."""
+    sizes, points = (ARRAY_OPS[:3], ARRAY_POINTS[:4]) if quick else (ARRAY_OPS, ARRAY_POINTS)
+    return [(n_ops, n_points, summed) for n_ops in sizes for n_points in points for summed in (False, True)]
+
+
+def array_column(backend: str, rows: list[tuple[int, int, bool]], cap: float) -> list[dict[str, Any]]:
     import workloads as W
 
     import symgrad
 
-    rows = []
-    for n_ops in sizes:
+    out = []
+    for n_ops, n_points, summed in rows:
         src = W.generated(n_ops, n_vars=4)
-        for n_points in points:
-            for summed in (False, True):
-                values = _array_values(n_points, summed)
-                start = time.perf_counter()
-                f = symgrad.compile(src, backend=backend)
-                compiled = time.perf_counter() - start
-                settled = (lambda: False) if backend == "auto" else (lambda: True)
-                line = _timeline(lambda f=f, v=values: f.value_and_grad(**v), ARRAY_CALLS, cap, start, settled)
-                f.wait_native()
-                steady = _steady(lambda f=f, v=values: f.value_and_grad(**v))
-                records = len(symgrad.transforms.grad_tape(f.tape))
-                row: dict[str, Any] = {"n_ops": n_ops, "records": records, "points": n_points, "summed": summed}
-                row.update(totals=line, steady=steady, compile=compiled)
-                rows.append(row)
-    return rows
+        values = _array_values(n_points, summed)
+        start = time.perf_counter()
+        f = symgrad.compile(src, backend=backend)
+        compiled = time.perf_counter() - start
+        settled = (lambda: False) if backend == "auto" else (lambda: True)
+        line = _timeline(lambda f=f, v=values: f.value_and_grad(**v), ARRAY_CALLS, cap, start, settled)
+        f.wait_native()
+        steady = _steady(lambda f=f, v=values: f.value_and_grad(**v))
+        records = len(symgrad.transforms.grad_tape(f.tape))
+        row: dict[str, Any] = {"n_ops": n_ops, "records": records, "points": n_points, "summed": summed}
+        row.update(totals=line, steady=steady, compile=compiled)
+        out.append(row)
+    return out
 
 
 def _array_values(n_points: int, summed: bool) -> dict[str, Any]:
@@ -235,28 +248,26 @@ def _array_values(n_points: int, summed: bool) -> dict[str, Any]:
     return values
 
 
-def array_beside(sizes: list[int], points: list[int]) -> list[dict[str, Any]]:
+def array_beside(rows: list[tuple[int, int, bool]]) -> list[dict[str, Any]]:
     """Auto settled (``wait_native()``) and each fixed choice, steady per-call seconds measured alternately."""
     import workloads as W
 
     import symgrad
 
-    rows = []
-    for n_ops in sizes:
+    out = []
+    for n_ops, n_points, summed in rows:
         src = W.generated(n_ops, n_vars=4)
-        for n_points in points:
-            for summed in (False, True):
-                values = _array_values(n_points, summed)
-                calls = {}
-                for backend in ("auto", "python", "native"):
-                    f = symgrad.compile(src, backend=backend)
-                    f.value_and_grad(**values)
-                    f.wait_native()
-                    calls[backend] = lambda f=f, v=values: f.value_and_grad(**v)
-                auto = calls.pop("auto")
-                rows.append({"beside": _steady_beside(auto, calls, 1.0)})
-                del calls, auto, values  # (a 10^6-point row's arrays are not kept for the next rows)
-    return rows
+        values = _array_values(n_points, summed)
+        calls = {}
+        for backend in ("auto", "python", "native"):
+            f = symgrad.compile(src, backend=backend)
+            f.value_and_grad(**values)
+            f.wait_native()
+            calls[backend] = lambda f=f, v=values: f.value_and_grad(**v)
+        auto = calls.pop("auto")
+        out.append({"beside": _steady_beside(auto, calls, 1.0)})
+        del calls, auto, values  # (a 10^6-point row's arrays are not kept for the next rows)
+    return out
 
 
 def traced_column(backend: str, cap: float) -> list[dict[str, Any]]:
@@ -354,17 +365,15 @@ def calibrate() -> str:
     return "\n".join(lines)
 
 
-def child(table: str, backend: str, quick: bool, cap: float) -> None:
-    """One column's rows (``backend``), or with ``STEADY`` the steady states measured side by side."""
+def child(table: str, backend: str, quick: bool, cap: float, row: int | None) -> None:
+    """One column's rows (``backend``; for arrays, only row ``row``), or with ``STEADY`` the steady
+    states measured side by side."""
     sizes = SCALAR_OPS[:3] if quick else SCALAR_OPS
-    array_sizes, array_points = (ARRAY_OPS[:3], ARRAY_POINTS[:4]) if quick else (ARRAY_OPS, ARRAY_POINTS)
     if table == "scalar":
         rows = scalar_beside(sizes) if backend == STEADY else scalar_column(backend, sizes, cap)
     elif table == "arrays":
-        if backend == STEADY:
-            rows = array_beside(array_sizes, array_points)
-        else:
-            rows = array_column(backend, array_sizes, array_points, cap)
+        every = array_rows(quick)
+        rows = array_beside(every) if backend == STEADY else array_column(backend, [every[row or 0]], cap)
     else:
         rows = traced_beside() if backend == STEADY else traced_column(backend, cap)
     print(json.dumps(rows))
@@ -372,10 +381,21 @@ def child(table: str, backend: str, quick: bool, cap: float) -> None:
 
 # -------------------------------------------------------------------- report ---
 def run_column(table: str, backend: str, quick: bool, cap: float) -> list[dict[str, Any]]:
+    """The column's rows, from one process, or for arrays one process a row (:data:`ROW_PROCESSES`)."""
+    if table == "arrays" and backend != STEADY and ROW_PROCESSES:
+        rows = []
+        for row in range(len(array_rows(quick))):
+            rows += _run_child(table, backend, quick, cap, ["--row", str(row)])
+        return rows
+    return _run_child(table, backend, quick, cap, [])
+
+
+def _run_child(table: str, backend: str, quick: bool, cap: float, extra: list[str]) -> list[dict[str, Any]]:
     env = dict(os.environ)
     env.pop("SYMGRAD_BACKEND", None)
     env["NUMPY_MADVISE_HUGEPAGE"] = "0"  # no huge-page lottery (see the module docstring)
-    argv = [sys.executable, __file__, "--child", table, backend, "--cap", str(cap)] + (["--quick"] if quick else [])
+    argv = [sys.executable, __file__, "--child", table, backend, "--cap", str(cap), *extra]
+    argv += ["--quick"] if quick else []
     with tempfile.TemporaryDirectory(prefix="symgrad-bench-dispatch-") as cache:  # every column compiles
         env["SYMGRAD_CACHE_DIR"] = cache
         done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
@@ -461,13 +481,14 @@ def main() -> None:
     parser.add_argument("--tables", default="scalar,arrays,traced", help="comma-separated: scalar, arrays, traced")
     parser.add_argument("--cap", type=float, default=30.0, help="seconds per cell before extrapolating")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--row", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--calibrate", action="store_true", help="measure each executor's figures instead")
     args = parser.parse_args()
     if args.calibrate:
         print(calibrate())
         return
     if args.child:
-        child(args.child[0], args.child[1], args.quick, args.cap)
+        child(args.child[0], args.child[1], args.quick, args.cap, args.row)
         return
     _byte_compile()
     counts = {"scalar": SCALAR_CALLS, "arrays": ARRAY_CALLS, "traced": TRACED_STEPS}
