@@ -571,7 +571,8 @@ def array_entry(
 
     if _buy_outright(tiers):
         try:
-            fn = native_fn()  # (read from the persistent cache if it is there; no separate ask)
+            build, _ = in_cache()
+            fn = build()
         except Exception:  # no fused loop for these shapes, a failed compile: the numpy program serves
             fn = numpy_fn.program()
         publish(fn)
