@@ -27,9 +27,6 @@ everywhere, *rent or buy*:
   :class:`Ask`), and so is linking a loop found there (1-3 ms): each is made
   once the calls have paid for it, at once where one call costs more (any
   sizeable array).  A loop loaded in this process serves at once.
-* An array entry whose fused loop costs at most twice the numpy program's
-  setup (a big tape, LLVM running) buys the loop before the first call
-  (:func:`_buy_outright`): renting would pay both setups.
 * Batch entries (:func:`batch_entry`) are the exception: their executors agree
   to rounding, not bit for bit, so the kernel is compiled before the first call.
 
@@ -530,8 +527,7 @@ def array_entry(
     """``fn(*arrays) -> [outputs]`` for inputs of these shapes, under ``backend`` (numpy's semantics).
 
     The numpy program serves first; the fused native kernel takes over once the calls
-    have paid for its compile (at once under ``native``, and where it costs at most twice
-    the numpy program's setup: :func:`_buy_outright`).
+    have paid for its compile (at once under ``native``).
     """
     numpy_fn = numpy_code.LazyArrayProgram(tape, shapes, reduce_to)  # generated once it serves or is handed a call
     if not _broadcasts(shapes) or not native_ready(backend, tape):
@@ -569,32 +565,12 @@ def array_entry(
             return found
         return native_fn, next(setup for name, setup, _ in array_tiers(tape, n_points, n_varying) if name == "native")
 
-    if _buy_outright(tiers):
-        try:
-            build, _ = in_cache()
-            fn = build()
-        except Exception:  # no fused loop for these shapes, a failed compile: the numpy program serves
-            fn = numpy_fn.program()
-        publish(fn)
-        return fn, None
     ask = Ask("native", native.EXECUTOR.ask_cost(len(tape)), in_cache)
     start = time.perf_counter()
     first = numpy_fn.program()
     spent = time.perf_counter() - start
     rental = Rental(tiers, {"native": native_fn}, publish, first, kind="array", ask=ask, spent=spent)
     return rental.entry, rental
-
-
-def _buy_outright(tiers: Sequence[Tier]) -> bool:
-    """Whether a tier cheaper per call than the first costs at most twice the first's setup: then it is
-    bought before the first call, and the first executor is never set up.
-
-    Renting pays the first executor's setup before any call (the numpy program of a big tape: its
-    generation, mostly CPython compiling the generated source), then rent up to the next setup, then
-    that setup: three times the best choice where the first setup is about the next one.  Buying
-    outright spends at most twice the first setup, so it stays within the bound whatever the calls."""
-    (_, first, per_call), *rest = tiers
-    return any(call < per_call and setup <= 2.0 * first for _, setup, call in rest)
 
 
 def varying_records(tape: Tape, shapes: Sequence[Shape]) -> int:

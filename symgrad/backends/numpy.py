@@ -559,9 +559,7 @@ def reference(tape: Tape, shared: list[float], data: Sequence[Any], examples: It
 class Figures:
     """Seconds, measured on the project's 2-core machines (``python bench/dispatch.py --calibrate`` measures them again)."""
 
-    setup_per_record: float = 35e-6
-    """Generating and compiling the program, per record, as a tape's first array call pays it: measured
-    35-45 µs a record for 784 and 3,566 records (later shapes of the same tape: 12-19 µs)."""
+    setup_per_record: float = 15e-6
     call_per_record: float = 2.5e-6
     """numpy's fixed cost per array operation (one per record), whatever the size."""
     call_per_element: float = 2.5e-9
