@@ -190,19 +190,35 @@ def scalar_beside(sizes: list[int]) -> list[dict[str, Any]]:
 
     import symgrad
 
-    rows = []
     point = W.generated_point()
-    for n_ops in sizes:
-        calls = {}
-        for backend in ("auto", "python", "native") if n_ops <= 10_000 else ("auto", "native"):
-            f = symgrad.compile(W.generated(n_ops), backend=backend)
-            args = [point[name] for name in f.variables]
-            f.vg(*args)
-            f.wait_native()
-            calls[backend] = lambda f=f, args=args: f.vg(*args)
-        auto = calls.pop("auto")
-        rows.append({"beside": _steady_beside(auto, calls, 1.5)})
-    return rows
+
+    def call(f: Any) -> Any:
+        return f.vg(*(point[name] for name in f.variables))
+
+    return [
+        _settled_beside(
+            lambda backend, n_ops=n_ops: symgrad.compile(W.generated(n_ops), backend=backend),
+            call,
+            ("auto", "python", "native") if n_ops <= 10_000 else ("auto", "native"),
+            1.5,
+        )
+        for n_ops in sizes
+    ]
+
+
+def _settled_beside(
+    make: Callable[[str], Any], call: Callable[[Any], Any], backends: tuple[str, ...], budget: float
+) -> dict[str, Any]:
+    """``{"beside": ...}``: the Function ``make(backend)`` of each backend called once and settled
+    (``wait_native()``), then auto's steady state measured alternately with the others'."""
+    calls = {}
+    for backend in backends:
+        f = make(backend)
+        call(f)
+        f.wait_native()
+        calls[backend] = lambda f=f: call(f)
+    auto = calls.pop("auto")
+    return {"beside": _steady_beside(auto, calls, budget)}
 
 
 def array_rows(quick: bool) -> list[tuple[int, int, bool]]:
@@ -258,15 +274,15 @@ def array_beside(rows: list[tuple[int, int, bool]]) -> list[dict[str, Any]]:
     for n_ops, n_points, summed in rows:
         src = W.generated(n_ops, n_vars=4)
         values = _array_values(n_points, summed)
-        calls = {}
-        for backend in ("auto", "python", "native"):
-            f = symgrad.compile(src, backend=backend)
-            f.value_and_grad(**values)
-            f.wait_native()
-            calls[backend] = lambda f=f, v=values: f.value_and_grad(**v)
-        auto = calls.pop("auto")
-        out.append({"beside": _steady_beside(auto, calls, 1.0)})
-        del calls, auto, values  # (a 10^6-point row's arrays are not kept for the next rows)
+        out.append(
+            _settled_beside(
+                lambda backend, src=src: symgrad.compile(src, backend=backend),
+                lambda f, v=values: f.value_and_grad(**v),
+                ("auto", "python", "native"),
+                1.0,
+            )
+        )
+        del values  # (a 10^6-point row's arrays are not kept for the next rows)
     return out
 
 
@@ -373,7 +389,11 @@ def child(table: str, backend: str, quick: bool, cap: float, row: int | None) ->
         rows = scalar_beside(sizes) if backend == STEADY else scalar_column(backend, sizes, cap)
     elif table == "arrays":
         every = array_rows(quick)
-        rows = array_beside(every) if backend == STEADY else array_column(backend, [every[row or 0]], cap)
+        rows = (
+            array_beside(every)
+            if backend == STEADY
+            else array_column(backend, every if row is None else [every[row]], cap)
+        )
     else:
         rows = traced_beside() if backend == STEADY else traced_column(backend, cap)
     print(json.dumps(rows))
